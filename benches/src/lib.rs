@@ -1,0 +1,1 @@
+//! Criterion benchmarks for nodegate; see docs/BENCHMARKS.md.

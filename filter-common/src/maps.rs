@@ -1,0 +1,98 @@
+//! Map names and capacities. The kernel `#[map]` declarations and the loader's `take_map`
+//! both use these, so a rename or resize happens in one place.
+//!
+//! NB: the kernel truncates map names to 15 bytes (BPF_OBJ_NAME_LEN - 1); every name here is
+//! shorter, which a const assertion below enforces.
+
+/// Version of the pinned layout (maps, their key/value types, the program's contract).
+/// A loader refuses to adopt pins written under another version.
+pub const LAYOUT_VERSION: u32 = 1;
+
+/// Rule tables exist twice: the program reads the active one, the loader fills the other
+/// and flips once.
+pub const GENERATIONS: u32 = 2;
+
+/// Control word: which generation is active and whether any is loaded. `Array<Control>[1]`.
+pub const MAP_CONTROL: &str = "NG_CONTROL";
+/// Per-generation settings. `Array<GenConfig>[GENERATIONS]`.
+pub const MAP_GEN_CONFIG: &str = "NG_GENCFG";
+/// Interfaces the loader attached to: ifindex → counter slot. `HashMap<u32, IfaceEntry>`.
+pub const MAP_IFACES: &str = "NG_IFACES";
+/// IPv4 source prefixes of both generations. `LpmTrie<SrcV4Key, u32 class>`.
+pub const MAP_SRC_V4: &str = "NG_SRC_V4";
+/// IPv6 source prefixes of both generations. `LpmTrie<SrcV6Key, u32 class>`.
+pub const MAP_SRC_V6: &str = "NG_SRC_V6";
+/// Service key (port, ICMP type, protocol number) → segment id, in chunks.
+/// `Array<SegmentChunk>[GENERATIONS * SERVICE_CHUNKS]`.
+pub const MAP_SEGMENTS: &str = "NG_SEGMENTS";
+/// (class, service kind) → cell per segment. `Array<ClassCells>[GENERATIONS * MAX_CLASSES * SERVICE_KINDS]`.
+pub const MAP_CLASS_CELLS: &str = "NG_CELLS";
+/// Per-CPU packet/byte counters by interface slot and reason slot.
+/// `PerCpuArray<Counter>[MAX_IFACES * STAT_SLOTS]`.
+pub const MAP_REASON_STATS: &str = "NG_STATS";
+/// Per-CPU packet/byte counters by rule slot (and would-drop slot in monitor mode).
+/// `PerCpuArray<Counter>[2 * MAX_RULES]`.
+pub const MAP_RULE_STATS: &str = "NG_RULE_STATS";
+/// Per-CPU packets judged by each generation slot. `PerCpuArray<Counter>[GENERATIONS]`.
+pub const MAP_GEN_STATS: &str = "NG_GEN_STATS";
+/// Rule slot → rule name, so `nodegate stats` can label counters without a config file.
+/// `Array<RuleName>[MAX_RULES]`.
+pub const MAP_RULE_NAMES: &str = "NG_RULE_NAMES";
+/// Drop samples to the loader. `RingBuf`.
+pub const MAP_SAMPLES: &str = "NG_SAMPLES";
+/// Per-CPU token bucket that rate-limits drop samples. `PerCpuArray<SampleBucket>[1]`.
+pub const MAP_SAMPLE_RATE: &str = "NG_SAMPLE_RL";
+/// Sample accounting (emitted, lost to a full ring). `PerCpuArray<u64>[2]`.
+pub const MAP_SAMPLE_STATS: &str = "NG_SAMPLE_ST";
+
+/// IPv4 prefixes per generation (the trie holds two generations).
+pub const MAX_V4_PREFIXES: u32 = 131_072;
+/// IPv6 prefixes per generation.
+pub const MAX_V6_PREFIXES: u32 = 32_768;
+/// Distinct source classes (sets of rules covering a prefix) per generation.
+pub const MAX_CLASSES: u32 = 512;
+/// Distinct key segments per service kind (port ranges with the same rule membership).
+pub const MAX_SEGMENTS: u32 = 128;
+/// Rule slots, including failsafe rules. Slot 0 means "no rule".
+pub const MAX_RULES: u32 = 1024;
+/// Interface counter slots. Slot 0 collects packets from interfaces the loader did not
+/// register (for example `BPF_PROG_TEST_RUN` on loopback).
+pub const MAX_IFACES: u32 = 64;
+/// Longest rule name stored for `stats`, in bytes.
+pub const RULE_NAME_LEN: usize = 64;
+/// Ring buffer size for drop samples, bytes (power of two, multiple of the page size).
+pub const SAMPLE_RING_BYTES: u32 = 256 * 1024;
+
+const _: () = {
+    let names = [
+        MAP_CONTROL,
+        MAP_GEN_CONFIG,
+        MAP_IFACES,
+        MAP_SRC_V4,
+        MAP_SRC_V6,
+        MAP_SEGMENTS,
+        MAP_CLASS_CELLS,
+        MAP_REASON_STATS,
+        MAP_RULE_STATS,
+        MAP_GEN_STATS,
+        MAP_RULE_NAMES,
+        MAP_SAMPLES,
+        MAP_SAMPLE_RATE,
+        MAP_SAMPLE_STATS,
+        MAP_FRAGS,
+    ];
+    let mut i = 0;
+    while i < names.len() {
+        assert!(
+            names[i].len() <= 15,
+            "map name longer than the kernel keeps"
+        );
+        i += 1;
+    }
+};
+
+/// Passed first fragments: (family, proto, id, src, dst) → time seen.
+/// `LruHashMap<FragKey, u64>[MAX_TRACKED_FRAGMENTS]`.
+pub const MAP_FRAGS: &str = "NG_FRAGS";
+/// Fragmented datagrams tracked at once.
+pub const MAX_TRACKED_FRAGMENTS: u32 = 65_536;

@@ -1,0 +1,227 @@
+//! Map key and value types. Every one is `#[repr(C)]`, `Copy`, free of implicit padding (a
+//! padded key is a classic cause of failed lookups), and has its size asserted.
+
+use core::mem::size_of;
+
+use crate::layout::SEGMENT_CHUNK;
+use crate::maps::{MAX_SEGMENTS, RULE_NAME_LEN};
+
+/// `NG_CONTROL[0]`: the single word the loader flips to switch generations.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Control {
+    /// Generation slot (0 or 1) the program reads for every packet.
+    pub active_gen: u32,
+    /// Non-zero once a generation has been fully written.
+    pub ready: u32,
+}
+const _: () = assert!(size_of::<Control>() == 8);
+
+/// `mode` values of [`GenConfig`].
+pub mod mode {
+    /// Drops are enforced.
+    pub const ENFORCE: u32 = 0;
+    /// Dry run: everything passes, would-drops are counted.
+    pub const MONITOR: u32 = 1;
+}
+
+/// `return_mode` values of [`GenConfig`].
+pub mod return_mode {
+    /// No return-traffic rule.
+    pub const OFF: u32 = 0;
+    /// Stateless: TCP without SYN-only and UDP to the ephemeral port range pass.
+    pub const EPHEMERAL: u32 = 1;
+    /// A TC egress program learns outgoing flows; their replies pass.
+    pub const STATEFUL: u32 = 2;
+}
+
+/// Bits of [`GenConfig::flags`].
+pub mod flags {
+    /// ARP passes as an essential.
+    pub const ESSENTIAL_ARP: u32 = 1 << 0;
+    /// IPv6 Neighbor Discovery (hop limit 255) passes as an essential.
+    pub const ESSENTIAL_ND: u32 = 1 << 1;
+    /// ICMP/ICMPv6 errors (incl. PMTU) pass as essentials.
+    pub const ESSENTIAL_ICMP_ERRORS: u32 = 1 << 2;
+    /// IPv4 packets with options are evaluated (else dropped as `ipv4-options`).
+    pub const IPV4_OPTIONS_ALLOW: u32 = 1 << 3;
+    /// Unknown ethertypes pass (else dropped as `unknown-ethertype`).
+    pub const UNKNOWN_ETHERTYPE_PASS: u32 = 1 << 4;
+    /// Non-first fragments follow their tracked first fragment.
+    pub const FRAGMENT_TRACK: u32 = 1 << 5;
+    /// Default verdict for IP traffic that matches nothing is pass.
+    pub const DEFAULT_PASS: u32 = 1 << 6;
+}
+
+/// `NG_GENCFG[gen]`: the settings of one rule generation.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GenConfig {
+    /// [`mode`] value.
+    pub mode: u32,
+    /// [`flags`] bits.
+    pub flags: u32,
+    /// [`return_mode`] value.
+    pub return_mode: u32,
+    /// Lowest ephemeral port (inclusive), for `return_mode::EPHEMERAL`.
+    pub ephemeral_lo: u16,
+    /// Highest ephemeral port (inclusive).
+    pub ephemeral_hi: u16,
+    /// Monotonic generation number (never reused), for logs and tests.
+    pub epoch: u64,
+    /// Drop samples allowed per CPU per second (0 disables sampling).
+    pub samples_per_sec: u32,
+    /// Explicit padding; always zero.
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<GenConfig>() == 32);
+
+/// `NG_IFACES[ifindex]`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IfaceEntry {
+    /// Counter slot, 1..MAX_IFACES.
+    pub slot: u32,
+    /// Reserved; zero.
+    pub flags: u32,
+}
+const _: () = assert!(size_of::<IfaceEntry>() == 8);
+
+/// Data of an IPv4 source key: generation slot (big-endian) then the address, so that one
+/// trie holds both generations and a lookup with prefix length 64 stays in one generation.
+/// The LPM prefix length of a rule prefix `a/n` is `32 + n`.
+pub type SrcV4Data = [u8; 8];
+/// IPv6 counterpart of [`SrcV4Data`]: 4 bytes generation, 16 bytes address.
+pub type SrcV6Data = [u8; 20];
+
+/// Build the LPM key data for generation `gen` and an address in network byte order.
+pub fn src_v4_data(gen: u32, addr: [u8; 4]) -> SrcV4Data {
+    let g = gen.to_be_bytes();
+    [g[0], g[1], g[2], g[3], addr[0], addr[1], addr[2], addr[3]]
+}
+
+/// Build the LPM key data for generation `gen` and an IPv6 address.
+pub fn src_v6_data(gen: u32, addr: [u8; 16]) -> SrcV6Data {
+    let mut d = [0u8; 20];
+    d[..4].copy_from_slice(&gen.to_be_bytes());
+    d[4..].copy_from_slice(&addr);
+    d
+}
+
+/// Bits of the generation prefix in a source key.
+pub const GEN_PREFIX_BITS: u32 = 32;
+
+/// `NG_SEGMENTS` value: segment ids of [`SEGMENT_CHUNK`] consecutive service keys.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SegmentChunk {
+    /// Segment id per key; 0 = no rule covers that key.
+    pub seg: [u16; SEGMENT_CHUNK as usize],
+}
+const _: () = assert!(size_of::<SegmentChunk>() == 512);
+
+/// `NG_CELLS` value: the decision per segment for one (generation, class, kind).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClassCells {
+    /// Packed [`crate::Cell`] per segment id.
+    pub cell: [u32; MAX_SEGMENTS as usize],
+}
+const _: () = assert!(size_of::<ClassCells>() == 512);
+
+/// A per-CPU packet and byte counter.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counter {
+    /// Packets.
+    pub packets: u64,
+    /// Bytes (frame length as seen by XDP).
+    pub bytes: u64,
+}
+const _: () = assert!(size_of::<Counter>() == 16);
+
+/// `NG_RULE_NAMES[slot]`: NUL-padded UTF-8 rule name.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RuleName {
+    /// Name bytes; unused tail is zero.
+    pub name: [u8; RULE_NAME_LEN],
+}
+const _: () = assert!(size_of::<RuleName>() == 64);
+
+/// A drop sample sent to the loader through the ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DropSample {
+    /// Interface the packet arrived on.
+    pub ifindex: u32,
+    /// [`crate::Reason`] code.
+    pub reason: u32,
+    /// Rule slot that decided, 0 if none.
+    pub rule: u32,
+    /// 4 or 6; 0 for non-IP frames.
+    pub family: u8,
+    /// IP protocol (after extension headers).
+    pub proto: u8,
+    /// 1 when the packet was only a would-drop (monitor mode).
+    pub monitor: u8,
+    /// Explicit padding; zero.
+    pub _pad: u8,
+    /// Source port (host order), 0 if none.
+    pub sport: u16,
+    /// Destination port or ICMP type (host order), 0 if none.
+    pub dport: u16,
+    /// Source address; IPv4 in the first 4 bytes.
+    pub src: [u8; 16],
+    /// Destination address; IPv4 in the first 4 bytes.
+    pub dst: [u8; 16],
+}
+const _: () = assert!(size_of::<DropSample>() == 52);
+
+/// `NG_SAMPLE_RL[0]` per CPU: token bucket state.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SampleBucket {
+    /// When the bucket was last refilled (bpf_ktime_get_ns).
+    pub last_ns: u64,
+    /// Tokens left.
+    pub tokens: u64,
+}
+const _: () = assert!(size_of::<SampleBucket>() == 16);
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are repr(C), Copy, and free of padding (sizes asserted above).
+    unsafe impl aya::Pod for super::Control {}
+    unsafe impl aya::Pod for super::GenConfig {}
+    unsafe impl aya::Pod for super::IfaceEntry {}
+    unsafe impl aya::Pod for super::SegmentChunk {}
+    unsafe impl aya::Pod for super::ClassCells {}
+    unsafe impl aya::Pod for super::Counter {}
+    unsafe impl aya::Pod for super::RuleName {}
+    unsafe impl aya::Pod for super::DropSample {}
+    unsafe impl aya::Pod for super::SampleBucket {}
+}
+
+/// `NG_FRAGS` key: one fragmented datagram (RFC 791 / RFC 8200 reassembly identity).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FragKey {
+    /// 4 or 6.
+    pub family: u8,
+    /// IP protocol of the fragmented payload.
+    pub proto: u8,
+    /// Explicit padding; zero.
+    pub _pad: [u8; 2],
+    /// Identification (IPv4: 16 bits widened; IPv6: 32 bits), host order.
+    pub id: u32,
+    /// Source address; IPv4 in the first 4 bytes, rest zero.
+    pub src: [u8; 16],
+    /// Destination address; IPv4 in the first 4 bytes, rest zero.
+    pub dst: [u8; 16],
+}
+const _: () = assert!(size_of::<FragKey>() == 40);
+
+#[cfg(feature = "user")]
+// SAFETY: repr(C), Copy, no padding (size asserted above).
+unsafe impl aya::Pod for FragKey {}

@@ -1,0 +1,168 @@
+//! The validated rule set: what a config file means once every check has passed. The YAML
+//! front end ([`crate::config`]) produces it; the compiler ([`crate::compiler`]) turns it into
+//! kernel tables and the reference model ([`crate::model`]) judges packets against it
+//! directly. Keeping this type free of YAML and of kernel layout is what lets the model stay
+//! independent of the compiler.
+
+use std::ops::RangeInclusive;
+
+use ipnet::IpNet;
+
+/// Enforce drops, or only count them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Drops are enforced.
+    #[default]
+    Enforce,
+    /// Dry run: everything passes; would-drops are counted by reason and rule.
+    Monitor,
+}
+
+/// Verdict for IP traffic that no rule decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum DefaultAction {
+    /// Drop (the default).
+    #[default]
+    Drop,
+    /// Pass.
+    Pass,
+}
+
+/// What a rule does when it matches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RuleKind {
+    /// Always-allowed lockout protection; evaluated before deny and allow rules.
+    Failsafe,
+    /// Drop; evaluated before allow rules.
+    Deny,
+    /// Pass.
+    Allow,
+}
+
+/// The protocol a rule covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// TCP; keys are destination ports.
+    Tcp,
+    /// UDP; keys are destination ports.
+    Udp,
+    /// ICMP over IPv4; keys are message types.
+    Icmp,
+    /// ICMPv6 over IPv6; keys are message types.
+    Icmpv6,
+    /// Every IP protocol, every port and type.
+    Any,
+}
+
+/// One rule, with set names already expanded to CIDRs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rule {
+    /// Unique name; rule counters are keyed by it and survive reloads.
+    pub name: String,
+    /// Failsafe, deny or allow.
+    pub kind: RuleKind,
+    /// Source prefixes, IPv4 and IPv6 mixed, host bits clear, deduplicated.
+    pub sources: Vec<IpNet>,
+    /// Protocol.
+    pub protocol: Protocol,
+    /// Destination ports (TCP/UDP) or message types (ICMP/ICMPv6) as inclusive ranges.
+    /// Empty means every key of the protocol. Always empty for [`Protocol::Any`].
+    pub keys: Vec<RangeInclusive<u16>>,
+}
+
+/// Packets that always pass before any rule, unless turned off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Essentials {
+    /// ARP.
+    pub arp: bool,
+    /// IPv6 Neighbor Discovery (types 133–137) with hop limit 255, never fragmented.
+    pub neighbor_discovery: bool,
+    /// ICMP/ICMPv6 errors, including PMTU discovery.
+    pub icmp_errors: bool,
+}
+
+impl Default for Essentials {
+    fn default() -> Self {
+        Essentials {
+            arp: true,
+            neighbor_discovery: true,
+            icmp_errors: true,
+        }
+    }
+}
+
+/// How replies to connections the node opened itself get through.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReturnTraffic {
+    /// No special treatment.
+    Off,
+    /// Stateless: TCP segments that are not SYN-only, and UDP datagrams, to a destination
+    /// port inside the node's ephemeral range.
+    Ephemeral {
+        /// The node's `ip_local_port_range`.
+        ports: RangeInclusive<u16>,
+    },
+    /// A TC egress program learns outgoing flows; their replies pass.
+    Stateful,
+}
+
+/// What to do with non-first fragments.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Fragments {
+    /// Follow the verdict of the tracked first fragment.
+    #[default]
+    Track,
+    /// Always drop.
+    Drop,
+}
+
+/// A complete, validated rule set.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Policy {
+    /// Enforce or monitor.
+    pub mode: Mode,
+    /// Verdict when nothing decided.
+    pub default: DefaultAction,
+    /// Essentials.
+    pub essentials: Essentials,
+    /// Evaluate IPv4 packets with options (`true`) or drop them (`false`, the default).
+    pub ipv4_options_allow: bool,
+    /// Pass ethertypes other than IPv4, IPv6 and ARP (`false` drops them, the default).
+    pub unknown_ethertypes_pass: bool,
+    /// Return-traffic mode.
+    pub return_traffic: ReturnTraffic,
+    /// Fragment policy.
+    pub fragments: Fragments,
+    /// Drop samples per CPU per second sent to the loader (0 disables).
+    pub samples_per_sec: u32,
+    /// Rules in file order within each kind. Evaluation is failsafe, then deny, then allow;
+    /// within a kind the first rule in file order wins.
+    pub rules: Vec<Rule>,
+}
+
+impl Policy {
+    /// Rules in evaluation order: failsafe, deny, allow; file order within each kind.
+    pub fn rules_in_precedence(&self) -> impl Iterator<Item = &Rule> {
+        [RuleKind::Failsafe, RuleKind::Deny, RuleKind::Allow]
+            .into_iter()
+            .flat_map(move |kind| self.rules.iter().filter(move |r| r.kind == kind))
+    }
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            mode: Mode::Enforce,
+            default: DefaultAction::Drop,
+            essentials: Essentials::default(),
+            ipv4_options_allow: false,
+            unknown_ethertypes_pass: false,
+            return_traffic: ReturnTraffic::Ephemeral {
+                ports: 32768..=60999,
+            },
+            fragments: Fragments::Track,
+            samples_per_sec: 10,
+            rules: Vec::new(),
+        }
+    }
+}
