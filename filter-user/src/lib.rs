@@ -9,7 +9,9 @@
 
 pub mod compiler;
 pub mod config;
+pub mod loader;
 pub mod craft;
+pub mod lab;
 pub mod model;
 pub mod object;
 pub mod policy;

@@ -1,1 +1,41 @@
-fn main() {}
+//! Project automation: `cargo xtask setup | test | demo | lint`. Orchestrates; the build
+//! itself stays in cargo (filter-user/build.rs builds the XDP object).
+
+mod cmd;
+mod demo;
+mod lint;
+mod setup;
+mod test;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "nodegate project automation")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install what is missing (Debian packages, bpf-linker 0.13.0 for LLVM 22) and mount
+    /// bpffs. Idempotent; prints what it did. On non-Debian systems prints the steps.
+    Setup,
+    /// Setup, then host unit tests, then the privileged BPF_PROG_TEST_RUN and veth/netns
+    /// tests (single-threaded). With CI=true a privileged test that cannot run fails.
+    Test,
+    /// Setup, build, create a veth lab, attach nodegate with examples/eks-node.yaml, send a
+    /// traffic mix from the peer namespace, print the counters, tear everything down.
+    Demo,
+    /// rustfmt check and clippy in two passes: host workspace, then the BPF crate.
+    Lint,
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Setup => setup::run().map(|_| ()),
+        Command::Test => test::run(),
+        Command::Demo => demo::run(),
+        Command::Lint => lint::run(),
+    }
+}

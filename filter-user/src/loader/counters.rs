@@ -1,0 +1,93 @@
+//! Reading counters out of the maps: per interface and reason, per rule, per generation.
+
+use filter_common::{Counter, Reason, RuleName, MAX_IFACES, MAX_RULES, STAT_SLOTS};
+
+use super::{FilterMaps, LoaderError};
+
+/// One non-zero reason counter.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ReasonCount {
+    /// Interface counter slot (0 = unregistered interfaces and test runs).
+    pub iface_slot: u32,
+    /// Reason name.
+    pub reason: &'static str,
+    /// Whether this counts monitor-mode would-drops.
+    pub would_drop: bool,
+    /// Packets.
+    pub packets: u64,
+    /// Bytes.
+    pub bytes: u64,
+}
+
+/// One non-zero rule counter.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct RuleCount {
+    /// Rule slot.
+    pub slot: u32,
+    /// Rule name as last published (empty if the slot was never named).
+    pub name: String,
+    /// Whether this counts monitor-mode would-drops.
+    pub would_drop: bool,
+    /// Packets.
+    pub packets: u64,
+    /// Bytes.
+    pub bytes: u64,
+}
+
+/// All non-zero counters at one moment.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Snapshot {
+    /// Reason counters.
+    pub reasons: Vec<ReasonCount>,
+    /// Rule counters.
+    pub rules: Vec<RuleCount>,
+    /// Packets judged per generation slot.
+    pub generations: [u64; 2],
+}
+
+fn name_of(entry: &RuleName) -> String {
+    let end = entry.name.iter().position(|b| *b == 0).unwrap_or(entry.name.len());
+    String::from_utf8_lossy(&entry.name[..end]).into_owned()
+}
+
+impl FilterMaps {
+    /// Read every counter (one pass over the per-CPU arrays).
+    pub fn snapshot(&self) -> Result<Snapshot, LoaderError> {
+        let mut snap = Snapshot::default();
+        for (index, values) in self.stats.iter().enumerate() {
+            let values = values.map_err(|source| LoaderError::Map { name: "NG_STATS", source })?;
+            let total = values.iter().fold(Counter::default(), |a, c| Counter { packets: a.packets + c.packets, bytes: a.bytes + c.bytes });
+            if total.packets == 0 {
+                continue;
+            }
+            let index = index as u32;
+            let (iface_slot, slot) = (index / STAT_SLOTS, index % STAT_SLOTS);
+            if iface_slot >= MAX_IFACES {
+                continue;
+            }
+            let Some(reason) = Reason::from_u32(slot % filter_common::REASON_SLOTS) else { continue };
+            snap.reasons.push(ReasonCount {
+                iface_slot,
+                reason: reason.name(),
+                would_drop: slot >= filter_common::REASON_SLOTS,
+                packets: total.packets,
+                bytes: total.bytes,
+            });
+        }
+        for (index, values) in self.rule_stats.iter().enumerate() {
+            let values = values.map_err(|source| LoaderError::Map { name: "NG_RULE_STATS", source })?;
+            let total = values.iter().fold(Counter::default(), |a, c| Counter { packets: a.packets + c.packets, bytes: a.bytes + c.bytes });
+            if total.packets == 0 {
+                continue;
+            }
+            let index = index as u32;
+            let slot = index % MAX_RULES;
+            let name = self.rule_names.get(&slot, 0).map(|n| name_of(&n)).unwrap_or_default();
+            snap.rules.push(RuleCount { slot, name, would_drop: index >= MAX_RULES, packets: total.packets, bytes: total.bytes });
+        }
+        for gen in 0..2u32 {
+            snap.generations[gen as usize] = FilterMaps::sum(&self.gen_stats, gen)?.packets;
+        }
+        Ok(snap)
+    }
+}

@@ -1,0 +1,148 @@
+//! Loading the XDP program and owning its maps. Attaching to interfaces, pinning and
+//! adoption live in their own modules; rule generations are published by [`publish`].
+
+mod maps;
+pub mod counters;
+pub mod testrun;
+
+use std::path::PathBuf;
+
+use aya::{programs::Xdp, Ebpf, EbpfLoader, VerifierLogLevel};
+
+pub use maps::{FilterMaps, PINNED_MAPS};
+
+/// Name of the XDP program in the object.
+pub const XDP_PROGRAM: &str = "nodegate";
+
+/// Errors from loading the program and using its maps.
+#[derive(Debug, thiserror::Error)]
+pub enum LoaderError {
+    /// The binary carries no XDP object.
+    #[error(transparent)]
+    MissingObject(#[from] crate::object::MissingObject),
+    /// The kernel refused the object or program.
+    #[error("failed to load the XDP program: {source}{hint}")]
+    Load {
+        /// aya's error (contains the verifier log when there is one).
+        source: Box<aya::EbpfError>,
+        /// What to do about it.
+        hint: &'static str,
+    },
+    /// The program did not pass the verifier or could not be loaded.
+    #[error("the kernel rejected the XDP program: {source}{hint}")]
+    Program {
+        /// aya's error.
+        source: Box<aya::programs::ProgramError>,
+        /// What to do about it.
+        hint: &'static str,
+    },
+    /// The object lacks a map this loader expects: object and loader are from different builds.
+    #[error("the XDP object has no map named {name}: loader and object are from different builds")]
+    MissingMap {
+        /// Map name.
+        name: &'static str,
+    },
+    /// A map operation failed.
+    #[error("map {name}: {source}")]
+    Map {
+        /// Map name.
+        name: &'static str,
+        /// aya's error.
+        source: aya::maps::MapError,
+    },
+    /// A pinned map could not be opened.
+    #[error("cannot open pinned map {path}: {source}")]
+    OpenPin {
+        /// Pin path.
+        path: PathBuf,
+        /// aya's error.
+        source: aya::maps::MapError,
+    },
+    /// BPF_PROG_TEST_RUN failed.
+    #[error("BPF_PROG_TEST_RUN failed: {0}")]
+    TestRun(#[source] Box<aya::programs::ProgramError>),
+}
+
+/// Hint appended to load errors caused by missing privileges.
+pub(crate) fn privilege_hint(err: &dyn std::error::Error) -> &'static str {
+    let text = format!("{err:?}");
+    if text.contains("EPERM") || text.contains("Operation not permitted") || text.contains("os error 1)") {
+        " (hint: nodegate needs root or CAP_BPF + CAP_NET_ADMIN (+ CAP_PERFMON for some kernels); run it as root or grant them, e.g. `setcap cap_bpf,cap_net_admin,cap_perfmon+ep nodegate`)"
+    } else {
+        ""
+    }
+}
+
+/// How to load the object.
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    /// Pin (or reuse pinned) maps in this directory; `None` gives private maps (tests, replay).
+    pub map_pin_dir: Option<PathBuf>,
+    /// Collect the verifier's full log (slow; for diagnostics and instruction counts).
+    pub verbose_verifier: bool,
+}
+
+/// The loaded XDP program and its maps.
+pub struct Filter {
+    ebpf: Ebpf,
+    maps: FilterMaps,
+}
+
+impl Filter {
+    /// Load the embedded object and the XDP program into the kernel (not attached anywhere).
+    pub fn load(options: &LoadOptions) -> Result<Self, LoaderError> {
+        let object = crate::object::ebpf_object()?;
+        let mut loader = EbpfLoader::new();
+        let pin_paths: Vec<(&str, PathBuf)> = match &options.map_pin_dir {
+            Some(dir) => PINNED_MAPS.iter().map(|name| (*name, dir.join(name))).collect(),
+            None => Vec::new(),
+        };
+        for (name, path) in &pin_paths {
+            loader.map_pin_path(name, path.as_path());
+        }
+        if options.verbose_verifier {
+            loader.verifier_log_level(VerifierLogLevel::VERBOSE | VerifierLogLevel::STATS);
+        }
+        let mut ebpf = loader.load(object).map_err(|source| LoaderError::Load {
+            hint: privilege_hint(&source),
+            source: Box::new(source),
+        })?;
+        let program: &mut Xdp = ebpf
+            .program_mut(XDP_PROGRAM)
+            .ok_or(LoaderError::MissingMap { name: XDP_PROGRAM })?
+            .try_into()
+            .map_err(|source: aya::programs::ProgramError| LoaderError::Program {
+                hint: "",
+                source: Box::new(source),
+            })?;
+        program.load().map_err(|source| LoaderError::Program {
+            hint: privilege_hint(&source),
+            source: Box::new(source),
+        })?;
+        let maps = FilterMaps::take(&mut ebpf)?;
+        Ok(Filter { ebpf, maps })
+    }
+
+    /// The XDP program.
+    pub fn program(&mut self) -> &mut Xdp {
+        self.ebpf
+            .program_mut(XDP_PROGRAM)
+            .and_then(|p| p.try_into().ok())
+            .expect("checked in load")
+    }
+
+    /// The maps.
+    pub fn maps(&self) -> &FilterMaps {
+        &self.maps
+    }
+
+    /// The maps, writable.
+    pub fn maps_mut(&mut self) -> &mut FilterMaps {
+        &mut self.maps
+    }
+
+    /// The underlying aya object (for maps not wrapped here, e.g. the sample ring).
+    pub fn ebpf_mut(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
+    }
+}

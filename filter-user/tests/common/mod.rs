@@ -1,0 +1,23 @@
+//! Shared set-up for the privileged tests.
+#![allow(dead_code)]
+
+use filter_user::loader::{Filter, LoadOptions};
+
+/// Privileged tests never skip: with the feature on they must run, so a missing privilege
+/// is a failure with the fix in the message.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        panic!("privileged tests need root (BPF_PROG_TEST_RUN, XDP attach, netns); run `sudo -E cargo xtask test`");
+    }
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    if !mounts.lines().any(|l| l.split_whitespace().nth(1) == Some("/sys/fs/bpf")) {
+        panic!("bpffs is not mounted at /sys/fs/bpf; run `cargo xtask setup` (or `mount -t bpf bpf /sys/fs/bpf`)");
+    }
+}
+
+/// A freshly loaded program with private (unpinned) maps.
+pub fn load_private() -> Filter {
+    require_root();
+    Filter::load(&LoadOptions::default()).expect("load the XDP program")
+}

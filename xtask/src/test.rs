@@ -1,0 +1,39 @@
+//! `cargo xtask test`: everything CI runs.
+
+use std::process::Command;
+
+use anyhow::bail;
+
+use crate::cmd::{is_ci, is_root, sh, workspace_root};
+
+pub fn run() -> anyhow::Result<()> {
+    crate::setup::run()?;
+    let root = workspace_root();
+
+    eprintln!("== host tests (no privileges): unit, doc and config tests");
+    sh(Command::new("cargo").current_dir(&root).args(["test", "--workspace", "--locked"]))?;
+
+    eprintln!("== privileged tests: BPF_PROG_TEST_RUN and veth/netns (single-threaded: they share kernel state)");
+    if is_root() {
+        sh(Command::new("cargo").current_dir(&root).args([
+            "test",
+            "--locked",
+            "-p",
+            "filter-user",
+            "--features",
+            "privileged-tests",
+            "--test",
+            "*",
+            "--",
+            "--test-threads=1",
+        ]))?;
+    } else if is_ci() {
+        bail!("CI=true but not root: the privileged BPF and veth tests cannot run, and skipping them in CI is a failure");
+    } else {
+        eprintln!(
+            "\n!!!!! SKIPPED the privileged BPF_PROG_TEST_RUN and veth tests: not root. Run `sudo -E cargo xtask test` to run them. !!!!!\n"
+        );
+    }
+    Ok(())
+}
+
