@@ -1,1 +1,571 @@
-//! (in progress)
+//! The compiler: a validated [`Policy`] → the kernel tables of one rule generation.
+//!
+//! This is the only place that knows the table layout of `filter-common::layout`; the loader
+//! writes the vectors produced here into maps without interpreting them.
+//!
+//! # How a packet is judged with these tables
+//! 1. Longest-prefix match of the source address in the family's trie → a *class* id, or no
+//!    entry (no rule has a prefix containing the source: `no-source-match`).
+//! 2. The packet's (service kind, key) → a *segment* id in the kind's key space.
+//! 3. `cells[class][kind][segment]` → the deciding rule's action and slot, or empty
+//!    (`no-rule-match`).
+//!
+//! # Why longest-prefix match gives every covering rule
+//! Let `S` be the set of all source prefixes of all rules of one family, and for `P ∈ S` let
+//! `class(P)` be the set of rules having some prefix `C ⊇ P`. For an address `a`, let `P` be
+//! the longest prefix of `S` containing `a`. Claim: the rules with a prefix containing `a` are
+//! exactly `class(P)`.
+//! - If a rule has `C ⊇ P`, then `a ∈ P ⊆ C`.
+//! - If a rule has `C ∋ a`, then `C ∈ S`; `C` and `P` both contain `a`, and two CIDR prefixes
+//!   that intersect are nested, so `C ⊇ P` or `C ⊊ P`. The latter would make `C` a longer
+//!   prefix of `S` containing `a`, contradicting the choice of `P`. Hence `C ⊇ P`.
+//!
+//! So overlapping rules are a union (10.0.0.5 under both `10.0.0.0/16` and `10.0.0.0/24`
+//! gets the rules of both), which a plain "one prefix → one rule" trie would get wrong.
+//! Classes are computed in `O(n log n)`: sort prefixes by (address, length), so that every
+//! prefix comes after all its ancestors, and keep the chain of ancestors on a stack;
+//! `class(P) = own(P) ∪ class(parent(P))` ([`prefixes`]).
+//!
+//! Segments: each kind's key space is cut at every range boundary of every rule; each run
+//! gets the set of rules covering it, and runs with the same set share one segment id
+//! (id 0 = no rule). A cell is the first rule in precedence order (failsafe, deny, allow;
+//! file order within each, [`Policy::rules_in_precedence`]) in `class ∩ segment`, which is
+//! exactly the first rule covering (source, kind, key).
+//!
+//! ```
+//! use filter_user::compiler::{compile, Lookup, RuleSlots};
+//! use filter_user::policy::{Policy, Protocol, Rule, RuleKind};
+//! use filter_common::{CellAction, ServiceKind};
+//!
+//! let policy = Policy {
+//!     rules: vec![Rule {
+//!         name: "https".into(),
+//!         kind: RuleKind::Allow,
+//!         sources: vec!["10.0.0.0/24".parse().unwrap()],
+//!         protocol: Protocol::Tcp,
+//!         keys: vec![443..=443],
+//!     }],
+//!     ..Policy::default()
+//! };
+//! let mut slots = RuleSlots::new();
+//! let tables = compile(&policy, &slots).unwrap();
+//! // ...the loader writes `tables` into generation maps and flips; then:
+//! slots.commit(&tables);
+//! match tables.lookup("10.0.0.5".parse().unwrap(), ServiceKind::Tcp, 443) {
+//!     Lookup::Cell(cell) => assert_eq!(cell.action(), CellAction::Allow),
+//!     Lookup::NoSource => unreachable!(),
+//! }
+//! assert_eq!(tables.lookup("10.0.1.5".parse().unwrap(), ServiceKind::Tcp, 443), Lookup::NoSource);
+//! ```
+
+mod prefixes;
+mod segments;
+mod slots;
+
+#[cfg(test)]
+mod tests;
+
+use std::{
+    collections::HashSet,
+    fmt,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
+
+use aya::maps::lpm_trie::Key;
+use filter_common::{
+    class_cells_index, flags, mode, return_mode, segment_chunk_index, src_v4_data, src_v6_data,
+    Cell, CellAction, ClassCells, GenConfig, RuleName, SegmentChunk, ServiceKind, SrcV4Data,
+    SrcV6Data, GEN_PREFIX_BITS, MAX_CLASSES, MAX_RULES, MAX_SEGMENTS, MAX_V4_PREFIXES,
+    MAX_V6_PREFIXES, RULE_NAME_LEN, SEGMENT_CHUNK, SERVICE_CHUNKS, SERVICE_INDEX_SPACE,
+    SERVICE_KINDS,
+};
+use ipnet::{Ipv4Net, Ipv6Net};
+
+use crate::policy::{DefaultAction, Fragments, Mode, Policy, ReturnTraffic, Rule, RuleKind};
+
+pub use slots::RuleSlots;
+
+/// Most rules a policy may have: slot 0 means "no rule".
+pub const MAX_POLICY_RULES: usize = MAX_RULES as usize - 1;
+/// Most non-empty segments per service kind: segment 0 means "no rule".
+pub const MAX_KIND_SEGMENTS: usize = MAX_SEGMENTS as usize - 1;
+
+/// A set of rules, as a bitset over precedence indices (`MAX_RULES` bits).
+pub(crate) type Bits = [u64; (MAX_RULES as usize).div_ceil(64)];
+
+/// Why a policy does not fit the kernel tables. The config front end checks all of these
+/// and reports them with source positions; a hand-built [`Policy`] can still hit them.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CompileError {
+    /// More rules than slots.
+    #[error("{count} rules, but the kernel tables hold at most {max}")]
+    TooManyRules {
+        /// Rules in the policy.
+        count: usize,
+        /// [`MAX_POLICY_RULES`].
+        max: usize,
+    },
+    /// Two rules share a name.
+    #[error("duplicate rule name `{name}`")]
+    DuplicateRuleName {
+        /// The name.
+        name: String,
+    },
+    /// A rule name is empty or longer than `RULE_NAME_LEN - 1` bytes.
+    #[error("rule name `{name}` must be 1 to {max} bytes")]
+    BadRuleName {
+        /// The name.
+        name: String,
+        /// `RULE_NAME_LEN - 1`.
+        max: usize,
+    },
+    /// More distinct IPv4 prefixes than the trie holds per generation.
+    #[error("{count} distinct IPv4 prefixes, but the kernel table holds at most {max}")]
+    TooManyV4Prefixes {
+        /// Distinct IPv4 prefixes.
+        count: usize,
+        /// `MAX_V4_PREFIXES`.
+        max: usize,
+    },
+    /// More distinct IPv6 prefixes than the trie holds per generation.
+    #[error("{count} distinct IPv6 prefixes, but the kernel table holds at most {max}")]
+    TooManyV6Prefixes {
+        /// Distinct IPv6 prefixes.
+        count: usize,
+        /// `MAX_V6_PREFIXES`.
+        max: usize,
+    },
+    /// Too many distinct combinations of rules covering a source prefix.
+    #[error("source prefixes fall into {count} distinct rule combinations (classes), but the kernel table holds at most {max}")]
+    TooManyClasses {
+        /// Classes needed.
+        count: usize,
+        /// `MAX_CLASSES`.
+        max: usize,
+    },
+    /// Too many distinct port/type runs in one service kind.
+    #[error("rules cut the {kind} key space into {count} distinct segments, but the kernel table holds at most {max}")]
+    TooManySegments {
+        /// The service kind, lowercase (`tcp`, `udp`, `icmp`, `icmpv6`, `other`).
+        kind: &'static str,
+        /// Non-empty segments needed.
+        count: usize,
+        /// [`MAX_KIND_SEGMENTS`].
+        max: usize,
+    },
+    /// Every free slot is still reserved by the active generation's rules.
+    #[error("no free rule slot for `{name}`: the active generation still holds {reserved} slots")]
+    SlotsExhausted {
+        /// The rule that got no slot.
+        name: String,
+        /// Slots held by the committed assignment.
+        reserved: usize,
+    },
+}
+
+/// Sizes of the compiled tables, for `nodegate check` and metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TableStats {
+    /// Rules (= used rule slots).
+    pub rules: usize,
+    /// Distinct IPv4 prefixes in the trie.
+    pub v4_prefixes: usize,
+    /// Distinct IPv6 prefixes in the trie.
+    pub v6_prefixes: usize,
+    /// Source classes.
+    pub classes: usize,
+    /// Non-empty segments per service kind, indexed by `ServiceKind as usize`.
+    pub segments: [usize; SERVICE_KINDS as usize],
+}
+
+impl fmt::Display for TableStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "rules          {:>7} / {}", self.rules, MAX_POLICY_RULES)?;
+        writeln!(
+            f,
+            "ipv4 prefixes  {:>7} / {}",
+            self.v4_prefixes, MAX_V4_PREFIXES
+        )?;
+        writeln!(
+            f,
+            "ipv6 prefixes  {:>7} / {}",
+            self.v6_prefixes, MAX_V6_PREFIXES
+        )?;
+        writeln!(f, "source classes {:>7} / {}", self.classes, MAX_CLASSES)?;
+        write!(f, "segments      ")?;
+        for kind in ServiceKind::ALL {
+            write!(
+                f,
+                " {} {}/{}",
+                kind_name(kind),
+                self.segments[kind as usize],
+                MAX_KIND_SEGMENTS
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Lowercase name of a service kind, as used in messages.
+pub fn kind_name(kind: ServiceKind) -> &'static str {
+    match kind {
+        ServiceKind::Tcp => "tcp",
+        ServiceKind::Udp => "udp",
+        ServiceKind::Icmp => "icmp",
+        ServiceKind::Icmpv6 => "icmpv6",
+        ServiceKind::Other => "other",
+    }
+}
+
+/// Result of [`Tables::lookup`], the way the XDP program sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lookup {
+    /// No rule of any kind has a prefix containing the source (`no-source-match`).
+    NoSource,
+    /// The source has a class; this is its cell for (kind, key). [`Cell::EMPTY`] means no
+    /// rule covers the packet (`no-rule-match`).
+    Cell(Cell),
+}
+
+/// The kernel tables of one rule generation.
+#[derive(Clone)]
+pub struct Tables {
+    /// Settings of the generation (`NG_GENCFG`); `epoch` is 0, the loader sets it.
+    pub gen_config: GenConfig,
+    /// IPv4 source prefixes and their class ids, sorted by (address, length).
+    pub v4: Vec<(Ipv4Net, u32)>,
+    /// IPv6 source prefixes and their class ids, sorted by (address, length).
+    pub v6: Vec<(Ipv6Net, u32)>,
+    /// Segment id per service index (length `SERVICE_INDEX_SPACE`); see
+    /// [`Tables::segment_entries`] for the map layout.
+    pub segments: Vec<u16>,
+    /// Cells per class id (index) and service kind (`ServiceKind as usize`).
+    pub class_cells: Vec<[ClassCells; SERVICE_KINDS as usize]>,
+    /// The complete rule slot assignment of this generation, sorted by slot. Slots of rules
+    /// that were removed are absent (they stay reserved in [`RuleSlots`] until
+    /// [`RuleSlots::commit`]).
+    pub rule_names: Vec<(u16, String)>,
+    /// Slots this generation assigns to names that had none: their counters start from
+    /// zero, so the loader clears them before publishing.
+    pub fresh_slots: Vec<u16>,
+    /// Table sizes.
+    pub stats: TableStats,
+    /// Rule bitset per class id (precedence indices).
+    pub(crate) class_rules: Vec<Bits>,
+    /// `Policy::rules` index per precedence index.
+    pub(crate) precedence: Vec<usize>,
+}
+
+impl fmt::Debug for Tables {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tables")
+            .field("gen_config", &self.gen_config)
+            .field("rule_names", &self.rule_names)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TryFrom<&Policy> for Tables {
+    type Error = CompileError;
+
+    /// Compile with fresh rule slots (for `check`, tests and benches).
+    fn try_from(policy: &Policy) -> Result<Tables, CompileError> {
+        compile(policy, &RuleSlots::new())
+    }
+}
+
+/// Compile `policy` into the tables of one generation.
+///
+/// `slots` is the assignment committed for the active generation; it is not modified: rules
+/// keep their slots, new names take the lowest slot free in both the committed and the new
+/// assignment, and the result ([`Tables::rule_names`]) becomes the committed assignment when
+/// the caller calls [`RuleSlots::commit`] after publishing.
+pub fn compile(policy: &Policy, slots: &RuleSlots) -> Result<Tables, CompileError> {
+    let rules = &policy.rules;
+    if rules.len() > MAX_POLICY_RULES {
+        return Err(CompileError::TooManyRules {
+            count: rules.len(),
+            max: MAX_POLICY_RULES,
+        });
+    }
+    let mut seen = HashSet::new();
+    for rule in rules {
+        if rule.name.is_empty() || rule.name.len() > RULE_NAME_LEN - 1 {
+            return Err(CompileError::BadRuleName {
+                name: rule.name.clone(),
+                max: RULE_NAME_LEN - 1,
+            });
+        }
+        if !seen.insert(rule.name.as_str()) {
+            return Err(CompileError::DuplicateRuleName {
+                name: rule.name.clone(),
+            });
+        }
+    }
+
+    // Precedence index → rule index; the address of a rule in every bitset below.
+    let precedence: Vec<usize> = policy
+        .rules_in_precedence()
+        .map(|r| {
+            rules
+                .iter()
+                .position(|x| std::ptr::eq(x, r))
+                .expect("rule from the policy")
+        })
+        .collect();
+    let prec_rules: Vec<&Rule> = precedence.iter().map(|&i| &rules[i]).collect();
+
+    let (assignment, fresh_slots) = slots.propose(rules.iter().map(|r| r.name.as_str()))?;
+    let prec_slots: Vec<u16> = prec_rules.iter().map(|r| assignment[&r.name]).collect();
+
+    let classes = prefixes::classify(&prec_rules)?;
+    let segs = segments::segment(&prec_rules)?;
+
+    let class_cells = classes
+        .class_rules
+        .iter()
+        .map(|class| {
+            std::array::from_fn(|k| {
+                let mut cells = ClassCells {
+                    cell: [0; MAX_SEGMENTS as usize],
+                };
+                for (seg, seg_rules) in segs.rules[k].iter().enumerate().skip(1) {
+                    if let Some(i) = first_common(class, seg_rules) {
+                        cells.cell[seg] = Cell::new(action(prec_rules[i].kind), prec_slots[i]).0;
+                    }
+                }
+                cells
+            })
+        })
+        .collect();
+
+    let mut rule_names: Vec<(u16, String)> =
+        assignment.iter().map(|(n, &s)| (s, n.clone())).collect();
+    rule_names.sort();
+
+    let stats = TableStats {
+        rules: rules.len(),
+        v4_prefixes: classes.v4.len(),
+        v6_prefixes: classes.v6.len(),
+        classes: classes.class_rules.len(),
+        segments: std::array::from_fn(|k| segs.rules[k].len() - 1),
+    };
+    Ok(Tables {
+        gen_config: gen_config(policy),
+        v4: classes.v4,
+        v6: classes.v6,
+        segments: segs.index,
+        class_cells,
+        rule_names,
+        fresh_slots,
+        stats,
+        class_rules: classes.class_rules,
+        precedence,
+    })
+}
+
+fn action(kind: RuleKind) -> CellAction {
+    match kind {
+        RuleKind::Failsafe => CellAction::Failsafe,
+        RuleKind::Deny => CellAction::Deny,
+        RuleKind::Allow => CellAction::Allow,
+    }
+}
+
+/// Lowest precedence index in both sets.
+pub(crate) fn first_common(a: &Bits, b: &Bits) -> Option<usize> {
+    a.iter().zip(b).enumerate().find_map(|(w, (x, y))| {
+        let m = x & y;
+        (m != 0).then(|| w * 64 + m.trailing_zeros() as usize)
+    })
+}
+
+fn gen_config(policy: &Policy) -> GenConfig {
+    let mut f = 0;
+    let e = &policy.essentials;
+    for (on, bit) in [
+        (e.arp, flags::ESSENTIAL_ARP),
+        (e.neighbor_discovery, flags::ESSENTIAL_ND),
+        (e.icmp_errors, flags::ESSENTIAL_ICMP_ERRORS),
+        (policy.ipv4_options_allow, flags::IPV4_OPTIONS_ALLOW),
+        (
+            policy.unknown_ethertypes_pass,
+            flags::UNKNOWN_ETHERTYPE_PASS,
+        ),
+        (policy.fragments == Fragments::Track, flags::FRAGMENT_TRACK),
+        (policy.default == DefaultAction::Pass, flags::DEFAULT_PASS),
+    ] {
+        if on {
+            f |= bit;
+        }
+    }
+    let (return_mode, lo, hi) = match &policy.return_traffic {
+        ReturnTraffic::Off => (return_mode::OFF, 0, 0),
+        ReturnTraffic::Ephemeral { ports } => {
+            (return_mode::EPHEMERAL, *ports.start(), *ports.end())
+        }
+        ReturnTraffic::Stateful => (return_mode::STATEFUL, 0, 0),
+    };
+    GenConfig {
+        mode: match policy.mode {
+            Mode::Enforce => mode::ENFORCE,
+            Mode::Monitor => mode::MONITOR,
+        },
+        flags: f,
+        return_mode,
+        ephemeral_lo: lo,
+        ephemeral_hi: hi,
+        epoch: 0,
+        samples_per_sec: policy.samples_per_sec,
+        _pad: 0,
+    }
+}
+
+impl Tables {
+    /// Judge (source, kind, key) the way the XDP program does: longest prefix, segment,
+    /// cell. A `key` outside the kind's key space (an ICMP type above 255) finds no segment.
+    pub fn lookup(&self, src: IpAddr, kind: ServiceKind, key: u16) -> Lookup {
+        let class = match src {
+            IpAddr::V4(a) => lpm_v4(&self.v4, a),
+            IpAddr::V6(a) => lpm_v6(&self.v6, a),
+        };
+        let Some(class) = class else {
+            return Lookup::NoSource;
+        };
+        if u32::from(key) >= kind.key_space() {
+            return Lookup::Cell(Cell::EMPTY);
+        }
+        let seg = self.segments[(kind.key_offset() + u32::from(key)) as usize];
+        Lookup::Cell(Cell(
+            self.class_cells[class as usize][kind as usize].cell[seg as usize],
+        ))
+    }
+
+    /// The rule name of a slot in this generation.
+    pub fn rule_name(&self, slot: u32) -> Option<&str> {
+        self.rule_names
+            .binary_search_by_key(&slot, |(s, _)| u32::from(*s))
+            .ok()
+            .map(|i| self.rule_names[i].1.as_str())
+    }
+
+    /// `NG_SRC_V4` entries of generation `gen`: key (prefix length `GEN_PREFIX_BITS + n`,
+    /// data = generation then address) → class id.
+    pub fn v4_lpm_entries(&self, gen: u32) -> impl Iterator<Item = (Key<SrcV4Data>, u32)> + '_ {
+        self.v4.iter().map(move |(net, class)| {
+            (
+                Key::new(
+                    GEN_PREFIX_BITS + u32::from(net.prefix_len()),
+                    src_v4_data(gen, net.addr().octets()),
+                ),
+                *class,
+            )
+        })
+    }
+
+    /// `NG_SRC_V6` entries of generation `gen`; see [`Tables::v4_lpm_entries`].
+    pub fn v6_lpm_entries(&self, gen: u32) -> impl Iterator<Item = (Key<SrcV6Data>, u32)> + '_ {
+        self.v6.iter().map(move |(net, class)| {
+            (
+                Key::new(
+                    GEN_PREFIX_BITS + u32::from(net.prefix_len()),
+                    src_v6_data(gen, net.addr().octets()),
+                ),
+                *class,
+            )
+        })
+    }
+
+    /// `NG_SEGMENTS` entries of generation `gen`: (map index, chunk), all `SERVICE_CHUNKS`.
+    pub fn segment_entries(&self, gen: u32) -> impl Iterator<Item = (u32, SegmentChunk)> + '_ {
+        (0..SERVICE_CHUNKS).map(move |c| {
+            let start = (c * SEGMENT_CHUNK) as usize;
+            let mut chunk = SegmentChunk {
+                seg: [0; SEGMENT_CHUNK as usize],
+            };
+            chunk
+                .seg
+                .copy_from_slice(&self.segments[start..start + SEGMENT_CHUNK as usize]);
+            (segment_chunk_index(gen, c * SEGMENT_CHUNK), chunk)
+        })
+    }
+
+    /// `NG_CELLS` entries of generation `gen`: (map index, cells) for every class and kind.
+    /// Entries of class ids past [`TableStats::classes`] are unreachable (no prefix maps to
+    /// them) and need not be written.
+    pub fn cell_entries(&self, gen: u32) -> impl Iterator<Item = (u32, &ClassCells)> + '_ {
+        self.class_cells
+            .iter()
+            .enumerate()
+            .flat_map(move |(class, per_kind)| {
+                ServiceKind::ALL.into_iter().map(move |kind| {
+                    (
+                        class_cells_index(gen, class as u32, kind),
+                        &per_kind[kind as usize],
+                    )
+                })
+            })
+    }
+
+    /// `NG_RULE_NAMES` entries: (slot, NUL-padded name) for every rule of this generation.
+    pub fn rule_name_entries(&self) -> impl Iterator<Item = (u32, RuleName)> + '_ {
+        self.rule_names.iter().map(|(slot, name)| {
+            let mut v = RuleName {
+                name: [0; RULE_NAME_LEN],
+            };
+            let n = name.len().min(RULE_NAME_LEN - 1);
+            v.name[..n].copy_from_slice(&name.as_bytes()[..n]);
+            (u32::from(*slot), v)
+        })
+    }
+
+    /// The rules (precedence indices) covering every source prefix of the policy rule
+    /// `rule` (index into `Policy::rules`), or `None` when the rule has no source.
+    pub(crate) fn rules_covering_all_sources(&self, rule: &Rule) -> Option<Bits> {
+        let mut acc: Option<Bits> = None;
+        for src in &rule.sources {
+            let class = match src {
+                ipnet::IpNet::V4(n) => self
+                    .v4
+                    .binary_search_by(|(p, _)| p.cmp(n))
+                    .ok()
+                    .map(|i| self.v4[i].1),
+                ipnet::IpNet::V6(n) => self
+                    .v6
+                    .binary_search_by(|(p, _)| p.cmp(n))
+                    .ok()
+                    .map(|i| self.v6[i].1),
+            }
+            .expect("every rule prefix is in the trie");
+            let bits = &self.class_rules[class as usize];
+            acc = Some(match acc {
+                None => *bits,
+                Some(a) => std::array::from_fn(|w| a[w] & bits[w]),
+            });
+        }
+        acc
+    }
+}
+
+fn lpm_v4(table: &[(Ipv4Net, u32)], a: Ipv4Addr) -> Option<u32> {
+    (0..=32u8).rev().find_map(|len| {
+        let net = Ipv4Net::new(a, len).expect("length ≤ 32").trunc();
+        table
+            .binary_search_by(|(p, _)| p.cmp(&net))
+            .ok()
+            .map(|i| table[i].1)
+    })
+}
+
+fn lpm_v6(table: &[(Ipv6Net, u32)], a: Ipv6Addr) -> Option<u32> {
+    (0..=128u8).rev().find_map(|len| {
+        let net = Ipv6Net::new(a, len).expect("length ≤ 128").trunc();
+        table
+            .binary_search_by(|(p, _)| p.cmp(&net))
+            .ok()
+            .map(|i| table[i].1)
+    })
+}
+
+const _: () = assert!(SERVICE_INDEX_SPACE == SERVICE_CHUNKS * SEGMENT_CHUNK);

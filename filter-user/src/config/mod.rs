@@ -303,7 +303,11 @@ pub(crate) struct Issue {
 }
 
 impl Issue {
-    pub fn error(pos: yaml::Pos, message: impl Into<String>, hint: Option<impl Into<String>>) -> Issue {
+    pub fn error(
+        pos: yaml::Pos,
+        message: impl Into<String>,
+        hint: Option<impl Into<String>>,
+    ) -> Issue {
         Issue {
             pos,
             severity: Severity::Error,

@@ -1,0 +1,736 @@
+use std::net::IpAddr;
+
+use filter_common::{
+    flags, return_mode, Cell, CellAction, ServiceKind, GEN_PREFIX_BITS, MAX_CLASSES,
+    SERVICE_CHUNKS, SERVICE_INDEX_SPACE,
+};
+use ipnet::IpNet;
+use proptest::prelude::*;
+
+use super::*;
+use crate::policy::{Essentials, Protocol, Rule, RuleKind};
+
+fn rule(
+    name: &str,
+    kind: RuleKind,
+    sources: &[&str],
+    protocol: Protocol,
+    keys: &[(u16, u16)],
+) -> Rule {
+    Rule {
+        name: name.into(),
+        kind,
+        sources: sources.iter().map(|s| s.parse().unwrap()).collect(),
+        protocol,
+        keys: keys.iter().map(|&(a, b)| a..=b).collect(),
+    }
+}
+
+/// TESTCASES.md fixture, built by hand (the config front end has its own copy in YAML).
+fn fixture() -> Policy {
+    use Protocol::*;
+    use RuleKind::*;
+    let cp = ["10.0.0.0/24", "2001:db8:cf::/64"];
+    let clients = ["192.0.2.0/24", "2001:db8:c1::/64"];
+    Policy {
+        rules: vec![
+            rule(
+                "admin",
+                Failsafe,
+                &["10.0.0.0/24"],
+                Tcp,
+                &[(22, 22), (6443, 6443)],
+            ),
+            rule("cp-https", Allow, &cp, Tcp, &[(443, 443), (10250, 10250)]),
+            rule("cp-tcp-high", Allow, &cp, Tcp, &[(1025, 65535)]),
+            rule("cp-udp-high", Allow, &cp, Udp, &[(1025, 65535)]),
+            rule("clients-https", Allow, &clients, Tcp, &[(443, 443)]),
+        ],
+        ..Policy::default()
+    }
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+/// The deciding rule's name and action, `None` for an empty cell; panics on no source.
+fn decide(t: &Tables, src: &str, kind: ServiceKind, key: u16) -> Option<(String, CellAction)> {
+    match t.lookup(ip(src), kind, key) {
+        Lookup::NoSource => panic!("{src}: no source"),
+        Lookup::Cell(c) if c == Cell::EMPTY => None,
+        Lookup::Cell(c) => Some((t.rule_name(c.slot()).unwrap().to_string(), c.action())),
+    }
+}
+
+fn allowed_by(t: &Tables, src: &str, kind: ServiceKind, key: u16) -> Option<String> {
+    decide(t, src, kind, key).and_then(|(n, a)| (a != CellAction::Deny).then_some(n))
+}
+
+#[test]
+fn fixture_case_1_to_5_and_20() {
+    let t = Tables::try_from(&fixture()).unwrap();
+    use ServiceKind::*;
+    // 1
+    assert_eq!(
+        allowed_by(&t, "10.0.0.5", Tcp, 10250).as_deref(),
+        Some("cp-https")
+    );
+    assert_eq!(allowed_by(&t, "192.0.2.9", Tcp, 10250), None);
+    // 2
+    assert_eq!(
+        allowed_by(&t, "192.0.2.9", Tcp, 443).as_deref(),
+        Some("clients-https")
+    );
+    assert_eq!(t.lookup(ip("198.51.100.7"), Tcp, 443), Lookup::NoSource);
+    // 3
+    assert_eq!(
+        allowed_by(&t, "10.0.0.5", Tcp, 8080).as_deref(),
+        Some("cp-tcp-high")
+    );
+    assert_eq!(allowed_by(&t, "10.0.0.5", Udp, 443), None);
+    assert_eq!(allowed_by(&t, "192.0.2.9", Tcp, 8080), None);
+    // 4
+    assert_eq!(
+        decide(&t, "10.0.0.5", Tcp, 22),
+        Some(("admin".into(), CellAction::Failsafe))
+    );
+    assert_eq!(
+        decide(&t, "10.0.0.5", Tcp, 6443),
+        Some(("admin".into(), CellAction::Failsafe))
+    );
+    assert_eq!(decide(&t, "2001:db8:cf::5", Tcp, 22), None);
+    // 5
+    assert!(allowed_by(&t, "10.0.0.255", Tcp, 443).is_some());
+    assert_eq!(t.lookup(ip("10.0.1.0"), Tcp, 443), Lookup::NoSource);
+    assert_eq!(t.lookup(ip("9.255.255.255"), Tcp, 443), Lookup::NoSource);
+    assert_eq!(allowed_by(&t, "10.0.0.5", Tcp, 1024), None);
+    assert!(allowed_by(&t, "10.0.0.5", Tcp, 1025).is_some());
+    assert!(allowed_by(&t, "10.0.0.5", Tcp, 65535).is_some());
+    assert_eq!(allowed_by(&t, "10.0.0.5", Tcp, 0), None);
+    assert!(allowed_by(&t, "10.0.0.5", Udp, 1025).is_some());
+    assert_eq!(allowed_by(&t, "10.0.0.5", Udp, 1024), None);
+    // 20
+    assert_eq!(
+        allowed_by(&t, "2001:db8:cf::5", Tcp, 10250).as_deref(),
+        Some("cp-https")
+    );
+    assert_eq!(
+        t.lookup(ip("2001:db8:dead::1"), Tcp, 10250),
+        Lookup::NoSource
+    );
+    // 14: protocols without a rule, icmp without a rule
+    assert_eq!(allowed_by(&t, "10.0.0.5", Other, 132), None);
+    assert_eq!(allowed_by(&t, "10.0.0.5", Icmp, 8), None);
+    // IPv4-mapped IPv6 never matches an IPv4 prefix.
+    assert_eq!(t.lookup(ip("::ffff:10.0.0.5"), Tcp, 443), Lookup::NoSource);
+}
+
+#[test]
+fn fixture_table_shape() {
+    let t = Tables::try_from(&fixture()).unwrap();
+    assert_eq!(t.stats.rules, 5);
+    assert_eq!(t.stats.v4_prefixes, 2);
+    assert_eq!(t.stats.v6_prefixes, 2);
+    // {admin, cp...} for 10.0.0.0/24, {cp...} for the v6 control plane, {clients} for both.
+    assert_eq!(t.stats.classes, 3);
+    // tcp: 22, 443, 6443, 1025-6442, 6444-10249 ... distinct rule sets:
+    // {admin}, {cp-https, clients}, {cp-tcp-high}, {admin, cp-tcp-high}, {cp-https, cp-tcp-high}
+    assert_eq!(t.stats.segments[ServiceKind::Tcp as usize], 5);
+    assert_eq!(t.stats.segments[ServiceKind::Udp as usize], 1);
+    assert_eq!(t.stats.segments[ServiceKind::Icmp as usize], 0);
+    assert_eq!(t.segments.len(), SERVICE_INDEX_SPACE as usize);
+    assert_eq!(t.class_cells.len(), 3);
+    assert_eq!(
+        t.rule_names,
+        vec![
+            (1, "admin".to_string()),
+            (2, "cp-https".into()),
+            (3, "cp-tcp-high".into()),
+            (4, "cp-udp-high".into()),
+            (5, "clients-https".into())
+        ]
+    );
+    assert_eq!(t.fresh_slots, vec![1, 2, 3, 4, 5]);
+}
+
+#[test]
+fn overlap_union_case_6() {
+    let mut p = fixture();
+    p.rules.push(rule(
+        "wide-8443",
+        RuleKind::Allow,
+        &["10.0.0.0/16"],
+        Protocol::Tcp,
+        &[(8443, 8443)],
+    ));
+    let t = Tables::try_from(&p).unwrap();
+    use ServiceKind::Tcp;
+    // 8443 is inside cp-tcp-high (1025-65535), which comes first in file order.
+    assert_eq!(
+        allowed_by(&t, "10.0.0.5", Tcp, 8443).as_deref(),
+        Some("cp-tcp-high")
+    );
+    assert_eq!(
+        allowed_by(&t, "10.0.0.5", Tcp, 10250).as_deref(),
+        Some("cp-https")
+    );
+    assert_eq!(
+        allowed_by(&t, "10.0.7.1", Tcp, 8443).as_deref(),
+        Some("wide-8443")
+    );
+    assert_eq!(allowed_by(&t, "10.0.7.1", Tcp, 10250), None);
+    assert_eq!(allowed_by(&t, "10.0.7.1", Tcp, 22), None);
+
+    // Without the high-port rule, the /16 rule decides 8443 for the /24 too: the union.
+    p.rules.retain(|r| r.name != "cp-tcp-high");
+    let t = Tables::try_from(&p).unwrap();
+    assert_eq!(
+        allowed_by(&t, "10.0.0.5", Tcp, 8443).as_deref(),
+        Some("wide-8443")
+    );
+    assert_eq!(
+        allowed_by(&t, "10.0.0.5", Tcp, 10250).as_deref(),
+        Some("cp-https")
+    );
+}
+
+#[test]
+fn deny_and_failsafe_precedence_case_7() {
+    let mut p = fixture();
+    // Written last: precedence, not file order, puts deny before allow.
+    p.rules.push(rule(
+        "deny-upper",
+        RuleKind::Deny,
+        &["10.0.0.128/25"],
+        Protocol::Any,
+        &[],
+    ));
+    let t = Tables::try_from(&p).unwrap();
+    use ServiceKind::*;
+    assert_eq!(
+        decide(&t, "10.0.0.200", Tcp, 443),
+        Some(("deny-upper".into(), CellAction::Deny))
+    );
+    assert_eq!(
+        decide(&t, "10.0.0.200", Other, 47),
+        Some(("deny-upper".into(), CellAction::Deny))
+    );
+    assert_eq!(
+        decide(&t, "10.0.0.200", Tcp, 22),
+        Some(("admin".into(), CellAction::Failsafe))
+    );
+    assert_eq!(
+        decide(&t, "10.0.0.5", Tcp, 443),
+        Some(("cp-https".into(), CellAction::Allow))
+    );
+}
+
+#[test]
+fn first_rule_in_file_order_within_kind() {
+    use Protocol::*;
+    let p = Policy {
+        rules: vec![
+            rule("a", RuleKind::Allow, &["10.0.0.0/8"], Tcp, &[(100, 200)]),
+            rule("b", RuleKind::Allow, &["10.1.0.0/16"], Tcp, &[(150, 300)]),
+            rule("c", RuleKind::Deny, &["10.1.2.0/24"], Tcp, &[(180, 180)]),
+        ],
+        ..Policy::default()
+    };
+    let t = Tables::try_from(&p).unwrap();
+    use ServiceKind::Tcp as K;
+    assert_eq!(decide(&t, "10.1.2.3", K, 160).unwrap().0, "a");
+    assert_eq!(
+        decide(&t, "10.1.2.3", K, 180),
+        Some(("c".into(), CellAction::Deny))
+    );
+    assert_eq!(decide(&t, "10.1.2.3", K, 250).unwrap().0, "b");
+    assert_eq!(decide(&t, "10.2.0.1", K, 250), None);
+    assert_eq!(decide(&t, "10.2.0.1", K, 200).unwrap().0, "a");
+    assert_eq!(decide(&t, "10.2.0.1", K, 201), None);
+}
+
+#[test]
+fn any_covers_every_kind_and_icmp_only_its_family_kind() {
+    let p = Policy {
+        rules: vec![
+            rule(
+                "ping",
+                RuleKind::Allow,
+                &["10.0.0.0/8"],
+                Protocol::Icmp,
+                &[(8, 8)],
+            ),
+            rule(
+                "ping6",
+                RuleKind::Allow,
+                &["2001:db8::/32"],
+                Protocol::Icmpv6,
+                &[(128, 128)],
+            ),
+            rule(
+                "all",
+                RuleKind::Allow,
+                &["192.0.2.0/24"],
+                Protocol::Any,
+                &[],
+            ),
+        ],
+        ..Policy::default()
+    };
+    let t = Tables::try_from(&p).unwrap();
+    use ServiceKind::*;
+    assert_eq!(decide(&t, "10.0.0.1", Icmp, 8).unwrap().0, "ping");
+    assert_eq!(decide(&t, "10.0.0.1", Icmp, 0), None);
+    assert_eq!(decide(&t, "10.0.0.1", Icmpv6, 8), None);
+    assert_eq!(decide(&t, "2001:db8::1", Icmpv6, 128).unwrap().0, "ping6");
+    for (kind, key) in [
+        (Tcp, 0),
+        (Tcp, 65535),
+        (Udp, 53),
+        (Icmp, 255),
+        (Icmpv6, 0),
+        (Other, 47),
+        (Other, 255),
+    ] {
+        assert_eq!(decide(&t, "192.0.2.1", kind, key).unwrap().0, "all");
+    }
+    // A key outside the kind's space finds nothing.
+    assert_eq!(
+        t.lookup(ip("192.0.2.1"), Icmp, 256),
+        Lookup::Cell(Cell::EMPTY)
+    );
+}
+
+#[test]
+fn gen_config_from_policy() {
+    let mut p = Policy {
+        essentials: Essentials {
+            arp: true,
+            neighbor_discovery: false,
+            icmp_errors: true,
+        },
+        ipv4_options_allow: true,
+        default: DefaultAction::Pass,
+        mode: Mode::Monitor,
+        samples_per_sec: 7,
+        return_traffic: ReturnTraffic::Ephemeral { ports: 1000..=2000 },
+        ..Policy::default()
+    };
+    let g = Tables::try_from(&p).unwrap().gen_config;
+    assert_eq!(g.mode, mode::MONITOR);
+    assert_eq!(
+        g.flags,
+        flags::ESSENTIAL_ARP
+            | flags::ESSENTIAL_ICMP_ERRORS
+            | flags::IPV4_OPTIONS_ALLOW
+            | flags::FRAGMENT_TRACK
+            | flags::DEFAULT_PASS
+    );
+    assert_eq!(
+        (g.return_mode, g.ephemeral_lo, g.ephemeral_hi),
+        (return_mode::EPHEMERAL, 1000, 2000)
+    );
+    assert_eq!((g.samples_per_sec, g.epoch, g._pad), (7, 0, 0));
+    p.return_traffic = ReturnTraffic::Stateful;
+    p.fragments = Fragments::Drop;
+    p.unknown_ethertypes_pass = true;
+    let g = Tables::try_from(&p).unwrap().gen_config;
+    assert_eq!(
+        (g.return_mode, g.ephemeral_lo, g.ephemeral_hi),
+        (return_mode::STATEFUL, 0, 0)
+    );
+    assert_eq!(g.flags & flags::FRAGMENT_TRACK, 0);
+    assert_ne!(g.flags & flags::UNKNOWN_ETHERTYPE_PASS, 0);
+}
+
+#[test]
+fn map_entries_layout() {
+    let t = Tables::try_from(&fixture()).unwrap();
+    let v4: Vec<_> = t.v4_lpm_entries(1).collect();
+    assert_eq!(v4.len(), 2);
+    let (k, class) = v4[0];
+    assert_eq!(k.prefix_len(), GEN_PREFIX_BITS + 24);
+    assert_eq!(k.data(), [0, 0, 0, 1, 10, 0, 0, 0]);
+    assert_eq!(class, t.v4[0].1);
+    let (k6, _) = t.v6_lpm_entries(0).next().unwrap();
+    assert_eq!(k6.prefix_len(), GEN_PREFIX_BITS + 64);
+    assert_eq!(&k6.data()[..6], &[0, 0, 0, 0, 0x20, 0x01]);
+
+    let segs: Vec<_> = t.segment_entries(1).collect();
+    assert_eq!(segs.len(), SERVICE_CHUNKS as usize);
+    assert_eq!(segs[0].0, SERVICE_CHUNKS);
+    // Port 443 lives in chunk 1 of generation 1 at offset 443 - 256.
+    assert_eq!(segs[1].1.seg[443 - 256], t.segments[443]);
+    assert_ne!(t.segments[443], 0);
+
+    let cells: Vec<_> = t.cell_entries(1).collect();
+    assert_eq!(cells.len(), t.class_cells.len() * 5);
+    assert_eq!(cells[0].0, MAX_CLASSES * 5);
+    assert_eq!(cells[7].0, (MAX_CLASSES + 1) * 5 + 2);
+
+    let names: Vec<_> = t.rule_name_entries().collect();
+    assert_eq!(names[0].0, 1);
+    assert_eq!(&names[0].1.name[..6], b"admin\0");
+}
+
+#[test]
+fn rule_slots_are_stable_and_reserved_until_commit() {
+    use Protocol::*;
+    let mk = |names: &[&str]| Policy {
+        rules: names
+            .iter()
+            .map(|n| rule(n, RuleKind::Allow, &["10.0.0.0/8"], Tcp, &[(1, 1)]))
+            .collect(),
+        ..Policy::default()
+    };
+    let mut slots = RuleSlots::new();
+    let t = compile(&mk(&["a", "b", "c"]), &slots).unwrap();
+    assert!(
+        slots.is_empty(),
+        "compile does not mutate the committed slots"
+    );
+    slots.commit(&t);
+    assert_eq!(
+        (slots.get("a"), slots.get("b"), slots.get("c")),
+        (Some(1), Some(2), Some(3))
+    );
+
+    // b removed, d added: d must not take b's slot while b's generation is still active.
+    let t = compile(&mk(&["c", "d", "a"]), &slots).unwrap();
+    assert_eq!(
+        t.rule_names,
+        vec![(1, "a".into()), (3, "c".into()), (4, "d".into())]
+    );
+    assert_eq!(t.fresh_slots, vec![4]);
+    assert_eq!(slots.get("b"), Some(2));
+    slots.commit(&t);
+    assert_eq!(slots.get("b"), None);
+
+    // Now slot 2 is free and the lowest.
+    let t = compile(&mk(&["a", "c", "d", "e"]), &slots).unwrap();
+    assert_eq!(t.rule_names[1], (2, "e".into()));
+    assert_eq!(t.fresh_slots, vec![2]);
+    // The slot is what the cells carry.
+    match t.lookup(ip("10.1.1.1"), ServiceKind::Tcp, 1) {
+        Lookup::Cell(c) => assert_eq!(c.slot(), 1),
+        other => panic!("{other:?}"),
+    }
+
+    // Adoption from pinned names.
+    let adopted = RuleSlots::from_pairs(vec![("x".into(), 5), ("y".into(), 0), ("z".into(), 9)]);
+    assert_eq!(adopted.iter().collect::<Vec<_>>(), vec![("x", 5), ("z", 9)]);
+}
+
+#[test]
+fn rule_slots_exhausted_while_reserved() {
+    let names: Vec<String> = (0..MAX_POLICY_RULES).map(|i| format!("r{i}")).collect();
+    let mk = |prefix: &str| Policy {
+        rules: names
+            .iter()
+            .map(|n| {
+                rule(
+                    &format!("{prefix}{n}"),
+                    RuleKind::Allow,
+                    &["10.0.0.0/8"],
+                    Protocol::Tcp,
+                    &[(1, 1)],
+                )
+            })
+            .collect(),
+        ..Policy::default()
+    };
+    let mut slots = RuleSlots::new();
+    let t = compile(&mk("a"), &slots).unwrap();
+    assert_eq!(t.rule_names.last().unwrap().0 as usize, MAX_POLICY_RULES);
+    slots.commit(&t);
+    let err = compile(&mk("b"), &slots).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CompileError::SlotsExhausted {
+                reserved: MAX_POLICY_RULES,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn guards_for_hand_built_policies() {
+    let r = |n: &str| rule(n, RuleKind::Allow, &["10.0.0.0/8"], Protocol::Tcp, &[]);
+    let p = Policy {
+        rules: vec![r("a"), r("a")],
+        ..Policy::default()
+    };
+    assert!(matches!(
+        Tables::try_from(&p),
+        Err(CompileError::DuplicateRuleName { .. })
+    ));
+    let p = Policy {
+        rules: vec![r("")],
+        ..Policy::default()
+    };
+    assert!(matches!(
+        Tables::try_from(&p),
+        Err(CompileError::BadRuleName { .. })
+    ));
+    let p = Policy {
+        rules: (0..=MAX_POLICY_RULES)
+            .map(|i| r(&format!("r{i}")))
+            .collect(),
+        ..Policy::default()
+    };
+    assert!(matches!(
+        Tables::try_from(&p),
+        Err(CompileError::TooManyRules {
+            count: 1024,
+            max: 1023
+        })
+    ));
+}
+
+#[test]
+fn too_many_segments() {
+    // 128 single-port rules from one source: 128 distinct segments > 127.
+    let rules: Vec<Rule> = (0..128u16)
+        .map(|i| {
+            rule(
+                &format!("p{i}"),
+                RuleKind::Allow,
+                &["10.0.0.0/8"],
+                Protocol::Udp,
+                &[(1000 + 2 * i, 1000 + 2 * i)],
+            )
+        })
+        .collect();
+    let mut p = Policy {
+        rules,
+        ..Policy::default()
+    };
+    assert_eq!(
+        Tables::try_from(&p).unwrap_err(),
+        CompileError::TooManySegments {
+            kind: "udp",
+            count: 128,
+            max: 127
+        }
+    );
+    p.rules.pop();
+    assert_eq!(Tables::try_from(&p).unwrap().stats.segments[1], 127);
+}
+
+#[test]
+fn too_many_classes() {
+    // 10 rules, each from a distinct combination of 10 disjoint /24s → up to 2^10 rule sets;
+    // give prefix j the rules whose bit is set in j.
+    let mut rules: Vec<Rule> = (0..10)
+        .map(|i| {
+            rule(
+                &format!("r{i}"),
+                RuleKind::Allow,
+                &[],
+                Protocol::Tcp,
+                &[(443, 443)],
+            )
+        })
+        .collect();
+    for j in 1..=(MAX_CLASSES as usize + 1) {
+        let net: IpNet = format!("10.{}.{}.0/24", j / 256, j % 256).parse().unwrap();
+        for (i, r) in rules.iter_mut().enumerate() {
+            if j & (1 << i) != 0 {
+                r.sources.push(net);
+            }
+        }
+    }
+    let p = Policy {
+        rules,
+        ..Policy::default()
+    };
+    assert_eq!(
+        Tables::try_from(&p).unwrap_err(),
+        CompileError::TooManyClasses {
+            count: 513,
+            max: 512
+        }
+    );
+}
+
+#[test]
+fn too_many_prefixes() {
+    let sources: Vec<IpNet> = (0..=MAX_V6_PREFIXES)
+        .map(|i| format!("2001:db8:{:x}::/48", i).parse().unwrap())
+        .collect();
+    let p = Policy {
+        rules: vec![Rule {
+            name: "big".into(),
+            kind: RuleKind::Allow,
+            sources,
+            protocol: Protocol::Any,
+            keys: vec![],
+        }],
+        ..Policy::default()
+    };
+    assert!(matches!(
+        Tables::try_from(&p),
+        Err(CompileError::TooManyV6Prefixes {
+            count: 32769,
+            max: 32768
+        })
+    ));
+}
+
+#[test]
+fn nested_prefix_chain_classes() {
+    // /8 ⊃ /16 ⊃ /24 plus a sibling /16 after the /24, and equal prefixes in two rules.
+    use Protocol::*;
+    let p = Policy {
+        rules: vec![
+            rule("r8", RuleKind::Allow, &["10.0.0.0/8"], Tcp, &[(1, 1)]),
+            rule(
+                "r16",
+                RuleKind::Allow,
+                &["10.1.0.0/16", "10.2.0.0/16"],
+                Tcp,
+                &[(2, 2)],
+            ),
+            rule("r24", RuleKind::Allow, &["10.1.1.0/24"], Tcp, &[(3, 3)]),
+            rule(
+                "r24b",
+                RuleKind::Allow,
+                &["10.1.1.0/24", "10.3.0.0/16"],
+                Tcp,
+                &[(4, 4)],
+            ),
+        ],
+        ..Policy::default()
+    };
+    let t = Tables::try_from(&p).unwrap();
+    use ServiceKind::Tcp as K;
+    let ok = |src: &str, port: u16| decide(&t, src, K, port).map(|d| d.0);
+    assert_eq!(ok("10.1.1.1", 1).as_deref(), Some("r8"));
+    assert_eq!(ok("10.1.1.1", 2).as_deref(), Some("r16"));
+    assert_eq!(ok("10.1.1.1", 3).as_deref(), Some("r24"));
+    assert_eq!(ok("10.1.1.1", 4).as_deref(), Some("r24b"));
+    assert_eq!(ok("10.1.2.1", 3), None);
+    assert_eq!(ok("10.2.2.1", 2).as_deref(), Some("r16"));
+    assert_eq!(ok("10.3.2.1", 4).as_deref(), Some("r24b"));
+    assert_eq!(ok("10.3.2.1", 2), None);
+    assert_eq!(ok("10.4.0.0", 1).as_deref(), Some("r8"));
+    // 10.0.0.0/8 {r8}, 10.1.0.0/16 & 10.2.0.0/16 {r8,r16}, 10.1.1.0/24 {all four},
+    // 10.3.0.0/16 {r8, r24b}.
+    assert_eq!(t.stats.classes, 4);
+    assert_eq!(t.stats.v4_prefixes, 5);
+}
+
+/// Naive evaluation over the Policy, written independently of the compiler.
+fn naive(p: &Policy, t: &Tables, src: IpAddr, kind: ServiceKind, key: u16) -> Lookup {
+    let contains = |r: &Rule| r.sources.iter().any(|n| n.contains(&src));
+    if !p.rules.iter().any(contains) {
+        return Lookup::NoSource;
+    }
+    let covers = |r: &Rule| {
+        let kind_matches = matches!(
+            (r.protocol, kind),
+            (Protocol::Any, _)
+                | (Protocol::Tcp, ServiceKind::Tcp)
+                | (Protocol::Udp, ServiceKind::Udp)
+                | (Protocol::Icmp, ServiceKind::Icmp)
+                | (Protocol::Icmpv6, ServiceKind::Icmpv6)
+        );
+        kind_matches
+            && (r.protocol == Protocol::Any
+                || r.keys.is_empty()
+                || r.keys.iter().any(|k| k.contains(&key)))
+    };
+    for r in p.rules_in_precedence() {
+        if contains(r) && covers(r) {
+            let slot = t.rule_names.iter().find(|(_, n)| *n == r.name).unwrap().0;
+            let action = match r.kind {
+                RuleKind::Failsafe => CellAction::Failsafe,
+                RuleKind::Deny => CellAction::Deny,
+                RuleKind::Allow => CellAction::Allow,
+            };
+            return Lookup::Cell(Cell::new(action, slot));
+        }
+    }
+    Lookup::Cell(Cell::EMPTY)
+}
+
+fn arb_v4_net() -> impl Strategy<Value = IpNet> {
+    // A small address neighbourhood so prefixes nest and collide often.
+    (0u32..16, 0u32..4, 0u8..=32).prop_map(|(a, b, len)| {
+        let addr = std::net::Ipv4Addr::from(0x0a00_0000 | (a << 20) | (b << 8) | (a & 3));
+        IpNet::V4(ipnet::Ipv4Net::new(addr, len.max(4)).unwrap().trunc())
+    })
+}
+
+fn arb_v6_net() -> impl Strategy<Value = IpNet> {
+    (0u128..16, 0u128..4, 0u8..=128).prop_map(|(a, b, len)| {
+        let addr =
+            std::net::Ipv6Addr::from((0x2001_0db8u128 << 96) | (a << 80) | (b << 8) | (a & 3));
+        IpNet::V6(ipnet::Ipv6Net::new(addr, len.max(16)).unwrap().trunc())
+    })
+}
+
+fn arb_key() -> impl Strategy<Value = u16> {
+    prop_oneof![0u16..12, 250u16..260, 65530u16..=65535]
+}
+
+fn arb_rule() -> impl Strategy<Value = (RuleKind, Vec<IpNet>, Protocol, Vec<(u16, u16)>)> {
+    let kind = prop_oneof![
+        Just(RuleKind::Failsafe),
+        Just(RuleKind::Deny),
+        Just(RuleKind::Allow),
+        Just(RuleKind::Allow)
+    ];
+    let proto = prop_oneof![
+        Just(Protocol::Tcp),
+        Just(Protocol::Udp),
+        Just(Protocol::Icmp),
+        Just(Protocol::Icmpv6),
+        Just(Protocol::Any)
+    ];
+    let nets = prop::collection::vec(prop_oneof![arb_v4_net(), arb_v6_net()], 0..4);
+    let keys = prop::collection::vec((arb_key(), arb_key()), 0..3);
+    (kind, nets, proto, keys)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    #[test]
+    fn lookup_matches_naive_first_covering_rule(
+        raw in prop::collection::vec(arb_rule(), 0..7),
+        probes in prop::collection::vec(
+            (prop_oneof![arb_v4_net(), arb_v6_net()], any::<u32>(), 0usize..5, arb_key()), 40),
+    ) {
+        let rules: Vec<Rule> = raw.into_iter().enumerate().map(|(i, (kind, sources, protocol, keys))| {
+            let max = match protocol { Protocol::Tcp | Protocol::Udp => 65535, _ => 255 };
+            let keys = if protocol == Protocol::Any { vec![] } else {
+                keys.into_iter()
+                    .map(|(a, b)| (a.min(b).min(max), a.max(b).min(max)))
+                    .map(|(a, b)| a..=b)
+                    .collect()
+            };
+            let mut sources = sources;
+            sources.sort();
+            sources.dedup();
+            Rule { name: format!("r{i}"), kind, sources, protocol, keys }
+        }).collect();
+        let policy = Policy { rules, ..Policy::default() };
+        let tables = Tables::try_from(&policy).unwrap();
+        for (net, noise, k, key) in probes {
+            // An address inside (or near) a random prefix.
+            let src = match net {
+                IpNet::V4(n) => IpAddr::V4((u32::from(n.addr()) | (noise & !u32::from(n.netmask()) & 0x0000_0fff)).into()),
+                IpNet::V6(n) => IpAddr::V6((u128::from(n.addr()) | (u128::from(noise) & !u128::from(n.netmask()) & 0xfff)).into()),
+            };
+            let kind = ServiceKind::ALL[k];
+            let key = if kind.key_space() == 256 { key & 0xff } else { key };
+            prop_assert_eq!(tables.lookup(src, kind, key), naive(&policy, &tables, src, kind, key),
+                "src {} kind {:?} key {}", src, kind, key);
+        }
+    }
+}
