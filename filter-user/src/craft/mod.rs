@@ -813,9 +813,7 @@ impl Ip {
                     header.write(next, &mut ext);
                 }
                 let first = self.ext.first().map_or(proto, ExtHeader::code);
-                let plen = self
-                    .payload_len
-                    .unwrap_or((ext.len() + l4.len()) as u16);
+                let plen = self.payload_len.unwrap_or((ext.len() + l4.len()) as u16);
                 let version = u32::from(self.version.unwrap_or(6));
                 out.extend_from_slice(&(version << 28).to_be_bytes());
                 out.extend_from_slice(&plen.to_be_bytes());
