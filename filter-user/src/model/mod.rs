@@ -105,6 +105,14 @@ pub struct Judgement {
 }
 
 impl Judgement {
+    /// Whether a kernel verdict (reason and rule name) agrees with this judgement: the same
+    /// reason and rule, or — when [`Judgement::stateful_unknown`] — the kernel's
+    /// `return-traffic` (no rule), which the model cannot rule out.
+    pub fn agrees(&self, reason: Reason, rule: Option<&str>) -> bool {
+        (reason == self.reason && rule == self.rule.as_deref())
+            || (self.stateful_unknown && reason == Reason::ReturnTraffic && rule.is_none())
+    }
+
     /// `"pass"` or `"drop"`, as the replay harness prints it.
     pub fn verdict(&self) -> &'static str {
         if self.pass {

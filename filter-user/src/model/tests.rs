@@ -1632,6 +1632,9 @@ fn h28_stateful_return_traffic_is_flagged() {
     let j = expect(&m, &ack, DROP, NoSourceMatch, None);
     assert!(j.stateful_unknown);
     assert!(j.to_string().contains("return-traffic"));
+    assert!(j.agrees(NoSourceMatch, None));
+    assert!(j.agrees(ReturnTraffic, None));
+    assert!(!j.agrees(NoRuleMatch, None));
     let j = expect(&m, &syn(CLIENT4, 80), DROP, NoRuleMatch, None);
     assert!(j.stateful_unknown);
     // Decided before §7: no flag.
