@@ -87,7 +87,7 @@ reasons! {
     Ipv4Options = 24, "ipv4-options";
     /// Frame ends inside the IPv6 header, or before its stated payload length.
     Ipv6Truncated = 25, "ipv6-truncated";
-    /// IPv6 header fields are invalid: version, zero payload length (jumbogram).
+    /// IPv6 header fields are invalid: version ≠ 6.
     Ipv6Header = 26, "ipv6-header";
     /// IPv6 extension headers: too many, out of RFC 8200 order, or running past the packet.
     Ipv6ExtHeader = 27, "ipv6-exthdr";

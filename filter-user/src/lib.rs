@@ -9,6 +9,7 @@
 
 pub mod compiler;
 pub mod config;
+pub mod daemon;
 pub mod loader;
 pub mod craft;
 pub mod lab;

@@ -138,6 +138,9 @@ pub struct Policy {
     /// Rules in file order within each kind. Evaluation is failsafe, then deny, then allow;
     /// within a kind the first rule in file order wins.
     pub rules: Vec<Rule>,
+    /// The file acknowledges that a reload may remove or change failsafe rules (lockout
+    /// protection: without it such a reload is rejected).
+    pub acknowledge_failsafe_change: bool,
 }
 
 impl Policy {
@@ -163,6 +166,7 @@ impl Default for Policy {
             fragments: Fragments::Track,
             samples_per_sec: 10,
             rules: Vec::new(),
+            acknowledge_failsafe_change: false,
         }
     }
 }

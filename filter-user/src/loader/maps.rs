@@ -44,6 +44,11 @@ pub struct FilterMaps {
     pub(crate) rule_stats: PerCpuArray<MapData, Counter>,
     pub(crate) gen_stats: PerCpuArray<MapData, Counter>,
     pub(crate) rule_names: Array<MapData, RuleName>,
+    pub(crate) sample_stats: PerCpuArray<MapData, u64>,
+    /// What each generation slot of the prefix tries holds; `None` until known.
+    pub(crate) contents: [Option<super::publish::GenContents>; 2],
+    /// When the control word last flipped (from this process).
+    pub(crate) last_flip: Option<std::time::Instant>,
 }
 
 impl FilterMaps {
@@ -81,6 +86,9 @@ impl FilterMaps {
             rule_stats: typed!(MAP_RULE_STATS),
             gen_stats: typed!(MAP_GEN_STATS),
             rule_names: typed!(MAP_RULE_NAMES),
+            sample_stats: typed!(filter_common::MAP_SAMPLE_STATS),
+            contents: [None, None],
+            last_flip: None,
         })
     }
 
@@ -91,6 +99,15 @@ impl FilterMaps {
             packets: acc.packets + c.packets,
             bytes: acc.bytes + c.bytes,
         }))
+    }
+
+    /// Drop samples (emitted to the ring, lost because it was full), summed over CPUs.
+    pub fn sample_counts(&self) -> Result<(u64, u64), LoaderError> {
+        let sum = |i: u32| -> Result<u64, LoaderError> {
+            let values = self.sample_stats.get(&i, 0).map_err(|source| LoaderError::Map { name: filter_common::MAP_SAMPLE_STATS, source })?;
+            Ok(values.iter().sum())
+        };
+        Ok((sum(0)?, sum(1)?))
     }
 
     /// The active generation and whether any generation is loaded.

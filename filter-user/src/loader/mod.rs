@@ -1,8 +1,12 @@
 //! Loading the XDP program and owning its maps. Attaching to interfaces, pinning and
 //! adoption live in their own modules; rule generations are published by [`publish`].
 
-mod maps;
+pub mod attach;
 pub mod counters;
+mod maps;
+pub mod pins;
+pub mod privileges;
+pub mod publish;
 pub mod testrun;
 
 use std::path::PathBuf;
@@ -58,6 +62,9 @@ pub enum LoaderError {
         /// aya's error.
         source: aya::maps::MapError,
     },
+    /// The number of possible CPUs is unknown (needed for per-CPU maps).
+    #[error("cannot read the number of possible CPUs: {0}")]
+    Cpus(#[source] std::io::Error),
     /// BPF_PROG_TEST_RUN failed.
     #[error("BPF_PROG_TEST_RUN failed: {0}")]
     TestRun(#[source] Box<aya::programs::ProgramError>),

@@ -1,0 +1,103 @@
+//! `nodegate check FILE`: validate and show what the kernel would get.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use filter_common::{ServiceKind, MAX_CLASSES, MAX_RULES, MAX_SEGMENTS, MAX_V4_PREFIXES, MAX_V6_PREFIXES};
+use filter_user::{
+    compiler::{compile, kind_name, RuleSlots},
+    config::{self, ConfigError, Diagnostic},
+    policy::{Protocol, RuleKind},
+};
+
+use super::Format;
+
+/// Validate a rule file.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The rule file.
+    file: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+}
+
+fn diag_json(d: &Diagnostic) -> serde_json::Value {
+    serde_json::json!({"file": d.file, "line": d.line, "column": d.column, "severity": d.severity.to_string(), "message": d.message, "hint": d.hint})
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let loaded = match config::load_file(&args.file) {
+        Ok(loaded) => loaded,
+        Err(err) => {
+            match (&err, args.format) {
+                (ConfigError::Invalid { errors, warnings }, Format::Json) => {
+                    let all: Vec<_> = errors.iter().chain(warnings).map(diag_json).collect();
+                    println!("{}", serde_json::json!({"valid": false, "diagnostics": all}));
+                }
+                (ConfigError::Invalid { errors, warnings }, Format::Text) => {
+                    for d in errors.iter().chain(warnings) {
+                        eprintln!("{d}");
+                    }
+                    eprintln!("{}: {} error(s); rejected", args.file.display(), errors.len());
+                }
+                (ConfigError::Read { .. }, _) => eprintln!("error: {err}"),
+            }
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let tables = match compile(&loaded.policy, &RuleSlots::new()) {
+        Ok(t) => t,
+        Err(err) => {
+            eprintln!("{}: {err}", args.file.display());
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let s = &tables.stats;
+    let policy = &loaded.policy;
+    if args.format == Format::Json {
+        let rules: Vec<_> = policy
+            .rules_in_precedence()
+            .map(|r| serde_json::json!({"name": r.name, "kind": format!("{:?}", r.kind).to_lowercase(), "protocol": format!("{:?}", r.protocol).to_lowercase(), "sources": r.sources.len(), "keys": r.keys.iter().map(|k| format!("{}-{}", k.start(), k.end())).collect::<Vec<_>>()}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({
+                "valid": true,
+                "mode": format!("{:?}", policy.mode).to_lowercase(),
+                "default": format!("{:?}", policy.default).to_lowercase(),
+                "rules": rules,
+                "tables": {"ipv4_prefixes": s.v4_prefixes, "ipv6_prefixes": s.v6_prefixes, "classes": s.classes, "segments": s.segments, "rules": s.rules},
+                "capacity": {"ipv4_prefixes": MAX_V4_PREFIXES, "ipv6_prefixes": MAX_V6_PREFIXES, "classes": MAX_CLASSES, "segments_per_kind": MAX_SEGMENTS, "rules": MAX_RULES - 1},
+                "diagnostics": loaded.warnings.iter().map(diag_json).collect::<Vec<_>>(),
+            })
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{}: valid", args.file.display());
+    println!("  mode {:?}, default {:?}, return traffic {:?}, fragments {:?}", policy.mode, policy.default, policy.return_traffic, policy.fragments);
+    println!("\n  {:<3} {:<32} {:<9} {:<7} {:>8}  keys", "#", "rule (evaluation order)", "kind", "proto", "sources");
+    for (i, r) in policy.rules_in_precedence().enumerate() {
+        let kind = match r.kind { RuleKind::Failsafe => "failsafe", RuleKind::Deny => "deny", RuleKind::Allow => "allow" };
+        let proto = match r.protocol { Protocol::Tcp => "tcp", Protocol::Udp => "udp", Protocol::Icmp => "icmp", Protocol::Icmpv6 => "icmpv6", Protocol::Any => "any" };
+        let keys = if r.keys.is_empty() { "all".to_string() } else { r.keys.iter().map(|k| if k.start() == k.end() { k.start().to_string() } else { format!("{}-{}", k.start(), k.end()) }).collect::<Vec<_>>().join(",") };
+        println!("  {:<3} {:<32} {:<9} {:<7} {:>8}  {}", i + 1, r.name, kind, proto, r.sources.len(), keys);
+    }
+    let pct = |used: usize, cap: u32| 100.0 * used as f64 / cap as f64;
+    println!("\n  compiled tables (used / capacity):");
+    println!("    IPv4 prefixes  {:>7} / {:<7} ({:.1}%)", s.v4_prefixes, MAX_V4_PREFIXES, pct(s.v4_prefixes, MAX_V4_PREFIXES));
+    println!("    IPv6 prefixes  {:>7} / {:<7} ({:.1}%)", s.v6_prefixes, MAX_V6_PREFIXES, pct(s.v6_prefixes, MAX_V6_PREFIXES));
+    println!("    source classes {:>7} / {:<7}", s.classes, MAX_CLASSES);
+    println!("    rules          {:>7} / {:<7}", s.rules, MAX_RULES - 1);
+    for kind in ServiceKind::ALL {
+        println!("    segments {:<6}{:>6} / {:<7}", kind_name(kind), s.segments[kind as usize], MAX_SEGMENTS);
+    }
+    if loaded.warnings.is_empty() {
+        println!("\n  no warnings");
+    } else {
+        println!("\n  {} warning(s):", loaded.warnings.len());
+        for w in &loaded.warnings {
+            println!("  {w}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

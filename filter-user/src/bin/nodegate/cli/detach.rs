@@ -1,0 +1,53 @@
+//! `nodegate detach` and `nodegate uninstall`: the only ways the filter is removed.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use filter_user::loader::{attach, pins::PinLayout};
+
+use super::PinArgs;
+
+/// Detach from one interface.
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pins: PinArgs,
+    /// Interface to detach from.
+    #[arg(long, value_name = "IF")]
+    iface: String,
+}
+
+/// Remove everything.
+#[derive(clap::Args)]
+pub struct UninstallArgs {
+    #[command(flatten)]
+    pins: PinArgs,
+    /// Also remove pinned state written by an incompatible nodegate version.
+    #[arg(long)]
+    discard_foreign_layout: bool,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let layout = PinLayout::new(&args.pins.pin_dir);
+    layout.check()?;
+    let last = attach::detach(&layout, &args.iface).with_context(|| format!("failed to detach from {}", args.iface))?;
+    println!("detached from {}{}", args.iface, if last { "; no interface left, removed all pins" } else { "" });
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn uninstall(args: UninstallArgs) -> anyhow::Result<ExitCode> {
+    let layout = PinLayout::new(&args.pins.pin_dir);
+    if args.discard_foreign_layout {
+        layout.remove_foreign().context("failed to remove pinned state")?;
+        println!("removed everything under {}", layout.root().display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    layout.check()?;
+    for ifname in layout.pinned_links() {
+        attach::detach(&layout, &ifname).with_context(|| format!("failed to detach from {ifname}"))?;
+        println!("detached from {ifname}");
+    }
+    layout.remove().context("failed to remove pins")?;
+    println!("removed {}", layout.version_dir().display());
+    Ok(ExitCode::SUCCESS)
+}

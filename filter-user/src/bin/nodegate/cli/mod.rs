@@ -1,0 +1,111 @@
+//! Flags and dispatch. One module per subcommand; doc comments are the `--help` text.
+
+mod check;
+mod detach;
+mod explain;
+mod reload;
+mod run;
+mod stats;
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+use filter_user::loader::pins::DEFAULT_PIN_ROOT;
+
+/// nodegate: an XDP node firewall. Enforces source-CIDR allow-lists and protocol/port rules
+/// in the NIC driver, hot-reloads its YAML rules atomically, and keeps enforcing when it exits.
+#[derive(Parser)]
+#[command(name = "nodegate", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log format for `run` and diagnostics.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// More log detail (-v debug, -vv trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+/// Log line format.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line (for log shippers).
+    Json,
+}
+
+/// Output format of reports.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Human-readable.
+    #[default]
+    Text,
+    /// JSON.
+    Json,
+}
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct PinArgs {
+    /// bpffs directory holding nodegate's pinned program, links and maps.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_PIN_ROOT, env = "NODEGATE_PIN_DIR")]
+    pub pin_dir: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate a rule file and print the compiled tables, warnings and capacity use.
+    /// Exit status 0 when valid, 1 when not (for CI).
+    Check(check::Args),
+    /// Judge one synthetic packet against a rule file with the reference model: verdict,
+    /// reason and deciding rule.
+    Explain(explain::Args),
+    /// Attach to interfaces and keep enforcing; reload on file change, SIGHUP or
+    /// `nodegate reload`. Exiting leaves the filter attached.
+    Run(run::Args),
+    /// Ask the running `nodegate run` to reload its rule file now (sends SIGHUP).
+    Reload(reload::Args),
+    /// Print counters per interface, reason and rule from the pinned maps (works whether
+    /// or not `run` is alive).
+    Stats(stats::Args),
+    /// Detach from one interface; the last detach removes every pin.
+    Detach(detach::Args),
+    /// Detach from every interface and remove all pinned state.
+    Uninstall(detach::UninstallArgs),
+    /// Print a shell completion script.
+    Completions {
+        /// Shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Check(args) => check::run(args),
+        Command::Explain(args) => explain::run(args),
+        Command::Run(args) => run::run(args),
+        Command::Reload(args) => reload::run(args),
+        Command::Stats(args) => stats::run(args),
+        Command::Detach(args) => detach::run(args),
+        Command::Uninstall(args) => detach::uninstall(args),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "nodegate", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+pub fn init_logging(format: LogFormat, verbose: u8) {
+    let default = match verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("NODEGATE_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

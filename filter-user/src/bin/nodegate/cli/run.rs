@@ -1,0 +1,70 @@
+//! `nodegate run`: attach and keep enforcing.
+
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
+
+use filter_user::{
+    daemon::{run::RunOptions, DEFAULT_PID_FILE},
+    loader::{attach::XdpModeChoice, pins::PinLayout},
+};
+
+use super::PinArgs;
+
+/// XDP attach mode.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum Mode {
+    /// Driver mode, falling back to generic with a warning when the driver lacks XDP.
+    Auto,
+    /// Driver (native) mode only: fail if the driver cannot.
+    Driver,
+    /// Generic (skb) mode: works everywhere, runs later and slower.
+    Generic,
+}
+
+/// Attach and enforce.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The rule file (YAML). Watched: edits, atomic renames and ConfigMap symlink swaps reload it.
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+    /// Interface to attach to (repeat for several).
+    #[arg(long = "iface", value_name = "IF", required = true)]
+    ifaces: Vec<String>,
+    /// XDP attach mode.
+    #[arg(long, value_enum, default_value_t = Mode::Auto)]
+    xdp_mode: Mode,
+    /// Serve Prometheus metrics here. Defaults to 127.0.0.1:9864; a non-loopback address
+    /// exposes counters to the network and must be given explicitly.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
+    /// Do not serve metrics.
+    #[arg(long, conflicts_with = "metrics")]
+    no_metrics: bool,
+    #[command(flatten)]
+    pins: PinArgs,
+    /// Where to write the PID for `nodegate reload`.
+    #[arg(long, value_name = "FILE", default_value = DEFAULT_PID_FILE)]
+    pid_file: PathBuf,
+    /// Quiet period after a file change before reloading (bursts of writes become one reload).
+    #[arg(long, value_name = "MS", default_value_t = 200)]
+    debounce_ms: u64,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let options = RunOptions {
+        config: args.config,
+        ifaces: args.ifaces,
+        xdp_mode: match args.xdp_mode {
+            Mode::Auto => XdpModeChoice::Auto,
+            Mode::Driver => XdpModeChoice::Driver,
+            Mode::Generic => XdpModeChoice::Generic,
+        },
+        metrics: if args.no_metrics { None } else { Some(args.metrics.unwrap_or(filter_user::daemon::DEFAULT_METRICS_ADDR)) },
+        metrics_explicit: args.metrics.is_some(),
+        pins: PinLayout::new(args.pins.pin_dir),
+        pid_file: args.pid_file,
+        debounce: std::time::Duration::from_millis(args.debounce_ms),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    runtime.block_on(filter_user::daemon::run::run(options))?;
+    Ok(ExitCode::SUCCESS)
+}

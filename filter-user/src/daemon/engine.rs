@@ -1,0 +1,288 @@
+//! The synchronous heart of `nodegate run`: bring the filter up (fresh, or adopting what a
+//! previous loader pinned), and reload rule files. A reload either publishes a complete new
+//! generation or changes nothing: the file is parsed, validated and compiled before any map
+//! is touched, and a bad file leaves the last good rule set active.
+
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant, SystemTime},
+};
+
+use tracing::{info, warn};
+
+use crate::{
+    compiler::{compile, RuleSlots, Tables},
+    config::{self, ConfigError},
+    loader::{
+        attach::{AttachError, Attached, XdpModeChoice},
+        pins::{PinError, PinLayout},
+        privileges::{check_attach_privileges, MissingCapabilities},
+        publish::PublishReport,
+        Filter, LoadOptions, LoaderError,
+    },
+    policy::{Policy, Rule, RuleKind},
+};
+
+/// What `run` needs to start.
+#[derive(Clone, Debug)]
+pub struct EngineOptions {
+    /// Rule file.
+    pub config: PathBuf,
+    /// Interfaces to attach to.
+    pub ifaces: Vec<String>,
+    /// XDP attach mode.
+    pub xdp_mode: XdpModeChoice,
+    /// Pin directory layout.
+    pub pins: PinLayout,
+}
+
+/// Why the engine could not start or reload.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// Missing privileges (checked before anything is loaded).
+    #[error(transparent)]
+    Privileges(#[from] MissingCapabilities),
+    /// Pin directory problems.
+    #[error(transparent)]
+    Pins(#[from] PinError),
+    /// The rule file is invalid.
+    #[error("{path}: rule file rejected, the active rules are unchanged:\n{source}")]
+    Config {
+        /// File.
+        path: PathBuf,
+        /// Diagnostics.
+        source: ConfigError,
+    },
+    /// The rule file is valid but cannot be compiled into the kernel tables.
+    #[error("{path}: {source}")]
+    Compile {
+        /// File.
+        path: PathBuf,
+        /// Why.
+        source: crate::compiler::CompileError,
+    },
+    /// The reload would remove or change a failsafe rule without acknowledgement.
+    #[error(
+        "{path}: this reload would remove or change failsafe rule(s) {names}; failsafe rules are lockout \
+         protection and never change silently. If intended, set `acknowledge_failsafe_change: true` in the \
+         file for this reload (or restart `nodegate run`)"
+    )]
+    FailsafeChange {
+        /// File.
+        path: PathBuf,
+        /// Affected failsafe rules.
+        names: String,
+    },
+    /// Loading or a map operation failed.
+    #[error(transparent)]
+    Loader(#[from] LoaderError),
+    /// Attaching failed.
+    #[error(transparent)]
+    Attach(#[from] AttachError),
+}
+
+/// Counters about the daemon itself (for logs and metrics).
+#[derive(Clone, Debug, Default)]
+pub struct EngineStats {
+    /// Successful reloads (the initial load counts).
+    pub reloads_ok: u64,
+    /// Rejected reloads.
+    pub reloads_failed: u64,
+    /// Wall-clock time of the last successful publish.
+    pub last_reload: Option<SystemTime>,
+    /// Active epoch.
+    pub epoch: u64,
+    /// IPv4 prefixes loaded.
+    pub v4_prefixes: usize,
+    /// IPv6 prefixes loaded.
+    pub v6_prefixes: usize,
+    /// Last publish timing.
+    pub last_publish: Option<PublishReport>,
+    /// Last compile time.
+    pub last_compile: Option<Duration>,
+}
+
+/// A running filter: program, maps, pins, current rules.
+pub struct Engine {
+    filter: Filter,
+    options: EngineOptions,
+    slots: RuleSlots,
+    current: Policy,
+    attached: Vec<Attached>,
+    stats: EngineStats,
+}
+
+/// Parse, validate and compile a rule file; nothing is touched.
+pub fn prepare(path: &Path, slots: &RuleSlots) -> Result<(Policy, Tables, Duration), EngineError> {
+    let start = Instant::now();
+    let loaded = config::load_file(path).map_err(|source| EngineError::Config {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    for warning in &loaded.warnings {
+        warn!(%warning, "rule file warning");
+    }
+    let tables = compile(&loaded.policy, slots).map_err(|source| EngineError::Compile {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok((loaded.policy, tables, start.elapsed()))
+}
+
+impl Engine {
+    /// Validate the rule file, then load (reusing pinned maps: counters and tables survive a
+    /// restart), publish, and attach to every interface — adopting links a previous loader
+    /// pinned with an atomic program swap. Nothing is attached when anything before fails.
+    pub fn start(options: EngineOptions) -> Result<Engine, EngineError> {
+        check_attach_privileges()?;
+        options.pins.check()?;
+        // Validate before touching the kernel.
+        let (_, _, _) = prepare(&options.config, &RuleSlots::new())?;
+        options.pins.create()?;
+        let adopting = options.pins.has_state();
+        let filter = Filter::load(&LoadOptions {
+            map_pin_dir: Some(options.pins.maps_dir()),
+            verbose_verifier: false,
+        })?;
+        let slots = RuleSlots::from_pairs(filter.maps().pinned_rule_slots());
+        let (policy, tables, compile_time) = prepare(&options.config, &slots)?;
+        let mut engine = Engine {
+            filter,
+            options,
+            slots,
+            current: Policy {
+                rules: Vec::new(),
+                ..Policy::default()
+            },
+            attached: Vec::new(),
+            stats: EngineStats::default(),
+        };
+        engine.apply(policy, tables, compile_time)?;
+        engine.pin_program()?;
+        for ifname in engine.options.ifaces.clone() {
+            let attached =
+                engine
+                    .filter
+                    .attach(&engine.options.pins, &ifname, engine.options.xdp_mode)?;
+            if let Some(why) = &attached.fallback_reason {
+                warn!(iface = %ifname, reason = %why, "driver-mode XDP is not available; fell back to generic mode, which runs later in the stack and is slower");
+            }
+            info!(iface = %ifname, ifindex = attached.ifindex, how = attached.how, adopting, "attached");
+            engine.attached.push(attached);
+        }
+        for stale in engine.options.pins.pinned_links() {
+            if !engine.options.ifaces.contains(&stale) {
+                warn!(iface = %stale, "still attached from an earlier run but not in --iface; it keeps running this program's maps. `nodegate detach --iface {stale}` removes it");
+            }
+        }
+        Ok(engine)
+    }
+
+    /// Replace the pinned program with the one just loaded (links hold their own reference).
+    fn pin_program(&mut self) -> Result<(), EngineError> {
+        let path = self.options.pins.prog_path();
+        if path.exists() {
+            let _ = std::fs::remove_file(&path);
+        }
+        self.filter.program().pin(&path).map_err(|e| {
+            EngineError::Pins(PinError::Io {
+                action: "pin program at",
+                path: path.clone(),
+                source: std::io::Error::other(e.to_string()),
+            })
+        })
+    }
+
+    /// Reload the rule file. On any error the active generation stays as it was.
+    pub fn reload(&mut self) -> Result<&PublishReport, EngineError> {
+        let result = prepare(&self.options.config, &self.slots).and_then(
+            |(policy, tables, compile_time)| {
+                self.guard_failsafe(&policy)?;
+                self.apply(policy, tables, compile_time)
+            },
+        );
+        match result {
+            Ok(()) => Ok(self.stats.last_publish.as_ref().expect("set by apply")),
+            Err(err) => {
+                self.stats.reloads_failed += 1;
+                Err(err)
+            }
+        }
+    }
+
+    fn guard_failsafe(&self, next: &Policy) -> Result<(), EngineError> {
+        if next.acknowledge_failsafe_change {
+            return Ok(());
+        }
+        let failsafe = |p: &Policy| -> Vec<Rule> {
+            p.rules
+                .iter()
+                .filter(|r| r.kind == RuleKind::Failsafe)
+                .cloned()
+                .collect()
+        };
+        let next_failsafe = failsafe(next);
+        let changed: Vec<String> = failsafe(&self.current)
+            .into_iter()
+            .filter(|old| !next_failsafe.contains(old))
+            .map(|old| old.name)
+            .collect();
+        if changed.is_empty() {
+            Ok(())
+        } else {
+            Err(EngineError::FailsafeChange {
+                path: self.options.config.clone(),
+                names: changed.join(", "),
+            })
+        }
+    }
+
+    fn apply(
+        &mut self,
+        policy: Policy,
+        tables: Tables,
+        compile_time: Duration,
+    ) -> Result<(), EngineError> {
+        let report = self.filter.maps_mut().publish(&tables)?;
+        self.slots.commit(&tables);
+        info!(
+            epoch = report.epoch,
+            slot = report.gen_slot,
+            v4 = tables.stats.v4_prefixes,
+            v6 = tables.stats.v6_prefixes,
+            rules = tables.stats.rules,
+            compile_ms = compile_time.as_secs_f64() * 1e3,
+            publish_ms = report.total.as_secs_f64() * 1e3,
+            "rule generation active"
+        );
+        self.stats.reloads_ok += 1;
+        self.stats.last_reload = Some(SystemTime::now());
+        self.stats.epoch = report.epoch;
+        self.stats.v4_prefixes = tables.stats.v4_prefixes;
+        self.stats.v6_prefixes = tables.stats.v6_prefixes;
+        self.stats.last_compile = Some(compile_time);
+        self.stats.last_publish = Some(report);
+        self.current = policy;
+        Ok(())
+    }
+
+    /// Daemon statistics.
+    pub fn stats(&self) -> &EngineStats {
+        &self.stats
+    }
+
+    /// The filter (maps, program).
+    pub fn filter(&mut self) -> &mut Filter {
+        &mut self.filter
+    }
+
+    /// Interfaces attached by this engine.
+    pub fn attached(&self) -> &[Attached] {
+        &self.attached
+    }
+
+    /// The active policy.
+    pub fn policy(&self) -> &Policy {
+        &self.current
+    }
+}

@@ -1,0 +1,15 @@
+//! Building blocks of the `nodegate run` daemon: noticing config changes ([`watch`]),
+//! exporting counters to Prometheus ([`metrics`]) and reading drop samples from the XDP
+//! program's ring buffer ([`samples`]). Each is self-contained; the daemon plugs them
+//! together with attach, pinning and reload.
+
+pub mod engine;
+pub mod metrics;
+pub mod run;
+pub mod samples;
+pub mod watch;
+
+pub use metrics::DEFAULT_METRICS_ADDR;
+
+/// Where `nodegate run` writes its PID, for `nodegate reload`.
+pub const DEFAULT_PID_FILE: &str = "/run/nodegate/nodegate.pid";

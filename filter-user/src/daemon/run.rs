@@ -1,0 +1,241 @@
+//! `nodegate run` as a long-running daemon: start the [`Engine`], then reload on file
+//! change, SIGHUP or `nodegate reload`, serve metrics and log drop samples, until SIGTERM or
+//! SIGINT — which leave the filter attached and enforcing (only `nodegate detach` removes it).
+
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use tokio::signal::unix::{signal, SignalKind};
+use tracing::{error, info, warn};
+
+use super::{
+    engine::{Engine, EngineError, EngineOptions},
+    metrics::{self, DaemonState, MetricsSource},
+    watch::ConfigWatcher,
+};
+use crate::{
+    loader::{
+        attach::{iface_slots, XdpModeChoice},
+        counters::Snapshot,
+        pins::PinLayout,
+        FilterMaps, LoaderError,
+    },
+    policy::Policy,
+};
+
+/// Everything `run` is told on the command line.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// Rule file.
+    pub config: PathBuf,
+    /// Interfaces.
+    pub ifaces: Vec<String>,
+    /// XDP attach mode.
+    pub xdp_mode: XdpModeChoice,
+    /// Metrics address, `None` to disable.
+    pub metrics: Option<SocketAddr>,
+    /// Whether the metrics address was given explicitly (needed for non-loopback).
+    pub metrics_explicit: bool,
+    /// Pin layout.
+    pub pins: PinLayout,
+    /// PID file for `nodegate reload`.
+    pub pid_file: PathBuf,
+    /// Debounce for file changes.
+    pub debounce: Duration,
+}
+
+/// Why `run` stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Start-up failed; nothing was attached.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// Metrics could not be served.
+    #[error(transparent)]
+    Metrics(#[from] metrics::MetricsError),
+    /// The config watcher failed.
+    #[error(transparent)]
+    Watch(#[from] super::watch::WatchError),
+    /// Signal handling or the PID file failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// Metrics source: its own handles on the pinned maps, so scrapes never wait for a reload.
+struct Source {
+    maps: FilterMaps,
+    state: Arc<Mutex<DaemonState>>,
+}
+
+impl MetricsSource for Source {
+    fn snapshot(&self) -> Result<Snapshot, LoaderError> {
+        self.maps.snapshot()
+    }
+
+    fn daemon_state(&self) -> DaemonState {
+        let mut state = self.state.lock().map(|s| s.clone()).unwrap_or_default();
+        if let Ok((emitted, lost)) = self.maps.sample_counts() {
+            state.samples_emitted = emitted;
+            state.samples_lost = lost;
+        }
+        state
+    }
+}
+
+fn refresh_state(engine: &mut Engine, state: &Mutex<DaemonState>) {
+    let names: std::collections::HashMap<u32, String> = iface_slots(engine.filter().maps())
+        .into_iter()
+        .filter_map(|(ifindex, slot)| {
+            engine
+                .attached()
+                .iter()
+                .find(|a| a.ifindex == ifindex)
+                .map(|a| (slot, a.ifname.clone()))
+        })
+        .collect();
+    let stats = engine.stats().clone();
+    let kinds = rule_kinds(engine.policy());
+    if let Ok(mut s) = state.lock() {
+        s.interfaces = names;
+        s.rule_kinds = kinds;
+        s.reloads_succeeded = stats.reloads_ok;
+        s.reloads_failed = stats.reloads_failed;
+        s.active_generation = stats.epoch;
+        s.prefixes_v4 = stats.v4_prefixes as u64;
+        s.prefixes_v6 = stats.v6_prefixes as u64;
+        s.last_reload = stats.last_reload;
+    }
+}
+
+fn rule_kinds(policy: &Policy) -> std::collections::HashMap<String, crate::policy::RuleKind> {
+    policy
+        .rules
+        .iter()
+        .map(|r| (r.name.clone(), r.kind))
+        .collect()
+}
+
+fn reload(engine: &mut Engine, state: &Mutex<DaemonState>, trigger: &str) {
+    match engine.reload() {
+        Ok(report) => info!(
+            trigger,
+            epoch = report.epoch,
+            prefixes_written = report.prefixes_written,
+            prefixes_removed = report.prefixes_removed,
+            publish_ms = report.total.as_secs_f64() * 1e3,
+            "reloaded"
+        ),
+        Err(err) => error!(
+            trigger,
+            "reload rejected; the previous rules stay active: {err}"
+        ),
+    }
+    refresh_state(engine, state);
+}
+
+/// Log drop samples from the pinned ring as structured lines, naming rule and interface.
+fn spawn_sample_logger(pins: &PinLayout) -> Option<tokio::task::JoinHandle<()>> {
+    let path = pins.maps_dir().join(filter_common::MAP_SAMPLES);
+    let ring = aya::maps::MapData::from_pin(&path)
+        .ok()
+        .and_then(|data| aya::maps::Map::from_map_data(data).ok())
+        .and_then(|map| aya::maps::RingBuf::try_from(map).ok());
+    let Some(ring) = ring else {
+        warn!(path = %path.display(), "cannot open the drop-sample ring; drops are still counted, not sampled");
+        return None;
+    };
+    let reader = match super::samples::SampleReader::new(ring) {
+        Ok(r) => r,
+        Err(err) => {
+            warn!("drop samples unavailable: {err}");
+            return None;
+        }
+    };
+    let rule_names = FilterMaps::open_pinned(&pins.maps_dir()).ok().map(|m| m.pinned_rule_slots());
+    Some(tokio::spawn(async move {
+        let err = reader
+            .log_forever(move |sample| {
+                let rule = rule_names.as_ref().and_then(|names| {
+                    names.iter().find(|(_, slot)| Some(u32::from(*slot)) == sample.rule_slot).map(|(n, _)| n.clone())
+                });
+                let iface = crate::loader::attach::ifname(sample.ifindex);
+                (rule, iface)
+            })
+            .await;
+        warn!("drop-sample logging stopped: {err}");
+    }))
+}
+
+/// Run until SIGTERM/SIGINT.
+pub async fn run(options: RunOptions) -> Result<(), RunError> {
+    if let Some(addr) = options.metrics {
+        metrics::check_bind_addr(addr, options.metrics_explicit)?;
+    }
+    let io = |what: &str| {
+        let what = what.to_string();
+        move |source| RunError::Io { what, source }
+    };
+    // Signals first, so a SIGHUP during start-up is not fatal.
+    let mut hup = signal(SignalKind::hangup()).map_err(io("install SIGHUP handler"))?;
+    let mut term = signal(SignalKind::terminate()).map_err(io("install SIGTERM handler"))?;
+    let mut int = signal(SignalKind::interrupt()).map_err(io("install SIGINT handler"))?;
+
+    let mut engine = Engine::start(EngineOptions {
+        config: options.config.clone(),
+        ifaces: options.ifaces.clone(),
+        xdp_mode: options.xdp_mode,
+        pins: options.pins.clone(),
+    })?;
+    let state = Arc::new(Mutex::new(DaemonState::default()));
+    refresh_state(&mut engine, &state);
+
+    if let Some(dir) = options.pid_file.parent() {
+        std::fs::create_dir_all(dir).map_err(io("create the PID file directory"))?;
+    }
+    std::fs::write(&options.pid_file, format!("{}\n", std::process::id()))
+        .map_err(io("write the PID file"))?;
+
+    let _metrics = match options.metrics {
+        Some(addr) => {
+            let maps =
+                FilterMaps::open_pinned(&options.pins.maps_dir()).map_err(EngineError::from)?;
+            let handle = metrics::serve(
+                addr,
+                Arc::new(Source {
+                    maps,
+                    state: state.clone(),
+                }),
+            )?;
+            info!(%addr, "serving Prometheus metrics at /metrics");
+            Some(handle)
+        }
+        None => None,
+    };
+    let _samples = spawn_sample_logger(&options.pins);
+    let mut watcher = ConfigWatcher::with_debounce(&options.config, options.debounce)?;
+    info!(config = %options.config.display(), "enforcing; reloads on file change, SIGHUP or `nodegate reload`");
+
+    loop {
+        tokio::select! {
+            changed = watcher.changed() => match changed {
+                Ok(()) => reload(&mut engine, &state, "file change"),
+                Err(err) => warn!("config watcher: {err}; SIGHUP still reloads"),
+            },
+            _ = hup.recv() => reload(&mut engine, &state, "SIGHUP"),
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    let _ = std::fs::remove_file(&options.pid_file);
+    info!("exiting; the filter stays attached and enforcing (`nodegate detach --iface IF` removes it)");
+    Ok(())
+}

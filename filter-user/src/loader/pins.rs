@@ -1,0 +1,207 @@
+//! Where nodegate keeps its kernel objects in bpffs, so the filter outlives the loader:
+//!
+//! ```text
+//! /sys/fs/bpf/nodegate/           (0700)
+//!   v1/                           layout version: a loader refuses any other
+//!     maps/NG_*                   every map (tables, counters, samples)
+//!     prog                        the XDP program
+//!     links/<ifname>              one XDP link per attached interface
+//! ```
+
+use std::{
+    fs,
+    os::unix::fs::{DirBuilderExt, PermissionsExt},
+    path::{Path, PathBuf},
+};
+
+use filter_common::LAYOUT_VERSION;
+
+/// Default bpffs directory.
+pub const DEFAULT_PIN_ROOT: &str = "/sys/fs/bpf/nodegate";
+
+/// bpffs superblock magic (include/uapi/linux/magic.h).
+const BPF_FS_MAGIC: i64 = 0xcafe4a11;
+
+/// Errors about the pin directory.
+#[derive(Debug, thiserror::Error)]
+pub enum PinError {
+    /// The directory is not on a bpffs.
+    #[error("{path} is not on a BPF filesystem; mount one with `mount -t bpf bpf /sys/fs/bpf` (or run `cargo xtask setup`)")]
+    NotBpffs {
+        /// Path checked.
+        path: PathBuf,
+    },
+    /// Pins from another layout version exist.
+    #[error(
+        "{path} holds nodegate state of layout version {found}, this nodegate speaks version {ours}; \
+         it will not reinterpret it. Remove it with the nodegate that wrote it (`nodegate uninstall`), \
+         or, to discard it, `nodegate uninstall --pin-dir {root}` with --discard-foreign-layout"
+    )]
+    IncompatibleLayout {
+        /// The foreign version directory.
+        path: PathBuf,
+        /// The pin root.
+        root: PathBuf,
+        /// Its version.
+        found: String,
+        /// Ours.
+        ours: u32,
+    },
+    /// Filesystem error.
+    #[error("{action} {path}: {source}")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// On which path.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> PinError + 'a {
+    move |source| PinError::Io { action, path: path.to_path_buf(), source }
+}
+
+/// The pin layout under one root directory.
+#[derive(Clone, Debug)]
+pub struct PinLayout {
+    root: PathBuf,
+}
+
+impl Default for PinLayout {
+    fn default() -> Self {
+        PinLayout::new(DEFAULT_PIN_ROOT)
+    }
+}
+
+impl PinLayout {
+    /// Layout under `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        PinLayout { root: root.into() }
+    }
+
+    /// The root (e.g. /sys/fs/bpf/nodegate).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The versioned directory.
+    pub fn version_dir(&self) -> PathBuf {
+        self.root.join(format!("v{LAYOUT_VERSION}"))
+    }
+
+    /// Directory of pinned maps.
+    pub fn maps_dir(&self) -> PathBuf {
+        self.version_dir().join("maps")
+    }
+
+    /// Pinned program.
+    pub fn prog_path(&self) -> PathBuf {
+        self.version_dir().join("prog")
+    }
+
+    /// Directory of pinned links.
+    pub fn links_dir(&self) -> PathBuf {
+        self.version_dir().join("links")
+    }
+
+    /// Pinned link of one interface.
+    pub fn link_path(&self, ifname: &str) -> PathBuf {
+        self.links_dir().join(ifname)
+    }
+
+    /// Whether a previous loader left a program pinned here.
+    pub fn has_state(&self) -> bool {
+        self.prog_path().exists()
+    }
+
+    /// Interfaces with a pinned link.
+    pub fn pinned_links(&self) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(self.links_dir())
+            .map(|dir| dir.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        names.sort();
+        names
+    }
+
+    /// Check the root is on bpffs and holds no foreign layout version.
+    pub fn check(&self) -> Result<(), PinError> {
+        let probe = if self.root.exists() { self.root.clone() } else { self.root.parent().unwrap_or(Path::new("/")).to_path_buf() };
+        if !is_bpffs(&probe) {
+            return Err(PinError::NotBpffs { path: probe });
+        }
+        if let Ok(entries) = fs::read_dir(&self.root) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.starts_with('v') && name != format!("v{LAYOUT_VERSION}") {
+                    return Err(PinError::IncompatibleLayout {
+                        path: entry.path(),
+                        root: self.root.clone(),
+                        found: name[1..].to_string(),
+                        ours: LAYOUT_VERSION,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Create the directories, owner-only (0700): pinned maps are writable by whoever can
+    /// open them, so nobody but root may traverse there.
+    pub fn create(&self) -> Result<(), PinError> {
+        for dir in [self.root.clone(), self.version_dir(), self.maps_dir(), self.links_dir()] {
+            if !dir.exists() {
+                fs::DirBuilder::new().mode(0o700).create(&dir).map_err(io("create", &dir))?;
+            }
+            fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).map_err(io("chmod", &dir))?;
+        }
+        Ok(())
+    }
+
+    /// Remove every pin and directory of this layout version (objects no longer referenced
+    /// are freed by the kernel; pinned links going away detaches their programs).
+    pub fn remove(&self) -> Result<(), PinError> {
+        remove_tree(&self.version_dir())?;
+        // The root goes too when nothing else is in it.
+        let _ = fs::remove_dir(&self.root);
+        Ok(())
+    }
+
+    /// Remove a foreign layout version (explicit operator request only).
+    pub fn remove_foreign(&self) -> Result<(), PinError> {
+        if let Ok(entries) = fs::read_dir(&self.root) {
+            for entry in entries.flatten() {
+                remove_tree(&entry.path())?;
+            }
+        }
+        let _ = fs::remove_dir(&self.root);
+        Ok(())
+    }
+}
+
+fn remove_tree(dir: &Path) -> Result<(), PinError> {
+    if !dir.exists() {
+        return Ok(());
+    }
+    // bpffs has no recursive unlink; walk it.
+    for entry in fs::read_dir(dir).map_err(io("read", dir))?.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            remove_tree(&path)?;
+        } else {
+            fs::remove_file(&path).map_err(io("unpin", &path))?;
+        }
+    }
+    fs::remove_dir(dir).map_err(io("remove", dir))
+}
+
+/// Whether `path` is on a BPF filesystem.
+pub fn is_bpffs(path: &Path) -> bool {
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else { return false };
+    // SAFETY: statfs writes into a zeroed struct we own; c is NUL-terminated.
+    unsafe {
+        let mut st: libc::statfs = std::mem::zeroed();
+        libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as i64 == BPF_FS_MAGIC
+    }
+}
