@@ -261,6 +261,8 @@ pub struct ConfigWatcher {
     max_delay: Duration,
     first_event: Option<Instant>,
     last_event: Option<Instant>,
+    /// The event stream failed; the error was returned once and `changed` now never resolves.
+    broken: bool,
 }
 
 impl std::fmt::Debug for ConfigWatcher {
@@ -312,6 +314,7 @@ impl ConfigWatcher {
             max_delay: quiet * MAX_DELAY_FACTOR,
             first_event: None,
             last_event: None,
+            broken: false,
         };
         watcher.rearm()?;
         watcher.last = fingerprint(&watcher.path);
@@ -327,9 +330,14 @@ impl ConfigWatcher {
     /// or since this last returned. Cancel-safe: dropping the future (e.g. in `select!`) loses
     /// no event, a pending quiet period carries over to the next call.
     ///
-    /// Errors only when the inotify descriptor itself fails; problems re-arming watches on a
-    /// changed directory chain are logged and retried on the next event.
+    /// Errors only when the inotify descriptor itself fails, and then only once: afterwards
+    /// the watcher is dead and `changed` never resolves, so a `select!` loop that logs the
+    /// error and goes on (reloading on SIGHUP only) does not spin. Problems re-arming watches
+    /// on a changed directory chain are logged and retried on the next event.
     pub async fn changed(&mut self) -> Result<(), WatchError> {
+        if self.broken {
+            return std::future::pending().await;
+        }
         loop {
             let event = match self.deadline() {
                 Some(deadline) => tokio::select! {
@@ -347,8 +355,12 @@ impl ConfigWatcher {
                         self.last_event = Some(now);
                     }
                 }
-                Some(Some(Err(source))) => return Err(WatchError::Read { source }),
+                Some(Some(Err(source))) => {
+                    self.broken = true;
+                    return Err(WatchError::Read { source });
+                }
                 Some(None) => {
+                    self.broken = true;
                     let source =
                         io::Error::new(io::ErrorKind::UnexpectedEof, "inotify event stream ended");
                     return Err(WatchError::Read { source });
