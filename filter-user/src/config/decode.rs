@@ -36,6 +36,7 @@ const TOP_KEYS: &[&str] = &[
     "default",
     "allow_empty",
     "allow_any_source",
+    "acknowledge_failsafe_change",
     "essentials",
     "return_traffic",
     "fragments",
@@ -108,7 +109,7 @@ pub(super) fn load(
         fragments: doc.fragments,
         samples_per_sec: doc.samples_per_sec,
         rules: resolved.iter().map(|r| r.rule.clone()).collect(),
-        acknowledge_failsafe_change: false,
+        acknowledge_failsafe_change: doc.acknowledge_failsafe_change,
     };
     if cx.has_errors() {
         return None;
@@ -154,6 +155,7 @@ struct Document {
     default: DefaultAction,
     allow_empty: bool,
     allow_any_source: bool,
+    acknowledge_failsafe_change: bool,
     essentials: Essentials,
     return_traffic: ReturnTraffic,
     fragments: Fragments,
@@ -217,7 +219,11 @@ impl<'n> Fields<'n> {
 }
 
 /// Keys of a mapping: scalar, unique. Returns (key, key position, value) in order.
-fn map_entries<'n>(cx: &mut Cx, node: &'n Node, what: &str) -> Option<Vec<(&'n str, Pos, &'n Node)>> {
+fn map_entries<'n>(
+    cx: &mut Cx,
+    node: &'n Node,
+    what: &str,
+) -> Option<Vec<(&'n str, Pos, &'n Node)>> {
     let NodeKind::Map(entries) = &node.kind else {
         cx.error(
             node.pos,
@@ -240,7 +246,10 @@ fn map_entries<'n>(cx: &mut Cx, node: &'n Node, what: &str) -> Option<Vec<(&'n s
             cx.error(
                 k.pos,
                 format!("duplicate key `{key}` in {what}"),
-                format!("`{key}` is already set at line {}; remove one of them", first.1),
+                format!(
+                    "`{key}` is already set at line {}; remove one of them",
+                    first.1
+                ),
             );
             continue;
         }
@@ -271,7 +280,13 @@ fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Opt
     candidates
         .into_iter()
         .map(|c| {
-            let prefix = word.len() >= 3 && (c.starts_with(word) || word.starts_with(c));
+            // `enforcing` for `enforce`, `neighbor` for `neighbor_discovery`.
+            let common = word
+                .chars()
+                .zip(c.chars())
+                .take_while(|(a, b)| a == b)
+                .count();
+            let prefix = common >= 4 && common + 1 >= c.len().min(word.len());
             (if prefix { 0 } else { edit_distance(word, c) }, c)
         })
         .filter(|&(d, c)| d <= 2 && d < c.len().max(word.len()))
@@ -334,7 +349,9 @@ fn boolean(cx: &mut Cx, node: &Node, what: &str) -> Option<bool> {
         (_, false) => {
             cx.error(
                 node.pos,
-                format!("expected `true` or `false` for {what}, found the quoted string \"{text}\""),
+                format!(
+                    "expected `true` or `false` for {what}, found the quoted string \"{text}\""
+                ),
                 "remove the quotes",
             );
             None
@@ -454,23 +471,41 @@ fn key_item(cx: &mut Cx, node: &Node, kind: KeyKind) -> Option<RangeInclusive<u1
         } else {
             "write a range as \"10-30\"".to_string()
         };
-        cx.error(node.pos, format!("`{text}` is not a {noun} or {noun} range"), hint);
+        cx.error(
+            node.pos,
+            format!("`{text}` is not a {noun} or {noun} range"),
+            hint,
+        );
         return None;
     }
     let (lo, hi, is_range) = match text.split_once('-') {
         Some((a, b)) if digits(a.trim()) && digits(b.trim()) => (a.trim(), b.trim(), true),
         None if digits(text) => (text, text, false),
         _ => {
-            cx.error(node.pos, format!("`{text}` is not a {noun} number or range"), example);
+            cx.error(
+                node.pos,
+                format!("`{text}` is not a {noun} number or range"),
+                example,
+            );
             return None;
         }
     };
     let parse = |s: &str| s.parse::<u32>().unwrap_or(u32::MAX);
     let (a, b) = (parse(lo), parse(hi));
-    let shown = |v: u32| if v == u32::MAX { "a huge number".to_string() } else { v.to_string() };
+    let shown = |v: u32| {
+        if v == u32::MAX {
+            "a huge number".to_string()
+        } else {
+            v.to_string()
+        }
+    };
     for v in [a, b] {
         if v > kind.max() {
-            cx.error(node.pos, format!("{noun} {} is out of range", shown(v)), kind.range_hint());
+            cx.error(
+                node.pos,
+                format!("{noun} {} is out of range", shown(v)),
+                kind.range_hint(),
+            );
             return None;
         }
     }
@@ -490,14 +525,23 @@ fn key_item(cx: &mut Cx, node: &Node, kind: KeyKind) -> Option<RangeInclusive<u1
                 format!("start the range at 1: \"1-{b}\"; port 0 is not a valid destination port"),
             );
         } else {
-            cx.error(node.pos, "port 0 is not a valid destination port", kind.range_hint());
+            cx.error(
+                node.pos,
+                "port 0 is not a valid destination port",
+                kind.range_hint(),
+            );
         }
         return None;
     }
     Some(a as u16..=b as u16)
 }
 
-fn key_list(cx: &mut Cx, node: &Node, kind: KeyKind, what: &str) -> Option<Vec<RangeInclusive<u16>>> {
+fn key_list(
+    cx: &mut Cx,
+    node: &Node,
+    kind: KeyKind,
+    what: &str,
+) -> Option<Vec<RangeInclusive<u16>>> {
     let items = list(cx, node, what)?;
     if items.is_empty() {
         cx.error(
@@ -563,7 +607,11 @@ fn parse_cidr(s: &str) -> Result<IpNet, (String, String)> {
         };
         (format!("`{s}` is not a valid IP address or CIDR"), hint)
     })?;
-    let (max, family) = if addr.is_ipv4() { (32, "IPv4") } else { (128, "IPv6") };
+    let (max, family) = if addr.is_ipv4() {
+        (32, "IPv4")
+    } else {
+        (128, "IPv6")
+    };
     let len = match len_s {
         None => max,
         Some(l) if !l.is_empty() && l.len() <= 3 && l.bytes().all(|b| b.is_ascii_digit()) => {
@@ -647,7 +695,10 @@ fn decode_document(cx: &mut Cx, root: &Node, opts: &LoadOptions) -> Option<Docum
     if !matches!(root.kind, NodeKind::Map(_)) {
         cx.error(
             root.pos,
-            format!("the config file must be a mapping of settings, found {}", root.describe()),
+            format!(
+                "the config file must be a mapping of settings, found {}",
+                root.describe()
+            ),
             "start with `version: 1`, then `rules:`",
         );
         return None;
@@ -659,6 +710,7 @@ fn decode_document(cx: &mut Cx, root: &Node, opts: &LoadOptions) -> Option<Docum
         default: DefaultAction::Drop,
         allow_empty: false,
         allow_any_source: false,
+        acknowledge_failsafe_change: false,
         essentials: Essentials::default(),
         return_traffic: ReturnTraffic::Stateful,
         fragments: Fragments::Track,
@@ -673,7 +725,11 @@ fn decode_document(cx: &mut Cx, root: &Node, opts: &LoadOptions) -> Option<Docum
     };
 
     match f.get("version") {
-        None => cx.error(root.pos, "missing `version`", "add `version: 1` at the top of the file"),
+        None => cx.error(
+            root.pos,
+            "missing `version`",
+            "add `version: 1` at the top of the file",
+        ),
         Some(n) => {
             if let Some(v) = integer(cx, n, "`version`", u64::from(u32::MAX)) {
                 if v != VERSION {
@@ -687,8 +743,13 @@ fn decode_document(cx: &mut Cx, root: &Node, opts: &LoadOptions) -> Option<Docum
         }
     }
     if let Some(n) = f.get("mode") {
-        doc.mode = word(cx, n, "`mode`", &[("enforce", Mode::Enforce), ("monitor", Mode::Monitor)])
-            .unwrap_or(doc.mode);
+        doc.mode = word(
+            cx,
+            n,
+            "`mode`",
+            &[("enforce", Mode::Enforce), ("monitor", Mode::Monitor)],
+        )
+        .unwrap_or(doc.mode);
     }
     if let Some(n) = f.get("default") {
         doc.default = word(
@@ -704,6 +765,10 @@ fn decode_document(cx: &mut Cx, root: &Node, opts: &LoadOptions) -> Option<Docum
     }
     if let Some(n) = f.get("allow_any_source") {
         doc.allow_any_source = boolean(cx, n, "`allow_any_source`").unwrap_or(false);
+    }
+    if let Some(n) = f.get("acknowledge_failsafe_change") {
+        doc.acknowledge_failsafe_change =
+            boolean(cx, n, "`acknowledge_failsafe_change`").unwrap_or(false);
     }
     if let Some(n) = f.get("essentials") {
         if let Some(e) = fields(cx, n, "`essentials`", ESSENTIAL_KEYS) {
@@ -738,9 +803,13 @@ fn decode_document(cx: &mut Cx, root: &Node, opts: &LoadOptions) -> Option<Docum
             word(cx, n, "`ipv4_options`", &[("drop", false), ("allow", true)]).unwrap_or(false);
     }
     if let Some(n) = f.get("unknown_ethertypes") {
-        doc.unknown_ethertypes_pass =
-            word(cx, n, "`unknown_ethertypes`", &[("drop", false), ("pass", true)])
-                .unwrap_or(false);
+        doc.unknown_ethertypes_pass = word(
+            cx,
+            n,
+            "`unknown_ethertypes`",
+            &[("drop", false), ("pass", true)],
+        )
+        .unwrap_or(false);
     }
     if let Some(n) = f.get("drop_samples_per_sec") {
         if let Some(v) = integer(cx, n, "`drop_samples_per_sec`", 1_000_000) {
@@ -767,7 +836,11 @@ fn decode_return_traffic(cx: &mut Cx, node: &Node, opts: &LoadOptions) -> Option
         Ephemeral,
         Off,
     }
-    let choices = [("stateful", M::Stateful), ("ephemeral", M::Ephemeral), ("off", M::Off)];
+    let choices = [
+        ("stateful", M::Stateful),
+        ("ephemeral", M::Ephemeral),
+        ("off", M::Off),
+    ];
     let (mode, ports) = match &node.kind {
         NodeKind::Map(_) => {
             let f = fields(cx, node, "`return_traffic`", RETURN_KEYS)?;
@@ -779,7 +852,10 @@ fn decode_return_traffic(cx: &mut Cx, node: &Node, opts: &LoadOptions) -> Option
                 );
                 return None;
             };
-            (word(cx, m, "`return_traffic.mode`", &choices)?, f.get("ports"))
+            (
+                word(cx, m, "`return_traffic.mode`", &choices)?,
+                f.get("ports"),
+            )
         }
         _ => (word(cx, node, "`return_traffic`", &choices)?, None),
     };
@@ -795,7 +871,12 @@ fn decode_return_traffic(cx: &mut Cx, node: &Node, opts: &LoadOptions) -> Option
         (M::Stateful, None) => Some(ReturnTraffic::Stateful),
         (M::Off, None) => Some(ReturnTraffic::Off),
         (M::Ephemeral, Some(p)) => {
-            let (text, _) = scalar(cx, p, "`return_traffic.ports`", "a range like \"32768-60999\"")?;
+            let (text, _) = scalar(
+                cx,
+                p,
+                "`return_traffic.ports`",
+                "a range like \"32768-60999\"",
+            )?;
             if !text.contains('-') {
                 cx.error(
                     p.pos,
@@ -891,15 +972,28 @@ fn decode_sets(cx: &mut Cx, node: &Node, doc: &mut Document, empty_ok: bool) {
     }
 }
 
-fn decode_rule_list(cx: &mut Cx, node: &Node, doc: &mut Document, list_kind: RuleKind, empty_ok: bool) {
-    let section = if list_kind == RuleKind::Failsafe { "`failsafe`" } else { "`rules`" };
+fn decode_rule_list(
+    cx: &mut Cx,
+    node: &Node,
+    doc: &mut Document,
+    list_kind: RuleKind,
+    empty_ok: bool,
+) {
+    let section = if list_kind == RuleKind::Failsafe {
+        "`failsafe`"
+    } else {
+        "`rules`"
+    };
     let items = match &node.kind {
         NodeKind::Seq(items) => items,
         _ if node.is_null() => return,
         _ => {
             cx.error(
                 node.pos,
-                format!("expected a list of rules for {section}, found {}", node.describe()),
+                format!(
+                    "expected a list of rules for {section}, found {}",
+                    node.describe()
+                ),
                 "write each rule as a `- name: ...` entry",
             );
             return;
@@ -919,7 +1013,11 @@ fn decode_rule(
     list_kind: RuleKind,
     empty_ok: bool,
 ) -> Option<RawRule> {
-    let what = if list_kind == RuleKind::Failsafe { "a failsafe rule" } else { "a rule" };
+    let what = if list_kind == RuleKind::Failsafe {
+        "a failsafe rule"
+    } else {
+        "a rule"
+    };
     // `action` is accepted as a key in both lists so that a failsafe rule with an action
     // gets a dedicated message instead of "unknown key".
     let f = fields(cx, node, what, RULE_KEYS)?;
@@ -1032,7 +1130,8 @@ fn decode_rule_fields(
                     complete = false;
                 }
                 for item in items {
-                    let Some((text, _)) = scalar(cx, item, "an entry of `from`", "a set name or a CIDR")
+                    let Some((text, _)) =
+                        scalar(cx, item, "an entry of `from`", "a set name or a CIDR")
                     else {
                         complete = false;
                         continue;
@@ -1200,7 +1299,10 @@ fn resolve(cx: &mut Cx, doc: &Document) -> Vec<Resolved> {
                         if !seen_sets.insert(&set.name) {
                             cx.warn(
                                 *pos,
-                                format!("set `{name}` is listed twice in `from` of rule `{}`", r.name),
+                                format!(
+                                    "set `{name}` is listed twice in `from` of rule `{}`",
+                                    r.name
+                                ),
                                 "remove the repetition",
                             );
                         }
@@ -1216,7 +1318,11 @@ fn resolve(cx: &mut Cx, doc: &Document) -> Vec<Resolved> {
                             }
                             None => format!(
                                 "define it under `sets:`; known sets: {}",
-                                doc.sets.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+                                doc.sets
+                                    .iter()
+                                    .map(|s| s.name.as_str())
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
                             ),
                         };
                         cx.error(*pos, format!("unknown set `{name}`"), hint);
@@ -1269,7 +1375,12 @@ fn resolve(cx: &mut Cx, doc: &Document) -> Vec<Resolved> {
     // Capacity: distinct prefixes per family, counted in file order.
     let mut order: Vec<(Pos, IpNet)> = out
         .iter()
-        .flat_map(|r| r.source_pos.iter().copied().zip(r.rule.sources.iter().copied()))
+        .flat_map(|r| {
+            r.source_pos
+                .iter()
+                .copied()
+                .zip(r.rule.sources.iter().copied())
+        })
         .collect();
     order.sort_by_key(|(p, _)| *p);
     let mut v4: HashSet<IpNet> = HashSet::new();
@@ -1399,9 +1510,11 @@ fn keys_cover(s: &Rule, r: &Rule) -> bool {
         }
     };
     let s_keys = norm(&s.keys);
-    norm(&r.keys)
-        .iter()
-        .all(|rr| s_keys.iter().any(|sr| sr.start() <= rr.start() && rr.end() <= sr.end()))
+    norm(&r.keys).iter().all(|rr| {
+        s_keys
+            .iter()
+            .any(|sr| sr.start() <= rr.start() && rr.end() <= sr.end())
+    })
 }
 
 fn warn_shadowed(cx: &mut Cx, policy: &Policy, resolved: &[Resolved], tables: &Tables) {

@@ -38,6 +38,7 @@
 //! | `default` | `drop` \| `pass` | `drop` |
 //! | `allow_empty` | `true` acknowledges an empty allow-list (no allow/failsafe rule, an empty set or `from`) with default drop | `false` |
 //! | `allow_any_source` | `true` acknowledges `0.0.0.0/0` or `::/0` | `false` |
+//! | `acknowledge_failsafe_change` | `true` lets this reload remove or change failsafe rules (the running daemon refuses that otherwise) | `false` |
 //! | `essentials` | `{ arp, neighbor_discovery, icmp_errors }` booleans | all `true` |
 //! | `return_traffic` | `stateful` \| `ephemeral` \| `off`, or `{ mode: ..., ports: "lo-hi" }` (ports: ephemeral only; default read from `ip_local_port_range`) | `stateful` |
 //! | `fragments` | `track` \| `drop` | `track` |
