@@ -189,6 +189,8 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     let mut term = signal(SignalKind::terminate()).map_err(io("install SIGTERM handler"))?;
     let mut int = signal(SignalKind::interrupt()).map_err(io("install SIGINT handler"))?;
 
+    // Watch before the engine reads the file, so a change in between is not missed.
+    let mut watcher = ConfigWatcher::with_debounce(&options.config, options.debounce)?;
     let mut engine = Engine::start(EngineOptions {
         config: options.config.clone(),
         ifaces: options.ifaces.clone(),
@@ -221,7 +223,6 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
         None => None,
     };
     let _samples = spawn_sample_logger(&options.pins);
-    let mut watcher = ConfigWatcher::with_debounce(&options.config, options.debounce)?;
     info!(config = %options.config.display(), "enforcing; reloads on file change, SIGHUP or `nodegate reload`");
 
     loop {

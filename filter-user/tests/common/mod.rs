@@ -3,6 +3,8 @@
 
 use filter_user::loader::{Filter, LoadOptions};
 
+pub mod daemon;
+
 /// Privileged tests never skip: with the feature on they must run, so a missing privilege
 /// is a failure with the fix in the message.
 pub fn require_root() {

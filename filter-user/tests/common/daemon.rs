@@ -1,0 +1,181 @@
+//! Running the real `nodegate` binary against a lab: the daemon and CLI commands run in the
+//! lab's node network namespace via `nsenter --net` (not `ip netns exec`, which remounts
+//! /sys and would hide bpffs), with a private pin directory that is removed afterwards.
+
+use std::{
+    io::Read,
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+use filter_user::{
+    lab::{Lab, LabAddrs},
+    loader::{counters::Snapshot, pins::PinLayout, FilterMaps},
+};
+
+/// The binary under test.
+pub const NODEGATE: &str = env!("CARGO_BIN_EXE_nodegate");
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A lab plus a private pin directory and scratch directory; everything is removed on drop,
+/// also when the test panics.
+pub struct Env {
+    pub lab: Lab,
+    pub pins: PinLayout,
+    pub dir: PathBuf,
+}
+
+impl Env {
+    pub fn new(tag: &str) -> Env {
+        super::require_root();
+        let id = format!("{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        let lab = Lab::new(tag, LabAddrs::default()).expect("create lab");
+        let pins = PinLayout::new(format!("/sys/fs/bpf/ngtest-{tag}-{id}"));
+        let dir = std::env::temp_dir().join(format!("ngtest-{tag}-{id}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        Env { lab, pins, dir }
+    }
+
+    /// `nodegate ARGS` in the node namespace (pin dir added for commands that take it).
+    pub fn nodegate(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net=/run/netns/{}", self.lab.node_ns)).arg(NODEGATE).args(args);
+        c.env("NODEGATE_PIN_DIR", self.pins.root());
+        c
+    }
+
+    /// Run a CLI command to completion.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.nodegate(args).output().expect("run nodegate")
+    }
+
+    pub fn pid_file(&self) -> PathBuf {
+        self.dir.join("nodegate.pid")
+    }
+
+    /// Write a config file into the scratch dir.
+    pub fn write_config(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// Start `nodegate run` on the node interface and wait until it is enforcing.
+    pub fn start_daemon(&self, config: &Path, extra: &[&str]) -> Daemon {
+        let _ = std::fs::remove_file(self.pid_file());
+        let config = config.to_str().unwrap().to_string();
+        let pid_file = self.pid_file().to_str().unwrap().to_string();
+        let mut args = vec!["run", "--config", &config, "--iface", &self.lab.node_if, "--pid-file", &pid_file];
+        args.extend_from_slice(extra);
+        if !extra.iter().any(|a| a.starts_with("--metrics")) {
+            args.push("--no-metrics");
+        }
+        let log = self.dir.join(format!("daemon-{}.log", NEXT.fetch_add(1, Ordering::Relaxed)));
+        let child = self
+            .nodegate(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("spawn nodegate run");
+        let mut daemon = Daemon { child: Some(child), log };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.pid_file().exists() {
+            if let Some(status) = daemon.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("nodegate run exited early ({status}):\n{}", daemon.log_text());
+            }
+            assert!(Instant::now() < deadline, "nodegate run not ready after 30 s:\n{}", daemon.log_text());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        daemon
+    }
+
+    /// Counters read straight from the pinned maps (as `nodegate stats` does).
+    pub fn snapshot(&self) -> Snapshot {
+        FilterMaps::open_pinned(&self.pins.maps_dir()).expect("open pinned maps").snapshot().unwrap()
+    }
+
+    /// The XDP program id on the node interface, if any.
+    pub fn xdp_prog_id(&self) -> Option<u64> {
+        let out = Command::new("ip").args(["-n", &self.lab.node_ns, "-d", "-j", "link", "show", "dev", &self.lab.node_if]).output().unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        json.get(0)?.get("xdp")?.get("prog")?.get("id")?.as_u64()
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let _ = self.run(&["uninstall"]);
+        let _ = self.pins.remove_foreign();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A running `nodegate run`; SIGKILLed on drop if still running.
+pub struct Daemon {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Daemon {
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().id() as i32
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.pid(), sig) };
+    }
+
+    /// Wait for exit (with a deadline) and return the status.
+    pub fn wait(&mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                self.child = None;
+                return status;
+            }
+            assert!(Instant::now() < deadline, "nodegate did not exit in time:\n{}", self.log_text());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+
+    /// Wait until the log contains `needle`.
+    pub fn wait_for_log(&self, needle: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        while !self.log_text().contains(needle) {
+            assert!(Instant::now() < deadline, "no {needle:?} in the daemon log:\n{}", self.log_text());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Sum of packets and bytes for one reason name over all interfaces (decided verdicts).
+pub fn reason_total(snap: &Snapshot, reason: &str) -> (u64, u64) {
+    snap.reasons.iter().filter(|r| r.reason == reason && !r.would_drop).fold((0, 0), |(p, b), r| (p + r.packets, b + r.bytes))
+}
+
+/// Packets of one rule (decided verdicts).
+pub fn rule_total(snap: &Snapshot, rule: &str) -> u64 {
+    snap.rules.iter().filter(|r| r.name == rule && !r.would_drop).map(|r| r.packets).sum()
+}

@@ -1,0 +1,361 @@
+//! TESTCASES §J on a real veth attach: reloads under traffic, set removal at the flip,
+//! surviving SIGKILL/SIGTERM, adoption with counters continuing, detach, foreign programs,
+//! metrics on loopback only, and every reload trigger (ConfigMap symlink swap, SIGHUP via
+//! `nodegate reload`, bad files).
+#![cfg(feature = "privileged-tests")]
+
+mod common;
+
+use std::{
+    io::{Read, Write},
+    net::{IpAddr, TcpStream},
+    os::unix::fs::PermissionsExt,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use aya::programs::XdpMode;
+use common::daemon::{reason_total, rule_total, Env};
+use filter_user::{
+    compiler::{compile, RuleSlots},
+    config::{parse_str_with, LoadOptions as ConfigOptions},
+    craft::Frame,
+    lab::{in_netns, Lab, LabAddrs, RawSender},
+};
+
+const FIXTURE: &str = include_str!("fixtures/testcases.yaml");
+const NODE: &str = "203.0.113.1";
+/// Allowed flow frames are padded to this length, disallowed ones to another, so that byte
+/// counters prove which flow every counted packet belonged to.
+const ALLOWED_LEN: usize = 80;
+const DISALLOWED_LEN: usize = 120;
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn allowed_frame() -> Vec<u8> {
+    Frame::tcp(ip("10.0.0.5"), ip(NODE), 40000, 10250).syn().pad_to(ALLOWED_LEN).build()
+}
+
+fn disallowed_frame() -> Vec<u8> {
+    Frame::tcp(ip("198.51.100.7"), ip(NODE), 40000, 10250).syn().pad_to(DISALLOWED_LEN).build()
+}
+
+fn clients_frame() -> Vec<u8> {
+    Frame::tcp(ip("192.0.2.9"), ip(NODE), 40000, 443).syn().build()
+}
+
+fn tables(yaml: &str, slots: &RuleSlots) -> filter_user::compiler::Tables {
+    let loaded = parse_str_with("test.yaml", yaml, &ConfigOptions::fixed_ephemeral(32768..=60999)).expect("valid fixture");
+    compile(&loaded.policy, slots).expect("compiles")
+}
+
+/// The fixture without the `clients` set and its rule.
+fn fixture_without_clients() -> String {
+    let mut out = String::new();
+    let mut skip = false;
+    for line in FIXTURE.lines() {
+        let t = line.trim_start();
+        if t.starts_with("clients:") {
+            continue;
+        }
+        if t.starts_with("- name: clients-https") {
+            skip = true;
+            continue;
+        }
+        if skip && (t.starts_with("- name:") || !line.starts_with(' ')) {
+            skip = false;
+        }
+        if !skip {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// Send frames paced so the veth ring never overflows (every frame must reach XDP).
+fn send_paced(sender: &RawSender, frame: &[u8], count: usize) {
+    for i in 0..count {
+        sender.send(frame).unwrap();
+        if i % 16 == 15 {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+}
+
+fn wait_counted(env: &Env, reason: &str, at_least: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while reason_total(&env.snapshot(), reason).0 < at_least {
+        assert!(std::time::Instant::now() < deadline, "{reason} never reached {at_least}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// J31: 1,000 back-to-back reloads while an allowed and a disallowed flow run: zero drops of
+/// the allowed flow, zero passes of the disallowed one. In-process, through the same
+/// compile + publish path the daemon uses.
+#[test]
+fn j31_reloads_under_traffic_never_misjudge() {
+    let mut filter = common::load_private();
+    let lab = Lab::new("j31", LabAddrs::default()).unwrap();
+    let mut slots = RuleSlots::new();
+    let a = tables(FIXTURE, &slots);
+    // Same verdicts for both flows, different tables: an extra unrelated rule and set.
+    let b_yaml = format!("{FIXTURE}  - name: unrelated-dns\n    from: [198.18.0.0/15]\n    protocol: udp\n    ports: [53]\n");
+    filter.maps_mut().publish(&a).unwrap();
+    slots.commit(&a);
+    let b = tables(&b_yaml, &slots);
+    let ifindex = lab.node_ifindex().unwrap();
+    let link = in_netns(&lab.node_ns, || filter.program().attach_to_if_index(ifindex, XdpMode::Driver)).unwrap().unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
+    let sender = lab.peer_sender().unwrap();
+    let traffic = {
+        let (stop, sent) = (stop.clone(), sent.clone());
+        std::thread::spawn(move || {
+            let (good, bad) = (allowed_frame(), disallowed_frame());
+            while !stop.load(Ordering::Relaxed) {
+                send_paced(&sender, &good, 8);
+                sent.0.fetch_add(8, Ordering::Relaxed);
+                send_paced(&sender, &bad, 8);
+                sent.1.fetch_add(8, Ordering::Relaxed);
+            }
+        })
+    };
+    let started = std::time::Instant::now();
+    for i in 0..1000 {
+        let next = if i % 2 == 0 { &b } else { &a };
+        filter.maps_mut().publish(next).unwrap();
+    }
+    let reload_time = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    traffic.join().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+
+    let snap = filter.maps().snapshot().unwrap();
+    let (good_sent, bad_sent) = (sent.0.load(Ordering::Relaxed), sent.1.load(Ordering::Relaxed));
+    let allow = reason_total(&snap, "allow-rule");
+    let deny = reason_total(&snap, "no-source-match");
+    println!("1000 reloads in {reload_time:?}; sent {good_sent} allowed / {bad_sent} disallowed; counted {allow:?} / {deny:?}");
+    assert!(good_sent > 1000 && bad_sent > 1000, "traffic ran during the reloads");
+    // Byte counters prove which flow each counted packet came from.
+    assert_eq!(allow.1, allow.0 * ALLOWED_LEN as u64, "a disallowed packet passed");
+    assert_eq!(deny.1, deny.0 * DISALLOWED_LEN as u64, "an allowed packet dropped");
+    assert_eq!(allow.0, good_sent, "every allowed packet passed as allow-rule");
+    assert_eq!(deny.0, bad_sent, "every disallowed packet dropped as no-source-match");
+    let others: Vec<_> = snap.reasons.iter().filter(|r| r.reason != "allow-rule" && r.reason != "no-source-match").collect();
+    assert!(others.is_empty(), "no other verdict reason may appear: {others:?}");
+    filter.program().detach(link).unwrap();
+}
+
+/// J32: removing a set takes effect at the flip; generation counters show which generation
+/// judged each packet.
+#[test]
+fn j32_set_removal_takes_effect_at_the_flip() {
+    let mut filter = common::load_private();
+    let lab = Lab::new("j32", LabAddrs::default()).unwrap();
+    let mut slots = RuleSlots::new();
+    let with = tables(FIXTURE, &slots);
+    let report = filter.maps_mut().publish(&with).unwrap();
+    slots.commit(&with);
+    let without = tables(&fixture_without_clients(), &slots);
+    let ifindex = lab.node_ifindex().unwrap();
+    let link = in_netns(&lab.node_ns, || filter.program().attach_to_if_index(ifindex, XdpMode::Driver)).unwrap().unwrap();
+    let sender = lab.peer_sender().unwrap();
+
+    send_paced(&sender, &clients_frame(), 50);
+    std::thread::sleep(Duration::from_millis(100));
+    let before = filter.maps().snapshot().unwrap();
+    assert_eq!(reason_total(&before, "allow-rule").0, 50);
+    assert_eq!(rule_total(&before, "clients-https"), 50);
+    assert_eq!(before.generations[report.gen_slot as usize], 50);
+
+    let flip = filter.maps_mut().publish(&without).unwrap();
+    assert_ne!(flip.gen_slot, report.gen_slot);
+    send_paced(&sender, &clients_frame(), 50);
+    std::thread::sleep(Duration::from_millis(100));
+    let after = filter.maps().snapshot().unwrap();
+    assert_eq!(reason_total(&after, "allow-rule").0, 50, "no clients packet passed after the flip");
+    assert_eq!(reason_total(&after, "no-source-match").0, 50);
+    assert_eq!(after.generations[report.gen_slot as usize], 50, "the old generation judged nothing after the flip");
+    assert_eq!(after.generations[flip.gen_slot as usize], 50, "the new generation judged every packet after it");
+    filter.program().detach(link).unwrap();
+}
+
+/// J33: SIGKILL leaves the filter enforcing; a restart adopts it with no gap (every packet
+/// sent across the restart is judged) and counters continue; SIGTERM leaves it attached;
+/// `nodegate detach` removes it and every pin.
+#[test]
+fn j33_survives_kill_adopts_on_restart_and_detaches() {
+    let env = Env::new("j33");
+    let config = env.write_config("rules.yaml", FIXTURE);
+    let sender = env.lab.peer_sender().unwrap();
+    let mut daemon = env.start_daemon(&config, &[]);
+    let prog = env.xdp_prog_id().expect("attached");
+
+    send_paced(&sender, &allowed_frame(), 20);
+    send_paced(&sender, &disallowed_frame(), 20);
+    wait_counted(&env, "no-source-match", 20);
+    let first = env.snapshot();
+    assert_eq!(reason_total(&first, "allow-rule").0, 20);
+    assert_eq!(rule_total(&first, "control-plane-api"), 20);
+
+    daemon.signal(libc::SIGKILL);
+    daemon.wait(Duration::from_secs(5));
+    assert_eq!(env.xdp_prog_id(), Some(prog), "the same program stays attached after SIGKILL");
+    send_paced(&sender, &allowed_frame(), 20);
+    send_paced(&sender, &disallowed_frame(), 20);
+    wait_counted(&env, "no-source-match", 40);
+    assert_eq!(reason_total(&env.snapshot(), "allow-rule").0, 40, "cases 1-2 still hold without a loader");
+
+    // Restart while traffic flows: every packet must be judged (no window without a filter).
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let traffic = {
+        let (stop, sent) = (stop.clone(), sent.clone());
+        let sender = env.lab.peer_sender().unwrap();
+        std::thread::spawn(move || {
+            let frame = disallowed_frame();
+            while !stop.load(Ordering::Relaxed) {
+                send_paced(&sender, &frame, 16);
+                sent.fetch_add(16, Ordering::Relaxed);
+            }
+        })
+    };
+    let mut daemon = env.start_daemon(&config, &[]);
+    daemon.wait_for_log("attached", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, Ordering::Relaxed);
+    traffic.join().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let during = sent.load(Ordering::Relaxed);
+    let adopted = env.snapshot();
+    assert!(daemon.log_text().contains("adopted"), "the restart adopted the pinned link:\n{}", daemon.log_text());
+    assert_eq!(reason_total(&adopted, "no-source-match").0, 40 + during, "counters continued and no packet slipped through during the restart");
+    assert_eq!(reason_total(&adopted, "allow-rule").0, 40, "counters were not reset");
+
+    daemon.signal(libc::SIGTERM);
+    assert!(daemon.wait(Duration::from_secs(10)).success(), "SIGTERM is a clean exit");
+    assert!(env.xdp_prog_id().is_some(), "SIGTERM leaves the filter attached");
+    send_paced(&sender, &allowed_frame(), 10);
+    wait_counted(&env, "allow-rule", 50);
+
+    let out = env.run(&["detach", "--iface", &env.lab.node_if]);
+    assert!(out.status.success(), "detach: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(env.xdp_prog_id(), None, "detach removed the program");
+    assert!(!env.pins.version_dir().exists(), "detach of the last interface removed every pin");
+}
+
+/// J34: an XDP program nodegate did not attach is never replaced.
+#[test]
+fn j34_foreign_program_is_refused() {
+    let env = Env::new("j34");
+    let mut foreign = common::load_private();
+    let ifindex = env.lab.node_ifindex().unwrap();
+    let _link = in_netns(&env.lab.node_ns, || foreign.program().attach_to_if_index(ifindex, XdpMode::Driver)).unwrap().unwrap();
+    let prog = env.xdp_prog_id().expect("foreign program attached");
+
+    let config = env.write_config("rules.yaml", FIXTURE);
+    let out = env.run(&["run", "--config", config.to_str().unwrap(), "--iface", &env.lab.node_if, "--no-metrics", "--pid-file", env.pid_file().to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "run must refuse");
+    assert!(stderr.contains("did not attach") && stderr.contains("never replaces"), "clear message: {stderr}");
+    assert_eq!(env.xdp_prog_id(), Some(prog), "the foreign program is untouched");
+}
+
+fn scrape(env: &Env, port: u16) -> String {
+    in_netns(&env.lab.node_ns, || {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to metrics");
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+        let mut body = String::new();
+        s.read_to_string(&mut body).unwrap();
+        body
+    })
+    .unwrap()
+}
+
+fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> u64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .sum()
+}
+
+/// J35: metrics answer on 127.0.0.1 only, counters move; the pin directory is 0700. Also a
+/// rejected reload (bad file) keeps the old rules and is counted.
+#[test]
+fn j35_metrics_on_loopback_and_private_pins() {
+    let env = Env::new("j35");
+    let config = env.write_config("rules.yaml", FIXTURE);
+    let port = 20000 + (std::process::id() % 20000) as u16;
+    let addr = format!("127.0.0.1:{port}");
+    let daemon = env.start_daemon(&config, &["--metrics", &addr]);
+    daemon.wait_for_log("serving Prometheus metrics", Duration::from_secs(10));
+
+    let listening = env.lab.node_cmd("ss", &["-ltnH"]).output().unwrap();
+    let listening = String::from_utf8_lossy(&listening.stdout);
+    assert!(listening.contains(&addr), "listens on {addr}: {listening}");
+    assert_eq!(listening.lines().count(), 1, "and nowhere else: {listening}");
+
+    let before = metric(&scrape(&env, port), "nodegate_packets_total", &[("reason", "allow-rule")]);
+    let sender = env.lab.peer_sender().unwrap();
+    send_paced(&sender, &allowed_frame(), 25);
+    wait_counted(&env, "allow-rule", 25);
+    let text = scrape(&env, port);
+    assert_eq!(metric(&text, "nodegate_packets_total", &[("reason", "allow-rule"), ("verdict", "pass")]), before + 25);
+    assert_eq!(metric(&text, "nodegate_rule_packets_total", &[("rule", "control-plane-api")]), 25);
+    assert_eq!(metric(&text, "nodegate_reloads_total", &[("result", "success")]), 1);
+
+    for dir in [env.pins.root().to_path_buf(), env.pins.version_dir()] {
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{} is private", dir.display());
+    }
+
+    // A bad file is rejected, counted, and the previous rules stay.
+    std::fs::write(&config, "version: 1\nrules: [\n").unwrap();
+    daemon.wait_for_log("reload rejected", Duration::from_secs(10));
+    let text = scrape(&env, port);
+    assert_eq!(metric(&text, "nodegate_reloads_total", &[("result", "failure")]), 1);
+    send_paced(&sender, &allowed_frame(), 5);
+    wait_counted(&env, "allow-rule", 30);
+}
+
+/// A Kubernetes ConfigMap update (atomic `..data` symlink swap) reloads; so does SIGHUP via
+/// `nodegate reload`.
+#[test]
+fn configmap_swap_and_reload_command_trigger_reloads() {
+    let env = Env::new("cfm");
+    // ConfigMap layout: rules.yaml -> ..data/rules.yaml, ..data -> ..v1
+    let v1 = env.dir.join("..v1");
+    std::fs::create_dir(&v1).unwrap();
+    std::fs::write(v1.join("rules.yaml"), FIXTURE).unwrap();
+    std::os::unix::fs::symlink("..v1", env.dir.join("..data")).unwrap();
+    std::os::unix::fs::symlink("..data/rules.yaml", env.dir.join("rules.yaml")).unwrap();
+    let daemon = env.start_daemon(&env.dir.join("rules.yaml"), &["--debounce-ms", "100"]);
+    let sender = env.lab.peer_sender().unwrap();
+    send_paced(&sender, &clients_frame(), 10);
+    wait_counted(&env, "allow-rule", 10);
+
+    let v2 = env.dir.join("..v2");
+    std::fs::create_dir(&v2).unwrap();
+    std::fs::write(v2.join("rules.yaml"), fixture_without_clients()).unwrap();
+    std::os::unix::fs::symlink("..v2", env.dir.join("..data_tmp")).unwrap();
+    std::fs::rename(env.dir.join("..data_tmp"), env.dir.join("..data")).unwrap();
+    daemon.wait_for_log("trigger=\"file change\"", Duration::from_secs(10));
+    send_paced(&sender, &clients_frame(), 10);
+    wait_counted(&env, "no-source-match", 10);
+    assert_eq!(reason_total(&env.snapshot(), "allow-rule").0, 10, "the clients set is gone after the swap");
+
+    // SIGHUP through `nodegate reload`: the file is unchanged, so the reload is a no-op
+    // publish, but it must happen and be logged.
+    let out = env.run(&["reload", "--pid-file", env.pid_file().to_str().unwrap()]);
+    assert!(out.status.success(), "reload: {}", String::from_utf8_lossy(&out.stderr));
+    daemon.wait_for_log("trigger=\"SIGHUP\"", Duration::from_secs(10));
+}
