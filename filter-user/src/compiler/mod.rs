@@ -24,7 +24,7 @@
 //! gets the rules of both), which a plain "one prefix → one rule" trie would get wrong.
 //! Classes are computed in `O(n log n)`: sort prefixes by (address, length), so that every
 //! prefix comes after all its ancestors, and keep the chain of ancestors on a stack;
-//! `class(P) = own(P) ∪ class(parent(P))` ([`prefixes`]).
+//! `class(P) = own(P) ∪ class(parent(P))` (`compiler::prefixes`).
 //!
 //! Segments: each kind's key space is cut at every range boundary of every rule; each run
 //! gets the set of rules covering it, and runs with the same set share one segment id

@@ -2,7 +2,7 @@
 //! `file:line:column` and a hint.
 //!
 //! The file is parsed with `saphyr-parser` into a small node tree that keeps positions,
-//! duplicate keys and scalar styles ([`yaml`]), then decoded by hand ([`decode`]): every
+//! duplicate keys and scalar styles (`config::yaml`), then decoded by hand (`config::decode`): every
 //! unknown key, duplicate key, wrong type and semantic error points at the node it is about.
 //! Capacity limits that only the compiler can see (source classes, port segments) are checked
 //! by compiling once; the warnings (overlapping CIDRs, shadowed rules, lockout risk) come from
@@ -26,7 +26,7 @@
 //!
 //! let err = parse_str_with("bad.yaml", "version: 1\nrules: [{ name: x, from: [10.0.0.1/24], protocol: tcp }]\n",
 //!     &LoadOptions::default()).unwrap_err();
-//! assert!(err.to_string().contains("bad.yaml:2:28: error: 10.0.0.1/24 has host bits set"));
+//! assert!(err.to_string().contains("bad.yaml:2:27: error: 10.0.0.1/24 has host bits set"));
 //! ```
 //!
 //! # Schema (version 1)
@@ -256,7 +256,7 @@ pub fn parse_str_with(name: &str, text: &str, opts: &LoadOptions) -> Result<Load
     let outcome = decode::load(text, opts, &mut issues);
     let mut errors = Vec::new();
     let mut warnings = Vec::new();
-    issues.sort_by(|a, b| a.pos.cmp(&b.pos));
+    issues.sort_by_key(|i| i.pos);
     for issue in issues {
         let diag = Diagnostic {
             file: name.to_string(),
