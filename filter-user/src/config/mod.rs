@@ -55,6 +55,12 @@
 //! and `"lo-hi"` ranges, and leaving them out means every port/type; `action` is `allow`
 //! (default) or `deny`. A single value may stand for a one-element list
 //! (`ports: 443`, `from: control-plane`).
+//!
+//! Strictness beyond the schema: YAML anchors, aliases and tags are rejected (reuse CIDRs
+//! through named `sets:` instead); booleans are exactly `true`/`false`; numbers are plain
+//! decimals; a port range is the string `"lo-hi"` and anything with a `:` (YAML 1.1 base-60,
+//! `10:30` = 630) is an error, quoted or not. Set names start with a letter and use letters,
+//! digits, `-` and `_`, which is how a `from` entry is told apart from a CIDR.
 
 mod decode;
 mod yaml;
