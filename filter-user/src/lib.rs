@@ -10,9 +10,11 @@
 pub mod compiler;
 pub mod config;
 pub mod daemon;
+pub mod gen;
 pub mod loader;
 pub mod craft;
 pub mod lab;
 pub mod model;
 pub mod object;
 pub mod policy;
+pub mod replay;

@@ -3,7 +3,9 @@
 mod check;
 mod detach;
 mod explain;
+mod gen_traffic;
 mod reload;
+mod replay;
 mod run;
 mod stats;
 
@@ -73,6 +75,11 @@ enum Command {
     Detach(detach::Args),
     /// Detach from every interface and remove all pinned state.
     Uninstall(detach::UninstallArgs),
+    /// Replay a pcap/pcapng capture through the real XDP program (BPF_PROG_TEST_RUN) and the
+    /// reference model: counts, disagreements, ns/frame; or --live onto a veth pair.
+    Replay(replay::Args),
+    /// Write a realistic, seeded Kubernetes-node traffic capture (pcap or pcapng).
+    GenTraffic(gen_traffic::Args),
     /// Print a shell completion script.
     Completions {
         /// Shell.
@@ -89,6 +96,8 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Stats(args) => stats::run(args),
         Command::Detach(args) => detach::run(args),
         Command::Uninstall(args) => detach::uninstall(args),
+        Command::Replay(args) => replay::run(args),
+        Command::GenTraffic(args) => gen_traffic::run(args),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "nodegate", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)

@@ -1,0 +1,121 @@
+use filter_common::Reason;
+
+use super::*;
+use crate::{
+    craft::Frame,
+    policy::{Mode, Policy, Protocol, Rule, RuleKind},
+};
+
+fn policy() -> Policy {
+    Policy {
+        rules: vec![Rule {
+            name: "https".into(),
+            kind: RuleKind::Allow,
+            sources: vec!["192.0.2.0/24".parse().unwrap()],
+            protocol: Protocol::Tcp,
+            keys: vec![443..=443],
+        }],
+        ..Policy::default()
+    }
+}
+
+#[test]
+fn jsonl_lines_have_the_spec_keys_in_order() {
+    let mut replay = Replayer::model_only(&policy());
+    let pass = replay
+        .frame(
+            &Frame::tcp(
+                "192.0.2.9".parse().unwrap(),
+                "10.1.1.1".parse().unwrap(),
+                40000,
+                443,
+            )
+            .syn()
+            .build(),
+        )
+        .unwrap();
+    let drop = replay
+        .frame(
+            &Frame::udp(
+                "198.51.100.1".parse().unwrap(),
+                "10.1.1.1".parse().unwrap(),
+                1,
+                53,
+            )
+            .build(),
+        )
+        .unwrap();
+    let short = replay.frame(&[0u8; 10]).unwrap();
+    assert_eq!(
+        frame_json(&pass),
+        r#"{"index":0,"verdict":"pass","reason":"allow-rule","rule":"https"}"#
+    );
+    assert_eq!(
+        frame_json(&drop),
+        r#"{"index":1,"verdict":"drop","reason":"no-source-match","rule":null}"#
+    );
+    assert_eq!(
+        frame_json(&short),
+        r#"{"index":2,"verdict":"drop","reason":"eth-truncated","rule":null}"#
+    );
+    let summary = replay.finish(&[]).unwrap();
+    assert_eq!(
+        (
+            summary.frames,
+            summary.model_only_frames,
+            summary.kernel_frames
+        ),
+        (3, 3, 0)
+    );
+    assert_eq!(summary.verdicts["pass"], 1);
+    assert_eq!(summary.verdicts["drop"], 2);
+    assert_eq!(summary.rules["https"], 1);
+    let line: serde_json::Value = serde_json::from_str(&summary_json(&summary)).unwrap();
+    assert_eq!(line["summary"]["frames"], 3);
+    assert_eq!(line["summary"]["reasons"]["no-source-match"], 1);
+    assert_eq!(line["summary"]["disagreements"], serde_json::json!([]));
+}
+
+#[test]
+fn fragments_are_tracked_in_capture_order() {
+    let mut policy = policy();
+    policy.rules[0].protocol = Protocol::Udp;
+    policy.rules[0].keys = vec![53..=53];
+    let src = "192.0.2.9".parse().unwrap();
+    let dst = "10.1.1.1".parse().unwrap();
+    let first = Frame::udp(src, dst, 5353, 53)
+        .payload(&[0; 64])
+        .ipv4_fragment(0, true, 7)
+        .build();
+    let second = Frame::ip_proto(src, dst, 17, &[0; 64])
+        .ipv4_fragment(9, false, 7)
+        .build();
+    let mut replay = Replayer::model_only(&policy);
+    assert_eq!(replay.frame(&first).unwrap().answer.reason, "allow-rule");
+    assert_eq!(
+        replay.frame(&second).unwrap().answer.reason,
+        Reason::FragmentTracked.name()
+    );
+}
+
+#[test]
+fn monitor_mode_passes_would_drops() {
+    let mut policy = policy();
+    policy.mode = Mode::Monitor;
+    let mut replay = Replayer::model_only(&policy);
+    let r = replay
+        .frame(
+            &Frame::udp(
+                "198.51.100.1".parse().unwrap(),
+                "10.1.1.1".parse().unwrap(),
+                1,
+                53,
+            )
+            .build(),
+        )
+        .unwrap();
+    assert_eq!(
+        (r.answer.verdict, r.answer.reason),
+        ("pass", "no-source-match")
+    );
+}
