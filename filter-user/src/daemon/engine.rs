@@ -112,6 +112,23 @@ pub struct Engine {
     stats: EngineStats,
 }
 
+/// Failsafe rules of `current` that `next` removes or changes (by name).
+pub fn failsafe_changes(current: &Policy, next: &Policy) -> Vec<String> {
+    let failsafe = |p: &Policy| -> Vec<Rule> {
+        p.rules
+            .iter()
+            .filter(|r| r.kind == RuleKind::Failsafe)
+            .cloned()
+            .collect()
+    };
+    let next_failsafe = failsafe(next);
+    failsafe(current)
+        .into_iter()
+        .filter(|old| !next_failsafe.contains(old))
+        .map(|old| old.name)
+        .collect()
+}
+
 /// Parse, validate and compile a rule file; nothing is touched.
 pub fn prepare(path: &Path, slots: &RuleSlots) -> Result<(Policy, Tables, Duration), EngineError> {
     let start = Instant::now();
@@ -211,23 +228,8 @@ impl Engine {
     }
 
     fn guard_failsafe(&self, next: &Policy) -> Result<(), EngineError> {
-        if next.acknowledge_failsafe_change {
-            return Ok(());
-        }
-        let failsafe = |p: &Policy| -> Vec<Rule> {
-            p.rules
-                .iter()
-                .filter(|r| r.kind == RuleKind::Failsafe)
-                .cloned()
-                .collect()
-        };
-        let next_failsafe = failsafe(next);
-        let changed: Vec<String> = failsafe(&self.current)
-            .into_iter()
-            .filter(|old| !next_failsafe.contains(old))
-            .map(|old| old.name)
-            .collect();
-        if changed.is_empty() {
+        let changed = failsafe_changes(&self.current, next);
+        if changed.is_empty() || next.acknowledge_failsafe_change {
             Ok(())
         } else {
             Err(EngineError::FailsafeChange {
@@ -284,5 +286,48 @@ impl Engine {
     /// The active policy.
     pub fn policy(&self) -> &Policy {
         &self.current
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::failsafe_changes;
+    use crate::config::{parse_str_with, LoadOptions};
+
+    const BASE: &str = "version: 1\nreturn_traffic: off\nfailsafe:\n  - {name: ssh, from: [10.0.0.0/24], protocol: tcp, ports: [22]}\n  - {name: api, from: [10.0.0.0/24], protocol: tcp, ports: [6443]}\nrules:\n  - {name: web, from: [192.0.2.0/24], protocol: tcp, ports: [443]}\n";
+
+    fn policy(text: &str) -> crate::policy::Policy {
+        parse_str_with("t.yaml", text, &LoadOptions::fixed_ephemeral(32768..=60999))
+            .expect("valid")
+            .policy
+    }
+
+    #[test]
+    fn failsafe_guard_sees_removed_and_narrowed_failsafe_rules() {
+        let base = policy(BASE);
+        assert!(
+            failsafe_changes(&base, &base).is_empty(),
+            "an identical reload changes nothing"
+        );
+        let other_rules = policy(&BASE.replace("192.0.2.0/24", "198.51.100.0/24"));
+        assert!(
+            failsafe_changes(&base, &other_rules).is_empty(),
+            "allow rules may change freely"
+        );
+        let removed = policy(&BASE.replace(
+            "  - {name: api, from: [10.0.0.0/24], protocol: tcp, ports: [6443]}\n",
+            "",
+        ));
+        assert_eq!(failsafe_changes(&base, &removed), vec!["api".to_string()]);
+        let narrowed = policy(&BASE.replace(
+            "[10.0.0.0/24], protocol: tcp, ports: [22]",
+            "[10.0.0.0/25], protocol: tcp, ports: [22]",
+        ));
+        assert_eq!(failsafe_changes(&base, &narrowed), vec!["ssh".to_string()]);
+        let acknowledged = policy(&format!(
+            "acknowledge_failsafe_change: true\n{}",
+            BASE.replace("ports: [22]", "ports: [2222]")
+        ));
+        assert!(acknowledged.acknowledge_failsafe_change, "the key is read");
     }
 }
