@@ -126,6 +126,12 @@ fn diff<K: Ord + Clone>(before: &BTreeMap<K, u64>, after: &BTreeMap<K, u64>) -> 
 struct Differ {
     filter: Filter,
     slots: RuleSlots,
+    tally: Tally,
+}
+
+/// Counts and disagreements.
+#[derive(Default)]
+struct Tally {
     disagreements: Vec<String>,
     disagreement_count: usize,
     kernel_frames: usize,
@@ -145,41 +151,37 @@ struct Published {
     want_rules: BTreeMap<(u32, bool), u64>,
 }
 
+/// Empties the kernel's fragment table (`NG_FRAGS`).
+fn clear_fragments(filter: &mut Filter) {
+    let map = filter
+        .ebpf_mut()
+        .map_mut(MAP_FRAGS)
+        .expect("the program has the NG_FRAGS map");
+    let mut frags: aya::maps::HashMap<&mut aya::maps::MapData, FragKey, u64> =
+        aya::maps::HashMap::try_from(map).expect("NG_FRAGS is a hash map of FragKey → u64");
+    let keys: Vec<FragKey> = frags.keys().filter_map(Result::ok).collect();
+    for key in keys {
+        // An entry the LRU evicted meanwhile is already gone.
+        let _ = frags.remove(&key);
+    }
+    assert_eq!(
+        frags.keys().count(),
+        0,
+        "NG_FRAGS could not be emptied between rule sets"
+    );
+}
+
 impl Differ {
     fn new() -> Differ {
         Differ {
             filter: common::load_private(),
             slots: RuleSlots::new(),
-            disagreements: Vec::new(),
-            disagreement_count: 0,
-            kernel_frames: 0,
-            model_only_frames: 0,
-            reasons: BTreeMap::new(),
+            tally: Tally::default(),
         }
     }
 
-    /// Empties the kernel's fragment table (`NG_FRAGS`).
-    fn clear_fragments(&mut self) {
-        let map = self
-            .filter
-            .ebpf_mut()
-            .map_mut(MAP_FRAGS)
-            .expect("the program has the NG_FRAGS map");
-        let mut frags: aya::maps::HashMap<&mut aya::maps::MapData, FragKey, u64> =
-            aya::maps::HashMap::try_from(map).expect("NG_FRAGS is a hash map of FragKey → u64");
-        let keys: Vec<FragKey> = frags.keys().filter_map(Result::ok).collect();
-        for key in keys {
-            // An entry the LRU evicted meanwhile is already gone.
-            let _ = frags.remove(&key);
-        }
-        assert_eq!(
-            frags.keys().count(),
-            0,
-            "NG_FRAGS could not be emptied between rule sets"
-        );
-    }
-
-    /// Compiles and publishes `policy`; `None` if it does not fit the kernel tables.
+    /// Compiles and publishes `policy` (an error if it does not fit the kernel tables), and
+    /// empties the kernel's fragment table.
     fn publish(&mut self, policy: &Policy) -> Result<Published, String> {
         let tables = compile(policy, &self.slots).map_err(|e| e.to_string())?;
         self.filter
@@ -187,7 +189,7 @@ impl Differ {
             .publish(&tables)
             .expect("publish a generation");
         self.slots.commit(&tables);
-        self.clear_fragments();
+        clear_fragments(&mut self.filter);
         let before = self.filter.maps().snapshot().expect("snapshot");
         Ok(Published {
             tables,
@@ -200,10 +202,29 @@ impl Differ {
         })
     }
 
-    /// Starts a new fragment context (a new capture file): both sides forget every fragment.
-    fn new_fragment_context(&mut self, p: &mut Published) {
-        p.state.clear();
-        self.clear_fragments();
+    /// Compares the counters moved while `p` was active with the model's tallies: catches a
+    /// rule counter moved by a frame the model gives no rule, or two reasons for one frame.
+    fn finish_generation(&mut self, label: &str, p: Published) {
+        let after = self.filter.maps().snapshot().expect("snapshot");
+        let got_reasons = diff(&reason_packets(&p.before), &reason_packets(&after));
+        let got_rules = diff(&rule_packets(&p.before), &rule_packets(&after));
+        if got_reasons != p.want_reasons || got_rules != p.want_rules {
+            let text = format!(
+                "{label}: counters in total differ from the model's tallies\n    reasons model  {:?}\n    reasons kernel {:?}\n    rules   model  {:?}\n    rules   kernel {:?}",
+                p.want_reasons, got_reasons, p.want_rules, got_rules
+            );
+            self.tally.push(text);
+        }
+    }
+}
+
+impl Tally {
+    fn push(&mut self, text: String) {
+        self.disagreement_count += 1;
+        if self.disagreements.len() < REPORT_LIMIT {
+            eprintln!("DISAGREEMENT {text}");
+            self.disagreements.push(text);
+        }
     }
 
     fn record(
@@ -213,8 +234,8 @@ impl Differ {
         model: &Judgement,
         kernel: &str,
     ) {
-        self.disagreement_count += 1;
         if self.disagreements.len() >= REPORT_LIMIT {
+            self.disagreement_count += 1;
             return;
         }
         let text = format!(
@@ -223,12 +244,17 @@ impl Differ {
             frame.len(),
             hex(frame)
         );
-        eprintln!("DISAGREEMENT {text}");
-        self.disagreements.push(text);
+        self.push(text);
     }
 
     /// Judges one frame on both sides and records any disagreement.
-    fn judge(&mut self, p: &mut Published, context: &dyn Fn() -> String, frame: &[u8]) {
+    fn judge(
+        &mut self,
+        kernel: &mut KernelJudge<'_>,
+        p: &mut Published,
+        context: &dyn Fn() -> String,
+        frame: &[u8],
+    ) {
         let j = p.model.judge_tracked(frame, &mut p.state);
         *self
             .reasons
@@ -250,9 +276,7 @@ impl Differ {
             slot + if j.would_drop { MAX_RULES } else { 0 }
         });
         let slot = j.reason.stat_slot(p.monitor);
-        let verdict: Result<KernelVerdict, _> = KernelJudge::new(&mut self.filter)
-            .and_then(|mut judge| judge.judge(frame, Some(slot), expect_rule));
-        let verdict = match verdict {
+        let verdict: KernelVerdict = match kernel.judge(frame, Some(slot), expect_rule) {
             Ok(v) => v,
             Err(e) => {
                 self.record(
@@ -305,24 +329,6 @@ impl Differ {
                 },
             );
             self.record(context, frame, &j, &kernel);
-        }
-    }
-
-    /// Compares the counters moved while `p` was active with the model's tallies.
-    fn finish_generation(&mut self, label: &str, p: Published) {
-        let after = self.filter.maps().snapshot().expect("snapshot");
-        let got_reasons = diff(&reason_packets(&p.before), &reason_packets(&after));
-        let got_rules = diff(&rule_packets(&p.before), &rule_packets(&after));
-        if got_reasons != p.want_reasons || got_rules != p.want_rules {
-            self.disagreement_count += 1;
-            let text = format!(
-                "{label}: counters in total differ from the model's tallies\n    reasons model  {:?}\n    reasons kernel {:?}\n    rules   model  {:?}\n    rules   kernel {:?}",
-                p.want_reasons, got_reasons, p.want_rules, got_rules
-            );
-            eprintln!("DISAGREEMENT {text}");
-            if self.disagreements.len() < REPORT_LIMIT {
-                self.disagreements.push(text);
-            }
         }
     }
 
@@ -1070,10 +1076,13 @@ fn random_configs_and_frames() {
         let strategy = frames_strategy(&targets);
         let budget = FRAMES_PER_CONFIG.min(cases - frames_done.min(cases)).max(1);
         let mut n = 0;
+        let mut kernel = KernelJudge::new(&mut differ.filter).expect("read the counters");
         while n < budget {
             for (i, frame) in sample(&strategy, &mut runner).iter().enumerate() {
                 let context = || format!("rule set {index} frame {n}.{i} under {policy:?}\n   ");
-                differ.judge(&mut published, &context, frame);
+                differ
+                    .tally
+                    .judge(&mut kernel, &mut published, &context, frame);
             }
             n += 1;
         }
@@ -1081,20 +1090,20 @@ fn random_configs_and_frames() {
         differ.finish_generation(&format!("rule set {index} ({policy:?})"), published);
     }
     let elapsed = start.elapsed();
-    let judged = differ.kernel_frames + differ.model_only_frames;
+    let judged = differ.tally.kernel_frames + differ.tally.model_only_frames;
     println!(
         "  {judged} frames judged ({} kernel + model, {} model only) from {frames_done} cases over {} rule sets ({skipped} skipped) in {elapsed:.2?} ({:.0} frames/s; publishing {publish_time:.2?})",
-        differ.kernel_frames,
-        differ.model_only_frames,
+        differ.tally.kernel_frames,
+        differ.tally.model_only_frames,
         configs - skipped,
         judged as f64 / elapsed.as_secs_f64(),
     );
-    println!("  reasons (model): {:?}", differ.reasons);
+    println!("  reasons (model): {:?}", differ.tally.reasons);
     assert!(
         skipped * 10 <= configs,
         "too many rule sets did not compile"
     );
-    differ.assert_agreement("random rule sets and frames");
+    differ.tally.assert_agreement("random rule sets and frames");
 }
 
 // ====================================================================== K37
@@ -1161,7 +1170,7 @@ fn read_pcapng(bytes: &[u8]) -> Result<Vec<(u32, Vec<u8>)>, String> {
         };
         let block_type = u32_at(head, 0)?;
         let total = u32_at(head, 4)? as usize;
-        if total < 12 || total % 4 != 0 || at + total > bytes.len() {
+        if total < 12 || !total.is_multiple_of(4) || at + total > bytes.len() {
             return Err(format!("block at {at}: bad length {total}"));
         }
         let body = &bytes[at + 8..at + total - 4];
@@ -1309,25 +1318,29 @@ fn tcpdump_corpus_enforce_and_monitor() {
     let mut differ = Differ::new();
     for mode in [Mode::Enforce, Mode::Monitor] {
         let t = Instant::now();
-        let before = differ.kernel_frames + differ.model_only_frames;
+        let before = differ.tally.kernel_frames + differ.tally.model_only_frames;
         let mut policy = fixture();
         policy.mode = mode;
         let mut published = differ.publish(&policy).expect("the fixture compiles");
+        let mut kernel = KernelJudge::new(&mut differ.filter).expect("read the counters");
         for (name, frames) in &captures {
             // Each capture is its own trace: fragments do not carry over between files.
-            differ.new_fragment_context(&mut published);
+            published.state.clear();
+            clear_fragments(kernel.filter());
             for (index, frame) in frames.iter().enumerate() {
                 let context = || format!("{mode:?} {name} frame {index}");
-                differ.judge(&mut published, &context, frame);
+                differ
+                    .tally
+                    .judge(&mut kernel, &mut published, &context, frame);
             }
         }
         differ.finish_generation(&format!("{mode:?} corpus"), published);
         println!(
             "  {mode:?}: {} frames judged by kernel and model in {:.2?}",
-            differ.kernel_frames + differ.model_only_frames - before,
+            differ.tally.kernel_frames + differ.tally.model_only_frames - before,
             t.elapsed()
         );
     }
-    println!("  reasons (model, both modes): {:?}", differ.reasons);
-    differ.assert_agreement("tcpdump corpus");
+    println!("  reasons (model, both modes): {:?}", differ.tally.reasons);
+    differ.tally.assert_agreement("tcpdump corpus");
 }

@@ -91,8 +91,7 @@ fn with_top(text: &str, lines: &str) -> String {
 fn with_rules(text: &str, rules: &str) -> String {
     let last_top = text
         .lines()
-        .filter(|l| !l.is_empty() && !l.starts_with([' ', '#', '-']))
-        .last();
+        .rfind(|l| !l.is_empty() && !l.starts_with([' ', '#', '-']));
     assert_eq!(
         last_top,
         Some("rules:"),
