@@ -1,1 +1,130 @@
-//! Criterion benchmarks for nodegate; see docs/BENCHMARKS.md.
+//! Shared inputs of nodegate's benchmarks (see docs/BENCHMARKS.md): deterministic prefix
+//! lists, policies over them, and frames with hot or random source addresses.
+//!
+//! The criterion benches (`benches/`) measure the reference model, the compiler and
+//! `BPF_PROG_TEST_RUN`; the `ng-bench` binary measures the veth pipeline against the peers
+//! (xdp-filter, nftables, iptables + ipset) and reload latency. `cargo xtask bench` runs both
+//! and prints the tables.
+
+pub mod peers;
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use filter_user::{
+    craft::Frame,
+    policy::{Policy, Protocol, ReturnTraffic, Rule, RuleKind},
+};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+
+/// Deterministic pseudo-random numbers (SplitMix64): the same inputs in every run.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// Seeded.
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    /// Next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform below `n` (n > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+}
+
+/// `n` distinct IPv4 prefixes (/16../32, host bits clear) inside 10.0.0.0/8, like an
+/// authorized-ranges export or a blocklist.
+pub fn v4_prefixes(n: usize, seed: u64) -> Vec<Ipv4Net> {
+    let mut rng = Rng::new(seed);
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let len = if n == 1 { 24 } else { 16 + rng.below(17) as u8 };
+        let addr = 0x0a00_0000 | (rng.next_u64() as u32 & 0x00ff_ffff);
+        let net = Ipv4Net::new(Ipv4Addr::from(addr), len)
+            .expect("len <= 32")
+            .trunc();
+        if seen.insert(net) {
+            out.push(net);
+        }
+    }
+    out
+}
+
+/// `n` distinct IPv6 prefixes (/48../64) inside 2001:db8::/32.
+pub fn v6_prefixes(n: usize, seed: u64) -> Vec<Ipv6Net> {
+    let mut rng = Rng::new(seed);
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let len = 48 + rng.below(17) as u8;
+        let bits = (0x2001_0db8u128 << 96) | (u128::from(rng.next_u64() as u32) << 64);
+        let net = Ipv6Net::new(Ipv6Addr::from(bits), len)
+            .expect("len <= 128")
+            .trunc();
+        if seen.insert(net) {
+            out.push(net);
+        }
+    }
+    out
+}
+
+/// One allow rule (TCP 443) from every prefix given; return traffic off, so a source
+/// outside the list is `no-source-match` and the rest is `allow-rule` or `no-rule-match`.
+pub fn allow_policy(v4: &[Ipv4Net], v6: &[Ipv6Net]) -> Policy {
+    let mut sources: Vec<IpNet> = v4.iter().map(|n| IpNet::V4(*n)).collect();
+    sources.extend(v6.iter().map(|n| IpNet::V6(*n)));
+    Policy {
+        rules: vec![Rule {
+            name: "allowed-https".into(),
+            kind: RuleKind::Allow,
+            sources,
+            protocol: Protocol::Tcp,
+            keys: vec![443..=443],
+        }],
+        return_traffic: ReturnTraffic::Off,
+        ..Policy::default()
+    }
+}
+
+/// The node address all benchmark frames go to (RFC 5737, the lab's node side).
+pub const NODE_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+
+/// A random source: half of them inside a listed prefix, half anywhere in IPv4.
+pub fn random_source(rng: &mut Rng, list: &[Ipv4Net]) -> Ipv4Addr {
+    if rng.below(2) == 0 && !list.is_empty() {
+        let net = list[rng.below(list.len() as u64) as usize];
+        let host = rng.next_u64() as u32 & !u32::from(net.netmask());
+        Ipv4Addr::from(u32::from(net.network()) | host)
+    } else {
+        Ipv4Addr::from(rng.next_u64() as u32)
+    }
+}
+
+/// A 64-byte TCP SYN to port 443 of [`NODE_V4`] from `src`.
+pub fn syn_frame(src: Ipv4Addr) -> Vec<u8> {
+    Frame::tcp(IpAddr::V4(src), IpAddr::V4(NODE_V4), 40000, 443)
+        .syn()
+        .pad_to(64)
+        .build()
+}
+
+/// `count` frames from random sources (see [`random_source`]).
+pub fn random_frames(list: &[Ipv4Net], count: usize, seed: u64) -> Vec<Vec<u8>> {
+    let mut rng = Rng::new(seed);
+    (0..count)
+        .map(|_| syn_frame(random_source(&mut rng, list)))
+        .collect()
+}
+
+/// Prefix counts of the per-packet benchmarks.
+pub const SIZES: [usize; 3] = [1, 1_000, 100_000];

@@ -1,6 +1,7 @@
 //! Project automation: `cargo xtask setup | test | demo | lint`. Orchestrates; the build
 //! itself stays in cargo (filter-user/build.rs builds the XDP object).
 
+mod bench;
 mod cmd;
 mod demo;
 mod lint;
@@ -29,6 +30,14 @@ enum Command {
     Demo,
     /// rustfmt check and clippy in two passes: host workspace, then the BPF crate.
     Lint,
+    /// Benchmarks of docs/BENCHMARKS.md: criterion (model, compiler, BPF_PROG_TEST_RUN),
+    /// the veth pipeline against xdp-filter, nftables and iptables+ipset, and reload
+    /// latency. Installs the peers if missing; needs root. Prints the tables.
+    Bench {
+        /// Every benchmark once, briefly (under 2 minutes after the build): a smoke test.
+        #[arg(long)]
+        quick: bool,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -37,5 +46,6 @@ fn main() -> anyhow::Result<()> {
         Command::Test => test::run(),
         Command::Demo => demo::run(),
         Command::Lint => lint::run(),
+        Command::Bench { quick } => bench::run(quick),
     }
 }

@@ -27,6 +27,7 @@ pub fn run() -> anyhow::Result<()> {
             "--",
             "--test-threads=1",
         ]))?;
+        crate::bench::run(true)?; // smoke: every benchmark runs once and prints a number (not a speed check)
     } else if is_ci() {
         bail!("CI=true but not root: the privileged BPF and veth tests cannot run, and skipping them in CI is a failure");
     } else {

@@ -136,7 +136,10 @@ impl Summary {
 pub struct ReplayOptions {
     /// Run frames through the kernel program (needs root); `false` judges with the model only.
     pub kernel: bool,
-    /// Repetitions per frame of the timing pass; 0 skips it.
+    /// Repetitions per frame of the timing pass; 0 skips it. Keep it at 1: a test run with
+    /// `repeat > 1` costs the kernel about 26 ms of dispatcher switching per call (see
+    /// [`super::live::BURST_FROM_LOOPS`]), while the empty-program baseline measured the
+    /// same way cancels the timer overhead a single run carries.
     pub timing_repeat: u32,
 }
 
@@ -144,7 +147,7 @@ impl Default for ReplayOptions {
     fn default() -> Self {
         ReplayOptions {
             kernel: true,
-            timing_repeat: 64,
+            timing_repeat: 1,
         }
     }
 }

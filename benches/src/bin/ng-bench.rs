@@ -1,0 +1,360 @@
+//! `ng-bench`: the privileged half of `cargo xtask bench`. Prints one JSON object per line:
+//!
+//! - `pipeline`: a live-frames generator → veth → receiver pipeline in a private lab (two
+//!   fresh network namespaces), 64-byte frames, the same traffic for every receiver: bare
+//!   `XDP_DROP` (the ceiling, measured first and last), nodegate with 1 and 100k CIDRs,
+//!   xdp-filter, nftables netdev ingress + interval set, iptables raw + ipset hash:net;
+//! - `reload`: compile + publish + flip of 100k IPv4 + 10k IPv6 prefixes, next to `nft -f`
+//!   and `ipset restore` of the same lists, when every prefix changes and when one does.
+//!
+//! Usage: `ng-bench [--quick] [pipeline|reload]...` (default both). Needs root.
+
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context};
+use benches::{
+    allow_policy,
+    peers::{ipset_script, nft_ruleset, run_in, IptablesIpset, Nft, TempFile, XdpFilter},
+    v4_prefixes, v6_prefixes, NODE_V4,
+};
+use filter_user::{
+    compiler::{compile, RuleSlots},
+    craft::Frame,
+    lab::{in_netns, Lab, LabAddrs},
+    loader::attach::ifindex,
+    replay::{
+        live::{rx_packets, settle, Generator, LiveOptions},
+        rawbpf::RawProgram,
+        LoadedPolicy,
+    },
+};
+use ipnet::{Ipv4Net, Ipv6Net};
+use serde_json::json;
+
+/// Distinct sources (198.18.0.0/15, the RFC 2544 benchmarking range: in no allow-list, so
+/// every receiver drops every frame).
+const SOURCES: u32 = 16;
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let parts: Vec<&str> = args
+        .iter()
+        .map(String::as_str)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let all = parts.is_empty();
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("ng-bench needs root (XDP attach, network namespaces, nft, ipset)");
+    }
+    let mut failed = 0;
+    if all || parts.contains(&"pipeline") {
+        failed += pipeline(quick)?;
+    }
+    if all || parts.contains(&"reload") {
+        failed += reload(quick)?;
+    }
+    if failed > 0 {
+        bail!("{failed} measurement(s) failed");
+    }
+    Ok(())
+}
+
+/// Run one measurement; a failure is printed as a JSON line and counted, and the next
+/// measurement still runs (each one's guards have cleaned up by then).
+fn variant(kind: &str, name: &str, failed: &mut usize, f: impl FnOnce() -> anyhow::Result<()>) {
+    if let Err(e) = f() {
+        *failed += 1;
+        println!(
+            "{}",
+            json!({"kind": kind, "name": name, "error": format!("{e:#}")})
+        );
+    }
+}
+
+struct Pipeline {
+    lab: Lab,
+    frames: Vec<Vec<u8>>,
+    loops: u64,
+    node_ifindex: u32,
+    peer_ifindex: u32,
+}
+
+impl Pipeline {
+    /// Send the traffic once; print and return Mpps delivered to the receiver.
+    fn measure(
+        &self,
+        name: &str,
+        cidrs: usize,
+        filter_dropped: &mut dyn FnMut() -> anyhow::Result<Option<u64>>,
+    ) -> anyhow::Result<f64> {
+        let (ns, iface) = (&self.lab.node_ns, &self.lab.node_if);
+        let dropped_before = filter_dropped()?;
+        let before = rx_packets(ns, iface)?;
+        let frames: Vec<&[u8]> = self.frames.iter().map(Vec::as_slice).collect();
+        let opts = LiveOptions {
+            loops: self.loops,
+            ..LiveOptions::default()
+        };
+        let peer_ifindex = self.peer_ifindex;
+        let sent = in_netns(&self.lab.peer_ns, || -> anyhow::Result<_> {
+            Ok(Generator::new(peer_ifindex)?.send(&frames, &opts, &mut |_| {})?)
+        })??;
+        let after = settle(|| rx_packets(ns, iface), Duration::from_secs(3))?;
+        let delivered = after - before;
+        let dropped = match (dropped_before, filter_dropped()?) {
+            (Some(b), Some(a)) => Some(a - b),
+            _ => None,
+        };
+        let mpps = delivered as f64 / sent.elapsed.as_secs_f64() / 1e6;
+        println!(
+            "{}",
+            json!({"kind": "pipeline", "name": name, "cidrs": cidrs, "sent": sent.frames, "delivered": delivered,
+                   "elapsed_s": sent.elapsed.as_secs_f64(), "mpps": mpps, "filter_dropped": dropped})
+        );
+        Ok(mpps)
+    }
+}
+
+fn pipeline(quick: bool) -> anyhow::Result<usize> {
+    let mut failed = 0;
+    let lab = Lab::new("bch", LabAddrs::default()).context("failed to create the bench lab")?;
+    let node_mac = lab.mac(&lab.node_ns, &lab.node_if)?;
+    // Frames addressed to the node's MAC so the kernel stack takes them as its own
+    // (iptables never sees PACKET_OTHERHOST frames).
+    let frames: Vec<Vec<u8>> = (0..SOURCES)
+        .map(|i| {
+            let src = Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 0, 1)) + i * 4099);
+            Frame::tcp(IpAddr::V4(src), IpAddr::V4(NODE_V4), 40000 + i as u16, 443)
+                .syn()
+                .dst_mac(node_mac)
+                .pad_to(64)
+                .build()
+        })
+        .collect();
+    let total: u64 = if quick { 400_000 } else { 4_000_000 };
+    let node_ifindex = lab.node_ifindex()?;
+    let peer_ifindex =
+        in_netns(&lab.peer_ns, || ifindex(&lab.peer_if))?.context("peer interface vanished")?;
+    let p = Pipeline {
+        lab,
+        frames,
+        loops: total / u64::from(SOURCES),
+        node_ifindex,
+        peer_ifindex,
+    };
+    let (ns, iface) = (p.lab.node_ns.clone(), p.lab.node_if.clone());
+    let list = v4_prefixes(100_000, 31);
+    let no_count = &mut || Ok(None);
+
+    let attach_raw = |prog: &RawProgram| {
+        in_netns(&ns, || prog.attach_xdp(node_ifindex))
+            .map_err(anyhow::Error::from)?
+            .map_err(anyhow::Error::from)
+    };
+    let drop = RawProgram::drop_all()?;
+    variant(
+        "pipeline",
+        "bare XDP_DROP (ceiling, first)",
+        &mut failed,
+        || {
+            let _link = attach_raw(&drop)?;
+            p.measure("bare XDP_DROP (ceiling, first)", 0, no_count)?;
+            Ok(())
+        },
+    );
+    for n in [1usize, 100_000] {
+        variant(
+            "pipeline",
+            &format!("nodegate, {n} CIDRs"),
+            &mut failed,
+            || {
+                let policy = allow_policy(&list[..n], &[]);
+                let mut loaded = LoadedPolicy::load(&policy).context("failed to load nodegate")?;
+                let link = {
+                    let program = loaded.filter.program();
+                    in_netns(&ns, || {
+                        program.attach_to_if_index(p.node_ifindex, aya::programs::XdpMode::Driver)
+                    })??
+                };
+                let result = {
+                    let maps = loaded.filter.maps();
+                    p.measure(&format!("nodegate, {n} CIDRs"), n, &mut || {
+                        let snap = maps.snapshot()?;
+                        Ok(Some(
+                            snap.reasons
+                                .iter()
+                                .filter(|r| {
+                                    filter_common::Reason::from_name(r.reason)
+                                        .is_some_and(|x| x.is_drop())
+                                })
+                                .map(|r| r.packets)
+                                .sum(),
+                        ))
+                    })
+                };
+                let _ = loaded.filter.program().detach(link);
+                result?;
+                Ok(())
+            },
+        );
+    }
+    variant("pipeline", "xdp-filter", &mut failed, || {
+        let allowed: Vec<Ipv4Addr> = list[..1].iter().map(|n| n.network()).collect();
+        let _xf = XdpFilter::load(&ns, &iface, &allowed)?;
+        p.measure("xdp-filter (deny policy, 1 allowed address)", 1, no_count)?;
+        Ok(())
+    });
+    // Frames sent with XDP_TX into a veth only arrive when the receiving end runs an XDP
+    // program: the kernel-stack peers get the empty XDP_PASS program in front of them.
+    let pass = RawProgram::pass()?;
+    variant("pipeline", "nftables", &mut failed, || {
+        let _link = attach_raw(&pass)?;
+        let file = TempFile::new("pipeline.nft", &nft_ruleset(&iface, &list, &[]))?;
+        let nft = Nft::load(&ns, &file.0)?;
+        p.measure(
+            "nftables netdev ingress, interval set (XDP_PASS in front)",
+            list.len(),
+            &mut || Ok(Some(nft.dropped()?)),
+        )?;
+        Ok(())
+    });
+    variant("pipeline", "iptables + ipset", &mut failed, || {
+        let _link = attach_raw(&pass)?;
+        let file = TempFile::new("pipeline.ipset", &ipset_script(&list, &[], false))?;
+        let ipt = IptablesIpset::load(&ns, &file.0)?;
+        p.measure(
+            "iptables raw + ipset hash:net (XDP_PASS in front)",
+            list.len(),
+            &mut || Ok(Some(ipt.dropped()?)),
+        )?;
+        Ok(())
+    });
+    variant(
+        "pipeline",
+        "bare XDP_DROP (ceiling, last)",
+        &mut failed,
+        || {
+            let _link = attach_raw(&drop)?;
+            p.measure("bare XDP_DROP (ceiling, last)", 0, no_count)?;
+            Ok(())
+        },
+    );
+    Ok(failed)
+}
+
+fn percentile(samples: &[f64], p: f64) -> f64 {
+    let mut s = samples.to_vec();
+    s.sort_by(f64::total_cmp);
+    // Nearest rank.
+    let rank = ((p / 100.0) * s.len() as f64).ceil().max(1.0) as usize;
+    s[rank.min(s.len()) - 1]
+}
+
+fn report(name: &str, change: &str, samples: &[f64]) {
+    println!(
+        "{}",
+        json!({"kind": "reload", "name": name, "change": change, "reloads": samples.len(),
+               "p50_ms": percentile(samples, 50.0), "p99_ms": percentile(samples, 99.0), "samples_ms": samples})
+    );
+}
+
+/// The lists of reload `i`: every prefix new (`all`), or the base lists with one prefix
+/// replaced (`one`).
+fn lists(
+    change: &str,
+    i: u64,
+    base: &(Vec<Ipv4Net>, Vec<Ipv6Net>),
+) -> (Vec<Ipv4Net>, Vec<Ipv6Net>) {
+    match change {
+        "all" => (
+            v4_prefixes(100_000, 1000 + i),
+            v6_prefixes(10_000, 2000 + i),
+        ),
+        _ => {
+            let mut v4 = base.0.clone();
+            // 11.0.0.0/8 is outside the base lists' 10.0.0.0/8: always a real change.
+            v4[0] = Ipv4Net::new(Ipv4Addr::from(0x0b00_0000 | ((i as u32 + 1) << 8)), 24)
+                .expect("valid");
+            (v4, base.1.clone())
+        }
+    }
+}
+
+fn reload(quick: bool) -> anyhow::Result<usize> {
+    let reloads: u64 = if quick { 2 } else { 20 };
+    let base = (v4_prefixes(100_000, 41), v6_prefixes(10_000, 42));
+    let mut failed = 0;
+    variant(
+        "reload",
+        "nodegate compile + publish + flip",
+        &mut failed,
+        || {
+            // nodegate: compile + publish (write the inactive generation) + flip, private maps.
+            let mut loaded = LoadedPolicy::load(&allow_policy(&base.0, &base.1))
+                .context("failed to load nodegate")?;
+            let mut slots = RuleSlots::new();
+            slots.commit(&loaded.tables);
+            for change in ["all", "one"] {
+                let mut samples = Vec::new();
+                let mut compile_ms = Vec::new();
+                for i in 0..reloads {
+                    let (v4, v6) = lists(change, i, &base);
+                    let policy = allow_policy(&v4, &v6);
+                    let t = Instant::now();
+                    let tables = compile(&policy, &slots)?;
+                    let compiled = t.elapsed();
+                    loaded.filter.maps_mut().publish(&tables)?;
+                    slots.commit(&tables);
+                    samples.push(t.elapsed().as_secs_f64() * 1e3);
+                    compile_ms.push(compiled.as_secs_f64() * 1e3);
+                }
+                report("nodegate compile + publish + flip", change, &samples);
+                report("nodegate compile only", change, &compile_ms);
+            }
+            Ok(())
+        },
+    );
+
+    // nft -f and ipset restore in a lab namespace (the netdev chain needs a device there).
+    let lab = Lab::new("rld", LabAddrs::default())?;
+    let (ns, iface) = (lab.node_ns.clone(), lab.node_if.clone());
+    let first = TempFile::new("reload0.nft", &nft_ruleset(&iface, &base.0, &base.1))?;
+    let _nft = Nft::load(&ns, &first.0)?;
+    let first = TempFile::new("reload0.ipset", &ipset_script(&base.0, &base.1, false))?;
+    run_in(
+        &ns,
+        "ipset",
+        &["restore", "-f", &first.0.display().to_string()],
+        None,
+    )?;
+    for change in ["all", "one"] {
+        let (mut nft_ms, mut ipset_ms) = (Vec::new(), Vec::new());
+        for i in 0..reloads {
+            let (v4, v6) = lists(change, i, &base);
+            let nft_file = TempFile::new("reload.nft", &nft_ruleset(&iface, &v4, &v6))?;
+            let ipset_file = TempFile::new("reload.ipset", &ipset_script(&v4, &v6, true))?;
+            let t = Instant::now();
+            run_in(&ns, "nft", &["-f", &nft_file.0.display().to_string()], None)?;
+            nft_ms.push(t.elapsed().as_secs_f64() * 1e3);
+            let t = Instant::now();
+            run_in(
+                &ns,
+                "ipset",
+                &["restore", "-f", &ipset_file.0.display().to_string()],
+                None,
+            )?;
+            ipset_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        report("nft -f (interval sets, auto-merge)", change, &nft_ms);
+        report("ipset restore (hash:net, swap)", change, &ipset_ms);
+    }
+    for set in ["ng4", "ng6"] {
+        let _ = run_in(&ns, "ipset", &["destroy", set], None);
+    }
+    Ok(failed)
+}

@@ -1,0 +1,385 @@
+//! `cargo xtask bench [--quick]`: every benchmark of docs/BENCHMARKS.md in one run, printed as
+//! the tables that document quotes.
+//!
+//! 1. installs the peers if missing (Debian: xdp-tools, nftables, ipset, iptables);
+//! 2. criterion (`cargo bench -p benches`): reference model, compiler, and
+//!    `BPF_PROG_TEST_RUN` ns/packet next to an empty XDP program; results are read back from
+//!    criterion's `estimates.json` (stale ones are deleted first, so every number printed
+//!    was measured by this run);
+//! 3. `ng-bench`: the veth pipeline against the peers and reload latency (JSON lines);
+//! 4. prints the tables (stdout) and writes them to `target/bench-report.md`.
+//!
+//! `--quick` runs every benchmark once, briefly (criterion `--quick`, fewer frames and
+//! reloads); `cargo xtask test` runs it as a smoke test: it fails when any benchmark
+//! produced no number, never because of a number.
+
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    os::fd::AsFd,
+    path::{Path, PathBuf},
+    process::Command,
+    time::Instant,
+};
+
+use anyhow::{bail, Context};
+use serde_json::Value;
+
+use crate::cmd::{is_root, output, sh, workspace_root};
+
+/// Debian packages of the peers.
+const PEERS: &[&str] = &["xdp-tools", "nftables", "ipset", "iptables"];
+const SIZES: [u64; 3] = [1, 1_000, 100_000];
+
+fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+}
+
+pub fn run(quick: bool) -> anyhow::Result<()> {
+    let started = Instant::now();
+    if !is_root() {
+        bail!("the benchmarks need root (BPF_PROG_TEST_RUN, XDP attach, network namespaces, nft, ipset): run `sudo -E cargo xtask bench`");
+    }
+    if Path::new("/etc/debian_version").exists() {
+        let mut lines = Vec::new();
+        crate::setup::install_debian_packages(PEERS, &mut lines)?;
+        eprintln!("bench peers: {}", lines.join("; "));
+    }
+    let root = workspace_root();
+    let target = target_dir(&root);
+    let criterion_dir = target.join("criterion");
+    for group in ["model", "compile", "config", "testrun"] {
+        let _ = std::fs::remove_dir_all(criterion_dir.join(group));
+    }
+
+    eprintln!("== build (release)");
+    sh(Command::new("cargo").current_dir(&root).args([
+        "build",
+        "--release",
+        "--locked",
+        "-p",
+        "benches",
+        "--bins",
+        "--benches",
+    ]))?;
+    let measure_start = Instant::now();
+
+    eprintln!("== criterion: reference model, compiler, BPF_PROG_TEST_RUN");
+    let mut cmd = Command::new("cargo");
+    cmd.current_dir(&root).args([
+        "bench", "--locked", "-p", "benches", "--bench", "model", "--bench", "compile", "--bench",
+        "testrun", "--",
+    ]);
+    if quick {
+        cmd.args([
+            "--quick",
+            "--warm-up-time",
+            "0.1",
+            "--measurement-time",
+            "0.5",
+            "--noplot",
+        ]);
+    } else {
+        cmd.args(["--noplot"]);
+    }
+    // Criterion reports on stdout; keep stdout for the tables.
+    cmd.stdout(std::io::stderr().as_fd().try_clone_to_owned()?);
+    sh(&mut cmd)?;
+
+    eprintln!("== ng-bench: veth pipeline and reload");
+    let ng_bench = target.join("release").join("ng-bench");
+    let mut cmd = Command::new(&ng_bench);
+    if quick {
+        cmd.arg("--quick");
+    }
+    eprintln!(
+        "+ {}{}",
+        ng_bench.display(),
+        if quick { " --quick" } else { "" }
+    );
+    let out = cmd
+        .output()
+        .with_context(|| format!("failed to run {}", ng_bench.display()))?;
+    eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let measured = measure_start.elapsed();
+
+    let command = if quick {
+        "cargo xtask bench --quick"
+    } else {
+        "cargo xtask bench"
+    };
+    let (report, missing) = render(&criterion_dir, &lines, command);
+    println!("{report}");
+    let path = target.join("bench-report.md");
+    std::fs::write(&path, &report)
+        .with_context(|| format!("failed to write {}", path.display()))?;
+    eprintln!(
+        "bench: measurements took {:.0} s ({:.0} s with the build); report in {}",
+        measured.as_secs_f64(),
+        started.elapsed().as_secs_f64(),
+        path.display()
+    );
+    if !out.status.success() || !missing.is_empty() {
+        bail!(
+            "benchmarks without a number: {}{}",
+            missing.join("; "),
+            if out.status.success() {
+                ""
+            } else {
+                " (ng-bench failed)"
+            }
+        );
+    }
+    Ok(())
+}
+
+/// Mean ns per iteration of a criterion benchmark, if this run produced it.
+fn estimate(criterion: &Path, id: &str) -> Option<f64> {
+    let text =
+        std::fs::read_to_string(criterion.join(id).join("new").join("estimates.json")).ok()?;
+    let json: Value = serde_json::from_str(&text).ok()?;
+    json.get("mean")?.get("point_estimate")?.as_f64()
+}
+
+fn fmt_ns(ns: f64) -> String {
+    if ns >= 1e9 {
+        format!("{:.2} s", ns / 1e9)
+    } else if ns >= 1e6 {
+        format!("{:.1} ms", ns / 1e6)
+    } else if ns >= 1e3 {
+        format!("{:.2} µs", ns / 1e3)
+    } else {
+        format!("{ns:.1} ns")
+    }
+}
+
+fn render(criterion: &Path, lines: &[Value], command: &str) -> (String, Vec<String>) {
+    let mut missing = Vec::new();
+    let mut r = String::new();
+    let date = output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]).unwrap_or_default();
+    let kernel = output("uname", &["-r"]).unwrap_or_default();
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_default();
+    let cpus = output("nproc", &[]).unwrap_or_default();
+    let _ = writeln!(
+        r,
+        "Run: {} · kernel {} · {} × {} · command: `{command}`\n",
+        date.trim(),
+        kernel.trim(),
+        cpus.trim(),
+        cpu
+    );
+
+    let mut need = |id: &str| {
+        let v = estimate(criterion, id);
+        if v.is_none() {
+            missing.push(format!("criterion {id}"));
+        }
+        v
+    };
+    let cell = |v: Option<f64>, f: &dyn Fn(f64) -> String| {
+        v.map(f).unwrap_or_else(|| "not measured".into())
+    };
+
+    let _ = writeln!(
+        r,
+        "### Reference model (criterion, random sources, 1024 frames per iteration)\n"
+    );
+    let _ = writeln!(
+        r,
+        "| IPv4 prefixes | ns/frame | frames/s |\n|---:|---:|---:|"
+    );
+    for n in SIZES {
+        let per = need(&format!("model/random_sources/{n}")).map(|ns| ns / 1024.0);
+        let _ = writeln!(
+            r,
+            "| {n} | {} | {} |",
+            cell(per, &|v| format!("{v:.0}")),
+            cell(per, &|v| format!("{:.2} M", 1e3 / v))
+        );
+    }
+
+    let _ = writeln!(
+        r,
+        "\n### Compiler (criterion, 100k IPv4 + 10k IPv6 prefixes, `benches/benches/compile.rs`)\n"
+    );
+    let _ = writeln!(r, "| benchmark | time per run |\n|---|---:|");
+    for id in [
+        "compile/100k_v4_10k_v6",
+        "compile/100k_v4_10k_v6_lpm_keys",
+        "config/parse_check_compile_100k_v4_10k_v6",
+    ] {
+        let _ = writeln!(r, "| `{id}` | {} |", cell(need(id), &fmt_ns));
+    }
+
+    let _ = writeln!(
+        r,
+        "\n### `BPF_PROG_TEST_RUN` (criterion, kernel-measured ns/packet, 64-byte TCP SYN)\n"
+    );
+    let _ = writeln!(r, "| IPv4 prefixes | sources | nodegate ns | empty XDP ns (same run) | nodegate − empty | nodegate / empty |\n|---:|---|---:|---:|---:|---:|");
+    let mut testrun = BTreeMap::new();
+    for n in SIZES {
+        for src in ["hot", "random"] {
+            let ng = need(&format!("testrun/nodegate_{src}/{n}"));
+            let empty = need(&format!("testrun/empty_{src}/{n}"));
+            testrun.insert((n, src), (ng, empty));
+            let (d, q) = match (ng, empty) {
+                (Some(a), Some(b)) => (format!("{:.1}", a - b), format!("{:.2}", a / b)),
+                _ => ("—".into(), "—".into()),
+            };
+            let _ = writeln!(
+                r,
+                "| {n} | {src} | {} | {} | {d} | {q} |",
+                cell(ng, &|v| format!("{v:.1}")),
+                cell(empty, &|v| format!("{v:.1}"))
+            );
+        }
+    }
+
+    let _ = writeln!(r, "\n### veth pipeline (XDP live-frames generator → veth → receiver, 64-byte frames, same traffic)\n");
+    let pipeline: Vec<&Value> = lines.iter().filter(|l| l["kind"] == "pipeline").collect();
+    let ceilings: Vec<f64> = pipeline
+        .iter()
+        .filter(|l| {
+            l["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("bare XDP_DROP"))
+        })
+        .filter_map(|l| l["mpps"].as_f64())
+        .collect();
+    let ceiling =
+        (!ceilings.is_empty()).then(|| ceilings.iter().sum::<f64>() / ceilings.len() as f64);
+    let _ = writeln!(r, "| receiver | CIDRs | frames delivered | dropped by the filter | Mpps | ratio to ceiling |\n|---|---:|---:|---:|---:|---:|");
+    let mut ratios = BTreeMap::new();
+    for l in &pipeline {
+        let name = l["name"].as_str().unwrap_or("?");
+        if let Some(err) = l["error"].as_str() {
+            missing.push(format!("pipeline {name}: {err}"));
+            let _ = writeln!(r, "| {name} | — | — | — | not measured: {err} | — |");
+            continue;
+        }
+        let mpps = l["mpps"].as_f64().unwrap_or(0.0);
+        let ratio = ceiling.map(|c| mpps / c);
+        ratios.insert(name.to_string(), (mpps, ratio));
+        let dropped = l["filter_dropped"]
+            .as_u64()
+            .map(|d| d.to_string())
+            .unwrap_or_else(|| "—".into());
+        let _ = writeln!(
+            r,
+            "| {name} | {} | {} | {dropped} | {mpps:.3} | {} |",
+            l["cidrs"],
+            l["delivered"],
+            cell(ratio, &|v| format!("{v:.2}"))
+        );
+    }
+    if pipeline.is_empty() {
+        missing.push("pipeline: no result".into());
+    }
+    if let Some(c) = ceiling {
+        let _ = writeln!(
+            r,
+            "\nCeiling = mean of the two bare XDP_DROP runs: {c:.3} Mpps."
+        );
+    }
+
+    let _ = writeln!(r, "\n### Reload: 100k IPv4 + 10k IPv6 prefixes\n");
+    let _ = writeln!(
+        r,
+        "| what | prefixes changed | reloads | p50 | p99 |\n|---|---|---:|---:|---:|"
+    );
+    let reload: Vec<&Value> = lines.iter().filter(|l| l["kind"] == "reload").collect();
+    let mut p50s = BTreeMap::new();
+    for l in &reload {
+        let name = l["name"].as_str().unwrap_or("?");
+        if let Some(err) = l["error"].as_str() {
+            missing.push(format!("reload {name}: {err}"));
+            let _ = writeln!(r, "| {name} | — | — | not measured: {err} | — |");
+            continue;
+        }
+        let change = if l["change"] == "all" {
+            "all 110k"
+        } else {
+            "one"
+        };
+        let p50 = l["p50_ms"].as_f64().unwrap_or(0.0);
+        p50s.insert(
+            (
+                name.to_string(),
+                l["change"].as_str().unwrap_or("").to_string(),
+            ),
+            p50,
+        );
+        let _ = writeln!(
+            r,
+            "| {name} | {change} | {} | {p50:.1} ms | {:.1} ms |",
+            l["reloads"],
+            l["p99_ms"].as_f64().unwrap_or(0.0)
+        );
+    }
+    if reload.is_empty() {
+        missing.push("reload: no result".into());
+    }
+
+    let _ = writeln!(r, "\n### Key ratios (from the tables above)\n");
+    for src in ["hot", "random"] {
+        if let (Some((Some(a1), Some(e1))), Some((Some(a2), Some(e2)))) =
+            (testrun.get(&(1, src)), testrun.get(&(100_000, src)))
+        {
+            let _ = writeln!(
+                r,
+                "- `BPF_PROG_TEST_RUN`, {src} sources: nodegate adds {:.1} ns over the empty program at 1 prefix and {:.1} ns at 100k ({:.2}x and {:.2}x the empty program).",
+                a1 - e1,
+                a2 - e2,
+                a1 / e1,
+                a2 / e2
+            );
+        }
+    }
+    for (name, (mpps, ratio)) in &ratios {
+        if !name.starts_with("bare") {
+            if let Some(q) = ratio {
+                let _ = writeln!(
+                    r,
+                    "- veth pipeline, {name}: {mpps:.3} Mpps, {q:.2} of the XDP_DROP ceiling."
+                );
+            }
+        }
+    }
+    for change in ["all", "one"] {
+        let ng = p50s.get(&(
+            "nodegate compile + publish + flip".to_string(),
+            change.to_string(),
+        ));
+        let nft = p50s.get(&(
+            "nft -f (interval sets, auto-merge)".to_string(),
+            change.to_string(),
+        ));
+        let ips = p50s.get(&(
+            "ipset restore (hash:net, swap)".to_string(),
+            change.to_string(),
+        ));
+        if let (Some(ng), Some(nft), Some(ips)) = (ng, nft, ips) {
+            let _ = writeln!(
+                r,
+                "- reload p50 with {} changed: nodegate {ng:.1} ms, nft -f {nft:.1} ms ({:.2}x nodegate), ipset restore {ips:.1} ms ({:.2}x nodegate).",
+                if change == "all" { "every prefix" } else { "one prefix" },
+                nft / ng,
+                ips / ng
+            );
+        }
+    }
+    (r, missing)
+}
