@@ -66,10 +66,14 @@ fn main() -> anyhow::Result<()> {
         println!("cargo:rustc-cfg=nodegate_ebpf_stub");
         // Rebuild for real as soon as a toolchain appears (e.g. after `cargo xtask setup`):
         // installing bpf-linker or rustc-web changes these directories.
-        let cargo_home = env::var("CARGO_HOME").map(PathBuf::from).unwrap_or_else(|_| {
-            PathBuf::from(env::var("HOME").unwrap_or_default()).join(".cargo")
-        });
-        for dir in [cargo_home.join("bin"), PathBuf::from("/usr/lib/rustlib"), PathBuf::from("/usr/bin/rustc")] {
+        let cargo_home = env::var("CARGO_HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| PathBuf::from(env::var("HOME").unwrap_or_default()).join(".cargo"));
+        for dir in [
+            cargo_home.join("bin"),
+            PathBuf::from("/usr/lib/rustlib"),
+            PathBuf::from("/usr/bin/rustc"),
+        ] {
             println!("cargo:rerun-if-changed={}", dir.display());
         }
         fs::write(&object, [])?;

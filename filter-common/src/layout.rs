@@ -65,7 +65,7 @@ pub const SEGMENT_CHUNK: u32 = 256;
 /// Chunks per generation in `NG_SEGMENTS`.
 pub const SERVICE_CHUNKS: u32 = SERVICE_INDEX_SPACE / SEGMENT_CHUNK;
 
-const _: () = assert!(SERVICE_INDEX_SPACE % SEGMENT_CHUNK == 0);
+const _: () = assert!(SERVICE_INDEX_SPACE.is_multiple_of(SEGMENT_CHUNK));
 const _: () = assert!(
     ServiceKind::Other.key_offset() + ServiceKind::Other.key_space() == SERVICE_INDEX_SPACE
 );

@@ -6,13 +6,18 @@ use anyhow::{bail, Context};
 
 /// The workspace root (xtask lives one level below it).
 pub fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask is in the workspace").to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask is in the workspace")
+        .to_path_buf()
 }
 
 /// Echo and run; fail with the command line when it fails.
 pub fn sh(cmd: &mut Command) -> anyhow::Result<()> {
     eprintln!("+ {}", render(cmd));
-    let status = cmd.status().with_context(|| format!("failed to start {}", render(cmd)))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("failed to start {}", render(cmd)))?;
     if !status.success() {
         bail!("`{}` failed with {status}", render(cmd));
     }
@@ -22,7 +27,9 @@ pub fn sh(cmd: &mut Command) -> anyhow::Result<()> {
 /// Run quietly and return stdout, or None when it cannot run or fails.
 pub fn output(program: &str, args: &[&str]) -> Option<String> {
     let out = Command::new(program).args(args).output().ok()?;
-    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Whether we are root.

@@ -36,9 +36,16 @@ impl Drop for Lab {
             let _ = child.kill();
             let _ = child.wait();
         }
-        let _ = in_ns(NODE_NS, &self.nodegate).args(["uninstall", "--pin-dir", PIN_DIR]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+        let _ = in_ns(NODE_NS, &self.nodegate)
+            .args(["uninstall", "--pin-dir", PIN_DIR])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
         for ns in [NODE_NS, PEER_NS] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).stderr(Stdio::null()).status();
+            let _ = Command::new("ip")
+                .args(["netns", "del", ns])
+                .stderr(Stdio::null())
+                .status();
         }
         let _ = std::fs::remove_dir_all(&self.scratch);
         eprintln!("demo: lab removed (namespaces {NODE_NS}, {PEER_NS}, pins {PIN_DIR})");
@@ -63,7 +70,15 @@ pub fn run() -> anyhow::Result<()> {
         bail!("the demo creates network namespaces and attaches XDP: run it as root (sudo -E cargo xtask demo)");
     }
     let root = workspace_root();
-    sh(Command::new("cargo").current_dir(&root).args(["build", "--release", "--locked", "-p", "filter-user", "--bin", "nodegate"]))?;
+    sh(Command::new("cargo").current_dir(&root).args([
+        "build",
+        "--release",
+        "--locked",
+        "-p",
+        "filter-user",
+        "--bin",
+        "nodegate",
+    ]))?;
     let nodegate = root.join("target/release/nodegate");
     let config = root.join("examples/eks-node.yaml");
 
@@ -72,32 +87,60 @@ pub fn run() -> anyhow::Result<()> {
 
     // Leftovers from an interrupted earlier run.
     for ns in [NODE_NS, PEER_NS] {
-        let _ = Command::new("ip").args(["netns", "del", ns]).stderr(Stdio::null()).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", ns])
+            .stderr(Stdio::null())
+            .status();
     }
     let scratch = std::env::temp_dir().join("nodegate-demo");
     std::fs::create_dir_all(&scratch)?;
-    let mut lab = Lab { daemon: None, nodegate: nodegate.clone(), scratch: scratch.clone() };
+    let mut lab = Lab {
+        daemon: None,
+        nodegate: nodegate.clone(),
+        scratch: scratch.clone(),
+    };
 
     eprintln!("\n== lab: namespaces {NODE_NS} (the node) and {PEER_NS} (control plane, clients, scanners)");
     ip(&["netns", "add", NODE_NS])?;
     ip(&["netns", "add", PEER_NS])?;
-    ip(&["link", "add", NODE_IF, "netns", NODE_NS, "type", "veth", "peer", "name", PEER_IF, "netns", PEER_NS])?;
+    ip(&[
+        "link", "add", NODE_IF, "netns", NODE_NS, "type", "veth", "peer", "name", PEER_IF, "netns",
+        PEER_NS,
+    ])?;
     // The node sits in the EKS example's node subnet, the peer on a control-plane ENI address.
-    ip(&["-n", NODE_NS, "addr", "add", "10.0.32.10/16", "dev", NODE_IF])?;
+    ip(&[
+        "-n",
+        NODE_NS,
+        "addr",
+        "add",
+        "10.0.32.10/16",
+        "dev",
+        NODE_IF,
+    ])?;
     ip(&["-n", PEER_NS, "addr", "add", "10.0.0.5/16", "dev", PEER_IF])?;
     for (ns, ifname) in [(NODE_NS, NODE_IF), (PEER_NS, PEER_IF)] {
         ip(&["-n", ns, "link", "set", ifname, "up"])?;
         ip(&["-n", ns, "link", "set", "lo", "up"])?;
     }
 
-    eprintln!("\n== check the rules, then attach nodegate to {NODE_IF} with {}", config.display());
+    eprintln!(
+        "\n== check the rules, then attach nodegate to {NODE_IF} with {}",
+        config.display()
+    );
     sh(Command::new(&nodegate).arg("check").arg(&config))?;
     let live_config = scratch.join("rules.yaml");
     std::fs::copy(&config, &live_config)?;
     let log = scratch.join("nodegate.log");
     let pid_file = scratch.join("nodegate.pid");
     let child = in_ns(NODE_NS, &nodegate)
-        .args(["run", "--iface", NODE_IF, "--pin-dir", PIN_DIR, "--no-metrics"])
+        .args([
+            "run",
+            "--iface",
+            NODE_IF,
+            "--pin-dir",
+            PIN_DIR,
+            "--no-metrics",
+        ])
         .arg("--config")
         .arg(&live_config)
         .arg("--pid-file")
@@ -111,18 +154,39 @@ pub fn run() -> anyhow::Result<()> {
 
     eprintln!("\n== traffic: a generated Kubernetes-node mix, sent from {PEER_NS}");
     let pcap = scratch.join("k8s-mix.pcap");
-    sh(Command::new(&nodegate).args(["gen-traffic", "--seed", "1", "--frames", "2000", "--out"]).arg(&pcap))?;
+    sh(Command::new(&nodegate)
+        .args(["gen-traffic", "--seed", "1", "--frames", "2000", "--out"])
+        .arg(&pcap))?;
     send(&nodegate, &pcap)?;
     sh(in_ns(PEER_NS, Path::new("ping")).args(["-c", "3", "-i", "0.2", "-W", "1", "10.0.32.10"]))?;
     stats(&nodegate)?;
 
-    eprintln!("\n== reload: remove the `vpc-ping` rule from the file; the daemon notices and flips");
+    eprintln!(
+        "\n== reload: remove the `vpc-ping` rule from the file; the daemon notices and flips"
+    );
     let text = std::fs::read_to_string(&live_config)?;
     std::fs::write(&live_config, without_rule(&text, "vpc-ping"))?;
-    wait_for(|| std::fs::read_to_string(&log).unwrap_or_default().contains("reloaded"), "the reload", &log)?;
+    wait_for(
+        || {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("reloaded")
+        },
+        "the reload",
+        &log,
+    )?;
     print_log(&log);
-    let ping = in_ns(PEER_NS, Path::new("ping")).args(["-c", "2", "-i", "0.2", "-W", "1", "10.0.32.10"]).status()?;
-    eprintln!("ping after the reload: {}", if ping.success() { "answered (unexpected!)" } else { "dropped, as the new rules say" });
+    let ping = in_ns(PEER_NS, Path::new("ping"))
+        .args(["-c", "2", "-i", "0.2", "-W", "1", "10.0.32.10"])
+        .status()?;
+    eprintln!(
+        "ping after the reload: {}",
+        if ping.success() {
+            "answered (unexpected!)"
+        } else {
+            "dropped, as the new rules say"
+        }
+    );
     send(&nodegate, &pcap)?;
     stats(&nodegate)?;
     drop(lab);
@@ -137,7 +201,13 @@ fn without_rule(text: &str, name: &str) -> String {
     for line in text.lines() {
         let trimmed = line.trim_start();
         if trimmed.starts_with("- name:") {
-            skipping = trimmed.trim_start_matches("- name:").split('#').next().unwrap_or("").trim() == name;
+            skipping = trimmed
+                .trim_start_matches("- name:")
+                .split('#')
+                .next()
+                .unwrap_or("")
+                .trim()
+                == name;
         } else if !line.starts_with(' ') && !line.is_empty() {
             skipping = false;
         }
@@ -150,7 +220,10 @@ fn without_rule(text: &str, name: &str) -> String {
 }
 
 fn send(nodegate: &Path, pcap: &Path) -> anyhow::Result<()> {
-    sh(in_ns(PEER_NS, nodegate).arg("replay").arg(pcap).args(["--live", "--iface", PEER_IF]))
+    sh(in_ns(PEER_NS, nodegate)
+        .arg("replay")
+        .arg(pcap)
+        .args(["--live", "--iface", PEER_IF]))
 }
 
 fn stats(nodegate: &Path) -> anyhow::Result<()> {
@@ -159,7 +232,15 @@ fn stats(nodegate: &Path) -> anyhow::Result<()> {
 }
 
 fn print_log(log: &Path) {
-    for line in std::fs::read_to_string(log).unwrap_or_default().lines().rev().take(4).collect::<Vec<_>>().into_iter().rev() {
+    for line in std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .rev()
+        .take(4)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+    {
         eprintln!("  nodegate| {line}");
     }
 }
@@ -171,7 +252,10 @@ fn wait_for(mut ready: impl FnMut() -> bool, what: &str, log: &Path) -> anyhow::
             bail!("interrupted");
         }
         if Instant::now() > deadline {
-            bail!("timed out waiting for {what}; nodegate log:\n{}", std::fs::read_to_string(log).unwrap_or_default());
+            bail!(
+                "timed out waiting for {what}; nodegate log:\n{}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
         }
         std::thread::sleep(Duration::from_millis(50));
     }

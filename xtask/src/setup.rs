@@ -37,7 +37,9 @@ pub fn run() -> anyhow::Result<Report> {
         install_debian_packages(PACKAGES, &mut report.lines)?;
     } else {
         print_manual_steps();
-        report.lines.push("not a Debian-family system: printed the manual steps".into());
+        report
+            .lines
+            .push("not a Debian-family system: printed the manual steps".into());
     }
     install_bpf_linker(&mut report.lines)?;
     mount_bpffs(&mut report.lines)?;
@@ -50,14 +52,24 @@ pub fn install_debian_packages(packages: &[&str], lines: &mut Vec<String>) -> an
     let missing: Vec<&str> = packages
         .iter()
         .copied()
-        .filter(|p| !output("dpkg-query", &["-W", "-f=${Status}", p]).is_some_and(|s| s.contains("install ok installed")))
+        .filter(|p| {
+            !output("dpkg-query", &["-W", "-f=${Status}", p])
+                .is_some_and(|s| s.contains("install ok installed"))
+        })
         .collect();
     if missing.is_empty() {
-        lines.push(format!("{} Debian packages already installed", packages.len()));
+        lines.push(format!(
+            "{} Debian packages already installed",
+            packages.len()
+        ));
         return Ok(());
     }
     if !is_root() {
-        bail!("missing Debian packages: {}; run as root: apt-get update && apt-get install -y {}", missing.join(" "), missing.join(" "));
+        bail!(
+            "missing Debian packages: {}; run as root: apt-get update && apt-get install -y {}",
+            missing.join(" "),
+            missing.join(" ")
+        );
     }
     sh(Command::new("apt-get").arg("update").arg("-qq"))?;
     sh(Command::new("apt-get")
@@ -74,10 +86,17 @@ fn install_bpf_linker(lines: &mut Vec<String>) -> anyhow::Result<()> {
         return Ok(());
     }
     let mut cmd = Command::new("cargo");
-    cmd.args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION, "--locked"]);
+    cmd.args([
+        "install",
+        "bpf-linker",
+        "--version",
+        BPF_LINKER_VERSION,
+        "--locked",
+    ]);
     if Path::new("/usr/lib/llvm-22").is_dir() {
         // Debian has LLVM 22, bpf-linker's default feature wants LLVM 23.
-        cmd.args(["--no-default-features", "--features", "llvm-22"]).env("LLVM_PREFIX", "/usr/lib/llvm-22");
+        cmd.args(["--no-default-features", "--features", "llvm-22"])
+            .env("LLVM_PREFIX", "/usr/lib/llvm-22");
     }
     sh(&mut cmd)?;
     lines.push(format!("built bpf-linker {BPF_LINKER_VERSION}"));
@@ -86,7 +105,10 @@ fn install_bpf_linker(lines: &mut Vec<String>) -> anyhow::Result<()> {
 
 fn mount_bpffs(lines: &mut Vec<String>) -> anyhow::Result<()> {
     let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
-    if mounts.lines().any(|l| l.split_whitespace().nth(1) == Some("/sys/fs/bpf")) {
+    if mounts
+        .lines()
+        .any(|l| l.split_whitespace().nth(1) == Some("/sys/fs/bpf"))
+    {
         lines.push("bpffs mounted".into());
         return Ok(());
     }

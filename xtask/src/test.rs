@@ -11,7 +11,9 @@ pub fn run() -> anyhow::Result<()> {
     let root = workspace_root();
 
     eprintln!("== host tests (no privileges): unit, doc and config tests");
-    sh(Command::new("cargo").current_dir(&root).args(["test", "--workspace", "--locked"]))?;
+    sh(Command::new("cargo")
+        .current_dir(&root)
+        .args(["test", "--workspace", "--locked"]))?;
 
     eprintln!("== privileged tests: BPF_PROG_TEST_RUN and veth/netns (single-threaded: they share kernel state)");
     if is_root() {
@@ -37,4 +39,3 @@ pub fn run() -> anyhow::Result<()> {
     }
     Ok(())
 }
-

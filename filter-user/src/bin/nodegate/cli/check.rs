@@ -2,7 +2,9 @@
 
 use std::{path::PathBuf, process::ExitCode};
 
-use filter_common::{ServiceKind, MAX_CLASSES, MAX_RULES, MAX_SEGMENTS, MAX_V4_PREFIXES, MAX_V6_PREFIXES};
+use filter_common::{
+    ServiceKind, MAX_CLASSES, MAX_RULES, MAX_SEGMENTS, MAX_V4_PREFIXES, MAX_V6_PREFIXES,
+};
 use filter_user::{
     compiler::{compile, kind_name, RuleSlots},
     config::{self, ConfigError, Diagnostic},
@@ -32,13 +34,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             match (&err, args.format) {
                 (ConfigError::Invalid { errors, warnings }, Format::Json) => {
                     let all: Vec<_> = errors.iter().chain(warnings).map(diag_json).collect();
-                    println!("{}", serde_json::json!({"valid": false, "diagnostics": all}));
+                    println!(
+                        "{}",
+                        serde_json::json!({"valid": false, "diagnostics": all})
+                    );
                 }
                 (ConfigError::Invalid { errors, warnings }, Format::Text) => {
                     for d in errors.iter().chain(warnings) {
                         eprintln!("{d}");
                     }
-                    eprintln!("{}: {} error(s); rejected", args.file.display(), errors.len());
+                    eprintln!(
+                        "{}: {} error(s); rejected",
+                        args.file.display(),
+                        errors.len()
+                    );
                 }
                 (ConfigError::Read { .. }, _) => eprintln!("error: {err}"),
             }
@@ -74,22 +83,75 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!("{}: valid", args.file.display());
-    println!("  mode {:?}, default {:?}, return traffic {:?}, fragments {:?}", policy.mode, policy.default, policy.return_traffic, policy.fragments);
-    println!("\n  {:<3} {:<32} {:<9} {:<7} {:>8}  keys", "#", "rule (evaluation order)", "kind", "proto", "sources");
+    println!(
+        "  mode {:?}, default {:?}, return traffic {:?}, fragments {:?}",
+        policy.mode, policy.default, policy.return_traffic, policy.fragments
+    );
+    println!(
+        "\n  {:<3} {:<32} {:<9} {:<7} {:>8}  keys",
+        "#", "rule (evaluation order)", "kind", "proto", "sources"
+    );
     for (i, r) in policy.rules_in_precedence().enumerate() {
-        let kind = match r.kind { RuleKind::Failsafe => "failsafe", RuleKind::Deny => "deny", RuleKind::Allow => "allow" };
-        let proto = match r.protocol { Protocol::Tcp => "tcp", Protocol::Udp => "udp", Protocol::Icmp => "icmp", Protocol::Icmpv6 => "icmpv6", Protocol::Any => "any" };
-        let keys = if r.keys.is_empty() { "all".to_string() } else { r.keys.iter().map(|k| if k.start() == k.end() { k.start().to_string() } else { format!("{}-{}", k.start(), k.end()) }).collect::<Vec<_>>().join(",") };
-        println!("  {:<3} {:<32} {:<9} {:<7} {:>8}  {}", i + 1, r.name, kind, proto, r.sources.len(), keys);
+        let kind = match r.kind {
+            RuleKind::Failsafe => "failsafe",
+            RuleKind::Deny => "deny",
+            RuleKind::Allow => "allow",
+        };
+        let proto = match r.protocol {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+            Protocol::Icmp => "icmp",
+            Protocol::Icmpv6 => "icmpv6",
+            Protocol::Any => "any",
+        };
+        let keys = if r.keys.is_empty() {
+            "all".to_string()
+        } else {
+            r.keys
+                .iter()
+                .map(|k| {
+                    if k.start() == k.end() {
+                        k.start().to_string()
+                    } else {
+                        format!("{}-{}", k.start(), k.end())
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        println!(
+            "  {:<3} {:<32} {:<9} {:<7} {:>8}  {}",
+            i + 1,
+            r.name,
+            kind,
+            proto,
+            r.sources.len(),
+            keys
+        );
     }
     let pct = |used: usize, cap: u32| 100.0 * used as f64 / cap as f64;
     println!("\n  compiled tables (used / capacity):");
-    println!("    IPv4 prefixes  {:>7} / {:<7} ({:.1}%)", s.v4_prefixes, MAX_V4_PREFIXES, pct(s.v4_prefixes, MAX_V4_PREFIXES));
-    println!("    IPv6 prefixes  {:>7} / {:<7} ({:.1}%)", s.v6_prefixes, MAX_V6_PREFIXES, pct(s.v6_prefixes, MAX_V6_PREFIXES));
+    println!(
+        "    IPv4 prefixes  {:>7} / {:<7} ({:.1}%)",
+        s.v4_prefixes,
+        MAX_V4_PREFIXES,
+        pct(s.v4_prefixes, MAX_V4_PREFIXES)
+    );
+    println!(
+        "    IPv6 prefixes  {:>7} / {:<7} ({:.1}%)",
+        s.v6_prefixes,
+        MAX_V6_PREFIXES,
+        pct(s.v6_prefixes, MAX_V6_PREFIXES)
+    );
     println!("    source classes {:>7} / {:<7}", s.classes, MAX_CLASSES);
     println!("    rules          {:>7} / {:<7}", s.rules, MAX_RULES - 1);
     for kind in ServiceKind::ALL {
-        println!("    segments {:<6}{:>6} / {:<7}", kind_name(kind), s.segments[kind as usize], MAX_SEGMENTS);
+        println!(
+            "    segments {:<6}{:>6} / {:<7}",
+            kind_name(kind),
+            s.segments[kind as usize],
+            MAX_SEGMENTS
+        );
     }
     if loaded.warnings.is_empty() {
         println!("\n  no warnings");

@@ -30,21 +30,33 @@ pub struct UninstallArgs {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let layout = PinLayout::new(&args.pins.pin_dir);
     layout.check()?;
-    let last = attach::detach(&layout, &args.iface).with_context(|| format!("failed to detach from {}", args.iface))?;
-    println!("detached from {}{}", args.iface, if last { "; no interface left, removed all pins" } else { "" });
+    let last = attach::detach(&layout, &args.iface)
+        .with_context(|| format!("failed to detach from {}", args.iface))?;
+    println!(
+        "detached from {}{}",
+        args.iface,
+        if last {
+            "; no interface left, removed all pins"
+        } else {
+            ""
+        }
+    );
     Ok(ExitCode::SUCCESS)
 }
 
 pub fn uninstall(args: UninstallArgs) -> anyhow::Result<ExitCode> {
     let layout = PinLayout::new(&args.pins.pin_dir);
     if args.discard_foreign_layout {
-        layout.remove_foreign().context("failed to remove pinned state")?;
+        layout
+            .remove_foreign()
+            .context("failed to remove pinned state")?;
         println!("removed everything under {}", layout.root().display());
         return Ok(ExitCode::SUCCESS);
     }
     layout.check()?;
     for ifname in layout.pinned_links() {
-        attach::detach(&layout, &ifname).with_context(|| format!("failed to detach from {ifname}"))?;
+        attach::detach(&layout, &ifname)
+            .with_context(|| format!("failed to detach from {ifname}"))?;
         println!("detached from {ifname}");
     }
     layout.remove().context("failed to remove pins")?;

@@ -3,7 +3,10 @@
 use std::{net::IpAddr, path::PathBuf, process::ExitCode};
 
 use anyhow::Context;
-use filter_user::{config, model::{Model, ProbeProtocol}};
+use filter_user::{
+    config,
+    model::{Model, ProbeProtocol},
+};
 
 use super::Format;
 
@@ -27,7 +30,8 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let loaded = config::load_file(&args.file).with_context(|| format!("failed to load {}", args.file.display()))?;
+    let loaded = config::load_file(&args.file)
+        .with_context(|| format!("failed to load {}", args.file.display()))?;
     let model = Model::new(&loaded.policy);
     let j = model.explain(args.from, args.proto, args.port);
     match args.format {
@@ -53,7 +57,9 @@ fn describe(reason: filter_common::Reason) -> &'static str {
         NoRuleMatch => "the source is allowed, but not for this protocol and port",
         ReturnTraffic => "treated as a reply to a connection the node opened",
         DefaultPass => "nothing matched and the default is pass",
-        EssentialIcmpError | EssentialPmtu | EssentialNd | EssentialArp => "an essential the node needs to function",
+        EssentialIcmpError | EssentialPmtu | EssentialNd | EssentialArp => {
+            "an essential the node needs to function"
+        }
         _ => "see docs/VERDICTS.md",
     }
 }

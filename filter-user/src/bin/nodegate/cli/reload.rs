@@ -14,13 +14,25 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let text = std::fs::read_to_string(&args.pid_file)
-        .with_context(|| format!("failed to read {} (is `nodegate run` running?)", args.pid_file.display()))?;
-    let pid: i32 = text.trim().parse().with_context(|| format!("{} does not hold a PID", args.pid_file.display()))?;
+    let text = std::fs::read_to_string(&args.pid_file).with_context(|| {
+        format!(
+            "failed to read {} (is `nodegate run` running?)",
+            args.pid_file.display()
+        )
+    })?;
+    let pid: i32 = text
+        .trim()
+        .parse()
+        .with_context(|| format!("{} does not hold a PID", args.pid_file.display()))?;
     // SAFETY: kill(2) with a plain pid and signal number.
     if unsafe { libc::kill(pid, libc::SIGHUP) } != 0 {
-        bail!("failed to signal nodegate (pid {pid}): {}; is it still running?", std::io::Error::last_os_error());
+        bail!(
+            "failed to signal nodegate (pid {pid}): {}; is it still running?",
+            std::io::Error::last_os_error()
+        );
     }
-    println!("asked nodegate (pid {pid}) to reload; see its log or `nodegate stats` for the result");
+    println!(
+        "asked nodegate (pid {pid}) to reload; see its log or `nodegate stats` for the result"
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -58,13 +58,23 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Mode::Driver => XdpModeChoice::Driver,
             Mode::Generic => XdpModeChoice::Generic,
         },
-        metrics: if args.no_metrics { None } else { Some(args.metrics.unwrap_or(filter_user::daemon::DEFAULT_METRICS_ADDR)) },
+        metrics: if args.no_metrics {
+            None
+        } else {
+            Some(
+                args.metrics
+                    .unwrap_or(filter_user::daemon::DEFAULT_METRICS_ADDR),
+            )
+        },
         metrics_explicit: args.metrics.is_some(),
         pins: PinLayout::new(args.pins.pin_dir),
         pid_file: args.pid_file,
         debounce: std::time::Duration::from_millis(args.debounce_ms),
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     runtime.block_on(filter_user::daemon::run::run(options))?;
     Ok(ExitCode::SUCCESS)
 }

@@ -23,20 +23,27 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let layout = PinLayout::new(&args.pins.pin_dir);
     layout.check()?;
-    let maps = FilterMaps::open_pinned(&layout.maps_dir())
-        .with_context(|| format!("failed to open nodegate's pinned maps under {} (is it attached? `nodegate run`)", layout.version_dir().display()))?;
+    let maps = FilterMaps::open_pinned(&layout.maps_dir()).with_context(|| {
+        format!(
+            "failed to open nodegate's pinned maps under {} (is it attached? `nodegate run`)",
+            layout.version_dir().display()
+        )
+    })?;
     let names = iface_names(&maps);
     let mut previous: Option<Snapshot> = None;
     loop {
         let snap = maps.snapshot().context("failed to read counters")?;
         let control = maps.control().context("failed to read the control word")?;
         if args.json {
-            println!("{}", serde_json::json!({
-                "active_generation_slot": control.active_gen,
-                "ready": control.ready != 0,
-                "interfaces": names,
-                "counters": snap,
-            }));
+            println!(
+                "{}",
+                serde_json::json!({
+                    "active_generation_slot": control.active_gen,
+                    "ready": control.ready != 0,
+                    "interfaces": names,
+                    "counters": snap,
+                })
+            );
         } else {
             print_table(&snap, previous.as_ref(), &names, control.active_gen);
         }
@@ -59,7 +66,11 @@ fn iface_names(maps: &FilterMaps) -> HashMap<u32, String> {
             // SAFETY: buf has IF_NAMESIZE bytes as if_indextoname requires.
             let name = unsafe {
                 let p = libc::if_indextoname(ifindex, buf.as_mut_ptr());
-                if p.is_null() { format!("ifindex {ifindex}") } else { std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned() }
+                if p.is_null() {
+                    format!("ifindex {ifindex}")
+                } else {
+                    std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned()
+                }
             };
             (slot, name)
         })
@@ -68,20 +79,84 @@ fn iface_names(maps: &FilterMaps) -> HashMap<u32, String> {
     names
 }
 
-fn print_table(snap: &Snapshot, previous: Option<&Snapshot>, names: &HashMap<u32, String>, gen: u32) {
-    let rate = |now: u64, before: Option<u64>| before.map(|b| format!("{:>10}/s", now.saturating_sub(b))).unwrap_or_default();
-    println!("active generation slot {gen}; packets judged per slot: {:?}", snap.generations);
-    println!("\n{:<18} {:<22} {:<10} {:>14} {:>16}", "INTERFACE", "REASON", "VERDICT", "PACKETS", "BYTES");
+fn print_table(
+    snap: &Snapshot,
+    previous: Option<&Snapshot>,
+    names: &HashMap<u32, String>,
+    gen: u32,
+) {
+    let rate = |now: u64, before: Option<u64>| {
+        before
+            .map(|b| format!("{:>10}/s", now.saturating_sub(b)))
+            .unwrap_or_default()
+    };
+    println!(
+        "active generation slot {gen}; packets judged per slot: {:?}",
+        snap.generations
+    );
+    println!(
+        "\n{:<18} {:<22} {:<10} {:>14} {:>16}",
+        "INTERFACE", "REASON", "VERDICT", "PACKETS", "BYTES"
+    );
     for r in &snap.reasons {
-        let verdict = if r.would_drop { "would-drop" } else if filter_common::Reason::from_name(r.reason).is_some_and(|x| x.is_drop()) { "drop" } else { "pass" };
-        let before = previous.and_then(|p| p.reasons.iter().find(|x| x.iface_slot == r.iface_slot && x.reason == r.reason && x.would_drop == r.would_drop)).map(|x| x.packets);
-        let iface = names.get(&r.iface_slot).cloned().unwrap_or_else(|| format!("slot {}", r.iface_slot));
-        println!("{:<18} {:<22} {:<10} {:>14} {:>16} {}", iface, r.reason, verdict, r.packets, r.bytes, rate(r.packets, before));
+        let verdict = if r.would_drop {
+            "would-drop"
+        } else if filter_common::Reason::from_name(r.reason).is_some_and(|x| x.is_drop()) {
+            "drop"
+        } else {
+            "pass"
+        };
+        let before = previous
+            .and_then(|p| {
+                p.reasons.iter().find(|x| {
+                    x.iface_slot == r.iface_slot
+                        && x.reason == r.reason
+                        && x.would_drop == r.would_drop
+                })
+            })
+            .map(|x| x.packets);
+        let iface = names
+            .get(&r.iface_slot)
+            .cloned()
+            .unwrap_or_else(|| format!("slot {}", r.iface_slot));
+        println!(
+            "{:<18} {:<22} {:<10} {:>14} {:>16} {}",
+            iface,
+            r.reason,
+            verdict,
+            r.packets,
+            r.bytes,
+            rate(r.packets, before)
+        );
     }
-    println!("\n{:<40} {:<10} {:>14} {:>16}", "RULE", "VERDICT", "PACKETS", "BYTES");
+    println!(
+        "\n{:<40} {:<10} {:>14} {:>16}",
+        "RULE", "VERDICT", "PACKETS", "BYTES"
+    );
     for r in &snap.rules {
-        let before = previous.and_then(|p| p.rules.iter().find(|x| x.slot == r.slot && x.would_drop == r.would_drop)).map(|x| x.packets);
-        let name = if r.name.is_empty() { format!("(slot {})", r.slot) } else { r.name.clone() };
-        println!("{:<40} {:<10} {:>14} {:>16} {}", name, if r.would_drop { "would-drop" } else { "matched" }, r.packets, r.bytes, rate(r.packets, before));
+        let before = previous
+            .and_then(|p| {
+                p.rules
+                    .iter()
+                    .find(|x| x.slot == r.slot && x.would_drop == r.would_drop)
+            })
+            .map(|x| x.packets);
+        let name = if r.name.is_empty() {
+            format!("(slot {})", r.slot)
+        } else {
+            r.name.clone()
+        };
+        println!(
+            "{:<40} {:<10} {:>14} {:>16} {}",
+            name,
+            if r.would_drop {
+                "would-drop"
+            } else {
+                "matched"
+            },
+            r.packets,
+            r.bytes,
+            rate(r.packets, before)
+        );
     }
 }
