@@ -22,6 +22,10 @@ fn unconfigured_program_passes_and_counts_not_configured() {
     let (action, _) = filter.test_run(&frame, 1).unwrap();
     assert_eq!(action, XdpAction::Pass);
     let after = reason_counter(filter.maps(), 0, Reason::NotConfigured, false).unwrap();
-    assert_eq!(after.packets, before.packets + 1, "exactly one not-configured count");
+    assert_eq!(
+        after.packets,
+        before.packets + 1,
+        "exactly one not-configured count"
+    );
     assert_eq!(after.bytes, before.bytes + frame.len() as u64);
 }

@@ -38,19 +38,32 @@ fn ip(s: &str) -> IpAddr {
 }
 
 fn allowed_frame() -> Vec<u8> {
-    Frame::tcp(ip("10.0.0.5"), ip(NODE), 40000, 10250).syn().pad_to(ALLOWED_LEN).build()
+    Frame::tcp(ip("10.0.0.5"), ip(NODE), 40000, 10250)
+        .syn()
+        .pad_to(ALLOWED_LEN)
+        .build()
 }
 
 fn disallowed_frame() -> Vec<u8> {
-    Frame::tcp(ip("198.51.100.7"), ip(NODE), 40000, 10250).syn().pad_to(DISALLOWED_LEN).build()
+    Frame::tcp(ip("198.51.100.7"), ip(NODE), 40000, 10250)
+        .syn()
+        .pad_to(DISALLOWED_LEN)
+        .build()
 }
 
 fn clients_frame() -> Vec<u8> {
-    Frame::tcp(ip("192.0.2.9"), ip(NODE), 40000, 443).syn().build()
+    Frame::tcp(ip("192.0.2.9"), ip(NODE), 40000, 443)
+        .syn()
+        .build()
 }
 
 fn tables(yaml: &str, slots: &RuleSlots) -> filter_user::compiler::Tables {
-    let loaded = parse_str_with("test.yaml", yaml, &ConfigOptions::fixed_ephemeral(32768..=60999)).expect("valid fixture");
+    let loaded = parse_str_with(
+        "test.yaml",
+        yaml,
+        &ConfigOptions::fixed_ephemeral(32768..=60999),
+    )
+    .expect("valid fixture");
     compile(&loaded.policy, slots).expect("compiles")
 }
 
@@ -91,7 +104,10 @@ fn send_paced(sender: &RawSender, frame: &[u8], count: usize) {
 fn wait_counted(env: &Env, reason: &str, at_least: u64) {
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while reason_total(&env.snapshot(), reason).0 < at_least {
-        assert!(std::time::Instant::now() < deadline, "{reason} never reached {at_least}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{reason} never reached {at_least}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -111,7 +127,13 @@ fn j31_reloads_under_traffic_never_misjudge() {
     slots.commit(&a);
     let b = tables(&b_yaml, &slots);
     let ifindex = lab.node_ifindex().unwrap();
-    let link = in_netns(&lab.node_ns, || filter.program().attach_to_if_index(ifindex, XdpMode::Driver)).unwrap().unwrap();
+    let link = in_netns(&lab.node_ns, || {
+        filter
+            .program()
+            .attach_to_if_index(ifindex, XdpMode::Driver)
+    })
+    .unwrap()
+    .unwrap();
 
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
@@ -139,18 +161,45 @@ fn j31_reloads_under_traffic_never_misjudge() {
     std::thread::sleep(Duration::from_millis(200));
 
     let snap = filter.maps().snapshot().unwrap();
-    let (good_sent, bad_sent) = (sent.0.load(Ordering::Relaxed), sent.1.load(Ordering::Relaxed));
+    let (good_sent, bad_sent) = (
+        sent.0.load(Ordering::Relaxed),
+        sent.1.load(Ordering::Relaxed),
+    );
     let allow = reason_total(&snap, "allow-rule");
     let deny = reason_total(&snap, "no-source-match");
     println!("1000 reloads in {reload_time:?}; sent {good_sent} allowed / {bad_sent} disallowed; counted {allow:?} / {deny:?}");
-    assert!(good_sent > 1000 && bad_sent > 1000, "traffic ran during the reloads");
+    assert!(
+        good_sent > 1000 && bad_sent > 1000,
+        "traffic ran during the reloads"
+    );
     // Byte counters prove which flow each counted packet came from.
-    assert_eq!(allow.1, allow.0 * ALLOWED_LEN as u64, "a disallowed packet passed");
-    assert_eq!(deny.1, deny.0 * DISALLOWED_LEN as u64, "an allowed packet dropped");
-    assert_eq!(allow.0, good_sent, "every allowed packet passed as allow-rule");
-    assert_eq!(deny.0, bad_sent, "every disallowed packet dropped as no-source-match");
-    let others: Vec<_> = snap.reasons.iter().filter(|r| r.reason != "allow-rule" && r.reason != "no-source-match").collect();
-    assert!(others.is_empty(), "no other verdict reason may appear: {others:?}");
+    assert_eq!(
+        allow.1,
+        allow.0 * ALLOWED_LEN as u64,
+        "a disallowed packet passed"
+    );
+    assert_eq!(
+        deny.1,
+        deny.0 * DISALLOWED_LEN as u64,
+        "an allowed packet dropped"
+    );
+    assert_eq!(
+        allow.0, good_sent,
+        "every allowed packet passed as allow-rule"
+    );
+    assert_eq!(
+        deny.0, bad_sent,
+        "every disallowed packet dropped as no-source-match"
+    );
+    let others: Vec<_> = snap
+        .reasons
+        .iter()
+        .filter(|r| r.reason != "allow-rule" && r.reason != "no-source-match")
+        .collect();
+    assert!(
+        others.is_empty(),
+        "no other verdict reason may appear: {others:?}"
+    );
     filter.program().detach(link).unwrap();
 }
 
@@ -166,7 +215,13 @@ fn j32_set_removal_takes_effect_at_the_flip() {
     slots.commit(&with);
     let without = tables(&fixture_without_clients(), &slots);
     let ifindex = lab.node_ifindex().unwrap();
-    let link = in_netns(&lab.node_ns, || filter.program().attach_to_if_index(ifindex, XdpMode::Driver)).unwrap().unwrap();
+    let link = in_netns(&lab.node_ns, || {
+        filter
+            .program()
+            .attach_to_if_index(ifindex, XdpMode::Driver)
+    })
+    .unwrap()
+    .unwrap();
     let sender = lab.peer_sender().unwrap();
 
     send_paced(&sender, &clients_frame(), 50);
@@ -181,10 +236,20 @@ fn j32_set_removal_takes_effect_at_the_flip() {
     send_paced(&sender, &clients_frame(), 50);
     std::thread::sleep(Duration::from_millis(100));
     let after = filter.maps().snapshot().unwrap();
-    assert_eq!(reason_total(&after, "allow-rule").0, 50, "no clients packet passed after the flip");
+    assert_eq!(
+        reason_total(&after, "allow-rule").0,
+        50,
+        "no clients packet passed after the flip"
+    );
     assert_eq!(reason_total(&after, "no-source-match").0, 50);
-    assert_eq!(after.generations[report.gen_slot as usize], 50, "the old generation judged nothing after the flip");
-    assert_eq!(after.generations[flip.gen_slot as usize], 50, "the new generation judged every packet after it");
+    assert_eq!(
+        after.generations[report.gen_slot as usize], 50,
+        "the old generation judged nothing after the flip"
+    );
+    assert_eq!(
+        after.generations[flip.gen_slot as usize], 50,
+        "the new generation judged every packet after it"
+    );
     filter.program().detach(link).unwrap();
 }
 
@@ -208,11 +273,19 @@ fn j33_survives_kill_adopts_on_restart_and_detaches() {
 
     daemon.signal(libc::SIGKILL);
     daemon.wait(Duration::from_secs(5));
-    assert_eq!(env.xdp_prog_id(), Some(prog), "the same program stays attached after SIGKILL");
+    assert_eq!(
+        env.xdp_prog_id(),
+        Some(prog),
+        "the same program stays attached after SIGKILL"
+    );
     send_paced(&sender, &allowed_frame(), 20);
     send_paced(&sender, &disallowed_frame(), 20);
     wait_counted(&env, "no-source-match", 40);
-    assert_eq!(reason_total(&env.snapshot(), "allow-rule").0, 40, "cases 1-2 still hold without a loader");
+    assert_eq!(
+        reason_total(&env.snapshot(), "allow-rule").0,
+        40,
+        "cases 1-2 still hold without a loader"
+    );
 
     // Restart while traffic flows: every packet must be judged (no window without a filter).
     let stop = Arc::new(AtomicBool::new(false));
@@ -236,20 +309,45 @@ fn j33_survives_kill_adopts_on_restart_and_detaches() {
     std::thread::sleep(Duration::from_millis(200));
     let during = sent.load(Ordering::Relaxed);
     let adopted = env.snapshot();
-    assert!(daemon.log_text().contains("adopted"), "the restart adopted the pinned link:\n{}", daemon.log_text());
-    assert_eq!(reason_total(&adopted, "no-source-match").0, 40 + during, "counters continued and no packet slipped through during the restart");
-    assert_eq!(reason_total(&adopted, "allow-rule").0, 40, "counters were not reset");
+    assert!(
+        daemon.log_text().contains("adopted"),
+        "the restart adopted the pinned link:\n{}",
+        daemon.log_text()
+    );
+    assert_eq!(
+        reason_total(&adopted, "no-source-match").0,
+        40 + during,
+        "counters continued and no packet slipped through during the restart"
+    );
+    assert_eq!(
+        reason_total(&adopted, "allow-rule").0,
+        40,
+        "counters were not reset"
+    );
 
     daemon.signal(libc::SIGTERM);
-    assert!(daemon.wait(Duration::from_secs(10)).success(), "SIGTERM is a clean exit");
-    assert!(env.xdp_prog_id().is_some(), "SIGTERM leaves the filter attached");
+    assert!(
+        daemon.wait(Duration::from_secs(10)).success(),
+        "SIGTERM is a clean exit"
+    );
+    assert!(
+        env.xdp_prog_id().is_some(),
+        "SIGTERM leaves the filter attached"
+    );
     send_paced(&sender, &allowed_frame(), 10);
     wait_counted(&env, "allow-rule", 50);
 
     let out = env.run(&["detach", "--iface", &env.lab.node_if]);
-    assert!(out.status.success(), "detach: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "detach: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(env.xdp_prog_id(), None, "detach removed the program");
-    assert!(!env.pins.version_dir().exists(), "detach of the last interface removed every pin");
+    assert!(
+        !env.pins.version_dir().exists(),
+        "detach of the last interface removed every pin"
+    );
 }
 
 /// J34: an XDP program nodegate did not attach is never replaced.
@@ -258,21 +356,44 @@ fn j34_foreign_program_is_refused() {
     let env = Env::new("j34");
     let mut foreign = common::load_private();
     let ifindex = env.lab.node_ifindex().unwrap();
-    let _link = in_netns(&env.lab.node_ns, || foreign.program().attach_to_if_index(ifindex, XdpMode::Driver)).unwrap().unwrap();
+    let _link = in_netns(&env.lab.node_ns, || {
+        foreign
+            .program()
+            .attach_to_if_index(ifindex, XdpMode::Driver)
+    })
+    .unwrap()
+    .unwrap();
     let prog = env.xdp_prog_id().expect("foreign program attached");
 
     let config = env.write_config("rules.yaml", FIXTURE);
-    let out = env.run(&["run", "--config", config.to_str().unwrap(), "--iface", &env.lab.node_if, "--no-metrics", "--pid-file", env.pid_file().to_str().unwrap()]);
+    let out = env.run(&[
+        "run",
+        "--config",
+        config.to_str().unwrap(),
+        "--iface",
+        &env.lab.node_if,
+        "--no-metrics",
+        "--pid-file",
+        env.pid_file().to_str().unwrap(),
+    ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "run must refuse");
-    assert!(stderr.contains("did not attach") && stderr.contains("never replaces"), "clear message: {stderr}");
-    assert_eq!(env.xdp_prog_id(), Some(prog), "the foreign program is untouched");
+    assert!(
+        stderr.contains("did not attach") && stderr.contains("never replaces"),
+        "clear message: {stderr}"
+    );
+    assert_eq!(
+        env.xdp_prog_id(),
+        Some(prog),
+        "the foreign program is untouched"
+    );
 }
 
 fn scrape(env: &Env, port: u16) -> String {
     in_netns(&env.lab.node_ns, || {
         let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to metrics");
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .unwrap();
         let mut body = String::new();
         s.read_to_string(&mut body).unwrap();
         body
@@ -282,7 +403,12 @@ fn scrape(env: &Env, port: u16) -> String {
 
 fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> u64 {
     text.lines()
-        .filter(|l| l.starts_with(name) && labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
+        .filter(|l| {
+            l.starts_with(name)
+                && labels
+                    .iter()
+                    .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .map(|v| v as u64)
         .sum()
@@ -302,16 +428,41 @@ fn j35_metrics_on_loopback_and_private_pins() {
     let listening = env.lab.node_cmd("ss", &["-ltnH"]).output().unwrap();
     let listening = String::from_utf8_lossy(&listening.stdout);
     assert!(listening.contains(&addr), "listens on {addr}: {listening}");
-    assert_eq!(listening.lines().count(), 1, "and nowhere else: {listening}");
+    assert_eq!(
+        listening.lines().count(),
+        1,
+        "and nowhere else: {listening}"
+    );
 
-    let before = metric(&scrape(&env, port), "nodegate_packets_total", &[("reason", "allow-rule")]);
+    let before = metric(
+        &scrape(&env, port),
+        "nodegate_packets_total",
+        &[("reason", "allow-rule")],
+    );
     let sender = env.lab.peer_sender().unwrap();
     send_paced(&sender, &allowed_frame(), 25);
     wait_counted(&env, "allow-rule", 25);
     let text = scrape(&env, port);
-    assert_eq!(metric(&text, "nodegate_packets_total", &[("reason", "allow-rule"), ("verdict", "pass")]), before + 25);
-    assert_eq!(metric(&text, "nodegate_rule_packets_total", &[("rule", "control-plane-api")]), 25);
-    assert_eq!(metric(&text, "nodegate_reloads_total", &[("result", "success")]), 1);
+    assert_eq!(
+        metric(
+            &text,
+            "nodegate_packets_total",
+            &[("reason", "allow-rule"), ("verdict", "pass")]
+        ),
+        before + 25
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "nodegate_rule_packets_total",
+            &[("rule", "control-plane-api")]
+        ),
+        25
+    );
+    assert_eq!(
+        metric(&text, "nodegate_reloads_total", &[("result", "success")]),
+        1
+    );
 
     for dir in [env.pins.root().to_path_buf(), env.pins.version_dir()] {
         let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
@@ -322,7 +473,10 @@ fn j35_metrics_on_loopback_and_private_pins() {
     std::fs::write(&config, "version: 1\nrules: [\n").unwrap();
     daemon.wait_for_log("reload rejected", Duration::from_secs(10));
     let text = scrape(&env, port);
-    assert_eq!(metric(&text, "nodegate_reloads_total", &[("result", "failure")]), 1);
+    assert_eq!(
+        metric(&text, "nodegate_reloads_total", &[("result", "failure")]),
+        1
+    );
     send_paced(&sender, &allowed_frame(), 5);
     wait_counted(&env, "allow-rule", 30);
 }
@@ -351,11 +505,19 @@ fn configmap_swap_and_reload_command_trigger_reloads() {
     daemon.wait_for_log("trigger=\"file change\"", Duration::from_secs(10));
     send_paced(&sender, &clients_frame(), 10);
     wait_counted(&env, "no-source-match", 10);
-    assert_eq!(reason_total(&env.snapshot(), "allow-rule").0, 10, "the clients set is gone after the swap");
+    assert_eq!(
+        reason_total(&env.snapshot(), "allow-rule").0,
+        10,
+        "the clients set is gone after the swap"
+    );
 
     // SIGHUP through `nodegate reload`: the file is unchanged, so the reload is a no-op
     // publish, but it must happen and be logged.
     let out = env.run(&["reload", "--pid-file", env.pid_file().to_str().unwrap()]);
-    assert!(out.status.success(), "reload: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "reload: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     daemon.wait_for_log("trigger=\"SIGHUP\"", Duration::from_secs(10));
 }

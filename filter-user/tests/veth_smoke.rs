@@ -13,12 +13,23 @@ fn driver_mode_attach_sees_peer_traffic() {
     let mut filter = common::load_private();
     let lab = Lab::new("smk", LabAddrs::default()).expect("create lab");
     let ifindex = lab.node_ifindex().unwrap();
-    let link = in_netns(&lab.node_ns, || filter.program().attach_to_if_index(ifindex, XdpMode::Driver))
-        .unwrap()
-        .expect("attach in driver mode");
+    let link = in_netns(&lab.node_ns, || {
+        filter
+            .program()
+            .attach_to_if_index(ifindex, XdpMode::Driver)
+    })
+    .unwrap()
+    .expect("attach in driver mode");
 
     let sum_all = |filter: &filter_user::loader::Filter| -> u64 {
-        filter.maps().snapshot().unwrap().reasons.iter().map(|r| r.packets).sum()
+        filter
+            .maps()
+            .snapshot()
+            .unwrap()
+            .reasons
+            .iter()
+            .map(|r| r.packets)
+            .sum()
     };
     let before = sum_all(&filter);
     let sender = lab.peer_sender().unwrap();
@@ -30,7 +41,11 @@ fn driver_mode_attach_sees_peer_traffic() {
     }
     std::thread::sleep(std::time::Duration::from_millis(200));
     let after = sum_all(&filter);
-    assert!(after >= before + 10, "XDP saw {} of 10 frames", after - before);
+    assert!(
+        after >= before + 10,
+        "XDP saw {} of 10 frames",
+        after - before
+    );
     let _ = (Reason::NotConfigured, STAT_SLOTS);
     filter.program().detach(link).unwrap();
 }

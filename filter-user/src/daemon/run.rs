@@ -160,12 +160,17 @@ fn spawn_sample_logger(pins: &PinLayout) -> Option<tokio::task::JoinHandle<()>> 
             return None;
         }
     };
-    let rule_names = FilterMaps::open_pinned(&pins.maps_dir()).ok().map(|m| m.pinned_rule_slots());
+    let rule_names = FilterMaps::open_pinned(&pins.maps_dir())
+        .ok()
+        .map(|m| m.pinned_rule_slots());
     Some(tokio::spawn(async move {
         let err = reader
             .log_forever(move |sample| {
                 let rule = rule_names.as_ref().and_then(|names| {
-                    names.iter().find(|(_, slot)| Some(u32::from(*slot)) == sample.rule_slot).map(|(n, _)| n.clone())
+                    names
+                        .iter()
+                        .find(|(_, slot)| Some(u32::from(*slot)) == sample.rule_slot)
+                        .map(|(n, _)| n.clone())
                 });
                 let iface = crate::loader::attach::ifname(sample.ifindex);
                 (rule, iface)

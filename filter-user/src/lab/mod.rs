@@ -38,9 +38,18 @@ pub enum LabError {
 
 /// Run `ip` with arguments; error with its stderr when it fails.
 pub fn ip(args: &[&str]) -> Result<String, LabError> {
-    let out = Command::new("ip").args(args).output().map_err(|source| LabError::Sys { call: "exec ip", source })?;
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|source| LabError::Sys {
+            call: "exec ip",
+            source,
+        })?;
     if !out.status.success() {
-        return Err(LabError::Ip { args: args.join(" "), stderr: String::from_utf8_lossy(&out.stderr).trim().to_string() });
+        return Err(LabError::Ip {
+            args: args.join(" "),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -90,8 +99,16 @@ static NEXT: AtomicU32 = AtomicU32::new(0);
 impl Lab {
     /// Create a lab with fresh, process-unique names and the given addresses.
     pub fn new(tag: &str, addrs: LabAddrs) -> Result<Self, LabError> {
-        let id = format!("{}{}", std::process::id() % 100_000, NEXT.fetch_add(1, Ordering::Relaxed));
-        let tag: String = tag.chars().filter(|c| c.is_ascii_alphanumeric()).take(3).collect();
+        let id = format!(
+            "{}{}",
+            std::process::id() % 100_000,
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let tag: String = tag
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric())
+            .take(3)
+            .collect();
         let lab = Lab {
             node_ns: format!("ng-{tag}-{id}-node"),
             peer_ns: format!("ng-{tag}-{id}-peer"),
@@ -103,10 +120,33 @@ impl Lab {
         // From here on, Drop cleans up whatever got created.
         ip(&["netns", "add", &lab.node_ns])?;
         ip(&["netns", "add", &lab.peer_ns])?;
-        ip(&["link", "add", &lab.node_if, "netns", &lab.node_ns, "type", "veth", "peer", "name", &lab.peer_if, "netns", &lab.peer_ns])?;
+        ip(&[
+            "link",
+            "add",
+            &lab.node_if,
+            "netns",
+            &lab.node_ns,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &lab.peer_if,
+            "netns",
+            &lab.peer_ns,
+        ])?;
         for (ns, ifname, v4, v6) in [
-            (&lab.node_ns, &lab.node_if, &lab.addrs.node_v4, &lab.addrs.node_v6),
-            (&lab.peer_ns, &lab.peer_if, &lab.addrs.peer_v4, &lab.addrs.peer_v6),
+            (
+                &lab.node_ns,
+                &lab.node_if,
+                &lab.addrs.node_v4,
+                &lab.addrs.node_v6,
+            ),
+            (
+                &lab.peer_ns,
+                &lab.peer_if,
+                &lab.addrs.peer_v4,
+                &lab.addrs.peer_v6,
+            ),
         ] {
             ip(&["-n", ns, "addr", "add", v4, "dev", ifname])?;
             ip(&["-n", ns, "addr", "add", v6, "dev", ifname, "nodad"])?;
@@ -147,7 +187,10 @@ impl Lab {
             .split_whitespace()
             .skip_while(|w| *w != "link/ether")
             .nth(1)
-            .ok_or_else(|| LabError::Ip { args: format!("-n {ns} link show {ifname}"), stderr: "no link/ether".into() })?;
+            .ok_or_else(|| LabError::Ip {
+                args: format!("-n {ns} link show {ifname}"),
+                stderr: "no link/ether".into(),
+            })?;
         let mut bytes = [0u8; 6];
         for (b, part) in bytes.iter_mut().zip(mac.split(':')) {
             *b = u8::from_str_radix(part, 16).unwrap_or(0);

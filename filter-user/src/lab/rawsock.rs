@@ -19,7 +19,10 @@ impl RawSender {
         // SAFETY: plain socket(2); the result is checked before use.
         let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
         if raw < 0 {
-            return Err(LabError::Sys { call: "socket(AF_PACKET)", source: std::io::Error::last_os_error() });
+            return Err(LabError::Sys {
+                call: "socket(AF_PACKET)",
+                source: std::io::Error::last_os_error(),
+            });
         }
         // SAFETY: raw is a fresh, owned descriptor.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
@@ -46,7 +49,10 @@ impl RawSender {
             )
         };
         if sent < 0 {
-            return Err(LabError::Sys { call: "sendto(AF_PACKET)", source: std::io::Error::last_os_error() });
+            return Err(LabError::Sys {
+                call: "sendto(AF_PACKET)",
+                source: std::io::Error::last_os_error(),
+            });
         }
         Ok(())
     }

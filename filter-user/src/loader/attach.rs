@@ -107,18 +107,31 @@ pub fn ifname(ifindex: u32) -> Option<String> {
     // SAFETY: buf holds IF_NAMESIZE bytes as if_indextoname requires.
     let p = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr()) };
     // SAFETY: on success p points into buf, NUL-terminated.
-    (!p.is_null()).then(|| unsafe { std::ffi::CStr::from_ptr(p) }.to_string_lossy().into_owned())
+    (!p.is_null()).then(|| {
+        unsafe { std::ffi::CStr::from_ptr(p) }
+            .to_string_lossy()
+            .into_owned()
+    })
 }
 
 /// The XDP program currently on `ifname` according to iproute2, if any: "id N name X".
 fn existing_xdp(ifname: &str) -> Option<String> {
-    let out = Command::new("ip").args(["-d", "-j", "link", "show", "dev", ifname]).output().ok()?;
+    let out = Command::new("ip")
+        .args(["-d", "-j", "link", "show", "dev", ifname])
+        .output()
+        .ok()?;
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
     let xdp = json.get(0)?.get("xdp")?;
-    let prog = xdp.get("prog").or_else(|| xdp.get("attached").and_then(|a| a.get(0)).and_then(|a| a.get("prog")))?;
+    let prog = xdp.get("prog").or_else(|| {
+        xdp.get("attached")
+            .and_then(|a| a.get(0))
+            .and_then(|a| a.get("prog"))
+    })?;
     Some(format!(
         "program id {} name {}",
-        prog.get("id").map(|v| v.to_string()).unwrap_or_else(|| "?".into()),
+        prog.get("id")
+            .map(|v| v.to_string())
+            .unwrap_or_else(|| "?".into()),
         prog.get("name").and_then(|v| v.as_str()).unwrap_or("?")
     ))
 }
@@ -129,43 +142,77 @@ fn is_busy(err: &ProgramError) -> bool {
 
 impl Filter {
     /// Attach to `ifname` and pin the link, or adopt the link a previous loader pinned.
-    pub fn attach(&mut self, pins: &PinLayout, ifname: &str, mode: XdpModeChoice) -> Result<Attached, AttachError> {
-        let ifindex = ifindex(ifname).ok_or_else(|| AttachError::UnknownInterface { ifname: ifname.into() })?;
+    pub fn attach(
+        &mut self,
+        pins: &PinLayout,
+        ifname: &str,
+        mode: XdpModeChoice,
+    ) -> Result<Attached, AttachError> {
+        let ifindex = ifindex(ifname).ok_or_else(|| AttachError::UnknownInterface {
+            ifname: ifname.into(),
+        })?;
         let link_path = pins.link_path(ifname);
         let attached = if link_path.exists() {
             // Our own link from an earlier run: swap in this program atomically
             // (bpf_link_update), so there is no instant without a filter.
-            let pinned = PinnedLink::from_pin(&link_path)
-                .map_err(|e| AttachError::Pin { action: "open pinned", ifname: ifname.into(), detail: e.to_string() })?;
+            let pinned = PinnedLink::from_pin(&link_path).map_err(|e| AttachError::Pin {
+                action: "open pinned",
+                ifname: ifname.into(),
+                detail: e.to_string(),
+            })?;
             let fd_link: FdLink = pinned.into();
             let xdp_link = fd_link
                 .try_into()
-                .map_err(|e: aya::programs::links::LinkError| AttachError::Pin { action: "adopt", ifname: ifname.into(), detail: e.to_string() })?;
-            let id = self
-                .program()
-                .attach_to_link(xdp_link)
-                .map_err(|source| AttachError::Attach { ifname: ifname.into(), mode: "adopt", source: Box::new(source) })?;
+                .map_err(|e: aya::programs::links::LinkError| AttachError::Pin {
+                    action: "adopt",
+                    ifname: ifname.into(),
+                    detail: e.to_string(),
+                })?;
+            let id =
+                self.program()
+                    .attach_to_link(xdp_link)
+                    .map_err(|source| AttachError::Attach {
+                        ifname: ifname.into(),
+                        mode: "adopt",
+                        source: Box::new(source),
+                    })?;
             // Keep the kernel link alive through its pin only; dropping our fd is harmless.
             let _ = self.program().take_link(id);
-            Attached { ifname: ifname.into(), ifindex, how: "adopted", fallback_reason: None }
+            Attached {
+                ifname: ifname.into(),
+                ifindex,
+                how: "adopted",
+                fallback_reason: None,
+            }
         } else {
             if let Some(what) = existing_xdp(ifname) {
-                return Err(AttachError::Foreign { ifname: ifname.into(), what });
+                return Err(AttachError::Foreign {
+                    ifname: ifname.into(),
+                    what,
+                });
             }
             let (id, how, fallback_reason) = self.attach_new(ifname, ifindex, mode)?;
-            let link = self
-                .program()
-                .take_link(id)
-                .map_err(|e| AttachError::Pin { action: "take", ifname: ifname.into(), detail: e.to_string() })?;
+            let link = self.program().take_link(id).map_err(|e| AttachError::Pin {
+                action: "take",
+                ifname: ifname.into(),
+                detail: e.to_string(),
+            })?;
             let fd_link: FdLink = link.try_into().map_err(|e: aya::programs::links::LinkError| AttachError::Pin {
                 action: "convert",
                 ifname: ifname.into(),
                 detail: format!("{e} (the kernel fell back to a netlink attachment, which cannot be pinned; kernel ≥ 5.9 needed)"),
             })?;
-            fd_link
-                .pin(&link_path)
-                .map_err(|e| AttachError::Pin { action: "pin", ifname: ifname.into(), detail: e.to_string() })?;
-            Attached { ifname: ifname.into(), ifindex, how, fallback_reason }
+            fd_link.pin(&link_path).map_err(|e| AttachError::Pin {
+                action: "pin",
+                ifname: ifname.into(),
+                detail: e.to_string(),
+            })?;
+            Attached {
+                ifname: ifname.into(),
+                ifindex,
+                how,
+                fallback_reason,
+            }
         };
         register_iface(self.maps_mut(), ifindex)?;
         Ok(attached)
@@ -178,17 +225,31 @@ impl Filter {
         mode: XdpModeChoice,
     ) -> Result<(aya::programs::xdp::XdpLinkId, &'static str, Option<String>), AttachError> {
         let try_mode = |filter: &mut Filter, m: XdpMode, name: &'static str| {
-            filter.program().attach_to_if_index(ifindex, m).map_err(|source| {
-                if is_busy(&source) {
-                    AttachError::Foreign { ifname: ifname.into(), what: existing_xdp(ifname).unwrap_or_else(|| "busy".into()) }
-                } else {
-                    AttachError::Attach { ifname: ifname.into(), mode: name, source: Box::new(source) }
-                }
-            })
+            filter
+                .program()
+                .attach_to_if_index(ifindex, m)
+                .map_err(|source| {
+                    if is_busy(&source) {
+                        AttachError::Foreign {
+                            ifname: ifname.into(),
+                            what: existing_xdp(ifname).unwrap_or_else(|| "busy".into()),
+                        }
+                    } else {
+                        AttachError::Attach {
+                            ifname: ifname.into(),
+                            mode: name,
+                            source: Box::new(source),
+                        }
+                    }
+                })
         };
         match mode {
-            XdpModeChoice::Driver => Ok((try_mode(self, XdpMode::Driver, "driver")?, "driver", None)),
-            XdpModeChoice::Generic => Ok((try_mode(self, XdpMode::Skb, "generic")?, "generic", None)),
+            XdpModeChoice::Driver => {
+                Ok((try_mode(self, XdpMode::Driver, "driver")?, "driver", None))
+            }
+            XdpModeChoice::Generic => {
+                Ok((try_mode(self, XdpMode::Skb, "generic")?, "generic", None))
+            }
             XdpModeChoice::Auto => match try_mode(self, XdpMode::Driver, "driver") {
                 Ok(id) => Ok((id, "driver", None)),
                 Err(AttachError::Attach { source, .. }) => {
@@ -206,17 +267,31 @@ fn register_iface(maps: &mut FilterMaps, ifindex: u32) -> Result<u32, AttachErro
     if let Ok(entry) = maps.ifaces.get(&ifindex, 0) {
         return Ok(entry.slot);
     }
-    let used: Vec<u32> = maps.ifaces.iter().filter_map(|r| r.ok()).map(|(_, e)| e.slot).collect();
-    let slot = (1..MAX_IFACES).find(|s| !used.contains(s)).ok_or(AttachError::TooManyInterfaces)?;
+    let used: Vec<u32> = maps
+        .ifaces
+        .iter()
+        .filter_map(|r| r.ok())
+        .map(|(_, e)| e.slot)
+        .collect();
+    let slot = (1..MAX_IFACES)
+        .find(|s| !used.contains(s))
+        .ok_or(AttachError::TooManyInterfaces)?;
     maps.ifaces
         .insert(ifindex, IfaceEntry { slot, flags: 0 }, 0)
-        .map_err(|source| LoaderError::Map { name: filter_common::MAP_IFACES, source })?;
+        .map_err(|source| LoaderError::Map {
+            name: filter_common::MAP_IFACES,
+            source,
+        })?;
     Ok(slot)
 }
 
 /// Interface slots currently registered: (ifindex, slot).
 pub fn iface_slots(maps: &FilterMaps) -> Vec<(u32, u32)> {
-    maps.ifaces.iter().filter_map(|r| r.ok()).map(|(ifindex, e)| (ifindex, e.slot)).collect()
+    maps.ifaces
+        .iter()
+        .filter_map(|r| r.ok())
+        .map(|(ifindex, e)| (ifindex, e.slot))
+        .collect()
 }
 
 /// Detach from `ifname`: unpin its link (which detaches the program) and forget its slot.
@@ -224,18 +299,34 @@ pub fn iface_slots(maps: &FilterMaps) -> Vec<(u32, u32)> {
 pub fn detach(pins: &PinLayout, ifname: &str) -> Result<bool, AttachError> {
     let link_path = pins.link_path(ifname);
     if !link_path.exists() {
-        return Err(AttachError::NotAttached { ifname: ifname.into(), path: link_path.display().to_string() });
+        return Err(AttachError::NotAttached {
+            ifname: ifname.into(),
+            path: link_path.display().to_string(),
+        });
     }
-    let pinned = PinnedLink::from_pin(&link_path)
-        .map_err(|e| AttachError::Pin { action: "open pinned", ifname: ifname.into(), detail: e.to_string() })?;
-    let link = pinned.unpin().map_err(|e| AttachError::Pin { action: "unpin", ifname: ifname.into(), detail: e.to_string() })?;
+    let pinned = PinnedLink::from_pin(&link_path).map_err(|e| AttachError::Pin {
+        action: "open pinned",
+        ifname: ifname.into(),
+        detail: e.to_string(),
+    })?;
+    let link = pinned.unpin().map_err(|e| AttachError::Pin {
+        action: "unpin",
+        ifname: ifname.into(),
+        detail: e.to_string(),
+    })?;
     drop(link);
-    if let (Some(index), Ok(mut maps)) = (ifindex(ifname), FilterMaps::open_pinned(&pins.maps_dir())) {
+    if let (Some(index), Ok(mut maps)) =
+        (ifindex(ifname), FilterMaps::open_pinned(&pins.maps_dir()))
+    {
         let _ = maps.ifaces.remove(&index);
     }
     let last = pins.pinned_links().is_empty();
     if last {
-        pins.remove().map_err(|e| AttachError::Pin { action: "remove pins after", ifname: ifname.into(), detail: e.to_string() })?;
+        pins.remove().map_err(|e| AttachError::Pin {
+            action: "remove pins after",
+            ifname: ifname.into(),
+            detail: e.to_string(),
+        })?;
     }
     Ok(last)
 }

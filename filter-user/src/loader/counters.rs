@@ -46,7 +46,11 @@ pub struct Snapshot {
 }
 
 fn name_of(entry: &RuleName) -> String {
-    let end = entry.name.iter().position(|b| *b == 0).unwrap_or(entry.name.len());
+    let end = entry
+        .name
+        .iter()
+        .position(|b| *b == 0)
+        .unwrap_or(entry.name.len());
     String::from_utf8_lossy(&entry.name[..end]).into_owned()
 }
 
@@ -55,8 +59,14 @@ impl FilterMaps {
     pub fn snapshot(&self) -> Result<Snapshot, LoaderError> {
         let mut snap = Snapshot::default();
         for (index, values) in self.stats.iter().enumerate() {
-            let values = values.map_err(|source| LoaderError::Map { name: "NG_STATS", source })?;
-            let total = values.iter().fold(Counter::default(), |a, c| Counter { packets: a.packets + c.packets, bytes: a.bytes + c.bytes });
+            let values = values.map_err(|source| LoaderError::Map {
+                name: "NG_STATS",
+                source,
+            })?;
+            let total = values.iter().fold(Counter::default(), |a, c| Counter {
+                packets: a.packets + c.packets,
+                bytes: a.bytes + c.bytes,
+            });
             if total.packets == 0 {
                 continue;
             }
@@ -65,7 +75,9 @@ impl FilterMaps {
             if iface_slot >= MAX_IFACES {
                 continue;
             }
-            let Some(reason) = Reason::from_u32(slot % filter_common::REASON_SLOTS) else { continue };
+            let Some(reason) = Reason::from_u32(slot % filter_common::REASON_SLOTS) else {
+                continue;
+            };
             snap.reasons.push(ReasonCount {
                 iface_slot,
                 reason: reason.name(),
@@ -75,15 +87,31 @@ impl FilterMaps {
             });
         }
         for (index, values) in self.rule_stats.iter().enumerate() {
-            let values = values.map_err(|source| LoaderError::Map { name: "NG_RULE_STATS", source })?;
-            let total = values.iter().fold(Counter::default(), |a, c| Counter { packets: a.packets + c.packets, bytes: a.bytes + c.bytes });
+            let values = values.map_err(|source| LoaderError::Map {
+                name: "NG_RULE_STATS",
+                source,
+            })?;
+            let total = values.iter().fold(Counter::default(), |a, c| Counter {
+                packets: a.packets + c.packets,
+                bytes: a.bytes + c.bytes,
+            });
             if total.packets == 0 {
                 continue;
             }
             let index = index as u32;
             let slot = index % MAX_RULES;
-            let name = self.rule_names.get(&slot, 0).map(|n| name_of(&n)).unwrap_or_default();
-            snap.rules.push(RuleCount { slot, name, would_drop: index >= MAX_RULES, packets: total.packets, bytes: total.bytes });
+            let name = self
+                .rule_names
+                .get(&slot, 0)
+                .map(|n| name_of(&n))
+                .unwrap_or_default();
+            snap.rules.push(RuleCount {
+                slot,
+                name,
+                would_drop: index >= MAX_RULES,
+                packets: total.packets,
+                bytes: total.bytes,
+            });
         }
         for gen in 0..2u32 {
             snap.generations[gen as usize] = FilterMaps::sum(&self.gen_stats, gen)?.packets;

@@ -61,17 +61,23 @@ impl FilterMaps {
     pub fn open_pinned(dir: &Path) -> Result<Self, LoaderError> {
         Self::build(|name| {
             let path = dir.join(name);
-            let data = MapData::from_pin(&path)
-                .map_err(|source| LoaderError::OpenPin { path: path.clone(), source })?;
+            let data = MapData::from_pin(&path).map_err(|source| LoaderError::OpenPin {
+                path: path.clone(),
+                source,
+            })?;
             Map::from_map_data(data).map_err(|source| LoaderError::Map { name, source })
         })
     }
 
-    fn build(mut get: impl FnMut(&'static str) -> Result<Map, LoaderError>) -> Result<Self, LoaderError> {
+    fn build(
+        mut get: impl FnMut(&'static str) -> Result<Map, LoaderError>,
+    ) -> Result<Self, LoaderError> {
         macro_rules! typed {
             ($name:expr) => {{
                 let name: &'static str = $name;
-                get(name)?.try_into().map_err(|source| LoaderError::Map { name, source })?
+                get(name)?
+                    .try_into()
+                    .map_err(|source| LoaderError::Map { name, source })?
             }};
         }
         Ok(FilterMaps {
@@ -93,8 +99,14 @@ impl FilterMaps {
     }
 
     /// Sum of one per-CPU counter across CPUs.
-    pub(crate) fn sum(map: &PerCpuArray<MapData, Counter>, index: u32) -> Result<Counter, LoaderError> {
-        let values = map.get(&index, 0).map_err(|source| LoaderError::Map { name: "counter", source })?;
+    pub(crate) fn sum(
+        map: &PerCpuArray<MapData, Counter>,
+        index: u32,
+    ) -> Result<Counter, LoaderError> {
+        let values = map.get(&index, 0).map_err(|source| LoaderError::Map {
+            name: "counter",
+            source,
+        })?;
         Ok(values.iter().fold(Counter::default(), |acc, c| Counter {
             packets: acc.packets + c.packets,
             bytes: acc.bytes + c.bytes,
@@ -104,7 +116,13 @@ impl FilterMaps {
     /// Drop samples (emitted to the ring, lost because it was full), summed over CPUs.
     pub fn sample_counts(&self) -> Result<(u64, u64), LoaderError> {
         let sum = |i: u32| -> Result<u64, LoaderError> {
-            let values = self.sample_stats.get(&i, 0).map_err(|source| LoaderError::Map { name: filter_common::MAP_SAMPLE_STATS, source })?;
+            let values = self
+                .sample_stats
+                .get(&i, 0)
+                .map_err(|source| LoaderError::Map {
+                    name: filter_common::MAP_SAMPLE_STATS,
+                    source,
+                })?;
             Ok(values.iter().sum())
         };
         Ok((sum(0)?, sum(1)?))
@@ -112,6 +130,9 @@ impl FilterMaps {
 
     /// The active generation and whether any generation is loaded.
     pub fn control(&self) -> Result<Control, LoaderError> {
-        self.control.get(&0, 0).map_err(|source| LoaderError::Map { name: MAP_CONTROL, source })
+        self.control.get(&0, 0).map_err(|source| LoaderError::Map {
+            name: MAP_CONTROL,
+            source,
+        })
     }
 }

@@ -73,7 +73,10 @@ pub enum LoaderError {
 /// Hint appended to load errors caused by missing privileges.
 pub(crate) fn privilege_hint(err: &dyn std::error::Error) -> &'static str {
     let text = format!("{err:?}");
-    if text.contains("EPERM") || text.contains("Operation not permitted") || text.contains("os error 1)") {
+    if text.contains("EPERM")
+        || text.contains("Operation not permitted")
+        || text.contains("os error 1)")
+    {
         " (hint: nodegate needs root or CAP_BPF + CAP_NET_ADMIN (+ CAP_PERFMON for some kernels); run it as root or grant them, e.g. `setcap cap_bpf,cap_net_admin,cap_perfmon+ep nodegate`)"
     } else {
         ""
@@ -101,7 +104,10 @@ impl Filter {
         let object = crate::object::ebpf_object()?;
         let mut loader = EbpfLoader::new();
         let pin_paths: Vec<(&str, PathBuf)> = match &options.map_pin_dir {
-            Some(dir) => PINNED_MAPS.iter().map(|name| (*name, dir.join(name))).collect(),
+            Some(dir) => PINNED_MAPS
+                .iter()
+                .map(|name| (*name, dir.join(name)))
+                .collect(),
             None => Vec::new(),
         };
         for (name, path) in &pin_paths {

@@ -60,7 +60,11 @@ pub enum PinError {
 }
 
 fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> PinError + 'a {
-    move |source| PinError::Io { action, path: path.to_path_buf(), source }
+    move |source| PinError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// The pin layout under one root directory.
@@ -119,7 +123,11 @@ impl PinLayout {
     /// Interfaces with a pinned link.
     pub fn pinned_links(&self) -> Vec<String> {
         let mut names: Vec<String> = fs::read_dir(self.links_dir())
-            .map(|dir| dir.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .map(|dir| {
+                dir.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
             .unwrap_or_default();
         names.sort();
         names
@@ -127,7 +135,11 @@ impl PinLayout {
 
     /// Check the root is on bpffs and holds no foreign layout version.
     pub fn check(&self) -> Result<(), PinError> {
-        let probe = if self.root.exists() { self.root.clone() } else { self.root.parent().unwrap_or(Path::new("/")).to_path_buf() };
+        let probe = if self.root.exists() {
+            self.root.clone()
+        } else {
+            self.root.parent().unwrap_or(Path::new("/")).to_path_buf()
+        };
         if !is_bpffs(&probe) {
             return Err(PinError::NotBpffs { path: probe });
         }
@@ -150,11 +162,20 @@ impl PinLayout {
     /// Create the directories, owner-only (0700): pinned maps are writable by whoever can
     /// open them, so nobody but root may traverse there.
     pub fn create(&self) -> Result<(), PinError> {
-        for dir in [self.root.clone(), self.version_dir(), self.maps_dir(), self.links_dir()] {
+        for dir in [
+            self.root.clone(),
+            self.version_dir(),
+            self.maps_dir(),
+            self.links_dir(),
+        ] {
             if !dir.exists() {
-                fs::DirBuilder::new().mode(0o700).create(&dir).map_err(io("create", &dir))?;
+                fs::DirBuilder::new()
+                    .mode(0o700)
+                    .create(&dir)
+                    .map_err(io("create", &dir))?;
             }
-            fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).map_err(io("chmod", &dir))?;
+            fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
+                .map_err(io("chmod", &dir))?;
         }
         Ok(())
     }
@@ -198,7 +219,9 @@ fn remove_tree(dir: &Path) -> Result<(), PinError> {
 
 /// Whether `path` is on a BPF filesystem.
 pub fn is_bpffs(path: &Path) -> bool {
-    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else { return false };
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
     // SAFETY: statfs writes into a zeroed struct we own; c is NUL-terminated.
     unsafe {
         let mut st: libc::statfs = std::mem::zeroed();

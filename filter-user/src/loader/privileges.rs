@@ -26,7 +26,10 @@ pub struct MissingCapabilities {
 fn effective_caps() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("CapEff:").map(|v| v.trim().to_string())))
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:").map(|v| v.trim().to_string()))
+        })
         .and_then(|hex| u64::from_str_radix(&hex, 16).ok())
         .unwrap_or(0)
 }
@@ -49,7 +52,9 @@ fn check(caps: u64) -> Result<(), MissingCapabilities> {
     if missing.is_empty() {
         Ok(())
     } else {
-        Err(MissingCapabilities { missing: missing.join(" and ") })
+        Err(MissingCapabilities {
+            missing: missing.join(" and "),
+        })
     }
 }
 
@@ -59,7 +64,10 @@ mod tests {
 
     #[test]
     fn needs_bpf_and_net_admin() {
-        assert!(check(0).unwrap_err().missing.contains("CAP_BPF and CAP_NET_ADMIN"));
+        assert!(check(0)
+            .unwrap_err()
+            .missing
+            .contains("CAP_BPF and CAP_NET_ADMIN"));
         assert!(check(1 << CAP_BPF).unwrap_err().missing == "CAP_NET_ADMIN");
         assert!(check((1 << CAP_BPF) | (1 << CAP_NET_ADMIN)).is_ok());
         assert!(check((1 << CAP_SYS_ADMIN) | (1 << CAP_NET_ADMIN)).is_ok());

@@ -64,7 +64,11 @@ impl FilterMaps {
         let start = Instant::now();
         let mut report = PublishReport::default();
         let control = self.control()?;
-        let next = if control.ready == 0 { 0 } else { 1 - (control.active_gen & 1) };
+        let next = if control.ready == 0 {
+            0
+        } else {
+            1 - (control.active_gen & 1)
+        };
         report.gen_slot = next;
 
         if let Some(flip) = self.last_flip {
@@ -90,32 +94,58 @@ impl FilterMaps {
 
         let t = Instant::now();
         for (index, chunk) in tables.segment_entries(next) {
-            self.segments.set(index, chunk, 0).map_err(map_err(filter_common::MAP_SEGMENTS))?;
+            self.segments
+                .set(index, chunk, 0)
+                .map_err(map_err(filter_common::MAP_SEGMENTS))?;
         }
         for (index, cells) in tables.cell_entries(next) {
-            self.cells.set(index, cells, 0).map_err(map_err(filter_common::MAP_CLASS_CELLS))?;
+            self.cells
+                .set(index, cells, 0)
+                .map_err(map_err(filter_common::MAP_CLASS_CELLS))?;
         }
         // A slot new to this generation must not inherit a removed rule's counts.
         let cpus = aya::util::nr_cpus().map_err(|(_, source)| LoaderError::Cpus(source))?;
-        let zero: PerCpuValues<Counter> = PerCpuValues::try_from(vec![Counter::default(); cpus]).map_err(LoaderError::Cpus)?;
+        let zero: PerCpuValues<Counter> =
+            PerCpuValues::try_from(vec![Counter::default(); cpus]).map_err(LoaderError::Cpus)?;
         for slot in &tables.fresh_slots {
             for index in [u32::from(*slot), u32::from(*slot) + MAX_RULES] {
-                self.rule_stats.set(index, PerCpuValues::try_from(zero.to_vec()).map_err(LoaderError::Cpus)?, 0).map_err(map_err(filter_common::MAP_RULE_STATS))?;
+                self.rule_stats
+                    .set(
+                        index,
+                        PerCpuValues::try_from(zero.to_vec()).map_err(LoaderError::Cpus)?,
+                        0,
+                    )
+                    .map_err(map_err(filter_common::MAP_RULE_STATS))?;
             }
         }
         for (slot, name) in tables.rule_name_entries() {
-            self.rule_names.set(slot, name, 0).map_err(map_err(filter_common::MAP_RULE_NAMES))?;
+            self.rule_names
+                .set(slot, name, 0)
+                .map_err(map_err(filter_common::MAP_RULE_NAMES))?;
         }
-        let previous_epoch = (0..2).filter_map(|g| self.gen_config.get(&g, 0).ok()).map(|c| c.epoch).max().unwrap_or(0);
+        let previous_epoch = (0..2)
+            .filter_map(|g| self.gen_config.get(&g, 0).ok())
+            .map(|c| c.epoch)
+            .max()
+            .unwrap_or(0);
         let mut gen_config = tables.gen_config;
         gen_config.epoch = previous_epoch + 1;
         report.epoch = gen_config.epoch;
-        self.gen_config.set(next, gen_config, 0).map_err(map_err(filter_common::MAP_GEN_CONFIG))?;
+        self.gen_config
+            .set(next, gen_config, 0)
+            .map_err(map_err(filter_common::MAP_GEN_CONFIG))?;
         report.tables = t.elapsed();
 
         // The flip: one 8-byte array element, read once per packet.
         self.control
-            .set(0, Control { active_gen: next, ready: 1 }, 0)
+            .set(
+                0,
+                Control {
+                    active_gen: next,
+                    ready: 1,
+                },
+                0,
+            )
             .map_err(map_err(filter_common::MAP_CONTROL))?;
         self.last_flip = Some(Instant::now());
         report.total = start.elapsed();
@@ -131,34 +161,56 @@ impl FilterMaps {
     ) -> Result<(), LoaderError> {
         // Insert before removing: a prefix that moves class never has a moment without an
         // entry (not that it matters for an inactive generation, but it keeps the trie small).
-        let wanted_v4: HashMap<(u32, SrcV4Data), u32> =
-            tables.v4_lpm_entries(gen).map(|(k, v)| ((k.prefix_len(), k.data()), v)).collect();
+        let wanted_v4: HashMap<(u32, SrcV4Data), u32> = tables
+            .v4_lpm_entries(gen)
+            .map(|(k, v)| ((k.prefix_len(), k.data()), v))
+            .collect();
         for (&(len, data), &class) in &wanted_v4 {
             if contents.v4.get(&(len, data)) != Some(&class) {
-                self.src_v4.insert(&Key::new(len, data), class, 0).map_err(map_err(filter_common::MAP_SRC_V4))?;
+                self.src_v4
+                    .insert(&Key::new(len, data), class, 0)
+                    .map_err(map_err(filter_common::MAP_SRC_V4))?;
                 contents.v4.insert((len, data), class);
                 report.prefixes_written += 1;
             }
         }
-        let stale: Vec<(u32, SrcV4Data)> = contents.v4.keys().filter(|k| !wanted_v4.contains_key(k)).copied().collect();
+        let stale: Vec<(u32, SrcV4Data)> = contents
+            .v4
+            .keys()
+            .filter(|k| !wanted_v4.contains_key(k))
+            .copied()
+            .collect();
         for (len, data) in stale {
-            self.src_v4.remove(&Key::new(len, data)).map_err(map_err(filter_common::MAP_SRC_V4))?;
+            self.src_v4
+                .remove(&Key::new(len, data))
+                .map_err(map_err(filter_common::MAP_SRC_V4))?;
             contents.v4.remove(&(len, data));
             report.prefixes_removed += 1;
         }
 
-        let wanted_v6: HashMap<(u32, SrcV6Data), u32> =
-            tables.v6_lpm_entries(gen).map(|(k, v)| ((k.prefix_len(), k.data()), v)).collect();
+        let wanted_v6: HashMap<(u32, SrcV6Data), u32> = tables
+            .v6_lpm_entries(gen)
+            .map(|(k, v)| ((k.prefix_len(), k.data()), v))
+            .collect();
         for (&(len, data), &class) in &wanted_v6 {
             if contents.v6.get(&(len, data)) != Some(&class) {
-                self.src_v6.insert(&Key::new(len, data), class, 0).map_err(map_err(filter_common::MAP_SRC_V6))?;
+                self.src_v6
+                    .insert(&Key::new(len, data), class, 0)
+                    .map_err(map_err(filter_common::MAP_SRC_V6))?;
                 contents.v6.insert((len, data), class);
                 report.prefixes_written += 1;
             }
         }
-        let stale: Vec<(u32, SrcV6Data)> = contents.v6.keys().filter(|k| !wanted_v6.contains_key(k)).copied().collect();
+        let stale: Vec<(u32, SrcV6Data)> = contents
+            .v6
+            .keys()
+            .filter(|k| !wanted_v6.contains_key(k))
+            .copied()
+            .collect();
         for (len, data) in stale {
-            self.src_v6.remove(&Key::new(len, data)).map_err(map_err(filter_common::MAP_SRC_V6))?;
+            self.src_v6
+                .remove(&Key::new(len, data))
+                .map_err(map_err(filter_common::MAP_SRC_V6))?;
             contents.v6.remove(&(len, data));
             report.prefixes_removed += 1;
         }
@@ -189,8 +241,17 @@ impl FilterMaps {
         (1..MAX_RULES)
             .filter_map(|slot| {
                 let entry = self.rule_names.get(&slot, 0).ok()?;
-                let end = entry.name.iter().position(|b| *b == 0).unwrap_or(entry.name.len());
-                (end > 0).then(|| (String::from_utf8_lossy(&entry.name[..end]).into_owned(), slot as u16))
+                let end = entry
+                    .name
+                    .iter()
+                    .position(|b| *b == 0)
+                    .unwrap_or(entry.name.len());
+                (end > 0).then(|| {
+                    (
+                        String::from_utf8_lossy(&entry.name[..end]).into_owned(),
+                        slot as u16,
+                    )
+                })
             })
             .collect()
     }

@@ -39,11 +39,18 @@ impl XdpAction {
 impl Filter {
     /// Run one frame through the program `repeat` times; returns the action and the mean
     /// time per run as measured by the kernel.
-    pub fn test_run(&mut self, frame: &[u8], repeat: u32) -> Result<(XdpAction, Duration), LoaderError> {
+    pub fn test_run(
+        &mut self,
+        frame: &[u8],
+        repeat: u32,
+    ) -> Result<(XdpAction, Duration), LoaderError> {
         let mut opts = TestRunOptions::new();
         opts.data_in = Some(frame);
         opts.repeat = repeat.max(1);
-        let result = self.program().test_run(opts).map_err(|e| LoaderError::TestRun(Box::new(e)))?;
+        let result = self
+            .program()
+            .test_run(opts)
+            .map_err(|e| LoaderError::TestRun(Box::new(e)))?;
         Ok((XdpAction::from_code(result.return_value), result.duration))
     }
 }
@@ -77,7 +84,11 @@ impl<'a> KernelJudge<'a> {
         let reasons = (0..STAT_SLOTS)
             .map(|slot| Ok(FilterMaps::sum(&filter.maps.stats, slot)?.packets))
             .collect::<Result<Vec<_>, LoaderError>>()?;
-        Ok(KernelJudge { filter, reasons, rules: Default::default() })
+        Ok(KernelJudge {
+            filter,
+            reasons,
+            rules: Default::default(),
+        })
     }
 
     /// The filter being judged with.
@@ -137,11 +148,24 @@ impl<'a> KernelJudge<'a> {
                 rule_slot = Some(rule);
             }
         }
-        Ok(KernelVerdict { action, reason, would_drop: slot >= REASON_SLOTS, rule_slot })
+        Ok(KernelVerdict {
+            action,
+            reason,
+            would_drop: slot >= REASON_SLOTS,
+            rule_slot,
+        })
     }
 }
 
 /// Sum a reason counter of one interface slot (0 = unregistered/test runs).
-pub fn reason_counter(maps: &FilterMaps, iface_slot: u32, reason: Reason, monitor: bool) -> Result<Counter, LoaderError> {
-    FilterMaps::sum(&maps.stats, iface_slot * STAT_SLOTS + reason.stat_slot(monitor))
+pub fn reason_counter(
+    maps: &FilterMaps,
+    iface_slot: u32,
+    reason: Reason,
+    monitor: bool,
+) -> Result<Counter, LoaderError> {
+    FilterMaps::sum(
+        &maps.stats,
+        iface_slot * STAT_SLOTS + reason.stat_slot(monitor),
+    )
 }

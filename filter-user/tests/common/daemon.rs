@@ -31,7 +31,11 @@ pub struct Env {
 impl Env {
     pub fn new(tag: &str) -> Env {
         super::require_root();
-        let id = format!("{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        let id = format!(
+            "{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
         let lab = Lab::new(tag, LabAddrs::default()).expect("create lab");
         let pins = PinLayout::new(format!("/sys/fs/bpf/ngtest-{tag}-{id}"));
         let dir = std::env::temp_dir().join(format!("ngtest-{tag}-{id}"));
@@ -42,7 +46,9 @@ impl Env {
     /// `nodegate ARGS` in the node namespace (pin dir added for commands that take it).
     pub fn nodegate(&self, args: &[&str]) -> Command {
         let mut c = Command::new("nsenter");
-        c.arg(format!("--net=/run/netns/{}", self.lab.node_ns)).arg(NODEGATE).args(args);
+        c.arg(format!("--net=/run/netns/{}", self.lab.node_ns))
+            .arg(NODEGATE)
+            .args(args);
         c.env("NODEGATE_PIN_DIR", self.pins.root());
         c
     }
@@ -68,12 +74,23 @@ impl Env {
         let _ = std::fs::remove_file(self.pid_file());
         let config = config.to_str().unwrap().to_string();
         let pid_file = self.pid_file().to_str().unwrap().to_string();
-        let mut args = vec!["run", "--config", &config, "--iface", &self.lab.node_if, "--pid-file", &pid_file];
+        let mut args = vec![
+            "run",
+            "--config",
+            &config,
+            "--iface",
+            &self.lab.node_if,
+            "--pid-file",
+            &pid_file,
+        ];
         args.extend_from_slice(extra);
         if !extra.iter().any(|a| a.starts_with("--metrics")) {
             args.push("--no-metrics");
         }
-        let log = self.dir.join(format!("daemon-{}.log", NEXT.fetch_add(1, Ordering::Relaxed)));
+        let log = self.dir.join(format!(
+            "daemon-{}.log",
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
         let child = self
             .nodegate(&args)
             .stdin(Stdio::null())
@@ -81,13 +98,23 @@ impl Env {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("spawn nodegate run");
-        let mut daemon = Daemon { child: Some(child), log };
+        let mut daemon = Daemon {
+            child: Some(child),
+            log,
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         while !self.pid_file().exists() {
             if let Some(status) = daemon.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("nodegate run exited early ({status}):\n{}", daemon.log_text());
+                panic!(
+                    "nodegate run exited early ({status}):\n{}",
+                    daemon.log_text()
+                );
             }
-            assert!(Instant::now() < deadline, "nodegate run not ready after 30 s:\n{}", daemon.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "nodegate run not ready after 30 s:\n{}",
+                daemon.log_text()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         daemon
@@ -95,12 +122,27 @@ impl Env {
 
     /// Counters read straight from the pinned maps (as `nodegate stats` does).
     pub fn snapshot(&self) -> Snapshot {
-        FilterMaps::open_pinned(&self.pins.maps_dir()).expect("open pinned maps").snapshot().unwrap()
+        FilterMaps::open_pinned(&self.pins.maps_dir())
+            .expect("open pinned maps")
+            .snapshot()
+            .unwrap()
     }
 
     /// The XDP program id on the node interface, if any.
     pub fn xdp_prog_id(&self) -> Option<u64> {
-        let out = Command::new("ip").args(["-n", &self.lab.node_ns, "-d", "-j", "link", "show", "dev", &self.lab.node_if]).output().unwrap();
+        let out = Command::new("ip")
+            .args([
+                "-n",
+                &self.lab.node_ns,
+                "-d",
+                "-j",
+                "link",
+                "show",
+                "dev",
+                &self.lab.node_if,
+            ])
+            .output()
+            .unwrap();
         let json: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
         json.get(0)?.get("xdp")?.get("prog")?.get("id")?.as_u64()
     }
@@ -138,7 +180,11 @@ impl Daemon {
                 self.child = None;
                 return status;
             }
-            assert!(Instant::now() < deadline, "nodegate did not exit in time:\n{}", self.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "nodegate did not exit in time:\n{}",
+                self.log_text()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -155,7 +201,11 @@ impl Daemon {
     pub fn wait_for_log(&self, needle: &str, within: Duration) {
         let deadline = Instant::now() + within;
         while !self.log_text().contains(needle) {
-            assert!(Instant::now() < deadline, "no {needle:?} in the daemon log:\n{}", self.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} in the daemon log:\n{}",
+                self.log_text()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -172,10 +222,17 @@ impl Drop for Daemon {
 
 /// Sum of packets and bytes for one reason name over all interfaces (decided verdicts).
 pub fn reason_total(snap: &Snapshot, reason: &str) -> (u64, u64) {
-    snap.reasons.iter().filter(|r| r.reason == reason && !r.would_drop).fold((0, 0), |(p, b), r| (p + r.packets, b + r.bytes))
+    snap.reasons
+        .iter()
+        .filter(|r| r.reason == reason && !r.would_drop)
+        .fold((0, 0), |(p, b), r| (p + r.packets, b + r.bytes))
 }
 
 /// Packets of one rule (decided verdicts).
 pub fn rule_total(snap: &Snapshot, rule: &str) -> u64 {
-    snap.rules.iter().filter(|r| r.name == rule && !r.would_drop).map(|r| r.packets).sum()
+    snap.rules
+        .iter()
+        .filter(|r| r.name == rule && !r.would_drop)
+        .map(|r| r.packets)
+        .sum()
 }

@@ -13,7 +13,10 @@ pub fn require_root() {
         panic!("privileged tests need root (BPF_PROG_TEST_RUN, XDP attach, netns); run `sudo -E cargo xtask test`");
     }
     let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
-    if !mounts.lines().any(|l| l.split_whitespace().nth(1) == Some("/sys/fs/bpf")) {
+    if !mounts
+        .lines()
+        .any(|l| l.split_whitespace().nth(1) == Some("/sys/fs/bpf"))
+    {
         panic!("bpffs is not mounted at /sys/fs/bpf; run `cargo xtask setup` (or `mount -t bpf bpf /sys/fs/bpf`)");
     }
 }
