@@ -4,7 +4,12 @@
 //! its set-up when dropped, also when a measurement fails; deleting the lab's namespaces
 //! (the lab's own guard) removes whatever namespace-local state is left.
 
-use std::{fmt::Write as _, io::Write as _, path::PathBuf, process::Command};
+use std::{
+    fmt::Write as _,
+    io::Write as _,
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 use anyhow::{bail, Context};
 use filter_user::lab::in_netns;
@@ -16,7 +21,7 @@ pub fn run_in(
     ns: &str,
     program: &str,
     args: &[&str],
-    stdin_file: Option<&PathBuf>,
+    stdin_file: Option<&Path>,
 ) -> anyhow::Result<String> {
     let out = in_netns(ns, || {
         let mut cmd = Command::new(program);
@@ -110,7 +115,7 @@ pub fn nft_ruleset(iface: &str, v4: &[Ipv4Net], v6: &[Ipv6Net]) -> String {
             "  set {name} {{\n    type {ty}\n    flags interval\n    auto-merge\n"
         );
         if !elems.is_empty() {
-            let _ = write!(s, "    elements = {{ {} }}\n", elems.join(", "));
+            let _ = writeln!(s, "    elements = {{ {} }}", elems.join(", "));
         }
         s.push_str("  }\n");
     }
@@ -128,7 +133,7 @@ pub struct Nft {
 
 impl Nft {
     /// Load `ruleset` (see [`nft_ruleset`]) with `nft -f`.
-    pub fn load(ns: &str, file: &PathBuf) -> anyhow::Result<Nft> {
+    pub fn load(ns: &str, file: &Path) -> anyhow::Result<Nft> {
         let guard = Nft { ns: ns.into() };
         run_in(ns, "nft", &["-f", &file.display().to_string()], None)?;
         Ok(guard)
@@ -200,7 +205,7 @@ pub struct IptablesIpset {
 
 impl IptablesIpset {
     /// Restore the sets from `file` (see [`ipset_script`]) and add the two rules.
-    pub fn load(ns: &str, file: &PathBuf) -> anyhow::Result<IptablesIpset> {
+    pub fn load(ns: &str, file: &Path) -> anyhow::Result<IptablesIpset> {
         let mut guard = IptablesIpset {
             ns: ns.into(),
             rules: false,
