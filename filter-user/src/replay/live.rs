@@ -131,7 +131,11 @@ impl Generator {
                 }
             }
         };
-        let frames: Vec<&[u8]> = frames.iter().copied().filter(|f| f.len() >= super::MIN_FRAME).collect();
+        let frames: Vec<&[u8]> = frames
+            .iter()
+            .copied()
+            .filter(|f| f.len() >= super::MIN_FRAME)
+            .collect();
         if opts.loops >= BURST_FROM_LOOPS {
             // Bursts: copies of one frame back to back, frames in capture order.
             let burst_cap = match opts.rate {
@@ -142,7 +146,9 @@ impl Generator {
             while remaining > 0 {
                 let burst = remaining.min(burst_cap);
                 for frame in &frames {
-                    self.prog.run_live(frame, burst as u32, opts.batch, self.ifindex).map_err(LiveError::Generator)?;
+                    self.prog
+                        .run_live(frame, burst as u32, opts.batch, self.ifindex)
+                        .map_err(LiveError::Generator)?;
                     sent += burst;
                     pace(sent);
                 }
@@ -153,7 +159,9 @@ impl Generator {
             // One call per frame: exact capture order, every loop.
             for _ in 0..opts.loops {
                 for (i, frame) in frames.iter().enumerate() {
-                    self.prog.run_live(frame, 1, opts.batch, self.ifindex).map_err(LiveError::Generator)?;
+                    self.prog
+                        .run_live(frame, 1, opts.batch, self.ifindex)
+                        .map_err(LiveError::Generator)?;
                     sent += 1;
                     pace(sent);
                     if i % 1024 == 0 {

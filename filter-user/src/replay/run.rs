@@ -21,6 +21,11 @@ use crate::{
     policy::{Mode, Policy},
 };
 
+/// Longest frame `BPF_PROG_TEST_RUN` takes for a program without XDP multi-buffer support:
+/// a page minus `XDP_PACKET_HEADROOM` (256) and `struct skb_shared_info` (320 on x86_64).
+/// Longer frames (jumbo frames, GRO-merged captures) are judged by the model only.
+pub const MAX_TEST_RUN_FRAME: usize = 4096 - 256 - 320;
+
 /// Why a replay could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
@@ -73,8 +78,8 @@ pub struct FrameResult {
     /// Frame index in the capture (0-based).
     pub index: u64,
     /// The answer reported: the XDP program's, or the model's when the kernel was not asked
-    /// (model-only replay, or a frame shorter than [`MIN_TEST_RUN_FRAME`], which
-    /// `BPF_PROG_TEST_RUN` refuses).
+    /// (model-only replay, or a frame shorter than [`MIN_TEST_RUN_FRAME`] or longer than
+    /// [`MAX_TEST_RUN_FRAME`], which `BPF_PROG_TEST_RUN` refuses).
     pub answer: Answer,
     /// The model's answer when it differs from the kernel's.
     pub disagreement: Option<Disagreement>,
@@ -100,7 +105,7 @@ pub struct Summary {
     pub frames: u64,
     /// Frames run through the XDP program.
     pub kernel_frames: u64,
-    /// Frames only the model judged (kernel off, or shorter than 14 bytes).
+    /// Frames only the model judged (kernel off, or a length `BPF_PROG_TEST_RUN` refuses).
     pub model_only_frames: u64,
     /// Frames per verdict (`pass`, `drop`).
     pub verdicts: BTreeMap<&'static str, u64>,
@@ -253,7 +258,7 @@ impl<'p> Replayer<'p> {
         let model = Answer::of_model(&judgement);
 
         let result = match &mut self.kernel {
-            Some(kernel) if frame.len() >= MIN_TEST_RUN_FRAME => {
+            Some(kernel) if (MIN_TEST_RUN_FRAME..=MAX_TEST_RUN_FRAME).contains(&frame.len()) => {
                 let kernel_answer = kernel.judge(frame, &judgement, self.monitor)?;
                 self.summary.kernel_frames += 1;
                 let agrees = judgement.agrees(
@@ -357,7 +362,10 @@ pub fn time_frames(
 ) -> Result<Timing, ReplayError> {
     let empty = RawProgram::pass().map_err(ReplayError::Baseline)?;
     let (mut nodegate, mut baseline, mut n) = (0u128, 0u128, 0u128);
-    for frame in frames.iter().filter(|f| f.len() >= MIN_TEST_RUN_FRAME) {
+    for frame in frames
+        .iter()
+        .filter(|f| (MIN_TEST_RUN_FRAME..=MAX_TEST_RUN_FRAME).contains(&f.len()))
+    {
         let (_, d) = filter.test_run(frame, repeat)?;
         nodegate += d.as_nanos();
         baseline += empty

@@ -137,8 +137,18 @@ mod privileged {
 
     #[test]
     fn raw_programs_return_their_constant() {
-        let frame = crate::craft::Frame::udp("192.0.2.9".parse().unwrap(), "192.0.2.1".parse().unwrap(), 9, 9).pad_to(64).build();
-        for (prog, want) in [(RawProgram::pass(), action::PASS), (RawProgram::drop_all(), action::DROP)] {
+        let frame = crate::craft::Frame::udp(
+            "192.0.2.9".parse().unwrap(),
+            "192.0.2.1".parse().unwrap(),
+            9,
+            9,
+        )
+        .pad_to(64)
+        .build();
+        for (prog, want) in [
+            (RawProgram::pass(), action::PASS),
+            (RawProgram::drop_all(), action::DROP),
+        ] {
             let run = prog.expect("load").test_run(&frame, 100).expect("test run");
             assert_eq!(run.retval, want);
             assert!(run.duration < Duration::from_micros(50));
@@ -150,19 +160,87 @@ mod privileged {
         let lab = Lab::new("gen", LabAddrs::default()).unwrap();
         let drop = RawProgram::drop_all().unwrap();
         let node_ifindex = lab.node_ifindex().unwrap();
-        let _link = in_netns(&lab.node_ns, || drop.attach_xdp(node_ifindex)).unwrap().expect("attach drop");
-        let frame = crate::craft::Frame::udp("198.18.0.1".parse().unwrap(), "192.0.2.1".parse().unwrap(), 9, 9).pad_to(64).build();
+        let _link = in_netns(&lab.node_ns, || drop.attach_xdp(node_ifindex))
+            .unwrap()
+            .expect("attach drop");
+        let frame = crate::craft::Frame::udp(
+            "198.18.0.1".parse().unwrap(),
+            "192.0.2.1".parse().unwrap(),
+            9,
+            9,
+        )
+        .pad_to(64)
+        .build();
         let before = rx_packets(&lab.node_ns, &lab.node_if).unwrap();
         let sent = in_netns(&lab.peer_ns, || {
             let generator = Generator::new(ifindex(&lab.peer_if).unwrap()).unwrap();
-            generator.send(&[&frame], &LiveOptions { loops: 1_000_000, ..Default::default() }, &mut |_| {})
+            generator.send(
+                &[&frame],
+                &LiveOptions {
+                    loops: 1_000_000,
+                    ..Default::default()
+                },
+                &mut |_| {},
+            )
         })
         .unwrap()
         .unwrap();
-        let after = settle(|| rx_packets(&lab.node_ns, &lab.node_if), Duration::from_secs(2)).unwrap();
+        let after = settle(
+            || rx_packets(&lab.node_ns, &lab.node_if),
+            Duration::from_secs(2),
+        )
+        .unwrap();
         assert_eq!(sent.frames, 1_000_000);
         let delivered = after - before;
         eprintln!("delivered {delivered} of 10000 in {:?}", sent.elapsed);
         assert!(delivered > 1000, "delivered {delivered}");
+    }
+
+    fn eks_policy() -> crate::policy::Policy {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/eks-node.yaml");
+        crate::config::load_file_with(
+            path,
+            &crate::config::LoadOptions::fixed_ephemeral(32768..=60999),
+        )
+        .expect("example loads")
+        .policy
+    }
+
+    #[test]
+    fn generated_traffic_replays_through_the_kernel_without_disagreement() {
+        let policy = eks_policy();
+        let frames = crate::gen::generate(&crate::gen::Profile::default(), 3000, 9);
+        let refs: Vec<&[u8]> = frames.iter().map(|f| f.data.as_slice()).collect();
+        let mut loaded = crate::replay::LoadedPolicy::load(&policy).expect("load and publish");
+        let mut replay = crate::replay::Replayer::with_kernel(&policy, &mut loaded, 1).unwrap();
+        for frame in &refs {
+            replay.frame(frame).unwrap();
+        }
+        let summary = replay.finish(&refs).unwrap();
+        assert_eq!(summary.disagreements, vec![], "kernel and model disagree");
+        assert!(summary.kernel_frames > 2900);
+        let timing = summary.timing.expect("timed");
+        assert!(timing.nodegate_ns > 0.0 && timing.empty_xdp_ns > 0.0);
+    }
+
+    #[test]
+    fn live_replay_in_a_lab_counts_every_frame() {
+        let policy = eks_policy();
+        let frames = crate::gen::generate(&crate::gen::Profile::default(), 500, 4);
+        let refs: Vec<&[u8]> = frames
+            .iter()
+            .map(|f| f.data.as_slice())
+            .filter(|f| f.len() >= crate::replay::MIN_FRAME)
+            .collect();
+        let report = crate::replay::live::replay_in_lab(
+            &policy,
+            &refs,
+            &LiveOptions::default(),
+            &mut |_| {},
+        )
+        .unwrap();
+        assert_eq!(report.sent, refs.len() as u64);
+        assert!(report.delivered >= report.sent * 9 / 10, "{report:?}");
+        assert_eq!(report.passed + report.dropped, report.delivered);
     }
 }
