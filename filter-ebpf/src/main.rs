@@ -1,28 +1,99 @@
+//! nodegate's XDP program: judges every ingress frame by the procedure in docs/VERDICTS.md,
+//! one stage per module, against the active rule generation the loader wrote into the maps.
+//!
+//! Two halves, split for the verifier:
+//! - `nodegate` (this file) reads the control word and the generation's settings and parses
+//!   the frame (§0–§4), ending either with a verdict or with the service to judge;
+//! - `finish::nodegate_finish`, a *global* BPF function, judges the service (§5–§8),
+//!   remembers passing first fragments, counts and samples, and returns the XDP action.
+//!
+//! The verifier checks a global function once, on its own, instead of once per path that
+//! calls it; the parser has hundreds of paths (VLAN depths × IPv6 extension chains × L4),
+//! so this keeps verification small. Nothing returns except through `nodegate_finish`.
+
 #![no_std]
 #![no_main]
 
-use aya_ebpf::{
-    bindings::xdp_action,
-    macros::{map, xdp},
-    maps::PerCpuArray,
-    programs::XdpContext,
-};
-use filter_common::{Counter, Reason, MAX_IFACES, STAT_SLOTS};
+mod counters;
+mod cursor;
+mod essentials;
+mod eth;
+mod finish;
+mod frags;
+mod ipv4;
+mod ipv6;
+mod l4;
+mod maps;
+mod packet;
+mod proto;
+mod samples;
+mod verdict;
 
-#[map(name = "NG_STATS")]
-static STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(MAX_IFACES * STAT_SLOTS, 0);
+use core::{
+    mem::MaybeUninit,
+    ops::ControlFlow::{Break, Continue},
+};
+
+use aya_ebpf::{macros::xdp, programs::XdpContext};
+use filter_common::{Reason, GENERATIONS};
+
+use crate::{
+    cursor::Cursor,
+    eth::Network,
+    packet::{zeroed, Flow, Packet, Service, Settings, Summary, PENDING},
+};
+
+const _: () = assert!(GENERATIONS.is_power_of_two());
 
 #[xdp]
 pub fn nodegate(ctx: XdpContext) -> u32 {
-    let len = (ctx.data_end() - ctx.data()) as u64;
-    if let Some(c) = STATS.get_ptr_mut(Reason::DefaultPass as u32) {
-        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
-        unsafe {
-            (*c).packets += 1;
-            (*c).bytes += len;
+    let mut slot = MaybeUninit::uninit();
+    let sum = zeroed::<Summary>(&mut slot);
+    sum.reason = Reason::Internal as u32;
+    parse(&ctx, sum);
+    finish::nodegate_finish(ctx.ctx, sum)
+}
+
+/// §0 (control word, active generation), then §1–§4.
+#[inline(always)]
+fn parse(ctx: &XdpContext, sum: &mut Summary) {
+    let mut cur = Cursor::new(ctx);
+    sum.len = cur.end() as u32;
+    let Some(control) = maps::CONTROL.get(0) else {
+        return;
+    };
+    if control.ready == 0 {
+        sum.reason = Reason::NotConfigured as u32;
+        return;
+    }
+    let gen = control.active_gen & (GENERATIONS - 1);
+    let Some(cfg) = maps::GEN_CONFIG.get(gen) else {
+        return;
+    };
+    let s = Settings::new(gen, cfg);
+    sum.settings = s;
+    sum.configured = 1;
+    match headers(&mut cur, &s, &mut sum.packet) {
+        Continue(svc) => {
+            sum.reason = PENDING;
+            sum.service = svc;
+        }
+        Break(v) => {
+            sum.reason = v.reason as u32;
+            sum.rule = v.rule;
         }
     }
-    xdp_action::XDP_PASS
+}
+
+/// §1–§4: from the Ethernet header to the service; `Break` is the first stage that reached
+/// a reason.
+#[inline(always)]
+fn headers(cur: &mut Cursor, s: &Settings, pkt: &mut Packet) -> Flow<Service> {
+    let l3 = match eth::parse(cur, s)? {
+        Network::Ipv4(off) => ipv4::parse(cur, off, s, pkt)?,
+        Network::Ipv6(off) => ipv6::parse(cur, off, s, pkt)?,
+    };
+    l4::parse(cur, &l3, pkt)
 }
 
 #[cfg(not(test))]

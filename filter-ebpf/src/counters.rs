@@ -1,0 +1,110 @@
+//! The epilogue every packet goes through: one reason counter per interface, the deciding
+//! rule's counter, the generation counter, a drop sample; then the XDP action.
+
+use aya_ebpf::{bindings::xdp_action, maps::PerCpuArray, programs::XdpContext};
+use filter_common::{Counter, Reason, DROP_BASE, MAX_IFACES, MAX_RULES, REASON_SLOTS, STAT_SLOTS};
+
+use crate::{
+    maps::{GEN_STATS, IFACES, RULE_STATS, STATS},
+    packet::Summary,
+    samples,
+};
+
+/// `Reason::is_drop` on a raw code (the epilogue receives codes through memory).
+#[inline(always)]
+pub const fn is_drop(code: u32) -> bool {
+    code == Reason::Internal as u32 || code >= DROP_BASE
+}
+
+/// `Reason::stat_slot` on a raw code.
+#[inline(always)]
+const fn stat_slot(code: u32, monitor: bool) -> u32 {
+    if monitor && is_drop(code) {
+        code + REASON_SLOTS
+    } else {
+        code
+    }
+}
+
+const _: () = {
+    let mut i = 0;
+    while i < Reason::ALL.len() {
+        let r = Reason::ALL[i];
+        assert!(is_drop(r as u32) == r.is_drop());
+        assert!(stat_slot(r as u32, true) == r.stat_slot(true));
+        assert!(stat_slot(r as u32, false) == r.stat_slot(false));
+        i += 1;
+    }
+};
+
+#[inline(always)]
+fn bump(map: &PerCpuArray<Counter>, index: u32, bytes: u64) {
+    if let Some(c) = map.get_ptr_mut(index) {
+        // SAFETY: this CPU's slot; XDP runs with preemption off, so nothing else writes it.
+        unsafe {
+            (*c).packets += 1;
+            (*c).bytes += bytes;
+        }
+    }
+}
+
+/// Counter slot of the interface the packet arrived on; 0 for interfaces the loader did not
+/// register (and for `BPF_PROG_TEST_RUN`).
+#[inline(always)]
+fn iface_slot(ifindex: u32) -> u32 {
+    match IFACES.get_ptr(ifindex) {
+        // SAFETY: plain u32 read from a map value.
+        Some(entry) => match unsafe { (*entry).slot } {
+            slot if slot < MAX_IFACES => slot,
+            _ => 0,
+        },
+        None => 0,
+    }
+}
+
+/// Count the verdict (`code`, `rule`) of the packet `sum` describes and turn it into an XDP
+/// action. The only way out of the program.
+#[inline(always)]
+pub fn record(ctx: &XdpContext, code: u32, rule: u32, sum: &Summary) -> u32 {
+    // Verifier: codes arrive through memory; anything out of range counts as internal.
+    let code = if code < REASON_SLOTS {
+        code
+    } else {
+        Reason::Internal as u32
+    };
+    let configured = sum.configured != 0;
+    let monitor = configured && sum.settings.monitor != 0;
+    let drop = is_drop(code);
+    let ifindex = ctx.ingress_ifindex() as u32;
+    let bytes = u64::from(sum.len);
+
+    bump(
+        &STATS,
+        iface_slot(ifindex) * STAT_SLOTS + stat_slot(code, monitor),
+        bytes,
+    );
+    if rule != 0 && rule < MAX_RULES {
+        let slot = if monitor && drop {
+            rule + MAX_RULES
+        } else {
+            rule
+        };
+        bump(&RULE_STATS, slot, bytes);
+    }
+    if configured {
+        bump(&GEN_STATS, sum.settings.gen, bytes);
+    }
+
+    if !drop {
+        return xdp_action::XDP_PASS;
+    }
+    if configured {
+        samples::emit(ifindex, code, rule, monitor, sum);
+    }
+    // Monitor mode: a would-drop passes (counted in its own slots above).
+    if monitor {
+        xdp_action::XDP_PASS
+    } else {
+        xdp_action::XDP_DROP
+    }
+}

@@ -1,0 +1,54 @@
+//! VERDICTS.md §1: Ethernet header, VLAN tags, ethertype dispatch.
+
+use core::ops::ControlFlow::Continue;
+
+use filter_common::{flags, Reason, VLAN_MAX_DEPTH};
+
+use crate::{
+    cursor::Cursor,
+    packet::{need, Flow, Settings, Verdict},
+    proto::*,
+};
+
+/// Where the network header starts, and which one it is.
+pub enum Network {
+    Ipv4(usize),
+    Ipv6(usize),
+}
+
+#[inline(always)]
+fn is_vlan(ethertype: u16) -> bool {
+    matches!(ethertype, ETH_P_8021Q | ETH_P_8021AD | ETH_P_QINQ1)
+}
+
+/// Parse up to the network header; non-IP frames end here.
+#[inline(always)]
+pub fn parse(cur: &Cursor, s: &Settings) -> Flow<Network> {
+    if cur.end() < ETH_HDR_LEN {
+        return Verdict::stop(Reason::EthTruncated);
+    }
+    let mut ethertype = need(cur.be16(ETH_TYPE))?;
+    let mut off = ETH_HDR_LEN;
+    for _ in 0..VLAN_MAX_DEPTH {
+        if !is_vlan(ethertype) {
+            break;
+        }
+        if off + VLAN_HDR_LEN > cur.end() {
+            return Verdict::stop(Reason::VlanDepth);
+        }
+        ethertype = need(cur.be16(off + VLAN_TYPE))?;
+        off += VLAN_HDR_LEN;
+    }
+    // Still a tag after VLAN_MAX_DEPTH of them: deeper than we follow.
+    if is_vlan(ethertype) {
+        return Verdict::stop(Reason::VlanDepth);
+    }
+    match ethertype {
+        ETH_P_IPV4 => Continue(Network::Ipv4(off)),
+        ETH_P_IPV6 => Continue(Network::Ipv6(off)),
+        ETH_P_ARP if s.has(flags::ESSENTIAL_ARP) => Verdict::stop(Reason::EssentialArp),
+        // Anything else, 802.3 length values and ARP without the essential included.
+        _ if s.has(flags::UNKNOWN_ETHERTYPE_PASS) => Verdict::stop(Reason::EthertypePass),
+        _ => Verdict::stop(Reason::UnknownEthertype),
+    }
+}

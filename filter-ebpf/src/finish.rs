@@ -1,0 +1,58 @@
+//! The second half of the program (see main.rs): §5–§8 for a parsed service, fragment
+//! tracking, counting, sampling. A global BPF function, so the verifier checks it once.
+
+use core::ops::ControlFlow::{Break, Continue};
+
+use aya_ebpf::{
+    bindings::{xdp_action, xdp_md},
+    programs::XdpContext,
+};
+use filter_common::Reason;
+
+use crate::{
+    counters, essentials, frags,
+    packet::{Flow, Summary, Verdict, PENDING},
+    verdict,
+};
+
+/// Judge what `parse` left in `sum`, count it, and return the XDP action.
+///
+/// NB: `#[no_mangle]` + `extern "C"` + never inlined keeps it a global function in the
+/// object's BTF; the verifier then checks it once against its argument types (context, and
+/// a possibly-null pointer to a `Summary`), not once per call path.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn nodegate_finish(ctx: *mut xdp_md, sum: *const Summary) -> u32 {
+    let ctx = XdpContext::new(ctx);
+    // Verifier: pointer arguments of global functions may be null. The caller always
+    // passes its stack copy; fail closed anyway.
+    // SAFETY: non-null here, and the caller's Summary outlives this call.
+    let Some(sum) = (unsafe { sum.as_ref() }) else {
+        return xdp_action::XDP_DROP;
+    };
+    let (code, rule) = if sum.reason != PENDING {
+        (sum.reason, sum.rule)
+    } else if sum.configured == 0 {
+        // PENDING is only ever set after the settings; fail closed if not.
+        (Reason::Internal as u32, 0)
+    } else {
+        let v = match judge(sum) {
+            Continue(v) | Break(v) => v,
+        };
+        (v.reason as u32, v.rule)
+    };
+    // "A first fragment whose (non-monitor) verdict is pass": the reason, not the action.
+    if sum.configured != 0 && sum.packet.is_first_frag() && !counters::is_drop(code) {
+        frags::remember(&sum.packet);
+    }
+    counters::record(&ctx, code, rule, sum)
+}
+
+/// §5–§8.
+#[inline(always)]
+fn judge(sum: &Summary) -> Flow<Verdict> {
+    let (s, pkt, svc) = (&sum.settings, &sum.packet, &sum.service);
+    essentials::check(s, pkt, svc)?;
+    let miss = verdict::rules(s, pkt, svc)?;
+    Continue(verdict::unmatched(s, pkt, svc, miss))
+}

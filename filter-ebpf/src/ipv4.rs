@@ -1,0 +1,77 @@
+//! VERDICTS.md §2a: the IPv4 header.
+
+use core::ops::ControlFlow::{Break, Continue};
+
+use filter_common::{flags, Reason};
+
+use crate::{
+    cursor::Cursor,
+    frags,
+    packet::{need, Flow, Packet, Settings, Verdict, FAMILY_V4},
+    proto::*,
+};
+
+/// Where L4 starts, where the IP packet ends, and the protocol found there.
+pub struct L3 {
+    pub l4: usize,
+    pub end: usize,
+    pub proto: u8,
+}
+
+/// Validate the IPv4 header at `l3`. Narrows `cur` to the IP packet. Non-first fragments end
+/// here (§3).
+#[inline(always)]
+pub fn parse(cur: &mut Cursor, l3: usize, s: &Settings, pkt: &mut Packet) -> Flow<L3> {
+    pkt.family = FAMILY_V4;
+    if l3 + IPV4_HDR_LEN > cur.end() {
+        return Verdict::stop(Reason::Ipv4Truncated);
+    }
+    let vihl = need(cur.u8(l3 + IPV4_VIHL))?;
+    let ihl = (vihl & 0x0f) as usize;
+    if vihl >> 4 != IPV4_VERSION || ihl < IPV4_MIN_IHL {
+        return Verdict::stop(Reason::Ipv4Header);
+    }
+    let hdr_len = ihl * IPV4_IHL_UNIT;
+    if l3 + hdr_len > cur.end() {
+        return Verdict::stop(Reason::Ipv4Truncated);
+    }
+    let tot_len = need(cur.be16(l3 + IPV4_TOT_LEN))? as usize;
+    if tot_len < hdr_len {
+        return Verdict::stop(Reason::Ipv4Header);
+    }
+    if l3 + tot_len > cur.end() {
+        return Verdict::stop(Reason::Ipv4Truncated);
+    }
+    let end = l3 + tot_len;
+    cur.limit_to(end);
+
+    let word = need(cur.be16(l3 + IPV4_FRAGS))?;
+    if word & IPV4_FLAG_RESERVED != 0 {
+        return Verdict::stop(Reason::Ipv4Header);
+    }
+    if ihl > IPV4_MIN_IHL && !s.has(flags::IPV4_OPTIONS_ALLOW) {
+        return Verdict::stop(Reason::Ipv4Options);
+    }
+
+    let proto = need(cur.u8(l3 + IPV4_PROTO))?;
+    pkt.proto = proto;
+    // IPv4 addresses fill the first 4 bytes of the 16-byte fields.
+    need(cur.copy(l3 + IPV4_SRC, need(pkt.src.first_chunk_mut::<4>())?))?;
+    need(cur.copy(l3 + IPV4_DST, need(pkt.dst.first_chunk_mut::<4>())?))?;
+
+    let frag_offset = word & IPV4_FRAG_OFFSET_MASK;
+    let more = word & IPV4_FLAG_MF != 0;
+    if frag_offset > 0 || more {
+        pkt.frag_proto = proto;
+        pkt.frag_id = u32::from(need(cur.be16(l3 + IPV4_ID))?);
+    }
+    if frag_offset > 0 {
+        return Break(frags::non_first(s, pkt, frag_offset));
+    }
+    pkt.first_frag = u8::from(more);
+    Continue(L3 {
+        l4: l3 + hdr_len,
+        end,
+        proto,
+    })
+}

@@ -1,0 +1,90 @@
+//! VERDICTS.md §4: the transport header, reduced to the service (kind, key) the rule tables
+//! are indexed by.
+
+use core::ops::ControlFlow::Continue;
+
+use filter_common::{Reason, ServiceKind};
+
+use crate::{
+    cursor::Cursor,
+    ipv4::L3,
+    packet::{need, Flow, Packet, Service, Verdict, FAMILY_V4, FAMILY_V6},
+    proto::*,
+};
+
+#[inline(always)]
+pub fn parse(cur: &Cursor, l3: &L3, pkt: &mut Packet) -> Flow<Service> {
+    let l4 = l3.l4;
+    // Both parsers guarantee l4 <= end.
+    let avail = l3.end - l4;
+    // A first fragment must hold the whole L4 header (RFC 1858, RFC 7112).
+    let short = if pkt.is_first_frag() {
+        Reason::FragmentTiny
+    } else {
+        Reason::L4Truncated
+    };
+    let mut svc = Service {
+        kind: ServiceKind::Other as u32,
+        key: u32::from(l3.proto),
+        ..Service::NONE
+    };
+    match l3.proto {
+        IPPROTO_TCP => {
+            if avail < TCP_HDR_LEN {
+                return Verdict::stop(short);
+            }
+            let doff = (need(cur.u8(l4 + TCP_DOFF))? >> TCP_DOFF_SHIFT) as usize;
+            if doff < TCP_MIN_DOFF {
+                return Verdict::stop(Reason::TcpHeader);
+            }
+            if doff * TCP_DOFF_UNIT > avail {
+                return Verdict::stop(if pkt.is_first_frag() {
+                    Reason::FragmentTiny
+                } else {
+                    Reason::TcpHeader
+                });
+            }
+            pkt.sport = need(cur.be16(l4 + TCP_SOURCE))?;
+            pkt.dport = need(cur.be16(l4 + TCP_DEST))?;
+            svc.kind = ServiceKind::Tcp as u32;
+            svc.key = u32::from(pkt.dport);
+            svc.tcp_flags = need(cur.u8(l4 + TCP_FLAGS))?;
+        }
+        IPPROTO_UDP => {
+            if avail < UDP_HDR_LEN {
+                return Verdict::stop(short);
+            }
+            let ulen = need(cur.be16(l4 + UDP_LEN))? as usize;
+            // A first fragment's UDP length covers the whole datagram, not this fragment.
+            if ulen < UDP_HDR_LEN || (!pkt.is_first_frag() && ulen > avail) {
+                return Verdict::stop(Reason::UdpHeader);
+            }
+            pkt.sport = need(cur.be16(l4 + UDP_SOURCE))?;
+            pkt.dport = need(cur.be16(l4 + UDP_DEST))?;
+            svc.kind = ServiceKind::Udp as u32;
+            svc.key = u32::from(pkt.dport);
+        }
+        IPPROTO_ICMP if pkt.family == FAMILY_V4 => {
+            if avail < ICMP_HDR_LEN {
+                return Verdict::stop(short);
+            }
+            let ty = need(cur.u8(l4 + ICMP_TYPE))?;
+            pkt.dport = u16::from(ty);
+            svc.kind = ServiceKind::Icmp as u32;
+            svc.key = u32::from(ty);
+            svc.icmp_code = need(cur.u8(l4 + ICMP_CODE))?;
+        }
+        IPPROTO_ICMPV6 if pkt.family == FAMILY_V6 => {
+            if avail < ICMPV6_HDR_LEN {
+                return Verdict::stop(short);
+            }
+            let ty = need(cur.u8(l4 + ICMPV6_TYPE))?;
+            pkt.dport = u16::from(ty);
+            svc.kind = ServiceKind::Icmpv6 as u32;
+            svc.key = u32::from(ty);
+        }
+        // Including ICMP in the wrong family and No Next Header (59): kind other, no ports.
+        _ => {}
+    }
+    Continue(svc)
+}

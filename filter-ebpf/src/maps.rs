@@ -1,0 +1,111 @@
+//! Every map of the program. Names, sizes and value types come from `filter-common`, which
+//! the loader uses too. `#[map(name = ...)]` needs a literal, so each name is checked against
+//! its `filter_common::MAP_*` constant at compile time.
+
+use aya_ebpf::{
+    bindings::BPF_F_NO_PREALLOC,
+    macros::map,
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
+};
+use filter_common::{
+    ClassCells, Control, Counter, FragKey, GenConfig, IfaceEntry, RuleName, SampleBucket,
+    SegmentChunk, SrcV4Data, SrcV6Data, CLASS_CELLS_ENTRIES, GENERATIONS, MAP_CLASS_CELLS,
+    MAP_CONTROL, MAP_FRAGS, MAP_GEN_CONFIG, MAP_GEN_STATS, MAP_IFACES, MAP_REASON_STATS,
+    MAP_RULE_NAMES, MAP_RULE_STATS, MAP_SAMPLES, MAP_SAMPLE_RATE, MAP_SAMPLE_STATS, MAP_SEGMENTS,
+    MAP_SRC_V4, MAP_SRC_V6, MAX_IFACES, MAX_RULES, MAX_TRACKED_FRAGMENTS, MAX_V4_PREFIXES,
+    MAX_V6_PREFIXES, SAMPLE_RING_BYTES, SEGMENT_CHUNK_ENTRIES, STAT_SLOTS,
+};
+
+const fn same(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// Fails the build when a `#[map(name)]` literal drifts from filter-common.
+macro_rules! same_name {
+    ($common:ident, $literal:literal) => {
+        const _: () = assert!(
+            same($common, $literal),
+            concat!("map name ", $literal, " differs from filter_common")
+        );
+    };
+}
+
+same_name!(MAP_CONTROL, "NG_CONTROL");
+#[map(name = "NG_CONTROL")]
+pub static CONTROL: Array<Control> = Array::with_max_entries(1, 0);
+
+same_name!(MAP_GEN_CONFIG, "NG_GENCFG");
+#[map(name = "NG_GENCFG")]
+pub static GEN_CONFIG: Array<GenConfig> = Array::with_max_entries(GENERATIONS, 0);
+
+same_name!(MAP_IFACES, "NG_IFACES");
+#[map(name = "NG_IFACES")]
+pub static IFACES: HashMap<u32, IfaceEntry> = HashMap::with_max_entries(MAX_IFACES, 0);
+
+// LPM tries must be created without preallocation.
+same_name!(MAP_SRC_V4, "NG_SRC_V4");
+#[map(name = "NG_SRC_V4")]
+pub static SRC_V4: LpmTrie<SrcV4Data, u32> =
+    LpmTrie::with_max_entries(GENERATIONS * MAX_V4_PREFIXES, BPF_F_NO_PREALLOC);
+
+same_name!(MAP_SRC_V6, "NG_SRC_V6");
+#[map(name = "NG_SRC_V6")]
+pub static SRC_V6: LpmTrie<SrcV6Data, u32> =
+    LpmTrie::with_max_entries(GENERATIONS * MAX_V6_PREFIXES, BPF_F_NO_PREALLOC);
+
+same_name!(MAP_SEGMENTS, "NG_SEGMENTS");
+#[map(name = "NG_SEGMENTS")]
+pub static SEGMENTS: Array<SegmentChunk> = Array::with_max_entries(SEGMENT_CHUNK_ENTRIES, 0);
+
+same_name!(MAP_CLASS_CELLS, "NG_CELLS");
+#[map(name = "NG_CELLS")]
+pub static CELLS: Array<ClassCells> = Array::with_max_entries(CLASS_CELLS_ENTRIES, 0);
+
+same_name!(MAP_REASON_STATS, "NG_STATS");
+#[map(name = "NG_STATS")]
+pub static STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(MAX_IFACES * STAT_SLOTS, 0);
+
+same_name!(MAP_RULE_STATS, "NG_RULE_STATS");
+#[map(name = "NG_RULE_STATS")]
+pub static RULE_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(2 * MAX_RULES, 0);
+
+same_name!(MAP_GEN_STATS, "NG_GEN_STATS");
+#[map(name = "NG_GEN_STATS")]
+pub static GEN_STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(GENERATIONS, 0);
+
+// Written by userspace only (rule slot → name for `nodegate stats`); declared here so the map
+// is part of the object, created with it and pinned beside the others.
+same_name!(MAP_RULE_NAMES, "NG_RULE_NAMES");
+#[map(name = "NG_RULE_NAMES")]
+pub static RULE_NAMES: Array<RuleName> = Array::with_max_entries(MAX_RULES, 0);
+
+same_name!(MAP_SAMPLES, "NG_SAMPLES");
+#[map(name = "NG_SAMPLES")]
+pub static SAMPLES: RingBuf = RingBuf::with_byte_size(SAMPLE_RING_BYTES, 0);
+
+same_name!(MAP_SAMPLE_RATE, "NG_SAMPLE_RL");
+#[map(name = "NG_SAMPLE_RL")]
+pub static SAMPLE_RATE: PerCpuArray<SampleBucket> = PerCpuArray::with_max_entries(1, 0);
+
+/// [`SAMPLE_STATS`] slots.
+pub const SAMPLE_EMITTED: u32 = 0;
+pub const SAMPLE_LOST: u32 = 1;
+
+same_name!(MAP_SAMPLE_STATS, "NG_SAMPLE_ST");
+#[map(name = "NG_SAMPLE_ST")]
+pub static SAMPLE_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(2, 0);
+
+same_name!(MAP_FRAGS, "NG_FRAGS");
+#[map(name = "NG_FRAGS")]
+pub static FRAGS: LruHashMap<FragKey, u64> = LruHashMap::with_max_entries(MAX_TRACKED_FRAGMENTS, 0);

@@ -1,0 +1,214 @@
+//! The state one evaluation carries from stage to stage (VERDICTS.md), and the [`Summary`]
+//! the parser hands to the verdict/epilogue half (`finish.rs`).
+
+use core::{
+    mem::{size_of, MaybeUninit},
+    ops::ControlFlow,
+    ptr::write_volatile,
+};
+
+use filter_common::{mode, GenConfig, Reason, ServiceKind};
+
+/// A stage either ends the evaluation with a verdict (`Break`) or hands its result to the
+/// next stage (`Continue`), so `?` reads like the document: "the first stage that reaches a
+/// reason ends the evaluation".
+pub type Flow<T> = ControlFlow<Verdict, T>;
+
+/// The end of an evaluation: why, and which rule decided (slot, 0 = none).
+#[derive(Clone, Copy)]
+pub struct Verdict {
+    pub reason: Reason,
+    pub rule: u32,
+}
+
+impl Verdict {
+    /// A verdict no rule took part in.
+    #[inline(always)]
+    pub const fn of(reason: Reason) -> Self {
+        Verdict { reason, rule: 0 }
+    }
+
+    /// End the evaluation with `reason`.
+    #[inline(always)]
+    pub const fn stop<T>(reason: Reason) -> Flow<T> {
+        ControlFlow::Break(Verdict::of(reason))
+    }
+}
+
+/// Unwrap a value that cannot be missing (an in-bounds read, an array slot); if it is missing
+/// anyway the packet ends as `internal-error` (dropped: fail closed).
+#[inline(always)]
+pub fn need<T>(value: Option<T>) -> Flow<T> {
+    match value {
+        Some(v) => ControlFlow::Continue(v),
+        None => Verdict::stop(Reason::Internal),
+    }
+}
+
+/// `Packet::family` values (also those of `DropSample` and `FragKey`).
+pub const FAMILY_V4: u8 = 4;
+pub const FAMILY_V6: u8 = 6;
+
+// The types below cross into a global BPF function (finish.rs), which the verifier checks
+// against their BTF: plain integers only, no implicit padding (every byte must be written).
+
+/// What the parser learned about the packet: for later stages, the drop sample and fragment
+/// tracking. Fields stay zero until the parser gets that far.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Packet {
+    /// 0 (not IP), [`FAMILY_V4`] or [`FAMILY_V6`].
+    pub family: u8,
+    /// IP protocol after the extension headers read so far.
+    pub proto: u8,
+    /// IPv6 hop limit (Neighbor Discovery check).
+    pub hop_limit: u8,
+    /// 1 for a first fragment (offset 0, more fragments): its pass is remembered.
+    pub first_frag: u8,
+    /// 1 when an IPv6 Fragment header was present (atomic fragments included).
+    pub fragmented: u8,
+    /// Protocol as the datagram's fragment headers carry it.
+    pub frag_proto: u8,
+    /// Source port, 0 if none.
+    pub sport: u16,
+    /// Destination port or ICMP type, 0 if none.
+    pub dport: u16,
+    pub _pad: [u8; 2],
+    /// Fragment identification when fragmented.
+    pub frag_id: u32,
+    /// Addresses in network order; IPv4 in the first 4 bytes.
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+}
+const _: () = assert!(size_of::<Packet>() == 48);
+
+impl Packet {
+    #[inline(always)]
+    pub fn is_first_frag(&self) -> bool {
+        self.first_frag != 0
+    }
+}
+
+/// The service a packet asks for: the (kind, key) the rule tables are indexed by.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Service {
+    /// `ServiceKind` discriminant.
+    pub kind: u32,
+    /// Destination port, ICMP type or protocol number (layout.rs).
+    pub key: u32,
+    /// TCP flags byte (return traffic); 0 otherwise.
+    pub tcp_flags: u8,
+    /// ICMP code (PMTU essential); 0 otherwise.
+    pub icmp_code: u8,
+    pub _pad: [u8; 2],
+}
+const _: () = assert!(size_of::<Service>() == 12);
+
+impl Service {
+    pub const NONE: Service = Service {
+        kind: ServiceKind::Other as u32,
+        key: 0,
+        tcp_flags: 0,
+        icmp_code: 0,
+        _pad: [0; 2],
+    };
+
+    #[inline(always)]
+    pub fn kind(&self) -> ServiceKind {
+        match self.kind {
+            0 => ServiceKind::Tcp,
+            1 => ServiceKind::Udp,
+            2 => ServiceKind::Icmp,
+            3 => ServiceKind::Icmpv6,
+            _ => ServiceKind::Other,
+        }
+    }
+}
+
+/// The active generation's settings, copied once per packet so one packet never sees two
+/// versions of them.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Settings {
+    /// Generation slot that judges this packet.
+    pub gen: u32,
+    /// 1 in monitor mode.
+    pub monitor: u32,
+    pub flags: u32,
+    pub return_mode: u32,
+    pub ephemeral_lo: u16,
+    pub ephemeral_hi: u16,
+    pub samples_per_sec: u32,
+}
+const _: () = assert!(size_of::<Settings>() == 24);
+
+impl Settings {
+    #[inline(always)]
+    pub fn new(gen: u32, cfg: &GenConfig) -> Self {
+        Settings {
+            gen,
+            monitor: u32::from(cfg.mode == mode::MONITOR),
+            flags: cfg.flags,
+            return_mode: cfg.return_mode,
+            ephemeral_lo: cfg.ephemeral_lo,
+            ephemeral_hi: cfg.ephemeral_hi,
+            samples_per_sec: cfg.samples_per_sec,
+        }
+    }
+
+    /// Whether a `filter_common::flags` bit is set.
+    #[inline(always)]
+    pub fn has(&self, flag: u32) -> bool {
+        self.flags & flag != 0
+    }
+}
+
+/// `Summary::reason` while §5–§8 still have to judge the service.
+pub const PENDING: u32 = u32::MAX;
+
+/// What the parser hands to `finish`: a verdict, or [`PENDING`] with the service to judge.
+#[repr(C, align(8))]
+#[derive(Clone, Copy)]
+pub struct Summary {
+    /// [`Reason`] code, or [`PENDING`].
+    pub reason: u32,
+    /// Deciding rule slot, 0 if none.
+    pub rule: u32,
+    /// Frame length in bytes.
+    pub len: u32,
+    /// 1 once `settings` holds the active generation's (0: not configured, or its config
+    /// could not be read).
+    pub configured: u32,
+    pub settings: Settings,
+    pub packet: Packet,
+    pub service: Service,
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<Summary>() == 104);
+
+/// Types that are valid all-zero and whose size is a whole number of aligned 8-byte words.
+///
+/// # Safety
+/// Every field must be an integer or an array of integers, and `align_of::<T>() >= 8`.
+pub unsafe trait Words {}
+// SAFETY: integers only; align(8) and size asserted above.
+unsafe impl Words for Summary {}
+
+/// Zero `slot` and hand it out initialised.
+///
+/// NB: LLVM folds runs of zero stores into `memset`, which bpf-linker's codegen does not
+/// expand inline but calls: a byte loop costing hundreds of instructions per packet.
+/// Volatile word stores cannot be folded. (The verifier also wants every byte of a struct
+/// passed to a global function written, padding included.)
+#[inline(always)]
+pub fn zeroed<T: Words>(slot: &mut MaybeUninit<T>) -> &mut T {
+    const { assert!(size_of::<T>() % 8 == 0 && core::mem::align_of::<T>() >= 8) };
+    let words = slot.as_mut_ptr().cast::<u64>();
+    for i in 0..size_of::<T>() / 8 {
+        // SAFETY: in bounds of `slot`, 8-aligned (asserted above).
+        unsafe { write_volatile(words.add(i), 0) };
+    }
+    // SAFETY: all bytes are zero, a valid value of T (`Words`).
+    unsafe { slot.assume_init_mut() }
+}
