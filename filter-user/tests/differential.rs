@@ -46,6 +46,7 @@ use filter_user::model::{Judgement, Model, ModelState};
 use filter_user::policy::{
     DefaultAction, Essentials, Fragments, Mode, Policy, Protocol, ReturnTraffic, Rule, RuleKind,
 };
+use filter_user::replay::run::MAX_TEST_RUN_FRAME;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
@@ -68,11 +69,19 @@ fn fixture() -> Policy {
         .policy
 }
 
+/// Hex of a frame, cut after 256 bytes (the headers are what matters).
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    const SHOWN: usize = 256;
+    let mut s = bytes[..bytes.len().min(SHOWN)]
+        .iter()
+        .fold(String::new(), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        });
+    if bytes.len() > SHOWN {
+        let _ = write!(s, "… ({} more bytes)", bytes.len() - SHOWN);
+    }
+    s
 }
 
 fn env_number(name: &str) -> Option<u64> {
@@ -135,8 +144,15 @@ struct Tally {
     disagreements: Vec<String>,
     disagreement_count: usize,
     kernel_frames: usize,
+    /// Shorter than an Ethernet header: `BPF_PROG_TEST_RUN` refuses them.
     model_only_frames: usize,
+    /// Longer than [`MAX_TEST_RUN_FRAME`]: `BPF_PROG_TEST_RUN` would hand the program only
+    /// the first 3,520 bytes (the rest goes to XDP frags, which a program loaded without
+    /// `BPF_F_XDP_HAS_FRAGS` never sees) or refuse the frame (over 17 frags).
+    too_long_frames: usize,
     reasons: BTreeMap<(&'static str, bool), usize>,
+    /// (model reason, kernel reason) → disagreeing frames.
+    kinds: BTreeMap<(String, String), usize>,
 }
 
 /// A rule set published in the kernel, with its model and fragment state.
@@ -219,6 +235,10 @@ impl Differ {
 }
 
 impl Tally {
+    fn judged(&self) -> usize {
+        self.kernel_frames + self.model_only_frames + self.too_long_frames
+    }
+
     fn push(&mut self, text: String) {
         self.disagreement_count += 1;
         if self.disagreements.len() < REPORT_LIMIT {
@@ -264,6 +284,10 @@ impl Tally {
             self.model_only_frames += 1;
             return;
         }
+        if frame.len() > MAX_TEST_RUN_FRAME {
+            self.too_long_frames += 1;
+            return;
+        }
         self.kernel_frames += 1;
         let expect_rule = j.rule.as_deref().map(|name| {
             let slot = p
@@ -279,6 +303,10 @@ impl Tally {
         let verdict: KernelVerdict = match kernel.judge(frame, Some(slot), expect_rule) {
             Ok(v) => v,
             Err(e) => {
+                *self
+                    .kinds
+                    .entry((j.reason.name().to_string(), "test-run-error".to_string()))
+                    .or_default() += 1;
                 self.record(
                     context,
                     frame,
@@ -313,6 +341,13 @@ impl Tally {
             || answer.action != want_action
             || answer.would_drop != j.would_drop
         {
+            *self
+                .kinds
+                .entry((
+                    j.reason.name().to_string(),
+                    answer.reason.name().to_string(),
+                ))
+                .or_default() += 1;
             let kernel = format!(
                 "{:?} ({}){}{}",
                 answer.action,
@@ -333,6 +368,12 @@ impl Tally {
     }
 
     fn assert_agreement(&self, what: &str) {
+        if !self.kinds.is_empty() {
+            println!(
+                "  disagreements by (model reason, kernel reason): {:?}",
+                self.kinds
+            );
+        }
         assert!(
             self.disagreement_count == 0,
             "{what}: {} disagreements between kernel and model (first {}):\n{}",
@@ -1090,11 +1131,11 @@ fn random_configs_and_frames() {
         differ.finish_generation(&format!("rule set {index} ({policy:?})"), published);
     }
     let elapsed = start.elapsed();
-    let judged = differ.tally.kernel_frames + differ.tally.model_only_frames;
+    let judged = differ.tally.judged();
     println!(
         "  {judged} frames judged ({} kernel + model, {} model only) from {frames_done} cases over {} rule sets ({skipped} skipped) in {elapsed:.2?} ({:.0} frames/s; publishing {publish_time:.2?})",
         differ.tally.kernel_frames,
-        differ.tally.model_only_frames,
+        differ.tally.model_only_frames + differ.tally.too_long_frames,
         configs - skipped,
         judged as f64 / elapsed.as_secs_f64(),
     );
@@ -1318,7 +1359,11 @@ fn tcpdump_corpus_enforce_and_monitor() {
     let mut differ = Differ::new();
     for mode in [Mode::Enforce, Mode::Monitor] {
         let t = Instant::now();
-        let before = differ.tally.kernel_frames + differ.tally.model_only_frames;
+        let before = (
+            differ.tally.kernel_frames,
+            differ.tally.model_only_frames,
+            differ.tally.too_long_frames,
+        );
         let mut policy = fixture();
         policy.mode = mode;
         let mut published = differ.publish(&policy).expect("the fixture compiles");
@@ -1335,11 +1380,15 @@ fn tcpdump_corpus_enforce_and_monitor() {
             }
         }
         differ.finish_generation(&format!("{mode:?} corpus"), published);
+        let kernel_frames = differ.tally.kernel_frames - before.0;
+        let short = differ.tally.model_only_frames - before.1;
+        let long = differ.tally.too_long_frames - before.2;
         println!(
-            "  {mode:?}: {} frames judged by kernel and model in {:.2?}",
-            differ.tally.kernel_frames + differ.tally.model_only_frames - before,
+            "  {mode:?}: {kernel_frames} frames judged by kernel and model, {short} shorter than \
+             {MIN_TEST_RUN_FRAME} and {long} longer than {MAX_TEST_RUN_FRAME} bytes by the model only, in {:.2?}",
             t.elapsed()
         );
+        assert_eq!(kernel_frames + short + long, total, "every frame judged");
     }
     println!("  reasons (model, both modes): {:?}", differ.tally.reasons);
     differ.tally.assert_agreement("tcpdump corpus");
