@@ -261,13 +261,13 @@ fn render(criterion: &Path, lines: &[Value], command: &str) -> (String, Vec<Stri
         .collect();
     let ceiling =
         (!ceilings.is_empty()).then(|| ceilings.iter().sum::<f64>() / ceilings.len() as f64);
-    let _ = writeln!(r, "| receiver | CIDRs | frames delivered | dropped by the filter | Mpps | ratio to ceiling |\n|---|---:|---:|---:|---:|---:|");
+    let _ = writeln!(r, "| receiver | CIDRs | frames delivered | dropped by the filter | Mpps | ratio to ceiling | Mpps in the generator loop |\n|---|---:|---:|---:|---:|---:|---:|");
     let mut ratios = BTreeMap::new();
     for l in &pipeline {
         let name = l["name"].as_str().unwrap_or("?");
         if let Some(err) = l["error"].as_str() {
             missing.push(format!("pipeline {name}: {err}"));
-            let _ = writeln!(r, "| {name} | — | — | — | not measured: {err} | — |");
+            let _ = writeln!(r, "| {name} | — | — | — | not measured: {err} | — | — |");
             continue;
         }
         let mpps = l["mpps"].as_f64().unwrap_or(0.0);
@@ -279,10 +279,11 @@ fn render(criterion: &Path, lines: &[Value], command: &str) -> (String, Vec<Stri
             .unwrap_or_else(|| "—".into());
         let _ = writeln!(
             r,
-            "| {name} | {} | {} | {dropped} | {mpps:.3} | {} |",
+            "| {name} | {} | {} | {dropped} | {mpps:.3} | {} | {:.3} |",
             l["cidrs"],
             l["delivered"],
-            cell(ratio, &|v| format!("{v:.2}"))
+            cell(ratio, &|v| format!("{v:.2}")),
+            l["mpps_loop"].as_f64().unwrap_or(0.0)
         );
     }
     if pipeline.is_empty() {

@@ -76,7 +76,7 @@ impl Default for LiveOptions {
 }
 
 /// Most consecutive copies of one frame per generator call.
-pub const MAX_BURST: u64 = 1 << 16;
+pub const MAX_BURST: u64 = 1 << 22;
 
 /// From this many loops on, each frame is sent in bursts (copies back to back, one call per
 /// burst) instead of one call per frame.
@@ -101,6 +101,10 @@ pub struct Sent {
     pub frames: u64,
     /// Wall-clock time of the send loop.
     pub elapsed: Duration,
+    /// Time inside the kernel's generator loops (mean time per copy × copies): the send
+    /// loop without syscall entry and the XDP dispatcher switching that every call with
+    /// more than one copy costs (see [`BURST_FROM_LOOPS`]).
+    pub kernel: Duration,
 }
 
 impl Generator {
@@ -122,6 +126,7 @@ impl Generator {
     ) -> Result<Sent, LiveError> {
         let start = Instant::now();
         let mut sent = 0u64;
+        let mut kernel = Duration::ZERO;
         let pace = |sent: u64| {
             if let Some(rate) = opts.rate {
                 let due = Duration::from_secs_f64(sent as f64 / rate.max(1) as f64);
@@ -146,9 +151,11 @@ impl Generator {
             while remaining > 0 {
                 let burst = remaining.min(burst_cap);
                 for frame in &frames {
-                    self.prog
+                    let run = self
+                        .prog
                         .run_live(frame, burst as u32, opts.batch, self.ifindex)
                         .map_err(LiveError::Generator)?;
+                    kernel += run.duration * burst as u32;
                     sent += burst;
                     pace(sent);
                 }
@@ -159,9 +166,11 @@ impl Generator {
             // One call per frame: exact capture order, every loop.
             for _ in 0..opts.loops {
                 for (i, frame) in frames.iter().enumerate() {
-                    self.prog
+                    kernel += self
+                        .prog
                         .run_live(frame, 1, opts.batch, self.ifindex)
-                        .map_err(LiveError::Generator)?;
+                        .map_err(LiveError::Generator)?
+                        .duration;
                     sent += 1;
                     pace(sent);
                     if i % 1024 == 0 {
@@ -174,6 +183,7 @@ impl Generator {
         Ok(Sent {
             frames: sent,
             elapsed: start.elapsed(),
+            kernel,
         })
     }
 }
