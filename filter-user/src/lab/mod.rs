@@ -61,10 +61,12 @@ pub struct LabAddrs {
     pub node_v4: String,
     /// Peer side IPv4 address with prefix.
     pub peer_v4: String,
-    /// Node side IPv6 address with prefix.
-    pub node_v6: String,
+    /// Node side IPv6 address with prefix; `None` (with `peer_v6` `None`) disables IPv6 on
+    /// both veth ends, which keeps the lab silent: an IPv6 stack sends MLD reports and
+    /// neighbour solicitations on its own, which would show up in the filter's counters.
+    pub node_v6: Option<String>,
     /// Peer side IPv6 address with prefix.
-    pub peer_v6: String,
+    pub peer_v6: Option<String>,
 }
 
 impl Default for LabAddrs {
@@ -74,8 +76,8 @@ impl Default for LabAddrs {
         LabAddrs {
             node_v4: "192.0.2.1/24".into(),
             peer_v4: "192.0.2.9/24".into(),
-            node_v6: "2001:db8:c1::1/64".into(),
-            peer_v6: "2001:db8:c1::9/64".into(),
+            node_v6: None,
+            peer_v6: None,
         }
     }
 }
@@ -149,7 +151,21 @@ impl Lab {
             ),
         ] {
             ip(&["-n", ns, "addr", "add", v4, "dev", ifname])?;
-            ip(&["-n", ns, "addr", "add", v6, "dev", ifname, "nodad"])?;
+            match v6 {
+                Some(v6) => {
+                    ip(&["-n", ns, "addr", "add", v6, "dev", ifname, "nodad"])?;
+                }
+                None => {
+                    // Before the link comes up, so not a single MLD report leaves.
+                    let sysctl = format!("/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6");
+                    in_netns(ns, || std::fs::write(&sysctl, "1"))?.map_err(|source| {
+                        LabError::Sys {
+                            call: "disable IPv6 on a lab interface",
+                            source,
+                        }
+                    })?;
+                }
+            }
             ip(&["-n", ns, "link", "set", ifname, "up"])?;
             ip(&["-n", ns, "link", "set", "lo", "up"])?;
         }
