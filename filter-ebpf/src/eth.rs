@@ -5,7 +5,7 @@ use core::ops::ControlFlow::Continue;
 use filter_common::{flags, Reason, VLAN_MAX_DEPTH};
 
 use crate::{
-    cursor::Cursor,
+    cursor::{be16, Cursor, Front},
     packet::{need, Flow, Settings, Verdict},
     proto::*,
 };
@@ -21,13 +21,20 @@ fn is_vlan(ethertype: u16) -> bool {
     matches!(ethertype, ETH_P_8021Q | ETH_P_8021AD | ETH_P_QINQ1)
 }
 
-/// Parse up to the network header; non-IP frames end here.
+/// The ethertype (or TPID) field at `off`.
 #[inline(always)]
-pub fn parse(cur: &Cursor, s: &Settings) -> Flow<Network> {
+fn ethertype_at(cur: &Cursor, off: usize) -> Flow<u16> {
+    Continue(be16(&need(cur.read::<2>(off))?, 0))
+}
+
+/// Parse up to the network header; non-IP frames end here. `front` gets the ethertype
+/// read, which for an untagged frame also brings the network header.
+#[inline(always)]
+pub fn parse(cur: &Cursor, s: &Settings, front: &mut Front) -> Flow<Network> {
     if cur.end() < ETH_HDR_LEN {
         return Verdict::stop(Reason::EthTruncated);
     }
-    let mut ethertype = need(cur.be16(ETH_TYPE))?;
+    let mut ethertype = need(front.read_ethertype(cur, ETH_TYPE))?;
     let mut off = ETH_HDR_LEN;
     for _ in 0..VLAN_MAX_DEPTH {
         if !is_vlan(ethertype) {
@@ -36,8 +43,10 @@ pub fn parse(cur: &Cursor, s: &Settings) -> Flow<Network> {
         if off + VLAN_HDR_LEN > cur.end() {
             return Verdict::stop(Reason::VlanDepth);
         }
-        ethertype = need(cur.be16(off + VLAN_TYPE))?;
+        ethertype = ethertype_at(cur, off + VLAN_TYPE)?;
         off += VLAN_HDR_LEN;
+        // The bytes read with the ethertype are not where the tag moved the header.
+        front.forget();
     }
     // Still a tag after VLAN_MAX_DEPTH of them: deeper than we follow.
     if is_vlan(ethertype) {

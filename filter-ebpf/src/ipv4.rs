@@ -5,7 +5,7 @@ use core::ops::ControlFlow::{Break, Continue};
 use filter_common::{flags, Reason};
 
 use crate::{
-    cursor::Cursor,
+    cursor::{be16, Cursor, Front},
     frags,
     packet::{need, Flow, Packet, Settings, Verdict, FAMILY_V4},
     proto::*,
@@ -16,17 +16,29 @@ pub struct L3 {
     pub l4: usize,
     pub end: usize,
     pub proto: u8,
+    /// The first bytes at `l4`, when they came with the IP header's read. They may run past
+    /// `end`; the L4 parser only uses what its length checks allow.
+    pub l4_head: Option<[u8; L4_HEAD]>,
 }
 
-/// Validate the IPv4 header at `l3`. Narrows `cur` to the IP packet. Non-first fragments end
-/// here (§3).
+/// Validate the IPv4 header at `l3` (`front` may hold it already). Narrows `cur` to the IP
+/// packet. Non-first fragments end here (§3).
 #[inline(always)]
-pub fn parse(cur: &mut Cursor, l3: usize, s: &Settings, pkt: &mut Packet) -> Flow<L3> {
+pub fn parse(
+    cur: &mut Cursor,
+    l3: usize,
+    front: &mut Front,
+    s: &Settings,
+    pkt: &mut Packet,
+) -> Flow<L3> {
     pkt.family = FAMILY_V4;
     if l3 + IPV4_HDR_LEN > cur.end() {
         return Verdict::stop(Reason::Ipv4Truncated);
     }
-    let vihl = need(cur.u8(l3 + IPV4_VIHL))?;
+    // The fixed header; options (if any) are skipped, never read.
+    need(front.network::<IPV4_HDR_LEN, IPV4_HEAD>(cur, l3))?;
+    let h = need(front.view::<0, IPV4_HDR_LEN>())?;
+    let vihl = h[IPV4_VIHL];
     let ihl = (vihl & 0x0f) as usize;
     if vihl >> 4 != IPV4_VERSION || ihl < IPV4_MIN_IHL {
         return Verdict::stop(Reason::Ipv4Header);
@@ -35,7 +47,7 @@ pub fn parse(cur: &mut Cursor, l3: usize, s: &Settings, pkt: &mut Packet) -> Flo
     if l3 + hdr_len > cur.end() {
         return Verdict::stop(Reason::Ipv4Truncated);
     }
-    let tot_len = need(cur.be16(l3 + IPV4_TOT_LEN))? as usize;
+    let tot_len = be16(h, IPV4_TOT_LEN) as usize;
     if tot_len < hdr_len {
         return Verdict::stop(Reason::Ipv4Header);
     }
@@ -45,7 +57,7 @@ pub fn parse(cur: &mut Cursor, l3: usize, s: &Settings, pkt: &mut Packet) -> Flo
     let end = l3 + tot_len;
     cur.limit_to(end);
 
-    let word = need(cur.be16(l3 + IPV4_FRAGS))?;
+    let word = be16(h, IPV4_FRAGS);
     if word & IPV4_FLAG_RESERVED != 0 {
         return Verdict::stop(Reason::Ipv4Header);
     }
@@ -53,17 +65,17 @@ pub fn parse(cur: &mut Cursor, l3: usize, s: &Settings, pkt: &mut Packet) -> Flo
         return Verdict::stop(Reason::Ipv4Options);
     }
 
-    let proto = need(cur.u8(l3 + IPV4_PROTO))?;
+    let proto = h[IPV4_PROTO];
     pkt.proto = proto;
     // IPv4 addresses fill the first 4 bytes of the 16-byte fields.
-    need(cur.copy(l3 + IPV4_SRC, need(pkt.src.first_chunk_mut::<4>())?))?;
-    need(cur.copy(l3 + IPV4_DST, need(pkt.dst.first_chunk_mut::<4>())?))?;
+    pkt.src[..4].copy_from_slice(&h[IPV4_SRC..IPV4_SRC + 4]);
+    pkt.dst[..4].copy_from_slice(&h[IPV4_DST..IPV4_DST + 4]);
 
     let frag_offset = word & IPV4_FRAG_OFFSET_MASK;
     let more = word & IPV4_FLAG_MF != 0;
     if frag_offset > 0 || more {
         pkt.frag_proto = proto;
-        pkt.frag_id = u32::from(need(cur.be16(l3 + IPV4_ID))?);
+        pkt.frag_id = u32::from(be16(h, IPV4_ID));
     }
     if frag_offset > 0 {
         return Break(frags::non_first(s, pkt, frag_offset));
@@ -73,5 +85,11 @@ pub fn parse(cur: &mut Cursor, l3: usize, s: &Settings, pkt: &mut Packet) -> Flo
         l4: l3 + hdr_len,
         end,
         proto,
+        // Without options, L4 starts right after the header in `front`.
+        l4_head: if ihl == IPV4_MIN_IHL {
+            front.view::<IPV4_HDR_LEN, L4_HEAD>().copied()
+        } else {
+            None
+        },
     })
 }

@@ -10,7 +10,7 @@ use aya_ebpf::{bindings::xdp_md, programs::XdpContext};
 use filter_common::{Reason, IPV6_EXT_MAX};
 
 use crate::{
-    cursor::Cursor,
+    cursor::{be16, be32, Cursor, Front},
     frags,
     ipv4::L3,
     packet::{need, zeroed, Flow, Packet, Settings, Verdict, Words, FAMILY_V6},
@@ -71,27 +71,35 @@ const STEP_NEXT: u32 = u32::MAX;
 /// [`nodegate_ipv6_ext`] found a non-first fragment (§3); `frag_*` are set.
 const STEP_NON_FIRST: u32 = u32::MAX - 1;
 
-/// Validate the IPv6 header at `l3` and walk its extension headers. Narrows `cur` to the IP
-/// packet. Non-first fragments end here (§3).
+/// Validate the IPv6 header at `l3` (`front` may hold it already) and walk its extension
+/// headers. Narrows `cur` to the IP packet. Non-first fragments end here (§3).
 #[inline(always)]
-pub fn parse(cur: &mut Cursor, l3: usize, s: &Settings, pkt: &mut Packet) -> Flow<L3> {
+pub fn parse(
+    cur: &mut Cursor,
+    l3: usize,
+    front: &mut Front,
+    s: &Settings,
+    pkt: &mut Packet,
+) -> Flow<L3> {
     pkt.family = FAMILY_V6;
     if l3 + IPV6_HDR_LEN > cur.end() {
         return Verdict::stop(Reason::Ipv6Truncated);
     }
-    if need(cur.u8(l3 + IPV6_VCF))? >> 4 != IPV6_VERSION {
+    need(front.network::<IPV6_HDR_LEN, IPV6_HEAD>(cur, l3))?;
+    let h = need(front.view::<0, IPV6_HDR_LEN>())?;
+    if h[IPV6_VCF] >> 4 != IPV6_VERSION {
         return Verdict::stop(Reason::Ipv6Header);
     }
-    let payload_len = need(cur.be16(l3 + IPV6_PAYLOAD_LEN))? as usize;
+    let payload_len = be16(h, IPV6_PAYLOAD_LEN) as usize;
     let end = l3 + IPV6_HDR_LEN + payload_len;
     if end > cur.end() {
         return Verdict::stop(Reason::Ipv6Truncated);
     }
     cur.limit_to(end);
-    pkt.hop_limit = need(cur.u8(l3 + IPV6_HOP_LIMIT))?;
-    need(cur.copy(l3 + IPV6_SRC, &mut pkt.src))?;
-    need(cur.copy(l3 + IPV6_DST, &mut pkt.dst))?;
-    let nh = need(cur.u8(l3 + IPV6_NEXT_HDR))?;
+    pkt.hop_limit = h[IPV6_HOP_LIMIT];
+    pkt.src.copy_from_slice(&h[IPV6_SRC..IPV6_SRC + 16]);
+    pkt.dst.copy_from_slice(&h[IPV6_DST..IPV6_DST + 16]);
+    let nh = h[IPV6_NEXT_HDR];
     pkt.proto = nh;
 
     // Each header is one call of a global function, which the verifier checks once: walked
@@ -102,25 +110,26 @@ pub fn parse(cur: &mut Cursor, l3: usize, s: &Settings, pkt: &mut Packet) -> Flo
     w.end = end as u32;
     w.nh = u32::from(nh);
     w.last_rank = -1;
-    for _ in 0..IPV6_EXT_MAX {
-        if !is_extension(w.nh) {
-            break;
-        }
-        let step = nodegate_ipv6_ext(cur.raw_ctx(), w);
-        // The header the walk stopped at (samples report it).
-        pkt.proto = w.nh as u8;
-        match step {
-            STEP_NEXT => {}
-            STEP_NON_FIRST => {
-                pkt.fragmented = 1;
-                pkt.frag_proto = w.frag_proto as u8;
-                pkt.frag_id = w.frag_id;
-                pkt.proto = pkt.frag_proto;
-                return Break(frags::non_first(s, pkt, w.frag_offset as u16));
+    // One block per header, unrolled by hand rather than `for _ in 0..IPV6_EXT_MAX`.
+    // Verifier: without CAP_PERFMON it also walks the mispredicted side of branches whose
+    // outcome it knows; past a loop's last iteration that speculative walk never meets the
+    // bound again and runs into its complexity limit.
+    macro_rules! one_header {
+        () => {
+            if is_extension(w.nh) {
+                ext_header(cur, s, pkt, w)?;
             }
-            code => return Verdict::stop(Reason::from_u32(code).unwrap_or(Reason::Internal)),
-        }
+        };
     }
+    const _: () = assert!(IPV6_EXT_MAX == 8, "one_header! below once per header");
+    one_header!();
+    one_header!();
+    one_header!();
+    one_header!();
+    one_header!();
+    one_header!();
+    one_header!();
+    one_header!();
     // Still an extension header after IPV6_EXT_MAX of them.
     if is_extension(w.nh) {
         return Verdict::stop(Reason::Ipv6ExtHeader);
@@ -138,7 +147,33 @@ pub fn parse(cur: &mut Cursor, l3: usize, s: &Settings, pkt: &mut Packet) -> Flo
         l4,
         end,
         proto: w.nh as u8,
+        // No extension header: L4 starts right after the header in `front`.
+        l4_head: if l4 == l3 + IPV6_HDR_LEN {
+            front.view::<IPV6_HDR_LEN, L4_HEAD>().copied()
+        } else {
+            None
+        },
     })
+}
+
+/// Walk over the extension header at `w.off` (a call of the global step function); a
+/// non-first fragment or a broken chain ends the evaluation.
+#[inline(always)]
+fn ext_header(cur: &Cursor, s: &Settings, pkt: &mut Packet, w: &mut ExtWalk) -> Flow<()> {
+    let step = nodegate_ipv6_ext(cur.raw_ctx(), w);
+    // The header the walk stopped at (samples report it).
+    pkt.proto = w.nh as u8;
+    match step {
+        STEP_NEXT => Continue(()),
+        STEP_NON_FIRST => {
+            pkt.fragmented = 1;
+            pkt.frag_proto = w.frag_proto as u8;
+            pkt.frag_id = w.frag_id;
+            pkt.proto = pkt.frag_proto;
+            Break(frags::non_first(s, pkt, w.frag_offset as u16))
+        }
+        code => Verdict::stop(Reason::from_u32(code).unwrap_or(Reason::Internal)),
+    }
 }
 
 /// One step of the §2b.3 walk: check and consume the extension header at `w.off`.
@@ -184,35 +219,18 @@ fn step(cur: &Cursor, w: &mut ExtWalk) -> ControlFlow<u32, u32> {
     } else {
         Reason::Ipv6ExtHeader
     };
-    let hdr_len = if nh == IPPROTO_FRAGMENT {
-        FRAG_HDR_LEN
-    } else {
-        if off + EXT_MIN_LEN > end {
+    let (next, hdr_len) = if nh == IPPROTO_FRAGMENT {
+        if off + FRAG_HDR_LEN > end {
             return stop(short);
         }
-        let Some(units) = cur.u8(off + EXT_LEN) else {
+        let Some(f) = cur.read::<FRAG_HDR_LEN>(off) else {
             return internal();
         };
-        let units = units as usize;
-        if nh == IPPROTO_AH {
-            (units + AH_LEN_BIAS) * AH_UNIT
-        } else {
-            (units + 1) * EXT_UNIT
-        }
-    };
-    if off + hdr_len > end {
-        return stop(short);
-    }
-    let Some(next) = cur.u8(off + EXT_NEXT_HDR) else {
-        return internal();
-    };
-    if nh == IPPROTO_FRAGMENT {
-        let (Some(word), Some(id)) = (cur.be16(off + FRAG_OFF), cur.be32(off + FRAG_ID)) else {
-            return internal();
-        };
+        let next = f[FRAG_NEXT_HDR];
+        let word = be16(&f, FRAG_OFF);
         w.fragmented = 1;
         w.frag_proto = u32::from(next);
-        w.frag_id = id;
+        w.frag_id = be32(&f, FRAG_ID);
         let frag_offset = word >> FRAG_OFFSET_SHIFT;
         if frag_offset > 0 {
             w.frag_offset = u32::from(frag_offset);
@@ -220,7 +238,25 @@ fn step(cur: &Cursor, w: &mut ExtWalk) -> ControlFlow<u32, u32> {
         }
         // Offset 0 without M is an atomic fragment (RFC 6946): judged as unfragmented.
         w.first_frag = u32::from(word & FRAG_FLAG_M != 0);
-    }
+        (next, FRAG_HDR_LEN)
+    } else {
+        if off + EXT_MIN_LEN > end {
+            return stop(short);
+        }
+        let Some(e) = cur.read::<EXT_MIN_LEN>(off) else {
+            return internal();
+        };
+        let units = e[EXT_LEN] as usize;
+        let hdr_len = if nh == IPPROTO_AH {
+            (units + AH_LEN_BIAS) * AH_UNIT
+        } else {
+            (units + 1) * EXT_UNIT
+        };
+        if off + hdr_len > end {
+            return stop(short);
+        }
+        (e[EXT_NEXT_HDR], hdr_len)
+    };
     w.nh = u32::from(next);
     w.off = (off + hdr_len) as u32;
     Continue(STEP_NEXT)

@@ -6,11 +6,20 @@ use core::ops::ControlFlow::Continue;
 use filter_common::{Reason, ServiceKind};
 
 use crate::{
-    cursor::Cursor,
+    cursor::{be16, prefix, Cursor},
     ipv4::L3,
     packet::{need, Flow, Packet, Service, Verdict, FAMILY_V4, FAMILY_V6},
     proto::*,
 };
+
+/// Type and code of an ICMP/ICMPv6 header.
+#[inline(always)]
+fn icmp_head(cur: &Cursor, l3: &L3) -> Flow<[u8; ICMP_PARSED_LEN]> {
+    Continue(match &l3.l4_head {
+        Some(b) => prefix(b),
+        None => need(cur.read(l3.l4))?,
+    })
+}
 
 #[inline(always)]
 pub fn parse(cur: &Cursor, l3: &L3, pkt: &mut Packet) -> Flow<Service> {
@@ -33,7 +42,12 @@ pub fn parse(cur: &Cursor, l3: &L3, pkt: &mut Packet) -> Flow<Service> {
             if avail < TCP_HDR_LEN {
                 return Verdict::stop(short);
             }
-            let doff = (need(cur.u8(l4 + TCP_DOFF))? >> TCP_DOFF_SHIFT) as usize;
+            // Ports through the flags byte; options are never read.
+            let t: [u8; TCP_PARSED_LEN] = match &l3.l4_head {
+                Some(b) => prefix(b),
+                None => need(cur.read(l4))?,
+            };
+            let doff = (t[TCP_DOFF] >> TCP_DOFF_SHIFT) as usize;
             if doff < TCP_MIN_DOFF {
                 return Verdict::stop(Reason::TcpHeader);
             }
@@ -44,23 +58,27 @@ pub fn parse(cur: &Cursor, l3: &L3, pkt: &mut Packet) -> Flow<Service> {
                     Reason::TcpHeader
                 });
             }
-            pkt.sport = need(cur.be16(l4 + TCP_SOURCE))?;
-            pkt.dport = need(cur.be16(l4 + TCP_DEST))?;
+            pkt.sport = be16(&t, TCP_SOURCE);
+            pkt.dport = be16(&t, TCP_DEST);
             svc.kind = ServiceKind::Tcp as u32;
             svc.key = u32::from(pkt.dport);
-            svc.tcp_flags = need(cur.u8(l4 + TCP_FLAGS))?;
+            svc.tcp_flags = t[TCP_FLAGS];
         }
         IPPROTO_UDP => {
             if avail < UDP_HDR_LEN {
                 return Verdict::stop(short);
             }
-            let ulen = need(cur.be16(l4 + UDP_LEN))? as usize;
+            let u: [u8; UDP_HDR_LEN] = match &l3.l4_head {
+                Some(b) => prefix(b),
+                None => need(cur.read(l4))?,
+            };
+            let ulen = be16(&u, UDP_LEN) as usize;
             // A first fragment's UDP length covers the whole datagram, not this fragment.
             if ulen < UDP_HDR_LEN || (!pkt.is_first_frag() && ulen > avail) {
                 return Verdict::stop(Reason::UdpHeader);
             }
-            pkt.sport = need(cur.be16(l4 + UDP_SOURCE))?;
-            pkt.dport = need(cur.be16(l4 + UDP_DEST))?;
+            pkt.sport = be16(&u, UDP_SOURCE);
+            pkt.dport = be16(&u, UDP_DEST);
             svc.kind = ServiceKind::Udp as u32;
             svc.key = u32::from(pkt.dport);
         }
@@ -68,20 +86,20 @@ pub fn parse(cur: &Cursor, l3: &L3, pkt: &mut Packet) -> Flow<Service> {
             if avail < ICMP_HDR_LEN {
                 return Verdict::stop(short);
             }
-            let ty = need(cur.u8(l4 + ICMP_TYPE))?;
-            pkt.dport = u16::from(ty);
+            let i = icmp_head(cur, l3)?;
+            pkt.dport = u16::from(i[ICMP_TYPE]);
             svc.kind = ServiceKind::Icmp as u32;
-            svc.key = u32::from(ty);
-            svc.icmp_code = need(cur.u8(l4 + ICMP_CODE))?;
+            svc.key = u32::from(i[ICMP_TYPE]);
+            svc.icmp_code = i[ICMP_CODE];
         }
         IPPROTO_ICMPV6 if pkt.family == FAMILY_V6 => {
             if avail < ICMPV6_HDR_LEN {
                 return Verdict::stop(short);
             }
-            let ty = need(cur.u8(l4 + ICMPV6_TYPE))?;
-            pkt.dport = u16::from(ty);
+            let i = icmp_head(cur, l3)?;
+            pkt.dport = u16::from(i[ICMPV6_TYPE]);
             svc.kind = ServiceKind::Icmpv6 as u32;
-            svc.key = u32::from(ty);
+            svc.key = u32::from(i[ICMPV6_TYPE]);
         }
         // Including ICMP in the wrong family and No Next Header (59): kind other, no ports.
         _ => {}

@@ -38,7 +38,7 @@ use aya_ebpf::{macros::xdp, programs::XdpContext};
 use filter_common::{Reason, GENERATIONS};
 
 use crate::{
-    cursor::Cursor,
+    cursor::{Cursor, Front},
     eth::Network,
     packet::{zeroed, Flow, Packet, Service, Settings, Summary, PENDING},
 };
@@ -89,9 +89,10 @@ fn parse(ctx: &XdpContext, sum: &mut Summary) {
 /// a reason.
 #[inline(always)]
 fn headers(cur: &mut Cursor, s: &Settings, pkt: &mut Packet) -> Flow<Service> {
-    let l3 = match eth::parse(cur, s)? {
-        Network::Ipv4(off) => ipv4::parse(cur, off, s, pkt)?,
-        Network::Ipv6(off) => ipv6::parse(cur, off, s, pkt)?,
+    let mut front = Front::new();
+    let l3 = match eth::parse(cur, s, &mut front)? {
+        Network::Ipv4(off) => ipv4::parse(cur, off, &mut front, s, pkt)?,
+        Network::Ipv6(off) => ipv6::parse(cur, off, &mut front, s, pkt)?,
     };
     l4::parse(cur, &l3, pkt)
 }

@@ -118,6 +118,8 @@ pub const TCP_DEST: usize = offset_of!(TcpHdr, dest);
 /// Data offset (high nibble) byte, followed by the flags byte.
 pub const TCP_DOFF: usize = offset_of!(TcpHdr, _bitfield_1);
 pub const TCP_FLAGS: usize = TCP_DOFF + 1;
+/// The part of the TCP header the parser reads: ports through the flags byte.
+pub const TCP_PARSED_LEN: usize = TCP_FLAGS + 1;
 pub const TCP_DOFF_SHIFT: u32 = 4;
 /// Data offset counts 32-bit words.
 pub const TCP_DOFF_UNIT: usize = 4;
@@ -137,6 +139,17 @@ pub const ICMP_TYPE: usize = offset_of!(Icmpv4Hdr, type_);
 pub const ICMP_CODE: usize = offset_of!(Icmpv4Hdr, code);
 pub const ICMPV6_HDR_LEN: usize = Icmpv6Hdr::LEN;
 pub const ICMPV6_TYPE: usize = offset_of!(Icmpv6Hdr, type_);
+/// The part of any L4 header the parser reads: the most it needs (TCP).
+pub const L4_HEAD: usize = TCP_PARSED_LEN;
+/// What an IPv4 parser wants in one read: the fixed header and, when there are no options,
+/// the L4 head right after it.
+pub const IPV4_HEAD: usize = IPV4_HDR_LEN + L4_HEAD;
+/// The same for IPv6 without extension headers.
+pub const IPV6_HEAD: usize = IPV6_HDR_LEN + L4_HEAD;
+/// The part of an ICMP/ICMPv6 header the parser reads: type and code.
+pub const ICMP_PARSED_LEN: usize = ICMP_CODE + 1;
+const _: () = assert!(ICMPV6_TYPE == ICMP_TYPE && ICMP_PARSED_LEN <= ICMPV6_HDR_LEN);
+const _: () = assert!(UDP_HDR_LEN <= L4_HEAD && ICMP_PARSED_LEN <= L4_HEAD);
 
 pub const ICMP_DEST_UNREACH: u8 = 3;
 /// Code of Destination Unreachable: fragmentation needed and DF set (PMTU discovery).
