@@ -13,7 +13,7 @@
 //! `bpf_xdp_load_bytes` takes the offset as a number and checks the range itself. Each call
 //! costs a few tens of nanoseconds, hence [`Front`].
 
-use core::mem::MaybeUninit;
+use core::mem::{size_of, MaybeUninit};
 
 use aya_ebpf::{
     bindings::xdp_md,
@@ -110,11 +110,11 @@ pub struct Front {
 }
 
 /// Ethertype + IPv6 header + L4 head.
-const FRONT_LEN: usize = 2 + IPV6_HEAD;
+const FRONT_LEN: usize = Front::L3 + IPV6_HEAD;
 
 impl Front {
-    /// Where the network header sits in the copy (after the ethertype).
-    const L3: usize = 2;
+    /// Where the network header sits in the copy: after the 2-byte ethertype.
+    const L3: usize = size_of::<u16>();
 
     #[inline(always)]
     pub fn new() -> Self {
@@ -151,14 +151,14 @@ impl Front {
     /// an IPv6 header and L4 head, or an IPv4 header and L4 head, or nothing.
     #[inline(always)]
     pub fn read_ethertype(&mut self, cur: &Cursor, off: usize) -> Option<u16> {
-        const V6: usize = 2 + IPV6_HEAD;
-        const V4: usize = 2 + IPV4_HEAD;
+        const V6: usize = Front::L3 + IPV6_HEAD;
+        const V4: usize = Front::L3 + IPV4_HEAD;
         if cur.has(off, V6) {
             self.load::<0, V6>(cur, off)?;
         } else if cur.has(off, V4) {
             self.load::<0, V4>(cur, off)?;
         } else {
-            self.load::<0, 2>(cur, off)?;
+            self.load::<0, { Front::L3 }>(cur, off)?;
         }
         // SAFETY: `load` wrote at least the first 2 bytes.
         let b = unsafe { &*self.bytes.as_ptr() };

@@ -39,8 +39,8 @@ pub fn parse(
     need(front.network::<IPV4_HDR_LEN, IPV4_HEAD>(cur, l3))?;
     let h = need(front.view::<0, IPV4_HDR_LEN>())?;
     let vihl = h[IPV4_VIHL];
-    let ihl = (vihl & 0x0f) as usize;
-    if vihl >> 4 != IPV4_VERSION || ihl < IPV4_MIN_IHL {
+    let ihl = (vihl & IPV4_IHL_MASK) as usize;
+    if vihl >> IP_VERSION_SHIFT != IPV4_VERSION || ihl < IPV4_MIN_IHL {
         return Verdict::stop(Reason::Ipv4Header);
     }
     let hdr_len = ihl * IPV4_IHL_UNIT;

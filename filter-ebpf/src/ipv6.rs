@@ -87,7 +87,7 @@ pub fn parse(
     }
     need(front.network::<IPV6_HDR_LEN, IPV6_HEAD>(cur, l3))?;
     let h = need(front.view::<0, IPV6_HDR_LEN>())?;
-    if h[IPV6_VCF] >> 4 != IPV6_VERSION {
+    if h[IPV6_VCF] >> IP_VERSION_SHIFT != IPV6_VERSION {
         return Verdict::stop(Reason::Ipv6Header);
     }
     let payload_len = be16(h, IPV6_PAYLOAD_LEN) as usize;

@@ -203,7 +203,7 @@ unsafe impl Words for Summary {}
 /// passed to a global function written, padding included.)
 #[inline(always)]
 pub fn zeroed<T: Words>(slot: &mut MaybeUninit<T>) -> &mut T {
-    const { assert!(size_of::<T>() % 8 == 0 && core::mem::align_of::<T>() >= 8) };
+    const { assert!(size_of::<T>().is_multiple_of(8) && core::mem::align_of::<T>() >= 8) };
     let words = slot.as_mut_ptr().cast::<u64>();
     for i in 0..size_of::<T>() / 8 {
         // SAFETY: in bounds of `slot`, 8-aligned (asserted above).

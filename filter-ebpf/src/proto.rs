@@ -43,6 +43,10 @@ pub const IPV4_PROTO: usize = offset_of!(Ipv4Hdr, proto);
 pub const IPV4_SRC: usize = offset_of!(Ipv4Hdr, src_addr);
 pub const IPV4_DST: usize = offset_of!(Ipv4Hdr, dst_addr);
 pub const IPV4_VERSION: u8 = 4;
+/// The version sits in the high nibble of an IP header's first byte (IPv4 and IPv6).
+pub const IP_VERSION_SHIFT: u32 = 4;
+/// IHL is the low nibble of the IPv4 header's first byte.
+pub const IPV4_IHL_MASK: u8 = 0x0f;
 /// IHL counts 32-bit words.
 pub const IPV4_IHL_UNIT: usize = 4;
 /// Smallest legal IHL: the fixed header alone.
