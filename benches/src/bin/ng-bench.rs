@@ -51,6 +51,8 @@ fn main() -> anyhow::Result<()> {
     if unsafe { libc::geteuid() } != 0 {
         bail!("ng-bench needs root (XDP attach, network namespaces, nft, ipset)");
     }
+    // Ctrl-C stops the generator instead of the process, so every guard cleans up.
+    filter_user::replay::live::stop_on_signal();
     let mut failed = 0;
     if all || parts.contains(&"pipeline") {
         failed += pipeline(quick)?;

@@ -44,6 +44,9 @@ pub enum LiveError {
     /// The replay itself could not be set up.
     #[error(transparent)]
     Replay(#[from] super::ReplayError),
+    /// SIGINT or SIGTERM arrived (see [`stop_on_signal`]); everything was cleaned up.
+    #[error("stopped by a signal")]
+    Stopped,
     /// Interface statistics could not be read.
     #[error("cannot read statistics of {iface}: {detail}")]
     Stats {
@@ -87,6 +90,27 @@ pub const MAX_BURST: u64 = 1 << 22;
 /// `repeat == 1`. Bursts pay off from about a thousand copies; below that, frames go one
 /// call each, in exact capture order, at a few tens of thousands of frames per second.
 pub const BURST_FROM_LOOPS: u64 = 1000;
+
+static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn request_stop(_signal: libc::c_int) {
+    STOP.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Make SIGINT and SIGTERM stop a running [`Generator::send`] after its current call instead
+/// of killing the process, so the lab, the attached programs and the peers' state are torn
+/// down by their guards. Idempotent.
+pub fn stop_on_signal() {
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe { libc::signal(signal, request_stop as *const () as libc::sighandler_t) };
+    }
+}
+
+/// Whether a stop was requested by a signal (see [`stop_on_signal`]).
+pub fn stop_requested() -> bool {
+    STOP.load(std::sync::atomic::Ordering::Relaxed)
+}
 
 /// The live-frames generator bound to one interface.
 pub struct Generator {
@@ -151,6 +175,9 @@ impl Generator {
             while remaining > 0 {
                 let burst = remaining.min(burst_cap);
                 for frame in &frames {
+                    if stop_requested() {
+                        return Err(LiveError::Stopped);
+                    }
                     let run = self
                         .prog
                         .run_live(frame, burst as u32, opts.batch, self.ifindex)
@@ -166,6 +193,9 @@ impl Generator {
             // One call per frame: exact capture order, every loop.
             for _ in 0..opts.loops {
                 for (i, frame) in frames.iter().enumerate() {
+                    if stop_requested() {
+                        return Err(LiveError::Stopped);
+                    }
                     kernel += self
                         .prog
                         .run_live(frame, 1, opts.batch, self.ifindex)

@@ -214,6 +214,8 @@ fn run_live(
     policy: &filter_user::policy::Policy,
     frames: &[&[u8]],
 ) -> anyhow::Result<ExitCode> {
+    // Ctrl-C stops the generator; the guards then delete the lab and detach everything.
+    live::stop_on_signal();
     let opts = LiveOptions {
         loops: args.loops,
         rate: args.rate,
