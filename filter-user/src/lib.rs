@@ -29,11 +29,11 @@
 
 pub mod compiler;
 pub mod config;
+pub mod craft;
 pub mod daemon;
 pub mod gen;
-pub mod loader;
-pub mod craft;
 pub mod lab;
+pub mod loader;
 pub mod model;
 pub mod object;
 pub mod policy;
