@@ -22,8 +22,11 @@
 //! Per frame, [`KernelJudge`] is told the model's reason and rule and reports what really
 //! moved; a frame whose model rule is `None` cannot be checked for a stray rule count that
 //! way, so after each rule set the rule and reason counters are also compared in total with
-//! the model's tallies (snapshot diff). Frames shorter than 14 bytes cannot be test-run; the
-//! model still judges them (and must not panic).
+//! the model's tallies (snapshot diff). Frames shorter than 14 bytes cannot be test-run, nor
+//! can frames beyond what fits in XDP frags (3,520 bytes linear + 17 pages: the 80 KB BIG TCP
+//! captures, refused with ENOMEM); the model still judges them (and must not panic). Longer
+//! frames that fit are judged by both: past 3,520 bytes the test run hands the program a
+//! multi-buffer frame, which it reads with `bpf_xdp_load_bytes`.
 #![cfg(feature = "privileged-tests")]
 
 mod common;
@@ -67,6 +70,18 @@ fn fixture() -> Policy {
     load_file_with(FIXTURE, &LoadOptions::fixed_ephemeral(32768..=60999))
         .unwrap_or_else(|e| panic!("the TESTCASES fixture does not load: {e}"))
         .policy
+}
+
+/// The errno at the bottom of an error chain.
+fn os_error(e: &(dyn std::error::Error + 'static)) -> Option<i32> {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return io.raw_os_error();
+        }
+        cur = err.source();
+    }
+    None
 }
 
 /// Hex of a frame, cut after 256 bytes (the headers are what matters).
@@ -146,10 +161,14 @@ struct Tally {
     kernel_frames: usize,
     /// Shorter than an Ethernet header: `BPF_PROG_TEST_RUN` refuses them.
     model_only_frames: usize,
-    /// Longer than [`MAX_TEST_RUN_FRAME`]: `BPF_PROG_TEST_RUN` would hand the program only
-    /// the first 3,520 bytes (the rest goes to XDP frags, which a program loaded without
-    /// `BPF_F_XDP_HAS_FRAGS` never sees) or refuse the frame (over 17 frags).
+    /// Frames `BPF_PROG_TEST_RUN` refused (only accepted for frames longer than
+    /// [`MAX_TEST_RUN_FRAME`]): past the first 3,520 bytes the kernel puts the frame into
+    /// XDP frags, one page each, and refuses it beyond `MAX_SKB_FRAGS` (17) pages — the 80 KB
+    /// BIG TCP captures. Frames it accepts are judged by both sides: the program reads the
+    /// frags through `bpf_xdp_load_bytes` and `bpf_xdp_get_buff_len`.
     too_long_frames: usize,
+    /// errno → refused frames.
+    refusals: BTreeMap<i32, usize>,
     reasons: BTreeMap<(&'static str, bool), usize>,
     /// (model reason, kernel reason) → disagreeing frames.
     kinds: BTreeMap<(String, String), usize>,
@@ -284,10 +303,6 @@ impl Tally {
             self.model_only_frames += 1;
             return;
         }
-        if frame.len() > MAX_TEST_RUN_FRAME {
-            self.too_long_frames += 1;
-            return;
-        }
         self.kernel_frames += 1;
         let expect_rule = j.rule.as_deref().map(|name| {
             let slot = p
@@ -302,6 +317,12 @@ impl Tally {
         let slot = j.reason.stat_slot(p.monitor);
         let verdict: KernelVerdict = match kernel.judge(frame, Some(slot), expect_rule) {
             Ok(v) => v,
+            Err(e) if frame.len() > MAX_TEST_RUN_FRAME => {
+                self.kernel_frames -= 1;
+                self.too_long_frames += 1;
+                *self.refusals.entry(os_error(&e).unwrap_or(0)).or_default() += 1;
+                return;
+            }
             Err(e) => {
                 *self
                     .kinds
@@ -758,16 +779,22 @@ fn l4_strategy(t: &Targets) -> BoxedStrategy<L4> {
     .boxed()
 }
 
+/// Extension header lengths: mostly short, sometimes up to the 2 KB maximum, so a chain can
+/// carry the transport header past the first 3,520 bytes (into XDP frags under test runs).
+fn ext_len() -> impl Strategy<Value = u8> {
+    prop_oneof![8 => 0u8..=3, 1 => any::<u8>()]
+}
+
 fn ext_header_strategy() -> BoxedStrategy<ExtHeader> {
     prop_oneof![
-        3 => (0u8..=3).prop_map(|len| ExtHeader::HopByHop { len }),
-        3 => (0u8..=3).prop_map(|len| ExtHeader::DestOpts { len }),
-        2 => (0u8..=3, any::<u8>(), 0u8..=2).prop_map(|(len, routing_type, segments_left)| {
+        3 => ext_len().prop_map(|len| ExtHeader::HopByHop { len }),
+        3 => ext_len().prop_map(|len| ExtHeader::DestOpts { len }),
+        2 => (ext_len(), any::<u8>(), 0u8..=2).prop_map(|(len, routing_type, segments_left)| {
             ExtHeader::Routing { len, routing_type, segments_left }
         }),
         2 => (prop_oneof![2 => Just(0u16), 1 => 0u16..=4, 1 => any::<u16>()], any::<bool>(), 0u32..4)
             .prop_map(|(offset, more, id)| ExtHeader::Fragment { offset, more, id }),
-        2 => (0u8..=6).prop_map(|len| ExtHeader::Ah { len }),
+        2 => prop_oneof![8 => 0u8..=6, 1 => any::<u8>()].prop_map(|len| ExtHeader::Ah { len }),
         1 => (
             prop::sample::select(vec![0u8, 43, 44, 51, 60]),
             prop::collection::vec(any::<u8>(), 0..=24),
@@ -920,7 +947,8 @@ fn ip_frame_strategy(t: &Targets) -> BoxedStrategy<Vec<Vec<u8>>> {
     (
         prop_oneof![3 => t4, 2 => t6],
         tags_strategy(),
-        prop_oneof![1 => Just(0usize), 1 => 0usize..64],
+        // Payload: none, small, or past the first page (the frame continues in XDP frags).
+        prop_oneof![6 => Just(0usize), 6 => 0usize..64, 1 => 3400usize..9000],
         prop_oneof![3 => Just(64u8), 1 => Just(255u8), 1 => any::<u8>()],
         prop_oneof![2 => Just(Vec::new()), 1 => prop::collection::vec(malform_strategy(), 1..=2)],
         prop_oneof![4 => Just(Vec::new()), 1 => prop::collection::vec(byte_edit_strategy(), 1..=3)],
@@ -1398,6 +1426,7 @@ fn tcpdump_corpus_enforce_and_monitor() {
             differ.tally.too_long_frames,
         );
         let mut published = differ.publish(policy).expect("the fixture compiles");
+        differ.tally.refusals.clear();
         let mut kernel = KernelJudge::new(&mut differ.filter).expect("read the counters");
         for (name, frames) in &captures {
             // Each capture is its own trace: fragments do not carry over between files.
@@ -1415,8 +1444,10 @@ fn tcpdump_corpus_enforce_and_monitor() {
         let short = differ.tally.model_only_frames - before.1;
         let long = differ.tally.too_long_frames - before.2;
         println!(
-            "  {mode}: {kernel_frames} frames judged by kernel and model, {short} shorter than \
-             {MIN_TEST_RUN_FRAME} and {long} longer than {MAX_TEST_RUN_FRAME} bytes by the model only, in {:.2?}",
+            "  {mode}: {kernel_frames} frames judged by kernel and model, by the model only {short} \
+             shorter than {MIN_TEST_RUN_FRAME} bytes and {long} that BPF_PROG_TEST_RUN refused \
+             (errno → frames {:?}), in {:.2?}",
+            differ.tally.refusals,
             t.elapsed()
         );
         assert_eq!(kernel_frames + short + long, total, "every frame judged");

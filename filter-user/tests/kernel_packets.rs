@@ -169,11 +169,29 @@ fn udp(src: &str, dport: u16) -> Frame {
     Frame::udp(ip(src), node_of(src), 40000, dport)
 }
 
+/// Hex of a frame, cut after 256 bytes.
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    const SHOWN: usize = 256;
+    let mut s = bytes[..bytes.len().min(SHOWN)]
+        .iter()
+        .fold(String::new(), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        });
+    if bytes.len() > SHOWN {
+        let _ = write!(s, "… ({} more bytes)", bytes.len() - SHOWN);
+    }
+    s
+}
+
+/// A frame's builder description, cut to a readable length.
+fn describe(frame: &Frame) -> String {
+    const SHOWN: usize = 800;
+    let text = format!("{frame:?}");
+    match text.char_indices().nth(SHOWN) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text,
+    }
 }
 
 // ------------------------------------------------------------------ the test bed
@@ -353,7 +371,8 @@ impl TestBed {
 
         if !problems.is_empty() {
             self.failures.push(format!(
-                "{caller}: {frame:?}\n  hex      {}\n  expected {expected}\n  {}",
+                "{caller}: {}\n  hex      {}\n  expected {expected}\n  {}",
+                describe(frame),
                 hex(&bytes),
                 problems.join("\n  ")
             ));
@@ -2061,6 +2080,56 @@ fn default_pass_and_malformed_drops_under_it() {
         FragmentUntracked,
         None,
     );
+    t.finish();
+}
+
+#[test]
+fn frames_past_the_first_page() {
+    // Under BPF_PROG_TEST_RUN a frame longer than 3,520 bytes continues in XDP frags (one
+    // page each); the verdict and the byte counter must still cover the whole frame.
+    let mut t = TestBed::new(fixture());
+    t.check(
+        &syn(CLIENT4, 443).pad_to(9000),
+        PASS,
+        AllowRule,
+        CLIENTS_HTTPS,
+    );
+    t.check(
+        &udp(CP6, 5000).payload(&[7; 8000]),
+        PASS,
+        AllowRule,
+        CP_UDP_HIGH,
+    );
+    t.check(
+        &syn(CLIENT4, 443).payload(&[7; 6000]),
+        PASS,
+        AllowRule,
+        CLIENTS_HTTPS,
+    );
+    // IPv4 total length beyond the frame, far into the frags.
+    t.check(
+        &syn(CLIENT4, 443).payload(&[7; 6000]).truncate(5000),
+        DROP,
+        Ipv4Truncated,
+        None,
+    );
+    // 4 KB of extension headers: the TCP header starts in the frags.
+    let long_chain = |dport: u16| {
+        syn(CLIENT6, dport)
+            .ipv6_ext(ExtHeader::HopByHop { len: 255 })
+            .ipv6_ext(ExtHeader::DestOpts { len: 255 })
+    };
+    assert!(long_chain(443).build().len() > 4096 + 54);
+    t.check(&long_chain(443), PASS, AllowRule, CLIENTS_HTTPS);
+    t.check(&long_chain(80), DROP, NoRuleMatch, None);
+    // ... and a chain whose second header ends past the packet, inside the frags.
+    t.check(
+        &long_chain(443).payload_len(4000),
+        DROP,
+        Ipv6ExtHeader,
+        None,
+    );
+    t.check(&long_chain(443).l4_truncate(10), DROP, L4Truncated, None);
     t.finish();
 }
 
