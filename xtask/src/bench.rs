@@ -345,6 +345,19 @@ fn render(criterion: &Path, lines: &[Value], command: &str) -> (String, Vec<Stri
     if reload.is_empty() {
         missing.push("reload: no result".into());
     }
+    for l in lines.iter().filter(|l| l["kind"] == "finding") {
+        let name = l["name"].as_str().unwrap_or("?");
+        let outcome = if l["ok"] == true {
+            format!("succeeded in {:.1} ms", l["ms"].as_f64().unwrap_or(0.0))
+        } else {
+            format!(
+                "failed after {:.1} ms: {}",
+                l["ms"].as_f64().unwrap_or(0.0),
+                l["error"].as_str().unwrap_or("?")
+            )
+        };
+        let _ = writeln!(r, "\nFinding: {name}: {outcome}.");
+    }
 
     let _ = writeln!(r, "\n### Key ratios (from the tables above)\n");
     for src in ["hot", "random"] {
