@@ -63,24 +63,30 @@ pub const RULE_NAME_LEN: usize = 64;
 /// Ring buffer size for drop samples, bytes (power of two, multiple of the page size).
 pub const SAMPLE_RING_BYTES: u32 = 256 * 1024;
 
+/// Every map of the program. The loader pins and adopts exactly these; the check below
+/// keeps their names within what the kernel stores.
+pub const ALL_MAPS: &[&str] = &[
+    MAP_CONTROL,
+    MAP_GEN_CONFIG,
+    MAP_IFACES,
+    MAP_SRC_V4,
+    MAP_SRC_V6,
+    MAP_SEGMENTS,
+    MAP_CLASS_CELLS,
+    MAP_REASON_STATS,
+    MAP_RULE_STATS,
+    MAP_GEN_STATS,
+    MAP_RULE_NAMES,
+    MAP_SAMPLES,
+    MAP_SAMPLE_RATE,
+    MAP_SAMPLE_STATS,
+    MAP_FRAGS,
+    MAP_FLOWS,
+    MAP_FLOW_STATS,
+];
+
 const _: () = {
-    let names = [
-        MAP_CONTROL,
-        MAP_GEN_CONFIG,
-        MAP_IFACES,
-        MAP_SRC_V4,
-        MAP_SRC_V6,
-        MAP_SEGMENTS,
-        MAP_CLASS_CELLS,
-        MAP_REASON_STATS,
-        MAP_RULE_STATS,
-        MAP_GEN_STATS,
-        MAP_RULE_NAMES,
-        MAP_SAMPLES,
-        MAP_SAMPLE_RATE,
-        MAP_SAMPLE_STATS,
-        MAP_FRAGS,
-    ];
+    let names = ALL_MAPS;
     let mut i = 0;
     while i < names.len() {
         assert!(
@@ -96,3 +102,11 @@ const _: () = {
 pub const MAP_FRAGS: &str = "NG_FRAGS";
 /// Fragmented datagrams tracked at once.
 pub const MAX_TRACKED_FRAGMENTS: u32 = 65_536;
+
+/// Flows the node opened (stateful return traffic): `LruHashMap<FlowKey, FlowState>`, sized
+/// by the config's `return_traffic.capacity` when the map is created.
+pub const MAP_FLOWS: &str = "NG_FLOWS";
+/// Flow table accounting by `flow_stat` slot. `PerCpuArray<u64>[flow_stat::SLOTS]`.
+pub const MAP_FLOW_STATS: &str = "NG_FLOW_STATS";
+/// Default (and compiled-in) capacity of `NG_FLOWS`.
+pub const DEFAULT_FLOW_CAPACITY: u32 = 65_536;

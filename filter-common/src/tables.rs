@@ -71,10 +71,19 @@ pub struct GenConfig {
     pub epoch: u64,
     /// Drop samples allowed per CPU per second (0 disables sampling).
     pub samples_per_sec: u32,
+    /// `return_mode::STATEFUL`: seconds an established TCP flow lives after the node's last
+    /// packet on it.
+    pub flow_tcp_secs: u32,
+    /// Seconds a TCP flow lives once a FIN or RST was seen (either direction).
+    pub flow_tcp_closing_secs: u32,
+    /// Seconds a UDP flow lives after the node's last datagram on it.
+    pub flow_udp_secs: u32,
+    /// Seconds an ICMP/ICMPv6 echo flow lives after the node's last echo request.
+    pub flow_icmp_secs: u32,
     /// Explicit padding; always zero.
     pub _pad: u32,
 }
-const _: () = assert!(size_of::<GenConfig>() == 32);
+const _: () = assert!(size_of::<GenConfig>() == 48);
 
 /// `NG_IFACES[ifindex]`.
 #[repr(C)]
@@ -201,6 +210,8 @@ mod pod {
     unsafe impl aya::Pod for super::RuleName {}
     unsafe impl aya::Pod for super::DropSample {}
     unsafe impl aya::Pod for super::SampleBucket {}
+    unsafe impl aya::Pod for super::FlowKey {}
+    unsafe impl aya::Pod for super::FlowState {}
 }
 
 /// `NG_FRAGS` key: one fragmented datagram (RFC 791 / RFC 8200 reassembly identity).
@@ -225,3 +236,59 @@ const _: () = assert!(size_of::<FragKey>() == 40);
 #[cfg(feature = "user")]
 // SAFETY: repr(C), Copy, no padding (size asserted above).
 unsafe impl aya::Pod for FragKey {}
+
+/// `NG_FLOWS` key: a flow the node opened, in *inbound orientation* — the tuple its replies
+/// carry. The TC egress program sees local → remote and stores it swapped; the XDP program
+/// looks up an inbound packet's (src, dst, sport, dport) as they are.
+///
+/// ICMP/ICMPv6 echo: `remote_port` is the echo identifier, `local_port` 0.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    /// 4 or 6.
+    pub family: u8,
+    /// IP protocol: TCP, UDP, ICMP (v4) or ICMPv6 (v6).
+    pub proto: u8,
+    /// Explicit padding; zero.
+    pub _pad: [u8; 2],
+    /// The remote port (the inbound reply's source port), or the echo identifier; host order.
+    pub remote_port: u16,
+    /// The node's port (the inbound reply's destination port), 0 for echo; host order.
+    pub local_port: u16,
+    /// The remote address (the reply's source); IPv4 in the first 4 bytes, rest zero.
+    pub remote: [u8; 16],
+    /// The node's address (the reply's destination); IPv4 in the first 4 bytes, rest zero.
+    pub local: [u8; 16],
+}
+const _: () = assert!(size_of::<FlowKey>() == 40);
+
+/// Bits of [`FlowState::flags`].
+pub mod flow_flags {
+    /// A FIN or RST was seen in either direction: the shorter `tcp_closing` timeout applies.
+    pub const CLOSING: u32 = 1 << 0;
+}
+
+/// `NG_FLOWS` value.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowState {
+    /// When the node last sent a packet on the flow (bpf_ktime_get_ns).
+    pub last_seen_ns: u64,
+    /// [`flow_flags`] bits.
+    pub flags: u32,
+    /// Explicit padding; zero.
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<FlowState>() == 16);
+
+/// `NG_FLOW_STATS` slots (per-CPU `u64`).
+pub mod flow_stat {
+    /// New flow entries the egress program inserted.
+    pub const INSERTS: u32 = 0;
+    /// Egress packets that refreshed an existing entry.
+    pub const REFRESHES: u32 = 1;
+    /// Entries that entered the closing state (FIN/RST seen).
+    pub const CLOSING: u32 = 2;
+    /// Number of slots.
+    pub const SLOTS: u32 = 3;
+}

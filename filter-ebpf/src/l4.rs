@@ -12,6 +12,19 @@ use crate::{
     proto::*,
 };
 
+/// Identifier of an echo reply whose whole ICMP header is in the packet (`avail` bytes).
+#[inline(always)]
+fn echo_id(cur: &Cursor, l3: &L3, avail: usize) -> Flow<u16> {
+    if avail < ICMP_HDR_LEN {
+        return Continue(0);
+    }
+    let h: [u8; ICMP_HDR_LEN] = match &l3.l4_head {
+        Some(b) => prefix(b),
+        None => need(cur.read(l3.l4))?,
+    };
+    Continue(be16(&h, ICMP_ECHO_ID))
+}
+
 /// Type and code of an ICMP/ICMPv6 header.
 #[inline(always)]
 fn icmp_head(cur: &Cursor, l3: &L3) -> Flow<[u8; ICMP_PARSED_LEN]> {
@@ -91,6 +104,9 @@ pub fn parse(cur: &Cursor, l3: &L3, pkt: &mut Packet) -> Flow<Service> {
             svc.kind = ServiceKind::Icmp as u32;
             svc.key = u32::from(i[ICMP_TYPE]);
             svc.icmp_code = i[ICMP_CODE];
+            if i[ICMP_TYPE] == ICMP_ECHO_REPLY {
+                svc.echo_id = echo_id(cur, l3, avail)?;
+            }
         }
         IPPROTO_ICMPV6 if pkt.family == FAMILY_V6 => {
             if avail < ICMPV6_HDR_LEN {
@@ -100,6 +116,9 @@ pub fn parse(cur: &Cursor, l3: &L3, pkt: &mut Packet) -> Flow<Service> {
             pkt.dport = u16::from(i[ICMPV6_TYPE]);
             svc.kind = ServiceKind::Icmpv6 as u32;
             svc.key = u32::from(i[ICMPV6_TYPE]);
+            if i[ICMPV6_TYPE] == ICMPV6_ECHO_REPLY {
+                svc.echo_id = echo_id(cur, l3, avail)?;
+            }
         }
         // Including ICMP in the wrong family and No Next Header (59): kind other, no ports.
         _ => {}

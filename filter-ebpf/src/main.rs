@@ -10,12 +10,16 @@
 //! The verifier checks a global function once, on its own, instead of once per path that
 //! calls it; the parser has hundreds of paths (VLAN depths × IPv6 extension chains × L4),
 //! so this keeps verification small. Nothing returns except through `nodegate_finish`.
+//!
+//! The object also holds `nodegate_egress` (egress.rs), the TC egress program that learns
+//! the flows the node opens for stateful return traffic.
 
 #![no_std]
 #![no_main]
 
 mod counters;
 mod cursor;
+mod egress;
 mod essentials;
 mod eth;
 mod finish;

@@ -8,12 +8,13 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use filter_common::{
-    ClassCells, Control, Counter, FragKey, GenConfig, IfaceEntry, RuleName, SampleBucket,
-    SegmentChunk, SrcV4Data, SrcV6Data, CLASS_CELLS_ENTRIES, GENERATIONS, MAP_CLASS_CELLS,
-    MAP_CONTROL, MAP_FRAGS, MAP_GEN_CONFIG, MAP_GEN_STATS, MAP_IFACES, MAP_REASON_STATS,
-    MAP_RULE_NAMES, MAP_RULE_STATS, MAP_SAMPLES, MAP_SAMPLE_RATE, MAP_SAMPLE_STATS, MAP_SEGMENTS,
-    MAP_SRC_V4, MAP_SRC_V6, MAX_IFACES, MAX_RULES, MAX_TRACKED_FRAGMENTS, MAX_V4_PREFIXES,
-    MAX_V6_PREFIXES, SAMPLE_RING_BYTES, SEGMENT_CHUNK_ENTRIES, STAT_SLOTS,
+    flow_stat, ClassCells, Control, Counter, FlowKey, FlowState, FragKey, GenConfig, IfaceEntry,
+    RuleName, SampleBucket, SegmentChunk, SrcV4Data, SrcV6Data, CLASS_CELLS_ENTRIES,
+    DEFAULT_FLOW_CAPACITY, GENERATIONS, MAP_CLASS_CELLS, MAP_CONTROL, MAP_FLOWS, MAP_FLOW_STATS,
+    MAP_FRAGS, MAP_GEN_CONFIG, MAP_GEN_STATS, MAP_IFACES, MAP_REASON_STATS, MAP_RULE_NAMES,
+    MAP_RULE_STATS, MAP_SAMPLES, MAP_SAMPLE_RATE, MAP_SAMPLE_STATS, MAP_SEGMENTS, MAP_SRC_V4,
+    MAP_SRC_V6, MAX_IFACES, MAX_RULES, MAX_TRACKED_FRAGMENTS, MAX_V4_PREFIXES, MAX_V6_PREFIXES,
+    SAMPLE_RING_BYTES, SEGMENT_CHUNK_ENTRIES, STAT_SLOTS,
 };
 
 const fn same(a: &str, b: &str) -> bool {
@@ -109,3 +110,14 @@ pub static SAMPLE_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(2, 0);
 same_name!(MAP_FRAGS, "NG_FRAGS");
 #[map(name = "NG_FRAGS")]
 pub static FRAGS: LruHashMap<FragKey, u64> = LruHashMap::with_max_entries(MAX_TRACKED_FRAGMENTS, 0);
+
+// Written by the TC egress program, read by XDP. The loader resizes it to the config's
+// capacity before creating it (`EbpfLoader::map_max_entries`).
+same_name!(MAP_FLOWS, "NG_FLOWS");
+#[map(name = "NG_FLOWS")]
+pub static FLOWS: LruHashMap<FlowKey, FlowState> =
+    LruHashMap::with_max_entries(DEFAULT_FLOW_CAPACITY, 0);
+
+same_name!(MAP_FLOW_STATS, "NG_FLOW_STATS");
+#[map(name = "NG_FLOW_STATS")]
+pub static FLOW_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(flow_stat::SLOTS, 0);

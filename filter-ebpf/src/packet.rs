@@ -101,7 +101,8 @@ pub struct Service {
     pub tcp_flags: u8,
     /// ICMP code (PMTU essential); 0 otherwise.
     pub icmp_code: u8,
-    pub _pad: [u8; 2],
+    /// Identifier of an ICMP/ICMPv6 echo reply (stateful return traffic); 0 otherwise.
+    pub echo_id: u16,
 }
 const _: () = assert!(size_of::<Service>() == 12);
 
@@ -111,7 +112,7 @@ impl Service {
         key: 0,
         tcp_flags: 0,
         icmp_code: 0,
-        _pad: [0; 2],
+        echo_id: 0,
     };
 
     #[inline(always)]
@@ -140,8 +141,13 @@ pub struct Settings {
     pub ephemeral_lo: u16,
     pub ephemeral_hi: u16,
     pub samples_per_sec: u32,
+    /// Flow timeouts (stateful return traffic), seconds: TCP, TCP closing, UDP, ICMP echo.
+    pub flow_tcp_secs: u32,
+    pub flow_tcp_closing_secs: u32,
+    pub flow_udp_secs: u32,
+    pub flow_icmp_secs: u32,
 }
-const _: () = assert!(size_of::<Settings>() == 24);
+const _: () = assert!(size_of::<Settings>() == 40);
 
 impl Settings {
     #[inline(always)]
@@ -154,6 +160,10 @@ impl Settings {
             ephemeral_lo: cfg.ephemeral_lo,
             ephemeral_hi: cfg.ephemeral_hi,
             samples_per_sec: cfg.samples_per_sec,
+            flow_tcp_secs: cfg.flow_tcp_secs,
+            flow_tcp_closing_secs: cfg.flow_tcp_closing_secs,
+            flow_udp_secs: cfg.flow_udp_secs,
+            flow_icmp_secs: cfg.flow_icmp_secs,
         }
     }
 
@@ -185,7 +195,7 @@ pub struct Summary {
     pub service: Service,
     pub _pad: u32,
 }
-const _: () = assert!(size_of::<Summary>() == 104);
+const _: () = assert!(size_of::<Summary>() == 120);
 
 /// Types that are valid all-zero and whose size is a whole number of aligned 8-byte words.
 ///

@@ -5,7 +5,7 @@ use core::mem::{offset_of, size_of};
 
 use network_types::{
     eth::{EthHdr, EtherType},
-    icmp::{Icmpv4Hdr, Icmpv6Hdr},
+    icmp::{IcmpIdSequence, Icmpv4Hdr, Icmpv6Hdr},
     ip::{IpProto, Ipv4Hdr, Ipv6Hdr},
     tcp::TcpHdr,
     udp::UdpHdr,
@@ -128,7 +128,9 @@ pub const TCP_DOFF_SHIFT: u32 = 4;
 /// Data offset counts 32-bit words.
 pub const TCP_DOFF_UNIT: usize = 4;
 pub const TCP_MIN_DOFF: usize = TCP_HDR_LEN / TCP_DOFF_UNIT;
+pub const TCP_FLAG_FIN: u8 = 0x01;
 pub const TCP_FLAG_SYN: u8 = 0x02;
+pub const TCP_FLAG_RST: u8 = 0x04;
 pub const TCP_FLAG_ACK: u8 = 0x10;
 
 // ---- UDP ----
@@ -154,6 +156,15 @@ pub const IPV6_HEAD: usize = IPV6_HDR_LEN + L4_HEAD;
 pub const ICMP_PARSED_LEN: usize = ICMP_CODE + 1;
 const _: () = assert!(ICMPV6_TYPE == ICMP_TYPE && ICMP_PARSED_LEN <= ICMPV6_HDR_LEN);
 const _: () = assert!(UDP_HDR_LEN <= L4_HEAD && ICMP_PARSED_LEN <= L4_HEAD);
+
+/// Echo identifier of an ICMP/ICMPv6 echo request or reply (same place in both).
+pub const ICMP_ECHO_ID: usize = offset_of!(Icmpv4Hdr, data) + offset_of!(IcmpIdSequence, id);
+const _: () = assert!(ICMP_ECHO_ID + 2 <= ICMP_HDR_LEN && ICMP_HDR_LEN == ICMPV6_HDR_LEN);
+const _: () = assert!(ICMP_HDR_LEN <= L4_HEAD);
+pub const ICMP_ECHO_REPLY: u8 = 0;
+pub const ICMP_ECHO_REQUEST: u8 = 8;
+pub const ICMPV6_ECHO_REQUEST: u8 = 128;
+pub const ICMPV6_ECHO_REPLY: u8 = 129;
 
 pub const ICMP_DEST_UNREACH: u8 = 3;
 /// Code of Destination Unreachable: fragmentation needed and DF set (PMTU discovery).

@@ -3,14 +3,15 @@
 
 use core::ops::ControlFlow::{Break, Continue};
 
-use aya_ebpf::maps::lpm_trie::Key;
+use aya_ebpf::{helpers::bpf_ktime_get_ns, maps::lpm_trie::Key};
 use filter_common::{
-    class_cells_index, flags, return_mode, segment_chunk_index, src_v4_data, src_v6_data, Cell,
-    CellAction, Reason, ServiceKind, GEN_PREFIX_BITS, MAX_CLASSES, MAX_SEGMENTS, SEGMENT_CHUNK,
+    class_cells_index, flags, flow_flags, flow_stat, return_mode, segment_chunk_index, src_v4_data,
+    src_v6_data, Cell, CellAction, FlowKey, Reason, ServiceKind, GEN_PREFIX_BITS, MAX_CLASSES,
+    MAX_SEGMENTS, SEGMENT_CHUNK,
 };
 
 use crate::{
-    maps::{CELLS, SEGMENTS, SRC_V4, SRC_V6},
+    maps::{CELLS, FLOWS, FLOW_STATS, SEGMENTS, SRC_V4, SRC_V6},
     packet::{need, Flow, Packet, Service, Settings, Verdict, FAMILY_V4},
     proto::*,
 };
@@ -93,15 +94,84 @@ fn is_return_traffic(s: &Settings, pkt: &Packet, svc: &Service) -> bool {
             };
             reply_shaped && (s.ephemeral_lo..=s.ephemeral_hi).contains(&pkt.dport)
         }
-        return_mode::STATEFUL => stateful_flow_match(pkt, svc),
+        return_mode::STATEFUL => stateful_flow_match(s, pkt, svc),
         _ => false,
     }
 }
 
-/// HOOK (stateful return traffic, later issue): whether the reverse 5-tuple of `pkt`
-/// (`pkt.family`, `pkt.proto`, `pkt.dst`:`pkt.dport` → `pkt.src`:`pkt.sport`) is a live flow
-/// learned by the TC egress program. Until that flow table exists nothing matches.
+/// Whether `pkt` is a reply on a live flow the TC egress program (`egress.rs`) learned: its
+/// (src, dst, sport, dport) as they are is the flow key, which egress stores swapped. A bare
+/// SYN opens a connection and never matches; an echo reply matches by its identifier.
+///
+/// Inbound packets do not refresh a flow (only the node's own packets do, so a remote peer
+/// cannot keep a pinhole open on its own); a FIN or RST marks it closing, which shortens its
+/// life to `tcp_closing`.
 #[inline(always)]
-fn stateful_flow_match(_pkt: &Packet, _svc: &Service) -> bool {
-    false
+fn stateful_flow_match(s: &Settings, pkt: &Packet, svc: &Service) -> bool {
+    let mut key = FlowKey {
+        family: pkt.family,
+        proto: pkt.proto,
+        _pad: [0; 2],
+        remote_port: pkt.sport,
+        local_port: pkt.dport,
+        remote: pkt.src,
+        local: pkt.dst,
+    };
+    let timeout_secs = match svc.kind() {
+        ServiceKind::Tcp => {
+            if svc.tcp_flags & TCP_FLAG_SYN != 0 && svc.tcp_flags & TCP_FLAG_ACK == 0 {
+                return false;
+            }
+            s.flow_tcp_secs
+        }
+        ServiceKind::Udp => s.flow_udp_secs,
+        ServiceKind::Icmp if svc.key == u32::from(ICMP_ECHO_REPLY) => {
+            key.remote_port = svc.echo_id;
+            key.local_port = 0;
+            s.flow_icmp_secs
+        }
+        ServiceKind::Icmpv6 if svc.key == u32::from(ICMPV6_ECHO_REPLY) => {
+            key.remote_port = svc.echo_id;
+            key.local_port = 0;
+            s.flow_icmp_secs
+        }
+        _ => return false,
+    };
+    let Some(state) = FLOWS.get_ptr_mut(key) else {
+        return false;
+    };
+    // SAFETY: a map value pointer; another CPU may write it concurrently, which at worst
+    // gives a slightly stale timestamp or flag.
+    let (seen, closing) = unsafe { ((*state).last_seen_ns, (*state).flags & flow_flags::CLOSING) };
+    let secs = if closing != 0 {
+        s.flow_tcp_closing_secs
+    } else {
+        timeout_secs
+    };
+    // SAFETY: no arguments; reads the monotonic clock.
+    let now = unsafe { bpf_ktime_get_ns() };
+    // NB: egress on another CPU may have stamped it a moment "after" our clock read.
+    if now.saturating_sub(seen) >= u64::from(secs) * NS_PER_SEC {
+        return false;
+    }
+    if svc.kind() == ServiceKind::Tcp
+        && svc.tcp_flags & (TCP_FLAG_FIN | TCP_FLAG_RST) != 0
+        && closing == 0
+    {
+        // SAFETY: as above.
+        unsafe { (*state).flags |= flow_flags::CLOSING };
+        flow_stats_add(flow_stat::CLOSING);
+    }
+    true
+}
+
+const NS_PER_SEC: u64 = 1_000_000_000;
+
+/// Count one flow-table event (`filter_common::flow_stat` slot).
+#[inline(always)]
+pub fn flow_stats_add(slot: u32) {
+    if let Some(n) = FLOW_STATS.get_ptr_mut(slot) {
+        // SAFETY: per-CPU value, only this CPU writes it.
+        unsafe { *n += 1 };
+    }
 }

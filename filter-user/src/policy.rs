@@ -106,6 +106,35 @@ pub enum ReturnTraffic {
     Stateful,
 }
 
+/// The flow table of `ReturnTraffic::Stateful` (kept in the policy whatever the mode, so
+/// switching modes does not lose the settings).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowTable {
+    /// Seconds an established TCP flow lives after the node's last packet on it.
+    pub tcp_secs: u32,
+    /// Seconds a TCP flow lives once a FIN or RST was seen.
+    pub tcp_closing_secs: u32,
+    /// Seconds a UDP flow lives after the node's last datagram on it.
+    pub udp_secs: u32,
+    /// Seconds an ICMP/ICMPv6 echo flow lives after the node's last echo request.
+    pub icmp_secs: u32,
+    /// Entries in the flow table (set when the table is created: a running filter keeps
+    /// the capacity it started with).
+    pub capacity: u32,
+}
+
+impl Default for FlowTable {
+    fn default() -> Self {
+        FlowTable {
+            tcp_secs: 7200,
+            tcp_closing_secs: 10,
+            udp_secs: 120,
+            icmp_secs: 30,
+            capacity: filter_common::DEFAULT_FLOW_CAPACITY,
+        }
+    }
+}
+
 /// What to do with non-first fragments.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Fragments {
@@ -131,6 +160,8 @@ pub struct Policy {
     pub unknown_ethertypes_pass: bool,
     /// Return-traffic mode.
     pub return_traffic: ReturnTraffic,
+    /// Flow table timeouts and capacity (`return_traffic: stateful`).
+    pub flows: FlowTable,
     /// Fragment policy.
     pub fragments: Fragments,
     /// Drop samples per CPU per second sent to the loader (0 disables).
@@ -163,6 +194,7 @@ impl Default for Policy {
             return_traffic: ReturnTraffic::Ephemeral {
                 ports: 32768..=60999,
             },
+            flows: FlowTable::default(),
             fragments: Fragments::Track,
             samples_per_sec: 10,
             rules: Vec::new(),

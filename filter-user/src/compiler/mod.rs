@@ -418,6 +418,10 @@ fn gen_config(policy: &Policy) -> GenConfig {
         ephemeral_hi: hi,
         epoch: 0,
         samples_per_sec: policy.samples_per_sec,
+        flow_tcp_secs: policy.flows.tcp_secs,
+        flow_tcp_closing_secs: policy.flows.tcp_closing_secs,
+        flow_udp_secs: policy.flows.udp_secs,
+        flow_icmp_secs: policy.flows.icmp_secs,
         _pad: 0,
     }
 }

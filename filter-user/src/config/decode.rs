@@ -20,7 +20,8 @@ use super::{
 };
 use crate::compiler::{self, CompileError, TableStats, Tables, MAX_POLICY_RULES};
 use crate::policy::{
-    DefaultAction, Essentials, Fragments, Mode, Policy, Protocol, ReturnTraffic, Rule, RuleKind,
+    DefaultAction, Essentials, FlowTable, Fragments, Mode, Policy, Protocol, ReturnTraffic, Rule,
+    RuleKind,
 };
 
 /// The only config version this loader reads.
@@ -57,7 +58,13 @@ const RULE_KEYS: &[&str] = &[
     "description",
 ];
 const ESSENTIAL_KEYS: &[&str] = &["arp", "neighbor_discovery", "icmp_errors"];
-const RETURN_KEYS: &[&str] = &["mode", "ports"];
+const RETURN_KEYS: &[&str] = &["mode", "ports", "timeouts", "capacity"];
+const TIMEOUT_KEYS: &[&str] = &["tcp", "tcp_closing", "udp", "icmp"];
+/// Longest flow timeout: a week, in seconds.
+const MAX_FLOW_TIMEOUT: u64 = 7 * 24 * 3600;
+/// Flow table capacity bounds (the map is preallocated: ~100 bytes an entry).
+const MIN_FLOW_CAPACITY: u64 = 64;
+const MAX_FLOW_CAPACITY: u64 = 1 << 20;
 
 /// Issue sink.
 struct Cx<'a> {
@@ -106,6 +113,7 @@ pub(super) fn load(
         ipv4_options_allow: doc.ipv4_options_allow,
         unknown_ethertypes_pass: doc.unknown_ethertypes_pass,
         return_traffic: doc.return_traffic.clone(),
+        flows: doc.flows,
         fragments: doc.fragments,
         samples_per_sec: doc.samples_per_sec,
         rules: resolved.iter().map(|r| r.rule.clone()).collect(),
@@ -158,6 +166,7 @@ struct Document {
     acknowledge_failsafe_change: bool,
     essentials: Essentials,
     return_traffic: ReturnTraffic,
+    flows: FlowTable,
     fragments: Fragments,
     ipv4_options_allow: bool,
     unknown_ethertypes_pass: bool,
@@ -713,6 +722,7 @@ fn decode_document(cx: &mut Cx, root: &Node, opts: &LoadOptions) -> Option<Docum
         acknowledge_failsafe_change: false,
         essentials: Essentials::default(),
         return_traffic: ReturnTraffic::Stateful,
+        flows: FlowTable::default(),
         fragments: Fragments::Track,
         ipv4_options_allow: false,
         unknown_ethertypes_pass: false,
@@ -785,7 +795,7 @@ fn decode_document(cx: &mut Cx, root: &Node, opts: &LoadOptions) -> Option<Docum
         }
     }
     if let Some(n) = f.get("return_traffic") {
-        if let Some(rt) = decode_return_traffic(cx, n, opts) {
+        if let Some(rt) = decode_return_traffic(cx, n, opts, &mut doc.flows) {
             doc.return_traffic = rt;
         }
     }
@@ -829,7 +839,50 @@ fn decode_document(cx: &mut Cx, root: &Node, opts: &LoadOptions) -> Option<Docum
     Some(doc)
 }
 
-fn decode_return_traffic(cx: &mut Cx, node: &Node, opts: &LoadOptions) -> Option<ReturnTraffic> {
+/// `return_traffic.timeouts` and `.capacity` into `flows` (stateful only).
+fn decode_flow_table(cx: &mut Cx, f: &Fields, flows: &mut FlowTable) {
+    if let Some(t) = f.get("timeouts") {
+        if let Some(tf) = fields(cx, t, "`return_traffic.timeouts`", TIMEOUT_KEYS) {
+            for (key, slot) in [
+                ("tcp", &mut flows.tcp_secs),
+                ("tcp_closing", &mut flows.tcp_closing_secs),
+                ("udp", &mut flows.udp_secs),
+                ("icmp", &mut flows.icmp_secs),
+            ] {
+                let Some(n) = tf.get(key) else { continue };
+                let what = format!("`return_traffic.timeouts.{key}`");
+                match integer(cx, n, &what, MAX_FLOW_TIMEOUT) {
+                    Some(0) => cx.error(
+                        n.pos,
+                        format!("{what} must be at least 1 second"),
+                        format!("write a number of seconds from 1 to {MAX_FLOW_TIMEOUT}"),
+                    ),
+                    Some(v) => *slot = v as u32,
+                    None => {}
+                }
+            }
+        }
+    }
+    if let Some(n) = f.get("capacity") {
+        let what = "`return_traffic.capacity`";
+        match integer(cx, n, what, MAX_FLOW_CAPACITY) {
+            Some(v) if v < MIN_FLOW_CAPACITY => cx.error(
+                n.pos,
+                format!("{what} {v} is too small"),
+                format!("the flow table holds {MIN_FLOW_CAPACITY} to {MAX_FLOW_CAPACITY} entries"),
+            ),
+            Some(v) => flows.capacity = v as u32,
+            None => {}
+        }
+    }
+}
+
+fn decode_return_traffic(
+    cx: &mut Cx,
+    node: &Node,
+    opts: &LoadOptions,
+    flows: &mut FlowTable,
+) -> Option<ReturnTraffic> {
     #[derive(Clone, Copy)]
     enum M {
         Stateful,
@@ -852,10 +905,21 @@ fn decode_return_traffic(cx: &mut Cx, node: &Node, opts: &LoadOptions) -> Option
                 );
                 return None;
             };
-            (
-                word(cx, m, "`return_traffic.mode`", &choices)?,
-                f.get("ports"),
-            )
+            let mode = word(cx, m, "`return_traffic.mode`", &choices)?;
+            if matches!(mode, M::Stateful) {
+                decode_flow_table(cx, &f, flows);
+            } else {
+                for key in ["timeouts", "capacity"] {
+                    if let Some(n) = f.get(key) {
+                        cx.error(
+                            n.pos,
+                            format!("`{key}` only applies to `mode: stateful`"),
+                            format!("remove `{key}`, or use `mode: stateful`"),
+                        );
+                    }
+                }
+            }
+            (mode, f.get("ports"))
         }
         _ => (word(cx, node, "`return_traffic`", &choices)?, None),
     };

@@ -1265,3 +1265,99 @@ fn load_file_read_error() {
         "{err}"
     );
 }
+
+#[test]
+fn return_traffic_flow_table() {
+    use crate::policy::FlowTable;
+    let rule = with_rule("name: a, from: [10.0.0.0/8], protocol: any");
+    // Defaults when not written.
+    assert_eq!(load(&rule).unwrap().policy.flows, FlowTable::default());
+    let l = load(&format!(
+        "return_traffic:\n  mode: stateful\n  timeouts: {{ tcp: 600, tcp_closing: 5, udp: 30, icmp: 10 }}\n  capacity: 4096\n{rule}"
+    ))
+    .unwrap();
+    assert_eq!(l.policy.return_traffic, ReturnTraffic::Stateful);
+    assert_eq!(
+        l.policy.flows,
+        FlowTable {
+            tcp_secs: 600,
+            tcp_closing_secs: 5,
+            udp_secs: 30,
+            icmp_secs: 10,
+            capacity: 4096,
+        }
+    );
+    // Partial timeouts keep the other defaults.
+    let l = load(&format!(
+        "return_traffic: {{ mode: stateful, timeouts: {{ udp: 2 }} }}\n{rule}"
+    ))
+    .unwrap();
+    assert_eq!(l.policy.flows.udp_secs, 2);
+    assert_eq!(l.policy.flows.tcp_secs, FlowTable::default().tcp_secs);
+
+    let text = format!("return_traffic: {{ mode: stateful, timeouts: {{ udpp: 2 }} }}\n{rule}");
+    expect_error(
+        &text,
+        1,
+        "udpp",
+        "unknown key `udpp` in `return_traffic.timeouts`",
+        "did you mean `udp`?",
+    );
+    let text = format!("return_traffic: {{ mode: stateful, timeouts: {{ tcp: 0 }} }}\n{rule}");
+    expect_error(
+        &text,
+        1,
+        "0 }",
+        "`return_traffic.timeouts.tcp` must be at least 1 second",
+        "from 1 to 604800",
+    );
+    let text =
+        format!("return_traffic: {{ mode: stateful, timeouts: {{ icmp: 1000000 }} }}\n{rule}");
+    expect_error(
+        &text,
+        1,
+        "1000000",
+        "`return_traffic.timeouts.icmp` 1000000 is out of range",
+        "from 0 to 604800",
+    );
+    let text = format!("return_traffic: {{ mode: stateful, timeouts: {{ udp: 2s }} }}\n{rule}");
+    expect_error(
+        &text,
+        1,
+        "2s",
+        "expected a number for `return_traffic.timeouts.udp`, found `2s`",
+        "plain decimal",
+    );
+    let text = format!("return_traffic: {{ mode: stateful, capacity: 10 }}\n{rule}");
+    expect_error(
+        &text,
+        1,
+        "10 }",
+        "`return_traffic.capacity` 10 is too small",
+        "64 to 1048576",
+    );
+    let text = format!("return_traffic: {{ mode: stateful, capacity: 99999999 }}\n{rule}");
+    expect_error(
+        &text,
+        1,
+        "99999999",
+        "`return_traffic.capacity` 99999999 is out of range",
+        "",
+    );
+    let text = format!("return_traffic: {{ mode: ephemeral, capacity: 4096 }}\n{rule}");
+    expect_error(
+        &text,
+        1,
+        "4096",
+        "`capacity` only applies to `mode: stateful`",
+        "remove `capacity`",
+    );
+    let text = format!("return_traffic: {{ mode: off, timeouts: {{ udp: 2 }} }}\n{rule}");
+    expect_error(
+        &text,
+        1,
+        "{ udp",
+        "`timeouts` only applies to `mode: stateful`",
+        "use `mode: stateful`",
+    );
+}

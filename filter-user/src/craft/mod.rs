@@ -722,6 +722,22 @@ impl Frame {
         self
     }
 
+    /// Sets the last 4 bytes of an ICMP/ICMPv6 header to an echo's identifier and sequence
+    /// number (RFC 792, RFC 4443).
+    ///
+    /// # Panics
+    /// If the frame was not made by [`Frame::icmp`] or [`Frame::icmpv6`].
+    pub fn echo(mut self, id: u16, seq: u16) -> Frame {
+        match &mut self.ip_mut("echo").transport {
+            Transport::Icmp { rest, .. } => {
+                rest[..2].copy_from_slice(&id.to_be_bytes());
+                rest[2..].copy_from_slice(&seq.to_be_bytes());
+            }
+            _ => panic!("craft: echo on a frame that is not ICMP"),
+        }
+        self
+    }
+
     /// Overrides the UDP length field.
     ///
     /// # Panics

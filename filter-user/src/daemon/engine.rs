@@ -154,12 +154,13 @@ impl Engine {
         check_attach_privileges()?;
         options.pins.check()?;
         // Validate before touching the kernel.
-        let (_, _, _) = prepare(&options.config, &RuleSlots::new())?;
+        let (first, _, _) = prepare(&options.config, &RuleSlots::new())?;
         options.pins.create()?;
         let adopting = options.pins.has_state();
         let filter = Filter::load(&LoadOptions {
             map_pin_dir: Some(options.pins.maps_dir()),
             verbose_verifier: false,
+            flow_capacity: Some(first.flows.capacity),
         })?;
         let slots = RuleSlots::from_pairs(filter.maps().pinned_rule_slots());
         let (policy, tables, compile_time) = prepare(&options.config, &slots)?;
@@ -184,7 +185,7 @@ impl Engine {
             if let Some(why) = &attached.fallback_reason {
                 warn!(iface = %ifname, reason = %why, "driver-mode XDP is not available; fell back to generic mode, which runs later in the stack and is slower");
             }
-            info!(iface = %ifname, ifindex = attached.ifindex, how = attached.how, adopting, "attached");
+            info!(iface = %ifname, ifindex = attached.ifindex, how = attached.how, egress = attached.egress, adopting, "attached");
             engine.attached.push(attached);
         }
         for stale in engine.options.pins.pinned_links() {

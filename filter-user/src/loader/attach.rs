@@ -5,8 +5,9 @@
 use std::process::Command;
 
 use aya::programs::{
-    links::{FdLink, PinnedLink},
-    ProgramError, XdpMode,
+    links::{FdLink, LinkOrder, PinnedLink},
+    tc::TcAttachOptions,
+    ProgramError, TcAttachType, XdpMode,
 };
 use filter_common::{IfaceEntry, MAX_IFACES};
 
@@ -33,6 +34,8 @@ pub struct Attached {
     pub ifindex: u32,
     /// "driver", "generic", or "adopted" (a pinned link now runs this program).
     pub how: &'static str,
+    /// The TC egress link: "attached" or "adopted".
+    pub egress: &'static str,
     /// Set when auto mode had to fall back to generic: why driver mode failed.
     pub fallback_reason: Option<String>,
 }
@@ -182,6 +185,7 @@ impl Filter {
                 ifname: ifname.into(),
                 ifindex,
                 how: "adopted",
+                egress: "",
                 fallback_reason: None,
             }
         } else {
@@ -211,11 +215,74 @@ impl Filter {
                 ifname: ifname.into(),
                 ifindex,
                 how,
+                egress: "",
                 fallback_reason,
             }
         };
+        let mut attached = attached;
+        attached.egress = self.attach_egress(pins, ifname)?;
         register_iface(self.maps_mut(), ifindex)?;
         Ok(attached)
+    }
+
+    /// Attach the flow recorder to `ifname`'s egress as a TCX link and pin it, or adopt the
+    /// pinned link (bpf_link_update: no instant without a recorder). TCX (kernel ≥ 6.6)
+    /// needs no clsact qdisc; the recorder returns `TCX_NEXT`, so other TC programs on the
+    /// interface keep running after it.
+    fn attach_egress(
+        &mut self,
+        pins: &PinLayout,
+        ifname: &str,
+    ) -> Result<&'static str, AttachError> {
+        let pin_err = |action: &'static str| {
+            move |e: &dyn std::fmt::Display| AttachError::Pin {
+                action,
+                ifname: ifname.into(),
+                detail: format!("egress: {e}"),
+            }
+        };
+        let path = pins.egress_link_path(ifname);
+        let (id, how) = if path.exists() {
+            let pinned = PinnedLink::from_pin(&path).map_err(|e| pin_err("open pinned")(&e))?;
+            let fd_link: FdLink = pinned.into();
+            let link = fd_link
+                .try_into()
+                .map_err(|e: aya::programs::links::LinkError| pin_err("adopt")(&e))?;
+            let id = self
+                .egress_program()
+                .attach_to_link(link)
+                .map_err(|source| AttachError::Attach {
+                    ifname: ifname.into(),
+                    mode: "tc egress adopt",
+                    source: Box::new(source),
+                })?;
+            (id, "adopted")
+        } else {
+            let id = self
+                .egress_program()
+                .attach_with_options(
+                    ifname,
+                    TcAttachType::Egress,
+                    TcAttachOptions::TcxOrder(LinkOrder::default()),
+                )
+                .map_err(|source| AttachError::Attach {
+                    ifname: ifname.into(),
+                    mode: "tc egress",
+                    source: Box::new(source),
+                })?;
+            (id, "attached")
+        };
+        let link = self
+            .egress_program()
+            .take_link(id)
+            .map_err(|e| pin_err("take")(&e))?;
+        if how == "attached" {
+            let fd_link: FdLink = link
+                .try_into()
+                .map_err(|e: aya::programs::links::LinkError| pin_err("convert")(&e))?;
+            fd_link.pin(&path).map_err(|e| pin_err("pin")(&e))?;
+        }
+        Ok(how)
     }
 
     fn attach_new(
@@ -315,6 +382,21 @@ pub fn detach(pins: &PinLayout, ifname: &str) -> Result<bool, AttachError> {
         detail: e.to_string(),
     })?;
     drop(link);
+    // The flow recorder goes with it (absent when pinned by a nodegate without one).
+    let egress = pins.egress_link_path(ifname);
+    if egress.exists() {
+        let pinned = PinnedLink::from_pin(&egress).map_err(|e| AttachError::Pin {
+            action: "open pinned egress",
+            ifname: ifname.into(),
+            detail: e.to_string(),
+        })?;
+        let link = pinned.unpin().map_err(|e| AttachError::Pin {
+            action: "unpin egress",
+            ifname: ifname.into(),
+            detail: e.to_string(),
+        })?;
+        drop(link);
+    }
     if let (Some(index), Ok(mut maps)) =
         (ifindex(ifname), FilterMaps::open_pinned(&pins.maps_dir()))
     {

@@ -4,32 +4,25 @@ use std::path::Path;
 
 use aya::maps::{lpm_trie::LpmTrie, Array, HashMap, Map, MapData, PerCpuArray};
 use filter_common::{
-    ClassCells, Control, Counter, GenConfig, IfaceEntry, RuleName, SegmentChunk, SrcV4Data,
-    SrcV6Data, MAP_CLASS_CELLS, MAP_CONTROL, MAP_GEN_CONFIG, MAP_GEN_STATS, MAP_IFACES,
-    MAP_REASON_STATS, MAP_RULE_NAMES, MAP_RULE_STATS, MAP_SEGMENTS, MAP_SRC_V4, MAP_SRC_V6,
+    flow_stat, ClassCells, Control, Counter, FlowKey, FlowState, GenConfig, IfaceEntry, RuleName,
+    SegmentChunk, SrcV4Data, SrcV6Data, MAP_CLASS_CELLS, MAP_CONTROL, MAP_GEN_CONFIG,
+    MAP_GEN_STATS, MAP_IFACES, MAP_REASON_STATS, MAP_RULE_NAMES, MAP_RULE_STATS, MAP_SEGMENTS,
+    MAP_SRC_V4, MAP_SRC_V6,
 };
 
 use super::LoaderError;
 
 /// Names of every map the loader pins and adopts, in one list so pinning, adoption and
 /// removal can never disagree about what exists.
-pub const PINNED_MAPS: &[&str] = &[
-    MAP_CONTROL,
-    MAP_GEN_CONFIG,
-    MAP_IFACES,
-    MAP_SRC_V4,
-    MAP_SRC_V6,
-    MAP_SEGMENTS,
-    MAP_CLASS_CELLS,
-    MAP_REASON_STATS,
-    MAP_RULE_STATS,
-    MAP_GEN_STATS,
-    MAP_RULE_NAMES,
-    filter_common::MAP_SAMPLES,
-    filter_common::MAP_SAMPLE_RATE,
-    filter_common::MAP_SAMPLE_STATS,
-    filter_common::MAP_FRAGS,
-];
+pub const PINNED_MAPS: &[&str] = filter_common::ALL_MAPS;
+
+/// One counter summed over every CPU's copy.
+pub(crate) fn sum_cpus(values: &[Counter]) -> Counter {
+    values.iter().fold(Counter::default(), |acc, c| Counter {
+        packets: acc.packets + c.packets,
+        bytes: acc.bytes + c.bytes,
+    })
+}
 
 /// The rule tables, settings and counters of one loaded (or adopted) XDP program.
 pub struct FilterMaps {
@@ -45,6 +38,8 @@ pub struct FilterMaps {
     pub(crate) gen_stats: PerCpuArray<MapData, Counter>,
     pub(crate) rule_names: Array<MapData, RuleName>,
     pub(crate) sample_stats: PerCpuArray<MapData, u64>,
+    pub(crate) flows: aya::maps::HashMap<MapData, FlowKey, FlowState>,
+    pub(crate) flow_stats: PerCpuArray<MapData, u64>,
     /// What each generation slot of the prefix tries holds; `None` until known.
     pub(crate) contents: [Option<super::publish::GenContents>; 2],
     /// When the control word last flipped (from this process).
@@ -93,6 +88,8 @@ impl FilterMaps {
             gen_stats: typed!(MAP_GEN_STATS),
             rule_names: typed!(MAP_RULE_NAMES),
             sample_stats: typed!(filter_common::MAP_SAMPLE_STATS),
+            flows: typed!(filter_common::MAP_FLOWS),
+            flow_stats: typed!(filter_common::MAP_FLOW_STATS),
             contents: [None, None],
             last_flip: None,
         })
@@ -107,10 +104,7 @@ impl FilterMaps {
             name: "counter",
             source,
         })?;
-        Ok(values.iter().fold(Counter::default(), |acc, c| Counter {
-            packets: acc.packets + c.packets,
-            bytes: acc.bytes + c.bytes,
-        }))
+        Ok(sum_cpus(&values))
     }
 
     /// Drop samples (emitted to the ring, lost because it was full), summed over CPUs.
@@ -128,6 +122,50 @@ impl FilterMaps {
         Ok((sum(0)?, sum(1)?))
     }
 
+    /// Flow table accounting (stateful return traffic), summed over CPUs, with the live
+    /// entry count.
+    ///
+    /// Evictions are an estimate of what the LRU map hides: nothing but LRU eviction ever
+    /// deletes an entry (expired flows stay until evicted), and the egress program counts an
+    /// insert only when it created a key (`BPF_NOEXIST`), so `inserts − entries` is the
+    /// number of entries evicted — exact except for entries written from userspace (tests).
+    pub fn flow_counts(&self) -> Result<FlowCounts, LoaderError> {
+        let sum = |i: u32| -> Result<u64, LoaderError> {
+            let values = self
+                .flow_stats
+                .get(&i, 0)
+                .map_err(|source| LoaderError::Map {
+                    name: filter_common::MAP_FLOW_STATS,
+                    source,
+                })?;
+            Ok(values.iter().sum())
+        };
+        let entries = self.flows.keys().filter(|k| k.is_ok()).count() as u64;
+        let inserts = sum(flow_stat::INSERTS)?;
+        Ok(FlowCounts {
+            inserts,
+            refreshes: sum(flow_stat::REFRESHES)?,
+            closing: sum(flow_stat::CLOSING)?,
+            entries,
+            evictions: inserts.saturating_sub(entries),
+        })
+    }
+
+    /// Insert a flow entry by hand (tests, diagnostics).
+    pub fn insert_flow(&mut self, key: FlowKey, state: FlowState) -> Result<(), LoaderError> {
+        self.flows
+            .insert(key, state, 0)
+            .map_err(|source| LoaderError::Map {
+                name: filter_common::MAP_FLOWS,
+                source,
+            })
+    }
+
+    /// One flow entry, if present.
+    pub fn flow(&self, key: &FlowKey) -> Option<FlowState> {
+        self.flows.get(key, 0).ok()
+    }
+
     /// The active generation and whether any generation is loaded.
     pub fn control(&self) -> Result<Control, LoaderError> {
         self.control.get(&0, 0).map_err(|source| LoaderError::Map {
@@ -135,4 +173,19 @@ impl FilterMaps {
             source,
         })
     }
+}
+
+/// Flow table accounting; see [`FilterMaps::flow_counts`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowCounts {
+    /// Entries the egress program created.
+    pub inserts: u64,
+    /// Egress packets that refreshed an entry.
+    pub refreshes: u64,
+    /// Entries that entered the closing state.
+    pub closing: u64,
+    /// Entries in the map now (live or expired, not yet evicted).
+    pub entries: u64,
+    /// `inserts − entries`: entries the LRU evicted (estimate; see `flow_counts`).
+    pub evictions: u64,
 }

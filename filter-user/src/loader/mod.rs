@@ -11,12 +11,17 @@ pub mod testrun;
 
 use std::path::PathBuf;
 
-use aya::{programs::Xdp, Ebpf, EbpfLoader, VerifierLogLevel};
+use aya::{
+    programs::{SchedClassifier, Xdp},
+    Ebpf, EbpfLoader, VerifierLogLevel,
+};
 
-pub use maps::{FilterMaps, PINNED_MAPS};
+pub use maps::{FilterMaps, FlowCounts, PINNED_MAPS};
 
 /// Name of the XDP program in the object.
 pub const XDP_PROGRAM: &str = "nodegate";
+/// Name of the TC egress program (stateful return traffic) in the object.
+pub const EGRESS_PROGRAM: &str = "nodegate_egress";
 
 /// Errors from loading the program and using its maps.
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +95,9 @@ pub struct LoadOptions {
     pub map_pin_dir: Option<PathBuf>,
     /// Collect the verifier's full log (slow; for diagnostics and instruction counts).
     pub verbose_verifier: bool,
+    /// Capacity of the flow table (`NG_FLOWS`) when it is created; `None` keeps
+    /// [`filter_common::DEFAULT_FLOW_CAPACITY`]. A pinned table keeps the size it was made with.
+    pub flow_capacity: Option<u32>,
 }
 
 /// The loaded XDP program and its maps.
@@ -113,6 +121,9 @@ impl Filter {
         for (name, path) in &pin_paths {
             loader.map_pin_path(name, path.as_path());
         }
+        if let Some(capacity) = options.flow_capacity {
+            loader.map_max_entries(filter_common::MAP_FLOWS, capacity);
+        }
         if options.verbose_verifier {
             loader.verifier_log_level(VerifierLogLevel::VERBOSE | VerifierLogLevel::STATS);
         }
@@ -132,8 +143,30 @@ impl Filter {
             hint: privilege_hint(&source),
             source: Box::new(source),
         })?;
+        let egress: &mut SchedClassifier = ebpf
+            .program_mut(EGRESS_PROGRAM)
+            .ok_or(LoaderError::MissingMap {
+                name: EGRESS_PROGRAM,
+            })?
+            .try_into()
+            .map_err(|source: aya::programs::ProgramError| LoaderError::Program {
+                hint: "",
+                source: Box::new(source),
+            })?;
+        egress.load().map_err(|source| LoaderError::Program {
+            hint: privilege_hint(&source),
+            source: Box::new(source),
+        })?;
         let maps = FilterMaps::take(&mut ebpf)?;
         Ok(Filter { ebpf, maps })
+    }
+
+    /// The TC egress program that learns the node's flows.
+    pub fn egress_program(&mut self) -> &mut SchedClassifier {
+        self.ebpf
+            .program_mut(EGRESS_PROGRAM)
+            .and_then(|p| p.try_into().ok())
+            .expect("checked in load")
     }
 
     /// The XDP program.

@@ -6,6 +6,7 @@
 //!     maps/NG_*                   every map (tables, counters, samples)
 //!     prog                        the XDP program
 //!     links/<ifname>              one XDP link per attached interface
+//!     egress/<ifname>             its TC egress (TCX) link: the flow recorder
 //! ```
 
 use std::{
@@ -115,6 +116,17 @@ impl PinLayout {
         self.links_dir().join(ifname)
     }
 
+    /// Directory of pinned TC egress links (kept apart from `links/`, whose entries name
+    /// the attached interfaces).
+    pub fn egress_links_dir(&self) -> PathBuf {
+        self.version_dir().join("egress")
+    }
+
+    /// Pinned TC egress link of one interface.
+    pub fn egress_link_path(&self, ifname: &str) -> PathBuf {
+        self.egress_links_dir().join(ifname)
+    }
+
     /// Whether a previous loader left a program pinned here.
     pub fn has_state(&self) -> bool {
         self.prog_path().exists()
@@ -167,6 +179,7 @@ impl PinLayout {
             self.version_dir(),
             self.maps_dir(),
             self.links_dir(),
+            self.egress_links_dir(),
         ] {
             if !dir.exists() {
                 fs::DirBuilder::new()
