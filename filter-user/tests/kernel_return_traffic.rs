@@ -1,0 +1,297 @@
+//! Stateful return traffic (VERDICTS.md §7) in the XDP program under `BPF_PROG_TEST_RUN`: flow
+//! entries are inserted into `NG_FLOWS` by hand, as the TC egress program would write them,
+//! and replies are judged against them. The egress program itself is exercised on a veth pair
+//! by `veth_return_traffic.rs`.
+#![cfg(feature = "privileged-tests")]
+
+mod common;
+
+use std::net::IpAddr;
+
+use filter_common::{flow_flags, FlowKey, FlowState, Reason};
+use filter_user::compiler::{compile, RuleSlots};
+use filter_user::config::{parse_str_with, LoadOptions};
+use filter_user::craft::Frame;
+use filter_user::loader::testrun::{reason_counter, XdpAction};
+use filter_user::loader::Filter;
+
+const NODE4: &str = "10.1.1.1";
+const PEER4: &str = "192.0.2.9";
+const NODE6: &str = "2001:db8::1";
+const PEER6: &str = "2001:db8:c1::9";
+
+/// Only tcp 443 from 203.0.113.0/24: nothing the tests send is allowed by a rule.
+const CONFIG: &str = "version: 1
+mode: enforce
+return_traffic:
+  mode: stateful
+  timeouts: { tcp: 60, tcp_closing: 5, udp: 2, icmp: 30 }
+rules:
+  - name: https
+    from: [203.0.113.0/24]
+    protocol: tcp
+    ports: [443]
+";
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn addr16(a: IpAddr) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    match a {
+        IpAddr::V4(v4) => out[..4].copy_from_slice(&v4.octets()),
+        IpAddr::V6(v6) => out = v6.octets(),
+    }
+    out
+}
+
+/// The key a reply from `remote:rport` to `local:lport` looks up (inbound orientation).
+fn key(proto: u8, remote: &str, rport: u16, local: &str, lport: u16) -> FlowKey {
+    let r = ip(remote);
+    FlowKey {
+        family: if r.is_ipv4() { 4 } else { 6 },
+        proto,
+        _pad: [0; 2],
+        remote_port: rport,
+        local_port: lport,
+        remote: addr16(r),
+        local: addr16(ip(local)),
+    }
+}
+
+fn now_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid timespec; CLOCK_MONOTONIC is bpf_ktime_get_ns's clock.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+fn state(age_secs: u64, flags: u32) -> FlowState {
+    FlowState {
+        last_seen_ns: now_ns() - age_secs * 1_000_000_000,
+        flags,
+        _pad: 0,
+    }
+}
+
+fn setup() -> Filter {
+    let mut filter = common::load_private();
+    let policy = parse_str_with(
+        "rt.yaml",
+        CONFIG,
+        &LoadOptions::fixed_ephemeral(32768..=60999),
+    )
+    .expect("config loads")
+    .policy;
+    let tables = compile(&policy, &RuleSlots::new()).expect("compiles");
+    filter.maps_mut().publish(&tables).expect("publish");
+    filter
+}
+
+/// Run `frame`, expect `action`, and expect exactly one packet on `reason`.
+fn check(filter: &mut Filter, what: &str, frame: &Frame, action: XdpAction, reason: Reason) {
+    let before = reason_counter(filter.maps(), 0, reason, false)
+        .unwrap()
+        .packets;
+    let (got, _) = filter.test_run(&frame.build(), 1).unwrap();
+    let after = reason_counter(filter.maps(), 0, reason, false)
+        .unwrap()
+        .packets;
+    assert_eq!(got, action, "{what}: action");
+    assert_eq!(after, before + 1, "{what}: {} counter", reason.name());
+}
+
+#[test]
+fn tcp_reply_on_a_live_flow_is_return_traffic() {
+    let mut f = setup();
+    let k = key(6, PEER4, 7000, NODE4, 45000);
+    f.maps_mut().insert_flow(k, state(0, 0)).unwrap();
+    let reply = Frame::tcp(ip(PEER4), ip(NODE4), 7000, 45000).syn_ack();
+    check(
+        &mut f,
+        "syn-ack",
+        &reply,
+        XdpAction::Pass,
+        Reason::ReturnTraffic,
+    );
+    let data = Frame::tcp(ip(PEER4), ip(NODE4), 7000, 45000).ack();
+    check(&mut f, "ack", &data, XdpAction::Pass, Reason::ReturnTraffic);
+    // Another port of the same peer is no flow.
+    let other = Frame::tcp(ip(PEER4), ip(NODE4), 7000, 45001).ack();
+    check(
+        &mut f,
+        "other port",
+        &other,
+        XdpAction::Drop,
+        Reason::NoSourceMatch,
+    );
+}
+
+#[test]
+fn syn_without_ack_never_matches_a_flow() {
+    let mut f = setup();
+    f.maps_mut()
+        .insert_flow(key(6, PEER4, 7000, NODE4, 45000), state(0, 0))
+        .unwrap();
+    let syn = Frame::tcp(ip(PEER4), ip(NODE4), 7000, 45000).syn();
+    check(
+        &mut f,
+        "bare syn",
+        &syn,
+        XdpAction::Drop,
+        Reason::NoSourceMatch,
+    );
+}
+
+#[test]
+fn expired_flows_do_not_match() {
+    let mut f = setup();
+    // udp timeout 2 s: 3 s old is dead, 1 s old alive.
+    f.maps_mut()
+        .insert_flow(key(17, PEER4, 5353, NODE4, 40000), state(3, 0))
+        .unwrap();
+    f.maps_mut()
+        .insert_flow(key(17, PEER4, 5353, NODE4, 40001), state(1, 0))
+        .unwrap();
+    let dead = Frame::udp(ip(PEER4), ip(NODE4), 5353, 40000);
+    check(
+        &mut f,
+        "expired udp",
+        &dead,
+        XdpAction::Drop,
+        Reason::NoSourceMatch,
+    );
+    let live = Frame::udp(ip(PEER4), ip(NODE4), 5353, 40001);
+    check(
+        &mut f,
+        "live udp",
+        &live,
+        XdpAction::Pass,
+        Reason::ReturnTraffic,
+    );
+    // tcp_closing 5 s: a closing flow 10 s old is dead although tcp allows 60 s.
+    f.maps_mut()
+        .insert_flow(
+            key(6, PEER4, 7000, NODE4, 45000),
+            state(10, flow_flags::CLOSING),
+        )
+        .unwrap();
+    let late = Frame::tcp(ip(PEER4), ip(NODE4), 7000, 45000).ack();
+    check(
+        &mut f,
+        "closed tcp",
+        &late,
+        XdpAction::Drop,
+        Reason::NoSourceMatch,
+    );
+}
+
+#[test]
+fn fin_from_the_peer_marks_the_flow_closing() {
+    let mut f = setup();
+    let k = key(6, PEER6, 443, NODE6, 50000);
+    f.maps_mut().insert_flow(k, state(0, 0)).unwrap();
+    let fin = Frame::tcp(ip(PEER6), ip(NODE6), 443, 50000)
+        .flags(filter_user::craft::tcp_flags::FIN | filter_user::craft::tcp_flags::ACK);
+    check(
+        &mut f,
+        "v6 fin",
+        &fin,
+        XdpAction::Pass,
+        Reason::ReturnTraffic,
+    );
+    let s = f.maps().flow(&k).expect("entry stays");
+    assert_eq!(s.flags & flow_flags::CLOSING, flow_flags::CLOSING);
+    assert!(f.maps().flow_counts().unwrap().closing >= 1);
+}
+
+#[test]
+fn echo_replies_match_by_identifier() {
+    let mut f = setup();
+    f.maps_mut()
+        .insert_flow(key(1, PEER4, 0x1234, NODE4, 0), state(0, 0))
+        .unwrap();
+    f.maps_mut()
+        .insert_flow(key(58, PEER6, 0x4321, NODE6, 0), state(0, 0))
+        .unwrap();
+    let reply = Frame::icmp(ip(PEER4), ip(NODE4), 0, 0).echo(0x1234, 1);
+    check(
+        &mut f,
+        "echo reply",
+        &reply,
+        XdpAction::Pass,
+        Reason::ReturnTraffic,
+    );
+    let wrong = Frame::icmp(ip(PEER4), ip(NODE4), 0, 0).echo(0x1235, 1);
+    check(
+        &mut f,
+        "other id",
+        &wrong,
+        XdpAction::Drop,
+        Reason::NoSourceMatch,
+    );
+    let request = Frame::icmp(ip(PEER4), ip(NODE4), 8, 0).echo(0x1234, 1);
+    check(
+        &mut f,
+        "echo request",
+        &request,
+        XdpAction::Drop,
+        Reason::NoSourceMatch,
+    );
+    let reply6 = Frame::icmpv6(ip(PEER6), ip(NODE6), 129, 0).echo(0x4321, 1);
+    check(
+        &mut f,
+        "echo6 reply",
+        &reply6,
+        XdpAction::Pass,
+        Reason::ReturnTraffic,
+    );
+}
+
+#[test]
+fn ephemeral_and_off_modes_ignore_the_flow_table() {
+    let mut f = common::load_private();
+    let text = CONFIG.replace(
+        "return_traffic:\n  mode: stateful\n  timeouts: { tcp: 60, tcp_closing: 5, udp: 2, icmp: 30 }\n",
+        "return_traffic: off\n",
+    );
+    let policy = parse_str_with(
+        "rt-off.yaml",
+        &text,
+        &LoadOptions::fixed_ephemeral(32768..=60999),
+    )
+    .expect("config loads")
+    .policy;
+    f.maps_mut()
+        .publish(&compile(&policy, &RuleSlots::new()).unwrap())
+        .unwrap();
+    f.maps_mut()
+        .insert_flow(key(17, PEER4, 5353, NODE4, 40000), state(0, 0))
+        .unwrap();
+    let reply = Frame::udp(ip(PEER4), ip(NODE4), 5353, 40000);
+    check(
+        &mut f,
+        "off mode",
+        &reply,
+        XdpAction::Drop,
+        Reason::NoSourceMatch,
+    );
+}
+
+/// Both programs pass the verifier; prints what it processed (`--nocapture`).
+#[test]
+fn zz_verifier_instruction_counts() {
+    let mut f = common::load_private();
+    let xdp = f.program().info().unwrap().verified_instruction_count();
+    let tc = f
+        .egress_program()
+        .info()
+        .unwrap()
+        .verified_instruction_count();
+    println!("verified instructions: xdp {xdp:?}, tc egress {tc:?}");
+    assert!(tc.is_some_and(|n| n > 0 && n < 1_000_000));
+}
