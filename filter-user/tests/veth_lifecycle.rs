@@ -17,7 +17,6 @@ use std::{
     time::Duration,
 };
 
-use aya::programs::XdpMode;
 use common::daemon::{reason_total, rule_total, Env};
 use filter_user::{
     compiler::{compile, RuleSlots},
@@ -126,14 +125,7 @@ fn j31_reloads_under_traffic_never_misjudge() {
     filter.maps_mut().publish(&a).unwrap();
     slots.commit(&a);
     let b = tables(&b_yaml, &slots);
-    let ifindex = lab.node_ifindex().unwrap();
-    let link = in_netns(&lab.node_ns, || {
-        filter
-            .program()
-            .attach_to_if_index(ifindex, XdpMode::Driver)
-    })
-    .unwrap()
-    .unwrap();
+    let link = common::attach_to_lab(&mut filter, &lab);
 
     let stop = Arc::new(AtomicBool::new(false));
     let sent = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
@@ -214,14 +206,7 @@ fn j32_set_removal_takes_effect_at_the_flip() {
     let report = filter.maps_mut().publish(&with).unwrap();
     slots.commit(&with);
     let without = tables(&fixture_without_clients(), &slots);
-    let ifindex = lab.node_ifindex().unwrap();
-    let link = in_netns(&lab.node_ns, || {
-        filter
-            .program()
-            .attach_to_if_index(ifindex, XdpMode::Driver)
-    })
-    .unwrap()
-    .unwrap();
+    let link = common::attach_to_lab(&mut filter, &lab);
     let sender = lab.peer_sender().unwrap();
 
     send_paced(&sender, &clients_frame(), 50);
@@ -355,14 +340,7 @@ fn j33_survives_kill_adopts_on_restart_and_detaches() {
 fn j34_foreign_program_is_refused() {
     let env = Env::new("j34");
     let mut foreign = common::load_private();
-    let ifindex = env.lab.node_ifindex().unwrap();
-    let _link = in_netns(&env.lab.node_ns, || {
-        foreign
-            .program()
-            .attach_to_if_index(ifindex, XdpMode::Driver)
-    })
-    .unwrap()
-    .unwrap();
+    let _link = common::attach_to_lab(&mut foreign, &env.lab);
     let prog = env.xdp_prog_id().expect("foreign program attached");
 
     let config = env.write_config("rules.yaml", FIXTURE);

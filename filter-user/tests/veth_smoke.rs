@@ -4,22 +4,14 @@
 
 mod common;
 
-use aya::programs::XdpMode;
 use filter_common::{Reason, STAT_SLOTS};
-use filter_user::lab::{in_netns, Lab, LabAddrs};
+use filter_user::lab::{Lab, LabAddrs};
 
 #[test]
 fn driver_mode_attach_sees_peer_traffic() {
     let mut filter = common::load_private();
     let lab = Lab::new("smk", LabAddrs::default()).expect("create lab");
-    let ifindex = lab.node_ifindex().unwrap();
-    let link = in_netns(&lab.node_ns, || {
-        filter
-            .program()
-            .attach_to_if_index(ifindex, XdpMode::Driver)
-    })
-    .unwrap()
-    .expect("attach in driver mode");
+    let link = common::attach_to_lab(&mut filter, &lab);
 
     let sum_all = |filter: &filter_user::loader::Filter| -> u64 {
         filter

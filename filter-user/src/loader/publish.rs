@@ -12,7 +12,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aya::maps::{lpm_trie::Key, PerCpuValues};
+use aya::maps::{
+    lpm_trie::{Key, LpmTrie},
+    MapData, PerCpuValues,
+};
 use filter_common::{Control, Counter, SrcV4Data, SrcV6Data, MAX_RULES};
 
 use super::{FilterMaps, LoaderError};
@@ -55,6 +58,41 @@ pub(crate) struct GenContents {
 
 fn map_err(name: &'static str) -> impl FnOnce(aya::maps::MapError) -> LoaderError {
     move |source| LoaderError::Map { name, source }
+}
+
+/// Make one generation slot of a prefix trie hold exactly `wanted`, writing only the
+/// difference from `have` (what the slot holds now), and keep `have` up to date.
+fn sync_trie<K: aya::Pod + Eq + std::hash::Hash>(
+    trie: &mut LpmTrie<MapData, K, u32>,
+    name: &'static str,
+    wanted: impl Iterator<Item = (Key<K>, u32)>,
+    have: &mut HashMap<(u32, K), u32>,
+    report: &mut PublishReport,
+) -> Result<(), LoaderError> {
+    let wanted: HashMap<(u32, K), u32> = wanted
+        .map(|(k, v)| ((k.prefix_len(), k.data()), v))
+        .collect();
+    // Insert before removing: a prefix that moves class never lacks an entry (not that it
+    // matters for an inactive generation, but the trie stays small).
+    for (&(len, data), &class) in &wanted {
+        if have.get(&(len, data)) != Some(&class) {
+            trie.insert(&Key::new(len, data), class, 0)
+                .map_err(map_err(name))?;
+            have.insert((len, data), class);
+            report.prefixes_written += 1;
+        }
+    }
+    let stale: Vec<(u32, K)> = have
+        .keys()
+        .filter(|k| !wanted.contains_key(k))
+        .copied()
+        .collect();
+    for (len, data) in stale {
+        trie.remove(&Key::new(len, data)).map_err(map_err(name))?;
+        have.remove(&(len, data));
+        report.prefixes_removed += 1;
+    }
+    Ok(())
 }
 
 impl FilterMaps {
@@ -159,62 +197,20 @@ impl FilterMaps {
         contents: &mut GenContents,
         report: &mut PublishReport,
     ) -> Result<(), LoaderError> {
-        // Insert before removing: a prefix that moves class never has a moment without an
-        // entry (not that it matters for an inactive generation, but it keeps the trie small).
-        let wanted_v4: HashMap<(u32, SrcV4Data), u32> = tables
-            .v4_lpm_entries(gen)
-            .map(|(k, v)| ((k.prefix_len(), k.data()), v))
-            .collect();
-        for (&(len, data), &class) in &wanted_v4 {
-            if contents.v4.get(&(len, data)) != Some(&class) {
-                self.src_v4
-                    .insert(&Key::new(len, data), class, 0)
-                    .map_err(map_err(filter_common::MAP_SRC_V4))?;
-                contents.v4.insert((len, data), class);
-                report.prefixes_written += 1;
-            }
-        }
-        let stale: Vec<(u32, SrcV4Data)> = contents
-            .v4
-            .keys()
-            .filter(|k| !wanted_v4.contains_key(k))
-            .copied()
-            .collect();
-        for (len, data) in stale {
-            self.src_v4
-                .remove(&Key::new(len, data))
-                .map_err(map_err(filter_common::MAP_SRC_V4))?;
-            contents.v4.remove(&(len, data));
-            report.prefixes_removed += 1;
-        }
-
-        let wanted_v6: HashMap<(u32, SrcV6Data), u32> = tables
-            .v6_lpm_entries(gen)
-            .map(|(k, v)| ((k.prefix_len(), k.data()), v))
-            .collect();
-        for (&(len, data), &class) in &wanted_v6 {
-            if contents.v6.get(&(len, data)) != Some(&class) {
-                self.src_v6
-                    .insert(&Key::new(len, data), class, 0)
-                    .map_err(map_err(filter_common::MAP_SRC_V6))?;
-                contents.v6.insert((len, data), class);
-                report.prefixes_written += 1;
-            }
-        }
-        let stale: Vec<(u32, SrcV6Data)> = contents
-            .v6
-            .keys()
-            .filter(|k| !wanted_v6.contains_key(k))
-            .copied()
-            .collect();
-        for (len, data) in stale {
-            self.src_v6
-                .remove(&Key::new(len, data))
-                .map_err(map_err(filter_common::MAP_SRC_V6))?;
-            contents.v6.remove(&(len, data));
-            report.prefixes_removed += 1;
-        }
-        Ok(())
+        sync_trie(
+            &mut self.src_v4,
+            filter_common::MAP_SRC_V4,
+            tables.v4_lpm_entries(gen),
+            &mut contents.v4,
+            report,
+        )?;
+        sync_trie(
+            &mut self.src_v6,
+            filter_common::MAP_SRC_V6,
+            tables.v6_lpm_entries(gen),
+            &mut contents.v6,
+            report,
+        )
     }
 
     /// Read what generation slot `gen` of the tries holds (after adopting pinned maps).

@@ -26,3 +26,18 @@ pub fn load_private() -> Filter {
     require_root();
     Filter::load(&LoadOptions::default()).expect("load the XDP program")
 }
+
+/// Attach `filter` in driver mode to the lab's node interface (inside the node namespace).
+pub fn attach_to_lab(
+    filter: &mut Filter,
+    lab: &filter_user::lab::Lab,
+) -> aya::programs::xdp::XdpLinkId {
+    let ifindex = lab.node_ifindex().expect("node interface index");
+    filter_user::lab::in_netns(&lab.node_ns, || {
+        filter
+            .program()
+            .attach_to_if_index(ifindex, aya::programs::XdpMode::Driver)
+    })
+    .expect("enter the node namespace")
+    .expect("attach in driver mode")
+}
