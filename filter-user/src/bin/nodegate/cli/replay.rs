@@ -76,8 +76,9 @@ pub struct Args {
     #[arg(long, value_name = "NS", requires = "iface")]
     netns: Option<String>,
     /// With --live: send the whole capture N times. From 1000 on, each frame goes out in
-    /// bursts of back-to-back copies (full rate); below, one frame per generator call in
-    /// exact capture order (tens of thousands of frames per second).
+    /// bursts of back-to-back copies (full rate within a burst, ~26 ms of set-up per
+    /// burst); below, one frame per generator call in exact capture order (tens of
+    /// thousands of frames per second).
     #[arg(
         long = "loop",
         value_name = "N",
