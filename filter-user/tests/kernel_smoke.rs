@@ -29,3 +29,55 @@ fn unconfigured_program_passes_and_counts_not_configured() {
     );
     assert_eq!(after.bytes, before.bytes + frame.len() as u64);
 }
+
+/// Three reloads of 110k entirely different prefixes each: the third lands in the slot that
+/// still holds the first list. Stale entries must leave before new ones arrive, or the
+/// trie (sized for two full generations) overflows with ENOSPC.
+#[test]
+fn large_disjoint_reloads_fit_in_the_tries() {
+    use filter_user::{
+        compiler::{compile, RuleSlots},
+        policy::{Policy, Protocol, Rule, RuleKind},
+    };
+    let list = |seed: u32| -> Policy {
+        let v4 = (0..100_000u32).map(|i| {
+            let a = std::net::Ipv4Addr::from((seed << 24) | (i << 5));
+            ipnet::IpNet::V4(ipnet::Ipv4Net::new(a, 27).unwrap())
+        });
+        let v6 = (0..10_000u32).map(|i| {
+            let a = std::net::Ipv6Addr::new(0x2001, 0xdb8, seed as u16, i as u16, 0, 0, 0, 0);
+            ipnet::IpNet::V6(ipnet::Ipv6Net::new(a, 64).unwrap())
+        });
+        Policy {
+            rules: vec![Rule {
+                name: "bulk".into(),
+                kind: RuleKind::Allow,
+                sources: v4.chain(v6).collect(),
+                protocol: Protocol::Tcp,
+                keys: vec![443..=443],
+            }],
+            ..Policy::default()
+        }
+    };
+    let mut filter = common::load_private();
+    let mut slots = RuleSlots::new();
+    for seed in [11, 12, 13, 14] {
+        let tables = compile(&list(seed), &slots).expect("compiles");
+        let report = filter
+            .maps_mut()
+            .publish(&tables)
+            .unwrap_or_else(|e| panic!("publish of list {seed}: {e}"));
+        slots.commit(&tables);
+        println!(
+            "list {seed}: slot {} wrote {} removed {} in {:?}",
+            report.gen_slot, report.prefixes_written, report.prefixes_removed, report.total
+        );
+        if seed >= 13 {
+            assert_eq!(
+                report.prefixes_removed, 110_000,
+                "the slot's old list was removed"
+            );
+        }
+        assert_eq!(report.prefixes_written, 110_000);
+    }
+}

@@ -72,16 +72,9 @@ fn sync_trie<K: aya::Pod + Eq + std::hash::Hash>(
     let wanted: HashMap<(u32, K), u32> = wanted
         .map(|(k, v)| ((k.prefix_len(), k.data()), v))
         .collect();
-    // Insert before removing: a prefix that moves class never lacks an entry (not that it
-    // matters for an inactive generation, but the trie stays small).
-    for (&(len, data), &class) in &wanted {
-        if have.get(&(len, data)) != Some(&class) {
-            trie.insert(&Key::new(len, data), class, 0)
-                .map_err(map_err(name))?;
-            have.insert((len, data), class);
-            report.prefixes_written += 1;
-        }
-    }
+    // Remove stale entries first: the slot is inactive, so nothing reads it, and the trie is
+    // sized for two full generations, so inserting a whole new list before removing the old
+    // one would overflow it (ENOSPC) when both are large.
     let stale: Vec<(u32, K)> = have
         .keys()
         .filter(|k| !wanted.contains_key(k))
@@ -91,6 +84,14 @@ fn sync_trie<K: aya::Pod + Eq + std::hash::Hash>(
         trie.remove(&Key::new(len, data)).map_err(map_err(name))?;
         have.remove(&(len, data));
         report.prefixes_removed += 1;
+    }
+    for (&(len, data), &class) in &wanted {
+        if have.get(&(len, data)) != Some(&class) {
+            trie.insert(&Key::new(len, data), class, 0)
+                .map_err(map_err(name))?;
+            have.insert((len, data), class);
+            report.prefixes_written += 1;
+        }
     }
     Ok(())
 }
