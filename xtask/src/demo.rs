@@ -155,9 +155,10 @@ pub fn run() -> anyhow::Result<()> {
     eprintln!("\n== traffic: a generated Kubernetes-node mix, sent from {PEER_NS}");
     let pcap = scratch.join("k8s-mix.pcap");
     sh(Command::new(&nodegate)
-        .args(["gen-traffic", "--seed", "1", "--frames", "2000", "--out"])
-        .arg(&pcap))?;
-    send(&nodegate, &pcap)?;
+        .arg("gen-traffic")
+        .arg(&pcap)
+        .args(["--seed", "1", "--count", "2000"]))?;
+    send(&nodegate, &pcap, &live_config)?;
     sh(in_ns(PEER_NS, Path::new("ping")).args(["-c", "3", "-i", "0.2", "-W", "1", "10.0.32.10"]))?;
     stats(&nodegate)?;
 
@@ -187,7 +188,7 @@ pub fn run() -> anyhow::Result<()> {
             "dropped, as the new rules say"
         }
     );
-    send(&nodegate, &pcap)?;
+    send(&nodegate, &pcap, &live_config)?;
     stats(&nodegate)?;
     drop(lab);
     eprintln!("\ndemo: done");
@@ -219,11 +220,23 @@ fn without_rule(text: &str, name: &str) -> String {
     out
 }
 
-fn send(nodegate: &Path, pcap: &Path) -> anyhow::Result<()> {
-    sh(in_ns(PEER_NS, nodegate)
+fn send(nodegate: &Path, pcap: &Path, config: &Path) -> anyhow::Result<()> {
+    // The live-frames generator runs on the peer's veth end; what it transmits arrives at
+    // the node's XDP hook, where nodegate judges it.
+    sh(Command::new(nodegate)
         .arg("replay")
         .arg(pcap)
-        .args(["--live", "--iface", PEER_IF]))
+        .arg("--config")
+        .arg(config)
+        .args([
+            "--live",
+            "--iface",
+            PEER_IF,
+            "--netns",
+            PEER_NS,
+            "--pin-dir",
+            PIN_DIR,
+        ]))
 }
 
 fn stats(nodegate: &Path) -> anyhow::Result<()> {
