@@ -21,8 +21,6 @@
 #![cfg(feature = "privileged-tests")]
 
 mod common;
-#[path = "common/empty_xdp.rs"]
-mod empty_xdp;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -2170,17 +2168,19 @@ fn zz_ns_per_packet_against_empty_program() {
         let rule = (*reason == AllowRule).then_some("clients-https");
         t.check(frame, *pass, *reason, rule);
     }
-    let empty = empty_xdp::EmptyXdp::load().expect("load the empty XDP program");
+    let empty =
+        filter_user::replay::rawbpf::RawProgram::pass().expect("load the empty XDP program");
     let baseline_frame = cases[0].1.build();
-    let (action, _) = empty.test_run(&baseline_frame, 1).expect("empty test run");
-    assert_eq!(action, 2, "the empty program returns XDP_PASS");
+    let run = empty.test_run(&baseline_frame, 1).expect("empty test run");
+    assert_eq!(run.retval, 2, "the empty program returns XDP_PASS");
 
     let mut baseline = Vec::new();
     let mut ours: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
     for _ in 0..ROUNDS {
-        let (_, d) = empty
+        let d = empty
             .test_run(&baseline_frame, REPEAT)
-            .expect("empty test run");
+            .expect("empty test run")
+            .duration;
         baseline.push(d.as_nanos() as f64);
         for (i, (_, frame, ..)) in cases.iter().enumerate() {
             let (_, d) = t.filter.test_run(&frame.build(), REPEAT).expect("test run");
