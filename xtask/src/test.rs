@@ -10,6 +10,9 @@ pub fn run() -> anyhow::Result<()> {
     crate::setup::run()?;
     let root = workspace_root();
 
+    eprintln!("== lint: rustfmt and clippy (host workspace, then the BPF crate)");
+    crate::lint::run()?;
+
     eprintln!("== host tests (no privileges): unit, doc and config tests");
     sh(Command::new("cargo")
         .current_dir(&root)
@@ -29,7 +32,8 @@ pub fn run() -> anyhow::Result<()> {
             "--",
             "--test-threads=1",
         ]))?;
-        crate::bench::run(true)?; // smoke: every benchmark runs once and prints a number (not a speed check)
+        eprintln!("== benchmark smoke (--quick): every benchmark runs once and prints a number; not a speed check");
+        crate::bench::run(true)?;
     } else if is_ci() {
         bail!("CI=true but not root: the privileged BPF and veth tests cannot run, and skipping them in CI is a failure");
     } else {
