@@ -236,6 +236,20 @@ fn stateful_replies_pass_new_inbound_drops_idle_flows_expire() {
         .unwrap();
     assert!(flows.inserts >= 4, "flows were learned: {flows:?}");
     assert_eq!(flows.evictions, 0, "nothing evicted: {flows:?}");
+    // `nodegate stats --json` reports the flow table.
+    let out = env.run(&["stats", "--json"]);
+    assert!(
+        out.status.success(),
+        "stats: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stats json");
+    assert!(
+        json["flows"]["inserted"].as_u64() >= Some(4),
+        "stats shows the learned flows: {}",
+        json["flows"]
+    );
+    assert!(json["flows"]["entries"].as_u64() >= Some(4));
 }
 
 #[test]

@@ -146,6 +146,19 @@ pub fn prepare(path: &Path, slots: &RuleSlots) -> Result<(Policy, Tables, Durati
     Ok((loaded.policy, tables, start.elapsed()))
 }
 
+/// The flow table's capacity is fixed when its map is created; a pinned table keeps it.
+fn warn_flow_capacity(filter: &Filter, wanted: u32) {
+    if let Ok(actual) = filter.maps().flow_capacity() {
+        if actual != wanted {
+            warn!(
+                configured = wanted,
+                actual,
+                "return_traffic.capacity only applies when the flow table is created; the pinned table keeps {actual} entries until every interface is detached"
+            );
+        }
+    }
+}
+
 impl Engine {
     /// Validate the rule file, then load (reusing pinned maps: counters and tables survive a
     /// restart), publish, and attach to every interface — adopting links a previous loader
@@ -162,6 +175,7 @@ impl Engine {
             verbose_verifier: false,
             flow_capacity: Some(first.flows.capacity),
         })?;
+        warn_flow_capacity(&filter, first.flows.capacity);
         let slots = RuleSlots::from_pairs(filter.maps().pinned_rule_slots());
         let (policy, tables, compile_time) = prepare(&options.config, &slots)?;
         let mut engine = Engine {
@@ -216,6 +230,9 @@ impl Engine {
         let result = prepare(&self.options.config, &self.slots).and_then(
             |(policy, tables, compile_time)| {
                 self.guard_failsafe(&policy)?;
+                if policy.flows.capacity != self.current.flows.capacity {
+                    warn_flow_capacity(&self.filter, policy.flows.capacity);
+                }
                 self.apply(policy, tables, compile_time)
             },
         );

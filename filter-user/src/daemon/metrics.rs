@@ -14,6 +14,7 @@
 //! | `nodegate_rule_packets_total`, `nodegate_rule_bytes_total` | `rule`, `verdict` = `pass`/`drop`/`would_drop` (`unknown` for a rule not in the active rule set) |
 //! | `nodegate_reloads_total` | `result` = `success`/`failure` |
 //! | `nodegate_drop_samples_total` | `outcome` = `emitted`/`lost` |
+//! | `nodegate_flow_events_total` | `event` = `inserted`/`refreshed`/`closing` (stateful return traffic: flows the TC egress program learned) |
 //! | `nodegate_active_generation` | — (the epoch of the active rule generation) |
 //! | `nodegate_prefixes` | `family` = `ipv4`/`ipv6` |
 //! | `nodegate_last_reload_timestamp_seconds` | — (absent until the first successful reload) |
@@ -119,6 +120,12 @@ pub struct DaemonState {
     pub samples_emitted: u64,
     /// Drop samples lost to a full ring.
     pub samples_lost: u64,
+    /// Flow table events (stateful return traffic): entries the TC egress program created.
+    pub flows_inserted: u64,
+    /// Egress packets that refreshed a flow entry.
+    pub flows_refreshed: u64,
+    /// Flow entries that entered the closing state (FIN/RST).
+    pub flows_closing: u64,
     /// When the last successful reload happened, if any.
     pub last_reload: Option<SystemTime>,
 }
@@ -309,6 +316,22 @@ impl Collector for Scrape {
                     state.samples_emitted,
                 ),
                 (vec![("outcome", "lost".to_owned())], state.samples_lost),
+            ],
+        )?;
+        counter_family(
+            &mut encoder,
+            "nodegate_flow_events",
+            "Flow table events of stateful return traffic (flows the node opened, learned on egress), by event.",
+            [
+                (
+                    vec![("event", "inserted".to_owned())],
+                    state.flows_inserted,
+                ),
+                (
+                    vec![("event", "refreshed".to_owned())],
+                    state.flows_refreshed,
+                ),
+                (vec![("event", "closing".to_owned())], state.flows_closing),
             ],
         )?;
         single_gauge(
@@ -653,6 +676,9 @@ mod tests {
             prefixes_v6: 8,
             samples_emitted: 11,
             samples_lost: 2,
+            flows_inserted: 7,
+            flows_refreshed: 30,
+            flows_closing: 5,
             last_reload: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_790_000_000)),
         };
         Arc::new(Fake {
@@ -728,6 +754,9 @@ mod tests {
             r#"nodegate_reloads_total{result="failure"} 1"#,
             r#"nodegate_drop_samples_total{outcome="emitted"} 11"#,
             r#"nodegate_drop_samples_total{outcome="lost"} 2"#,
+            r#"nodegate_flow_events_total{event="inserted"} 7"#,
+            r#"nodegate_flow_events_total{event="refreshed"} 30"#,
+            r#"nodegate_flow_events_total{event="closing"} 5"#,
             "nodegate_active_generation 4",
             r#"nodegate_prefixes{family="ipv4"} 120"#,
             r#"nodegate_prefixes{family="ipv6"} 8"#,

@@ -87,6 +87,11 @@ impl MetricsSource for Source {
             state.samples_emitted = emitted;
             state.samples_lost = lost;
         }
+        if let Ok(flows) = self.maps.flow_events() {
+            state.flows_inserted = flows.inserts;
+            state.flows_refreshed = flows.refreshes;
+            state.flows_closing = flows.closing;
+        }
         state
     }
 }

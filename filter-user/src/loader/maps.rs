@@ -130,6 +130,15 @@ impl FilterMaps {
     /// insert only when it created a key (`BPF_NOEXIST`), so `inserts − entries` is the
     /// number of entries evicted — exact except for entries written from userspace (tests).
     pub fn flow_counts(&self) -> Result<FlowCounts, LoaderError> {
+        let mut counts = self.flow_events()?;
+        counts.entries = self.flows.keys().filter(|k| k.is_ok()).count() as u64;
+        counts.evictions = counts.inserts.saturating_sub(counts.entries);
+        Ok(counts)
+    }
+
+    /// The flow table's event counters only (inserts, refreshes, closing), without walking
+    /// the table: cheap enough for every metrics scrape. `entries` and `evictions` are 0.
+    pub fn flow_events(&self) -> Result<FlowCounts, LoaderError> {
         let sum = |i: u32| -> Result<u64, LoaderError> {
             let values = self
                 .flow_stats
@@ -140,15 +149,24 @@ impl FilterMaps {
                 })?;
             Ok(values.iter().sum())
         };
-        let entries = self.flows.keys().filter(|k| k.is_ok()).count() as u64;
-        let inserts = sum(flow_stat::INSERTS)?;
         Ok(FlowCounts {
-            inserts,
+            inserts: sum(flow_stat::INSERTS)?,
             refreshes: sum(flow_stat::REFRESHES)?,
             closing: sum(flow_stat::CLOSING)?,
-            entries,
-            evictions: inserts.saturating_sub(entries),
+            entries: 0,
+            evictions: 0,
         })
+    }
+
+    /// Entries the flow table holds at most: the capacity it was created with.
+    pub fn flow_capacity(&self) -> Result<u32, LoaderError> {
+        use aya::maps::IterableMap as _;
+        let name = filter_common::MAP_FLOWS;
+        self.flows
+            .map()
+            .info()
+            .map(|info| info.max_entries())
+            .map_err(|source| LoaderError::Map { name, source })
     }
 
     /// Insert a flow entry by hand (tests, diagnostics).

@@ -34,6 +34,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     loop {
         let snap = maps.snapshot().context("failed to read counters")?;
         let control = maps.control().context("failed to read the control word")?;
+        // Stateful return traffic: walks the flow table (evictions = inserts − entries).
+        let flows = maps
+            .flow_counts()
+            .context("failed to read the flow table")?;
         if args.json {
             println!(
                 "{}",
@@ -42,10 +46,21 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     "ready": control.ready != 0,
                     "interfaces": names,
                     "counters": snap,
+                    "flows": {
+                        "entries": flows.entries,
+                        "inserted": flows.inserts,
+                        "refreshed": flows.refreshes,
+                        "closing": flows.closing,
+                        "evicted": flows.evictions,
+                    },
                 })
             );
         } else {
             print_table(&snap, previous.as_ref(), &names, control.active_gen);
+            println!(
+                "\nflow table (stateful return traffic): {} entries; inserted {}, refreshed {}, closing {}, evicted {} (inserted − entries)",
+                flows.entries, flows.inserts, flows.refreshes, flows.closing, flows.evictions
+            );
         }
         if !args.watch {
             return Ok(ExitCode::SUCCESS);
