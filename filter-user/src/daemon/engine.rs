@@ -34,6 +34,8 @@ pub struct EngineOptions {
     pub xdp_mode: XdpModeChoice,
     /// Pin directory layout.
     pub pins: PinLayout,
+    /// aya-log level of the programs, fixed at load (see [`LoadOptions::bpf_log_level`]).
+    pub bpf_log_level: u8,
 }
 
 /// Why the engine could not start or reload.
@@ -174,6 +176,7 @@ impl Engine {
             map_pin_dir: Some(options.pins.maps_dir()),
             verbose_verifier: false,
             flow_capacity: Some(first.flows.capacity),
+            bpf_log_level: options.bpf_log_level,
         })?;
         warn_flow_capacity(&filter, first.flows.capacity);
         let slots = RuleSlots::from_pairs(filter.maps().pinned_rule_slots());

@@ -46,6 +46,8 @@ pub struct RunOptions {
     pub pid_file: PathBuf,
     /// Debounce for file changes.
     pub debounce: Duration,
+    /// aya-log level of the programs (0 off … 5 trace), fixed at load.
+    pub bpf_log_level: u8,
 }
 
 /// Why `run` stopped with an error.
@@ -185,6 +187,29 @@ fn spawn_sample_logger(pins: &PinLayout) -> Option<tokio::task::JoinHandle<()>> 
     }))
 }
 
+/// Forward the programs' aya-log records (error and load-time diagnostics) into our logs.
+fn spawn_bpf_logger(engine: &mut Engine) -> Option<tokio::task::JoinHandle<()>> {
+    let logger = engine.filter().take_bpf_logger()?;
+    // SAFETY: the logger owns its ring's map fd for as long as the AsyncFd owns the logger,
+    // and `as_raw_fd` always returns that same descriptor.
+    let registered = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE)
+    };
+    let mut fd = match registered {
+        Ok(fd) => fd,
+        Err(err) => {
+            warn!("cannot poll the programs' log ring: {}", err.into_parts().1);
+            return None;
+        }
+    };
+    Some(tokio::spawn(async move {
+        while let Ok(mut guard) = fd.readable_mut().await {
+            guard.get_inner_mut().flush();
+            guard.clear_ready();
+        }
+    }))
+}
+
 /// Run until SIGTERM/SIGINT.
 pub async fn run(options: RunOptions) -> Result<(), RunError> {
     if let Some(addr) = options.metrics {
@@ -206,6 +231,7 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
         ifaces: options.ifaces.clone(),
         xdp_mode: options.xdp_mode,
         pins: options.pins.clone(),
+        bpf_log_level: options.bpf_log_level,
     })?;
     let state = Arc::new(Mutex::new(DaemonState::default()));
     refresh_state(&mut engine, &state);
@@ -233,6 +259,7 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
         None => None,
     };
     let _samples = spawn_sample_logger(&options.pins);
+    let _bpf_log = spawn_bpf_logger(&mut engine);
     info!(config = %options.config.display(), "enforcing; reloads on file change, SIGHUP or `nodegate reload`");
 
     loop {

@@ -54,23 +54,27 @@ fn name_of(entry: &RuleName) -> String {
     String::from_utf8_lossy(&entry.name[..end]).into_owned()
 }
 
+/// Every non-zero counter of a per-CPU counter array, summed over CPUs: (index, total).
+fn nonzero(
+    map: &aya::maps::PerCpuArray<aya::maps::MapData, Counter>,
+    name: &'static str,
+) -> Result<Vec<(u32, Counter)>, LoaderError> {
+    let mut out = Vec::new();
+    for (index, values) in map.iter().enumerate() {
+        let values = values.map_err(|source| LoaderError::Map { name, source })?;
+        let total = super::maps::sum_cpus(&values);
+        if total.packets != 0 {
+            out.push((index as u32, total));
+        }
+    }
+    Ok(out)
+}
+
 impl FilterMaps {
     /// Read every counter (one pass over the per-CPU arrays).
     pub fn snapshot(&self) -> Result<Snapshot, LoaderError> {
         let mut snap = Snapshot::default();
-        for (index, values) in self.stats.iter().enumerate() {
-            let values = values.map_err(|source| LoaderError::Map {
-                name: "NG_STATS",
-                source,
-            })?;
-            let total = values.iter().fold(Counter::default(), |a, c| Counter {
-                packets: a.packets + c.packets,
-                bytes: a.bytes + c.bytes,
-            });
-            if total.packets == 0 {
-                continue;
-            }
-            let index = index as u32;
+        for (index, total) in nonzero(&self.stats, filter_common::MAP_REASON_STATS)? {
             let (iface_slot, slot) = (index / STAT_SLOTS, index % STAT_SLOTS);
             if iface_slot >= MAX_IFACES {
                 continue;
@@ -86,19 +90,7 @@ impl FilterMaps {
                 bytes: total.bytes,
             });
         }
-        for (index, values) in self.rule_stats.iter().enumerate() {
-            let values = values.map_err(|source| LoaderError::Map {
-                name: "NG_RULE_STATS",
-                source,
-            })?;
-            let total = values.iter().fold(Counter::default(), |a, c| Counter {
-                packets: a.packets + c.packets,
-                bytes: a.bytes + c.bytes,
-            });
-            if total.packets == 0 {
-                continue;
-            }
-            let index = index as u32;
+        for (index, total) in nonzero(&self.rule_stats, filter_common::MAP_RULE_STATS)? {
             let slot = index % MAX_RULES;
             let name = self
                 .rule_names

@@ -98,6 +98,11 @@ pub struct LoadOptions {
     /// Capacity of the flow table (`NG_FLOWS`) when it is created; `None` keeps
     /// [`filter_common::DEFAULT_FLOW_CAPACITY`]. A pinned table keeps the size it was made with.
     pub flow_capacity: Option<u32>,
+    /// Most verbose aya-log level the programs emit, fixed at load (`AYA_LOG_LEVEL`):
+    /// 0 off, 1 error, 2 warn, 3 info, 4 debug, 5 trace. The programs only log on slow and
+    /// error paths (never per packet); records reach this process's `tracing` logs through
+    /// [`Filter::take_bpf_logger`].
+    pub bpf_log_level: u8,
 }
 
 /// The loaded XDP program and its maps.
@@ -127,6 +132,9 @@ impl Filter {
         if options.verbose_verifier {
             loader.verifier_log_level(VerifierLogLevel::VERBOSE | VerifierLogLevel::STATS);
         }
+        // aya-log-ebpf reads this global before formatting anything, so a disabled level
+        // costs one load and a branch on the (error) paths that log at all.
+        loader.override_global("AYA_LOG_LEVEL", &options.bpf_log_level, false);
         let mut ebpf = loader.load(object).map_err(|source| LoaderError::Load {
             hint: privilege_hint(&source),
             source: Box::new(source),
@@ -159,6 +167,13 @@ impl Filter {
         })?;
         let maps = FilterMaps::take(&mut ebpf)?;
         Ok(Filter { ebpf, maps })
+    }
+
+    /// The reader of the programs' aya-log records (load-time and error diagnostics), if the
+    /// object logs at all. Poll its fd and call `flush()`; records go to the `log` facade,
+    /// which `nodegate` bridges into `tracing`. Can be taken once.
+    pub fn take_bpf_logger(&mut self) -> Option<aya_log::EbpfLogger<&'static dyn log::Log>> {
+        aya_log::EbpfLogger::init(&mut self.ebpf).ok()
     }
 
     /// The TC egress program that learns the node's flows.

@@ -20,6 +20,23 @@ pub enum Mode {
     Generic,
 }
 
+/// aya-log levels.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum BpfLogLevel {
+    /// Nothing.
+    Off,
+    /// Errors.
+    Error,
+    /// Warnings and errors.
+    Warn,
+    /// Informational.
+    Info,
+    /// Debug.
+    Debug,
+    /// Everything.
+    Trace,
+}
+
 /// Attach and enforce.
 #[derive(clap::Args)]
 pub struct Args {
@@ -44,6 +61,10 @@ pub struct Args {
     /// Where to write the PID for `nodegate reload`.
     #[arg(long, value_name = "FILE", default_value = DEFAULT_PID_FILE)]
     pid_file: PathBuf,
+    /// Most verbose log level of the BPF programs' own diagnostics (aya-log; only on error
+    /// and slow paths, never per packet), fixed when the program is loaded.
+    #[arg(long, value_enum, default_value_t = BpfLogLevel::Warn)]
+    bpf_log_level: BpfLogLevel,
     /// Quiet period after a file change before reloading (bursts of writes become one reload).
     #[arg(long, value_name = "MS", default_value_t = 200)]
     debounce_ms: u64,
@@ -70,6 +91,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         pins: PinLayout::new(args.pins.pin_dir),
         pid_file: args.pid_file,
         debounce: std::time::Duration::from_millis(args.debounce_ms),
+        bpf_log_level: args.bpf_log_level as u8,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
