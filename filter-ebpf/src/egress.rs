@@ -18,6 +18,11 @@
 //! NB: packet bytes are copied with `bpf_skb_load_bytes` (offsets as numbers, range checked
 //! by the helper) so the program loads with CAP_BPF + CAP_NET_ADMIN, like the XDP program.
 
+use core::{
+    mem::{align_of, size_of, MaybeUninit},
+    ptr::write_volatile,
+};
+
 use aya_ebpf::{
     bindings::TC_ACT_UNSPEC, helpers::bpf_ktime_get_ns, macros::classifier, programs::TcContext,
 };
@@ -41,49 +46,36 @@ pub fn nodegate_egress(ctx: TcContext) -> i32 {
     TC_ACT_UNSPEC
 }
 
-/// Where the transport header starts and which tuple the packet carries (outbound
-/// orientation: `local` is the node's address).
-struct Outbound {
-    family: u8,
-    proto: u8,
-    l4: usize,
-    local: [u8; 16],
-    remote: [u8; 16],
-}
-
 #[inline(always)]
 fn record(ctx: &TcContext) -> Option<()> {
     let ethertype = be16(&ctx.load::<[u8; 2]>(ETH_TYPE).ok()?, 0);
-    let out = match ethertype {
-        ETH_P_IPV4 => ipv4(ctx)?,
-        ETH_P_IPV6 => ipv6(ctx)?,
+    let mut slot = MaybeUninit::<[u64; KEY_WORDS]>::uninit();
+    let key = zeroed_key(&mut slot);
+    let l4 = match ethertype {
+        ETH_P_IPV4 => ipv4(ctx, key)?,
+        ETH_P_IPV6 => ipv6(ctx, key)?,
         _ => return None,
     };
-    let mut key = FlowKey {
-        family: out.family,
-        proto: out.proto,
-        _pad: [0; 2],
-        remote_port: 0,
-        local_port: 0,
-        remote: out.remote,
-        local: out.local,
-    };
     let mut tcp_flags = 0u8;
-    match out.proto {
+    match key.proto {
         IPPROTO_TCP => {
-            let t = ctx.load::<[u8; TCP_PARSED_LEN]>(out.l4).ok()?;
+            let t = ctx.load::<[u8; TCP_PARSED_LEN]>(l4).ok()?;
             key.local_port = be16(&t, TCP_SOURCE);
             key.remote_port = be16(&t, TCP_DEST);
             tcp_flags = t[TCP_FLAGS];
         }
         IPPROTO_UDP => {
-            let u = ctx.load::<[u8; UDP_HDR_LEN]>(out.l4).ok()?;
+            let u = ctx.load::<[u8; UDP_HDR_LEN]>(l4).ok()?;
             key.local_port = be16(&u, UDP_SOURCE);
             key.remote_port = be16(&u, UDP_DEST);
         }
         IPPROTO_ICMP | IPPROTO_ICMPV6 => {
-            let i = ctx.load::<[u8; ICMP_HDR_LEN]>(out.l4).ok()?;
-            let request = if out.family == FAMILY_V4 {
+            // ICMP in the wrong family is no echo.
+            if (key.proto == IPPROTO_ICMP) != (key.family == FAMILY_V4) {
+                return None;
+            }
+            let i = ctx.load::<[u8; ICMP_HDR_LEN]>(l4).ok()?;
+            let request = if key.family == FAMILY_V4 {
                 ICMP_ECHO_REQUEST
             } else {
                 ICMPV6_ECHO_REQUEST
@@ -99,7 +91,7 @@ fn record(ctx: &TcContext) -> Option<()> {
     let now = unsafe { bpf_ktime_get_ns() };
     let ends = tcp_flags & (TCP_FLAG_FIN | TCP_FLAG_RST) != 0;
     let opens = tcp_flags & TCP_FLAG_SYN != 0 && tcp_flags & TCP_FLAG_ACK == 0;
-    if let Some(state) = FLOWS.get_ptr_mut(key) {
+    if let Some(state) = FLOWS.get_ptr_mut(*key) {
         // SAFETY: a map value pointer; concurrent writers only race on a timestamp or flag.
         unsafe {
             (*state).last_seen_ns = now;
@@ -122,14 +114,36 @@ fn record(ctx: &TcContext) -> Option<()> {
         flags: if ends { flow_flags::CLOSING } else { 0 },
         _pad: 0,
     };
-    if FLOWS.insert(key, state, BPF_NOEXIST).is_ok() {
+    if FLOWS.insert(*key, state, BPF_NOEXIST).is_ok() {
         flow_stats_add(flow_stat::INSERTS);
     }
     Some(())
 }
 
+/// [`FlowKey`] in 8-byte words.
+const KEY_WORDS: usize = size_of::<FlowKey>() / 8;
+const _: () = assert!(size_of::<FlowKey>().is_multiple_of(8) && align_of::<FlowKey>() <= 8);
+
+/// An all-zero flow key in `slot`.
+///
+/// NB: as in `packet::zeroed`: LLVM folds zero stores into a `memset` call that bpf-linker
+/// does not expand, and whose byte loop is variable-offset stack arithmetic the verifier
+/// refuses without CAP_PERFMON. Volatile word stores cannot be folded.
 #[inline(always)]
-fn ipv4(ctx: &TcContext) -> Option<Outbound> {
+fn zeroed_key(slot: &mut MaybeUninit<[u64; KEY_WORDS]>) -> &mut FlowKey {
+    let words = slot.as_mut_ptr().cast::<u64>();
+    for i in 0..KEY_WORDS {
+        // SAFETY: in bounds of `slot`, 8-aligned.
+        unsafe { write_volatile(words.add(i), 0) };
+    }
+    // SAFETY: all bytes are zero, a valid FlowKey; the alignment of [u64; N] suffices.
+    unsafe { &mut *words.cast::<FlowKey>() }
+}
+
+/// Family, protocol and addresses of an outgoing IPv4 packet into `key` (swapped: the
+/// destination is the remote); the transport header's offset.
+#[inline(always)]
+fn ipv4(ctx: &TcContext, key: &mut FlowKey) -> Option<usize> {
     let h = ctx.load::<[u8; IPV4_HDR_LEN]>(ETH_HDR_LEN).ok()?;
     if h[IPV4_VIHL] >> IP_VERSION_SHIFT != IPV4_VERSION {
         return None;
@@ -142,32 +156,23 @@ fn ipv4(ctx: &TcContext) -> Option<Outbound> {
     if be16(&h, IPV4_FRAGS) & IPV4_FRAG_OFFSET_MASK != 0 {
         return None;
     }
-    let mut out = Outbound {
-        family: FAMILY_V4,
-        proto: h[IPV4_PROTO],
-        l4: ETH_HDR_LEN + ihl * IPV4_IHL_UNIT,
-        local: [0; 16],
-        remote: [0; 16],
-    };
-    out.local[..4].copy_from_slice(&h[IPV4_SRC..IPV4_SRC + 4]);
-    out.remote[..4].copy_from_slice(&h[IPV4_DST..IPV4_DST + 4]);
-    Some(out)
+    key.family = FAMILY_V4;
+    key.proto = h[IPV4_PROTO];
+    key.local[..4].copy_from_slice(&h[IPV4_SRC..IPV4_SRC + 4]);
+    key.remote[..4].copy_from_slice(&h[IPV4_DST..IPV4_DST + 4]);
+    Some(ETH_HDR_LEN + ihl * IPV4_IHL_UNIT)
 }
 
+/// The same for IPv6 (the first next header only).
 #[inline(always)]
-fn ipv6(ctx: &TcContext) -> Option<Outbound> {
+fn ipv6(ctx: &TcContext, key: &mut FlowKey) -> Option<usize> {
     let h = ctx.load::<[u8; IPV6_HDR_LEN]>(ETH_HDR_LEN).ok()?;
     if h[IPV6_VCF] >> IP_VERSION_SHIFT != IPV6_VERSION {
         return None;
     }
-    let mut out = Outbound {
-        family: FAMILY_V6,
-        proto: h[IPV6_NEXT_HDR],
-        l4: ETH_HDR_LEN + IPV6_HDR_LEN,
-        local: [0; 16],
-        remote: [0; 16],
-    };
-    out.local.copy_from_slice(&h[IPV6_SRC..IPV6_SRC + 16]);
-    out.remote.copy_from_slice(&h[IPV6_DST..IPV6_DST + 16]);
-    Some(out)
+    key.family = FAMILY_V6;
+    key.proto = h[IPV6_NEXT_HDR];
+    key.local.copy_from_slice(&h[IPV6_SRC..IPV6_SRC + 16]);
+    key.remote.copy_from_slice(&h[IPV6_DST..IPV6_DST + 16]);
+    Some(ETH_HDR_LEN + IPV6_HDR_LEN)
 }

@@ -1,7 +1,10 @@
 //! VERDICTS.md §6–§8: rules (one LPM lookup, two array lookups, no loop over rules), return
 //! traffic, default.
 
-use core::ops::ControlFlow::{Break, Continue};
+use core::{
+    ops::ControlFlow::{Break, Continue},
+    ptr::read_volatile,
+};
 
 use aya_ebpf::{helpers::bpf_ktime_get_ns, maps::lpm_trie::Key};
 use filter_common::{
@@ -117,23 +120,33 @@ fn stateful_flow_match(s: &Settings, pkt: &Packet, svc: &Service) -> bool {
         remote: pkt.src,
         local: pkt.dst,
     };
+    // Verifier: volatile reads keep LLVM from turning "pick one of these fields" into a
+    // variable offset from the `Summary` pointer (pointer arithmetic the verifier refuses
+    // without CAP_PERFMON). SAFETY (all four): plain reads of fields of a live reference.
+    let (tcp, udp, icmp) = unsafe {
+        (
+            read_volatile(&s.flow_tcp_secs),
+            read_volatile(&s.flow_udp_secs),
+            read_volatile(&s.flow_icmp_secs),
+        )
+    };
     let timeout_secs = match svc.kind() {
         ServiceKind::Tcp => {
             if svc.tcp_flags & TCP_FLAG_SYN != 0 && svc.tcp_flags & TCP_FLAG_ACK == 0 {
                 return false;
             }
-            s.flow_tcp_secs
+            tcp
         }
-        ServiceKind::Udp => s.flow_udp_secs,
+        ServiceKind::Udp => udp,
         ServiceKind::Icmp if svc.key == u32::from(ICMP_ECHO_REPLY) => {
             key.remote_port = svc.echo_id;
             key.local_port = 0;
-            s.flow_icmp_secs
+            icmp
         }
         ServiceKind::Icmpv6 if svc.key == u32::from(ICMPV6_ECHO_REPLY) => {
             key.remote_port = svc.echo_id;
             key.local_port = 0;
-            s.flow_icmp_secs
+            icmp
         }
         _ => return false,
     };
@@ -144,7 +157,8 @@ fn stateful_flow_match(s: &Settings, pkt: &Packet, svc: &Service) -> bool {
     // gives a slightly stale timestamp or flag.
     let (seen, closing) = unsafe { ((*state).last_seen_ns, (*state).flags & flow_flags::CLOSING) };
     let secs = if closing != 0 {
-        s.flow_tcp_closing_secs
+        // SAFETY: as above.
+        unsafe { read_volatile(&s.flow_tcp_closing_secs) }
     } else {
         timeout_secs
     };

@@ -295,3 +295,73 @@ fn zz_verifier_instruction_counts() {
     println!("verified instructions: xdp {xdp:?}, tc egress {tc:?}");
     assert!(tc.is_some_and(|n| n > 0 && n < 1_000_000));
 }
+
+/// Both programs load, and the stateful match runs, with only CAP_BPF + CAP_NET_ADMIN (no
+/// CAP_SYS_ADMIN, no CAP_PERFMON): the least-privilege property the XDP program was built
+/// for (cursor.rs) holds for the flow table code and the TC egress program too.
+///
+/// NB: capabilities belong to a thread; this drops them on a thread of its own.
+#[test]
+fn loads_and_matches_with_only_cap_bpf_and_cap_net_admin() {
+    common::require_root();
+    std::thread::spawn(|| {
+        const CAP_NET_ADMIN: u32 = 12;
+        const CAP_BPF: u32 = 39;
+        #[repr(C)]
+        struct Header {
+            version: u32,
+            pid: i32,
+        }
+        #[repr(C)]
+        #[derive(Clone, Copy)]
+        struct Data {
+            effective: u32,
+            permitted: u32,
+            inheritable: u32,
+        }
+        let header = Header {
+            version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
+            pid: 0,
+        };
+        let low = 1u32 << CAP_NET_ADMIN;
+        let high = 1u32 << (CAP_BPF - 32);
+        let data = [
+            Data {
+                effective: low,
+                permitted: low,
+                inheritable: 0,
+            },
+            Data {
+                effective: high,
+                permitted: high,
+                inheritable: 0,
+            },
+        ];
+        // SAFETY: capset(2) with a valid v3 header and two data words; affects this thread.
+        let rc = unsafe { libc::syscall(libc::SYS_capset, &header, data.as_ptr()) };
+        assert_eq!(rc, 0, "capset: {}", std::io::Error::last_os_error());
+        let mut f = setup();
+        let xdp = f.program().info().unwrap().verified_instruction_count();
+        let tc = f
+            .egress_program()
+            .info()
+            .unwrap()
+            .verified_instruction_count();
+        println!(
+            "verified instructions with CAP_BPF + CAP_NET_ADMIN: xdp {xdp:?}, tc egress {tc:?}"
+        );
+        f.maps_mut()
+            .insert_flow(key(17, PEER4, 5353, NODE4, 40001), state(0, 0))
+            .unwrap();
+        let live = Frame::udp(ip(PEER4), ip(NODE4), 5353, 40001);
+        check(
+            &mut f,
+            "live udp",
+            &live,
+            XdpAction::Pass,
+            Reason::ReturnTraffic,
+        );
+    })
+    .join()
+    .unwrap();
+}
