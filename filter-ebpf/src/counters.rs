@@ -77,6 +77,16 @@ pub fn record(ctx: &XdpContext, code: u32, rule: u32, sum: &Summary) -> u32 {
     let drop = is_drop(code);
     let ifindex = ctx.ingress_ifindex() as u32;
     let bytes = u64::from(sum.len);
+    if code == Reason::Internal as u32 {
+        // Never on a healthy path (a lookup that cannot fail did), so logging here costs
+        // nothing per packet; the level is fixed at load (AYA_LOG_LEVEL).
+        aya_log_ebpf::error!(
+            ctx,
+            "internal error on ifindex {}: a rule table lookup failed in generation slot {}; dropped",
+            ifindex,
+            sum.settings.gen
+        );
+    }
 
     bump(
         &STATS,

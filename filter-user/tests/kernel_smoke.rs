@@ -81,3 +81,76 @@ fn large_disjoint_reloads_fit_in_the_tries() {
         assert_eq!(report.prefixes_written, 110_000);
     }
 }
+
+/// The program's aya-log diagnostics reach userspace, at the level fixed at load: a corrupt
+/// table (a class id past capacity, which the compiler never produces) makes the packet an
+/// internal error, which drops fail-closed and logs one error record.
+#[test]
+fn internal_errors_are_logged_through_aya_log() {
+    use std::sync::Mutex;
+
+    use filter_user::{
+        compiler::{compile, RuleSlots},
+        config::{parse_str_with, LoadOptions as ConfigOptions},
+        craft::Frame,
+        loader::{testrun::XdpAction, Filter, LoadOptions},
+    };
+
+    struct Capture(Mutex<Vec<String>>);
+    impl log::Log for Capture {
+        fn enabled(&self, _: &log::Metadata) -> bool {
+            true
+        }
+        fn log(&self, record: &log::Record) {
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("{} {}", record.level(), record.args()));
+        }
+        fn flush(&self) {}
+    }
+
+    common::require_root();
+    let run = |level: u8| -> Vec<String> {
+        let mut filter = Filter::load(&LoadOptions {
+            bpf_log_level: level,
+            ..LoadOptions::default()
+        })
+        .unwrap();
+        let policy = parse_str_with(
+            "t.yaml",
+            include_str!("fixtures/testcases.yaml"),
+            &ConfigOptions::fixed_ephemeral(32768..=60999),
+        )
+        .unwrap()
+        .policy;
+        let mut tables = compile(&policy, &RuleSlots::new()).unwrap();
+        for entry in &mut tables.v4 {
+            entry.1 = filter_common::MAX_CLASSES + 7;
+        }
+        filter.maps_mut().publish(&tables).unwrap();
+        let capture: &'static Capture = Box::leak(Box::new(Capture(Mutex::new(Vec::new()))));
+        let mut logger = aya_log::EbpfLogger::init_with_logger(filter.ebpf_mut(), capture)
+            .expect("the object has a log ring");
+        let frame = Frame::tcp(
+            "10.0.0.5".parse().unwrap(),
+            "203.0.113.1".parse().unwrap(),
+            40000,
+            443,
+        )
+        .syn()
+        .build();
+        let (action, _) = filter.test_run(&frame, 1).unwrap();
+        assert_eq!(action, XdpAction::Drop, "internal errors fail closed");
+        logger.flush();
+        let lines = capture.0.lock().unwrap().clone();
+        lines
+    };
+    let at_error = run(1);
+    assert_eq!(at_error.len(), 1, "one record: {at_error:?}");
+    assert!(
+        at_error[0].starts_with("ERROR") && at_error[0].contains("internal error"),
+        "{at_error:?}"
+    );
+    assert!(run(0).is_empty(), "level off (set at load) silences it");
+}
