@@ -6,9 +6,9 @@
 
 mod common;
 
-use std::net::IpAddr;
+use common::flows::{ip, key};
 
-use filter_common::{flow_flags, FlowKey, FlowState, Reason};
+use filter_common::{flow_flags, FlowState, Reason};
 use filter_user::compiler::{compile, RuleSlots};
 use filter_user::config::{parse_str_with, LoadOptions};
 use filter_user::craft::Frame;
@@ -32,33 +32,6 @@ rules:
     protocol: tcp
     ports: [443]
 ";
-
-fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
-}
-
-fn addr16(a: IpAddr) -> [u8; 16] {
-    let mut out = [0u8; 16];
-    match a {
-        IpAddr::V4(v4) => out[..4].copy_from_slice(&v4.octets()),
-        IpAddr::V6(v6) => out = v6.octets(),
-    }
-    out
-}
-
-/// The key a reply from `remote:rport` to `local:lport` looks up (inbound orientation).
-fn key(proto: u8, remote: &str, rport: u16, local: &str, lport: u16) -> FlowKey {
-    let r = ip(remote);
-    FlowKey {
-        family: if r.is_ipv4() { 4 } else { 6 },
-        proto,
-        _pad: [0; 2],
-        remote_port: rport,
-        local_port: lport,
-        remote: addr16(r),
-        local: addr16(ip(local)),
-    }
-}
 
 fn now_ns() -> u64 {
     let mut ts = libc::timespec {

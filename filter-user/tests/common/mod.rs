@@ -4,6 +4,7 @@
 use filter_user::loader::{Filter, LoadOptions};
 
 pub mod daemon;
+pub mod flows;
 
 /// Privileged tests never skip: with the feature on they must run, so a missing privilege
 /// is a failure with the fix in the message.
