@@ -60,6 +60,25 @@ fn map_err(name: &'static str) -> impl FnOnce(aya::maps::MapError) -> LoaderErro
     move |source| LoaderError::Map { name, source }
 }
 
+/// What generation slot `gen` of a prefix trie holds: keys whose data starts with the slot
+/// number (big-endian), with their classes.
+fn slot_entries<K: aya::Pod + AsRef<[u8]> + Eq + std::hash::Hash>(
+    trie: &LpmTrie<MapData, K, u32>,
+    name: &'static str,
+    gen: u32,
+) -> Result<HashMap<(u32, K), u32>, LoaderError> {
+    let tag = gen.to_be_bytes();
+    let mut entries = HashMap::new();
+    for entry in trie.iter() {
+        let (key, class) = entry.map_err(map_err(name))?;
+        let data = key.data();
+        if data.as_ref()[..tag.len()] == tag {
+            entries.insert((key.prefix_len(), data), class);
+        }
+    }
+    Ok(entries)
+}
+
 /// Make one generation slot of a prefix trie hold exactly `wanted`, writing only the
 /// difference from `have` (what the slot holds now), and keep `have` up to date.
 fn sync_trie<K: aya::Pod + Eq + std::hash::Hash>(
@@ -216,21 +235,10 @@ impl FilterMaps {
 
     /// Read what generation slot `gen` of the tries holds (after adopting pinned maps).
     fn read_back(&self, gen: u32) -> Result<GenContents, LoaderError> {
-        let tag = gen.to_be_bytes();
-        let mut contents = GenContents::default();
-        for entry in self.src_v4.iter() {
-            let (key, class) = entry.map_err(map_err(filter_common::MAP_SRC_V4))?;
-            if key.data()[..4] == tag {
-                contents.v4.insert((key.prefix_len(), key.data()), class);
-            }
-        }
-        for entry in self.src_v6.iter() {
-            let (key, class) = entry.map_err(map_err(filter_common::MAP_SRC_V6))?;
-            if key.data()[..4] == tag {
-                contents.v6.insert((key.prefix_len(), key.data()), class);
-            }
-        }
-        Ok(contents)
+        Ok(GenContents {
+            v4: slot_entries(&self.src_v4, filter_common::MAP_SRC_V4, gen)?,
+            v6: slot_entries(&self.src_v6, filter_common::MAP_SRC_V6, gen)?,
+        })
     }
 
     /// Rule slot assignment as pinned (slot → name), for a restarted loader.
