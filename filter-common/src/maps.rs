@@ -16,7 +16,8 @@ pub const GENERATIONS: u32 = 2;
 pub const MAP_CONTROL: &str = "NG_CONTROL";
 /// Per-generation settings. `Array<GenConfig>[GENERATIONS]`.
 pub const MAP_GEN_CONFIG: &str = "NG_GENCFG";
-/// Interfaces the loader attached to: ifindex → counter slot. `HashMap<u32, IfaceEntry>`.
+/// Interfaces the loader attached to: ifindex → counter slot and the config's per-interface
+/// overrides. `HashMap<u32, IfaceEntry>`.
 pub const MAP_IFACES: &str = "NG_IFACES";
 /// IPv4 source prefixes of both generations. `LpmTrie<SrcV4Key, u32 class>`.
 pub const MAP_SRC_V4: &str = "NG_SRC_V4";

@@ -91,10 +91,47 @@ const _: () = assert!(size_of::<GenConfig>() == 48);
 pub struct IfaceEntry {
     /// Counter slot, 1..MAX_IFACES.
     pub slot: u32,
-    /// Reserved; zero.
-    pub flags: u32,
+    /// The config's `interfaces:` settings for this interface, one byte of
+    /// [`iface_override`] bits per generation slot.
+    pub overrides: u32,
 }
 const _: () = assert!(size_of::<IfaceEntry>() == 8);
+
+/// Per-interface overrides of a generation's mode and default ([`IfaceEntry::overrides`]).
+///
+/// Each generation slot has its own byte, so a reload writes the inactive slot's byte of
+/// every interface before it flips the control word: an interface's settings change in the
+/// same instant as the rules they belong to, never before or after.
+pub mod iface_override {
+    use crate::GENERATIONS;
+
+    /// The interface overrides the generation's mode.
+    pub const MODE: u32 = 1 << 0;
+    /// With [`MODE`]: monitor (else enforce).
+    pub const MONITOR: u32 = 1 << 1;
+    /// The interface overrides the generation's default verdict.
+    pub const DEFAULT: u32 = 1 << 2;
+    /// With [`DEFAULT`]: pass (else drop).
+    pub const DEFAULT_PASS: u32 = 1 << 3;
+    /// Every meaningful bit of one generation's byte.
+    pub const ALL: u32 = MODE | MONITOR | DEFAULT | DEFAULT_PASS;
+
+    const GEN_SHIFT: u32 = 8;
+    const _: () = assert!(GENERATIONS * GEN_SHIFT <= u32::BITS && ALL < 1 << GEN_SHIFT);
+
+    /// The bits of generation slot `gen` (masked to a valid slot).
+    #[inline(always)]
+    pub const fn of_gen(overrides: u32, gen: u32) -> u32 {
+        (overrides >> ((gen & (GENERATIONS - 1)) * GEN_SHIFT)) & ALL
+    }
+
+    /// `overrides` with generation slot `gen`'s bits replaced by `bits`.
+    #[inline(always)]
+    pub const fn with_gen(overrides: u32, gen: u32, bits: u32) -> u32 {
+        let shift = (gen & (GENERATIONS - 1)) * GEN_SHIFT;
+        (overrides & !(ALL << shift)) | ((bits & ALL) << shift)
+    }
+}
 
 /// Data of an IPv4 source key: generation slot (big-endian) then the address, so that one
 /// trie holds both generations and a lookup with prefix length 64 stays in one generation.

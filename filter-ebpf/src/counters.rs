@@ -2,10 +2,10 @@
 //! rule's counter, the generation counter, a drop sample; then the XDP action.
 
 use aya_ebpf::{bindings::xdp_action, maps::PerCpuArray, programs::XdpContext};
-use filter_common::{Counter, Reason, DROP_BASE, MAX_IFACES, MAX_RULES, REASON_SLOTS, STAT_SLOTS};
+use filter_common::{Counter, Reason, DROP_BASE, MAX_RULES, REASON_SLOTS, STAT_SLOTS};
 
 use crate::{
-    maps::{GEN_STATS, IFACES, RULE_STATS, STATS},
+    maps::{GEN_STATS, RULE_STATS, STATS},
     packet::Summary,
     samples,
 };
@@ -48,20 +48,6 @@ fn bump(map: &PerCpuArray<Counter>, index: u32, bytes: u64) {
     }
 }
 
-/// Counter slot of the interface the packet arrived on; 0 for interfaces the loader did not
-/// register (and for `BPF_PROG_TEST_RUN`).
-#[inline(always)]
-fn iface_slot(ifindex: u32) -> u32 {
-    match IFACES.get_ptr(ifindex) {
-        // SAFETY: plain u32 read from a map value.
-        Some(entry) => match unsafe { (*entry).slot } {
-            slot if slot < MAX_IFACES => slot,
-            _ => 0,
-        },
-        None => 0,
-    }
-}
-
 /// Count the verdict (`code`, `rule`) of the packet `sum` describes and turn it into an XDP
 /// action. The only way out of the program.
 #[inline(always)]
@@ -90,7 +76,7 @@ pub fn record(ctx: &XdpContext, code: u32, rule: u32, sum: &Summary) -> u32 {
 
     bump(
         &STATS,
-        iface_slot(ifindex) * STAT_SLOTS + stat_slot(code, monitor),
+        sum.iface_slot * STAT_SLOTS + stat_slot(code, monitor),
         bytes,
     );
     if rule != 0 && rule < MAX_RULES {

@@ -39,7 +39,7 @@ use core::{
 };
 
 use aya_ebpf::{macros::xdp, programs::XdpContext};
-use filter_common::{Reason, GENERATIONS};
+use filter_common::{iface_override, Reason, GENERATIONS, MAX_IFACES};
 
 use crate::{
     cursor::{Cursor, Front},
@@ -58,11 +58,14 @@ pub fn nodegate(ctx: XdpContext) -> u32 {
     finish::nodegate_finish(ctx.ctx, sum)
 }
 
-/// §0 (control word, active generation), then §1–§4.
+/// §0 (the arriving interface, control word, active generation and its settings), then
+/// §1–§4.
 #[inline(always)]
 fn parse(ctx: &XdpContext, sum: &mut Summary) {
     let mut cur = Cursor::new(ctx);
     sum.len = cur.end() as u32;
+    let iface = Interface::of(ctx);
+    sum.iface_slot = iface.slot;
     let Some(control) = maps::CONTROL.get(0) else {
         return;
     };
@@ -74,7 +77,8 @@ fn parse(ctx: &XdpContext, sum: &mut Summary) {
     let Some(cfg) = maps::GEN_CONFIG.get(gen) else {
         return;
     };
-    let s = Settings::new(gen, cfg);
+    let mut s = Settings::new(gen, cfg);
+    s.override_for_iface(iface_override::of_gen(iface.overrides, gen));
     sum.settings = s;
     sum.configured = 1;
     match headers(&mut cur, &s, &mut sum.packet) {
@@ -85,6 +89,35 @@ fn parse(ctx: &XdpContext, sum: &mut Summary) {
         Break(v) => {
             sum.reason = v.reason as u32;
             sum.rule = v.rule;
+        }
+    }
+}
+
+/// The loader's entry for the interface a frame arrived on.
+struct Interface {
+    /// Counter slot; 0 for interfaces the loader did not register (and for
+    /// `BPF_PROG_TEST_RUN` on an unregistered loopback).
+    slot: u32,
+    /// [`iface_override`] bits, one byte per generation slot.
+    overrides: u32,
+}
+
+impl Interface {
+    #[inline(always)]
+    fn of(ctx: &XdpContext) -> Interface {
+        match maps::IFACES.get_ptr(ctx.ingress_ifindex() as u32) {
+            // SAFETY: plain u32 reads from a live map value.
+            Some(entry) => unsafe {
+                let slot = (*entry).slot;
+                Interface {
+                    slot: if slot < MAX_IFACES { slot } else { 0 },
+                    overrides: (*entry).overrides,
+                }
+            },
+            None => Interface {
+                slot: 0,
+                overrides: 0,
+            },
         }
     }
 }

@@ -7,7 +7,7 @@ use core::{
     ptr::write_volatile,
 };
 
-use filter_common::{mode, GenConfig, Reason, ServiceKind};
+use filter_common::{flags, iface_override, mode, GenConfig, Reason, ServiceKind};
 
 /// A stage either ends the evaluation with a verdict (`Break`) or hands its result to the
 /// next stage (`Continue`), so `?` reads like the document: "the first stage that reaches a
@@ -167,6 +167,21 @@ impl Settings {
         }
     }
 
+    /// Apply the [`iface_override`] bits the arriving interface has for this generation
+    /// (the config's `interfaces:` section).
+    #[inline(always)]
+    pub fn override_for_iface(&mut self, bits: u32) {
+        if bits & iface_override::MODE != 0 {
+            self.monitor = u32::from(bits & iface_override::MONITOR != 0);
+        }
+        if bits & iface_override::DEFAULT != 0 {
+            self.flags &= !flags::DEFAULT_PASS;
+            if bits & iface_override::DEFAULT_PASS != 0 {
+                self.flags |= flags::DEFAULT_PASS;
+            }
+        }
+    }
+
     /// Whether a `filter_common::flags` bit is set.
     #[inline(always)]
     pub fn has(&self, flag: u32) -> bool {
@@ -193,7 +208,8 @@ pub struct Summary {
     pub settings: Settings,
     pub packet: Packet,
     pub service: Service,
-    pub _pad: u32,
+    /// Counter slot of the arriving interface (0: not registered by the loader).
+    pub iface_slot: u32,
 }
 const _: () = assert!(size_of::<Summary>() == 120);
 

@@ -4,7 +4,7 @@
 //! directly. Keeping this type free of YAML and of kernel layout is what lets the model stay
 //! independent of the compiler.
 
-use std::ops::RangeInclusive;
+use std::{collections::BTreeMap, ops::RangeInclusive};
 
 use ipnet::IpNet;
 
@@ -18,6 +18,16 @@ pub enum Mode {
     Monitor,
 }
 
+impl Mode {
+    /// The word the config file uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Enforce => "enforce",
+            Mode::Monitor => "monitor",
+        }
+    }
+}
+
 /// Verdict for IP traffic that no rule decided.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum DefaultAction {
@@ -26,6 +36,16 @@ pub enum DefaultAction {
     Drop,
     /// Pass.
     Pass,
+}
+
+impl DefaultAction {
+    /// The word the config file uses.
+    pub fn name(self) -> &'static str {
+        match self {
+            DefaultAction::Drop => "drop",
+            DefaultAction::Pass => "pass",
+        }
+    }
 }
 
 /// What a rule does when it matches.
@@ -145,6 +165,17 @@ pub enum Fragments {
     Drop,
 }
 
+/// What the config's `interfaces:` section says for one interface: its own mode and default
+/// verdict instead of the file's. Rules, essentials and everything else are the same on
+/// every interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct InterfaceSettings {
+    /// Enforce or monitor on this interface; `None` follows the file's `mode`.
+    pub mode: Option<Mode>,
+    /// Default verdict on this interface; `None` follows the file's `default`.
+    pub default: Option<DefaultAction>,
+}
+
 /// A complete, validated rule set.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Policy {
@@ -172,9 +203,30 @@ pub struct Policy {
     /// The file acknowledges that a reload may remove or change failsafe rules (lockout
     /// protection: without it such a reload is rejected).
     pub acknowledge_failsafe_change: bool,
+    /// Per-interface mode and default, by interface name.
+    pub interfaces: BTreeMap<String, InterfaceSettings>,
 }
 
 impl Policy {
+    /// The mode packets arriving on `ifname` are judged in (`None`: an interface the file
+    /// does not name, or no interface at all, as in `explain`).
+    pub fn mode_on(&self, ifname: Option<&str>) -> Mode {
+        self.interface(ifname)
+            .and_then(|i| i.mode)
+            .unwrap_or(self.mode)
+    }
+
+    /// The default verdict for packets arriving on `ifname` (see [`Policy::mode_on`]).
+    pub fn default_on(&self, ifname: Option<&str>) -> DefaultAction {
+        self.interface(ifname)
+            .and_then(|i| i.default)
+            .unwrap_or(self.default)
+    }
+
+    fn interface(&self, ifname: Option<&str>) -> Option<&InterfaceSettings> {
+        self.interfaces.get(ifname?)
+    }
+
     /// Rules in evaluation order: failsafe, deny, allow; file order within each kind.
     pub fn rules_in_precedence(&self) -> impl Iterator<Item = &Rule> {
         [RuleKind::Failsafe, RuleKind::Deny, RuleKind::Allow]
@@ -199,6 +251,7 @@ impl Default for Policy {
             samples_per_sec: 10,
             rules: Vec::new(),
             acknowledge_failsafe_change: false,
+            interfaces: BTreeMap::new(),
         }
     }
 }

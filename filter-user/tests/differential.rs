@@ -10,6 +10,9 @@
 //!   overrides, truncation at every layer, random byte edits). Default ~20k frames over ~50
 //!   rule sets; `NODEGATE_DIFF_CASES=1000000` runs 10^6 (K36). `NODEGATE_DIFF_SEED=<u64>`
 //!   picks another seed (the seed is printed; the default is fixed so CI is reproducible).
+//!   Frames arrive on an interface named [`DIFF_IFACE`] (the test runs' loopback stands in
+//!   for it), and rule sets may give that interface, or another one, its own mode and
+//!   default (`interfaces:`), so the per-interface settings are compared too.
 //! - [`tcpdump_corpus_enforce_and_monitor`]: every frame of the 434 captures in
 //!   `shared/corpus/tcpdump` (8,261 frames, pcap and pcapng) under the TESTCASES fixture, in
 //!   enforce and in monitor mode (K37).
@@ -47,7 +50,8 @@ use filter_user::loader::testrun::{KernelJudge, KernelVerdict, XdpAction, MIN_TE
 use filter_user::loader::Filter;
 use filter_user::model::{Judgement, Model, ModelState};
 use filter_user::policy::{
-    DefaultAction, Essentials, Fragments, Mode, Policy, Protocol, ReturnTraffic, Rule, RuleKind,
+    DefaultAction, Essentials, Fragments, InterfaceSettings, Mode, Policy, Protocol, ReturnTraffic,
+    Rule, RuleKind,
 };
 use filter_user::replay::run::MAX_TEST_RUN_FRAME;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
@@ -63,6 +67,9 @@ const FRAMES_PER_CONFIG: usize = 400;
 const DEFAULT_CASES: usize = 20_000;
 /// Default seed (`NODEGATE_DIFF_SEED` overrides).
 const DEFAULT_SEED: u64 = 0x6e67_6469_6666_0001;
+
+/// The interface the test runs' frames arrive on, as far as `interfaces:` settings go.
+const DIFF_IFACE: &str = "ng-diff0";
 
 const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/testcases.yaml");
 
@@ -151,6 +158,8 @@ struct Differ {
     filter: Filter,
     slots: RuleSlots,
     tally: Tally,
+    /// Counter slot the test runs count in ([`DIFF_IFACE`]'s).
+    iface_slot: u32,
 }
 
 /// Counts and disagreements.
@@ -180,6 +189,7 @@ struct Published {
     model: Model,
     state: ModelState,
     monitor: bool,
+    iface_slot: u32,
     before: Snapshot,
     /// Model tallies of what the kernel should count while this generation is active.
     want_reasons: BTreeMap<(u32, &'static str, bool), u64>,
@@ -208,10 +218,16 @@ fn clear_fragments(filter: &mut Filter) {
 
 impl Differ {
     fn new() -> Differ {
+        let mut filter = common::load_private();
+        let iface_slot = filter
+            .maps_mut()
+            .test_runs_arrive_on(DIFF_IFACE)
+            .expect("register the loopback as the test interface");
         Differ {
-            filter: common::load_private(),
+            filter,
             slots: RuleSlots::new(),
             tally: Tally::default(),
+            iface_slot,
         }
     }
 
@@ -228,9 +244,10 @@ impl Differ {
         let before = self.filter.maps().snapshot().expect("snapshot");
         Ok(Published {
             tables,
-            model: Model::new(policy),
+            model: Model::on_interface(policy, DIFF_IFACE),
             state: ModelState::new(),
-            monitor: policy.mode == Mode::Monitor,
+            monitor: policy.mode_on(Some(DIFF_IFACE)) == Mode::Monitor,
+            iface_slot: self.iface_slot,
             before,
             want_reasons: BTreeMap::new(),
             want_rules: BTreeMap::new(),
@@ -338,7 +355,7 @@ impl Tally {
             }
         };
         *p.want_reasons
-            .entry((0, j.reason.name(), j.would_drop))
+            .entry((p.iface_slot, j.reason.name(), j.would_drop))
             .or_default() += 1;
         if let Some(rule) = expect_rule {
             *p.want_rules
@@ -547,6 +564,19 @@ fn policy_strategy() -> impl Strategy<Value = Policy> {
             ports: lo..=lo.saturating_add(w)
         }),
     ];
+    let setting = (
+        prop::option::of(prop_oneof![Just(Mode::Enforce), Just(Mode::Monitor)]),
+        prop::option::of(prop_oneof![
+            Just(DefaultAction::Drop),
+            Just(DefaultAction::Pass)
+        ]),
+    )
+        .prop_map(|(mode, default)| InterfaceSettings { mode, default });
+    let interfaces = prop_oneof![
+        2 => Just(BTreeMap::new()),
+        2 => setting.clone().prop_map(|s| BTreeMap::from([(DIFF_IFACE.to_owned(), s)])),
+        1 => setting.prop_map(|s| BTreeMap::from([("ng-other0".to_owned(), s)])),
+    ];
     (
         prop::collection::vec(rule_strategy(), 0..=8),
         prop::bool::weighted(0.3),
@@ -556,9 +586,20 @@ fn policy_strategy() -> impl Strategy<Value = Policy> {
         prop::bool::weighted(0.3),
         return_traffic,
         prop::bool::weighted(0.75),
+        interfaces,
     )
         .prop_map(
-            |(mut rules, monitor, default_pass, essentials, options, ethertypes, rt, track)| {
+            |(
+                mut rules,
+                monitor,
+                default_pass,
+                essentials,
+                options,
+                ethertypes,
+                rt,
+                track,
+                interfaces,
+            )| {
                 for (i, rule) in rules.iter_mut().enumerate() {
                     rule.name = format!("r{i}");
                 }
@@ -583,6 +624,7 @@ fn policy_strategy() -> impl Strategy<Value = Policy> {
                         Fragments::Drop
                     },
                     rules,
+                    interfaces,
                     ..Policy::default()
                 }
             },

@@ -66,22 +66,24 @@ mod slots;
 mod tests;
 
 use std::{
-    collections::HashSet,
+    collections::{BTreeMap, HashSet},
     fmt,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
 use aya::maps::lpm_trie::Key;
 use filter_common::{
-    class_cells_index, flags, mode, return_mode, segment_chunk_index, src_v4_data, src_v6_data,
-    Cell, CellAction, ClassCells, GenConfig, RuleName, SegmentChunk, ServiceKind, SrcV4Data,
-    SrcV6Data, GEN_PREFIX_BITS, MAX_CLASSES, MAX_RULES, MAX_SEGMENTS, MAX_V4_PREFIXES,
+    class_cells_index, flags, iface_override, mode, return_mode, segment_chunk_index, src_v4_data,
+    src_v6_data, Cell, CellAction, ClassCells, GenConfig, RuleName, SegmentChunk, ServiceKind,
+    SrcV4Data, SrcV6Data, GEN_PREFIX_BITS, MAX_CLASSES, MAX_RULES, MAX_SEGMENTS, MAX_V4_PREFIXES,
     MAX_V6_PREFIXES, RULE_NAME_LEN, SEGMENT_CHUNK, SERVICE_CHUNKS, SERVICE_INDEX_SPACE,
     SERVICE_KINDS,
 };
 use ipnet::{Ipv4Net, Ipv6Net};
 
-use crate::policy::{DefaultAction, Fragments, Mode, Policy, ReturnTraffic, Rule, RuleKind};
+use crate::policy::{
+    DefaultAction, Fragments, InterfaceSettings, Mode, Policy, ReturnTraffic, Rule, RuleKind,
+};
 
 pub use slots::RuleSlots;
 
@@ -248,6 +250,9 @@ pub struct Tables {
     /// Slots this generation assigns to names that had none: their counters start from
     /// zero, so the loader clears them before publishing.
     pub fresh_slots: Vec<u16>,
+    /// [`filter_common::iface_override`] bits per interface the config names (one
+    /// generation's byte; the loader places it in every registered interface's entry).
+    pub interfaces: BTreeMap<String, u32>,
     /// Table sizes.
     pub stats: TableStats,
     /// Rule bitset per class id (precedence indices).
@@ -359,6 +364,11 @@ pub fn compile(policy: &Policy, slots: &RuleSlots) -> Result<Tables, CompileErro
         class_cells,
         rule_names,
         fresh_slots,
+        interfaces: policy
+            .interfaces
+            .iter()
+            .map(|(name, i)| (name.clone(), interface_overrides(i)))
+            .collect(),
         stats,
         class_rules: classes.class_rules,
         precedence,
@@ -379,6 +389,21 @@ pub(crate) fn first_common(a: &Bits, b: &Bits) -> Option<usize> {
         let m = x & y;
         (m != 0).then(|| w * 64 + m.trailing_zeros() as usize)
     })
+}
+
+/// An interface's `interfaces:` entry as [`iface_override`] bits.
+fn interface_overrides(settings: &InterfaceSettings) -> u32 {
+    let mode = match settings.mode {
+        None => 0,
+        Some(Mode::Enforce) => iface_override::MODE,
+        Some(Mode::Monitor) => iface_override::MODE | iface_override::MONITOR,
+    };
+    let default = match settings.default {
+        None => 0,
+        Some(DefaultAction::Drop) => iface_override::DEFAULT,
+        Some(DefaultAction::Pass) => iface_override::DEFAULT | iface_override::DEFAULT_PASS,
+    };
+    mode | default
 }
 
 fn gen_config(policy: &Policy) -> GenConfig {

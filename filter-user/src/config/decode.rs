@@ -6,7 +6,7 @@
 //! errors on it.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet},
     net::IpAddr,
     ops::RangeInclusive,
 };
@@ -15,6 +15,7 @@ use filter_common::{MAX_V4_PREFIXES, MAX_V6_PREFIXES, RULE_NAME_LEN};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use super::{
+    interfaces::{decode_interfaces, InterfaceEntry},
     yaml::{self, Node, NodeKind, Pos},
     Issue, LoadOptions, Severity,
 };
@@ -44,6 +45,7 @@ const TOP_KEYS: &[&str] = &[
     "ipv4_options",
     "unknown_ethertypes",
     "drop_samples_per_sec",
+    "interfaces",
     "sets",
     "failsafe",
     "rules",
@@ -67,16 +69,16 @@ const MIN_FLOW_CAPACITY: u64 = 64;
 const MAX_FLOW_CAPACITY: u64 = 1 << 20;
 
 /// Issue sink.
-struct Cx<'a> {
+pub(super) struct Cx<'a> {
     issues: &'a mut Vec<Issue>,
 }
 
 impl Cx<'_> {
-    fn error(&mut self, pos: Pos, message: impl Into<String>, hint: impl Into<String>) {
+    pub(super) fn error(&mut self, pos: Pos, message: impl Into<String>, hint: impl Into<String>) {
         self.issues.push(Issue::error(pos, message, Some(hint)));
     }
 
-    fn warn(&mut self, pos: Pos, message: impl Into<String>, hint: impl Into<String>) {
+    pub(super) fn warn(&mut self, pos: Pos, message: impl Into<String>, hint: impl Into<String>) {
         self.issues.push(Issue::warning(pos, message, Some(hint)));
     }
 
@@ -118,6 +120,11 @@ pub(super) fn load(
         samples_per_sec: doc.samples_per_sec,
         rules: resolved.iter().map(|r| r.rule.clone()).collect(),
         acknowledge_failsafe_change: doc.acknowledge_failsafe_change,
+        interfaces: doc
+            .interfaces
+            .iter()
+            .map(|(name, i)| (name.clone(), i.settings))
+            .collect(),
     };
     if cx.has_errors() {
         return None;
@@ -177,6 +184,22 @@ struct Document {
     failsafe_pos: Option<Pos>,
     /// Every CIDR written in the file: (prefix, position, owner) for overlap warnings.
     cidrs: Vec<(IpNet, Pos, String)>,
+    interfaces: BTreeMap<String, InterfaceEntry>,
+}
+
+impl Document {
+    /// Where the default verdict is drop: `Some(None)` for the file's own `default` (every
+    /// interface not named under `interfaces:`), `Some(Some(name))` when only interfaces
+    /// that override it drop, `None` when the default is pass everywhere.
+    fn default_drop_on(&self) -> Option<Option<&str>> {
+        if self.default == DefaultAction::Drop {
+            return Some(None);
+        }
+        self.interfaces
+            .iter()
+            .find(|(_, i)| i.settings.default == Some(DefaultAction::Drop))
+            .map(|(name, _)| Some(name.as_str()))
+    }
 }
 
 struct SetDef {
@@ -213,22 +236,22 @@ struct Resolved {
 // ---------------------------------------------------------------------------------------
 
 /// The entries of a mapping whose keys are checked against `allowed`.
-struct Fields<'n> {
-    entries: Vec<(&'n str, Pos, &'n Node)>,
+pub(super) struct Fields<'n> {
+    pub(super) entries: Vec<(&'n str, Pos, &'n Node)>,
 }
 
 impl<'n> Fields<'n> {
-    fn get(&self, key: &str) -> Option<&'n Node> {
+    pub(super) fn get(&self, key: &str) -> Option<&'n Node> {
         self.entries.iter().find(|e| e.0 == key).map(|e| e.2)
     }
 
-    fn key_pos(&self, key: &str) -> Option<Pos> {
+    pub(super) fn key_pos(&self, key: &str) -> Option<Pos> {
         self.entries.iter().find(|e| e.0 == key).map(|e| e.1)
     }
 }
 
 /// Keys of a mapping: scalar, unique. Returns (key, key position, value) in order.
-fn map_entries<'n>(
+pub(super) fn map_entries<'n>(
     cx: &mut Cx,
     node: &'n Node,
     what: &str,
@@ -267,7 +290,12 @@ fn map_entries<'n>(
     Some(out)
 }
 
-fn fields<'n>(cx: &mut Cx, node: &'n Node, what: &str, allowed: &[&str]) -> Option<Fields<'n>> {
+pub(super) fn fields<'n>(
+    cx: &mut Cx,
+    node: &'n Node,
+    what: &str,
+    allowed: &[&str],
+) -> Option<Fields<'n>> {
     let entries = map_entries(cx, node, what)?;
     let mut kept = Vec::new();
     for (key, pos, value) in entries {
@@ -347,6 +375,26 @@ fn word<T: Copy>(cx: &mut Cx, node: &Node, what: &str, choices: &[(&str, T)]) ->
     };
     cx.error(node.pos, format!("invalid {what} `{text}`"), hint);
     None
+}
+
+/// `enforce` or `monitor`.
+pub(super) fn decode_mode(cx: &mut Cx, node: &Node, what: &str) -> Option<Mode> {
+    word(
+        cx,
+        node,
+        what,
+        &[("enforce", Mode::Enforce), ("monitor", Mode::Monitor)],
+    )
+}
+
+/// `drop` or `pass`.
+pub(super) fn decode_default(cx: &mut Cx, node: &Node, what: &str) -> Option<DefaultAction> {
+    word(
+        cx,
+        node,
+        what,
+        &[("drop", DefaultAction::Drop), ("pass", DefaultAction::Pass)],
+    )
 }
 
 /// `true` or `false`, plain. YAML 1.1 spellings (yes/no/on/off) are rejected.
@@ -732,6 +780,7 @@ fn decode_document(cx: &mut Cx, root: &Node, opts: &LoadOptions) -> Option<Docum
         rules_pos: f.key_pos("rules"),
         failsafe_pos: f.key_pos("failsafe"),
         cidrs: Vec::new(),
+        interfaces: BTreeMap::new(),
     };
 
     match f.get("version") {
@@ -753,22 +802,13 @@ fn decode_document(cx: &mut Cx, root: &Node, opts: &LoadOptions) -> Option<Docum
         }
     }
     if let Some(n) = f.get("mode") {
-        doc.mode = word(
-            cx,
-            n,
-            "`mode`",
-            &[("enforce", Mode::Enforce), ("monitor", Mode::Monitor)],
-        )
-        .unwrap_or(doc.mode);
+        doc.mode = decode_mode(cx, n, "`mode`").unwrap_or(doc.mode);
     }
     if let Some(n) = f.get("default") {
-        doc.default = word(
-            cx,
-            n,
-            "`default`",
-            &[("drop", DefaultAction::Drop), ("pass", DefaultAction::Pass)],
-        )
-        .unwrap_or(doc.default);
+        doc.default = decode_default(cx, n, "`default`").unwrap_or(doc.default);
+    }
+    if let Some(n) = f.get("interfaces") {
+        doc.interfaces = decode_interfaces(cx, n);
     }
     if let Some(n) = f.get("allow_empty") {
         doc.allow_empty = boolean(cx, n, "`allow_empty`").unwrap_or(false);
@@ -826,7 +866,7 @@ fn decode_document(cx: &mut Cx, root: &Node, opts: &LoadOptions) -> Option<Docum
             doc.samples_per_sec = v as u32;
         }
     }
-    let empty_ok = doc.allow_empty || doc.default == DefaultAction::Pass;
+    let empty_ok = doc.allow_empty || doc.default_drop_on().is_none();
     if let Some(n) = f.get("sets") {
         decode_sets(cx, n, &mut doc, empty_ok);
     }
@@ -1421,17 +1461,30 @@ fn resolve(cx: &mut Cx, doc: &Document) -> Vec<Resolved> {
     }
 
     // Empty allow-list.
-    if doc.default == DefaultAction::Drop
-        && !doc.allow_empty
-        && !doc
-            .rules
-            .iter()
-            .any(|r| matches!(r.kind, RuleKind::Allow | RuleKind::Failsafe))
-    {
+    let drop_on = doc.default_drop_on();
+    if let Some(drop_on) = drop_on.filter(|_| {
+        !doc.allow_empty
+            && !doc
+                .rules
+                .iter()
+                .any(|r| matches!(r.kind, RuleKind::Allow | RuleKind::Failsafe))
+    }) {
+        let (pos, whose) = match drop_on {
+            None => (doc.rules_pos.unwrap_or(doc.root_pos), String::new()),
+            Some(name) => {
+                let i = &doc.interfaces[name];
+                (
+                    i.default_pos.unwrap_or(i.pos),
+                    format!(" on interface `{name}`"),
+                )
+            }
+        };
         cx.error(
-            doc.rules_pos.unwrap_or(doc.root_pos),
-            "no allow or failsafe rule, and the default is drop: only essentials and return \
-             traffic would pass",
+            pos,
+            format!(
+                "no allow or failsafe rule, and the default is drop{whose}: only essentials and \
+                 return traffic would pass"
+            ),
             "add allow rules, or set `allow_empty: true` at the top level to acknowledge",
         );
     }
@@ -1611,9 +1664,17 @@ fn warn_shadowed(cx: &mut Cx, policy: &Policy, resolved: &[Resolved], tables: &T
 }
 
 fn warn_lockout(cx: &mut Cx, doc: &Document, policy: &Policy) {
-    if policy.mode != Mode::Enforce || policy.default != DefaultAction::Drop {
+    // Enforcing with default drop: on interfaces the file does not name (`None`), or on
+    // one it names.
+    let strict = |ifname: Option<&str>| {
+        policy.mode_on(ifname) == Mode::Enforce && policy.default_on(ifname) == DefaultAction::Drop
+    };
+    let mut strict_on = std::iter::once(None)
+        .chain(policy.interfaces.keys().map(|k| Some(k.as_str())))
+        .filter(|i| strict(*i));
+    let Some(first) = strict_on.next() else {
         return;
-    }
+    };
     let ssh = policy.rules.iter().any(|r| {
         r.kind == RuleKind::Failsafe
             && !r.sources.is_empty()
@@ -1626,7 +1687,13 @@ fn warn_lockout(cx: &mut Cx, doc: &Document, policy: &Policy) {
     if !ssh {
         cx.warn(
             doc.failsafe_pos.unwrap_or(doc.root_pos),
-            "lockout risk: no failsafe rule allows SSH (tcp 22) while enforcing with default drop",
+            format!(
+                "lockout risk: no failsafe rule allows SSH (tcp 22) while enforcing with default \
+                 drop{}",
+                first
+                    .map(|i| format!(" on interface `{i}`"))
+                    .unwrap_or_default()
+            ),
             "add a failsafe rule such as `- { name: admin-ssh, from: [<admin CIDR>], protocol: \
              tcp, ports: [22] }`",
         );

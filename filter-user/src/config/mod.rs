@@ -63,6 +63,7 @@
 //! digits, `-` and `_`, which is how a `from` entry is told apart from a CIDR.
 
 mod decode;
+mod interfaces;
 mod yaml;
 
 #[cfg(test)]

@@ -1361,3 +1361,173 @@ fn return_traffic_flow_table() {
         "use `mode: stateful`",
     );
 }
+
+// ----------------------------------------------------------------------------- interfaces
+
+/// HEAD plus one allow rule, then `interfaces:` from line 4 on.
+fn with_interfaces(body: &str) -> String {
+    format!(
+        "{HEAD}rules: [{{ name: a, from: [192.0.2.0/24], protocol: tcp, ports: [443] }}]\ninterfaces:\n{body}"
+    )
+}
+
+#[test]
+fn interfaces_set_mode_and_default_per_interface() {
+    let loaded = load(&with_interfaces(
+        "  eth1: { mode: monitor }\n  ens6:\n    default: pass\n  bond0.100: { mode: enforce, default: drop }\n",
+    ))
+    .expect("valid");
+    let p = &loaded.policy;
+    assert!(loaded.warnings.is_empty(), "{}", render(&loaded.warnings));
+    assert_eq!(p.interfaces.len(), 3);
+    assert_eq!(
+        (p.mode_on(Some("eth1")), p.default_on(Some("eth1"))),
+        (Mode::Monitor, DefaultAction::Drop)
+    );
+    assert_eq!(
+        (p.mode_on(Some("ens6")), p.default_on(Some("ens6"))),
+        (Mode::Enforce, DefaultAction::Pass)
+    );
+    assert_eq!(
+        (
+            p.mode_on(Some("bond0.100")),
+            p.default_on(Some("bond0.100"))
+        ),
+        (Mode::Enforce, DefaultAction::Drop)
+    );
+    // Not named, or no interface at all: the file's own.
+    for ifname in [Some("eth0"), None] {
+        assert_eq!(
+            (p.mode_on(ifname), p.default_on(ifname)),
+            (Mode::Enforce, DefaultAction::Drop)
+        );
+    }
+    // The compiler carries them as override bits.
+    let tables = Tables::try_from(p).expect("compiles");
+    use filter_common::iface_override as o;
+    assert_eq!(tables.interfaces["eth1"], o::MODE | o::MONITOR);
+    assert_eq!(tables.interfaces["ens6"], o::DEFAULT | o::DEFAULT_PASS);
+    assert_eq!(tables.interfaces["bond0.100"], o::MODE | o::DEFAULT);
+}
+
+#[test]
+fn interface_errors_point_at_the_entry() {
+    expect_error(
+        &with_interfaces("  eth0:1: { mode: monitor }\n"),
+        5,
+        3,
+        "`eth0:1` is not a valid interface name",
+        "at most 15 characters",
+    );
+    expect_error(
+        &with_interfaces("  averyveryverylongname0: { mode: monitor }\n"),
+        5,
+        3,
+        "longer than 15 bytes",
+        "`ip link`",
+    );
+    expect_error(
+        &with_interfaces("  eth1: { mdoe: monitor }\n"),
+        5,
+        "mdoe",
+        "unknown key `mdoe` in `interfaces.eth1`",
+        "did you mean `mode`?",
+    );
+    expect_error(
+        &with_interfaces("  eth1: { mode: monitr }\n"),
+        5,
+        "monitr",
+        "invalid `interfaces.eth1.mode` `monitr`",
+        "did you mean `monitor`?",
+    );
+    expect_error(
+        &with_interfaces("  eth1: { default: allow }\n"),
+        5,
+        "allow",
+        "invalid `interfaces.eth1.default` `allow`",
+        "`drop` or `pass`",
+    );
+    expect_error(
+        &with_interfaces("  eth1: monitor\n"),
+        5,
+        "monitor",
+        "expected a mapping for `interfaces.eth1`",
+        "key: value",
+    );
+    expect_error(
+        &with_interfaces("  eth1: { mode: monitor }\n  eth1: { default: pass }\n"),
+        6,
+        3,
+        "duplicate key `eth1` in `interfaces`",
+        "line 5",
+    );
+    expect_error(
+        &format!("{HEAD}interfaces: [eth1]\n"),
+        3,
+        13,
+        "expected a mapping for `interfaces`",
+        "",
+    );
+}
+
+#[test]
+fn interface_that_sets_nothing_is_a_warning() {
+    let w = warnings(&with_interfaces("  eth1: {}\n"));
+    assert_eq!(w.len(), 1, "{}", render(&w));
+    expect_diag(
+        &w[0],
+        5,
+        3,
+        "interface `eth1` sets nothing",
+        "add `mode:` or `default:`",
+    );
+}
+
+#[test]
+fn interface_default_drop_needs_allow_rules_too() {
+    // The file passes by default, but eth1 drops: with no allow rule, only essentials and
+    // return traffic would reach the node through eth1.
+    let text = "version: 1\ndefault: pass\ninterfaces:\n  eth1: { default: drop }\n";
+    expect_error(
+        text,
+        4,
+        "default: drop",
+        "the default is drop on interface `eth1`",
+        "allow_empty: true",
+    );
+    // Acknowledged, or pass everywhere: accepted.
+    load(&format!("allow_empty: true\n{text}")).expect("acknowledged");
+    load("version: 1\ndefault: pass\ninterfaces:\n  eth1: { mode: monitor }\n")
+        .expect("default pass on every interface");
+    // And the other way round: the file drops, but an interface that passes does not
+    // lift the check for the others.
+    expect_error(
+        "version: 1\ninterfaces:\n  eth1: { default: pass }\n",
+        1,
+        1,
+        "the default is drop: only essentials",
+        "allow_empty: true",
+    );
+}
+
+#[test]
+fn lockout_warning_names_the_enforcing_interface() {
+    let rule = "rules: [{ name: a, from: [192.0.2.0/24], protocol: tcp, ports: [443] }]\n";
+    // The file monitors, but eth1 enforces with default drop and no SSH failsafe.
+    let w = warnings(&format!(
+        "version: 1\nmode: monitor\n{rule}interfaces:\n  eth1: {{ mode: enforce }}\n"
+    ));
+    assert_eq!(w.len(), 1, "{}", render(&w));
+    expect_diag(
+        &w[0],
+        1,
+        1,
+        "lockout risk: no failsafe rule allows SSH (tcp 22) while enforcing with default drop on interface `eth1`",
+        "admin-ssh",
+    );
+    // Every interface that enforces passes by default: no warning.
+    assert!(warnings(&format!(
+        "version: 1\nmode: monitor\n{rule}interfaces:\n  eth1: {{ mode: enforce, default: pass }}\n"
+    ))
+    .is_empty());
+}

@@ -14,7 +14,7 @@ use crate::{
     compiler::{compile, RuleSlots, Tables},
     config::{self, ConfigError},
     loader::{
-        attach::{AttachError, Attached, XdpModeChoice},
+        attach::{ifname, AttachError, Attached, XdpModeChoice},
         pins::{PinError, PinLayout},
         privileges::{check_attach_privileges, MissingCapabilities},
         publish::PublishReport,
@@ -210,6 +210,7 @@ impl Engine {
                 warn!(iface = %stale, "still attached from an earlier run but not in --iface; it keeps running this program's maps. `nodegate detach --iface {stale}` removes it");
             }
         }
+        engine.warn_unattached_settings();
         Ok(engine)
     }
 
@@ -286,7 +287,27 @@ impl Engine {
         self.stats.last_compile = Some(compile_time);
         self.stats.last_publish = Some(report);
         self.current = policy;
+        if !self.attached.is_empty() {
+            self.warn_unattached_settings();
+        }
         Ok(())
+    }
+
+    /// Settings under `interfaces:` for an interface the filter does not run on apply to
+    /// nothing: most likely a typo, or a file shared by nodes with other NICs.
+    fn warn_unattached_settings(&self) {
+        let running: Vec<String> = self
+            .filter
+            .maps()
+            .interfaces()
+            .into_iter()
+            .filter_map(|(ifindex, _)| ifname(ifindex))
+            .collect();
+        for name in self.current.interfaces.keys() {
+            if !running.contains(name) {
+                warn!(iface = %name, running = %running.join(","), "the rule file has `interfaces:` settings for {name}, but nodegate runs on no interface of that name; they apply to nothing until it is attached (`--iface {name}`)");
+            }
+        }
     }
 
     /// Daemon statistics.

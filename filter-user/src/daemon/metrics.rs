@@ -17,6 +17,8 @@
 //! | `nodegate_flow_events_total` | `event` = `inserted`/`refreshed`/`closing` (stateful return traffic: flows the TC egress program learned) |
 //! | `nodegate_active_generation` | — (the epoch of the active rule generation) |
 //! | `nodegate_prefixes` | `family` = `ipv4`/`ipv6` |
+//! | `nodegate_interface_monitor` | `interface` (1: monitor mode on it, 0: enforce; `interfaces:` in the rule file may differ from the file's `mode`) |
+//! | `nodegate_interface_default_pass` | `interface` (1: default pass on it, 0: default drop) |
 //! | `nodegate_last_reload_timestamp_seconds` | — (absent until the first successful reload) |
 //! | `nodegate_info` | `version` |
 //!
@@ -48,7 +50,7 @@ use filter_common::Reason;
 
 use crate::loader::counters::Snapshot;
 use crate::loader::LoaderError;
-use crate::policy::RuleKind;
+use crate::policy::{DefaultAction, Mode, RuleKind};
 
 /// Where `/metrics` is served unless `--metrics ADDR` says otherwise: loopback only.
 pub const DEFAULT_METRICS_ADDR: SocketAddr =
@@ -104,6 +106,8 @@ pub fn check_bind_addr(addr: SocketAddr, explicitly_given: bool) -> Result<(), M
 pub struct DaemonState {
     /// Interface name per counter slot; slots without a name are labelled `slot<N>`.
     pub interfaces: HashMap<u32, String>,
+    /// Mode and default of the active rule set on each attached interface, by name.
+    pub interface_settings: BTreeMap<String, (Mode, DefaultAction)>,
     /// Kind of each rule of the active rule set, by name: gives a rule counter its verdict.
     pub rule_kinds: HashMap<String, RuleKind>,
     /// Reloads that published a new generation.
@@ -349,6 +353,26 @@ impl Collector for Scrape {
                 (vec![("family", "ipv4".to_owned())], state.prefixes_v4),
                 (vec![("family", "ipv6".to_owned())], state.prefixes_v6),
             ],
+        )?;
+        let per_interface = |f: fn(&(Mode, DefaultAction)) -> bool| {
+            state
+                .interface_settings
+                .iter()
+                .map(move |(name, settings)| {
+                    (vec![("interface", name.clone())], i64::from(f(settings)))
+                })
+        };
+        gauge_family(
+            &mut encoder,
+            "nodegate_interface_monitor",
+            "1 when the active rule set runs the interface in monitor mode (would-drops pass), 0 when it enforces.",
+            per_interface(|(mode, _)| *mode == Mode::Monitor),
+        )?;
+        gauge_family(
+            &mut encoder,
+            "nodegate_interface_default_pass",
+            "1 when the interface's default verdict for unmatched IP traffic is pass, 0 when drop.",
+            per_interface(|(_, default)| *default == DefaultAction::Pass),
         )?;
         let last_reload = state.last_reload.map(|t| {
             t.duration_since(SystemTime::UNIX_EPOCH)
@@ -665,6 +689,10 @@ mod tests {
         };
         let state = DaemonState {
             interfaces: HashMap::from([(1, "eth0".to_owned()), (2, "eth1".to_owned())]),
+            interface_settings: BTreeMap::from([
+                ("eth0".to_owned(), (Mode::Enforce, DefaultAction::Drop)),
+                ("eth1".to_owned(), (Mode::Monitor, DefaultAction::Pass)),
+            ]),
             rule_kinds: HashMap::from([
                 ("ssh-admins".to_owned(), RuleKind::Allow),
                 ("block-bad".to_owned(), RuleKind::Deny),
@@ -760,6 +788,10 @@ mod tests {
             "nodegate_active_generation 4",
             r#"nodegate_prefixes{family="ipv4"} 120"#,
             r#"nodegate_prefixes{family="ipv6"} 8"#,
+            r#"nodegate_interface_monitor{interface="eth0"} 0"#,
+            r#"nodegate_interface_monitor{interface="eth1"} 1"#,
+            r#"nodegate_interface_default_pass{interface="eth0"} 0"#,
+            r#"nodegate_interface_default_pass{interface="eth1"} 1"#,
             "# UNIT nodegate_last_reload_timestamp_seconds seconds",
             "nodegate_last_reload_timestamp_seconds 1790000000.0",
             &format!(r#"nodegate_info{{version="{VERSION}"}} 1"#),

@@ -19,10 +19,10 @@ use super::{
 };
 use crate::{
     loader::{
-        attach::{iface_slots, XdpModeChoice},
         counters::Snapshot,
         pins::PinLayout,
         FilterMaps, LoaderError,
+        {attach::XdpModeChoice, interfaces::iface_slots},
     },
     policy::Policy,
 };
@@ -109,10 +109,23 @@ fn refresh_state(engine: &mut Engine, state: &Mutex<DaemonState>) {
                 .map(|a| (slot, a.ifname.clone()))
         })
         .collect();
+    let policy = engine.policy();
+    let settings = engine
+        .attached()
+        .iter()
+        .map(|a| {
+            let name = Some(a.ifname.as_str());
+            (
+                a.ifname.clone(),
+                (policy.mode_on(name), policy.default_on(name)),
+            )
+        })
+        .collect();
     let stats = engine.stats().clone();
     let kinds = rule_kinds(engine.policy());
     if let Ok(mut s) = state.lock() {
         s.interfaces = names;
+        s.interface_settings = settings;
         s.rule_kinds = kinds;
         s.reloads_succeeded = stats.reloads_ok;
         s.reloads_failed = stats.reloads_failed;

@@ -9,7 +9,6 @@ use aya::programs::{
     tc::TcAttachOptions,
     ProgramError, TcAttachType, XdpMode,
 };
-use filter_common::{IfaceEntry, MAX_IFACES};
 
 use super::{pins::PinLayout, Filter, FilterMaps, LoaderError};
 
@@ -88,9 +87,6 @@ pub enum AttachError {
         /// Error text.
         detail: String,
     },
-    /// All interface counter slots are taken.
-    #[error("more than {} interfaces attached", MAX_IFACES - 1)]
-    TooManyInterfaces,
     /// A map error.
     #[error(transparent)]
     Loader(#[from] LoaderError),
@@ -221,7 +217,7 @@ impl Filter {
         };
         let mut attached = attached;
         attached.egress = self.attach_egress(pins, ifname)?;
-        register_iface(self.maps_mut(), ifindex)?;
+        self.maps_mut().register_iface(ifindex, ifname)?;
         Ok(attached)
     }
 
@@ -327,38 +323,6 @@ impl Filter {
             },
         }
     }
-}
-
-/// Give `ifindex` a counter slot (keeps an existing one).
-fn register_iface(maps: &mut FilterMaps, ifindex: u32) -> Result<u32, AttachError> {
-    if let Ok(entry) = maps.ifaces.get(&ifindex, 0) {
-        return Ok(entry.slot);
-    }
-    let used: Vec<u32> = maps
-        .ifaces
-        .iter()
-        .filter_map(|r| r.ok())
-        .map(|(_, e)| e.slot)
-        .collect();
-    let slot = (1..MAX_IFACES)
-        .find(|s| !used.contains(s))
-        .ok_or(AttachError::TooManyInterfaces)?;
-    maps.ifaces
-        .insert(ifindex, IfaceEntry { slot, flags: 0 }, 0)
-        .map_err(|source| LoaderError::Map {
-            name: filter_common::MAP_IFACES,
-            source,
-        })?;
-    Ok(slot)
-}
-
-/// Interface slots currently registered: (ifindex, slot).
-pub fn iface_slots(maps: &FilterMaps) -> Vec<(u32, u32)> {
-    maps.ifaces
-        .iter()
-        .filter_map(|r| r.ok())
-        .map(|(ifindex, e)| (ifindex, e.slot))
-        .collect()
 }
 
 /// Detach from `ifname`: unpin its link (which detaches the program) and forget its slot.

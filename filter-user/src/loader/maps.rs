@@ -44,6 +44,10 @@ pub struct FilterMaps {
     pub(crate) contents: [Option<super::publish::GenContents>; 2],
     /// When the control word last flipped (from this process).
     pub(crate) last_flip: Option<std::time::Instant>,
+    /// Per-interface overrides of each generation slot this process published.
+    pub(crate) published_overrides: [Option<super::interfaces::InterfaceOverrides>; 2],
+    /// Interfaces that stand in for others in test runs.
+    pub(crate) stand_ins: super::interfaces::StandIns,
 }
 
 impl FilterMaps {
@@ -92,6 +96,8 @@ impl FilterMaps {
             flow_stats: typed!(filter_common::MAP_FLOW_STATS),
             contents: [None, None],
             last_flip: None,
+            published_overrides: [None, None],
+            stand_ins: Default::default(),
         })
     }
 

@@ -3,6 +3,7 @@
 
 pub mod attach;
 pub mod counters;
+pub mod interfaces;
 mod maps;
 pub mod pins;
 pub mod privileges;
@@ -73,6 +74,12 @@ pub enum LoaderError {
     /// BPF_PROG_TEST_RUN failed.
     #[error("BPF_PROG_TEST_RUN failed: {0}")]
     TestRun(#[source] Box<aya::programs::ProgramError>),
+    /// All interface counter slots are taken.
+    #[error(
+        "more than {} interfaces registered; detach one first (`nodegate detach --iface IF`)",
+        filter_common::MAX_IFACES - 1
+    )]
+    TooManyInterfaces,
 }
 
 /// Hint appended to load errors caused by missing privileges.

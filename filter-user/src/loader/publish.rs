@@ -192,6 +192,7 @@ impl FilterMaps {
         self.gen_config
             .set(next, gen_config, 0)
             .map_err(map_err(filter_common::MAP_GEN_CONFIG))?;
+        self.write_iface_overrides(next, &tables.interfaces)?;
         report.tables = t.elapsed();
 
         // The flip: one 8-byte array element, read once per packet.

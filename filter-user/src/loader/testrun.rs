@@ -68,12 +68,15 @@ pub struct KernelVerdict {
     pub rule_slot: Option<u32>,
 }
 
-/// Runs frames one at a time and attributes each to the counter it moved. Counters of
-/// interface slot 0 (unregistered interfaces, which is what test runs use) are cached so a
-/// frame costs one counter read when the caller's expectation is right, and a scan of all
-/// reason slots only when it is not.
+/// Runs frames one at a time and attributes each to the counter it moved. Counters of the
+/// interface slot test runs count in (0, the unregistered loopback, unless it stands in for
+/// an interface: [`FilterMaps::test_runs_arrive_on`]) are cached so a frame costs one
+/// counter read when the caller's expectation is right, and a scan of all reason slots only
+/// when it is not.
 pub struct KernelJudge<'a> {
     filter: &'a mut Filter,
+    /// First reason counter index of the test runs' interface slot.
+    base: u32,
     reasons: Vec<u64>,
     rules: std::collections::HashMap<u32, u64>,
 }
@@ -81,11 +84,13 @@ pub struct KernelJudge<'a> {
 impl<'a> KernelJudge<'a> {
     /// Start judging; snapshots the reason counters.
     pub fn new(filter: &'a mut Filter) -> Result<Self, LoaderError> {
+        let base = filter.maps.test_run_slot() * STAT_SLOTS;
         let reasons = (0..STAT_SLOTS)
-            .map(|slot| Ok(FilterMaps::sum(&filter.maps.stats, slot)?.packets))
+            .map(|slot| Ok(FilterMaps::sum(&filter.maps.stats, base + slot)?.packets))
             .collect::<Result<Vec<_>, LoaderError>>()?;
         Ok(KernelJudge {
             filter,
+            base,
             reasons,
             rules: Default::default(),
         })
@@ -97,7 +102,7 @@ impl<'a> KernelJudge<'a> {
     }
 
     fn reason_packets(&self, slot: u32) -> Result<u64, LoaderError> {
-        Ok(FilterMaps::sum(&self.filter.maps.stats, slot)?.packets)
+        Ok(FilterMaps::sum(&self.filter.maps.stats, self.base + slot)?.packets)
     }
 
     fn rule_packets(&self, slot: u32) -> Result<u64, LoaderError> {

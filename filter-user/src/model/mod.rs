@@ -245,7 +245,19 @@ impl Model {
         }
     }
 
-    /// The policy judged against.
+    /// Prepares `policy` for judging frames that arrive on interface `ifname`: with the mode
+    /// and default its `interfaces:` entry gives that interface (the file's own for an
+    /// interface it does not name).
+    pub fn on_interface(policy: &Policy, ifname: &str) -> Model {
+        let mut model = Model::new(policy);
+        let effective = &mut model.classifier.policy;
+        effective.mode = policy.mode_on(Some(ifname));
+        effective.default = policy.default_on(Some(ifname));
+        model
+    }
+
+    /// The policy judged against (with an interface's mode and default in place, for a
+    /// model made by [`Model::on_interface`]).
     pub fn policy(&self) -> &Policy {
         &self.classifier.policy
     }

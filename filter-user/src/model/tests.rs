@@ -2037,3 +2037,57 @@ fn default_essentials_match_policy_default() {
     assert_eq!(Essentials::default(), fixture().essentials);
     assert_eq!(fixture().fragments, Fragments::Track);
 }
+
+#[test]
+fn on_interface_judges_with_that_interfaces_mode_and_default() {
+    use crate::policy::InterfaceSettings;
+    let policy = Policy {
+        rules: vec![rule(
+            "web",
+            RuleKind::Allow,
+            &["10.0.0.0/24"],
+            Protocol::Tcp,
+            &[443..=443],
+        )],
+        return_traffic: ReturnTraffic::Off,
+        interfaces: [
+            (
+                "eth1".to_string(),
+                InterfaceSettings {
+                    mode: Some(Mode::Monitor),
+                    default: None,
+                },
+            ),
+            (
+                "eth2".to_string(),
+                InterfaceSettings {
+                    mode: None,
+                    default: Some(DefaultAction::Pass),
+                },
+            ),
+        ]
+        .into(),
+        ..Policy::default()
+    };
+    let stranger = Frame::tcp(ip("198.51.100.7"), ip("10.9.9.9"), 40000, 443)
+        .syn()
+        .build();
+    let verdict = |m: &Model| {
+        let j = m.judge(&stranger);
+        (j.reason, j.pass, j.would_drop)
+    };
+    assert_eq!(verdict(&Model::new(&policy)), (NoSourceMatch, DROP, false));
+    assert_eq!(
+        verdict(&Model::on_interface(&policy, "eth0")),
+        (NoSourceMatch, DROP, false),
+        "an interface the policy does not name follows the policy"
+    );
+    assert_eq!(
+        verdict(&Model::on_interface(&policy, "eth1")),
+        (NoSourceMatch, PASS, true)
+    );
+    assert_eq!(
+        verdict(&Model::on_interface(&policy, "eth2")),
+        (DefaultPass, PASS, false)
+    );
+}

@@ -163,17 +163,40 @@ pub struct LoadedPolicy {
     pub filter: Filter,
     /// The published tables.
     pub tables: Tables,
+    /// The interface frames are judged as arriving on (its `interfaces:` settings apply).
+    pub iface: Option<String>,
 }
 
 impl LoadedPolicy {
     /// Load the program (private maps) and publish `policy`.
     pub fn load(policy: &Policy) -> Result<LoadedPolicy, ReplayError> {
+        LoadedPolicy::load_on(policy, None)
+    }
+
+    /// Load the program (private maps) and publish `policy`, with test runs judged as
+    /// arriving on `iface` when given.
+    pub fn load_on(policy: &Policy, iface: Option<&str>) -> Result<LoadedPolicy, ReplayError> {
         let mut slots = RuleSlots::new();
         let tables = compile(policy, &slots)?;
         let mut filter = Filter::load(&LoadOptions::default())?;
+        if let Some(name) = iface {
+            filter.maps_mut().test_runs_arrive_on(name)?;
+        }
         filter.maps_mut().publish(&tables)?;
         slots.commit(&tables);
-        Ok(LoadedPolicy { filter, tables })
+        Ok(LoadedPolicy {
+            filter,
+            tables,
+            iface: iface.map(str::to_owned),
+        })
+    }
+}
+
+/// The model for frames arriving on `iface` (the file's own settings for `None`).
+fn model_on(policy: &Policy, iface: Option<&str>) -> Model {
+    match iface {
+        Some(name) => Model::on_interface(policy, name),
+        None => Model::new(policy),
     }
 }
 
@@ -199,10 +222,15 @@ struct KernelSide<'p> {
 impl<'p> Replayer<'p> {
     /// Judge with the model only.
     pub fn model_only(policy: &Policy) -> Replayer<'static> {
+        Replayer::model_only_on(policy, None)
+    }
+
+    /// Judge with the model only, as frames arriving on `iface`.
+    pub fn model_only_on(policy: &Policy, iface: Option<&str>) -> Replayer<'static> {
         Replayer {
-            model: Model::new(policy),
+            model: model_on(policy, iface),
             state: ModelState::new(),
-            monitor: policy.mode == Mode::Monitor,
+            monitor: policy.mode_on(iface) == Mode::Monitor,
             kernel: None,
             summary: Summary::default(),
             model_time: Duration::ZERO,
@@ -232,11 +260,12 @@ impl<'p> Replayer<'p> {
                 );
             }
         }
+        let iface = loaded.iface.clone();
         let judge = KernelJudge::new(&mut loaded.filter)?;
         Ok(Replayer {
-            model: Model::new(policy),
+            model: model_on(policy, iface.as_deref()),
             state: ModelState::new(),
-            monitor: policy.mode == Mode::Monitor,
+            monitor: policy.mode_on(iface.as_deref()) == Mode::Monitor,
             kernel: Some(KernelSide {
                 judge,
                 slot_of,

@@ -72,8 +72,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             "{}",
             serde_json::json!({
                 "valid": true,
-                "mode": format!("{:?}", policy.mode).to_lowercase(),
-                "default": format!("{:?}", policy.default).to_lowercase(),
+                "mode": policy.mode.name(),
+                "default": policy.default.name(),
+                "interfaces": policy.interfaces.keys().map(|name| (name.clone(), serde_json::json!({
+                    "mode": policy.mode_on(Some(name)).name(),
+                    "default": policy.default_on(Some(name)).name(),
+                }))).collect::<serde_json::Map<_, _>>(),
                 "rules": rules,
                 "tables": {"ipv4_prefixes": s.v4_prefixes, "ipv6_prefixes": s.v6_prefixes, "classes": s.classes, "segments": s.segments, "rules": s.rules},
                 "capacity": {"ipv4_prefixes": MAX_V4_PREFIXES, "ipv6_prefixes": MAX_V6_PREFIXES, "classes": MAX_CLASSES, "segments_per_kind": MAX_SEGMENTS, "rules": MAX_RULES - 1},
@@ -84,9 +88,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     println!("{}: valid", args.file.display());
     println!(
-        "  mode {:?}, default {:?}, return traffic {:?}, fragments {:?}",
-        policy.mode, policy.default, policy.return_traffic, policy.fragments
+        "  mode {}, default {}, return traffic {:?}, fragments {:?}",
+        policy.mode.name(),
+        policy.default.name(),
+        policy.return_traffic,
+        policy.fragments
     );
+    for name in policy.interfaces.keys() {
+        println!(
+            "  on interface {name}: mode {}, default {}",
+            policy.mode_on(Some(name)).name(),
+            policy.default_on(Some(name)).name()
+        );
+    }
     println!(
         "\n  {:<3} {:<32} {:<9} {:<7} {:>8}  keys",
         "#", "rule (evaluation order)", "kind", "proto", "sources"

@@ -24,6 +24,11 @@ pub struct Args {
     /// Destination port (tcp/udp) or message type (icmp/icmpv6). TCP probes are SYNs.
     #[arg(long, default_value_t = 0)]
     port: u16,
+    /// Judge the packet as arriving on this interface: the mode and default the file's
+    /// `interfaces:` section gives it apply (the file's own for an interface it does not
+    /// name).
+    #[arg(long, value_name = "IF")]
+    on_iface: Option<String>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
@@ -32,16 +37,33 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let loaded = config::load_file(&args.file)
         .with_context(|| format!("failed to load {}", args.file.display()))?;
-    let model = Model::new(&loaded.policy);
+    let policy = &loaded.policy;
+    let iface = args.on_iface.as_deref();
+    let model = match iface {
+        Some(name) => Model::on_interface(policy, name),
+        None => Model::new(policy),
+    };
     let j = model.explain(args.from, args.proto, args.port);
     match args.format {
         Format::Json => println!(
             "{}",
-            serde_json::json!({"verdict": j.verdict(), "reason": j.reason.name(), "rule": j.rule, "would_drop": j.would_drop, "stateful_unknown": j.stateful_unknown})
+            serde_json::json!({"verdict": j.verdict(), "reason": j.reason.name(), "rule": j.rule, "would_drop": j.would_drop, "stateful_unknown": j.stateful_unknown, "interface": iface})
         ),
         Format::Text => {
             println!("{}", j);
             println!("  reason {}: {}", j.reason.name(), describe(j.reason));
+            if let Some(name) = iface {
+                let own = if policy.interfaces.contains_key(name) {
+                    "its `interfaces:` entry"
+                } else {
+                    "not named under `interfaces:`, so the file's own"
+                };
+                println!(
+                    "  on {name}: mode {}, default {} ({own})",
+                    model.policy().mode.name(),
+                    model.policy().default.name()
+                );
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -72,6 +72,11 @@ pub struct Args {
     /// from the pinned maps in --pin-dir when they exist.
     #[arg(long, value_name = "IF", requires = "live")]
     iface: Option<String>,
+    /// Judge the frames as arriving on this interface: the mode and default the file's
+    /// `interfaces:` section gives it apply, in the kernel (the test runs' loopback stands in
+    /// for it) and in the model.
+    #[arg(long, value_name = "IF", conflicts_with = "live")]
+    on_iface: Option<String>,
     /// With --iface: the network namespace (`ip netns` name) the interface is in.
     #[arg(long, value_name = "NS", requires = "iface")]
     netns: Option<String>,
@@ -123,11 +128,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut kernel = if args.model_only {
         None
     } else {
-        Some(LoadedPolicy::load(&loaded.policy).context("failed to load the XDP program for BPF_PROG_TEST_RUN (use --model-only without privileges)")?)
+        Some(LoadedPolicy::load_on(&loaded.policy, args.on_iface.as_deref()).context("failed to load the XDP program for BPF_PROG_TEST_RUN (use --model-only without privileges)")?)
     };
     let mut replayer = match kernel.as_mut() {
         Some(k) => Replayer::with_kernel(&loaded.policy, k, args.repeat)?,
-        None => Replayer::model_only(&loaded.policy),
+        None => Replayer::model_only_on(&loaded.policy, args.on_iface.as_deref()),
     };
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());

@@ -3,7 +3,9 @@
 use std::{collections::HashMap, process::ExitCode, time::Duration};
 
 use anyhow::Context;
-use filter_user::loader::{attach::iface_slots, counters::Snapshot, pins::PinLayout, FilterMaps};
+use filter_user::loader::{
+    counters::Snapshot, interfaces::InterfaceState, pins::PinLayout, FilterMaps,
+};
 
 use super::PinArgs;
 
@@ -29,9 +31,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             layout.version_dir().display()
         )
     })?;
-    let names = iface_names(&maps);
     let mut previous: Option<Snapshot> = None;
     loop {
+        // Re-read every round: a reload may change an interface's mode or default.
+        let states = maps
+            .interface_states()
+            .context("failed to read the interface table")?;
+        let names = iface_names(&states);
         let snap = maps.snapshot().context("failed to read counters")?;
         let control = maps.control().context("failed to read the control word")?;
         // Stateful return traffic: walks the flow table (evictions = inserts − entries).
@@ -45,6 +51,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     "active_generation_slot": control.active_gen,
                     "ready": control.ready != 0,
                     "interfaces": names,
+                    "interface_settings": states,
                     "counters": snap,
                     "flows": {
                         "entries": flows.entries,
@@ -56,6 +63,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 })
             );
         } else {
+            print_interfaces(&states);
             print_table(&snap, previous.as_ref(), &names, control.active_gen);
             println!(
                 "\nflow table (stateful return traffic): {} entries; inserted {}, refreshed {}, closing {}, evicted {} (inserted − entries)",
@@ -73,25 +81,25 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn iface_names(maps: &FilterMaps) -> HashMap<u32, String> {
-    let mut names: HashMap<u32, String> = iface_slots(maps)
-        .into_iter()
-        .map(|(ifindex, slot)| {
-            let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
-            // SAFETY: buf has IF_NAMESIZE bytes as if_indextoname requires.
-            let name = unsafe {
-                let p = libc::if_indextoname(ifindex, buf.as_mut_ptr());
-                if p.is_null() {
-                    format!("ifindex {ifindex}")
-                } else {
-                    std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned()
-                }
-            };
-            (slot, name)
-        })
-        .collect();
+/// Interface name per counter slot (slot 0: frames on interfaces nodegate did not register).
+fn iface_names(states: &[InterfaceState]) -> HashMap<u32, String> {
+    let mut names: HashMap<u32, String> = states.iter().map(|s| (s.slot, s.name.clone())).collect();
     names.insert(0, "(unregistered)".into());
     names
+}
+
+fn print_interfaces(states: &[InterfaceState]) {
+    for s in states {
+        let source = if s.overridden {
+            " (set by `interfaces:`)"
+        } else {
+            ""
+        };
+        println!(
+            "interface {} (slot {}): {}, default {}{source}",
+            s.name, s.slot, s.mode, s.default
+        );
+    }
 }
 
 fn print_table(
