@@ -82,6 +82,28 @@ impl Default for LabAddrs {
     }
 }
 
+/// Give one veth end its addresses (IPv6 off unless `v6`) and bring it and the namespace's
+/// loopback up.
+fn configure_end(ns: &str, ifname: &str, v4: &str, v6: &Option<String>) -> Result<(), LabError> {
+    ip(&["-n", ns, "addr", "add", v4, "dev", ifname])?;
+    match v6 {
+        Some(v6) => {
+            ip(&["-n", ns, "addr", "add", v6, "dev", ifname, "nodad"])?;
+        }
+        None => {
+            // Before the link comes up, so not a single MLD report leaves.
+            let sysctl = format!("/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6");
+            in_netns(ns, || std::fs::write(&sysctl, "1"))?.map_err(|source| LabError::Sys {
+                call: "disable IPv6 on a lab interface",
+                source,
+            })?;
+        }
+    }
+    ip(&["-n", ns, "link", "set", ifname, "up"])?;
+    ip(&["-n", ns, "link", "set", "lo", "up"])?;
+    Ok(())
+}
+
 /// Two namespaces and a veth pair between them.
 pub struct Lab {
     /// Namespace of the node (where the filter attaches).
@@ -136,40 +158,49 @@ impl Lab {
             "netns",
             &lab.peer_ns,
         ])?;
-        for (ns, ifname, v4, v6) in [
-            (
-                &lab.node_ns,
-                &lab.node_if,
-                &lab.addrs.node_v4,
-                &lab.addrs.node_v6,
-            ),
-            (
-                &lab.peer_ns,
-                &lab.peer_if,
-                &lab.addrs.peer_v4,
-                &lab.addrs.peer_v6,
-            ),
-        ] {
-            ip(&["-n", ns, "addr", "add", v4, "dev", ifname])?;
-            match v6 {
-                Some(v6) => {
-                    ip(&["-n", ns, "addr", "add", v6, "dev", ifname, "nodad"])?;
-                }
-                None => {
-                    // Before the link comes up, so not a single MLD report leaves.
-                    let sysctl = format!("/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6");
-                    in_netns(ns, || std::fs::write(&sysctl, "1"))?.map_err(|source| {
-                        LabError::Sys {
-                            call: "disable IPv6 on a lab interface",
-                            source,
-                        }
-                    })?;
-                }
-            }
-            ip(&["-n", ns, "link", "set", ifname, "up"])?;
-            ip(&["-n", ns, "link", "set", "lo", "up"])?;
-        }
+        configure_end(
+            &lab.node_ns,
+            &lab.node_if,
+            &lab.addrs.node_v4,
+            &lab.addrs.node_v6,
+        )?;
+        configure_end(
+            &lab.peer_ns,
+            &lab.peer_if,
+            &lab.addrs.peer_v4,
+            &lab.addrs.peer_v6,
+        )?;
         Ok(lab)
+    }
+
+    /// A second veth pair between the same two namespaces, IPv4 only (IPv6 off, as in
+    /// [`LabAddrs`]), for tests of a node with several interfaces. Returns the (node, peer)
+    /// interface names; the pair goes with the namespaces.
+    pub fn add_link(&self, node_v4: &str, peer_v4: &str) -> Result<(String, String), LabError> {
+        let id = format!(
+            "{}{}",
+            std::process::id() % 100_000,
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        // At most 15 bytes: "ngl" + 5 + a few digits + 1.
+        let (node_if, peer_if) = (format!("ngl{id}n"), format!("ngl{id}p"));
+        ip(&[
+            "link",
+            "add",
+            &node_if,
+            "netns",
+            &self.node_ns,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &peer_if,
+            "netns",
+            &self.peer_ns,
+        ])?;
+        configure_end(&self.node_ns, &node_if, node_v4, &None)?;
+        configure_end(&self.peer_ns, &peer_if, peer_v4, &None)?;
+        Ok((node_if, peer_if))
     }
 
     /// Run a shell command inside the peer namespace (e.g. ping, a client).
