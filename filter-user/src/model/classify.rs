@@ -68,6 +68,23 @@ impl Decision {
     }
 }
 
+/// A TCP SYN without ACK opens a connection: never a reply (§7).
+fn opens_connection(tcp_flags: u8) -> bool {
+    tcp_flags & TCP_SYN != 0 && tcp_flags & TCP_ACK == 0
+}
+
+/// Whether a live `NG_FLOWS` entry could match the packet (§7 stateful, *Matching*): a TCP
+/// segment that does not open a connection, a UDP datagram, an ICMP/ICMPv6 echo reply.
+fn may_match_a_flow(transport: &Transport) -> bool {
+    match *transport {
+        Transport::Tcp { flags, .. } => !opens_connection(flags),
+        Transport::Udp { .. } => true,
+        Transport::Icmp { ty, .. } => ty == 0,
+        Transport::Icmpv6 { ty, .. } => ty == 129,
+        Transport::Other => false,
+    }
+}
+
 /// Minimum transport header a non-first fragment must leave room for (§3).
 fn min_l4_header(family: Family, proto: u8) -> u32 {
     match (family, proto) {
@@ -190,8 +207,7 @@ impl Classifier {
             ReturnTraffic::Ephemeral { ports } => {
                 let reply_port = match packet.transport {
                     Transport::Tcp { dport, flags, .. } => {
-                        let syn_without_ack = flags & TCP_SYN != 0 && flags & TCP_ACK == 0;
-                        (!syn_without_ack).then_some(dport)
+                        (!opens_connection(flags)).then_some(dport)
                     }
                     Transport::Udp { dport, .. } => Some(dport),
                     _ => None,
@@ -200,8 +216,9 @@ impl Classifier {
                     return Decision::of(Reason::ReturnTraffic);
                 }
             }
-            // The flow table lives in the kernel; judged as if it were empty.
-            ReturnTraffic::Stateful => stateful_unknown = true,
+            // The flow table lives in the kernel; judged as if it were empty, and flagged
+            // when a live entry could have changed that.
+            ReturnTraffic::Stateful => stateful_unknown = may_match_a_flow(&packet.transport),
         }
 
         // §8: default.

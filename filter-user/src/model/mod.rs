@@ -96,10 +96,11 @@ pub struct Judgement {
     pub flow: Option<FlowSummary>,
     /// Service kind and key, for packets that reached the rules (§5–§8).
     pub service: Option<Service>,
-    /// Return traffic is `stateful` and the evaluation reached §7 without a decision: the
-    /// model judged the frame as if the kernel's flow table were empty (the reason is then
-    /// `default-pass`, `no-source-match` or `no-rule-match`), but the kernel passes it as
-    /// `return-traffic` when the reverse flow is live. A differential test must treat the
+    /// Return traffic is `stateful`, the evaluation reached §7 without a decision, and the
+    /// packet is of a kind a flow entry can match (TCP other than a bare SYN, UDP, an echo
+    /// reply): the model judged the frame as if the kernel's flow table were empty (the
+    /// reason is then `default-pass`, `no-source-match` or `no-rule-match`), but the kernel
+    /// passes it as `return-traffic` when the reverse flow is live. A differential test must treat the
     /// kernel's `return-traffic` as agreeing on such frames.
     pub stateful_unknown: bool,
 }

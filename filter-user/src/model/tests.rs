@@ -1635,8 +1635,23 @@ fn h28_stateful_return_traffic_is_flagged() {
     assert!(j.agrees(NoSourceMatch, None));
     assert!(j.agrees(ReturnTraffic, None));
     assert!(!j.agrees(NoRuleMatch, None));
+    // A bare SYN opens a connection: no flow entry can match it, so the model is sure.
     let j = expect(&m, &syn(CLIENT4, 80), DROP, NoRuleMatch, None);
-    assert!(j.stateful_unknown);
+    assert!(!j.stateful_unknown);
+    assert!(!j.agrees(ReturnTraffic, None));
+    let synack = Frame::tcp(ip(CLIENT4), ip(NODE4), 443, 40000).syn_ack();
+    assert!(expect(&m, &synack, DROP, NoRuleMatch, None).stateful_unknown);
+    let udp = Frame::udp(ip(BAD4), ip(NODE4), 53, 40000);
+    assert!(expect(&m, &udp, DROP, NoSourceMatch, None).stateful_unknown);
+    // ICMP: only an echo reply can answer the node's echo request.
+    let reply = Frame::icmp(ip(BAD4), ip(NODE4), 0, 0);
+    assert!(expect(&m, &reply, DROP, NoSourceMatch, None).stateful_unknown);
+    let request = Frame::icmp(ip(BAD4), ip(NODE4), 8, 0);
+    assert!(!expect(&m, &request, DROP, NoSourceMatch, None).stateful_unknown);
+    let reply6 = Frame::icmpv6(ip(BAD6), ip(NODE6), 129, 0);
+    assert!(expect(&m, &reply6, DROP, NoSourceMatch, None).stateful_unknown);
+    let other = Frame::ip_proto(ip(BAD6), ip(NODE6), 132, &[]);
+    assert!(!expect(&m, &other, DROP, NoSourceMatch, None).stateful_unknown);
     // Decided before §7: no flag.
     let j = expect(
         &m,
