@@ -47,14 +47,15 @@ use filter_user::compiler::{compile, RuleSlots, Tables};
 use filter_user::config::{load_file_with, LoadOptions};
 use filter_user::craft::{tcp_flags, ExtHeader, Frame};
 use filter_user::loader::counters::Snapshot;
-use filter_user::loader::testrun::{KernelJudge, KernelVerdict, XdpAction, MIN_TEST_RUN_FRAME};
+use filter_user::loader::testrun::{
+    os_error, refused_as_too_long, KernelJudge, KernelVerdict, XdpAction, MIN_TEST_RUN_FRAME,
+};
 use filter_user::loader::Filter;
 use filter_user::model::{Judgement, Model, ModelState};
 use filter_user::policy::{
     DefaultAction, Essentials, Fragments, InterfaceSettings, Mode, Policy, Protocol, ReturnTraffic,
     Rule, RuleKind,
 };
-use filter_user::replay::run::MAX_TEST_RUN_FRAME;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
@@ -78,18 +79,6 @@ fn fixture() -> Policy {
     load_file_with(FIXTURE, &LoadOptions::fixed_ephemeral(32768..=60999))
         .unwrap_or_else(|e| panic!("the TESTCASES fixture does not load: {e}"))
         .policy
-}
-
-/// The errno at the bottom of an error chain.
-fn os_error(e: &(dyn std::error::Error + 'static)) -> Option<i32> {
-    let mut cur = Some(e);
-    while let Some(err) = cur {
-        if let Some(io) = err.downcast_ref::<std::io::Error>() {
-            return io.raw_os_error();
-        }
-        cur = err.source();
-    }
-    None
 }
 
 /// Hex of a frame, cut after 256 bytes (the headers are what matters).
@@ -172,7 +161,7 @@ struct Tally {
     /// Shorter than an Ethernet header: `BPF_PROG_TEST_RUN` refuses them.
     model_only_frames: usize,
     /// Frames `BPF_PROG_TEST_RUN` refused (only accepted for frames longer than
-    /// [`MAX_TEST_RUN_FRAME`]): past the first 3,520 bytes the kernel puts the frame into
+    /// `testrun::MAX_LINEAR_TEST_RUN_FRAME`): past the first 3,520 bytes the kernel puts the frame into
     /// XDP frags, one page each, and refuses it beyond `MAX_SKB_FRAGS` (17) pages — the 80 KB
     /// BIG TCP captures. Frames it accepts are judged by both sides: the program reads the
     /// frags through `bpf_xdp_load_bytes` and `bpf_xdp_get_buff_len`.
@@ -335,7 +324,7 @@ impl Tally {
         let slot = j.reason.stat_slot(p.monitor);
         let verdict: KernelVerdict = match kernel.judge(frame, Some(slot), expect_rule) {
             Ok(v) => v,
-            Err(e) if frame.len() > MAX_TEST_RUN_FRAME => {
+            Err(e) if refused_as_too_long(frame, &e) => {
                 self.kernel_frames -= 1;
                 self.too_long_frames += 1;
                 *self.refusals.entry(os_error(&e).unwrap_or(0)).or_default() += 1;

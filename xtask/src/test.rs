@@ -27,6 +27,8 @@ pub fn run() -> anyhow::Result<()> {
             "filter-user",
             "--features",
             "privileged-tests",
+            // The library's own privileged unit tests (replay helpers) run here too.
+            "--lib",
             "--test",
             "*",
             "--",

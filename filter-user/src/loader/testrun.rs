@@ -12,6 +12,31 @@ use super::{Filter, FilterMaps, LoaderError};
 /// Frames shorter than an Ethernet header cannot go through `BPF_PROG_TEST_RUN` (EINVAL).
 pub const MIN_TEST_RUN_FRAME: usize = 14;
 
+/// Longest frame `BPF_PROG_TEST_RUN` puts in one buffer: a page minus `XDP_PACKET_HEADROOM`
+/// (256) and `struct skb_shared_info` (320 on x86_64). Past it, the kernel hands the program
+/// a multi-buffer frame (XDP frags, one page each), which nodegate reads with
+/// `bpf_xdp_load_bytes`; frames that need more than `MAX_SKB_FRAGS` (17) pages are refused.
+pub const MAX_LINEAR_TEST_RUN_FRAME: usize = 4096 - 256 - 320;
+
+/// The errno at the bottom of an error chain (e.g. why `BPF_PROG_TEST_RUN` refused a frame).
+pub fn os_error(e: &(dyn std::error::Error + 'static)) -> Option<i32> {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return io.raw_os_error();
+        }
+        cur = err.source();
+    }
+    None
+}
+
+/// Whether `BPF_PROG_TEST_RUN` failed on `frame` because it is too long to hand to an XDP
+/// program at all (more XDP frags than the kernel allows): the frame, not the program.
+pub fn refused_as_too_long(frame: &[u8], e: &LoaderError) -> bool {
+    frame.len() > MAX_LINEAR_TEST_RUN_FRAME
+        && matches!(os_error(e), Some(libc::ENOMEM | libc::E2BIG | libc::EINVAL))
+}
+
 /// An XDP return code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum XdpAction {

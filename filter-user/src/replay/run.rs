@@ -14,17 +14,15 @@ use super::rawbpf::RawProgram;
 use crate::{
     compiler::{compile, RuleSlots, Tables},
     loader::{
-        testrun::{KernelJudge, XdpAction, MIN_TEST_RUN_FRAME},
+        testrun::{
+            refused_as_too_long, KernelJudge, XdpAction, MAX_LINEAR_TEST_RUN_FRAME,
+            MIN_TEST_RUN_FRAME,
+        },
         Filter, FilterMaps, LoadOptions, LoaderError,
     },
     model::{Judgement, Model, ModelState},
     policy::{Mode, Policy},
 };
-
-/// Longest frame `BPF_PROG_TEST_RUN` takes for a program without XDP multi-buffer support:
-/// a page minus `XDP_PACKET_HEADROOM` (256) and `struct skb_shared_info` (320 on x86_64).
-/// Longer frames (jumbo frames, GRO-merged captures) are judged by the model only.
-pub const MAX_TEST_RUN_FRAME: usize = 4096 - 256 - 320;
 
 /// Why a replay could not run.
 #[derive(Debug, thiserror::Error)]
@@ -78,8 +76,8 @@ pub struct FrameResult {
     /// Frame index in the capture (0-based).
     pub index: u64,
     /// The answer reported: the XDP program's, or the model's when the kernel was not asked
-    /// (model-only replay, or a frame shorter than [`MIN_TEST_RUN_FRAME`] or longer than
-    /// [`MAX_TEST_RUN_FRAME`], which `BPF_PROG_TEST_RUN` refuses).
+    /// or refused the frame (model-only replay, a frame shorter than [`MIN_TEST_RUN_FRAME`],
+    /// or one too long for XDP frags: see [`MAX_LINEAR_TEST_RUN_FRAME`]).
     pub answer: Answer,
     /// The model's answer when it differs from the kernel's.
     pub disagreement: Option<Disagreement>,
@@ -287,8 +285,23 @@ impl<'p> Replayer<'p> {
         let model = Answer::of_model(&judgement);
 
         let result = match &mut self.kernel {
-            Some(kernel) if (MIN_TEST_RUN_FRAME..=MAX_TEST_RUN_FRAME).contains(&frame.len()) => {
-                let kernel_answer = kernel.judge(frame, &judgement, self.monitor)?;
+            Some(kernel) if frame.len() >= MIN_TEST_RUN_FRAME => {
+                let kernel_answer = match kernel.judge(frame, &judgement, self.monitor) {
+                    Ok(answer) => answer,
+                    // A frame too long for any XDP program (80 KB BIG TCP captures): the
+                    // model's answer stands, as for frames shorter than an Ethernet header.
+                    Err(ReplayError::Loader(e)) if refused_as_too_long(frame, &e) => {
+                        self.summary.model_only_frames += 1;
+                        let result = FrameResult {
+                            index,
+                            answer: model,
+                            disagreement: None,
+                        };
+                        self.summary.count(&result);
+                        return Ok(result);
+                    }
+                    Err(e) => return Err(e),
+                };
                 self.summary.kernel_frames += 1;
                 let agrees = judgement.agrees(
                     Reason::from_name(kernel_answer.reason).unwrap_or(Reason::Internal),
@@ -391,9 +404,10 @@ pub fn time_frames(
 ) -> Result<Timing, ReplayError> {
     let empty = RawProgram::pass().map_err(ReplayError::Baseline)?;
     let (mut nodegate, mut baseline, mut n) = (0u128, 0u128, 0u128);
+    // The empty baseline program has no XDP frags support: time one-buffer frames only.
     for frame in frames
         .iter()
-        .filter(|f| (MIN_TEST_RUN_FRAME..=MAX_TEST_RUN_FRAME).contains(&f.len()))
+        .filter(|f| (MIN_TEST_RUN_FRAME..=MAX_LINEAR_TEST_RUN_FRAME).contains(&f.len()))
     {
         let (_, d) = filter.test_run(frame, repeat)?;
         nodegate += d.as_nanos();

@@ -223,6 +223,82 @@ mod privileged {
         assert!(timing.nodegate_ns > 0.0 && timing.empty_xdp_ns > 0.0);
     }
 
+    /// Jumbo frames go through the kernel (XDP frags); only a frame too long for any XDP
+    /// program (more than 17 pages) is left to the model.
+    #[test]
+    fn long_frames_are_judged_by_the_kernel_too() {
+        let policy = super::policy();
+        let frame = |len: usize| {
+            crate::craft::Frame::udp(
+                "192.0.2.9".parse().unwrap(),
+                "10.1.1.1".parse().unwrap(),
+                40000,
+                53,
+            )
+            .pad_to(len)
+            .build()
+        };
+        let frames = [frame(1500), frame(9000), frame(65_000), frame(80_000)];
+        let refs: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
+        let mut loaded = crate::replay::LoadedPolicy::load(&policy).expect("load and publish");
+        let mut replay = crate::replay::Replayer::with_kernel(&policy, &mut loaded, 0).unwrap();
+        for frame in &refs {
+            let r = replay.frame(frame).unwrap();
+            assert_eq!(r.answer.reason, "no-rule-match", "{} bytes", frame.len());
+        }
+        let summary = replay.finish(&refs).unwrap();
+        assert_eq!(summary.disagreements, vec![]);
+        assert_eq!(
+            (summary.kernel_frames, summary.model_only_frames),
+            (3, 1),
+            "1500, 9000 and 65000 bytes through the kernel; 80000 refused"
+        );
+    }
+
+    /// `replay --on-iface`: the kernel (through the loopback standing in for the interface)
+    /// and the model both use that interface's settings.
+    #[test]
+    fn replay_on_an_interface_uses_its_settings() {
+        let mut policy = super::policy();
+        policy.interfaces.insert(
+            "ng-mon0".into(),
+            crate::policy::InterfaceSettings {
+                mode: Some(crate::policy::Mode::Monitor),
+                default: None,
+            },
+        );
+        let stranger = crate::craft::Frame::tcp(
+            "198.51.100.7".parse().unwrap(),
+            "10.1.1.1".parse().unwrap(),
+            40000,
+            443,
+        )
+        .syn()
+        .build();
+        for (iface, verdict) in [
+            (Some("ng-mon0"), "pass"),
+            (Some("ng-other0"), "drop"),
+            (None, "drop"),
+        ] {
+            let mut loaded =
+                crate::replay::LoadedPolicy::load_on(&policy, iface).expect("load and publish");
+            let mut replay = crate::replay::Replayer::with_kernel(&policy, &mut loaded, 0).unwrap();
+            let r = replay.frame(&stranger).unwrap();
+            assert_eq!(
+                (r.answer.verdict, r.answer.reason, r.disagreement.is_none()),
+                (verdict, "no-source-match", true),
+                "on {iface:?}"
+            );
+            let model_only = crate::replay::Replayer::model_only_on(&policy, iface)
+                .frame(&stranger)
+                .unwrap();
+            assert_eq!(
+                model_only.answer.verdict, verdict,
+                "model only, on {iface:?}"
+            );
+        }
+    }
+
     #[test]
     fn live_replay_in_a_lab_counts_every_frame() {
         let policy = eks_policy();
