@@ -16,8 +16,9 @@ pub enum Network {
     Ipv6(usize),
 }
 
+/// Whether an ethertype field holds a VLAN tag's TPID (802.1Q, 802.1ad, the old 0x9100).
 #[inline(always)]
-fn is_vlan(ethertype: u16) -> bool {
+pub fn is_vlan(ethertype: u16) -> bool {
     matches!(ethertype, ETH_P_8021Q | ETH_P_8021AD | ETH_P_QINQ1)
 }
 

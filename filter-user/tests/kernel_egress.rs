@@ -9,10 +9,10 @@ mod common;
 use common::flows::{ip, key};
 
 use aya::programs::{TestRun, TestRunOptions};
-use filter_common::{flow_flags, Reason};
+use filter_common::{flow_flags, Reason, IPV6_EXT_MAX, VLAN_MAX_DEPTH};
 use filter_user::compiler::{compile, RuleSlots};
 use filter_user::config::{parse_str_with, LoadOptions};
-use filter_user::craft::{tcp_flags, Frame};
+use filter_user::craft::{tcp_flags, ExtHeader, Frame};
 use filter_user::loader::testrun::{reason_counter, XdpAction};
 use filter_user::loader::{self, Filter};
 
@@ -164,6 +164,73 @@ fn answers_and_non_flows_are_not_learned() {
     let counts = f.maps().flow_counts().unwrap();
     assert_eq!(counts.entries, 0, "nothing learned: {counts:?}");
     assert_eq!(counts.inserts, 0);
+}
+
+/// Outgoing frames with VLAN tags in the frame, and IPv6 with extension headers before the
+/// transport header (first fragments included), are learned like plain ones; what carries
+/// no ports, or nests deeper than the named limits, is not.
+#[test]
+fn learns_through_vlan_tags_and_ipv6_extension_headers() {
+    let mut f = load(None);
+    let udp6 = |sport| Frame::udp(ip(NODE6), ip(PEER6), sport, 53);
+    egress(
+        &mut f,
+        &Frame::tcp(ip(NODE4), ip(PEER4), 45001, 7001)
+            .syn()
+            .vlan(100),
+    );
+    egress(&mut f, &udp6(40002).qinq(10, 20));
+    egress(
+        &mut f,
+        &udp6(40003)
+            .ipv6_ext(ExtHeader::hop_by_hop())
+            .ipv6_ext(ExtHeader::dest_opts()),
+    );
+    egress(
+        &mut f,
+        &Frame::tcp(ip(NODE6), ip(PEER6), 45004, 443)
+            .syn()
+            .ipv6_ext(ExtHeader::routing())
+            .ipv6_ext(ExtHeader::ah()),
+    );
+    // The first fragment of a datagram the node fragmented itself.
+    egress(&mut f, &udp6(40005).ipv6_fragment(0, true, 7));
+    for k in [
+        key(6, PEER4, 7001, NODE4, 45001),
+        key(17, PEER6, 53, NODE6, 40002),
+        key(17, PEER6, 53, NODE6, 40003),
+        key(6, PEER6, 443, NODE6, 45004),
+        key(17, PEER6, 53, NODE6, 40005),
+    ] {
+        assert!(f.maps().flow(&k).is_some(), "no entry for {k:?}");
+    }
+
+    // Not learned: a non-first fragment; a chain one header longer than IPV6_EXT_MAX; a tag
+    // deeper than VLAN_MAX_DEPTH.
+    egress(&mut f, &udp6(40006).ipv6_fragment(8, false, 8));
+    let long_chain = (0..=IPV6_EXT_MAX).fold(udp6(40007), |frame, _| {
+        frame.ipv6_ext(ExtHeader::dest_opts())
+    });
+    egress(&mut f, &long_chain);
+    let deep = (0..=VLAN_MAX_DEPTH).fold(
+        Frame::tcp(ip(NODE4), ip(PEER4), 45008, 7008).syn(),
+        |frame, i| frame.vlan(i as u16 + 1),
+    );
+    egress(&mut f, &deep);
+    let counts = f.maps().flow_counts().unwrap();
+    assert_eq!(counts.entries, 5, "only the five above: {counts:?}");
+
+    // End to end: the reply to the tagged flow passes as return traffic.
+    let (action, _) = f
+        .test_run(
+            &Frame::tcp(ip(PEER4), ip(NODE4), 7001, 45001)
+                .syn_ack()
+                .vlan(100)
+                .build(),
+            1,
+        )
+        .unwrap();
+    assert_eq!(action, XdpAction::Pass);
 }
 
 #[test]
