@@ -1160,6 +1160,9 @@ fn random_configs_and_frames() {
     let mut skipped = 0;
     let mut frames_done = 0;
     let mut publish_time = Duration::ZERO;
+    // Rule sets that give the test interface its own settings / use stateful return traffic:
+    // printed, so a change to the strategies that loses them shows.
+    let (mut own_settings, mut stateful) = (0, 0);
     for index in 0..configs {
         let policy = match index {
             0 => fixture(),
@@ -1176,6 +1179,8 @@ fn random_configs_and_frames() {
             }
         };
         publish_time += t.elapsed();
+        own_settings += usize::from(policy.interfaces.contains_key(DIFF_IFACE));
+        stateful += usize::from(policy.return_traffic == ReturnTraffic::Stateful);
         let targets = Targets::of(&policy);
         let strategy = frames_strategy(&targets);
         let budget = FRAMES_PER_CONFIG.min(cases - frames_done.min(cases)).max(1);
@@ -1205,7 +1210,7 @@ fn random_configs_and_frames() {
     let elapsed = start.elapsed();
     let judged = differ.tally.judged();
     println!(
-        "  {judged} frames judged ({} kernel + model, {} model only) from {frames_done} cases over {} rule sets ({skipped} skipped) in {elapsed:.2?} ({:.0} frames/s; publishing {publish_time:.2?})",
+        "  {judged} frames judged ({} kernel + model, {} model only) from {frames_done} cases over {} rule sets ({skipped} skipped; {own_settings} with settings for {DIFF_IFACE}, {stateful} stateful) in {elapsed:.2?} ({:.0} frames/s; publishing {publish_time:.2?})",
         differ.tally.kernel_frames,
         differ.tally.model_only_frames + differ.tally.too_long_frames,
         configs - skipped,
