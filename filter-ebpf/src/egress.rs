@@ -30,7 +30,7 @@ use aya_ebpf::{
     macros::classifier,
     programs::TcContext,
 };
-use filter_common::{flow_flags, flow_stat, FlowKey, FlowState, IPV6_EXT_MAX, VLAN_MAX_DEPTH};
+use filter_common::{flow_flags, flow_stat, FlowKey, FlowState, VLAN_MAX_DEPTH};
 
 use crate::{
     cursor::be16,
@@ -207,32 +207,19 @@ fn skip_extension_headers(ctx: &TcContext, next: u8, off: usize) -> Option<(u8, 
     let w = zeroed::<EgressWalk>(&mut slot);
     w.off = off as u32;
     w.next = u32::from(next);
-    // One block per header, unrolled by hand as in `ipv6::parse`: without CAP_PERFMON the
-    // verifier also walks the mispredicted side of branches whose outcome it knows, and past
-    // a loop's last iteration that walk never meets the bound again.
-    macro_rules! one_header {
-        () => {
-            match nodegate_egress_ext(ctx.skb.skb, w) {
-                EXT_CONSUMED => {}
-                EXT_AT_TRANSPORT => return Some((w.next as u8, w.off as usize)),
-                _ => return None,
-            }
-        };
+    let transport = |w: &EgressWalk| Some((w.next as u8, w.off as usize));
+    // One block per header, unrolled by hand (unroll.rs); then one more call, which must
+    // find the transport header.
+    per_extension_header! {
+        match nodegate_egress_ext(ctx.skb.skb, w) {
+            EXT_CONSUMED => {}
+            EXT_AT_TRANSPORT => return transport(w),
+            _ => return None,
+        }
     }
-    const _: () = assert!(
-        IPV6_EXT_MAX == 8,
-        "one_header! below once per header, plus one"
-    );
-    one_header!();
-    one_header!();
-    one_header!();
-    one_header!();
-    one_header!();
-    one_header!();
-    one_header!();
-    one_header!();
-    // The call after IPV6_EXT_MAX headers must find the transport header.
-    one_header!();
+    if nodegate_egress_ext(ctx.skb.skb, w) == EXT_AT_TRANSPORT {
+        return transport(w);
+    }
     None
 }
 

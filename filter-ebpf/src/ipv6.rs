@@ -7,7 +7,7 @@ use core::{
 
 use aya_ebpf::{bindings::xdp_md, programs::XdpContext};
 
-use filter_common::{Reason, IPV6_EXT_MAX};
+use filter_common::Reason;
 
 use crate::{
     cursor::{be16, be32, Cursor, Front},
@@ -110,26 +110,12 @@ pub fn parse(
     w.end = end as u32;
     w.nh = u32::from(nh);
     w.last_rank = -1;
-    // One block per header, unrolled by hand rather than `for _ in 0..IPV6_EXT_MAX`.
-    // Verifier: without CAP_PERFMON it also walks the mispredicted side of branches whose
-    // outcome it knows; past a loop's last iteration that speculative walk never meets the
-    // bound again and runs into its complexity limit.
-    macro_rules! one_header {
-        () => {
-            if is_extension(w.nh) {
-                ext_header(cur, s, pkt, w)?;
-            }
-        };
+    // One block per header, unrolled by hand (unroll.rs).
+    per_extension_header! {
+        if is_extension(w.nh) {
+            ext_header(cur, s, pkt, w)?;
+        }
     }
-    const _: () = assert!(IPV6_EXT_MAX == 8, "one_header! below once per header");
-    one_header!();
-    one_header!();
-    one_header!();
-    one_header!();
-    one_header!();
-    one_header!();
-    one_header!();
-    one_header!();
     // Still an extension header after IPV6_EXT_MAX of them.
     if is_extension(w.nh) {
         return Verdict::stop(Reason::Ipv6ExtHeader);

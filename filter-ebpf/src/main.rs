@@ -17,6 +17,10 @@
 #![no_std]
 #![no_main]
 
+// First: its macro is used by the modules below.
+#[macro_use]
+mod unroll;
+
 mod counters;
 mod cursor;
 mod egress;

@@ -55,20 +55,23 @@ fn stats(env: &Env) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("stats --json prints JSON")
 }
 
-/// (counter slot, mode, default, overridden) of interface `name` as `stats` reports it.
-fn settings_of(stats: &serde_json::Value, name: &str) -> (u32, String, String, bool) {
+/// Asserts how `nodegate stats` says interface `name` runs — (mode, default, whether
+/// `interfaces:` set it) — and returns its counter slot.
+#[track_caller]
+fn expect_settings(stats: &serde_json::Value, name: &str, want: (&str, &str, bool)) -> u32 {
     let entry = stats["interface_settings"]
         .as_array()
         .expect("interface_settings")
         .iter()
         .find(|s| s["name"] == name)
         .unwrap_or_else(|| panic!("{name} not in {stats}"));
-    (
-        entry["slot"].as_u64().expect("slot") as u32,
-        entry["mode"].as_str().expect("mode").to_owned(),
-        entry["default"].as_str().expect("default").to_owned(),
+    let got = (
+        entry["mode"].as_str().expect("mode"),
+        entry["default"].as_str().expect("default"),
         entry["overridden"].as_bool().expect("overridden"),
-    )
+    );
+    assert_eq!(got, want, "settings of {name}");
+    entry["slot"].as_u64().expect("slot") as u32
 }
 
 /// Packets of `reason` counted on interface slot `slot` (decided, would-drop).
@@ -124,16 +127,8 @@ fn each_interface_gets_its_own_mode_and_default() {
     );
 
     let s = stats(&env);
-    let (slot_a, mode, default, overridden) = settings_of(&s, &node_a);
-    assert_eq!(
-        (mode.as_str(), default.as_str(), overridden),
-        ("enforce", "drop", false)
-    );
-    let (slot_b, mode, default, overridden) = settings_of(&s, &node_b);
-    assert_eq!(
-        (mode.as_str(), default.as_str(), overridden),
-        ("monitor", "drop", true)
-    );
+    let slot_a = expect_settings(&s, &node_a, ("enforce", "drop", false));
+    let slot_b = expect_settings(&s, &node_b, ("monitor", "drop", true));
     assert_ne!(slot_a, slot_b);
 
     assert!(
@@ -158,16 +153,8 @@ fn each_interface_gets_its_own_mode_and_default() {
     wait_for_generations(&daemon, 2);
 
     let s = stats(&env);
-    let (_, mode, default, overridden) = settings_of(&s, &node_a);
-    assert_eq!(
-        (mode.as_str(), default.as_str(), overridden),
-        ("enforce", "pass", true)
-    );
-    let (_, mode, default, overridden) = settings_of(&s, &node_b);
-    assert_eq!(
-        (mode.as_str(), default.as_str(), overridden),
-        ("enforce", "drop", false)
-    );
+    expect_settings(&s, &node_a, ("enforce", "pass", true));
+    expect_settings(&s, &node_b, ("enforce", "drop", false));
 
     let before = env.snapshot();
     assert!(ping_answered(&env, NODE_A), "A now passes by default");
