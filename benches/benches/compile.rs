@@ -90,6 +90,7 @@ fn rule(
             .collect(),
         protocol,
         keys: keys.iter().map(|&(a, b)| a..=b).collect(),
+        interfaces: Vec::new(),
     }
 }
 

@@ -90,6 +90,7 @@ pub fn allow_policy(v4: &[Ipv4Net], v6: &[Ipv6Net]) -> Policy {
             sources,
             protocol: Protocol::Tcp,
             keys: vec![443..=443],
+            interfaces: Vec::new(),
         }],
         return_traffic: ReturnTraffic::Off,
         ..Policy::default()

@@ -7,7 +7,7 @@
 //! class and service kind, one [`Cell`] per segment: the first rule in precedence order
 //! (failsafe, deny, allow) that covers both. Two array lookups, no loop over rules.
 
-use crate::maps::{GENERATIONS, MAX_CLASSES};
+use crate::maps::{GENERATIONS, MAX_CLASSES, MAX_PROFILES};
 
 /// What the service key of a packet means.
 #[repr(u32)]
@@ -75,10 +75,19 @@ pub const fn segment_chunk_index(gen: u32, service_index: u32) -> u32 {
     gen * SERVICE_CHUNKS + service_index / SEGMENT_CHUNK
 }
 
-/// `NG_CELLS` index of (generation, class, kind).
-pub const fn class_cells_index(gen: u32, class: u32, kind: ServiceKind) -> u32 {
-    (gen * MAX_CLASSES + class) * SERVICE_KINDS + kind as u32
+/// `NG_CELLS` index of (generation, cell row, kind). Without rules that name interfaces the
+/// rows are the source classes themselves.
+pub const fn class_cells_index(gen: u32, row: u32, kind: ServiceKind) -> u32 {
+    (gen * MAX_CLASSES + row) * SERVICE_KINDS + kind as u32
 }
+
+/// `NG_ROWS` index of (generation, profile, class).
+pub const fn class_row_index(gen: u32, profile: u32, class: u32) -> u32 {
+    (gen * MAX_PROFILES + profile) * MAX_CLASSES + class
+}
+
+/// Entries in `NG_ROWS`.
+pub const CLASS_ROW_ENTRIES: u32 = GENERATIONS * MAX_PROFILES * MAX_CLASSES;
 
 /// Entries in `NG_CELLS`.
 pub const CLASS_CELLS_ENTRIES: u32 = GENERATIONS * MAX_CLASSES * SERVICE_KINDS;

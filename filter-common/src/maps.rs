@@ -26,8 +26,11 @@ pub const MAP_SRC_V6: &str = "NG_SRC_V6";
 /// Service key (port, ICMP type, protocol number) → segment id, in chunks.
 /// `Array<SegmentChunk>[GENERATIONS * SERVICE_CHUNKS]`.
 pub const MAP_SEGMENTS: &str = "NG_SEGMENTS";
-/// (class, service kind) → cell per segment. `Array<ClassCells>[GENERATIONS * MAX_CLASSES * SERVICE_KINDS]`.
+/// (row, service kind) → cell per segment. `Array<ClassCells>[GENERATIONS * MAX_CLASSES * SERVICE_KINDS]`.
 pub const MAP_CLASS_CELLS: &str = "NG_CELLS";
+/// (profile, source class) → cell row, or [`NO_ROW`] when no rule of the profile covers the
+/// class. `Array<u32>[GENERATIONS * MAX_PROFILES * MAX_CLASSES]`.
+pub const MAP_CLASS_ROWS: &str = "NG_ROWS";
 /// Per-CPU packet/byte counters by interface slot and reason slot.
 /// `PerCpuArray<Counter>[MAX_IFACES * STAT_SLOTS]`.
 pub const MAP_REASON_STATS: &str = "NG_STATS";
@@ -50,8 +53,15 @@ pub const MAP_SAMPLE_STATS: &str = "NG_SAMPLE_ST";
 pub const MAX_V4_PREFIXES: u32 = 131_072;
 /// IPv6 prefixes per generation.
 pub const MAX_V6_PREFIXES: u32 = 32_768;
-/// Distinct source classes (sets of rules covering a prefix) per generation.
+/// Distinct source classes (sets of rules covering a prefix) per generation; also the
+/// number of cell rows (distinct sets of rules that apply to a source on an interface).
 pub const MAX_CLASSES: u32 = 512;
+/// Rule profiles per generation: distinct sets of rules that apply on an interface, when
+/// rules name interfaces (`interfaces:` of a rule). Profile 0 serves every interface no rule
+/// names.
+pub const MAX_PROFILES: u32 = 4;
+/// `NG_ROWS` value: no rule of this interface's profile covers the source.
+pub const NO_ROW: u32 = u32::MAX;
 /// Distinct key segments per service kind (port ranges with the same rule membership).
 pub const MAX_SEGMENTS: u32 = 128;
 /// Rule slots, including failsafe rules. Slot 0 means "no rule".
@@ -74,6 +84,7 @@ pub const ALL_MAPS: &[&str] = &[
     MAP_SRC_V6,
     MAP_SEGMENTS,
     MAP_CLASS_CELLS,
+    MAP_CLASS_ROWS,
     MAP_REASON_STATS,
     MAP_RULE_STATS,
     MAP_GEN_STATS,

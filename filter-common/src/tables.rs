@@ -113,11 +113,23 @@ pub mod iface_override {
     pub const DEFAULT: u32 = 1 << 2;
     /// With [`DEFAULT`]: pass (else drop).
     pub const DEFAULT_PASS: u32 = 1 << 3;
+    /// Rule profile (`NG_ROWS`): which rules apply on the interface, when rules name
+    /// interfaces. 0 is the profile of interfaces no rule names.
+    pub const PROFILE_SHIFT: u32 = 4;
+    /// Mask of the profile bits.
+    pub const PROFILE: u32 = (crate::MAX_PROFILES - 1) << PROFILE_SHIFT;
     /// Every meaningful bit of one generation's byte.
-    pub const ALL: u32 = MODE | MONITOR | DEFAULT | DEFAULT_PASS;
+    pub const ALL: u32 = MODE | MONITOR | DEFAULT | DEFAULT_PASS | PROFILE;
+
+    /// The profile in one generation's bits.
+    #[inline(always)]
+    pub const fn profile(bits: u32) -> u32 {
+        (bits & PROFILE) >> PROFILE_SHIFT
+    }
 
     const GEN_SHIFT: u32 = 8;
     const _: () = assert!(GENERATIONS * GEN_SHIFT <= u32::BITS && ALL < 1 << GEN_SHIFT);
+    const _: () = assert!(crate::MAX_PROFILES.is_power_of_two());
 
     /// The bits of generation slot `gen` (masked to a valid slot).
     #[inline(always)]

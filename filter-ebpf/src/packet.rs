@@ -146,8 +146,11 @@ pub struct Settings {
     pub flow_tcp_closing_secs: u32,
     pub flow_udp_secs: u32,
     pub flow_icmp_secs: u32,
+    /// Rule profile of the arriving interface (`NG_ROWS`); 0 unless rules name interfaces.
+    pub profile: u32,
+    pub _pad: u32,
 }
-const _: () = assert!(size_of::<Settings>() == 40);
+const _: () = assert!(size_of::<Settings>() == 48);
 
 impl Settings {
     #[inline(always)]
@@ -164,6 +167,8 @@ impl Settings {
             flow_tcp_closing_secs: cfg.flow_tcp_closing_secs,
             flow_udp_secs: cfg.flow_udp_secs,
             flow_icmp_secs: cfg.flow_icmp_secs,
+            profile: 0,
+            _pad: 0,
         }
     }
 
@@ -171,6 +176,7 @@ impl Settings {
     /// (the config's `interfaces:` section).
     #[inline(always)]
     pub fn override_for_iface(&mut self, bits: u32) {
+        self.profile = iface_override::profile(bits);
         if bits & iface_override::MODE != 0 {
             self.monitor = u32::from(bits & iface_override::MONITOR != 0);
         }
@@ -211,7 +217,7 @@ pub struct Summary {
     /// Counter slot of the arriving interface (0: not registered by the loader).
     pub iface_slot: u32,
 }
-const _: () = assert!(size_of::<Summary>() == 120);
+const _: () = assert!(size_of::<Summary>() == 128);
 
 /// Types that are valid all-zero and whose size is a whole number of aligned 8-byte words.
 ///

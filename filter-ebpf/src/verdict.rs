@@ -1,4 +1,4 @@
-//! VERDICTS.md §6–§8: rules (one LPM lookup, two array lookups, no loop over rules), return
+//! VERDICTS.md §6–§8: rules (one LPM lookup, three array lookups, no loop over rules), return
 //! traffic, default.
 
 use core::{
@@ -8,13 +8,13 @@ use core::{
 
 use aya_ebpf::{helpers::bpf_ktime_get_ns, maps::lpm_trie::Key};
 use filter_common::{
-    class_cells_index, flags, flow_flags, flow_stat, return_mode, segment_chunk_index, src_v4_data,
-    src_v6_data, Cell, CellAction, FlowKey, Reason, ServiceKind, GEN_PREFIX_BITS, MAX_CLASSES,
-    MAX_SEGMENTS, SEGMENT_CHUNK,
+    class_cells_index, class_row_index, flags, flow_flags, flow_stat, return_mode,
+    segment_chunk_index, src_v4_data, src_v6_data, Cell, CellAction, FlowKey, Reason, ServiceKind,
+    GEN_PREFIX_BITS, MAX_CLASSES, MAX_PROFILES, MAX_SEGMENTS, NO_ROW, SEGMENT_CHUNK,
 };
 
 use crate::{
-    maps::{CELLS, FLOWS, FLOW_STATS, SEGMENTS, SRC_V4, SRC_V6},
+    maps::{CELLS, FLOWS, FLOW_STATS, ROWS, SEGMENTS, SRC_V4, SRC_V6},
     packet::{need, Flow, Packet, Service, Settings, Verdict, FAMILY_V4},
     proto::*,
 };
@@ -38,14 +38,24 @@ fn source_class(gen: u32, pkt: &Packet) -> Option<u32> {
 }
 
 /// §6: the first covering rule in precedence order decides; the compiler has already
-/// resolved precedence into one cell per (class, kind, segment). Without one, the packet goes
-/// on with `no-source-match` or `no-rule-match`.
+/// resolved precedence into one cell per (row, kind, segment), where the row stands for the
+/// rules that cover the source and apply on the arriving interface. Without one, the packet
+/// goes on with `no-source-match` or `no-rule-match`.
 #[inline(always)]
 pub fn rules(s: &Settings, pkt: &Packet, svc: &Service) -> Flow<Reason> {
     let Some(class) = source_class(s.gen, pkt) else {
         return Continue(Reason::NoSourceMatch);
     };
     if class >= MAX_CLASSES {
+        return Verdict::stop(Reason::Internal);
+    }
+    // The rules that apply on the arriving interface (its profile) and cover the source.
+    let profile = s.profile & (MAX_PROFILES - 1);
+    let row = *need(ROWS.get(class_row_index(s.gen, profile, class)))?;
+    if row == NO_ROW {
+        return Continue(Reason::NoSourceMatch);
+    }
+    if row >= MAX_CLASSES {
         return Verdict::stop(Reason::Internal);
     }
     let kind = svc.kind();
@@ -55,7 +65,7 @@ pub fn rules(s: &Settings, pkt: &Packet, svc: &Service) -> Flow<Reason> {
     if seg >= MAX_SEGMENTS {
         return Verdict::stop(Reason::Internal);
     }
-    let cells = need(CELLS.get(class_cells_index(s.gen, class, kind)))?;
+    let cells = need(CELLS.get(class_cells_index(s.gen, row, kind)))?;
     // Verifier: the mask restates `seg < MAX_SEGMENTS` (a power of two) as an index bound.
     let cell = Cell(cells.cell[(seg & (MAX_SEGMENTS - 1)) as usize]);
     let reason = match cell.action() {

@@ -88,6 +88,18 @@ pub struct Rule {
     /// Destination ports (TCP/UDP) or message types (ICMP/ICMPv6) as inclusive ranges.
     /// Empty means every key of the protocol. Always empty for [`Protocol::Any`].
     pub keys: Vec<RangeInclusive<u16>>,
+    /// Interfaces the rule applies on, by name, sorted and deduplicated; empty means every
+    /// interface. On any other interface the rule does not exist (its sources included).
+    pub interfaces: Vec<String>,
+}
+
+impl Rule {
+    /// Whether the rule applies to packets arriving on `ifname` (`None`: an interface no
+    /// rule names, or none at all, as in `explain`).
+    pub fn applies_on(&self, ifname: Option<&str>) -> bool {
+        self.interfaces.is_empty()
+            || ifname.is_some_and(|name| self.interfaces.iter().any(|i| i == name))
+    }
 }
 
 /// Packets that always pass before any rule, unless turned off.
@@ -225,6 +237,19 @@ impl Policy {
 
     fn interface(&self, ifname: Option<&str>) -> Option<&InterfaceSettings> {
         self.interfaces.get(ifname?)
+    }
+
+    /// Every interface the policy names: under `interfaces:` or in a rule's `interfaces`.
+    pub fn named_interfaces(&self) -> std::collections::BTreeSet<&str> {
+        self.interfaces
+            .keys()
+            .map(String::as_str)
+            .chain(
+                self.rules
+                    .iter()
+                    .flat_map(|r| r.interfaces.iter().map(String::as_str)),
+            )
+            .collect()
     }
 
     /// Rules in evaluation order: failsafe, deny, allow; file order within each kind.

@@ -13,7 +13,8 @@
 //!   picks another seed (the seed is printed; the default is fixed so CI is reproducible).
 //!   Frames arrive on an interface named [`DIFF_IFACE`] (the test runs' loopback stands in
 //!   for it), and rule sets may give that interface, or another one, its own mode and
-//!   default (`interfaces:`), so the per-interface settings are compared too.
+//!   default (`interfaces:`) and scope rules to either (a rule's `interfaces`), so the
+//!   per-interface settings and rule profiles are compared too.
 //! - [`tcpdump_corpus_enforce_and_monitor`]: every frame of the 434 captures in
 //!   `shared/corpus/tcpdump` (8,261 frames, pcap and pcapng) under the TESTCASES fixture, in
 //!   enforce and in monitor mode (K37).
@@ -519,8 +520,15 @@ fn rule_strategy() -> impl Strategy<Value = Rule> {
         prop::collection::vec(source_strategy(), 1..=3),
         prop::collection::vec(port_range_strategy(), 0..=3),
         prop::collection::vec(type_range_strategy(), 0..=2),
+        // Mostly every interface; else only the test interface, another one, or both.
+        prop_oneof![
+            6 => Just(Vec::new()),
+            2 => Just(vec![DIFF_IFACE.to_owned()]),
+            1 => Just(vec!["ng-other0".to_owned()]),
+            1 => Just(vec![DIFF_IFACE.to_owned(), "ng-other0".to_owned()]),
+        ],
     )
-        .prop_map(|(kind, protocol, mut sources, ports, types)| {
+        .prop_map(|(kind, protocol, mut sources, ports, types, interfaces)| {
             sources.sort();
             sources.dedup();
             let keys = match protocol {
@@ -534,6 +542,7 @@ fn rule_strategy() -> impl Strategy<Value = Rule> {
                 sources,
                 protocol,
                 keys,
+                interfaces,
             }
         })
 }
@@ -1162,7 +1171,7 @@ fn random_configs_and_frames() {
     let mut publish_time = Duration::ZERO;
     // Rule sets that give the test interface its own settings / use stateful return traffic:
     // printed, so a change to the strategies that loses them shows.
-    let (mut own_settings, mut stateful) = (0, 0);
+    let (mut own_settings, mut stateful, mut scoped) = (0, 0, 0);
     for index in 0..configs {
         let policy = match index {
             0 => fixture(),
@@ -1181,6 +1190,7 @@ fn random_configs_and_frames() {
         publish_time += t.elapsed();
         own_settings += usize::from(policy.interfaces.contains_key(DIFF_IFACE));
         stateful += usize::from(policy.return_traffic == ReturnTraffic::Stateful);
+        scoped += usize::from(policy.rules.iter().any(|r| !r.interfaces.is_empty()));
         let targets = Targets::of(&policy);
         let strategy = frames_strategy(&targets);
         let budget = FRAMES_PER_CONFIG.min(cases - frames_done.min(cases)).max(1);
@@ -1210,7 +1220,7 @@ fn random_configs_and_frames() {
     let elapsed = start.elapsed();
     let judged = differ.tally.judged();
     println!(
-        "  {judged} frames judged ({} kernel + model, {} model only) from {frames_done} cases over {} rule sets ({skipped} skipped; {own_settings} with settings for {DIFF_IFACE}, {stateful} stateful) in {elapsed:.2?} ({:.0} frames/s; publishing {publish_time:.2?})",
+        "  {judged} frames judged ({} kernel + model, {} model only) from {frames_done} cases over {} rule sets ({skipped} skipped; {own_settings} with settings for {DIFF_IFACE}, {scoped} with rules that name interfaces, {stateful} stateful) in {elapsed:.2?} ({:.0} frames/s; publishing {publish_time:.2?})",
         differ.tally.kernel_frames,
         differ.tally.model_only_frames + differ.tally.too_long_frames,
         configs - skipped,

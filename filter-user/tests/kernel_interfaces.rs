@@ -222,6 +222,34 @@ interfaces:
 }
 
 #[test]
+fn rules_that_name_interfaces_apply_only_there() {
+    use Reason::*;
+    let policy = policy(
+        "  - {name: strangers, from: [198.51.100.0/24], protocol: tcp, ports: [443], interfaces: [ng-in0, ng-in1]}
+  - {name: no-https-here, from: [10.0.0.0/24], protocol: tcp, ports: [443], action: deny, interfaces: [ng-in1]}
+interfaces:
+  ng-in0: {mode: monitor}
+",
+    );
+    run_table(
+        &policy,
+        &[
+            // The scoped rules do not exist here, the strangers' source included.
+            (
+                "ng-none0",
+                [pass(AllowRule), drop(DenyRule), drop(NoSourceMatch)],
+            ),
+            (
+                "ng-in0",
+                [pass(AllowRule), would_drop(DenyRule), pass(AllowRule)],
+            ),
+            // Its own deny rule beats the allow rule every interface has.
+            ("ng-in1", [drop(DenyRule), drop(DenyRule), pass(AllowRule)]),
+        ],
+    );
+}
+
+#[test]
 fn interface_settings_flip_with_their_generation() {
     let monitored = policy("interfaces:\n  ng-flip0: {mode: monitor}\n");
     let plain = policy("");

@@ -55,6 +55,7 @@ fn large_disjoint_reloads_fit_in_the_tries() {
                 sources: v4.chain(v6).collect(),
                 protocol: Protocol::Tcp,
                 keys: vec![443..=443],
+                interfaces: Vec::new(),
             }],
             ..Policy::default()
         }

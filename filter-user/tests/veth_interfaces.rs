@@ -15,9 +15,9 @@ const NODE_A: &str = "192.0.2.1";
 const NODE_B: &str = "198.51.100.1";
 const PINGS: u64 = 3;
 
-/// Neither peer is in an allow-list: the only thing deciding their pings is the interface's
-/// mode and default.
-fn config(interfaces: &str) -> String {
+/// Neither peer is in an allow-list unless `rules` adds one: what decides their pings is the
+/// interface's mode and default, and rules scoped to it.
+fn config(rules: &str, interfaces: &str) -> String {
     format!(
         "version: 1
 return_traffic: off
@@ -25,7 +25,7 @@ failsafe:
   - {{ name: admin-ssh, from: [203.0.113.0/24], protocol: tcp, ports: [22] }}
 rules:
   - {{ name: web, from: [203.0.113.0/24], protocol: tcp, ports: [443] }}
-interfaces:
+{rules}interfaces:
 {interfaces}"
     )
 }
@@ -112,9 +112,10 @@ fn each_interface_gets_its_own_mode_and_default() {
     // A enforces (the file's mode); B only monitors. `ng-absent0` is not attached.
     let path = env.write_config(
         "node.yaml",
-        &config(&format!(
-            "  {node_b}: {{ mode: monitor }}\n  ng-absent0: {{ default: pass }}\n"
-        )),
+        &config(
+            "",
+            &format!("  {node_b}: {{ mode: monitor }}\n  ng-absent0: {{ default: pass }}\n"),
+        ),
     );
     let daemon = env.start_daemon(&path, &["--iface", &node_b]);
     daemon.wait_for_log("ng-absent0", Duration::from_secs(5));
@@ -149,7 +150,8 @@ fn each_interface_gets_its_own_mode_and_default() {
     );
 
     // Turn it around: A passes unmatched traffic, B (no longer named) enforces.
-    std::fs::write(&path, config(&format!("  {node_a}: {{ default: pass }}\n"))).unwrap();
+    let a_passes = format!("  {node_a}: {{ default: pass }}\n");
+    std::fs::write(&path, config("", &a_passes)).unwrap();
     wait_for_generations(&daemon, 2);
 
     let s = stats(&env);
@@ -177,4 +179,30 @@ fn each_interface_gets_its_own_mode_and_default() {
         dropped_b >= PINGS && would_b == 0,
         "B: {dropped_b} dropped, {would_b} would-drop"
     );
+
+    // A rule scoped to B lets B's peer ping; on A it does not exist (A still passes only
+    // by its default).
+    let ping_b = format!(
+        "  - {{ name: ping-b, from: [198.51.100.0/24, 192.0.2.0/24], protocol: icmp, types: [8], interfaces: [{node_b}] }}\n"
+    );
+    std::fs::write(&path, config(&ping_b, &a_passes)).unwrap();
+    wait_for_generations(&daemon, 3);
+    let before = env.snapshot();
+    assert!(
+        ping_answered(&env, NODE_B),
+        "B's scoped rule allows the ping"
+    );
+    assert!(ping_answered(&env, NODE_A), "A still passes by default");
+    let after = env.snapshot();
+    let moved = |slot, reason| on_slot(&after, slot, reason).0 - on_slot(&before, slot, reason).0;
+    assert!(moved(slot_b, "allow-rule") >= PINGS, "B: allowed by ping-b");
+    assert!(moved(slot_a, "default-pass") >= PINGS, "A: default pass");
+    assert_eq!(moved(slot_a, "allow-rule"), 0, "ping-b does not exist on A");
+    let rules = &after.rules;
+    let ping_b_count = rules
+        .iter()
+        .filter(|r| r.name == "ping-b" && !r.would_drop)
+        .map(|r| r.packets)
+        .sum::<u64>();
+    assert!(ping_b_count >= PINGS, "the rule counter of ping-b moved");
 }

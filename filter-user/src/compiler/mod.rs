@@ -44,6 +44,7 @@
 //!         sources: vec!["10.0.0.0/24".parse().unwrap()],
 //!         protocol: Protocol::Tcp,
 //!         keys: vec![443..=443],
+//!         interfaces: Vec::new(),
 //!     }],
 //!     ..Policy::default()
 //! };
@@ -59,6 +60,7 @@
 //! ```
 
 mod prefixes;
+mod profiles;
 mod segments;
 mod slots;
 
@@ -73,11 +75,11 @@ use std::{
 
 use aya::maps::lpm_trie::Key;
 use filter_common::{
-    class_cells_index, flags, iface_override, mode, return_mode, segment_chunk_index, src_v4_data,
-    src_v6_data, Cell, CellAction, ClassCells, GenConfig, RuleName, SegmentChunk, ServiceKind,
-    SrcV4Data, SrcV6Data, GEN_PREFIX_BITS, MAX_CLASSES, MAX_RULES, MAX_SEGMENTS, MAX_V4_PREFIXES,
-    MAX_V6_PREFIXES, RULE_NAME_LEN, SEGMENT_CHUNK, SERVICE_CHUNKS, SERVICE_INDEX_SPACE,
-    SERVICE_KINDS,
+    class_cells_index, class_row_index, flags, iface_override, mode, return_mode,
+    segment_chunk_index, src_v4_data, src_v6_data, Cell, CellAction, ClassCells, GenConfig,
+    RuleName, SegmentChunk, ServiceKind, SrcV4Data, SrcV6Data, GEN_PREFIX_BITS, MAX_CLASSES,
+    MAX_RULES, MAX_SEGMENTS, MAX_V4_PREFIXES, MAX_V6_PREFIXES, NO_ROW, RULE_NAME_LEN,
+    SEGMENT_CHUNK, SERVICE_CHUNKS, SERVICE_INDEX_SPACE, SERVICE_KINDS,
 };
 use ipnet::{Ipv4Net, Ipv6Net};
 
@@ -155,6 +157,14 @@ pub enum CompileError {
         /// [`MAX_KIND_SEGMENTS`].
         max: usize,
     },
+    /// Rules name interfaces in more distinct combinations than the kernel has profiles.
+    #[error("rules that name interfaces give {count} distinct sets of rules per interface (including the one of interfaces no rule names), but the kernel holds at most {max}")]
+    TooManyProfiles {
+        /// Profiles needed.
+        count: usize,
+        /// `MAX_PROFILES`.
+        max: usize,
+    },
     /// Every free slot is still reserved by the active generation's rules.
     #[error("no free rule slot for `{name}`: the active generation still holds {reserved} slots")]
     SlotsExhausted {
@@ -176,6 +186,10 @@ pub struct TableStats {
     pub v6_prefixes: usize,
     /// Source classes.
     pub classes: usize,
+    /// Cell rows (equal to the classes unless rules name interfaces).
+    pub rows: usize,
+    /// Rule profiles (1 unless rules name interfaces).
+    pub profiles: usize,
     /// Non-empty segments per service kind, indexed by `ServiceKind as usize`.
     pub segments: [usize; SERVICE_KINDS as usize],
 }
@@ -222,7 +236,8 @@ pub fn kind_name(kind: ServiceKind) -> &'static str {
 /// Result of [`Tables::lookup`], the way the XDP program sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Lookup {
-    /// No rule of any kind has a prefix containing the source (`no-source-match`).
+    /// No rule (that applies on the interface) has a prefix containing the source
+    /// (`no-source-match`).
     NoSource,
     /// The source has a class; this is its cell for (kind, key). [`Cell::EMPTY`] means no
     /// rule covers the packet (`no-rule-match`).
@@ -241,8 +256,10 @@ pub struct Tables {
     /// Segment id per service index (length `SERVICE_INDEX_SPACE`); see
     /// [`Tables::segment_entries`] for the map layout.
     pub segments: Vec<u16>,
-    /// Cells per class id (index) and service kind (`ServiceKind as usize`).
+    /// Cells per row id (index) and service kind (`ServiceKind as usize`).
     pub class_cells: Vec<[ClassCells; SERVICE_KINDS as usize]>,
+    /// Row id (or `NO_ROW`) per profile and class id; see `compiler/profiles.rs`.
+    pub class_rows: Vec<Vec<u32>>,
     /// The complete rule slot assignment of this generation, sorted by slot. Slots of rules
     /// that were removed are absent (they stay reserved in [`RuleSlots`] until
     /// [`RuleSlots::commit`]).
@@ -327,8 +344,10 @@ pub fn compile(policy: &Policy, slots: &RuleSlots) -> Result<Tables, CompileErro
     let classes = prefixes::classify(&prec_rules)?;
     let segs = segments::segment(&prec_rules)?;
 
-    let class_cells = classes
-        .class_rules
+    let profiles = profiles::profiles(&prec_rules)?;
+    let rows = profiles::rows(&classes.class_rules, &profiles)?;
+    let class_cells = rows
+        .rules
         .iter()
         .map(|class| {
             std::array::from_fn(|k| {
@@ -354,21 +373,29 @@ pub fn compile(policy: &Policy, slots: &RuleSlots) -> Result<Tables, CompileErro
         v4_prefixes: classes.v4.len(),
         v6_prefixes: classes.v6.len(),
         classes: classes.class_rules.len(),
+        rows: rows.rules.len(),
+        profiles: profiles.masks.len(),
         segments: std::array::from_fn(|k| segs.rules[k].len() - 1),
     };
+    // Every interface the policy names: its mode/default overrides and its rule profile.
+    let mut interfaces: BTreeMap<String, u32> = policy
+        .interfaces
+        .iter()
+        .map(|(name, i)| (name.clone(), interface_overrides(i)))
+        .collect();
+    for (name, profile) in &profiles.of_iface {
+        *interfaces.entry(name.clone()).or_default() |= profile << iface_override::PROFILE_SHIFT;
+    }
     Ok(Tables {
         gen_config: gen_config(policy),
         v4: classes.v4,
         v6: classes.v6,
         segments: segs.index,
         class_cells,
+        class_rows: rows.of,
         rule_names,
         fresh_slots,
-        interfaces: policy
-            .interfaces
-            .iter()
-            .map(|(name, i)| (name.clone(), interface_overrides(i)))
-            .collect(),
+        interfaces,
         stats,
         class_rules: classes.class_rules,
         precedence,
@@ -452,9 +479,22 @@ fn gen_config(policy: &Policy) -> GenConfig {
 }
 
 impl Tables {
-    /// Judge (source, kind, key) the way the XDP program does: longest prefix, segment,
-    /// cell. A `key` outside the kind's key space (an ICMP type above 255) finds no segment.
+    /// Judge (source, kind, key) the way the XDP program does on an interface no rule
+    /// names: longest prefix, row, segment, cell. A `key` outside the kind's key space (an
+    /// ICMP type above 255) finds no segment.
     pub fn lookup(&self, src: IpAddr, kind: ServiceKind, key: u16) -> Lookup {
+        self.lookup_in_profile(0, src, kind, key)
+    }
+
+    /// [`Tables::lookup`] for the interfaces of rule profile `profile` (see
+    /// [`Tables::interfaces`]).
+    pub fn lookup_in_profile(
+        &self,
+        profile: u32,
+        src: IpAddr,
+        kind: ServiceKind,
+        key: u16,
+    ) -> Lookup {
         let class = match src {
             IpAddr::V4(a) => lpm_v4(&self.v4, a),
             IpAddr::V6(a) => lpm_v6(&self.v6, a),
@@ -462,12 +502,16 @@ impl Tables {
         let Some(class) = class else {
             return Lookup::NoSource;
         };
+        let row = self.class_rows[profile as usize][class as usize];
+        if row == NO_ROW {
+            return Lookup::NoSource;
+        }
         if u32::from(key) >= kind.key_space() {
             return Lookup::Cell(Cell::EMPTY);
         }
         let seg = self.segments[(kind.key_offset() + u32::from(key)) as usize];
         Lookup::Cell(Cell(
-            self.class_cells[class as usize][kind as usize].cell[seg as usize],
+            self.class_cells[row as usize][kind as usize].cell[seg as usize],
         ))
     }
 
@@ -520,9 +564,23 @@ impl Tables {
         })
     }
 
-    /// `NG_CELLS` entries of generation `gen`: (map index, cells) for every class and kind.
-    /// Entries of class ids past [`TableStats::classes`] are unreachable (no prefix maps to
-    /// them) and need not be written.
+    /// `NG_ROWS` entries of generation `gen`: (map index, row) for every profile and class.
+    /// Entries of profiles past [`TableStats::profiles`] and classes past
+    /// [`TableStats::classes`] are unreachable and need not be written.
+    pub fn row_entries(&self, gen: u32) -> impl Iterator<Item = (u32, u32)> + '_ {
+        self.class_rows
+            .iter()
+            .enumerate()
+            .flat_map(move |(profile, rows)| {
+                rows.iter().enumerate().map(move |(class, row)| {
+                    (class_row_index(gen, profile as u32, class as u32), *row)
+                })
+            })
+    }
+
+    /// `NG_CELLS` entries of generation `gen`: (map index, cells) for every row and kind.
+    /// Entries of row ids past [`TableStats::rows`] are unreachable (no class maps to them)
+    /// and need not be written.
     pub fn cell_entries(&self, gen: u32) -> impl Iterator<Item = (u32, &ClassCells)> + '_ {
         self.class_cells
             .iter()

@@ -23,6 +23,7 @@ fn rule(
         sources: sources.iter().map(|s| s.parse().unwrap()).collect(),
         protocol,
         keys: keys.iter().map(|&(a, b)| a..=b).collect(),
+        interfaces: Vec::new(),
     }
 }
 
@@ -569,6 +570,7 @@ fn too_many_prefixes() {
             sources,
             protocol: Protocol::Any,
             keys: vec![],
+            interfaces: Vec::new(),
         }],
         ..Policy::default()
     };
@@ -717,7 +719,7 @@ proptest! {
             let mut sources = sources;
             sources.sort();
             sources.dedup();
-            Rule { name: format!("r{i}"), kind, sources, protocol, keys }
+            Rule { name: format!("r{i}"), kind, sources, protocol, keys, interfaces: vec![] }
         }).collect();
         let policy = Policy { rules, ..Policy::default() };
         let tables = Tables::try_from(&policy).unwrap();
@@ -733,4 +735,79 @@ proptest! {
                 "src {} kind {:?} key {}", src, kind, key);
         }
     }
+}
+
+#[test]
+fn without_scoped_rules_the_rows_are_the_classes() {
+    let t = Tables::try_from(&fixture()).unwrap();
+    assert_eq!((t.stats.profiles, t.stats.rows), (1, t.stats.classes));
+    let identity: Vec<u32> = (0..t.stats.classes as u32).collect();
+    assert_eq!(t.class_rows, vec![identity]);
+    assert!(t.interfaces.is_empty());
+    assert_eq!(t.row_entries(1).count(), t.stats.classes);
+}
+
+#[test]
+fn scoped_rules_get_profiles_and_rows() {
+    let mut policy = fixture();
+    let mut pods = rule(
+        "pods",
+        RuleKind::Allow,
+        &["10.1.0.0/16"],
+        Protocol::Any,
+        &[],
+    );
+    pods.interfaces = vec!["eth1".into(), "eth2".into()];
+    let mut no_https = rule(
+        "no-https",
+        RuleKind::Deny,
+        &["192.0.2.0/24"],
+        Protocol::Tcp,
+        &[(443, 443)],
+    );
+    no_https.interfaces = vec!["eth2".into()];
+    policy.rules.extend([pods, no_https]);
+    let t = Tables::try_from(&policy).unwrap();
+    // Profiles: no rule names it (0), eth1 (+pods), eth2 (+pods, +no-https).
+    assert_eq!(t.stats.profiles, 3);
+    let profile = |name: &str| iface_override::profile(t.interfaces[name]);
+    assert_eq!((profile("eth1"), profile("eth2")), (1, 2));
+    let on = |p: u32, src: &str, kind, key| match t.lookup_in_profile(p, ip(src), kind, key) {
+        Lookup::NoSource => None,
+        Lookup::Cell(c) => Some((t.rule_name(c.slot()).map(str::to_owned), c.action())),
+    };
+    // The pods' source exists only where their rule applies.
+    assert_eq!(on(0, "10.1.2.3", ServiceKind::Udp, 53), None);
+    assert_eq!(
+        on(1, "10.1.2.3", ServiceKind::Udp, 53),
+        Some((Some("pods".into()), CellAction::Allow))
+    );
+    // The deny exists only on eth2; elsewhere the allow decides.
+    for p in [0, 1] {
+        assert_eq!(
+            on(p, "192.0.2.9", ServiceKind::Tcp, 443),
+            Some((Some("clients-https".into()), CellAction::Allow))
+        );
+    }
+    assert_eq!(
+        on(2, "192.0.2.9", ServiceKind::Tcp, 443),
+        Some((Some("no-https".into()), CellAction::Deny))
+    );
+    // Rows: one per distinct (class ∩ profile) rule set, NO_ROW where none apply.
+    assert!(t.class_rows[0].contains(&NO_ROW));
+    assert_eq!(t.class_cells.len(), t.stats.rows);
+    // The clients' IPv4 class is {clients-https, no-https}: on eth2 a row of its own, on
+    // the other interfaces the row it shares with their IPv6 class ({clients-https}).
+    let class_of = |src: &str| {
+        match ip(src) {
+            IpAddr::V4(a) => lpm_v4(&t.v4, a),
+            IpAddr::V6(a) => lpm_v6(&t.v6, a),
+        }
+        .unwrap() as usize
+    };
+    let (v4, v6) = (class_of("192.0.2.9"), class_of("2001:db8:c1::9"));
+    assert_ne!(v4, v6);
+    assert_eq!(t.class_rows[0][v4], t.class_rows[0][v6]);
+    assert_ne!(t.class_rows[2][v4], t.class_rows[2][v6]);
+    assert_eq!(t.row_entries(0).count(), 3 * t.stats.classes);
 }

@@ -15,7 +15,7 @@ use filter_common::{MAX_V4_PREFIXES, MAX_V6_PREFIXES, RULE_NAME_LEN};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use super::{
-    interfaces::{decode_interfaces, InterfaceEntry},
+    interfaces::{decode_interfaces, decode_rule_interfaces, InterfaceEntry},
     yaml::{self, Node, NodeKind, Pos},
     Issue, LoadOptions, Severity,
 };
@@ -57,6 +57,7 @@ const RULE_KEYS: &[&str] = &[
     "ports",
     "types",
     "action",
+    "interfaces",
     "description",
 ];
 const ESSENTIAL_KEYS: &[&str] = &["arp", "neighbor_discovery", "icmp_errors"];
@@ -156,6 +157,10 @@ fn compile_hint(e: &CompileError) -> &'static str {
         CompileError::TooManyV4Prefixes { .. } | CompileError::TooManyV6Prefixes { .. } => {
             "aggregate adjacent CIDRs or remove unneeded ones"
         }
+        CompileError::TooManyProfiles { .. } => {
+            "interfaces whose rules' `interfaces` lists give them the same set of rules share a \
+             profile; give interfaces that should behave alike the same lists"
+        }
         _ => "this is a bug in the config checks; please report it",
     }
 }
@@ -220,6 +225,8 @@ struct RawRule {
     from: Vec<FromItem>,
     protocol: Protocol,
     keys: Vec<RangeInclusive<u16>>,
+    /// Interfaces the rule applies on; empty: every interface.
+    interfaces: Vec<String>,
     /// False when a field failed to decode: the rule takes part in name checks only.
     complete: bool,
 }
@@ -347,7 +354,12 @@ fn edit_distance(a: &str, b: &str) -> usize {
 }
 
 /// A non-null scalar: (text, plain).
-fn scalar<'n>(cx: &mut Cx, node: &'n Node, what: &str, expected: &str) -> Option<(&'n str, bool)> {
+pub(super) fn scalar<'n>(
+    cx: &mut Cx,
+    node: &'n Node,
+    what: &str,
+    expected: &str,
+) -> Option<(&'n str, bool)> {
     match &node.kind {
         NodeKind::Scalar { value, plain } if !node.is_null() => Some((value.as_str(), *plain)),
         _ => {
@@ -449,7 +461,7 @@ fn integer(cx: &mut Cx, node: &Node, what: &str, max: u64) -> Option<u64> {
 }
 
 /// A list, or a single scalar standing for a one-element list.
-fn list<'n>(cx: &mut Cx, node: &'n Node, what: &str) -> Option<Vec<&'n Node>> {
+pub(super) fn list<'n>(cx: &mut Cx, node: &'n Node, what: &str) -> Option<Vec<&'n Node>> {
     match &node.kind {
         NodeKind::Seq(items) => Some(items.iter().collect()),
         NodeKind::Scalar { .. } if !node.is_null() => Some(vec![node]),
@@ -1212,6 +1224,13 @@ fn decode_rule_fields(
     }
 
     let mut from = Vec::new();
+    let interfaces = match f.get("interfaces") {
+        None => Vec::new(),
+        Some(n) => decode_rule_interfaces(cx, n, &name).unwrap_or_else(|| {
+            complete = false;
+            Vec::new()
+        }),
+    };
     match f.get("from") {
         None => {
             cx.error(
@@ -1336,6 +1355,7 @@ fn decode_rule_fields(
         from,
         protocol: protocol.unwrap_or(Protocol::Any),
         keys,
+        interfaces,
         complete,
     })
 }
@@ -1443,6 +1463,7 @@ fn resolve(cx: &mut Cx, doc: &Document) -> Vec<Resolved> {
                     sources,
                     protocol: r.protocol,
                     keys: r.keys.clone(),
+                    interfaces: r.interfaces.clone(),
                 },
                 name_pos: r.name_pos,
                 source_pos,
@@ -1608,6 +1629,12 @@ fn warn_overlaps(cx: &mut Cx, doc: &Document) {
 }
 
 /// Whether `s` covers every (kind, key) that `r` covers.
+/// Whether `s` applies on every interface `r` applies on.
+fn applies_wherever(s: &Rule, r: &Rule) -> bool {
+    s.interfaces.is_empty()
+        || (!r.interfaces.is_empty() && r.interfaces.iter().all(|i| s.interfaces.contains(i)))
+}
+
 fn keys_cover(s: &Rule, r: &Rule) -> bool {
     if s.protocol == Protocol::Any {
         return true;
@@ -1647,7 +1674,9 @@ fn warn_shadowed(cx: &mut Cx, policy: &Policy, resolved: &[Resolved], tables: &T
         let shadow = (0..prec_of[i])
             .filter(|&p| bits[p / 64] & (1 << (p % 64)) != 0)
             .map(|p| tables.precedence[p])
-            .find(|&j| keys_cover(&policy.rules[j], rule));
+            .find(|&j| {
+                keys_cover(&policy.rules[j], rule) && applies_wherever(&policy.rules[j], rule)
+            });
         if let Some(j) = shadow {
             let by = &policy.rules[j];
             cx.warn(
@@ -1669,22 +1698,23 @@ fn warn_lockout(cx: &mut Cx, doc: &Document, policy: &Policy) {
     let strict = |ifname: Option<&str>| {
         policy.mode_on(ifname) == Mode::Enforce && policy.default_on(ifname) == DefaultAction::Drop
     };
-    let mut strict_on = std::iter::once(None)
-        .chain(policy.interfaces.keys().map(|k| Some(k.as_str())))
-        .filter(|i| strict(*i));
-    let Some(first) = strict_on.next() else {
-        return;
+    // A failsafe rule that lets SSH in on that interface.
+    let ssh_on = |ifname: Option<&str>| {
+        policy.rules.iter().any(|r| {
+            r.kind == RuleKind::Failsafe
+                && r.applies_on(ifname)
+                && !r.sources.is_empty()
+                && match r.protocol {
+                    Protocol::Any => true,
+                    Protocol::Tcp => r.keys.is_empty() || r.keys.iter().any(|k| k.contains(&22)),
+                    _ => false,
+                }
+        })
     };
-    let ssh = policy.rules.iter().any(|r| {
-        r.kind == RuleKind::Failsafe
-            && !r.sources.is_empty()
-            && match r.protocol {
-                Protocol::Any => true,
-                Protocol::Tcp => r.keys.is_empty() || r.keys.iter().any(|k| k.contains(&22)),
-                _ => false,
-            }
-    });
-    if !ssh {
+    let at_risk = std::iter::once(None)
+        .chain(policy.named_interfaces().into_iter().map(Some))
+        .find(|i| strict(*i) && !ssh_on(*i));
+    if let Some(first) = at_risk {
         cx.warn(
             doc.failsafe_pos.unwrap_or(doc.root_pos),
             format!(

@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 
-use super::decode::{decode_default, decode_mode, fields, map_entries, Cx};
+use super::decode::{decode_default, decode_mode, fields, list, map_entries, scalar, Cx};
 use super::yaml::{Node, Pos};
 use crate::policy::InterfaceSettings;
 
@@ -76,6 +76,42 @@ pub(super) fn decode_interfaces(cx: &mut Cx, node: &Node) -> BTreeMap<String, In
         );
     }
     out
+}
+
+/// A rule's `interfaces`: the interfaces it applies on (sorted, deduplicated); `None` when
+/// an entry was bad (each is reported).
+pub(super) fn decode_rule_interfaces(cx: &mut Cx, node: &Node, rule: &str) -> Option<Vec<String>> {
+    let what = format!("`interfaces` of rule `{rule}`");
+    let items = list(cx, node, &what)?;
+    if items.is_empty() {
+        cx.error(
+            node.pos,
+            format!("rule `{rule}` has an empty `interfaces` list: it would apply nowhere"),
+            "list the interfaces it applies on, or remove `interfaces` to apply it on every interface",
+        );
+        return None;
+    }
+    let mut names = Vec::new();
+    let mut ok = true;
+    for item in items {
+        let Some((name, _)) = scalar(cx, item, &what, "an interface name") else {
+            ok = false;
+            continue;
+        };
+        if let Err(why) = check_ifname(name) {
+            cx.error(
+                item.pos,
+                format!("`{name}` is not a valid interface name: {why}"),
+                "use the name `ip link` shows (at most 15 characters, no `/`, `:` or spaces)",
+            );
+            ok = false;
+            continue;
+        }
+        names.push(name.to_owned());
+    }
+    names.sort();
+    names.dedup();
+    ok.then_some(names)
 }
 
 /// The kernel's `dev_valid_name`: 1..=15 bytes, not `.` or `..`, no `/`, `:` or white space.

@@ -50,11 +50,12 @@
 //! | `failsafe` | list of rules (no `action`; always allow) | none |
 //! | `rules` | list of rules | none |
 //!
-//! A rule is `{ name, from, protocol, ports?, types?, action?, description? }`:
+//! A rule is `{ name, from, protocol, ports?, types?, action?, interfaces?, description? }`:
 //! `from` lists set names and CIDRs (a bare address is a /32 or /128); `protocol` is `tcp`,
 //! `udp`, `icmp`, `icmpv6` or `any`; `ports` (tcp/udp) and `types` (icmp/icmpv6) list numbers
 //! and `"lo-hi"` ranges, and leaving them out means every port/type; `action` is `allow`
-//! (default) or `deny`. A single value may stand for a one-element list
+//! (default) or `deny`; `interfaces` lists the interfaces the rule applies on (default:
+//! every interface; elsewhere the rule does not exist). A single value may stand for a one-element list
 //! (`ports: 443`, `from: control-plane`).
 //!
 //! Strictness beyond the schema: YAML anchors, aliases and tags are rejected (reuse CIDRs

@@ -1531,3 +1531,120 @@ fn lockout_warning_names_the_enforcing_interface() {
     ))
     .is_empty());
 }
+
+#[test]
+fn rules_can_name_the_interfaces_they_apply_on() {
+    let text = format!(
+        "{HEAD}rules:\n  - {{ name: pods, from: [10.0.0.0/16], protocol: any, interfaces: [eth2, eth1, eth1] }}\n  - {{ name: web, from: [192.0.2.0/24], protocol: tcp, ports: 443, interfaces: eth1 }}\n"
+    );
+    let loaded = load(&text).expect("valid");
+    let rules = &loaded.policy.rules;
+    assert_eq!(
+        rules[1].interfaces,
+        vec!["eth1", "eth2"],
+        "sorted, deduplicated"
+    );
+    assert_eq!(
+        rules[2].interfaces,
+        vec!["eth1"],
+        "a single name stands for a list"
+    );
+    assert!(
+        rules[0].interfaces.is_empty(),
+        "the failsafe applies everywhere"
+    );
+    assert!(rules[1].applies_on(Some("eth2")) && !rules[1].applies_on(Some("eth0")));
+    assert!(!rules[1].applies_on(None) && rules[0].applies_on(None));
+    let named: Vec<&str> = loaded.policy.named_interfaces().into_iter().collect();
+    assert_eq!(named, vec!["eth1", "eth2"]);
+}
+
+#[test]
+fn rule_interface_errors_point_at_the_entry() {
+    expect_error(
+        &with_rule("name: a, from: [10.0.0.0/8], protocol: any, interfaces: []"),
+        4,
+        "[]",
+        "rule `a` has an empty `interfaces` list: it would apply nowhere",
+        "remove `interfaces`",
+    );
+    expect_error(
+        &with_rule("name: a, from: [10.0.0.0/8], protocol: any, interfaces: [eth0, \"a b\"]"),
+        4,
+        "\"a b\"",
+        "`a b` is not a valid interface name",
+        "`ip link`",
+    );
+    expect_error(
+        &with_rule("name: a, from: [10.0.0.0/8], protocol: any, interface: [eth0]"),
+        4,
+        "interface:",
+        "unknown key `interface`",
+        "did you mean `interfaces`?",
+    );
+}
+
+#[test]
+fn more_interface_profiles_than_the_kernel_holds_are_rejected() {
+    // Four interfaces with four different rule sets, plus the interfaces no rule names.
+    let rules: String = (1..=4)
+        .map(|i| {
+            format!("  - {{ name: r{i}, from: [10.{i}.0.0/16], protocol: any, interfaces: [eth{i}] }}\n")
+        })
+        .collect();
+    let errs = errors(&format!("{HEAD}rules:\n{rules}"));
+    assert_eq!(errs.len(), 1, "{}", render(&errs));
+    expect_diag(
+        &errs[0],
+        3,
+        1,
+        "5 distinct sets of rules per interface",
+        "give interfaces that should behave alike the same lists",
+    );
+    // Three is fine, and so are interfaces that share one list.
+    let shared: String = (1..=6)
+        .map(|i| format!("  - {{ name: r{i}, from: [10.{i}.0.0/16], protocol: any, interfaces: [eth1, eth2] }}\n"))
+        .collect();
+    load(&format!("{HEAD}rules:\n{shared}")).expect("one profile besides the default");
+}
+
+#[test]
+fn a_rule_on_fewer_interfaces_is_not_shadowed_by_one_on_more_and_vice_versa() {
+    let rule = |name: &str, action: &str, on: &str| {
+        format!("  - {{ name: {name}, from: [10.0.0.0/8], protocol: any, action: {action}{on} }}\n")
+    };
+    // `scoped` only exists where `everywhere` does too: shadowed.
+    let w = warnings(&format!(
+        "{HEAD}rules:\n{}{}",
+        rule("everywhere", "deny", ""),
+        rule("scoped", "allow", ", interfaces: [eth1]")
+    ));
+    assert!(
+        w.iter().any(|d| d
+            .message
+            .contains("rule `scoped` is shadowed by `everywhere`")),
+        "{}",
+        render(&w)
+    );
+    // A deny on eth1 only leaves the allow deciding elsewhere: no shadow.
+    let w = warnings(&format!(
+        "{HEAD}rules:\n{}{}",
+        rule("deny-eth1", "deny", ", interfaces: [eth1]"),
+        rule("allow-all", "allow", "")
+    ));
+    assert!(
+        !w.iter().any(|d| d.message.contains("shadowed")),
+        "{}",
+        render(&w)
+    );
+}
+
+#[test]
+fn lockout_warning_sees_failsafe_rules_scoped_to_other_interfaces() {
+    let text = "version: 1\nfailsafe: [{ name: ssh, from: [203.0.113.0/24], protocol: tcp, ports: [22], interfaces: [eth0] }]\nrules: [{ name: a, from: [192.0.2.0/24], protocol: tcp, ports: [443] }]\n";
+    let w = warnings(text);
+    assert_eq!(w.len(), 1, "{}", render(&w));
+    // Interfaces no rule names get no SSH failsafe.
+    assert!(w[0].message.contains("lockout risk"), "{}", w[0]);
+    assert!(!w[0].message.contains("on interface"), "{}", w[0]);
+}

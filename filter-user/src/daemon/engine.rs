@@ -293,8 +293,8 @@ impl Engine {
         Ok(())
     }
 
-    /// Settings under `interfaces:` for an interface the filter does not run on apply to
-    /// nothing: most likely a typo, or a file shared by nodes with other NICs.
+    /// Settings under `interfaces:`, or rules scoped to an interface the filter does not run
+    /// on apply to nothing: most likely a typo, or a file shared by nodes with other NICs.
     fn warn_unattached_settings(&self) {
         let running: Vec<String> = self
             .filter
@@ -303,9 +303,9 @@ impl Engine {
             .into_iter()
             .filter_map(|(ifindex, _)| ifname(ifindex))
             .collect();
-        for name in self.current.interfaces.keys() {
-            if !running.contains(name) {
-                warn!(iface = %name, running = %running.join(","), "the rule file has `interfaces:` settings for {name}, but nodegate runs on no interface of that name; they apply to nothing until it is attached (`--iface {name}`)");
+        for name in self.current.named_interfaces() {
+            if !running.iter().any(|r| r == name) {
+                warn!(iface = %name, running = %running.join(","), "the rule file has settings or rules for interface {name}, but nodegate runs on no interface of that name; they apply to nothing until it is attached (`--iface {name}`)");
             }
         }
     }

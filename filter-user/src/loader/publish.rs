@@ -161,6 +161,11 @@ impl FilterMaps {
                 .set(index, cells, 0)
                 .map_err(map_err(filter_common::MAP_CLASS_CELLS))?;
         }
+        for (index, row) in tables.row_entries(next) {
+            self.rows
+                .set(index, row, 0)
+                .map_err(map_err(filter_common::MAP_CLASS_ROWS))?;
+        }
         // A slot new to this generation must not inherit a removed rule's counts.
         let cpus = aya::util::nr_cpus().map_err(|(_, source)| LoaderError::Cpus(source))?;
         let zero: PerCpuValues<Counter> =

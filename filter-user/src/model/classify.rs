@@ -95,19 +95,29 @@ fn min_l4_header(family: Family, proto: u8) -> u32 {
     }
 }
 
-/// The classifier's view of the policy.
+/// The classifier's view of the policy, on one interface.
 #[derive(Clone, Debug)]
 pub(super) struct Classifier {
+    /// The policy, with the interface's mode and default in place.
     pub(super) policy: Policy,
-    /// Rules in precedence order (failsafe, deny, allow; file order within each).
+    /// The rules that apply on the interface, in precedence order (failsafe, deny, allow;
+    /// file order within each). The others do not exist there, sources included.
     pub(super) rules: Vec<ModelRule>,
 }
 
 impl Classifier {
-    pub(super) fn new(policy: &Policy) -> Classifier {
+    /// `policy` as it applies on `ifname` (`None`: an interface the policy does not name).
+    pub(super) fn new(policy: &Policy, ifname: Option<&str>) -> Classifier {
+        let mut effective = policy.clone();
+        effective.mode = policy.mode_on(ifname);
+        effective.default = policy.default_on(ifname);
         Classifier {
-            policy: policy.clone(),
-            rules: policy.rules_in_precedence().map(ModelRule::new).collect(),
+            policy: effective,
+            rules: policy
+                .rules_in_precedence()
+                .filter(|r| r.applies_on(ifname))
+                .map(ModelRule::new)
+                .collect(),
         }
     }
 

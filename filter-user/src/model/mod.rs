@@ -26,6 +26,7 @@
 //!         sources: vec!["192.0.2.0/24".parse()?],
 //!         protocol: Protocol::Tcp,
 //!         keys: vec![443..=443],
+//!         interfaces: Vec::new(),
 //!     }],
 //!     ..Policy::default()
 //! };
@@ -239,22 +240,21 @@ pub struct Model {
 }
 
 impl Model {
-    /// Prepares `policy` for judging (one prefix set per rule).
+    /// Prepares `policy` for judging (one prefix set per rule) frames that arrive on an
+    /// interface the policy does not name: rules that name interfaces do not apply.
     pub fn new(policy: &Policy) -> Model {
         Model {
-            classifier: Classifier::new(policy),
+            classifier: Classifier::new(policy, None),
         }
     }
 
     /// Prepares `policy` for judging frames that arrive on interface `ifname`: with the mode
     /// and default its `interfaces:` entry gives that interface (the file's own for an
-    /// interface it does not name).
+    /// interface it does not name), and only the rules that apply there.
     pub fn on_interface(policy: &Policy, ifname: &str) -> Model {
-        let mut model = Model::new(policy);
-        let effective = &mut model.classifier.policy;
-        effective.mode = policy.mode_on(Some(ifname));
-        effective.default = policy.default_on(Some(ifname));
-        model
+        Model {
+            classifier: Classifier::new(policy, Some(ifname)),
+        }
     }
 
     /// The policy judged against (with an interface's mode and default in place, for a

@@ -36,6 +36,7 @@ fn rule(
             .collect(),
         protocol,
         keys: keys.to_vec(),
+        interfaces: Vec::new(),
     }
 }
 
@@ -1961,6 +1962,7 @@ fn large_policy_is_fast_enough() {
             sources,
             protocol: Protocol::Tcp,
             keys: vec![443..=443],
+            interfaces: Vec::new(),
         }],
         ..Policy::default()
     });

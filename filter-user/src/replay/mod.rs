@@ -21,6 +21,7 @@
 //!         sources: vec!["192.0.2.0/24".parse()?],
 //!         protocol: Protocol::Tcp,
 //!         keys: vec![443..=443],
+//!         interfaces: Vec::new(),
 //!     }],
 //!     ..Policy::default()
 //! };

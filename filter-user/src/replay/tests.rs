@@ -14,6 +14,7 @@ fn policy() -> Policy {
             sources: vec!["192.0.2.0/24".parse().unwrap()],
             protocol: Protocol::Tcp,
             keys: vec![443..=443],
+            interfaces: Vec::new(),
         }],
         ..Policy::default()
     }

@@ -3,7 +3,8 @@
 use std::{path::PathBuf, process::ExitCode};
 
 use filter_common::{
-    ServiceKind, MAX_CLASSES, MAX_RULES, MAX_SEGMENTS, MAX_V4_PREFIXES, MAX_V6_PREFIXES,
+    ServiceKind, MAX_CLASSES, MAX_PROFILES, MAX_RULES, MAX_SEGMENTS, MAX_V4_PREFIXES,
+    MAX_V6_PREFIXES,
 };
 use filter_user::{
     compiler::{compile, kind_name, RuleSlots},
@@ -66,7 +67,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.format == Format::Json {
         let rules: Vec<_> = policy
             .rules_in_precedence()
-            .map(|r| serde_json::json!({"name": r.name, "kind": format!("{:?}", r.kind).to_lowercase(), "protocol": format!("{:?}", r.protocol).to_lowercase(), "sources": r.sources.len(), "keys": r.keys.iter().map(|k| format!("{}-{}", k.start(), k.end())).collect::<Vec<_>>()}))
+            .map(|r| serde_json::json!({"name": r.name, "kind": format!("{:?}", r.kind).to_lowercase(), "protocol": format!("{:?}", r.protocol).to_lowercase(), "sources": r.sources.len(), "interfaces": r.interfaces, "keys": r.keys.iter().map(|k| format!("{}-{}", k.start(), k.end())).collect::<Vec<_>>()}))
             .collect();
         println!(
             "{}",
@@ -79,7 +80,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     "default": policy.default_on(Some(name)).name(),
                 }))).collect::<serde_json::Map<_, _>>(),
                 "rules": rules,
-                "tables": {"ipv4_prefixes": s.v4_prefixes, "ipv6_prefixes": s.v6_prefixes, "classes": s.classes, "segments": s.segments, "rules": s.rules},
+                "tables": {"ipv4_prefixes": s.v4_prefixes, "ipv6_prefixes": s.v6_prefixes, "classes": s.classes, "rows": s.rows, "profiles": s.profiles, "segments": s.segments, "rules": s.rules},
                 "capacity": {"ipv4_prefixes": MAX_V4_PREFIXES, "ipv6_prefixes": MAX_V6_PREFIXES, "classes": MAX_CLASSES, "segments_per_kind": MAX_SEGMENTS, "rules": MAX_RULES - 1},
                 "diagnostics": loaded.warnings.iter().map(diag_json).collect::<Vec<_>>(),
             })
@@ -133,8 +134,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .collect::<Vec<_>>()
                 .join(",")
         };
+        let on = if r.interfaces.is_empty() {
+            String::new()
+        } else {
+            format!("  (only on {})", r.interfaces.join(", "))
+        };
         println!(
-            "  {:<3} {:<32} {:<9} {:<7} {:>8}  {}",
+            "  {:<3} {:<32} {:<9} {:<7} {:>8}  {}{on}",
             i + 1,
             r.name,
             kind,
@@ -158,6 +164,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         pct(s.v6_prefixes, MAX_V6_PREFIXES)
     );
     println!("    source classes {:>7} / {:<7}", s.classes, MAX_CLASSES);
+    if s.profiles > 1 {
+        println!("    cell rows      {:>7} / {:<7}", s.rows, MAX_CLASSES);
+        println!("    rule profiles  {:>7} / {:<7}", s.profiles, MAX_PROFILES);
+    }
     println!("    rules          {:>7} / {:<7}", s.rules, MAX_RULES - 1);
     for kind in ServiceKind::ALL {
         println!(
