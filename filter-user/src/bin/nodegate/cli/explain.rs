@@ -64,6 +64,21 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     model.policy().default.name()
                 );
             }
+            let elsewhere: Vec<&str> = policy
+                .rules
+                .iter()
+                .filter(|r| !r.applies_on(iface))
+                .map(|r| r.name.as_str())
+                .collect();
+            if !elsewhere.is_empty() {
+                let on = policy.named_interfaces().into_iter().collect::<Vec<_>>();
+                println!(
+                    "  not applying {}: rule(s) {} (scoped to other interfaces; --on-iface {} judges as one of them)",
+                    iface.map_or("on interfaces no rule names".to_owned(), |i| format!("on {i}")),
+                    elsewhere.join(", "),
+                    on.join("|")
+                );
+            }
         }
     }
     Ok(ExitCode::SUCCESS)
