@@ -113,20 +113,23 @@ fn check_lists_interface_settings_and_scoped_rules() {
 #[test]
 fn explain_judges_as_the_interface_would() {
     let file = TempFile::new(SCOPED);
+    let probe = [
+        "explain",
+        file.path(),
+        "--from",
+        "10.0.0.5",
+        "--proto",
+        "udp",
+        "--port",
+        "53",
+    ];
     let explain = |extra: &[&str]| {
-        let mut args = vec![
-            "explain",
-            file.path(),
-            "--from",
-            "10.0.0.5",
-            "--proto",
-            "udp",
-            "--port",
-            "53",
-            "--format",
-            "json",
-        ];
-        args.extend_from_slice(extra);
+        let args: Vec<&str> = probe
+            .iter()
+            .chain(["--format", "json"].iter())
+            .chain(extra)
+            .copied()
+            .collect();
         let (code, out, err) = nodegate(&args);
         assert_eq!(code, 0, "{out}{err}");
         let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
@@ -146,16 +149,7 @@ fn explain_judges_as_the_interface_would() {
         ("pass".into(), "no-source-match".into())
     );
     // Text mode says which rules did not take part.
-    let (_, text, _) = nodegate(&[
-        "explain",
-        file.path(),
-        "--from",
-        "10.0.0.5",
-        "--proto",
-        "udp",
-        "--port",
-        "53",
-    ]);
+    let (_, text, _) = nodegate(&probe);
     assert!(
         text.contains("not applying on interfaces no rule names: rule(s) pods"),
         "{text}"
