@@ -1628,13 +1628,13 @@ fn warn_overlaps(cx: &mut Cx, doc: &Document) {
     }
 }
 
-/// Whether `s` covers every (kind, key) that `r` covers.
 /// Whether `s` applies on every interface `r` applies on.
 fn applies_wherever(s: &Rule, r: &Rule) -> bool {
     s.interfaces.is_empty()
         || (!r.interfaces.is_empty() && r.interfaces.iter().all(|i| s.interfaces.contains(i)))
 }
 
+/// Whether `s` covers every (kind, key) that `r` covers.
 fn keys_cover(s: &Rule, r: &Rule) -> bool {
     if s.protocol == Protocol::Any {
         return true;
