@@ -91,13 +91,14 @@ const _: () = assert!(size_of::<GenConfig>() == 48);
 pub struct IfaceEntry {
     /// Counter slot, 1..MAX_IFACES.
     pub slot: u32,
-    /// The config's `interfaces:` settings for this interface, one byte of
+    /// The config's settings for this interface (mode, default, rule profile), one byte of
     /// [`iface_override`] bits per generation slot.
     pub overrides: u32,
 }
 const _: () = assert!(size_of::<IfaceEntry>() == 8);
 
-/// Per-interface overrides of a generation's mode and default ([`IfaceEntry::overrides`]).
+/// Per-interface settings of a generation ([`IfaceEntry::overrides`]): mode and default
+/// overrides and the rule profile.
 ///
 /// Each generation slot has its own byte, so a reload writes the inactive slot's byte of
 /// every interface before it flips the control word: an interface's settings change in the

@@ -178,8 +178,8 @@ pub enum Fragments {
 }
 
 /// What the config's `interfaces:` section says for one interface: its own mode and default
-/// verdict instead of the file's. Rules, essentials and everything else are the same on
-/// every interface.
+/// verdict instead of the file's. (Which rules apply there is said by the rules themselves:
+/// [`Rule::interfaces`].)
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct InterfaceSettings {
     /// Enforce or monitor on this interface; `None` follows the file's `mode`.

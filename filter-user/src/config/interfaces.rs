@@ -1,14 +1,17 @@
-//! The `interfaces:` section: per-interface mode and default verdict, by interface name.
+//! Per-interface configuration: the `interfaces:` section (mode and default verdict by
+//! interface name) and a rule's own `interfaces` list (the interfaces it applies on).
 //!
 //! ```yaml
 //! interfaces:
 //!   eth1: { mode: monitor }    # a NIC being rolled out: count, do not drop yet
-//!   ens6: { default: pass }    # an internal NIC: only deny rules and failsafe apply
+//!   ens6: { default: pass }    # an internal NIC: drop only what deny rules name
+//! rules:
+//!   - { name: pods, from: [10.1.0.0/16], protocol: any, interfaces: [eth1] }
 //! ```
 //!
-//! The rules are the same on every interface; only the mode and the default differ. Names
-//! are checked the way the kernel checks them (`dev_valid_name`); whether such an interface
-//! exists is for `nodegate run` to say, since one file may serve nodes with different NICs.
+//! A rule without `interfaces` applies on every interface. Names are checked the way the
+//! kernel checks them (`dev_valid_name`); whether such an interface exists is for
+//! `nodegate run` to say, since one file may serve nodes with different NICs.
 
 use std::collections::BTreeMap;
 

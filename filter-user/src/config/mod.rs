@@ -45,7 +45,7 @@
 //! | `ipv4_options` | `drop` \| `allow` | `drop` |
 //! | `unknown_ethertypes` | `drop` \| `pass` | `drop` |
 //! | `drop_samples_per_sec` | 0..=1000000 | `10` |
-//! | `interfaces` | mapping of interface name → `{ mode?, default? }`: that interface's own mode and default (rules are the same everywhere) | none |
+//! | `interfaces` | mapping of interface name → `{ mode?, default? }`: that interface's own mode and default (a rule's own `interfaces` scopes the rule) | none |
 //! | `sets` | mapping of set name → list of CIDRs | none |
 //! | `failsafe` | list of rules (no `action`; always allow) | none |
 //! | `rules` | list of rules | none |

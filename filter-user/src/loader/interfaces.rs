@@ -1,5 +1,5 @@
 //! `NG_IFACES`: the interfaces the program runs on, each with its counter slot and the
-//! config's per-interface overrides (`interfaces:`) for both generation slots.
+//! config's per-interface settings (mode, default, rule profile) for both generation slots.
 //!
 //! The config names interfaces; the kernel sees ifindexes. Names are resolved here, in the
 //! loader's network namespace, when a generation is published (for every registered
