@@ -40,12 +40,7 @@ pub(super) fn decode_interfaces(cx: &mut Cx, node: &Node) -> BTreeMap<String, In
         return out;
     };
     for (name, pos, value) in entries {
-        if let Err(why) = check_ifname(name) {
-            cx.error(
-                pos,
-                format!("`{name}` is not a valid interface name: {why}"),
-                "use the name `ip link` shows (at most 15 characters, no `/`, `:` or spaces)",
-            );
+        if !ifname_ok(cx, pos, name) {
             continue;
         }
         let what = format!("`interfaces.{name}`");
@@ -101,12 +96,7 @@ pub(super) fn decode_rule_interfaces(cx: &mut Cx, node: &Node, rule: &str) -> Op
             ok = false;
             continue;
         };
-        if let Err(why) = check_ifname(name) {
-            cx.error(
-                item.pos,
-                format!("`{name}` is not a valid interface name: {why}"),
-                "use the name `ip link` shows (at most 15 characters, no `/`, `:` or spaces)",
-            );
+        if !ifname_ok(cx, item.pos, name) {
             ok = false;
             continue;
         }
@@ -115,6 +105,19 @@ pub(super) fn decode_rule_interfaces(cx: &mut Cx, node: &Node, rule: &str) -> Op
     names.sort();
     names.dedup();
     ok.then_some(names)
+}
+
+/// Whether `name` is a valid interface name; reports it at `pos` when not.
+fn ifname_ok(cx: &mut Cx, pos: Pos, name: &str) -> bool {
+    let Err(why) = check_ifname(name) else {
+        return true;
+    };
+    cx.error(
+        pos,
+        format!("`{name}` is not a valid interface name: {why}"),
+        "use the name `ip link` shows (at most 15 characters, no `/`, `:` or spaces)",
+    );
+    false
 }
 
 /// The kernel's `dev_valid_name`: 1..=15 bytes, not `.` or `..`, no `/`, `:` or white space.
