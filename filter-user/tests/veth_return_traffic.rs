@@ -16,9 +16,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aya::programs::{SchedClassifier, TcAttachType};
 use common::daemon::{reason_total, Env};
-use filter_user::lab::in_netns;
+use filter_user::{
+    lab::in_netns,
+    loader::{
+        attach::egress_programs,
+        features::{EgressHook, KernelFeatures},
+    },
+};
 
 const NODE: &str = "192.0.2.1";
 const PEER: &str = "192.0.2.9";
@@ -47,21 +52,31 @@ fn count(env: &Env, reason: &str) -> u64 {
     reason_total(&env.snapshot(), reason).0
 }
 
-/// Names of the TCX egress programs on the node interface.
+/// The egress programs on the node interface, with the form each is hooked by (TCX link or
+/// clsact filter: kernels without TCX get the latter).
 ///
 /// NB: Debian's bpftool 7.1 predates TCX (`bpftool net show` lists no tcx links), so this
-/// asks the kernel directly (BPF_PROG_QUERY).
-fn egress_programs(env: &Env) -> Vec<String> {
+/// asks the kernel directly (BPF_PROG_QUERY) and iproute2's `tc` for clsact filters.
+fn egress_hooks(env: &Env) -> Vec<(EgressHook, String)> {
     let ifname = env.lab.node_if.clone();
-    in_netns(&env.lab.node_ns, move || {
-        SchedClassifier::query_tcx(&ifname, TcAttachType::Egress)
-            .expect("query tcx egress")
-            .1
-            .iter()
-            .map(|p| p.name_as_str().unwrap_or("?").to_string())
-            .collect()
-    })
-    .unwrap()
+    in_netns(&env.lab.node_ns, move || egress_programs(&ifname)).unwrap()
+}
+
+/// Names of the egress programs on the node interface, whatever their form.
+fn egress_programs_on(env: &Env) -> Vec<String> {
+    egress_hooks(env)
+        .into_iter()
+        .map(|(_, name)| name)
+        .collect()
+}
+
+/// The form new attachments take here: TCX where the kernel has it.
+fn native_hook() -> EgressHook {
+    if KernelFeatures::probe().tcx.present() {
+        EgressHook::Tcx
+    } else {
+        EgressHook::Clsact
+    }
 }
 
 /// A TCP echo server in the peer namespace on `port`, serving one connection per entry of
@@ -92,9 +107,9 @@ fn stateful_replies_pass_new_inbound_drops_idle_flows_expire() {
     let config = env.write_config("rules.yaml", CONFIG);
     let _daemon = env.start_daemon(&config, &[]);
     assert_eq!(
-        egress_programs(&env),
-        ["nodegate_egress"],
-        "the TC egress program is attached"
+        egress_hooks(&env),
+        [(native_hook(), "nodegate_egress".to_string())],
+        "the TC egress program is attached, through TCX where the kernel has it, else clsact"
     );
 
     // (1) The node opens TCP connections to the peer on a port no rule mentions.
@@ -258,11 +273,11 @@ fn restart_adopts_the_egress_link_and_detach_removes_both() {
     let config = env.write_config("rules.yaml", CONFIG);
     let mut daemon = env.start_daemon(&config, &[]);
     assert_eq!(
-        egress_programs(&env),
+        egress_programs_on(&env),
         ["nodegate_egress"],
         "egress attached"
     );
-    assert!(env.pins.egress_link_path(&env.lab.node_if).exists());
+    assert_eq!(env.pins.egress_hook(&env.lab.node_if), Some(native_hook()));
     daemon.signal(libc::SIGKILL);
     daemon.wait(Duration::from_secs(5));
 
@@ -274,7 +289,7 @@ fn restart_adopts_the_egress_link_and_detach_removes_both() {
         "the restart adopted the egress link:\n{log}"
     );
     assert_eq!(
-        egress_programs(&env),
+        egress_programs_on(&env),
         ["nodegate_egress"],
         "exactly one egress program after the restart"
     );
@@ -294,8 +309,211 @@ fn restart_adopts_the_egress_link_and_detach_removes_both() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        egress_programs(&env).is_empty(),
+        egress_programs_on(&env).is_empty(),
         "detach removed the egress program"
     );
     assert_eq!(env.xdp_prog_id(), None, "detach removed the XDP program");
+}
+
+/// The clsact form, on every kernel (it is what kernels without TCX get): attached on
+/// request, learning flows, adopted in place by a restart that would choose otherwise for a
+/// new interface (a pinned form is never doubled by the other), shown by `stats`, removed by
+/// `detach`. Where the kernel has TCX, a TCX-pinned state is adopted as TCX by a daemon told
+/// `--egress-attach clsact` too: a node moved between forms keeps exactly one recorder.
+#[test]
+fn clsact_form_attaches_records_is_adopted_and_detaches() {
+    let env = Env::new("rt28c");
+    let config = env.write_config("rules.yaml", CONFIG);
+    let ifname = env.lab.node_if.clone();
+    let mut daemon = env.start_daemon(&config, &["--egress-attach", "clsact"]);
+    assert_eq!(
+        egress_hooks(&env),
+        [(EgressHook::Clsact, "nodegate_egress".to_string())],
+        "one clsact filter, no TCX link"
+    );
+    assert_eq!(env.pins.egress_hook(&ifname), Some(EgressHook::Clsact));
+    let ping = |what: &str| {
+        let out = env
+            .lab
+            .node_cmd("ping", &["-c", "1", "-W", "2", PEER])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{what}: the node's ping gets its reply"
+        );
+    };
+    let before = count(&env, "return-traffic");
+    ping("clsact");
+    assert!(
+        count(&env, "return-traffic") > before,
+        "the reply passed as return traffic"
+    );
+
+    daemon.signal(libc::SIGKILL);
+    daemon.wait(Duration::from_secs(5));
+    let before = count(&env, "return-traffic");
+    ping("daemon killed, filter stays");
+    assert!(count(&env, "return-traffic") > before);
+
+    // Restart with the default (auto): the clsact filter is adopted, not joined by TCX.
+    let daemon = env.start_daemon(&config, &[]);
+    daemon.wait_for_log("attached", Duration::from_secs(10));
+    let log = daemon.log_text();
+    assert!(
+        log.contains("egress=\"adopted\"") || log.contains("egress=adopted"),
+        "the restart adopted the clsact filter:\n{log}"
+    );
+    assert!(
+        log.contains("egress_hook=clsact"),
+        "the log names the form:\n{log}"
+    );
+    assert!(
+        log.contains("kernel features"),
+        "the log names the kernel features:\n{log}"
+    );
+    assert_eq!(
+        egress_hooks(&env),
+        [(EgressHook::Clsact, "nodegate_egress".to_string())],
+        "still exactly one recorder, in its pinned form"
+    );
+    ping("adopted clsact");
+    let out = env.run(&["stats", "--json"]);
+    assert!(
+        out.status.success(),
+        "stats: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["attachments"][0]["interface"], ifname.as_str());
+    assert_eq!(json["attachments"][0]["egress"], "clsact");
+    assert_eq!(json["attachments"][0]["egress_present"], true);
+    assert!(json["kernel"]["release"]
+        .as_str()
+        .is_some_and(|r| !r.is_empty()));
+    let text = env.run(&["stats"]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains(&format!(
+            "attached {ifname}: XDP via bpf_link, egress recorder via clsact"
+        )),
+        "stats text names the mechanisms:\n{text}"
+    );
+    drop(daemon);
+
+    let out = env.run(&["detach", "--iface", &ifname]);
+    assert!(
+        out.status.success(),
+        "detach: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        egress_hooks(&env).is_empty(),
+        "detach removed the clsact filter"
+    );
+    assert_eq!(env.xdp_prog_id(), None, "detach removed the XDP program");
+
+    if native_hook() == EgressHook::Tcx {
+        // The other way round: TCX pinned, restarted with --egress-attach clsact.
+        let mut daemon = env.start_daemon(&config, &[]);
+        assert_eq!(env.pins.egress_hook(&ifname), Some(EgressHook::Tcx));
+        daemon.signal(libc::SIGKILL);
+        daemon.wait(Duration::from_secs(5));
+        let daemon = env.start_daemon(&config, &["--egress-attach", "clsact"]);
+        daemon.wait_for_log("attached", Duration::from_secs(10));
+        assert_eq!(
+            egress_hooks(&env),
+            [(EgressHook::Tcx, "nodegate_egress".to_string())],
+            "the pinned TCX link was adopted, no clsact filter beside it"
+        );
+        ping("adopted tcx");
+    }
+}
+
+/// A mechanism the kernel lacks is refused before anything changes: on a kernel without TCX,
+/// `--egress-attach tcx` exits with an error naming TCX, the kernel and 6.6, and leaves no
+/// XDP program and no pins. On a kernel with TCX, the same request attaches through TCX.
+#[test]
+fn an_egress_mechanism_the_kernel_lacks_is_refused_before_any_change() {
+    let env = Env::new("rt28d");
+    let config = env.write_config("rules.yaml", CONFIG);
+    if native_hook() == EgressHook::Tcx {
+        let _daemon = env.start_daemon(&config, &["--egress-attach", "tcx"]);
+        assert_eq!(
+            egress_hooks(&env),
+            [(EgressHook::Tcx, "nodegate_egress".to_string())],
+            "this kernel has TCX: the request is granted"
+        );
+        return;
+    }
+    let pid_file = env.pid_file();
+    let out = env.run(&[
+        "run",
+        "--config",
+        config.to_str().unwrap(),
+        "--iface",
+        &env.lab.node_if,
+        "--pid-file",
+        pid_file.to_str().unwrap(),
+        "--no-metrics",
+        "--egress-attach",
+        "tcx",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "refused");
+    for needle in [
+        "TCX",
+        "6.6",
+        &filter_user::loader::features::kernel_release(),
+    ] {
+        assert!(err.contains(needle), "{needle:?} named in: {err}");
+    }
+    assert_eq!(env.xdp_prog_id(), None, "no XDP program was attached");
+    assert!(!env.pins.has_state(), "nothing was pinned");
+    assert!(egress_hooks(&env).is_empty(), "no egress program either");
+}
+
+/// The flagship example as shipped (examples/eks-node.yaml, `return_traffic: stateful`) on
+/// whatever kernel this runs on: the node's own TCP connection to an address no rule names
+/// (an image registry, say) gets its replies as return traffic, while that address cannot
+/// open anything towards the node.
+#[test]
+fn eks_example_passes_replies_to_the_nodes_own_connections() {
+    let env = Env::new("rt28e");
+    let example =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/eks-node.yaml");
+    let config = env.write_config("eks-node.yaml", &std::fs::read_to_string(example).unwrap());
+    let daemon = env.start_daemon(&config, &[]);
+    daemon.wait_for_log("attached", Duration::from_secs(10));
+    assert_eq!(egress_programs_on(&env), ["nodegate_egress"]);
+
+    let before = count(&env, "return-traffic");
+    let server = peer_tcp_echo(&env, 7443, 1);
+    let echoed = in_netns(&env.lab.node_ns, || {
+        let mut s = TcpStream::connect_timeout(&addr(PEER, 7443), Duration::from_secs(5))
+            .expect("the node's connection is answered");
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(b"pull").unwrap();
+        let mut buf = [0u8; 4];
+        s.read_exact(&mut buf).expect("the echo arrives");
+        buf
+    })
+    .unwrap();
+    server.join().unwrap();
+    assert_eq!(&echoed, b"pull");
+    assert!(
+        count(&env, "return-traffic") >= before + 2,
+        "SYN-ACK and data passed as return traffic"
+    );
+    let dropped = count(&env, "no-source-match");
+    let ping_in = env
+        .lab
+        .peer_cmd("ping", &["-c", "1", "-W", "1", NODE])
+        .output()
+        .unwrap();
+    assert!(
+        !ping_in.status.success(),
+        "the outside address cannot ping the node"
+    );
+    assert!(count(&env, "no-source-match") > dropped);
 }

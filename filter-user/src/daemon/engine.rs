@@ -15,6 +15,7 @@ use crate::{
     config::{self, ConfigError},
     loader::{
         attach::{ifname, AttachError, Attached, XdpModeChoice},
+        features::{EgressChoice, EgressHook, KernelFeatures, MissingFeature},
         pins::{PinError, PinLayout},
         privileges::{check_attach_privileges, MissingCapabilities},
         publish::PublishReport,
@@ -32,6 +33,8 @@ pub struct EngineOptions {
     pub ifaces: Vec<String>,
     /// XDP attach mode.
     pub xdp_mode: XdpModeChoice,
+    /// How new egress recorders attach (TCX or clsact).
+    pub egress: EgressChoice,
     /// Pin directory layout.
     pub pins: PinLayout,
     /// aya-log level of the programs, fixed at load (see [`LoadOptions::bpf_log_level`]).
@@ -47,6 +50,9 @@ pub enum EngineError {
     /// Pin directory problems.
     #[error(transparent)]
     Pins(#[from] PinError),
+    /// The kernel lacks a feature without a fallback (probed before anything changes).
+    #[error(transparent)]
+    Kernel(#[from] MissingFeature),
     /// The rule file is invalid.
     #[error("{path}: rule file rejected, the active rules are unchanged:\n{source}")]
     Config {
@@ -112,6 +118,8 @@ pub struct Engine {
     current: Policy,
     attached: Vec<Attached>,
     stats: EngineStats,
+    features: KernelFeatures,
+    egress_hook: EgressHook,
 }
 
 /// Failsafe rules of `current` that `next` removes or changes (by name).
@@ -168,7 +176,12 @@ impl Engine {
     pub fn start(options: EngineOptions) -> Result<Engine, EngineError> {
         check_attach_privileges()?;
         options.pins.check()?;
-        // Validate before touching the kernel.
+        // Probe the kernel and validate the file before touching anything.
+        let features = KernelFeatures::probe();
+        info!(features = %features.summary(), "kernel features");
+        features.require()?;
+        let egress_hook = features.egress_hook(options.egress)?;
+        info!(egress = %egress_hook, tcx = ?features.tcx, "egress flow recorder mechanism for new attachments");
         let (first, _, _) = prepare(&options.config, &RuleSlots::new())?;
         options.pins.create()?;
         let adopting = options.pins.has_state();
@@ -191,18 +204,22 @@ impl Engine {
             },
             attached: Vec::new(),
             stats: EngineStats::default(),
+            features,
+            egress_hook,
         };
         engine.apply(policy, tables, compile_time)?;
         engine.pin_program()?;
         for ifname in engine.options.ifaces.clone() {
-            let attached =
-                engine
-                    .filter
-                    .attach(&engine.options.pins, &ifname, engine.options.xdp_mode)?;
+            let attached = engine.filter.attach(
+                &engine.options.pins,
+                &ifname,
+                engine.options.xdp_mode,
+                engine.egress_hook,
+            )?;
             if let Some(why) = &attached.fallback_reason {
                 warn!(iface = %ifname, reason = %why, "driver-mode XDP is not available; fell back to generic mode, which runs later in the stack and is slower");
             }
-            info!(iface = %ifname, ifindex = attached.ifindex, how = attached.how, egress = attached.egress, adopting, "attached");
+            info!(iface = %ifname, ifindex = attached.ifindex, how = attached.how, egress = attached.egress, egress_hook = %attached.egress_hook, adopting, "attached");
             engine.attached.push(attached);
         }
         for stale in engine.options.pins.pinned_links() {
@@ -328,6 +345,11 @@ impl Engine {
     /// The active policy.
     pub fn policy(&self) -> &Policy {
         &self.current
+    }
+
+    /// What the kernel offered at start.
+    pub fn features(&self) -> &KernelFeatures {
+        &self.features
     }
 }
 

@@ -36,6 +36,8 @@ pub struct RunOptions {
     pub ifaces: Vec<String>,
     /// XDP attach mode.
     pub xdp_mode: XdpModeChoice,
+    /// How new egress recorders attach: TCX where the kernel has it, else clsact.
+    pub egress: crate::loader::features::EgressChoice,
     /// Metrics address, `None` to disable.
     pub metrics: Option<SocketAddr>,
     /// Whether the metrics address was given explicitly (needed for non-loopback).
@@ -243,6 +245,7 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
         config: options.config.clone(),
         ifaces: options.ifaces.clone(),
         xdp_mode: options.xdp_mode,
+        egress: options.egress,
         pins: options.pins.clone(),
         bpf_log_level: options.bpf_log_level,
     })?;

@@ -1,16 +1,27 @@
 //! Attaching the XDP program to interfaces through pinned links, adopting links a previous
 //! loader pinned (atomic program replacement, no gap), refusing interfaces that carry an XDP
-//! program nodegate did not attach, and detaching.
+//! program nodegate did not attach, and detaching. The TC egress flow recorder goes on as a
+//! TCX link or, on kernels without TCX, as a clsact filter (see [`super::features`]).
 
 use std::process::Command;
 
 use aya::programs::{
     links::{FdLink, LinkOrder, PinnedLink},
-    tc::TcAttachOptions,
+    tc::{self, NlOptions, SchedClassifierLink, TcAttachOptions, TcError, TcHandle},
     ProgramError, TcAttachType, XdpMode,
 };
 
-use super::{pins::PinLayout, Filter, FilterMaps, LoaderError};
+use super::{
+    features::EgressHook, pins::PinLayout, Filter, FilterMaps, LoaderError, EGRESS_PROGRAM,
+};
+
+/// clsact filter priority of the flow recorder. The lowest number runs first: the recorder
+/// must see a packet before a filter that ends the chain (TC_ACT_OK, redirect) does, and it
+/// returns TC_ACT_UNSPEC, so the filters after it still run.
+pub const CLSACT_PRIORITY: u16 = 1;
+/// clsact filter handle of the flow recorder ("ng"): fixed, so a restarted nodegate finds its
+/// filter without a pin (netlink filters cannot be pinned).
+pub const CLSACT_HANDLE: u16 = 0x6e67;
 
 /// `--xdp-mode`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -33,8 +44,10 @@ pub struct Attached {
     pub ifindex: u32,
     /// "driver", "generic", or "adopted" (a pinned link now runs this program).
     pub how: &'static str,
-    /// The TC egress link: "attached" or "adopted".
+    /// The TC egress recorder: "attached" or "adopted".
     pub egress: &'static str,
+    /// How the TC egress recorder is attached (TCX link or clsact filter).
+    pub egress_hook: EgressHook,
     /// Set when auto mode had to fall back to generic: why driver mode failed.
     pub fallback_reason: Option<String>,
 }
@@ -140,12 +153,16 @@ fn is_busy(err: &ProgramError) -> bool {
 }
 
 impl Filter {
-    /// Attach to `ifname` and pin the link, or adopt the link a previous loader pinned.
+    /// Attach to `ifname` and pin the link, or adopt the link a previous loader pinned; then
+    /// the same for the egress recorder, which a fresh attachment hooks with `egress_hook`
+    /// (an adopted one keeps the form it was pinned with). When the egress side fails, a
+    /// fresh XDP attachment is undone: nothing stays half-attached.
     pub fn attach(
         &mut self,
         pins: &PinLayout,
         ifname: &str,
         mode: XdpModeChoice,
+        egress_hook: EgressHook,
     ) -> Result<Attached, AttachError> {
         let ifindex = ifindex(ifname).ok_or_else(|| AttachError::UnknownInterface {
             ifname: ifname.into(),
@@ -182,6 +199,7 @@ impl Filter {
                 ifindex,
                 how: "adopted",
                 egress: "",
+                egress_hook,
                 fallback_reason: None,
             }
         } else {
@@ -212,73 +230,191 @@ impl Filter {
                 ifindex,
                 how,
                 egress: "",
+                egress_hook,
                 fallback_reason,
             }
         };
         let mut attached = attached;
-        attached.egress = self.attach_egress(pins, ifname)?;
+        match self.attach_egress(pins, ifname, egress_hook) {
+            Ok((how, hook)) => {
+                attached.egress = how;
+                attached.egress_hook = hook;
+            }
+            Err(err) => {
+                if attached.how != "adopted" {
+                    // Unpinning the only reference detaches the XDP program again.
+                    let _ = std::fs::remove_file(&link_path);
+                }
+                return Err(err);
+            }
+        }
         self.maps_mut().register_iface(ifindex, ifname)?;
         Ok(attached)
     }
 
-    /// Attach the flow recorder to `ifname`'s egress as a TCX link and pin it, or adopt the
-    /// pinned link (bpf_link_update: no instant without a recorder). TCX (kernel ≥ 6.6)
-    /// needs no clsact qdisc; the recorder returns `TCX_NEXT`, so other TC programs on the
-    /// interface keep running after it.
+    /// Attach the flow recorder to `ifname`'s egress, or adopt the recorder a previous loader
+    /// left there in whichever form the pins record (so a state pinned by a nodegate that
+    /// chose clsact is never doubled by a TCX link, nor the other way round). Returns
+    /// "attached"/"adopted" and the form.
     fn attach_egress(
         &mut self,
         pins: &PinLayout,
         ifname: &str,
-    ) -> Result<&'static str, AttachError> {
-        let pin_err = |action: &'static str| {
-            move |e: &dyn std::fmt::Display| AttachError::Pin {
-                action,
-                ifname: ifname.into(),
-                detail: format!("egress: {e}"),
-            }
-        };
+        fresh: EgressHook,
+    ) -> Result<(&'static str, EgressHook), AttachError> {
+        match pins.egress_hook(ifname) {
+            Some(EgressHook::Tcx) => self.adopt_tcx(pins, ifname).map(|h| (h, EgressHook::Tcx)),
+            Some(EgressHook::Clsact) => self
+                .attach_clsact(pins, ifname, true)
+                .map(|h| (h, EgressHook::Clsact)),
+            None => match fresh {
+                EgressHook::Tcx => self.attach_tcx(pins, ifname).map(|h| (h, EgressHook::Tcx)),
+                EgressHook::Clsact => self
+                    .attach_clsact(pins, ifname, false)
+                    .map(|h| (h, EgressHook::Clsact)),
+            },
+        }
+    }
+
+    /// Adopt the pinned TCX link: bpf_link_update swaps the program, with no instant
+    /// without a recorder.
+    fn adopt_tcx(&mut self, pins: &PinLayout, ifname: &str) -> Result<&'static str, AttachError> {
         let path = pins.egress_link_path(ifname);
-        let (id, how) = if path.exists() {
-            let pinned = PinnedLink::from_pin(&path).map_err(|e| pin_err("open pinned")(&e))?;
-            let fd_link: FdLink = pinned.into();
-            let link = fd_link
-                .try_into()
-                .map_err(|e: aya::programs::links::LinkError| pin_err("adopt")(&e))?;
-            let id = self
-                .egress_program()
-                .attach_to_link(link)
-                .map_err(|source| AttachError::Attach {
-                    ifname: ifname.into(),
-                    mode: "tc egress adopt",
-                    source: Box::new(source),
-                })?;
-            (id, "adopted")
-        } else {
-            let id = self
-                .egress_program()
-                .attach_with_options(
-                    ifname,
-                    TcAttachType::Egress,
-                    TcAttachOptions::TcxOrder(LinkOrder::default()),
-                )
-                .map_err(|source| AttachError::Attach {
-                    ifname: ifname.into(),
-                    mode: "tc egress",
-                    source: Box::new(source),
-                })?;
-            (id, "attached")
-        };
+        let pinned =
+            PinnedLink::from_pin(&path).map_err(|e| egress_pin_err("open pinned", ifname, &e))?;
+        let fd_link: FdLink = pinned.into();
+        let link = fd_link
+            .try_into()
+            .map_err(|e: aya::programs::links::LinkError| egress_pin_err("adopt", ifname, &e))?;
+        let id = self
+            .egress_program()
+            .attach_to_link(link)
+            .map_err(|source| egress_attach_err(ifname, "tc egress (tcx) adopt", source))?;
+        // The pin keeps the kernel link; our handle may go.
+        let _ = self.egress_program().take_link(id);
+        Ok("adopted")
+    }
+
+    /// A new TCX link (6.6+), pinned. TCX needs no qdisc; the recorder returns `TCX_NEXT`,
+    /// so other TC programs on the interface keep running after it.
+    fn attach_tcx(&mut self, pins: &PinLayout, ifname: &str) -> Result<&'static str, AttachError> {
+        let id = self
+            .egress_program()
+            .attach_with_options(
+                ifname,
+                TcAttachType::Egress,
+                TcAttachOptions::TcxOrder(LinkOrder::default()),
+            )
+            .map_err(|source| egress_attach_err(ifname, "tc egress (tcx)", source))?;
         let link = self
             .egress_program()
             .take_link(id)
-            .map_err(|e| pin_err("take")(&e))?;
-        if how == "attached" {
-            let fd_link: FdLink = link
-                .try_into()
-                .map_err(|e: aya::programs::links::LinkError| pin_err("convert")(&e))?;
-            fd_link.pin(&path).map_err(|e| pin_err("pin")(&e))?;
+            .map_err(|e| egress_pin_err("take", ifname, &e))?;
+        let fd_link: FdLink = link
+            .try_into()
+            .map_err(|e: aya::programs::links::LinkError| egress_pin_err("convert", ifname, &e))?;
+        fd_link
+            .pin(pins.egress_link_path(ifname))
+            .map_err(|e| egress_pin_err("pin", ifname, &e))?;
+        Ok("attached")
+    }
+
+    /// The clsact form (every kernel): a direct-action BPF filter on the interface's clsact
+    /// egress hook at [`CLSACT_PRIORITY`]/[`CLSACT_HANDLE`]. The filter lives in the qdisc,
+    /// not in this process, so it keeps recording after nodegate exits; a marker directory
+    /// in the pins records the form. Adoption replaces the filter's program in place
+    /// (RTM_NEWTFILTER without NLM_F_EXCL: cls_bpf swaps the program under RCU, no gap); a
+    /// filter that vanished under us (qdisc deleted) is created again, with a warning.
+    fn attach_clsact(
+        &mut self,
+        pins: &PinLayout,
+        ifname: &str,
+        adopt: bool,
+    ) -> Result<&'static str, AttachError> {
+        if adopt {
+            let link = SchedClassifierLink::attached(
+                ifname,
+                TcAttachType::Egress,
+                CLSACT_PRIORITY,
+                TcHandle::new(0, CLSACT_HANDLE),
+                None,
+            )
+            .map_err(|e| egress_pin_err("find clsact filter", ifname, &e))?;
+            match self.egress_program().attach_to_link(link) {
+                Ok(id) => {
+                    self.forget_clsact_link(id);
+                    return Ok("adopted");
+                }
+                Err(err) if is_netlink_errno(&err, libc::ENOENT) => {
+                    tracing::warn!(iface = %ifname, "the flow recorder's clsact filter was gone (qdisc or filter deleted by someone else); attaching it again");
+                }
+                Err(source) => {
+                    return Err(egress_attach_err(
+                        ifname,
+                        "tc egress (clsact) adopt",
+                        source,
+                    ))
+                }
+            }
         }
-        Ok(how)
+        // Marker first: a crash between the two leaves a marker without a filter, which the
+        // next start re-creates, never a filter nobody knows of.
+        let marker = pins.clsact_marker(ifname);
+        std::fs::create_dir_all(&marker)
+            .map_err(|e| egress_pin_err("create clsact marker", ifname, &e))?;
+        let result = self.create_clsact_filter(ifname);
+        if result.is_err() && !adopt {
+            let _ = std::fs::remove_dir(&marker);
+        }
+        result.map(|()| "attached")
+    }
+
+    fn create_clsact_filter(&mut self, ifname: &str) -> Result<(), AttachError> {
+        match tc::qdisc_add_clsact(ifname) {
+            Ok(()) => {}
+            Err(TcError::NetlinkError(e)) if e.raw_os_error() == Some(libc::EEXIST) => {}
+            Err(e) => return Err(egress_pin_err("add clsact qdisc on", ifname, &e)),
+        }
+        let options = || {
+            TcAttachOptions::Netlink(NlOptions {
+                priority: CLSACT_PRIORITY,
+                handle: TcHandle::new(0, CLSACT_HANDLE),
+                classid: None,
+            })
+        };
+        let first =
+            self.egress_program()
+                .attach_with_options(ifname, TcAttachType::Egress, options());
+        let id = match first {
+            Ok(id) => id,
+            Err(err) if is_netlink_errno(&err, libc::EEXIST) => {
+                // Our priority and handle are taken. A filter of ours whose marker is gone
+                // (pins removed by hand) is replaced; anything else is not ours to touch.
+                if tc::qdisc_detach_program(ifname, TcAttachType::Egress, EGRESS_PROGRAM).is_err() {
+                    return Err(AttachError::Foreign {
+                        ifname: ifname.into(),
+                        what: format!(
+                            "a tc egress filter at priority {CLSACT_PRIORITY} handle {CLSACT_HANDLE:#x}, where nodegate's flow recorder goes (see `tc filter show dev {ifname} egress`)"
+                        ),
+                    });
+                }
+                self.egress_program()
+                    .attach_with_options(ifname, TcAttachType::Egress, options())
+                    .map_err(|source| egress_attach_err(ifname, "tc egress (clsact)", source))?
+            }
+            Err(source) => return Err(egress_attach_err(ifname, "tc egress (clsact)", source)),
+        };
+        self.forget_clsact_link(id);
+        Ok(())
+    }
+
+    /// Drop aya's handle on a netlink filter without detaching it (dropping a
+    /// `SchedClassifierLink` that is still owned by the program would remove the filter when
+    /// the program is dropped).
+    fn forget_clsact_link(&mut self, id: aya::programs::tc::SchedClassifierLinkId) {
+        if let Ok(link) = self.egress_program().take_link(id) {
+            std::mem::forget(link);
+        }
     }
 
     fn attach_new(
@@ -361,6 +497,10 @@ pub fn detach(pins: &PinLayout, ifname: &str) -> Result<bool, AttachError> {
         })?;
         drop(link);
     }
+    if pins.clsact_marker(ifname).is_dir() {
+        detach_clsact(ifname)?;
+        let _ = std::fs::remove_dir(pins.clsact_marker(ifname));
+    }
     if let (Some(index), Ok(mut maps)) =
         (ifindex(ifname), FilterMaps::open_pinned(&pins.maps_dir()))
     {
@@ -375,4 +515,65 @@ pub fn detach(pins: &PinLayout, ifname: &str) -> Result<bool, AttachError> {
         })?;
     }
     Ok(last)
+}
+
+/// Remove the flow recorder's clsact filter from `ifname` (the qdisc stays: other filters
+/// may hang on it). An interface that is gone took its filters with it.
+fn detach_clsact(ifname: &str) -> Result<(), AttachError> {
+    if ifindex(ifname).is_none() {
+        return Ok(());
+    }
+    match tc::qdisc_detach_program(ifname, TcAttachType::Egress, EGRESS_PROGRAM) {
+        Ok(()) => Ok(()),
+        Err(TcError::IoError(e)) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(egress_pin_err("remove clsact filter from", ifname, &e)),
+    }
+}
+
+fn egress_pin_err(action: &'static str, ifname: &str, e: &dyn std::fmt::Display) -> AttachError {
+    AttachError::Pin {
+        action,
+        ifname: ifname.into(),
+        detail: format!("egress: {e}"),
+    }
+}
+
+fn egress_attach_err(ifname: &str, mode: &'static str, source: ProgramError) -> AttachError {
+    AttachError::Attach {
+        ifname: ifname.into(),
+        mode,
+        source: Box::new(source),
+    }
+}
+
+fn is_netlink_errno(err: &ProgramError, errno: i32) -> bool {
+    matches!(err, ProgramError::TcError(TcError::NetlinkError(e)) if e.raw_os_error() == Some(errno))
+}
+
+/// The TC egress programs on `ifname` (in this network namespace), by form: TCX links (where
+/// the kernel has TCX) and clsact filters (as iproute2's `tc` lists them). What `stats`
+/// shows and the tests check, so both forms are seen the same way.
+pub fn egress_programs(ifname: &str) -> Vec<(EgressHook, String)> {
+    let mut found = Vec::new();
+    if let Ok((_, programs)) =
+        aya::programs::SchedClassifier::query_tcx(ifname, TcAttachType::Egress)
+    {
+        found.extend(
+            programs
+                .iter()
+                .map(|p| (EgressHook::Tcx, p.name_as_str().unwrap_or("?").to_string())),
+        );
+    }
+    let filters = Command::new("tc")
+        .args(["-j", "filter", "show", "dev", ifname, "egress"])
+        .output()
+        .ok()
+        .and_then(|out| serde_json::from_slice::<serde_json::Value>(&out.stdout).ok());
+    if let Some(serde_json::Value::Array(filters)) = filters {
+        found.extend(filters.iter().filter_map(|f| {
+            let name = f.get("options")?.get("bpf_name")?.as_str()?;
+            Some((EgressHook::Clsact, name.to_string()))
+        }));
+    }
+    found
 }

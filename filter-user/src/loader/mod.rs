@@ -3,6 +3,7 @@
 
 pub mod attach;
 pub mod counters;
+pub mod features;
 pub mod interfaces;
 mod maps;
 pub mod pins;

@@ -7,6 +7,9 @@
 //!     prog                        the XDP program
 //!     links/<ifname>              one XDP link per attached interface
 //!     egress/<ifname>             its TC egress (TCX) link: the flow recorder
+//!     clsact/<ifname>/            (a directory) the flow recorder runs as a clsact filter
+//!                                 instead (kernels without TCX): netlink filters cannot be
+//!                                 pinned, so this marks the form; priority and handle are fixed
 //! ```
 
 use std::{
@@ -127,6 +130,27 @@ impl PinLayout {
         self.egress_links_dir().join(ifname)
     }
 
+    /// Directory of clsact markers.
+    pub fn clsact_dir(&self) -> PathBuf {
+        self.version_dir().join("clsact")
+    }
+
+    /// Marker that `ifname`'s flow recorder is a clsact filter (not a TCX link).
+    pub fn clsact_marker(&self, ifname: &str) -> PathBuf {
+        self.clsact_dir().join(ifname)
+    }
+
+    /// How `ifname`'s flow recorder is attached, as the pins record it.
+    pub fn egress_hook(&self, ifname: &str) -> Option<super::features::EgressHook> {
+        if self.egress_link_path(ifname).exists() {
+            Some(super::features::EgressHook::Tcx)
+        } else if self.clsact_marker(ifname).is_dir() {
+            Some(super::features::EgressHook::Clsact)
+        } else {
+            None
+        }
+    }
+
     /// Whether a previous loader left a program pinned here.
     pub fn has_state(&self) -> bool {
         self.prog_path().exists()
@@ -180,6 +204,7 @@ impl PinLayout {
             self.maps_dir(),
             self.links_dir(),
             self.egress_links_dir(),
+            self.clsact_dir(),
         ] {
             if !dir.exists() {
                 fs::DirBuilder::new()

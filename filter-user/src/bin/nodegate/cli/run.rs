@@ -4,7 +4,7 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use filter_user::{
     daemon::{run::RunOptions, DEFAULT_PID_FILE},
-    loader::{attach::XdpModeChoice, pins::PinLayout},
+    loader::{attach::XdpModeChoice, features::EgressChoice, pins::PinLayout},
 };
 
 use super::PinArgs;
@@ -37,6 +37,17 @@ pub enum BpfLogLevel {
     Trace,
 }
 
+/// `--egress-attach`.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum EgressAttach {
+    /// TCX where the kernel has it (6.6+), else clsact.
+    Auto,
+    /// TCX links only.
+    Tcx,
+    /// A clsact qdisc with a BPF filter (every kernel).
+    Clsact,
+}
+
 /// Attach and enforce.
 #[derive(clap::Args)]
 pub struct Args {
@@ -49,6 +60,11 @@ pub struct Args {
     /// XDP attach mode.
     #[arg(long, value_enum, default_value_t = Mode::Auto)]
     xdp_mode: Mode,
+    /// How the egress flow recorder (stateful return traffic) is hooked on interfaces it is
+    /// not yet on: `auto` uses a TCX link where the kernel has TCX (6.6+) and a clsact qdisc
+    /// filter elsewhere. An interface adopted from an earlier run keeps its form.
+    #[arg(long, value_enum, default_value_t = EgressAttach::Auto)]
+    egress_attach: EgressAttach,
     /// Serve Prometheus metrics here. Defaults to 127.0.0.1:9864; a non-loopback address
     /// exposes counters to the network and must be given explicitly.
     #[arg(long, value_name = "ADDR")]
@@ -78,6 +94,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Mode::Auto => XdpModeChoice::Auto,
             Mode::Driver => XdpModeChoice::Driver,
             Mode::Generic => XdpModeChoice::Generic,
+        },
+        egress: match args.egress_attach {
+            EgressAttach::Auto => EgressChoice::Auto,
+            EgressAttach::Tcx => EgressChoice::Tcx,
+            EgressAttach::Clsact => EgressChoice::Clsact,
         },
         metrics: if args.no_metrics {
             None

@@ -4,7 +4,8 @@ use std::{collections::HashMap, process::ExitCode, time::Duration};
 
 use anyhow::Context;
 use filter_user::loader::{
-    counters::Snapshot, interfaces::InterfaceState, pins::PinLayout, FilterMaps,
+    attach::egress_programs, counters::Snapshot, features::KernelFeatures,
+    interfaces::InterfaceState, pins::PinLayout, FilterMaps, EGRESS_PROGRAM,
 };
 
 use super::PinArgs;
@@ -31,8 +32,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             layout.version_dir().display()
         )
     })?;
+    // What the kernel offers does not change while we watch: probe once.
+    let features = KernelFeatures::probe();
     let mut previous: Option<Snapshot> = None;
     loop {
+        let attachments = attachments(&layout);
         // Re-read every round: a reload may change an interface's mode or default.
         let states = maps
             .interface_states()
@@ -48,6 +52,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             println!(
                 "{}",
                 serde_json::json!({
+                    "kernel": features,
+                    "attachments": attachments,
                     "active_generation_slot": control.active_gen,
                     "ready": control.ready != 0,
                     "interfaces": names,
@@ -63,6 +69,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 })
             );
         } else {
+            println!("{}", features.summary());
+            print_attachments(&attachments);
             print_interfaces(&states);
             print_table(&snap, previous.as_ref(), &names, control.active_gen);
             println!(
@@ -78,6 +86,52 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         if !args.json {
             print!("\x1b[2J\x1b[H");
         }
+    }
+}
+
+/// How each pinned interface is hooked: XDP through its pinned bpf_link, and the egress
+/// flow recorder in the form the pins record, checked against what the kernel shows.
+#[derive(serde::Serialize)]
+struct Attachment {
+    interface: String,
+    xdp: &'static str,
+    /// "tcx", "clsact", or null when no recorder is pinned.
+    egress: Option<&'static str>,
+    /// Whether the kernel shows nodegate's recorder on the interface in that form.
+    egress_present: bool,
+}
+
+fn attachments(layout: &PinLayout) -> Vec<Attachment> {
+    layout
+        .pinned_links()
+        .into_iter()
+        .map(|ifname| {
+            let hook = layout.egress_hook(&ifname);
+            let egress_present = hook.is_some_and(|hook| {
+                egress_programs(&ifname)
+                    .iter()
+                    .any(|(h, name)| *h == hook && name == EGRESS_PROGRAM)
+            });
+            Attachment {
+                xdp: "bpf_link",
+                egress: hook.map(|h| h.name()),
+                egress_present,
+                interface: ifname,
+            }
+        })
+        .collect()
+}
+
+fn print_attachments(attachments: &[Attachment]) {
+    for a in attachments {
+        let egress = match (a.egress, a.egress_present) {
+            (Some(form), true) => format!("egress recorder via {form}"),
+            (Some(form), false) => {
+                format!("egress recorder via {form}, NOT FOUND on the interface (restart `nodegate run` to re-attach it)")
+            }
+            (None, _) => "no egress recorder".into(),
+        };
+        println!("attached {}: XDP via {}, {egress}", a.interface, a.xdp);
     }
 }
 
