@@ -39,7 +39,7 @@ const _: () = {
 
 #[inline(always)]
 fn bump(map: &PerCpuArray<Counter>, index: u32, bytes: u64) {
-    if let Some(c) = map.get_ptr_mut(index) {
+    if let Some(c) = crate::maps::per_cpu_slot(map, index) {
         // SAFETY: this CPU's slot; XDP runs with preemption off, so nothing else writes it.
         unsafe {
             (*c).packets += 1;

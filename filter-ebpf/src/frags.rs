@@ -5,8 +5,8 @@ use aya_ebpf::helpers::bpf_ktime_get_ns;
 use filter_common::{flags, FragKey, Reason, FRAG_TIMEOUT_NS};
 
 use crate::{
-    maps::FRAGS,
-    packet::{Packet, Settings, Verdict, FAMILY_V4, FAMILY_V6},
+    maps::{FRAGS, FRAG_KEY_SCRATCH},
+    packet::{copy_address, Packet, Settings, Verdict, FAMILY_V4, FAMILY_V6},
     proto::*,
 };
 
@@ -23,16 +23,27 @@ fn min_l4_len(family: u8, proto: u8) -> u32 {
     }
 }
 
-/// The reassembly identity of the datagram `pkt` belongs to.
+/// Run `f` with the reassembly identity of the datagram `pkt` belongs to, or return `None`
+/// (the per-CPU scratch slot is always there; the check is for the verifier).
+///
+/// The key is assembled in a per-CPU map value, not on the stack: verifiers before 6.6
+/// record a 4-byte store of a bounded scalar at an 8-aligned stack offset as a register
+/// spill and refuse a second narrow store into that slot ("attempt to corrupt spilled
+/// pointer on stack") unless the loader has CAP_PERFMON. The struct literal this replaces
+/// compiled to such stores, so on 6.1 the program did not load with CAP_BPF + CAP_NET_ADMIN
+/// only (found by the kernel matrix). A map value pointer is a valid key argument.
 #[inline(always)]
-fn key(pkt: &Packet) -> FragKey {
-    FragKey {
-        family: pkt.family,
-        proto: pkt.frag_proto,
-        _pad: [0; 2],
-        id: pkt.frag_id,
-        src: pkt.src,
-        dst: pkt.dst,
+fn with_key<R>(pkt: &Packet, f: impl FnOnce(&FragKey) -> R) -> Option<R> {
+    let key = FRAG_KEY_SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: a per-CPU map value of FragKey size, ours for the duration of this program run.
+    unsafe {
+        (*key).family = pkt.family;
+        (*key).proto = pkt.frag_proto;
+        (*key)._pad = [0; 2];
+        (*key).id = pkt.frag_id;
+        copy_address(core::ptr::addr_of_mut!((*key).src), &pkt.src);
+        copy_address(core::ptr::addr_of_mut!((*key).dst), &pkt.dst);
+        Some(f(&*key))
     }
 }
 
@@ -43,7 +54,7 @@ pub fn non_first(s: &Settings, pkt: &Packet, frag_offset: u16) -> Verdict {
         return Verdict::of(Reason::FragmentTiny);
     }
     if s.has(flags::FRAGMENT_TRACK) {
-        if let Some(seen) = FRAGS.get_ptr(key(pkt)) {
+        if let Some(seen) = with_key(pkt, |key| FRAGS.get_ptr(key)).flatten() {
             // SAFETY: a u64 map value; a concurrent update can only replace it whole.
             let seen = unsafe { *seen };
             // NB: another CPU may have stamped it a moment "after" our clock read.
@@ -63,5 +74,5 @@ pub fn remember(pkt: &Packet) {
     // SAFETY: no arguments; reads the monotonic clock.
     let now = unsafe { bpf_ktime_get_ns() };
     // A full LRU map evicts the oldest entry; nothing useful to do on error.
-    let _ = FRAGS.insert(key(pkt), now, 0);
+    let _ = with_key(pkt, |key| FRAGS.insert(key, now, 0));
 }

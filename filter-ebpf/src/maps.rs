@@ -116,6 +116,12 @@ same_name!(MAP_FRAGS, "NG_FRAGS");
 #[map(name = "NG_FRAGS")]
 pub static FRAGS: LruHashMap<FragKey, u64> = LruHashMap::with_max_entries(MAX_TRACKED_FRAGMENTS, 0);
 
+/// Per-CPU scratch space the fragment key is assembled in (see `frags::with_key`): not on
+/// the stack, where verifiers before 6.6 refuse the narrow stores a key is made of without
+/// CAP_PERFMON. Private to the program (never pinned).
+#[map(name = "NG_FRAG_KEY")]
+pub static FRAG_KEY_SCRATCH: PerCpuArray<FragKey> = PerCpuArray::with_max_entries(1, 0);
+
 // Written by the TC egress program, read by XDP. The loader resizes it to the config's
 // capacity before creating it (`EbpfLoader::map_max_entries`).
 same_name!(MAP_FLOWS, "NG_FLOWS");
@@ -126,3 +132,29 @@ pub static FLOWS: LruHashMap<FlowKey, FlowState> =
 same_name!(MAP_FLOW_STATS, "NG_FLOW_STATS");
 #[map(name = "NG_FLOW_STATS")]
 pub static FLOW_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(flow_stat::SLOTS, 0);
+
+/// This CPU's slot `index` of a per-CPU array, looked up with the key written to the stack as
+/// one whole 8-byte word (the kernel reads the array's 4-byte key from its low half: the BPF
+/// target is little-endian).
+///
+/// Why not `get_ptr_mut`: it stores the `u32` key with a 4-byte store into whatever stack slot
+/// LLVM picks, and LLVM reuses slots that earlier held a spilled register (the ring buffer
+/// entry pointer, say). Verifiers before 6.6 refuse a narrow store into a spilled slot unless
+/// the loader has CAP_PERFMON ("attempt to corrupt spilled pointer on stack"); an 8-byte
+/// store replaces the slot whole and is accepted everywhere. Found by the kernel matrix on
+/// 6.1 with CAP_BPF + CAP_NET_ADMIN only.
+#[inline(always)]
+pub fn per_cpu_slot<T>(map: &PerCpuArray<T>, index: u32) -> Option<*mut T> {
+    let mut key = core::mem::MaybeUninit::<u64>::uninit();
+    // SAFETY: writes the whole u64 we own; volatile so it stays one 8-byte store.
+    unsafe { core::ptr::write_volatile(key.as_mut_ptr(), u64::from(index)) };
+    // SAFETY: PerCpuArray is repr(transparent) over its map definition, so its address is the
+    // map's; the key pointer is valid for the 4 bytes the kernel reads.
+    let value = unsafe {
+        aya_ebpf::helpers::bpf_map_lookup_elem(
+            map as *const PerCpuArray<T> as *mut core::ffi::c_void,
+            key.as_ptr() as *const core::ffi::c_void,
+        )
+    };
+    (!value.is_null()).then_some(value as *mut T)
+}

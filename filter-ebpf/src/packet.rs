@@ -244,3 +244,22 @@ pub fn zeroed<T: Words>(slot: &mut MaybeUninit<T>) -> &mut T {
     // SAFETY: all bytes are zero, a valid value of T (`Words`).
     unsafe { slot.assume_init_mut() }
 }
+
+/// Copy a 16-byte address in four 4-byte words. A plain array write compiles to a `memmove`
+/// call whose overlap check subtracts pointers, which the verifier refuses without
+/// CAP_PERFMON.
+///
+/// # Safety
+/// `dst` must be valid for writes and 4-byte aligned (the address fields of DropSample and
+/// FragKey are).
+#[inline(always)]
+pub unsafe fn copy_address(dst: *mut [u8; 16], src: &[u8; 16]) {
+    let dst = dst as *mut u32;
+    for i in 0..4 {
+        // SAFETY: i < 4 keeps both sides inside their 16 bytes; dst is aligned (caller).
+        unsafe {
+            let word = core::ptr::read_unaligned(src.as_ptr().add(i * 4) as *const u32);
+            core::ptr::write_volatile(dst.add(i), word);
+        }
+    }
+}

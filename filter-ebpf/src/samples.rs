@@ -1,5 +1,7 @@
 //! Drop samples for the loader's log: a per-CPU token bucket, then the ring buffer.
 
+use core::ptr::addr_of_mut;
+
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use filter_common::DropSample;
 
@@ -46,7 +48,7 @@ fn take_token(rate: u32) -> bool {
 
 #[inline(always)]
 fn count(slot: u32) {
-    if let Some(n) = SAMPLE_STATS.get_ptr_mut(slot) {
+    if let Some(n) = crate::maps::per_cpu_slot(&SAMPLE_STATS, slot) {
         // SAFETY: this CPU's slot, see take_token.
         unsafe { *n += 1 };
     }
@@ -63,19 +65,27 @@ pub fn emit(ifindex: u32, code: u32, rule: u32, monitor: bool, sum: &Summary) {
         return;
     };
     let p = &sum.packet;
-    entry.write(DropSample {
-        ifindex,
-        reason: code,
-        rule,
-        family: p.family,
-        proto: p.proto,
-        monitor: u8::from(monitor),
-        _pad: 0,
-        sport: p.sport,
-        dport: p.dport,
-        src: p.src,
-        dst: p.dst,
-    });
+    // Field by field into the ring buffer's memory, never through a DropSample on the stack:
+    // the struct literal compiled to pairs of 4-byte stack stores into one 8-byte slot, which
+    // verifiers before 6.6 refuse without CAP_PERFMON ("attempt to corrupt spilled pointer
+    // on stack"; found by the kernel matrix on 6.1).
+    let out = entry.as_mut_ptr();
+    // SAFETY: `out` points to the reserved, exclusively ours DropSample; every field is
+    // written before submit.
+    unsafe {
+        addr_of_mut!((*out).ifindex).write(ifindex);
+        addr_of_mut!((*out).reason).write(code);
+        addr_of_mut!((*out).rule).write(rule);
+        addr_of_mut!((*out).family).write(p.family);
+        addr_of_mut!((*out).proto).write(p.proto);
+        addr_of_mut!((*out).monitor).write(u8::from(monitor));
+        addr_of_mut!((*out)._pad).write(0);
+        addr_of_mut!((*out).sport).write(p.sport);
+        addr_of_mut!((*out).dport).write(p.dport);
+        crate::packet::copy_address(addr_of_mut!((*out).src), &p.src);
+        crate::packet::copy_address(addr_of_mut!((*out).dst), &p.dst);
+    }
     entry.submit(0);
     count(SAMPLE_EMITTED);
 }
+

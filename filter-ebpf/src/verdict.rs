@@ -194,7 +194,7 @@ const NS_PER_SEC: u64 = 1_000_000_000;
 /// Count one flow-table event (`filter_common::flow_stat` slot).
 #[inline(always)]
 pub fn flow_stats_add(slot: u32) {
-    if let Some(n) = FLOW_STATS.get_ptr_mut(slot) {
+    if let Some(n) = crate::maps::per_cpu_slot(&FLOW_STATS, slot) {
         // SAFETY: per-CPU value, only this CPU writes it.
         unsafe { *n += 1 };
     }

@@ -101,7 +101,7 @@ fn send_paced(sender: &RawSender, frame: &[u8], count: usize) {
 }
 
 fn wait_counted(env: &Env, reason: &str, at_least: u64) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let deadline = std::time::Instant::now() + common::patience(Duration::from_secs(5));
     while reason_total(&env.snapshot(), reason).0 < at_least {
         assert!(
             std::time::Instant::now() < deadline,

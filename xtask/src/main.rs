@@ -4,6 +4,7 @@
 mod bench;
 mod cmd;
 mod demo;
+mod kernels;
 mod lint;
 mod setup;
 mod test;
@@ -30,6 +31,15 @@ enum Command {
     Demo,
     /// rustfmt check and clippy in two passes: host workspace, then the BPF crate.
     Lint,
+    /// The kernel matrix: installs Debian's 6.1 and 6.12 kernels, qemu and virtme-ng, then
+    /// runs the privileged suite (TESTCASES via BPF_PROG_TEST_RUN, verifier headroom, a small
+    /// differential run, veth lifecycle and stateful return traffic) inside each kernel and
+    /// on the host kernel; prints kernel × suite → passed, failed, seconds. Needs root.
+    Kernels {
+        /// The short suite on the guest kernels only (what `cargo xtask test` runs).
+        #[arg(long)]
+        quick: bool,
+    },
     /// Benchmarks of docs/BENCHMARKS.md: criterion (model, compiler, BPF_PROG_TEST_RUN),
     /// the veth pipeline against xdp-filter, nftables and iptables+ipset, and reload
     /// latency. Installs the peers if missing; needs root. Prints the tables.
@@ -46,6 +56,7 @@ fn main() -> anyhow::Result<()> {
         Command::Test => test::run(),
         Command::Demo => demo::run(),
         Command::Lint => lint::run(),
+        Command::Kernels { quick } => kernels::run(quick),
         Command::Bench { quick } => bench::run(quick),
     }
 }

@@ -36,6 +36,8 @@ pub fn run() -> anyhow::Result<()> {
         ]))?;
         eprintln!("== benchmark smoke (--quick): every benchmark runs once and prints a number; not a speed check");
         crate::bench::run(true)?;
+        eprintln!("== kernel matrix (--quick): the short suite inside Debian's 6.1 and 6.12 kernels under qemu");
+        crate::kernels::run(true)?;
     } else if is_ci() {
         bail!("CI=true but not root: the privileged BPF and veth tests cannot run, and skipping them in CI is a failure");
     } else {

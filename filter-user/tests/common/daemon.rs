@@ -102,7 +102,7 @@ impl Env {
             child: Some(child),
             log,
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + super::patience(Duration::from_secs(30));
         while !self.pid_file().exists() {
             if let Some(status) = daemon.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!(
@@ -174,7 +174,7 @@ impl Daemon {
 
     /// Wait for exit (with a deadline) and return the status.
     pub fn wait(&mut self, within: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + within;
+        let deadline = Instant::now() + super::patience(within);
         loop {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 self.child = None;
@@ -199,7 +199,7 @@ impl Daemon {
 
     /// Wait until the log contains `needle`.
     pub fn wait_for_log(&self, needle: &str, within: Duration) {
-        let deadline = Instant::now() + within;
+        let deadline = Instant::now() + super::patience(within);
         while !self.log_text().contains(needle) {
             assert!(
                 Instant::now() < deadline,

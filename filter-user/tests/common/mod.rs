@@ -6,6 +6,18 @@ use filter_user::loader::{Filter, LoadOptions};
 pub mod daemon;
 pub mod flows;
 
+/// A test's deadline for waiting on something, stretched by `NODEGATE_TEST_TIME_SCALE`
+/// (an integer; the kernel matrix sets it, since under an emulated CPU everything takes
+/// about twenty times longer). Only waits are stretched, never the product's own timeouts.
+pub fn patience(d: std::time::Duration) -> std::time::Duration {
+    let scale = std::env::var("NODEGATE_TEST_TIME_SCALE")
+        .ok()
+        .and_then(|v| v.parse::<u32>().ok())
+        .unwrap_or(1)
+        .max(1);
+    d * scale
+}
+
 /// Privileged tests never skip: with the feature on they must run, so a missing privilege
 /// is a failure with the fix in the message.
 pub fn require_root() {
