@@ -88,4 +88,3 @@ pub fn emit(ifindex: u32, code: u32, rule: u32, monitor: bool, sum: &Summary) {
     entry.submit(0);
     count(SAMPLE_EMITTED);
 }
-

@@ -263,7 +263,13 @@ const VERIFIER_LIMIT: u32 = 1_000_000;
 /// doubles the verifier's work fails here, not at a customer's load.
 const VERIFIER_BUDGET: u32 = VERIFIER_LIMIT / 2;
 
-fn assert_headroom(what: &str, xdp: Option<u32>, tc: Option<u32>) {
+fn assert_headroom(what: &str, f: &mut Filter) {
+    let xdp = f.program().info().unwrap().verified_instruction_count();
+    let tc = f
+        .egress_program()
+        .info()
+        .unwrap()
+        .verified_instruction_count();
     println!(
         "verified instructions on {} {what}: xdp {}, tc egress {} (budget {VERIFIER_BUDGET}, limit {VERIFIER_LIMIT})",
         filter_user::loader::features::kernel_release(),
@@ -284,13 +290,7 @@ fn assert_headroom(what: &str, xdp: Option<u32>, tc: Option<u32>) {
 #[test]
 fn zz_verifier_instruction_counts() {
     let mut f = common::load_private();
-    let xdp = f.program().info().unwrap().verified_instruction_count();
-    let tc = f
-        .egress_program()
-        .info()
-        .unwrap()
-        .verified_instruction_count();
-    assert_headroom("as root", xdp, tc);
+    assert_headroom("as root", &mut f);
 }
 
 /// The oldest kernel measured to load both programs with CAP_BPF + CAP_NET_ADMIN alone
@@ -362,13 +362,7 @@ const CAP_BPF: u32 = 39;
 /// and run the stateful match.
 fn load_check_and_match(what: &'static str) {
     let mut f = setup();
-    let xdp = f.program().info().unwrap().verified_instruction_count();
-    let tc = f
-        .egress_program()
-        .info()
-        .unwrap()
-        .verified_instruction_count();
-    assert_headroom(what, xdp, tc);
+    assert_headroom(what, &mut f);
     f.maps_mut()
         .insert_flow(key(17, PEER4, 5353, NODE4, 40001), state(0, 0))
         .unwrap();

@@ -344,16 +344,7 @@ fn j34_foreign_program_is_refused() {
     let prog = env.xdp_prog_id().expect("foreign program attached");
 
     let config = env.write_config("rules.yaml", FIXTURE);
-    let out = env.run(&[
-        "run",
-        "--config",
-        config.to_str().unwrap(),
-        "--iface",
-        &env.lab.node_if,
-        "--no-metrics",
-        "--pid-file",
-        env.pid_file().to_str().unwrap(),
-    ]);
+    let out = env.run_to_exit(&config, &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "run must refuse");
     assert!(

@@ -79,6 +79,22 @@ fn native_hook() -> EgressHook {
     }
 }
 
+/// `nodegate detach` on the node interface takes the XDP program and the egress recorder
+/// away, whatever form the recorder had.
+fn detach_removes_both(env: &Env) {
+    let out = env.run(&["detach", "--iface", &env.lab.node_if]);
+    assert!(
+        out.status.success(),
+        "detach: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        egress_hooks(env).is_empty(),
+        "detach removed the egress recorder"
+    );
+    assert_eq!(env.xdp_prog_id(), None, "detach removed the XDP program");
+}
+
 /// A TCP echo server in the peer namespace on `port`, serving one connection per entry of
 /// `conns`; returns once it listens.
 fn peer_tcp_echo(env: &Env, port: u16, conns: usize) -> std::thread::JoinHandle<()> {
@@ -302,17 +318,7 @@ fn restart_adopts_the_egress_link_and_detach_removes_both() {
     assert!(ping.status.success(), "replies pass after adoption");
     drop(daemon);
 
-    let out = env.run(&["detach", "--iface", &env.lab.node_if]);
-    assert!(
-        out.status.success(),
-        "detach: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        egress_programs_on(&env).is_empty(),
-        "detach removed the egress program"
-    );
-    assert_eq!(env.xdp_prog_id(), None, "detach removed the XDP program");
+    detach_removes_both(&env);
 }
 
 /// The clsact form, on every kernel (it is what kernels without TCX get): attached on
@@ -401,17 +407,7 @@ fn clsact_form_attaches_records_is_adopted_and_detaches() {
     );
     drop(daemon);
 
-    let out = env.run(&["detach", "--iface", &ifname]);
-    assert!(
-        out.status.success(),
-        "detach: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        egress_hooks(&env).is_empty(),
-        "detach removed the clsact filter"
-    );
-    assert_eq!(env.xdp_prog_id(), None, "detach removed the XDP program");
+    detach_removes_both(&env);
 
     if native_hook() == EgressHook::Tcx {
         // The other way round: TCX pinned, restarted with --egress-attach clsact.
@@ -446,19 +442,7 @@ fn an_egress_mechanism_the_kernel_lacks_is_refused_before_any_change() {
         );
         return;
     }
-    let pid_file = env.pid_file();
-    let out = env.run(&[
-        "run",
-        "--config",
-        config.to_str().unwrap(),
-        "--iface",
-        &env.lab.node_if,
-        "--pid-file",
-        pid_file.to_str().unwrap(),
-        "--no-metrics",
-        "--egress-attach",
-        "tcx",
-    ]);
+    let out = env.run_to_exit(&config, &["--egress-attach", "tcx"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "refused");
     for needle in [

@@ -69,6 +69,24 @@ impl Env {
         path
     }
 
+    /// `nodegate run` on the node interface, expected to exit (a start-up refusal): its output.
+    pub fn run_to_exit(&self, config: &Path, extra: &[&str]) -> Output {
+        let config = config.to_str().unwrap();
+        let pid_file = self.pid_file();
+        let mut args = vec![
+            "run",
+            "--config",
+            config,
+            "--iface",
+            &self.lab.node_if,
+            "--no-metrics",
+            "--pid-file",
+            pid_file.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        self.run(&args)
+    }
+
     /// Start `nodegate run` on the node interface and wait until it is enforcing.
     pub fn start_daemon(&self, config: &Path, extra: &[&str]) -> Daemon {
         let _ = std::fs::remove_file(self.pid_file());
