@@ -9,7 +9,8 @@
 //! NB: why helper copies and not direct packet access: a packet pointer plus a variable
 //! offset (VLAN depth, IHL, extension headers) is pointer arithmetic the verifier accepts
 //! only with CAP_PERFMON (its Spectre v1 sanitation has no bound for packet pointers), and
-//! so are variable offsets into the stack; nodegate must load with CAP_BPF + CAP_NET_ADMIN.
+//! so are variable offsets into the stack; nodegate must load with CAP_BPF + CAP_NET_ADMIN
+//! (on 6.18; 6.1 and 6.12 want CAP_PERFMON for other code anyway, see the README).
 //! `bpf_xdp_load_bytes` takes the offset as a number and checks the range itself. Each call
 //! costs a few tens of nanoseconds, hence [`Front`].
 
