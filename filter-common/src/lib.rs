@@ -12,6 +12,7 @@
 #![deny(missing_docs)]
 
 pub mod layout;
+pub mod lookup;
 pub mod maps;
 pub mod reason;
 pub mod tables;

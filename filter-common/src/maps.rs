@@ -6,7 +6,7 @@
 
 /// Version of the pinned layout (maps, their key/value types, the program's contract).
 /// A loader refuses to adopt pins written under another version.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// Rule tables exist twice: the program reads the active one, the loader fills the other
 /// and flips once.
@@ -19,10 +19,11 @@ pub const MAP_GEN_CONFIG: &str = "NG_GENCFG";
 /// Interfaces the loader attached to: ifindex → counter slot and the config's per-interface
 /// overrides. `HashMap<u32, IfaceEntry>`.
 pub const MAP_IFACES: &str = "NG_IFACES";
-/// IPv4 source prefixes of both generations. `LpmTrie<SrcV4Key, u32 class>`.
-pub const MAP_SRC_V4: &str = "NG_SRC_V4";
-/// IPv6 source prefixes of both generations. `LpmTrie<SrcV6Key, u32 class>`.
-pub const MAP_SRC_V6: &str = "NG_SRC_V6";
+/// IPv4 source lookup tables of both generations (`crate::lookup`): a `BPF_F_MMAPABLE`
+/// `Array<u64>` of two table words per element, sized from the IPv4 prefix capacity.
+pub const MAP_SRC_V4: &str = "NG_SRC4";
+/// IPv6 counterpart of [`MAP_SRC_V4`].
+pub const MAP_SRC_V6: &str = "NG_SRC6";
 /// Service key (port, ICMP type, protocol number) → segment id, in chunks.
 /// `Array<SegmentChunk>[GENERATIONS * SERVICE_CHUNKS]`.
 pub const MAP_SEGMENTS: &str = "NG_SEGMENTS";
@@ -49,9 +50,9 @@ pub const MAP_SAMPLE_RATE: &str = "NG_SAMPLE_RL";
 /// Sample accounting (emitted, lost to a full ring). `PerCpuArray<u64>[2]`.
 pub const MAP_SAMPLE_STATS: &str = "NG_SAMPLE_ST";
 
-/// IPv4 prefixes per generation (the trie holds two generations).
+/// Default IPv4 prefix capacity per generation (`capacity.ipv4_prefixes`).
 pub const MAX_V4_PREFIXES: u32 = 131_072;
-/// IPv6 prefixes per generation.
+/// Default IPv6 prefix capacity per generation (`capacity.ipv6_prefixes`).
 pub const MAX_V6_PREFIXES: u32 = 32_768;
 /// Distinct source classes (sets of rules covering a prefix) per generation; also the
 /// number of cell rows (distinct sets of rules that apply to a source on an interface).

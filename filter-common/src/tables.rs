@@ -80,10 +80,12 @@ pub struct GenConfig {
     pub flow_udp_secs: u32,
     /// Seconds an ICMP/ICMPv6 echo flow lives after the node's last echo request.
     pub flow_icmp_secs: u32,
-    /// Explicit padding; always zero.
-    pub _pad: u32,
+    /// Word offset of this generation's IPv4 source lookup table in `NG_SRC4`.
+    pub src_v4_base: u32,
+    /// Word offset of this generation's IPv6 source lookup table in `NG_SRC6`.
+    pub src_v6_base: u32,
 }
-const _: () = assert!(size_of::<GenConfig>() == 48);
+const _: () = assert!(size_of::<GenConfig>() == 56);
 
 /// `NG_IFACES[ifindex]`.
 #[repr(C)]
@@ -145,30 +147,6 @@ pub mod iface_override {
         (overrides & !(ALL << shift)) | ((bits & ALL) << shift)
     }
 }
-
-/// Data of an IPv4 source key: generation slot (big-endian) then the address, so that one
-/// trie holds both generations and a lookup with prefix length 64 stays in one generation.
-/// The LPM prefix length of a rule prefix `a/n` is `32 + n`.
-pub type SrcV4Data = [u8; 8];
-/// IPv6 counterpart of [`SrcV4Data`]: 4 bytes generation, 16 bytes address.
-pub type SrcV6Data = [u8; 20];
-
-/// Build the LPM key data for generation `gen` and an address in network byte order.
-pub fn src_v4_data(gen: u32, addr: [u8; 4]) -> SrcV4Data {
-    let g = gen.to_be_bytes();
-    [g[0], g[1], g[2], g[3], addr[0], addr[1], addr[2], addr[3]]
-}
-
-/// Build the LPM key data for generation `gen` and an IPv6 address.
-pub fn src_v6_data(gen: u32, addr: [u8; 16]) -> SrcV6Data {
-    let mut d = [0u8; 20];
-    d[..4].copy_from_slice(&gen.to_be_bytes());
-    d[4..].copy_from_slice(&addr);
-    d
-}
-
-/// Bits of the generation prefix in a source key.
-pub const GEN_PREFIX_BITS: u32 = 32;
 
 /// `NG_SEGMENTS` value: segment ids of [`SEGMENT_CHUNK`] consecutive service keys.
 #[repr(C)]

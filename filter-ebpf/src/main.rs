@@ -31,6 +31,7 @@ mod frags;
 mod ipv4;
 mod ipv6;
 mod l4;
+mod lookup;
 mod maps;
 mod packet;
 mod proto;

@@ -3,13 +3,14 @@
 //! its `filter_common::MAP_*` constant at compile time.
 
 use aya_ebpf::{
-    bindings::BPF_F_NO_PREALLOC,
+    bindings::BPF_F_MMAPABLE,
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use filter_common::{
+    lookup::{table_elements, V4_WORDS_PER_PREFIX, V6_WORDS_PER_PREFIX},
     flow_stat, ClassCells, Control, Counter, FlowKey, FlowState, FragKey, GenConfig, IfaceEntry,
-    RuleName, SampleBucket, SegmentChunk, SrcV4Data, SrcV6Data, CLASS_CELLS_ENTRIES,
+    RuleName, SampleBucket, SegmentChunk, CLASS_CELLS_ENTRIES,
     CLASS_ROW_ENTRIES, DEFAULT_FLOW_CAPACITY, GENERATIONS, MAP_CLASS_CELLS, MAP_CLASS_ROWS,
     MAP_CONTROL, MAP_FLOWS, MAP_FLOW_STATS, MAP_FRAGS, MAP_GEN_CONFIG, MAP_GEN_STATS, MAP_IFACES,
     MAP_REASON_STATS, MAP_RULE_NAMES, MAP_RULE_STATS, MAP_SAMPLES, MAP_SAMPLE_RATE,
@@ -55,16 +56,22 @@ same_name!(MAP_IFACES, "NG_IFACES");
 #[map(name = "NG_IFACES")]
 pub static IFACES: HashMap<u32, IfaceEntry> = HashMap::with_max_entries(MAX_IFACES, 0);
 
-// LPM tries must be created without preallocation.
-same_name!(MAP_SRC_V4, "NG_SRC_V4");
-#[map(name = "NG_SRC_V4")]
-pub static SRC_V4: LpmTrie<SrcV4Data, u32> =
-    LpmTrie::with_max_entries(GENERATIONS * MAX_V4_PREFIXES, BPF_F_NO_PREALLOC);
+// Source lookup tables (filter_common::lookup), two table words per element. Mmapable so the
+// loader writes a generation with plain stores; sized here for the default capacity, and
+// resized by the loader from the configured one before creation.
+same_name!(MAP_SRC_V4, "NG_SRC4");
+#[map(name = "NG_SRC4")]
+pub static SRC_V4: Array<u64> = Array::with_max_entries(
+    table_elements(MAX_V4_PREFIXES, V4_WORDS_PER_PREFIX),
+    BPF_F_MMAPABLE,
+);
 
-same_name!(MAP_SRC_V6, "NG_SRC_V6");
-#[map(name = "NG_SRC_V6")]
-pub static SRC_V6: LpmTrie<SrcV6Data, u32> =
-    LpmTrie::with_max_entries(GENERATIONS * MAX_V6_PREFIXES, BPF_F_NO_PREALLOC);
+same_name!(MAP_SRC_V6, "NG_SRC6");
+#[map(name = "NG_SRC6")]
+pub static SRC_V6: Array<u64> = Array::with_max_entries(
+    table_elements(MAX_V6_PREFIXES, V6_WORDS_PER_PREFIX),
+    BPF_F_MMAPABLE,
+);
 
 same_name!(MAP_SEGMENTS, "NG_SEGMENTS");
 #[map(name = "NG_SEGMENTS")]

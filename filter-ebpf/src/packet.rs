@@ -148,9 +148,12 @@ pub struct Settings {
     pub flow_icmp_secs: u32,
     /// Rule profile of the arriving interface (`NG_ROWS`); 0 unless rules name interfaces.
     pub profile: u32,
+    /// Word offsets of this generation's source lookup tables (`lookup`).
+    pub src_v4_base: u32,
+    pub src_v6_base: u32,
     pub _pad: u32,
 }
-const _: () = assert!(size_of::<Settings>() == 48);
+const _: () = assert!(size_of::<Settings>() == 56);
 
 impl Settings {
     #[inline(always)]
@@ -168,6 +171,8 @@ impl Settings {
             flow_udp_secs: cfg.flow_udp_secs,
             flow_icmp_secs: cfg.flow_icmp_secs,
             profile: 0,
+            src_v4_base: cfg.src_v4_base,
+            src_v6_base: cfg.src_v6_base,
             _pad: 0,
         }
     }
@@ -217,7 +222,7 @@ pub struct Summary {
     /// Counter slot of the arriving interface (0: not registered by the loader).
     pub iface_slot: u32,
 }
-const _: () = assert!(size_of::<Summary>() == 128);
+const _: () = assert!(size_of::<Summary>() == 136);
 
 /// Types that are valid all-zero and whose size is a whole number of aligned 8-byte words.
 ///

@@ -1,4 +1,4 @@
-//! VERDICTS.md §6–§8: rules (one LPM lookup, three array lookups, no loop over rules), return
+//! VERDICTS.md §6–§8: rules (one source table walk, three array lookups, no loop over rules), return
 //! traffic, default.
 
 use core::{
@@ -6,36 +6,18 @@ use core::{
     ptr::read_volatile,
 };
 
-use aya_ebpf::{helpers::bpf_ktime_get_ns, maps::lpm_trie::Key};
+use aya_ebpf::helpers::bpf_ktime_get_ns;
 use filter_common::{
     class_cells_index, class_row_index, flags, flow_flags, flow_stat, return_mode,
-    segment_chunk_index, src_v4_data, src_v6_data, Cell, CellAction, FlowKey, Reason, ServiceKind,
-    GEN_PREFIX_BITS, MAX_CLASSES, MAX_PROFILES, MAX_SEGMENTS, NO_ROW, SEGMENT_CHUNK,
+    segment_chunk_index, Cell, CellAction, FlowKey, Reason, ServiceKind,
+    MAX_CLASSES, MAX_PROFILES, MAX_SEGMENTS, NO_ROW, SEGMENT_CHUNK,
 };
 
 use crate::{
-    maps::{CELLS, FLOWS, FLOW_STATS, ROWS, SEGMENTS, SRC_V4, SRC_V6},
-    packet::{need, Flow, Packet, Service, Settings, Verdict, FAMILY_V4},
+    maps::{CELLS, FLOWS, FLOW_STATS, ROWS, SEGMENTS},
+    packet::{need, Flow, Packet, Service, Settings, Verdict},
     proto::*,
 };
-
-/// Full-length lookups: the generation prefix plus every address bit.
-const V4_LOOKUP_BITS: u32 = GEN_PREFIX_BITS + u32::BITS;
-const V6_LOOKUP_BITS: u32 = GEN_PREFIX_BITS + u128::BITS;
-
-/// Source class of `pkt.src` in generation `gen`, if any rule's prefix contains it.
-#[inline(always)]
-fn source_class(gen: u32, pkt: &Packet) -> Option<u32> {
-    let class = if pkt.family == FAMILY_V4 {
-        let addr = [pkt.src[0], pkt.src[1], pkt.src[2], pkt.src[3]];
-        let key = Key::new(V4_LOOKUP_BITS, src_v4_data(gen, addr));
-        SRC_V4.get(&key)
-    } else {
-        let key = Key::new(V6_LOOKUP_BITS, src_v6_data(gen, pkt.src));
-        SRC_V6.get(&key)
-    };
-    class.copied()
-}
 
 /// §6: the first covering rule in precedence order decides; the compiler has already
 /// resolved precedence into one cell per (row, kind, segment), where the row stands for the
@@ -43,7 +25,7 @@ fn source_class(gen: u32, pkt: &Packet) -> Option<u32> {
 /// goes on with `no-source-match` or `no-rule-match`.
 #[inline(always)]
 pub fn rules(s: &Settings, pkt: &Packet, svc: &Service) -> Flow<Reason> {
-    let Some(class) = source_class(s.gen, pkt) else {
+    let Some(class) = crate::lookup::source_class(s, pkt) else {
         return Continue(Reason::NoSourceMatch);
     };
     if class >= MAX_CLASSES {

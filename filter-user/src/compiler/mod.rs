@@ -59,6 +59,7 @@
 //! assert_eq!(tables.lookup("10.0.1.5".parse().unwrap(), ServiceKind::Tcp, 443), Lookup::NoSource);
 //! ```
 
+pub mod lookup;
 mod prefixes;
 mod profiles;
 mod segments;
@@ -73,11 +74,10 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
-use aya::maps::lpm_trie::Key;
 use filter_common::{
     class_cells_index, class_row_index, flags, iface_override, mode, return_mode,
-    segment_chunk_index, src_v4_data, src_v6_data, Cell, CellAction, ClassCells, GenConfig,
-    RuleName, SegmentChunk, ServiceKind, SrcV4Data, SrcV6Data, GEN_PREFIX_BITS, MAX_CLASSES,
+    segment_chunk_index, Cell, CellAction, ClassCells, GenConfig,
+    RuleName, SegmentChunk, ServiceKind, MAX_CLASSES,
     MAX_RULES, MAX_SEGMENTS, MAX_V4_PREFIXES, MAX_V6_PREFIXES, NO_ROW, RULE_NAME_LEN,
     SEGMENT_CHUNK, SERVICE_CHUNKS, SERVICE_INDEX_SPACE, SERVICE_KINDS,
 };
@@ -184,6 +184,10 @@ pub struct TableStats {
     pub v4_prefixes: usize,
     /// Distinct IPv6 prefixes in the trie.
     pub v6_prefixes: usize,
+    /// Words of the IPv4 source lookup table (one generation).
+    pub v4_table_words: usize,
+    /// Words of the IPv6 source lookup table (one generation).
+    pub v6_table_words: usize,
     /// Source classes.
     pub classes: usize,
     /// Cell rows (equal to the classes unless rules name interfaces).
@@ -253,6 +257,10 @@ pub struct Tables {
     pub v4: Vec<(Ipv4Net, u32)>,
     /// IPv6 source prefixes and their class ids, sorted by (address, length).
     pub v6: Vec<(Ipv6Net, u32)>,
+    /// The IPv4 source lookup table (`filter_common::lookup`), indices relative to its start.
+    pub v4_table: Vec<u32>,
+    /// The IPv6 source lookup table.
+    pub v6_table: Vec<u32>,
     /// Segment id per service index (length `SERVICE_INDEX_SPACE`); see
     /// [`Tables::segment_entries`] for the map layout.
     pub segments: Vec<u16>,
@@ -368,10 +376,13 @@ pub fn compile(policy: &Policy, slots: &RuleSlots) -> Result<Tables, CompileErro
         assignment.iter().map(|(n, &s)| (s, n.clone())).collect();
     rule_names.sort();
 
+    let (v4_table, v6_table) = source_tables(&classes);
     let stats = TableStats {
         rules: rules.len(),
         v4_prefixes: classes.v4.len(),
         v6_prefixes: classes.v6.len(),
+        v4_table_words: v4_table.len(),
+        v6_table_words: v6_table.len(),
         classes: classes.class_rules.len(),
         rows: rows.rules.len(),
         profiles: profiles.masks.len(),
@@ -390,6 +401,8 @@ pub fn compile(policy: &Policy, slots: &RuleSlots) -> Result<Tables, CompileErro
         gen_config: gen_config(policy),
         v4: classes.v4,
         v6: classes.v6,
+        v4_table,
+        v6_table,
         segments: segs.index,
         class_cells,
         class_rows: rows.of,
@@ -400,6 +413,33 @@ pub fn compile(policy: &Policy, slots: &RuleSlots) -> Result<Tables, CompileErro
         class_rules: classes.class_rules,
         precedence,
     })
+}
+
+/// The flat source lookup tables of both families (`compiler::lookup`).
+fn source_tables(classes: &prefixes::Classes) -> (Vec<u32>, Vec<u32>) {
+    let leaf = |class: u32| filter_common::lookup::entry::leaf(class);
+    let mut v4: Vec<lookup::TablePrefix> = classes
+        .v4
+        .iter()
+        .map(|(net, class)| lookup::TablePrefix {
+            addr: u128::from(u32::from(net.addr())) << 96,
+            len: net.prefix_len(),
+            leaf: leaf(*class),
+        })
+        .collect();
+    let mut v6: Vec<lookup::TablePrefix> = classes
+        .v6
+        .iter()
+        .map(|(net, class)| lookup::TablePrefix {
+            addr: u128::from(net.addr()),
+            len: net.prefix_len(),
+            leaf: leaf(*class),
+        })
+        .collect();
+    (
+        lookup::build(lookup::Family::V4, &mut v4),
+        lookup::build(lookup::Family::V6, &mut v6),
+    )
 }
 
 fn action(kind: RuleKind) -> CellAction {
@@ -474,7 +514,9 @@ fn gen_config(policy: &Policy) -> GenConfig {
         flow_tcp_closing_secs: policy.flows.tcp_closing_secs,
         flow_udp_secs: policy.flows.udp_secs,
         flow_icmp_secs: policy.flows.icmp_secs,
-        _pad: 0,
+        // The loader places each generation's tables and fills these in.
+        src_v4_base: 0,
+        src_v6_base: 0,
     }
 }
 
@@ -521,33 +563,6 @@ impl Tables {
             .binary_search_by_key(&slot, |(s, _)| u32::from(*s))
             .ok()
             .map(|i| self.rule_names[i].1.as_str())
-    }
-
-    /// `NG_SRC_V4` entries of generation `gen`: key (prefix length `GEN_PREFIX_BITS + n`,
-    /// data = generation then address) → class id.
-    pub fn v4_lpm_entries(&self, gen: u32) -> impl Iterator<Item = (Key<SrcV4Data>, u32)> + '_ {
-        self.v4.iter().map(move |(net, class)| {
-            (
-                Key::new(
-                    GEN_PREFIX_BITS + u32::from(net.prefix_len()),
-                    src_v4_data(gen, net.addr().octets()),
-                ),
-                *class,
-            )
-        })
-    }
-
-    /// `NG_SRC_V6` entries of generation `gen`; see [`Tables::v4_lpm_entries`].
-    pub fn v6_lpm_entries(&self, gen: u32) -> impl Iterator<Item = (Key<SrcV6Data>, u32)> + '_ {
-        self.v6.iter().map(move |(net, class)| {
-            (
-                Key::new(
-                    GEN_PREFIX_BITS + u32::from(net.prefix_len()),
-                    src_v6_data(gen, net.addr().octets()),
-                ),
-                *class,
-            )
-        })
     }
 
     /// `NG_SEGMENTS` entries of generation `gen`: (map index, chunk), all `SERVICE_CHUNKS`.

@@ -1,7 +1,7 @@
 use std::net::IpAddr;
 
 use filter_common::{
-    flags, return_mode, Cell, CellAction, ServiceKind, GEN_PREFIX_BITS, MAX_CLASSES,
+    flags, return_mode, Cell, CellAction, ServiceKind, MAX_CLASSES,
     SERVICE_CHUNKS, SERVICE_INDEX_SPACE,
 };
 use ipnet::IpNet;
@@ -332,7 +332,7 @@ fn gen_config_from_policy() {
         (g.return_mode, g.ephemeral_lo, g.ephemeral_hi),
         (return_mode::EPHEMERAL, 1000, 2000)
     );
-    assert_eq!((g.samples_per_sec, g.epoch, g._pad), (7, 0, 0));
+    assert_eq!((g.samples_per_sec, g.epoch, g.src_v4_base), (7, 0, 0));
     p.return_traffic = ReturnTraffic::Stateful;
     p.fragments = Fragments::Drop;
     p.unknown_ethertypes_pass = true;
@@ -348,15 +348,19 @@ fn gen_config_from_policy() {
 #[test]
 fn map_entries_layout() {
     let t = Tables::try_from(&fixture()).unwrap();
-    let v4: Vec<_> = t.v4_lpm_entries(1).collect();
-    assert_eq!(v4.len(), 2);
-    let (k, class) = v4[0];
-    assert_eq!(k.prefix_len(), GEN_PREFIX_BITS + 24);
-    assert_eq!(k.data(), [0, 0, 0, 1, 10, 0, 0, 0]);
-    assert_eq!(class, t.v4[0].1);
-    let (k6, _) = t.v6_lpm_entries(0).next().unwrap();
-    assert_eq!(k6.prefix_len(), GEN_PREFIX_BITS + 64);
-    assert_eq!(&k6.data()[..6], &[0, 0, 0, 0, 0x20, 0x01]);
+    // Source tables: 10.0.0.0/24 lies in root slot 0x0a00 as a tail (one prefix below it).
+    use filter_common::lookup::{entry, tail, ROOT_WORDS};
+    assert_eq!(t.v4.len(), 2);
+    let slot = t.v4_table[0x0a00];
+    assert_eq!(entry::tag(slot), entry::TAIL);
+    let at = (slot & entry::PAYLOAD) as usize;
+    assert_eq!(t.v4_table[at], 0x0a00_0000);
+    let packed = t.v4_table[at + 1];
+    assert_eq!(tail::len(packed), 24);
+    assert_eq!(entry::class(tail::inside(packed)), Some(t.v4[0].1));
+    assert_eq!(t.v4_table.len(), ROOT_WORDS as usize + 2 * 2);
+    assert_eq!(t.stats.v4_table_words, t.v4_table.len());
+    assert!(t.v6_table.len() > ROOT_WORDS as usize);
 
     let segs: Vec<_> = t.segment_entries(1).collect();
     assert_eq!(segs.len(), SERVICE_CHUNKS as usize);

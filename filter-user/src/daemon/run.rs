@@ -151,8 +151,8 @@ fn reload(engine: &mut Engine, state: &Mutex<DaemonState>, trigger: &str) {
         Ok(report) => info!(
             trigger,
             epoch = report.epoch,
-            prefixes_written = report.prefixes_written,
-            prefixes_removed = report.prefixes_removed,
+            table_words_written = report.table_words_written,
+            grace_wait_ms = report.grace_wait.as_secs_f64() * 1e3,
             publish_ms = report.total.as_secs_f64() * 1e3,
             "reloaded"
         ),

@@ -2,10 +2,10 @@
 
 use std::path::Path;
 
-use aya::maps::{lpm_trie::LpmTrie, Array, HashMap, Map, MapData, PerCpuArray};
+use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
 use filter_common::{
     flow_stat, ClassCells, Control, Counter, FlowKey, FlowState, GenConfig, IfaceEntry, RuleName,
-    SegmentChunk, SrcV4Data, SrcV6Data, MAP_CLASS_CELLS, MAP_CONTROL, MAP_GEN_CONFIG,
+    SegmentChunk, MAP_CLASS_CELLS, MAP_CONTROL, MAP_GEN_CONFIG,
     MAP_GEN_STATS, MAP_IFACES, MAP_REASON_STATS, MAP_RULE_NAMES, MAP_RULE_STATS, MAP_SEGMENTS,
     MAP_SRC_V4, MAP_SRC_V6,
 };
@@ -29,8 +29,8 @@ pub struct FilterMaps {
     pub(crate) control: Array<MapData, Control>,
     pub(crate) gen_config: Array<MapData, GenConfig>,
     pub(crate) ifaces: HashMap<MapData, u32, IfaceEntry>,
-    pub(crate) src_v4: LpmTrie<MapData, SrcV4Data, u32>,
-    pub(crate) src_v6: LpmTrie<MapData, SrcV6Data, u32>,
+    pub(crate) src_v4: super::table::MappedTable,
+    pub(crate) src_v6: super::table::MappedTable,
     pub(crate) segments: Array<MapData, SegmentChunk>,
     pub(crate) cells: Array<MapData, ClassCells>,
     pub(crate) rows: Array<MapData, u32>,
@@ -41,10 +41,8 @@ pub struct FilterMaps {
     pub(crate) sample_stats: PerCpuArray<MapData, u64>,
     pub(crate) flows: aya::maps::HashMap<MapData, FlowKey, FlowState>,
     pub(crate) flow_stats: PerCpuArray<MapData, u64>,
-    /// What each generation slot of the prefix tries holds; `None` until known.
-    pub(crate) contents: [Option<super::publish::GenContents>; 2],
-    /// When the control word last flipped (from this process).
-    pub(crate) last_flip: Option<std::time::Instant>,
+    /// The grace period owed to the generation slot the last flip retired.
+    pub(crate) grace: super::grace::Grace,
     /// Per-interface overrides of each generation slot this process published.
     pub(crate) published_overrides: [Option<super::interfaces::InterfaceOverrides>; 2],
     /// Interfaces that stand in for others in test runs.
@@ -84,8 +82,8 @@ impl FilterMaps {
             control: typed!(MAP_CONTROL),
             gen_config: typed!(MAP_GEN_CONFIG),
             ifaces: typed!(MAP_IFACES),
-            src_v4: typed!(MAP_SRC_V4),
-            src_v6: typed!(MAP_SRC_V6),
+            src_v4: super::table::MappedTable::new(MAP_SRC_V4, get(MAP_SRC_V4)?)?,
+            src_v6: super::table::MappedTable::new(MAP_SRC_V6, get(MAP_SRC_V6)?)?,
             segments: typed!(MAP_SEGMENTS),
             cells: typed!(MAP_CLASS_CELLS),
             rows: typed!(filter_common::MAP_CLASS_ROWS),
@@ -96,8 +94,7 @@ impl FilterMaps {
             sample_stats: typed!(filter_common::MAP_SAMPLE_STATS),
             flows: typed!(filter_common::MAP_FLOWS),
             flow_stats: typed!(filter_common::MAP_FLOW_STATS),
-            contents: [None, None],
-            last_flip: None,
+            grace: super::grace::Grace::after_adoption(),
             published_overrides: [None, None],
             stand_ins: Default::default(),
         })
@@ -190,6 +187,21 @@ impl FilterMaps {
     /// One flow entry, if present.
     pub fn flow(&self, key: &FlowKey) -> Option<FlowState> {
         self.flows.get(key, 0).ok()
+    }
+
+    /// Kernel memory of the source lookup tables (IPv4, IPv6), bytes, every generation.
+    pub fn table_bytes(&self) -> (usize, usize) {
+        (self.src_v4.bytes(), self.src_v6.bytes())
+    }
+
+    /// Words each generation of the source lookup tables holds at most (IPv4, IPv6).
+    pub fn table_words_per_gen(&self) -> (usize, usize) {
+        (self.src_v4.words_per_gen(), self.src_v6.words_per_gen())
+    }
+
+    /// The first `words` words of generation slot `gen`'s IPv4 and IPv6 source tables.
+    pub fn read_tables(&self, gen: u32, words: (usize, usize)) -> (Vec<u32>, Vec<u32>) {
+        (self.src_v4.read(gen, words.0), self.src_v6.read(gen, words.1))
     }
 
     /// The active generation and whether any generation is loaded.

@@ -4,11 +4,13 @@
 pub mod attach;
 pub mod counters;
 pub mod features;
+pub mod grace;
 pub mod interfaces;
 mod maps;
 pub mod pins;
 pub mod privileges;
 pub mod publish;
+mod table;
 pub mod testrun;
 
 use std::path::PathBuf;
@@ -75,6 +77,24 @@ pub enum LoaderError {
     /// BPF_PROG_TEST_RUN failed.
     #[error("BPF_PROG_TEST_RUN failed: {0}")]
     TestRun(#[source] Box<aya::programs::ProgramError>),
+    /// A source table map is not what this loader expects.
+    #[error("source table map {name} {problem}")]
+    TableMap {
+        /// Map name.
+        name: &'static str,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// A generation's source table does not fit the map.
+    #[error("the {name} source table needs {words} words per generation, but the running map holds {capacity}: raise `capacity` in the config (or `nodegate run --ipv4-capacity/--ipv6-capacity`); a running map keeps its size until `nodegate unload`")]
+    TableFull {
+        /// Map name.
+        name: &'static str,
+        /// Words needed.
+        words: usize,
+        /// Words per generation the map holds.
+        capacity: usize,
+    },
     /// All interface counter slots are taken.
     #[error(
         "more than {} interfaces registered; detach one first (`nodegate detach --iface IF`)",

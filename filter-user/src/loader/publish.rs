@@ -3,28 +3,17 @@
 //! touches its generation's tables, so no packet is ever judged by a mix of two generations
 //! or by a half-written one.
 //!
-//! Writes are diffs: the loader remembers (or, after adoption, reads back once) what each
-//! generation slot of the prefix tries holds, and only inserts and removes the difference,
-//! so a reload that changes a few prefixes out of 100k costs a few syscalls.
+//! The source lookup tables are written through a memory mapping, only the words that
+//! differ from what the slot holds (`loader::table`); before the inactive slot is written,
+//! the grace period of the flip that retired it must be over (`loader::grace`).
 
-use std::{
-    collections::HashMap,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
-use aya::maps::{
-    lpm_trie::{Key, LpmTrie},
-    MapData, PerCpuValues,
-};
-use filter_common::{Control, Counter, SrcV4Data, SrcV6Data, MAX_RULES};
+use aya::maps::PerCpuValues;
+use filter_common::{Control, Counter, MAX_RULES};
 
-use super::{FilterMaps, LoaderError};
+use super::{grace::GraceMethod, FilterMaps, LoaderError};
 use crate::compiler::Tables;
-
-/// After a flip, packets that read the old generation just before it may still be in
-/// flight (XDP runs under RCU, for well under a microsecond per packet). The next publish
-/// waits at least this long after a flip before it overwrites that old generation.
-pub const FLIP_GRACE: Duration = Duration::from_millis(20);
 
 /// Where the time of one publish went.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
@@ -33,86 +22,27 @@ pub struct PublishReport {
     pub gen_slot: u32,
     /// Monotonic generation number now active.
     pub epoch: u64,
-    /// Prefix entries inserted / removed (both families).
-    pub prefixes_written: usize,
-    /// Prefix entries removed.
-    pub prefixes_removed: usize,
-    /// Time reading back a trie after adoption (first publish only).
-    pub readback: Duration,
-    /// Time writing prefix tries.
+    /// Source table words written (both families): the words that differed.
+    pub table_words_written: usize,
+    /// Source table words of the new generation (both families).
+    pub table_words: usize,
+    /// Time writing the source tables.
     pub prefixes: Duration,
     /// Time writing segment and cell tables, names, settings.
     pub tables: Duration,
-    /// Time waiting for the previous flip's grace period.
+    /// Time blocked on the grace period of the previous flip.
     pub grace_wait: Duration,
+    /// From the previous flip (by this process) until its grace period was known to be
+    /// over, if there was one.
+    pub grace_since_flip: Option<Duration>,
+    /// How that grace period was waited for.
+    pub grace_method: Option<GraceMethod>,
     /// Total.
     pub total: Duration,
 }
 
-/// What each generation slot of the prefix tries holds (prefix_len, data) → class.
-#[derive(Default)]
-pub(crate) struct GenContents {
-    v4: HashMap<(u32, SrcV4Data), u32>,
-    v6: HashMap<(u32, SrcV6Data), u32>,
-}
-
 fn map_err(name: &'static str) -> impl FnOnce(aya::maps::MapError) -> LoaderError {
     move |source| LoaderError::Map { name, source }
-}
-
-/// What generation slot `gen` of a prefix trie holds: keys whose data starts with the slot
-/// number (big-endian), with their classes.
-fn slot_entries<K: aya::Pod + AsRef<[u8]> + Eq + std::hash::Hash>(
-    trie: &LpmTrie<MapData, K, u32>,
-    name: &'static str,
-    gen: u32,
-) -> Result<HashMap<(u32, K), u32>, LoaderError> {
-    let tag = gen.to_be_bytes();
-    let mut entries = HashMap::new();
-    for entry in trie.iter() {
-        let (key, class) = entry.map_err(map_err(name))?;
-        let data = key.data();
-        if data.as_ref()[..tag.len()] == tag {
-            entries.insert((key.prefix_len(), data), class);
-        }
-    }
-    Ok(entries)
-}
-
-/// Make one generation slot of a prefix trie hold exactly `wanted`, writing only the
-/// difference from `have` (what the slot holds now), and keep `have` up to date.
-fn sync_trie<K: aya::Pod + Eq + std::hash::Hash>(
-    trie: &mut LpmTrie<MapData, K, u32>,
-    name: &'static str,
-    wanted: impl Iterator<Item = (Key<K>, u32)>,
-    have: &mut HashMap<(u32, K), u32>,
-    report: &mut PublishReport,
-) -> Result<(), LoaderError> {
-    let wanted: HashMap<(u32, K), u32> = wanted
-        .map(|(k, v)| ((k.prefix_len(), k.data()), v))
-        .collect();
-    // Remove stale entries first: the slot is inactive, so nothing reads it, and the trie is
-    // sized for two full generations, so inserting a whole new list before removing the old
-    // one would overflow it (ENOSPC) when both are large.
-    let stale: Vec<(u32, K)> = have
-        .keys()
-        .filter(|k| !wanted.contains_key(k))
-        .copied()
-        .collect();
-    for (len, data) in stale {
-        trie.remove(&Key::new(len, data)).map_err(map_err(name))?;
-        have.remove(&(len, data));
-        report.prefixes_removed += 1;
-    }
-    for (&(len, data), &class) in &wanted {
-        if have.get(&(len, data)) != Some(&class) {
-            trie.insert(&Key::new(len, data), class, 0)
-                .map_err(map_err(name))?;
-            have.insert((len, data), class);
-            report.prefixes_written += 1;
-        }
-    }
-    Ok(())
 }
 
 impl FilterMaps {
@@ -129,25 +59,16 @@ impl FilterMaps {
         };
         report.gen_slot = next;
 
-        if let Some(flip) = self.last_flip {
-            let since = flip.elapsed();
-            if since < FLIP_GRACE {
-                report.grace_wait = FLIP_GRACE - since;
-                std::thread::sleep(report.grace_wait);
-            }
-        }
+        let grace = self.grace.wait();
+        report.grace_wait = grace.blocked;
+        report.grace_since_flip = grace.since_flip;
+        report.grace_method = grace.method;
 
         let t = Instant::now();
-        if self.contents[next as usize].is_none() {
-            self.contents[next as usize] = Some(self.read_back(next)?);
-        }
-        report.readback = t.elapsed();
-
-        let t = Instant::now();
-        let mut contents = self.contents[next as usize].take().unwrap_or_default();
-        let result = self.write_prefixes(tables, next, &mut contents, &mut report);
-        self.contents[next as usize] = Some(contents);
-        result?;
+        let v4 = self.src_v4.write(next, &tables.v4_table)?;
+        let v6 = self.src_v6.write(next, &tables.v6_table)?;
+        report.table_words_written = v4.words_written + v6.words_written;
+        report.table_words = v4.words + v6.words;
         report.prefixes = t.elapsed();
 
         let t = Instant::now();
@@ -193,6 +114,8 @@ impl FilterMaps {
             .unwrap_or(0);
         let mut gen_config = tables.gen_config;
         gen_config.epoch = previous_epoch + 1;
+        gen_config.src_v4_base = self.src_v4.region_start(next);
+        gen_config.src_v6_base = self.src_v6.region_start(next);
         report.epoch = gen_config.epoch;
         self.gen_config
             .set(next, gen_config, 0)
@@ -211,40 +134,9 @@ impl FilterMaps {
                 0,
             )
             .map_err(map_err(filter_common::MAP_CONTROL))?;
-        self.last_flip = Some(Instant::now());
+        self.grace.flipped();
         report.total = start.elapsed();
         Ok(report)
-    }
-
-    fn write_prefixes(
-        &mut self,
-        tables: &Tables,
-        gen: u32,
-        contents: &mut GenContents,
-        report: &mut PublishReport,
-    ) -> Result<(), LoaderError> {
-        sync_trie(
-            &mut self.src_v4,
-            filter_common::MAP_SRC_V4,
-            tables.v4_lpm_entries(gen),
-            &mut contents.v4,
-            report,
-        )?;
-        sync_trie(
-            &mut self.src_v6,
-            filter_common::MAP_SRC_V6,
-            tables.v6_lpm_entries(gen),
-            &mut contents.v6,
-            report,
-        )
-    }
-
-    /// Read what generation slot `gen` of the tries holds (after adopting pinned maps).
-    fn read_back(&self, gen: u32) -> Result<GenContents, LoaderError> {
-        Ok(GenContents {
-            v4: slot_entries(&self.src_v4, filter_common::MAP_SRC_V4, gen)?,
-            v6: slot_entries(&self.src_v6, filter_common::MAP_SRC_V6, gen)?,
-        })
     }
 
     /// Rule slot assignment as pinned (slot → name), for a restarted loader.

@@ -1,0 +1,153 @@
+//! The source lookup table: a leaf-pushed multibit trie in one flat array of 32-bit words,
+//! built by the loader (`filter-user::compiler::lookup`) and read by the program with a
+//! bounded number of dependent reads (`filter-ebpf::lookup`). It replaces the kernel LPM
+//! trie on the per-packet path (docs/ARCHITECTURE.md, "Source lookup").
+//!
+//! # Shape
+//! - A *root* of `2^ROOT_BITS` words indexed by the address's top [`ROOT_BITS`] bits.
+//! - *Nodes* of `2^stride` words below it ([`V4_STRIDE`], [`V6_STRIDE`]), each indexed by the
+//!   next `stride` bits: at most [`V4_LEVELS`] (IPv4) or [`V6_LEVELS`] (IPv6) of them.
+//! - *Tails*: a slot whose subtree holds exactly one longer prefix points at a small record
+//!   (the prefix, its mask length and the two possible answers) instead of a chain of nodes.
+//!   Random prefix sets end in tails almost everywhere, which is what keeps the memory near
+//!   a few words per prefix.
+//!
+//! Prefixes are *leaf-pushed*: every slot already holds the answer of the longest prefix
+//! that covers it, so a lookup never backtracks. The answer is a [`entry`] leaf: 0 for "no
+//! prefix contains the source", else the source class + 1.
+//!
+//! # Storage
+//! The kernel map is a `BPF_F_MMAPABLE` array of `u64` elements (the kernel lays array
+//! elements out with an 8-byte stride, so `u32` values would waste half): word `i` is the
+//! low (`i` even) or high half of element `i / 2`, which on the little-endian BPF target is
+//! exactly the `u32` slice the loader writes through its memory mapping. Each generation
+//! owns one region of [`table_words_per_gen`] words; every index inside a table is relative
+//! to its region's start, which the generation's settings carry (`GenConfig::src_v4_base`).
+
+/// Address bits the root consumes (both families).
+pub const ROOT_BITS: u32 = 16;
+/// Words of the root.
+pub const ROOT_WORDS: u32 = 1 << ROOT_BITS;
+/// Bits each IPv4 node below the root consumes.
+pub const V4_STRIDE: u32 = 4;
+/// Most IPv4 nodes a lookup passes below the root.
+pub const V4_LEVELS: u32 = (32 - ROOT_BITS) / V4_STRIDE;
+/// Bits each IPv6 node below the root consumes.
+pub const V6_STRIDE: u32 = 8;
+/// Most IPv6 nodes a lookup passes below the root.
+pub const V6_LEVELS: u32 = (128 - ROOT_BITS) / V6_STRIDE;
+const _: () = assert!(ROOT_BITS + V4_LEVELS * V4_STRIDE == 32);
+const _: () = assert!(ROOT_BITS + V6_LEVELS * V6_STRIDE == 128);
+// A stride never straddles a 32-bit word of the address (the program extracts bits from
+// one word at a time).
+const _: () = assert!(32 % V4_STRIDE == 0 && 32 % V6_STRIDE == 0 && ROOT_BITS <= 32);
+
+/// Words of an IPv4 tail record: the prefix address, then [`tail::pack`].
+pub const V4_TAIL_WORDS: u32 = 2;
+/// Words of an IPv6 tail record: the address as four big-endian-ordered words, then
+/// [`tail::pack`].
+pub const V6_TAIL_WORDS: u32 = 5;
+
+/// Words of one table slot: tag in the top two bits, payload below.
+pub mod entry {
+    /// Bits below the tag.
+    pub const TAG_SHIFT: u32 = 30;
+    /// Payload mask: a leaf value or a word index relative to the generation's region.
+    pub const PAYLOAD: u32 = (1 << TAG_SHIFT) - 1;
+    /// The answer itself: 0 = no prefix, else class + 1.
+    pub const LEAF: u32 = 0;
+    /// Index of a node of `2^stride` words.
+    pub const NODE: u32 = 1;
+    /// Index of a tail record.
+    pub const TAIL: u32 = 2;
+
+    /// The tag of a word.
+    #[inline(always)]
+    pub const fn tag(word: u32) -> u32 {
+        word >> TAG_SHIFT
+    }
+
+    /// A word with `tag` and `payload`.
+    #[inline(always)]
+    pub const fn make(tag: u32, payload: u32) -> u32 {
+        (tag << TAG_SHIFT) | (payload & PAYLOAD)
+    }
+
+    /// The leaf value of a source class.
+    #[inline(always)]
+    pub const fn leaf(class: u32) -> u32 {
+        class + 1
+    }
+
+    /// The class of a leaf value, if any prefix matched.
+    #[inline(always)]
+    pub const fn class(leaf: u32) -> Option<u32> {
+        if leaf == 0 {
+            None
+        } else {
+            Some(leaf - 1)
+        }
+    }
+}
+
+/// The last word of a tail record: both answers and the prefix length.
+pub mod tail {
+    /// Bits of each answer (leaf values are at most `MAX_CLASSES`).
+    pub const LEAF_BITS: u32 = 12;
+    const LEAF_MASK: u32 = (1 << LEAF_BITS) - 1;
+    const _: () = assert!(crate::MAX_CLASSES < 1 << LEAF_BITS);
+
+    /// Pack the answer inside the prefix, the answer outside it, and its length.
+    #[inline(always)]
+    pub const fn pack(inside: u32, outside: u32, len: u32) -> u32 {
+        (inside & LEAF_MASK) | ((outside & LEAF_MASK) << LEAF_BITS) | (len << (2 * LEAF_BITS))
+    }
+
+    /// The answer when the prefix contains the address.
+    #[inline(always)]
+    pub const fn inside(word: u32) -> u32 {
+        word & LEAF_MASK
+    }
+
+    /// The answer when it does not.
+    #[inline(always)]
+    pub const fn outside(word: u32) -> u32 {
+        (word >> LEAF_BITS) & LEAF_MASK
+    }
+
+    /// The prefix length.
+    #[inline(always)]
+    pub const fn len(word: u32) -> u32 {
+        word >> (2 * LEAF_BITS)
+    }
+}
+
+/// The mask of the first `len` bits of a 32-bit word (`len` may exceed 32 or be 0).
+#[inline(always)]
+pub const fn word_mask(len: u32) -> u32 {
+    if len == 0 {
+        0
+    } else if len >= 32 {
+        u32::MAX
+    } else {
+        u32::MAX << (32 - len)
+    }
+}
+
+/// Table words reserved per IPv4 prefix of capacity, beyond the root. Random mixed-length
+/// sets need about 3 (docs/ARCHITECTURE.md); the rest is headroom for clustered sets.
+pub const V4_WORDS_PER_PREFIX: u32 = 8;
+/// Table words reserved per IPv6 prefix of capacity, beyond the root.
+pub const V6_WORDS_PER_PREFIX: u32 = 16;
+
+/// Words of one generation's region for `prefixes` prefixes of capacity, rounded up to
+/// whole map elements.
+pub const fn table_words_per_gen(prefixes: u32, words_per_prefix: u32) -> u32 {
+    let words = ROOT_WORDS + prefixes * words_per_prefix;
+    words + (words & 1)
+}
+
+/// Map elements (`u64`, two words each) of a table holding every generation.
+pub const fn table_elements(prefixes: u32, words_per_prefix: u32) -> u32 {
+    crate::GENERATIONS * table_words_per_gen(prefixes, words_per_prefix) / 2
+}

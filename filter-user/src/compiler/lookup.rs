@@ -1,0 +1,326 @@
+//! Source prefixes → the flat lookup table the program reads (`filter_common::lookup`).
+//!
+//! One recursive pass over the prefixes sorted by (address, length). A node covers the
+//! addresses below some `depth` bits; its slots first get the answer of the longest prefix
+//! that ends within the node (later prefixes in sorted order that overlap an earlier one are
+//! nested in it, so writing ranges in order leaves the longest one in each slot). Prefixes
+//! longer than the node fall into one slot each, in runs: a run of one becomes a tail record,
+//! a longer run a child node that inherits the slot's answer as its default. Linear in the
+//! table size after the sort.
+//!
+//! The reference model does not use this: it matches prefixes its own way
+//! (`model::classify`), so the differential test compares two independent matchers.
+
+use filter_common::lookup::{
+    entry, tail, ROOT_BITS, V4_STRIDE, V4_TAIL_WORDS, V6_STRIDE, V6_TAIL_WORDS,
+};
+
+/// One prefix for the builder: the address left-aligned in 128 bits, its length, and the
+/// leaf value (`entry::leaf(class)`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct TablePrefix {
+    /// Address bits, most significant first (IPv4 in the top 32 bits).
+    pub addr: u128,
+    /// Prefix length.
+    pub len: u8,
+    /// What a lookup inside it (and in no longer prefix) answers.
+    pub leaf: u32,
+}
+
+/// The family a table is built for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    /// 32-bit addresses, [`V4_STRIDE`]-bit nodes.
+    V4,
+    /// 128-bit addresses, [`V6_STRIDE`]-bit nodes.
+    V6,
+}
+
+impl Family {
+    fn width(self) -> u32 {
+        match self {
+            Family::V4 => 32,
+            Family::V6 => 128,
+        }
+    }
+
+    fn stride(self) -> u32 {
+        match self {
+            Family::V4 => V4_STRIDE,
+            Family::V6 => V6_STRIDE,
+        }
+    }
+}
+
+/// Bits `[from, from + count)` of a left-aligned address.
+fn bits(addr: u128, from: u32, count: u32) -> usize {
+    ((addr << from) >> (128 - count)) as usize
+}
+
+struct Builder {
+    family: Family,
+    words: Vec<u32>,
+}
+
+impl Builder {
+    fn alloc(&mut self, words: u32) -> usize {
+        let at = self.words.len();
+        self.words.resize(at + words as usize, 0);
+        at
+    }
+
+    /// Fill the node at `node` (covering addresses that share their first `depth` bits,
+    /// indexed by the next `stride` bits) with `prefixes` (all longer than `depth`, all
+    /// inside the node, sorted), where no prefix answers `default`.
+    fn node(&mut self, node: usize, depth: u32, stride: u32, prefixes: &[TablePrefix], default: u32) {
+        let end = depth + stride;
+        self.words[node..node + (1 << stride)].fill(default);
+        for p in prefixes.iter().filter(|p| u32::from(p.len) <= end) {
+            let first = bits(p.addr, depth, stride);
+            let span = 1usize << (end - u32::from(p.len));
+            self.words[node + first..node + first + span].fill(p.leaf);
+        }
+        let mut deeper = prefixes
+            .iter()
+            .filter(|p| u32::from(p.len) > end)
+            .peekable();
+        let mut run: Vec<TablePrefix> = Vec::new();
+        while let Some(&p) = deeper.next() {
+            run.clear();
+            run.push(p);
+            let slot = bits(p.addr, depth, stride);
+            while let Some(&&q) = deeper.peek() {
+                if bits(q.addr, depth, stride) != slot {
+                    break;
+                }
+                run.push(q);
+                deeper.next();
+            }
+            let outside = self.words[node + slot];
+            self.words[node + slot] = if let [only] = run[..] {
+                entry::make(entry::TAIL, self.tail(only, outside))
+            } else {
+                let child_stride = self.family.stride();
+                let child = self.alloc(1 << child_stride);
+                self.node(child, end, child_stride, &run, outside);
+                entry::make(entry::NODE, child as u32)
+            };
+        }
+    }
+
+    fn tail(&mut self, p: TablePrefix, outside: u32) -> u32 {
+        let packed = tail::pack(p.leaf, outside, u32::from(p.len));
+        let at = self.words.len();
+        match self.family {
+            Family::V4 => {
+                self.words.push((p.addr >> 96) as u32);
+                debug_assert_eq!(self.words.len() - at, V4_TAIL_WORDS as usize - 1);
+            }
+            Family::V6 => {
+                for w in 0..4 {
+                    self.words.push((p.addr >> (96 - 32 * w)) as u32);
+                }
+                debug_assert_eq!(self.words.len() - at, V6_TAIL_WORDS as usize - 1);
+            }
+        }
+        self.words.push(packed);
+        at as u32
+    }
+}
+
+/// Build the table of one family. `prefixes` must be distinct (address, length) pairs with
+/// host bits clear; they need not be sorted. Indices inside are relative to the table start.
+pub fn build(family: Family, prefixes: &mut [TablePrefix]) -> Vec<u32> {
+    prefixes.sort_unstable();
+    let mut builder = Builder {
+        family,
+        words: Vec::new(),
+    };
+    let root = builder.alloc(1 << ROOT_BITS);
+    // The root covers everything: prefixes of length 0 are just short ones there.
+    builder.node(root, 0, ROOT_BITS, prefixes, 0);
+    debug_assert!(family.width() >= ROOT_BITS);
+    builder.words
+}
+
+/// Look `addr` (left-aligned) up in a table the way the program does; the leaf value.
+/// For tests and `nodegate check --explain`-style tools: the kernel has its own copy of this
+/// walk (`filter-ebpf/src/lookup.rs`).
+pub fn lookup(family: Family, words: &[u32], addr: u128) -> u32 {
+    let mut word = words[bits(addr, 0, ROOT_BITS)];
+    let mut depth = ROOT_BITS;
+    let stride = family.stride();
+    while entry::tag(word) == entry::NODE {
+        let at = (word & entry::PAYLOAD) as usize;
+        word = words[at + bits(addr, depth, stride)];
+        depth += stride;
+    }
+    if entry::tag(word) != entry::TAIL {
+        return word;
+    }
+    let at = (word & entry::PAYLOAD) as usize;
+    let (prefix, packed) = match family {
+        Family::V4 => (u128::from(words[at]) << 96, words[at + 1]),
+        Family::V6 => (
+            (0..4).fold(0u128, |acc, w| (acc << 32) | u128::from(words[at + w])),
+            words[at + 4],
+        ),
+    };
+    let len = tail::len(packed);
+    let mask = if len == 0 { 0 } else { u128::MAX << (128 - len) };
+    if (addr ^ prefix) & mask == 0 {
+        tail::inside(packed)
+    } else {
+        tail::outside(packed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Longest-prefix match by brute force: the oracle for these tests.
+    fn brute(prefixes: &[TablePrefix], addr: u128) -> u32 {
+        prefixes
+            .iter()
+            .filter(|p| {
+                p.len == 0 || (addr ^ p.addr) >> (128 - u32::from(p.len)) == 0
+            })
+            .max_by_key(|p| p.len)
+            .map_or(0, |p| p.leaf)
+    }
+
+    fn prefix(family: Family, addr: u128, len: u8, leaf: u32) -> TablePrefix {
+        let width = family.width();
+        let addr = if width == 32 { addr << 96 } else { addr };
+        let mask = if len == 0 { 0 } else { u128::MAX << (128 - u32::from(len)) };
+        TablePrefix {
+            addr: addr & mask,
+            len,
+            leaf,
+        }
+    }
+
+    fn dedup(mut v: Vec<TablePrefix>) -> Vec<TablePrefix> {
+        v.sort_unstable_by_key(|p| (p.addr, p.len));
+        v.dedup_by_key(|p| (p.addr, p.len));
+        v
+    }
+
+    /// Every prefix's first and last address, ±1, agree with brute force.
+    fn check_boundaries(family: Family, prefixes: Vec<TablePrefix>) {
+        let mut prefixes = dedup(prefixes);
+        let table = build(family, &mut prefixes);
+        let top: u128 = if family == Family::V4 {
+            (u128::from(u32::MAX)) << 96
+        } else {
+            u128::MAX
+        };
+        let unit: u128 = if family == Family::V4 { 1 << 96 } else { 1 };
+        for p in &prefixes {
+            let last = p.addr | if p.len == 0 { top } else { top & !(u128::MAX << (128 - u32::from(p.len))) };
+            for a in [
+                p.addr,
+                last,
+                p.addr.wrapping_sub(unit) & top,
+                last.wrapping_add(unit) & top,
+            ] {
+                assert_eq!(
+                    lookup(family, &table, a),
+                    brute(&prefixes, a),
+                    "{family:?} address {a:#x}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_length_nested_in_one_chain() {
+        for family in [Family::V4, Family::V6] {
+            let width = family.width() as u8;
+            let addr: u128 = if family == Family::V4 {
+                0x0a01_0203
+            } else {
+                0x2001_0db8_0000_0000_0000_0000_0000_0001
+            };
+            let set = (0..=width)
+                .map(|len| prefix(family, addr, len, u32::from(len) + 1))
+                .collect();
+            check_boundaries(family, set);
+        }
+    }
+
+    #[test]
+    fn pairs_of_host_routes_differing_in_the_last_bit_build_full_chains() {
+        let set: Vec<_> = (0..64u128)
+            .flat_map(|i| [prefix(Family::V4, i << 8, 32, 1), prefix(Family::V4, (i << 8) | 1, 32, 2)])
+            .collect();
+        let mut sorted = dedup(set.clone());
+        let table = build(Family::V4, &mut sorted);
+        // Nodes at /20, /24, /28 and /32 for every pair that shares a /16 chain.
+        assert!(table.len() > (1 << ROOT_BITS) + 64 * 16);
+        check_boundaries(Family::V4, set);
+    }
+
+    #[test]
+    fn an_empty_set_answers_nothing_and_a_default_route_answers_everywhere() {
+        let mut none = Vec::new();
+        let table = build(Family::V4, &mut none);
+        assert_eq!(lookup(Family::V4, &table, 0x0a00_0001 << 96), 0);
+        check_boundaries(Family::V6, vec![prefix(Family::V6, 0, 0, 7)]);
+        check_boundaries(Family::V4, vec![prefix(Family::V4, 0, 0, 7)]);
+    }
+
+    #[test]
+    fn ipv4_mapped_ipv6_is_plain_ipv6() {
+        let mapped = 0xffff_0a00_0000u128;
+        check_boundaries(
+            Family::V6,
+            vec![
+                prefix(Family::V6, mapped, 104, 3),
+                prefix(Family::V6, mapped | 5, 128, 4),
+                prefix(Family::V6, 0, 96, 5),
+            ],
+        );
+    }
+
+    fn arb_set(family: Family, max: usize) -> impl Strategy<Value = Vec<TablePrefix>> {
+        let width = family.width() as u8;
+        // Cluster the addresses so that prefixes nest and share nodes, not only tails.
+        let addr = prop_oneof![
+            any::<u128>(),
+            (0u128..64).prop_map(move |x| if width == 32 { 0x0a00_0000 | x << 2 } else { 0x2001_0db8u128 << 96 | x << 70 }),
+        ];
+        prop::collection::vec((addr, 0..=width, 1u32..=512), 1..max).prop_map(move |v| {
+            v.into_iter()
+                .map(|(a, l, leaf)| prefix(family, a, l, leaf))
+                .collect()
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+        #[test]
+        fn ipv4_tables_agree_with_brute_force(set in arb_set(Family::V4, 300), probes in prop::collection::vec(any::<u32>(), 64)) {
+            check_boundaries(Family::V4, set.clone());
+            let mut sorted = dedup(set);
+            let table = build(Family::V4, &mut sorted);
+            for a in probes {
+                let a = u128::from(a) << 96;
+                prop_assert_eq!(lookup(Family::V4, &table, a), brute(&sorted, a));
+            }
+        }
+
+        #[test]
+        fn ipv6_tables_agree_with_brute_force(set in arb_set(Family::V6, 200), probes in prop::collection::vec(any::<u128>(), 64)) {
+            check_boundaries(Family::V6, set.clone());
+            let mut sorted = dedup(set);
+            let table = build(Family::V6, &mut sorted);
+            for a in probes {
+                prop_assert_eq!(lookup(Family::V6, &table, a), brute(&sorted, a));
+            }
+        }
+    }
+}

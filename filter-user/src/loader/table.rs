@@ -1,0 +1,161 @@
+//! A source lookup table map (`NG_SRC4`, `NG_SRC6`) mapped into our memory: publishing a
+//! generation is plain stores into its region, compared word by word with what the region
+//! holds so that only changed words are written (a one-prefix change touches a few cache
+//! lines, not the table).
+//!
+//! The program only ever reads these maps, and only the active generation's region; the
+//! loader only writes the inactive one, after the grace period that follows the flip away
+//! from it (`loader::grace`). So the regions we hand out as slices are never written by
+//! anyone else while we hold them.
+
+use std::{os::fd::AsFd as _, ptr::NonNull};
+
+use aya::maps::{Map, MapData};
+use filter_common::GENERATIONS;
+
+use super::LoaderError;
+
+/// One table map, memory-mapped.
+pub(crate) struct MappedTable {
+    name: &'static str,
+    base: NonNull<u32>,
+    words: usize,
+    /// Keeps the map (and so the mapping's target) alive.
+    _map: MapData,
+}
+
+// SAFETY: the mapping is owned by this value (unmapped on drop) and only accessed through
+// `&self`/`&mut self`; nothing in it is tied to a thread.
+unsafe impl Send for MappedTable {}
+// SAFETY: shared access only reads.
+unsafe impl Sync for MappedTable {}
+
+/// What writing one generation's table did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TableWrite {
+    /// Words that differed and were written.
+    pub words_written: usize,
+    /// Words the new table has.
+    pub words: usize,
+}
+
+impl MappedTable {
+    /// Map `map`, which must be a `BPF_F_MMAPABLE` array of `u64`.
+    pub(crate) fn new(name: &'static str, map: Map) -> Result<Self, LoaderError> {
+        let Map::Array(data) = map else {
+            return Err(LoaderError::TableMap {
+                name,
+                problem: "is not an array map (pins from another nodegate version?)".into(),
+            });
+        };
+        let info = data.info().map_err(|source| LoaderError::Map { name, source })?;
+        if info.value_size() != 8 {
+            return Err(LoaderError::TableMap {
+                name,
+                problem: format!("has {}-byte values, expected 8", info.value_size()),
+            });
+        }
+        let bytes = info.max_entries() as usize * 8;
+        // SAFETY: a fresh shared mapping of the map's fd; the kernel checks that the map is
+        // mmapable and that `bytes` fits it. We own the result until `Drop` unmaps it.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                std::os::fd::AsRawFd::as_raw_fd(&data.fd().as_fd()),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(LoaderError::TableMap {
+                name,
+                problem: format!(
+                    "cannot be memory-mapped ({}); it must be created with BPF_F_MMAPABLE",
+                    std::io::Error::last_os_error()
+                ),
+            });
+        }
+        Ok(MappedTable {
+            name,
+            base: NonNull::new(ptr.cast()).expect("mmap succeeded"),
+            words: bytes / 4,
+            _map: data,
+        })
+    }
+
+    /// Words each generation's region holds.
+    pub(crate) fn words_per_gen(&self) -> usize {
+        self.words / GENERATIONS as usize
+    }
+
+    /// Kernel memory of the whole map (every generation), bytes.
+    pub(crate) fn bytes(&self) -> usize {
+        self.words * 4
+    }
+
+    /// Word offset of generation slot `gen`'s region (what the program adds to every index).
+    pub(crate) fn region_start(&self, gen: u32) -> u32 {
+        (gen as usize * self.words_per_gen()) as u32
+    }
+
+    fn region(&self, gen: u32) -> &[u32] {
+        let start = self.region_start(gen) as usize;
+        // SAFETY: within the mapping; see the module comment for why nobody writes it
+        // concurrently.
+        unsafe { std::slice::from_raw_parts(self.base.as_ptr().add(start), self.words_per_gen()) }
+    }
+
+    fn region_mut(&mut self, gen: u32) -> &mut [u32] {
+        let start = self.region_start(gen) as usize;
+        // SAFETY: as `region`, and `&mut self` makes this the only slice of it we hand out.
+        unsafe {
+            std::slice::from_raw_parts_mut(self.base.as_ptr().add(start), self.words_per_gen())
+        }
+    }
+
+    /// Words of generation `gen`'s region (tests, `stats`).
+    pub(crate) fn read(&self, gen: u32, words: usize) -> Vec<u32> {
+        self.region(gen)[..words.min(self.words_per_gen())].to_vec()
+    }
+
+    /// Make generation slot `gen` hold `table`, writing only the words that differ. The
+    /// caller guarantees no packet reads the slot (it is inactive and its grace period is
+    /// over).
+    pub(crate) fn write(&mut self, gen: u32, table: &[u32]) -> Result<TableWrite, LoaderError> {
+        let capacity = self.words_per_gen();
+        if table.len() > capacity {
+            return Err(LoaderError::TableFull {
+                name: self.name,
+                words: table.len(),
+                capacity,
+            });
+        }
+        let region = &mut self.region_mut(gen)[..table.len()];
+        let mut words_written = 0;
+        // Compare in blocks: equal blocks (most of a table after a small change) cost one
+        // memcmp and no store, so their cache lines stay clean.
+        for (have, want) in region.chunks_mut(64).zip(table.chunks(64)) {
+            if have != want {
+                for (h, w) in have.iter_mut().zip(want) {
+                    if h != w {
+                        *h = *w;
+                        words_written += 1;
+                    }
+                }
+            }
+        }
+        Ok(TableWrite {
+            words_written,
+            words: table.len(),
+        })
+    }
+}
+
+impl Drop for MappedTable {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping `new` created.
+        unsafe { libc::munmap(self.base.as_ptr().cast(), self.words * 4) };
+    }
+}
