@@ -6,6 +6,7 @@
 //! authorized-ranges export.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use filter_user::compiler::lookup::{self, Family, TablePrefix};
 use filter_user::compiler::{compile, RuleSlots, Tables};
 use filter_user::config::{parse_str_with, LoadOptions};
 use filter_user::policy::{Policy, Protocol, Rule, RuleKind};
@@ -173,14 +174,40 @@ fn bench_compile(c: &mut Criterion) {
         let slots = RuleSlots::new();
         b.iter(|| compile(&policy, &slots).expect("fits"))
     });
-    g.bench_function("100k_v4_10k_v6_lpm_keys", |b| {
+    g.finish();
+
+    // The flat source tables alone (`compiler::lookup::build`), on random mixed-length sets.
+    let mut g = c.benchmark_group("source_table");
+    g.sample_size(10);
+    for n in [100_000usize, 1_000_000] {
+        let prefixes: Vec<TablePrefix> = benches::v4_mixed_prefixes(n, 31)
+            .iter()
+            .map(|net| TablePrefix {
+                addr: u128::from(u32::from(net.network())) << 96,
+                len: net.prefix_len(),
+                leaf: 1,
+            })
+            .collect();
+        g.bench_function(format!("v4_mixed/{n}"), |b| {
+            b.iter_batched(
+                || prefixes.clone(),
+                |mut p| lookup::build(Family::V4, &mut p),
+                BatchSize::LargeInput,
+            )
+        });
+    }
+    let prefixes: Vec<TablePrefix> = benches::v6_mixed_prefixes(100_000, 32)
+        .iter()
+        .map(|net| TablePrefix {
+            addr: u128::from(net.network()),
+            len: net.prefix_len(),
+            leaf: 1,
+        })
+        .collect();
+    g.bench_function("v6_mixed/100000", |b| {
         b.iter_batched(
-            || tables.clone(),
-            |t| {
-                let v4: Vec<_> = t.v4_lpm_entries(1).collect();
-                let v6: Vec<_> = t.v6_lpm_entries(1).collect();
-                (v4, v6)
-            },
+            || prefixes.clone(),
+            |mut p| lookup::build(Family::V6, &mut p),
             BatchSize::LargeInput,
         )
     });

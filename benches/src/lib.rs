@@ -129,3 +129,72 @@ pub fn random_frames(list: &[Ipv4Net], count: usize, seed: u64) -> Vec<Vec<u8>> 
 
 /// Prefix counts of the per-packet benchmarks.
 pub const SIZES: [usize; 3] = [1, 1_000, 100_000];
+
+/// `n` distinct IPv4 prefixes anywhere in the address space with random lengths /8–/32: the
+/// shape that costs a trie the most (deep, unclustered), next to [`v4_prefixes`]'s.
+pub fn v4_mixed_prefixes(n: usize, seed: u64) -> Vec<Ipv4Net> {
+    let mut rng = Rng::new(seed);
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let len = 8 + rng.below(25) as u8;
+        let net = Ipv4Net::new(Ipv4Addr::from(rng.next_u64() as u32), len)
+            .expect("len <= 32")
+            .trunc();
+        if seen.insert(net) {
+            out.push(net);
+        }
+    }
+    out
+}
+
+/// `n` distinct IPv6 prefixes anywhere with random lengths /32–/128.
+pub fn v6_mixed_prefixes(n: usize, seed: u64) -> Vec<Ipv6Net> {
+    let mut rng = Rng::new(seed);
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let len = 32 + rng.below(97) as u8;
+        let bits = (u128::from(rng.next_u64()) << 64) | u128::from(rng.next_u64());
+        let net = Ipv6Net::new(Ipv6Addr::from(bits), len)
+            .expect("len <= 128")
+            .trunc();
+        if seen.insert(net) {
+            out.push(net);
+        }
+    }
+    out
+}
+
+/// The node's IPv6 address all IPv6 benchmark frames go to (RFC 3849).
+pub const NODE_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
+
+/// `count` 74-byte IPv6 TCP SYNs from random sources: half inside a listed prefix, half
+/// anywhere.
+pub fn random_v6_frames(list: &[Ipv6Net], count: usize, seed: u64) -> Vec<Vec<u8>> {
+    let mut rng = Rng::new(seed);
+    (0..count)
+        .map(|_| {
+            let any = (u128::from(rng.next_u64()) << 64) | u128::from(rng.next_u64());
+            let src = if rng.below(2) == 0 && !list.is_empty() {
+                let net = list[rng.below(list.len() as u64) as usize];
+                u128::from(net.network()) | (any & !u128::from(net.netmask()))
+            } else {
+                any
+            };
+            Frame::tcp(
+                IpAddr::V6(Ipv6Addr::from(src)),
+                IpAddr::V6(NODE_V6),
+                40000,
+                443,
+            )
+            .syn()
+            .build()
+        })
+        .collect()
+}
+
+/// Prefix counts of the lookup benchmarks (random mixed-length sets), IPv4 and IPv6.
+pub const LOOKUP_SIZES_V4: [usize; 4] = [1, 1_000, 100_000, 1_000_000];
+/// IPv6 counterpart of [`LOOKUP_SIZES_V4`].
+pub const LOOKUP_SIZES_V6: [usize; 3] = [1, 10_000, 100_000];

@@ -84,8 +84,12 @@ pub struct GenConfig {
     pub src_v4_base: u32,
     /// Word offset of this generation's IPv6 source lookup table in `NG_SRC6`.
     pub src_v6_base: u32,
+    /// Words this generation's IPv4 table uses (for `stats`; the program does not read it).
+    pub src_v4_words: u32,
+    /// Words this generation's IPv6 table uses.
+    pub src_v6_words: u32,
 }
-const _: () = assert!(size_of::<GenConfig>() == 56);
+const _: () = assert!(size_of::<GenConfig>() == 64);
 
 /// `NG_IFACES[ifindex]`.
 #[repr(C)]

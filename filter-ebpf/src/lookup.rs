@@ -47,7 +47,11 @@ fn walk<const LEVELS: u32, const STRIDE: u32, const TAIL_WORDS: u32>(
     let mut depth = ROOT_BITS;
     let mut level = 0;
     while level < LEVELS && entry::tag(now) == entry::NODE {
-        now = word(table, base, (now & entry::PAYLOAD) + bits(addr, depth, STRIDE))?;
+        now = word(
+            table,
+            base,
+            (now & entry::PAYLOAD) + bits(addr, depth, STRIDE),
+        )?;
         depth += STRIDE;
         level += 1;
     }
@@ -74,11 +78,14 @@ fn walk<const LEVELS: u32, const STRIDE: u32, const TAIL_WORDS: u32>(
 /// Source class of `pkt.src` in the packet's generation, if a prefix contains it.
 #[inline(always)]
 pub fn source_class(s: &Settings, pkt: &Packet) -> Option<u32> {
-    let w = |i: usize| {
-        u32::from_be_bytes([pkt.src[i], pkt.src[i + 1], pkt.src[i + 2], pkt.src[i + 3]])
-    };
+    let w =
+        |i: usize| u32::from_be_bytes([pkt.src[i], pkt.src[i + 1], pkt.src[i + 2], pkt.src[i + 3]]);
     let leaf = if pkt.family == FAMILY_V4 {
-        walk::<V4_LEVELS, V4_STRIDE, { V4_TAIL_WORDS - 1 }>(&SRC_V4, s.src_v4_base, &[w(0), 0, 0, 0])?
+        walk::<V4_LEVELS, V4_STRIDE, { V4_TAIL_WORDS - 1 }>(
+            &SRC_V4,
+            s.src_v4_base,
+            &[w(0), 0, 0, 0],
+        )?
     } else {
         let addr = [w(0), w(4), w(8), w(12)];
         walk::<V6_LEVELS, V6_STRIDE, { V6_TAIL_WORDS - 1 }>(&SRC_V6, s.src_v6_base, &addr)?

@@ -9,8 +9,8 @@ use core::{
 use aya_ebpf::helpers::bpf_ktime_get_ns;
 use filter_common::{
     class_cells_index, class_row_index, flags, flow_flags, flow_stat, return_mode,
-    segment_chunk_index, Cell, CellAction, FlowKey, Reason, ServiceKind,
-    MAX_CLASSES, MAX_PROFILES, MAX_SEGMENTS, NO_ROW, SEGMENT_CHUNK,
+    segment_chunk_index, Cell, CellAction, FlowKey, Reason, ServiceKind, MAX_CLASSES, MAX_PROFILES,
+    MAX_SEGMENTS, NO_ROW, SEGMENT_CHUNK,
 };
 
 use crate::{

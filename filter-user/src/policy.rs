@@ -167,6 +167,59 @@ impl Default for FlowTable {
     }
 }
 
+/// Source prefixes the kernel tables hold per generation (`capacity:`). The tables are
+/// created with room for this many (memory grows with it: see
+/// [`PrefixCapacity::table_bytes`]); a running filter keeps the size it started with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PrefixCapacity {
+    /// Distinct IPv4 prefixes.
+    pub ipv4: u32,
+    /// Distinct IPv6 prefixes.
+    pub ipv6: u32,
+}
+
+impl Default for PrefixCapacity {
+    fn default() -> Self {
+        PrefixCapacity {
+            ipv4: filter_common::MAX_V4_PREFIXES,
+            ipv6: filter_common::MAX_V6_PREFIXES,
+        }
+    }
+}
+
+impl PrefixCapacity {
+    /// Most IPv4 prefixes a config may ask room for.
+    pub const MAX_IPV4: u32 = 4 << 20;
+    /// Most IPv6 prefixes a config may ask room for.
+    pub const MAX_IPV6: u32 = 1 << 20;
+
+    /// Table words per generation (IPv4, IPv6).
+    pub fn table_words_per_gen(&self) -> (usize, usize) {
+        use filter_common::lookup::{
+            table_words_per_gen, V4_WORDS_PER_PREFIX, V6_WORDS_PER_PREFIX,
+        };
+        (
+            table_words_per_gen(self.ipv4, V4_WORDS_PER_PREFIX) as usize,
+            table_words_per_gen(self.ipv6, V6_WORDS_PER_PREFIX) as usize,
+        )
+    }
+
+    /// Map elements of the two table maps (IPv4, IPv6), every generation.
+    pub fn table_elements(&self) -> (u32, u32) {
+        use filter_common::lookup::{table_elements, V4_WORDS_PER_PREFIX, V6_WORDS_PER_PREFIX};
+        (
+            table_elements(self.ipv4, V4_WORDS_PER_PREFIX),
+            table_elements(self.ipv6, V6_WORDS_PER_PREFIX),
+        )
+    }
+
+    /// Kernel memory the two table maps take, bytes, every generation.
+    pub fn table_bytes(&self) -> usize {
+        let (v4, v6) = self.table_elements();
+        (v4 as usize + v6 as usize) * 8
+    }
+}
+
 /// What to do with non-first fragments.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Fragments {
@@ -205,6 +258,8 @@ pub struct Policy {
     pub return_traffic: ReturnTraffic,
     /// Flow table timeouts and capacity (`return_traffic: stateful`).
     pub flows: FlowTable,
+    /// Source prefix capacity of the kernel tables.
+    pub capacity: PrefixCapacity,
     /// Fragment policy.
     pub fragments: Fragments,
     /// Drop samples per CPU per second sent to the loader (0 disables).
@@ -272,6 +327,7 @@ impl Default for Policy {
                 ports: 32768..=60999,
             },
             flows: FlowTable::default(),
+            capacity: PrefixCapacity::default(),
             fragments: Fragments::Track,
             samples_per_sec: 10,
             rules: Vec::new(),

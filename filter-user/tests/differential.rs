@@ -54,8 +54,8 @@ use filter_user::loader::testrun::{
 use filter_user::loader::Filter;
 use filter_user::model::{Judgement, Model, ModelState};
 use filter_user::policy::{
-    DefaultAction, Essentials, Fragments, InterfaceSettings, Mode, Policy, Protocol, ReturnTraffic,
-    Rule, RuleKind,
+    DefaultAction, Essentials, Fragments, InterfaceSettings, Mode, Policy, PrefixCapacity,
+    Protocol, ReturnTraffic, Rule, RuleKind,
 };
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use proptest::prelude::*;
@@ -209,7 +209,22 @@ fn clear_fragments(filter: &mut Filter) {
 
 impl Differ {
     fn new() -> Differ {
-        let mut filter = common::load_private();
+        Differ::with_filter(common::load_private())
+    }
+
+    /// A differ whose source tables are created for `capacity` prefixes.
+    fn with_capacity(capacity: PrefixCapacity) -> Differ {
+        common::require_root();
+        Differ::with_filter(
+            Filter::load(&filter_user::loader::LoadOptions {
+                prefix_capacity: Some(capacity),
+                ..Default::default()
+            })
+            .expect("load the XDP program"),
+        )
+    }
+
+    fn with_filter(mut filter: Filter) -> Differ {
         let iface_slot = filter
             .maps_mut()
             .test_runs_arrive_on(DIFF_IFACE)
@@ -1507,4 +1522,234 @@ fn tcpdump_corpus_enforce_and_monitor() {
     }
     println!("  reasons (model, all runs): {:?}", differ.tally.reasons);
     differ.tally.assert_agreement("tcpdump corpus");
+}
+
+// ====================================================== large and adversarial prefix sets
+
+/// SplitMix64: deterministic prefix sets without a proptest runner.
+struct Mix(u64);
+
+impl Mix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    fn v4(&mut self, lens: RangeInclusive<u8>) -> IpNet {
+        let len = *lens.start() + self.below(u64::from(lens.end() - lens.start()) + 1) as u8;
+        IpNet::V4(
+            Ipv4Net::new(Ipv4Addr::from(self.next() as u32), len)
+                .unwrap()
+                .trunc(),
+        )
+    }
+
+    fn v6(&mut self, lens: RangeInclusive<u8>) -> IpNet {
+        let len = *lens.start() + self.below(u64::from(lens.end() - lens.start()) + 1) as u8;
+        let bits = (u128::from(self.next()) << 64) | u128::from(self.next());
+        IpNet::V6(Ipv6Net::new(Ipv6Addr::from(bits), len).unwrap().trunc())
+    }
+}
+
+/// The named adversarial source sets: random mixed lengths at scale, host routes that share
+/// every node level, deep nesting chains, every prefix length of both families, IPv4-mapped
+/// IPv6 beside IPv4.
+fn adversarial_sets() -> Vec<(&'static str, Vec<IpNet>)> {
+    let mut rng = Mix(0x6e67_6164_7673_0001);
+    let mut sets = Vec::new();
+    let mut random: Vec<IpNet> = (0..100_000).map(|_| rng.v4(8..=32)).collect();
+    random.extend((0..10_000).map(|_| rng.v6(32..=128)));
+    sets.push((
+        "100k random mixed-length IPv4 /8-/32 + 10k IPv6 /32-/128",
+        random,
+    ));
+    // Pairs of host routes that differ only in their last bit, 16 pairs per /24 in a few
+    // /16s: every node level down to /32 is built, no tail short-cuts the walk.
+    let mut hosts = Vec::new();
+    for i in 0..20_000u32 {
+        let base = 0x0a40_0000 | ((i % 1024) << 8) | ((i / 1024) << 3);
+        for last in [0, 1] {
+            hosts.push(IpNet::V4(
+                Ipv4Net::new(Ipv4Addr::from(base | last), 32).unwrap(),
+            ));
+        }
+    }
+    for i in 0..2_000u128 {
+        let base = (0x2001_0db8_00aa_u128 << 80) | (i << 1);
+        for last in [0, 1] {
+            hosts.push(IpNet::V6(
+                Ipv6Net::new(Ipv6Addr::from(base | last), 128).unwrap(),
+            ));
+        }
+    }
+    sets.push(("40k IPv4 /32s and 4k IPv6 /128s in adjacent pairs", hosts));
+    let mut chains = Vec::new();
+    for _ in 0..500 {
+        let a = rng.next() as u32;
+        for len in [8, 16, 24, 32] {
+            chains.push(IpNet::V4(
+                Ipv4Net::new(Ipv4Addr::from(a), len).unwrap().trunc(),
+            ));
+        }
+        let b = (u128::from(rng.next()) << 64) | u128::from(rng.next());
+        for len in [32, 48, 64, 96, 128] {
+            chains.push(IpNet::V6(
+                Ipv6Net::new(Ipv6Addr::from(b), len).unwrap().trunc(),
+            ));
+        }
+    }
+    sets.push((
+        "500 nesting chains /8 ⊃ /16 ⊃ /24 ⊃ /32 and /32 ⊃ … ⊃ /128",
+        chains,
+    ));
+    let mut lengths = Vec::new();
+    for a in [0x0a01_0203u32, 0xc0a8_fffe, 0xffff_ffff, 0] {
+        for len in 0..=32 {
+            lengths.push(IpNet::V4(
+                Ipv4Net::new(Ipv4Addr::from(a), len).unwrap().trunc(),
+            ));
+        }
+    }
+    for b in [0x2001_0db8_0000_0000_0000_0000_0000_0001u128, u128::MAX, 1] {
+        for len in 0..=128 {
+            lengths.push(IpNet::V6(
+                Ipv6Net::new(Ipv6Addr::from(b), len).unwrap().trunc(),
+            ));
+        }
+    }
+    sets.push(("every prefix length 0-32 and 0-128", lengths));
+    let mapped = |a: u32, len: u8| {
+        IpNet::V6(
+            Ipv6Net::new(Ipv4Addr::from(a).to_ipv6_mapped(), 96 + len)
+                .unwrap()
+                .trunc(),
+        )
+    };
+    sets.push((
+        "IPv4-mapped IPv6 beside IPv4",
+        vec![
+            mapped(0x0a00_0000, 8),
+            mapped(0x0a00_0005, 32),
+            mapped(0xc000_0200, 24),
+            IpNet::V6("::ffff:0:0/96".parse().unwrap()),
+            IpNet::V4("10.0.0.0/8".parse().unwrap()),
+            IpNet::V4("10.0.0.4/30".parse().unwrap()),
+        ],
+    ));
+    sets
+}
+
+/// First and last address of a prefix, and the neighbours just outside it.
+fn boundaries(net: &IpNet) -> Vec<IpAddr> {
+    match net {
+        IpNet::V4(n) => {
+            let (first, last) = (u32::from(n.network()), u32::from(n.broadcast()));
+            [first, last, first.wrapping_sub(1), last.wrapping_add(1)]
+                .map(|a| IpAddr::V4(Ipv4Addr::from(a)))
+                .to_vec()
+        }
+        IpNet::V6(n) => {
+            let (first, last) = (u128::from(n.network()), u128::from(n.broadcast()));
+            [first, last, first.wrapping_sub(1), last.wrapping_add(1)]
+                .map(|a| IpAddr::V6(Ipv6Addr::from(a)))
+                .to_vec()
+        }
+    }
+}
+
+/// The kernel's flat source tables against the model's own prefix matching, on large and
+/// adversarial source sets: every set split over rules of different kinds and ports (so
+/// nested prefixes have different classes), probed at the boundaries of sampled prefixes
+/// (`NODEGATE_DIFF_PREFIX_PROBES` per set, default 1,500) and at random addresses.
+#[test]
+fn adversarial_prefix_sets() {
+    let probes = env_number("NODEGATE_DIFF_PREFIX_PROBES").unwrap_or(1_500) as usize;
+    // Deep IPv6 nesting costs a 1 KiB node per 8 bits between nested prefixes (see
+    // docs/ARCHITECTURE.md, "Source lookup"): more table than the default capacity reserves.
+    let capacity = PrefixCapacity {
+        ipv4: 262_144,
+        ipv6: 131_072,
+    };
+    let mut differ = Differ::with_capacity(capacity);
+    let mut rng = Mix(0x6e67_7072_6f62_0001);
+    for (label, sources) in adversarial_sets() {
+        let kinds = [
+            (RuleKind::Allow, 443..=443),
+            (RuleKind::Deny, 400..=500),
+            (RuleKind::Allow, 1..=65535),
+        ];
+        let rules = kinds
+            .iter()
+            .enumerate()
+            .map(|(k, (kind, ports))| Rule {
+                name: format!("part-{k}"),
+                kind: *kind,
+                sources: sources
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| i % kinds.len() == k)
+                    .map(|(_, s)| *s)
+                    .collect(),
+                protocol: Protocol::Tcp,
+                keys: vec![ports.clone()],
+                interfaces: Vec::new(),
+            })
+            .collect();
+        let policy = Policy {
+            rules,
+            return_traffic: ReturnTraffic::Off,
+            capacity,
+            ..Policy::default()
+        };
+        let t = Instant::now();
+        let mut published = differ
+            .publish(&policy)
+            .unwrap_or_else(|e| panic!("{label}: {e}"));
+        let s = &published.tables.stats;
+        println!(
+            "  {label}: {} + {} prefixes, tables {} + {} KiB, compiled and published in {:.1?}",
+            s.v4_prefixes,
+            s.v6_prefixes,
+            s.v4_table_words * 4 / 1024,
+            s.v6_table_words * 4 / 1024,
+            t.elapsed()
+        );
+        let mut addrs: Vec<IpAddr> = Vec::new();
+        for _ in 0..probes.min(sources.len()) {
+            let net = &sources[rng.below(sources.len() as u64) as usize];
+            addrs.extend(boundaries(net));
+        }
+        for _ in 0..probes / 4 {
+            addrs.push(IpAddr::V4(Ipv4Addr::from(rng.next() as u32)));
+            let bits = (u128::from(rng.next()) << 64) | u128::from(rng.next());
+            addrs.push(IpAddr::V6(Ipv6Addr::from(bits)));
+        }
+        let mut kernel = KernelJudge::new(&mut differ.filter).expect("read the counters");
+        for src in addrs {
+            let dst = match src {
+                IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)),
+                IpAddr::V6(_) => IpAddr::V6("2001:db8::1".parse().unwrap()),
+            };
+            let dport = [443, 450, 8080][rng.below(3) as usize];
+            let frame = Frame::tcp(src, dst, 40_000, dport).syn().build();
+            let context = || format!("{label}: source {src} port {dport}\n   ");
+            differ
+                .tally
+                .judge(&mut kernel, &mut published, &context, &frame);
+        }
+        differ.finish_generation(label, published);
+    }
+    println!(
+        "  {} frames judged, {} disagreements",
+        differ.tally.judged(),
+        differ.tally.disagreement_count
+    );
+    differ.tally.assert_agreement("adversarial prefix sets");
 }

@@ -78,15 +78,25 @@ fn large_disjoint_reloads_fit_and_write_only_differences() {
             report.grace_wait,
             report.grace_method
         );
-        assert_eq!(report.table_words, tables.v4_table.len() + tables.v6_table.len());
-        let (v4, v6) = filter
-            .maps()
-            .read_tables(report.gen_slot, (tables.v4_table.len(), tables.v6_table.len()));
-        assert!(v4 == tables.v4_table && v6 == tables.v6_table, "list {seed} landed as compiled");
+        assert_eq!(
+            report.table_words,
+            tables.v4_table.len() + tables.v6_table.len()
+        );
+        let (v4, v6) = filter.maps().read_tables(
+            report.gen_slot,
+            (tables.v4_table.len(), tables.v6_table.len()),
+        );
+        assert!(
+            v4 == tables.v4_table && v6 == tables.v6_table,
+            "list {seed} landed as compiled"
+        );
         // Rounds alternate slots 0, 1, 0, 1, 0.
         match round {
             // Slot 1 has held list 12 since round 1: nothing differs.
-            3 => assert_eq!(report.table_words_written, 0, "an unchanged slot is rewritten"),
+            3 => assert_eq!(
+                report.table_words_written, 0,
+                "an unchanged slot is rewritten"
+            ),
             // Slot 0 holds list 13.
             _ => assert!(report.table_words_written > 0),
         }
@@ -146,8 +156,10 @@ fn internal_errors_are_logged_through_aya_log() {
                 leaf: filter_common::lookup::entry::leaf(filter_common::MAX_CLASSES + 7),
             })
             .collect();
-        tables.v4_table =
-            filter_user::compiler::lookup::build(filter_user::compiler::lookup::Family::V4, &mut corrupt);
+        tables.v4_table = filter_user::compiler::lookup::build(
+            filter_user::compiler::lookup::Family::V4,
+            &mut corrupt,
+        );
         filter.maps_mut().publish(&tables).unwrap();
         let capture: &'static Capture = Box::leak(Box::new(Capture(Mutex::new(Vec::new()))));
         let mut logger = aya_log::EbpfLogger::init_with_logger(filter.ebpf_mut(), capture)

@@ -66,6 +66,44 @@ fn tables(yaml: &str, slots: &RuleSlots) -> filter_user::compiler::Tables {
     compile(&loaded.policy, slots).expect("compiles")
 }
 
+/// The fixture plus a rule over 100k random prefixes in 100.64.0.0/10 (where neither J31
+/// flow's source is): a reload to or from it replaces 100k prefixes.
+fn with_bulk(slots: &RuleSlots, seed: u64) -> filter_user::compiler::Tables {
+    let loaded = parse_str_with(
+        "test.yaml",
+        FIXTURE,
+        &ConfigOptions::fixed_ephemeral(32768..=60999),
+    )
+    .expect("valid fixture");
+    let mut policy = loaded.policy;
+    let mut x = seed;
+    let mut next = move || {
+        x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let z = (x ^ (x >> 31)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z ^ (z >> 29)
+    };
+    let sources = (0..100_000)
+        .map(|_| {
+            let addr = 0x6440_0000 | (next() as u32 & 0x003f_ffff);
+            let len = 16 + (next() % 17) as u8;
+            ipnet::IpNet::V4(
+                ipnet::Ipv4Net::new(std::net::Ipv4Addr::from(addr), len)
+                    .unwrap()
+                    .trunc(),
+            )
+        })
+        .collect();
+    policy.rules.push(filter_user::policy::Rule {
+        name: "bulk".into(),
+        kind: filter_user::policy::RuleKind::Allow,
+        sources,
+        protocol: filter_user::policy::Protocol::Udp,
+        keys: vec![53..=53],
+        interfaces: Vec::new(),
+    });
+    compile(&policy, slots).expect("compiles")
+}
+
 /// The fixture without the `clients` set and its rule.
 fn fixture_without_clients() -> String {
     let mut out = String::new();
@@ -113,7 +151,9 @@ fn wait_counted(env: &Env, reason: &str, at_least: u64) {
 
 /// J31: 1,000 back-to-back reloads while an allowed and a disallowed flow run: zero drops of
 /// the allowed flow, zero passes of the disallowed one. In-process, through the same
-/// compile + publish path the daemon uses.
+/// compile + publish path the daemon uses; every tenth reload switches to or between two
+/// rule sets with 100k other prefixes (a 100k-prefix table replaced). The generation
+/// counters account for every packet exactly once.
 #[test]
 fn j31_reloads_under_traffic_never_misjudge() {
     let mut filter = common::load_private();
@@ -125,6 +165,7 @@ fn j31_reloads_under_traffic_never_misjudge() {
     filter.maps_mut().publish(&a).unwrap();
     slots.commit(&a);
     let b = tables(&b_yaml, &slots);
+    let bulk = [with_bulk(&slots, 1), with_bulk(&slots, 2)];
     let link = common::attach_to_lab(&mut filter, &lab);
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -143,9 +184,22 @@ fn j31_reloads_under_traffic_never_misjudge() {
         })
     };
     let started = std::time::Instant::now();
+    let (mut bulk_reloads, mut grace_waited) = (0, Duration::ZERO);
     for i in 0..1000 {
-        let next = if i % 2 == 0 { &b } else { &a };
-        filter.maps_mut().publish(next).unwrap();
+        let next = if i % 10 == 9 {
+            bulk_reloads += 1;
+            &bulk[(i / 10) % 2]
+        } else if i % 2 == 0 {
+            &b
+        } else {
+            &a
+        };
+        let report = filter.maps_mut().publish(next).unwrap();
+        grace_waited += report.grace_wait;
+        assert!(
+            report.grace_method.is_some(),
+            "every publish waited out the grace period of the flip before it"
+        );
     }
     let reload_time = started.elapsed();
     stop.store(true, Ordering::Relaxed);
@@ -159,7 +213,12 @@ fn j31_reloads_under_traffic_never_misjudge() {
     );
     let allow = reason_total(&snap, "allow-rule");
     let deny = reason_total(&snap, "no-source-match");
-    println!("1000 reloads in {reload_time:?}; sent {good_sent} allowed / {bad_sent} disallowed; counted {allow:?} / {deny:?}");
+    println!("1000 reloads ({bulk_reloads} of them replacing 100k prefixes) in {reload_time:?}, {grace_waited:?} of it blocked on grace periods; sent {good_sent} allowed / {bad_sent} disallowed; counted {allow:?} / {deny:?}; per generation slot {:?}", snap.generations);
+    assert_eq!(
+        snap.generations.iter().sum::<u64>(),
+        good_sent + bad_sent,
+        "every packet was judged by exactly one generation"
+    );
     assert!(
         good_sent > 1000 && bad_sent > 1000,
         "traffic ran during the reloads"

@@ -72,7 +72,14 @@ impl Builder {
     /// Fill the node at `node` (covering addresses that share their first `depth` bits,
     /// indexed by the next `stride` bits) with `prefixes` (all longer than `depth`, all
     /// inside the node, sorted), where no prefix answers `default`.
-    fn node(&mut self, node: usize, depth: u32, stride: u32, prefixes: &[TablePrefix], default: u32) {
+    fn node(
+        &mut self,
+        node: usize,
+        depth: u32,
+        stride: u32,
+        prefixes: &[TablePrefix],
+        default: u32,
+    ) {
         let end = depth + stride;
         self.words[node..node + (1 << stride)].fill(default);
         for p in prefixes.iter().filter(|p| u32::from(p.len) <= end) {
@@ -167,7 +174,11 @@ pub fn lookup(family: Family, words: &[u32], addr: u128) -> u32 {
         ),
     };
     let len = tail::len(packed);
-    let mask = if len == 0 { 0 } else { u128::MAX << (128 - len) };
+    let mask = if len == 0 {
+        0
+    } else {
+        u128::MAX << (128 - len)
+    };
     if (addr ^ prefix) & mask == 0 {
         tail::inside(packed)
     } else {
@@ -185,9 +196,7 @@ mod tests {
     fn brute(prefixes: &[TablePrefix], addr: u128) -> u32 {
         prefixes
             .iter()
-            .filter(|p| {
-                p.len == 0 || (addr ^ p.addr) >> (128 - u32::from(p.len)) == 0
-            })
+            .filter(|p| p.len == 0 || (addr ^ p.addr) >> (128 - u32::from(p.len)) == 0)
             .max_by_key(|p| p.len)
             .map_or(0, |p| p.leaf)
     }
@@ -195,7 +204,11 @@ mod tests {
     fn prefix(family: Family, addr: u128, len: u8, leaf: u32) -> TablePrefix {
         let width = family.width();
         let addr = if width == 32 { addr << 96 } else { addr };
-        let mask = if len == 0 { 0 } else { u128::MAX << (128 - u32::from(len)) };
+        let mask = if len == 0 {
+            0
+        } else {
+            u128::MAX << (128 - u32::from(len))
+        };
         TablePrefix {
             addr: addr & mask,
             len,
@@ -220,7 +233,12 @@ mod tests {
         };
         let unit: u128 = if family == Family::V4 { 1 << 96 } else { 1 };
         for p in &prefixes {
-            let last = p.addr | if p.len == 0 { top } else { top & !(u128::MAX << (128 - u32::from(p.len))) };
+            let last = p.addr
+                | if p.len == 0 {
+                    top
+                } else {
+                    top & !(u128::MAX << (128 - u32::from(p.len)))
+                };
             for a in [
                 p.addr,
                 last,
@@ -255,7 +273,12 @@ mod tests {
     #[test]
     fn pairs_of_host_routes_differing_in_the_last_bit_build_full_chains() {
         let set: Vec<_> = (0..64u128)
-            .flat_map(|i| [prefix(Family::V4, i << 8, 32, 1), prefix(Family::V4, (i << 8) | 1, 32, 2)])
+            .flat_map(|i| {
+                [
+                    prefix(Family::V4, i << 8, 32, 1),
+                    prefix(Family::V4, (i << 8) | 1, 32, 2),
+                ]
+            })
             .collect();
         let mut sorted = dedup(set.clone());
         let table = build(Family::V4, &mut sorted);
@@ -291,7 +314,11 @@ mod tests {
         // Cluster the addresses so that prefixes nest and share nodes, not only tails.
         let addr = prop_oneof![
             any::<u128>(),
-            (0u128..64).prop_map(move |x| if width == 32 { 0x0a00_0000 | x << 2 } else { 0x2001_0db8u128 << 96 | x << 70 }),
+            (0u128..64).prop_map(move |x| if width == 32 {
+                0x0a00_0000 | x << 2
+            } else {
+                0x2001_0db8u128 << 96 | x << 70
+            }),
         ];
         prop::collection::vec((addr, 0..=width, 1u32..=512), 1..max).prop_map(move |v| {
             v.into_iter()

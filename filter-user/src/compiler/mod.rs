@@ -76,10 +76,9 @@ use std::{
 
 use filter_common::{
     class_cells_index, class_row_index, flags, iface_override, mode, return_mode,
-    segment_chunk_index, Cell, CellAction, ClassCells, GenConfig,
-    RuleName, SegmentChunk, ServiceKind, MAX_CLASSES,
-    MAX_RULES, MAX_SEGMENTS, MAX_V4_PREFIXES, MAX_V6_PREFIXES, NO_ROW, RULE_NAME_LEN,
-    SEGMENT_CHUNK, SERVICE_CHUNKS, SERVICE_INDEX_SPACE, SERVICE_KINDS,
+    segment_chunk_index, Cell, CellAction, ClassCells, GenConfig, RuleName, SegmentChunk,
+    ServiceKind, MAX_CLASSES, MAX_RULES, MAX_SEGMENTS, MAX_V4_PREFIXES, MAX_V6_PREFIXES, NO_ROW,
+    RULE_NAME_LEN, SEGMENT_CHUNK, SERVICE_CHUNKS, SERVICE_INDEX_SPACE, SERVICE_KINDS,
 };
 use ipnet::{Ipv4Net, Ipv6Net};
 
@@ -123,21 +122,36 @@ pub enum CompileError {
         /// `RULE_NAME_LEN - 1`.
         max: usize,
     },
-    /// More distinct IPv4 prefixes than the trie holds per generation.
-    #[error("{count} distinct IPv4 prefixes, but the kernel table holds at most {max}")]
+    /// More distinct IPv4 prefixes than the capacity per generation.
+    #[error("{count} distinct IPv4 prefixes, but the kernel table holds at most {max} (`capacity.ipv4_prefixes`)")]
     TooManyV4Prefixes {
         /// Distinct IPv4 prefixes.
         count: usize,
         /// `MAX_V4_PREFIXES`.
         max: usize,
     },
-    /// More distinct IPv6 prefixes than the trie holds per generation.
-    #[error("{count} distinct IPv6 prefixes, but the kernel table holds at most {max}")]
+    /// More distinct IPv6 prefixes than the capacity per generation.
+    #[error("{count} distinct IPv6 prefixes, but the kernel table holds at most {max} (`capacity.ipv6_prefixes`)")]
     TooManyV6Prefixes {
         /// Distinct IPv6 prefixes.
         count: usize,
         /// `MAX_V6_PREFIXES`.
         max: usize,
+    },
+    /// The prefixes fit the capacity in number, but their lookup table does not fit the
+    /// memory that capacity reserves (clustered sets need more table per prefix).
+    #[error("the {prefixes} {family} prefixes need a {bytes}-byte lookup table, but the capacity reserves {room} bytes per generation: raise `capacity.{key}_prefixes`")]
+    TableTooLarge {
+        /// `IPv4` or `IPv6`.
+        family: &'static str,
+        /// Distinct prefixes of the family.
+        prefixes: usize,
+        /// Table bytes needed per generation.
+        bytes: usize,
+        /// Table bytes the capacity reserves per generation.
+        room: usize,
+        /// `ipv4` or `ipv6`.
+        key: &'static str,
     },
     /// Too many distinct combinations of rules covering a source prefix.
     #[error("source prefixes fall into {count} distinct rule combinations (classes), but the kernel table holds at most {max}")]
@@ -349,7 +363,7 @@ pub fn compile(policy: &Policy, slots: &RuleSlots) -> Result<Tables, CompileErro
     let (assignment, fresh_slots) = slots.propose(rules.iter().map(|r| r.name.as_str()))?;
     let prec_slots: Vec<u16> = prec_rules.iter().map(|r| assignment[&r.name]).collect();
 
-    let classes = prefixes::classify(&prec_rules)?;
+    let classes = prefixes::classify(&prec_rules, policy.capacity)?;
     let segs = segments::segment(&prec_rules)?;
 
     let profiles = profiles::profiles(&prec_rules)?;
@@ -377,6 +391,21 @@ pub fn compile(policy: &Policy, slots: &RuleSlots) -> Result<Tables, CompileErro
     rule_names.sort();
 
     let (v4_table, v6_table) = source_tables(&classes);
+    let (v4_room, v6_room) = policy.capacity.table_words_per_gen();
+    for (family, words, room, prefixes, key) in [
+        ("IPv4", v4_table.len(), v4_room, classes.v4.len(), "ipv4"),
+        ("IPv6", v6_table.len(), v6_room, classes.v6.len(), "ipv6"),
+    ] {
+        if words > room {
+            return Err(CompileError::TableTooLarge {
+                family,
+                prefixes,
+                bytes: words * 4,
+                room: room * 4,
+                key,
+            });
+        }
+    }
     let stats = TableStats {
         rules: rules.len(),
         v4_prefixes: classes.v4.len(),
@@ -517,6 +546,8 @@ fn gen_config(policy: &Policy) -> GenConfig {
         // The loader places each generation's tables and fills these in.
         src_v4_base: 0,
         src_v6_base: 0,
+        src_v4_words: 0,
+        src_v6_words: 0,
     }
 }
 

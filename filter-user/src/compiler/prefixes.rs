@@ -11,11 +11,11 @@
 
 use std::collections::HashMap;
 
-use filter_common::{MAX_CLASSES, MAX_V4_PREFIXES, MAX_V6_PREFIXES};
+use filter_common::MAX_CLASSES;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use super::{Bits, CompileError};
-use crate::policy::Rule;
+use crate::policy::{PrefixCapacity, Rule};
 
 /// Output of [`classify`].
 pub(super) struct Classes {
@@ -88,7 +88,7 @@ fn walk(
 
 /// Compute the prefixes of both families with their class ids. `rules` are in precedence
 /// order; bit `i` of a class is `rules[i]`.
-pub(super) fn classify(rules: &[&Rule]) -> Result<Classes, CompileError> {
+pub(super) fn classify(rules: &[&Rule], capacity: PrefixCapacity) -> Result<Classes, CompileError> {
     let mut v4 = Vec::new();
     let mut v6 = Vec::new();
     for (i, rule) in rules.iter().enumerate() {
@@ -104,16 +104,16 @@ pub(super) fn classify(rules: &[&Rule]) -> Result<Classes, CompileError> {
     let mut interner = Interner::default();
     let v4 = walk(v4, 32, &mut interner);
     let v6 = walk(v6, 128, &mut interner);
-    if v4.len() > MAX_V4_PREFIXES as usize {
+    if v4.len() > capacity.ipv4 as usize {
         return Err(CompileError::TooManyV4Prefixes {
             count: v4.len(),
-            max: MAX_V4_PREFIXES as usize,
+            max: capacity.ipv4 as usize,
         });
     }
-    if v6.len() > MAX_V6_PREFIXES as usize {
+    if v6.len() > capacity.ipv6 as usize {
         return Err(CompileError::TooManyV6Prefixes {
             count: v6.len(),
-            max: MAX_V6_PREFIXES as usize,
+            max: capacity.ipv6 as usize,
         });
     }
     if interner.sets.len() > MAX_CLASSES as usize {

@@ -1,8 +1,8 @@
 use std::net::IpAddr;
 
 use filter_common::{
-    flags, return_mode, Cell, CellAction, ServiceKind, MAX_CLASSES,
-    SERVICE_CHUNKS, SERVICE_INDEX_SPACE,
+    flags, return_mode, Cell, CellAction, ServiceKind, MAX_CLASSES, SERVICE_CHUNKS,
+    SERVICE_INDEX_SPACE,
 };
 use ipnet::IpNet;
 use proptest::prelude::*;

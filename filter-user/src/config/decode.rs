@@ -11,7 +11,7 @@ use std::{
     ops::RangeInclusive,
 };
 
-use filter_common::{MAX_V4_PREFIXES, MAX_V6_PREFIXES, RULE_NAME_LEN};
+use filter_common::RULE_NAME_LEN;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use super::{
@@ -21,8 +21,8 @@ use super::{
 };
 use crate::compiler::{self, CompileError, TableStats, Tables, MAX_POLICY_RULES};
 use crate::policy::{
-    DefaultAction, Essentials, FlowTable, Fragments, Mode, Policy, Protocol, ReturnTraffic, Rule,
-    RuleKind,
+    DefaultAction, Essentials, FlowTable, Fragments, Mode, Policy, PrefixCapacity, Protocol,
+    ReturnTraffic, Rule, RuleKind,
 };
 
 /// The only config version this loader reads.
@@ -45,6 +45,7 @@ const TOP_KEYS: &[&str] = &[
     "ipv4_options",
     "unknown_ethertypes",
     "drop_samples_per_sec",
+    "capacity",
     "interfaces",
     "sets",
     "failsafe",
@@ -62,6 +63,7 @@ const RULE_KEYS: &[&str] = &[
 ];
 const ESSENTIAL_KEYS: &[&str] = &["arp", "neighbor_discovery", "icmp_errors"];
 const RETURN_KEYS: &[&str] = &["mode", "ports", "timeouts", "capacity"];
+const CAPACITY_KEYS: &[&str] = &["ipv4_prefixes", "ipv6_prefixes"];
 const TIMEOUT_KEYS: &[&str] = &["tcp", "tcp_closing", "udp", "icmp"];
 /// Longest flow timeout: a week, in seconds.
 const MAX_FLOW_TIMEOUT: u64 = 7 * 24 * 3600;
@@ -117,6 +119,7 @@ pub(super) fn load(
         unknown_ethertypes_pass: doc.unknown_ethertypes_pass,
         return_traffic: doc.return_traffic.clone(),
         flows: doc.flows,
+        capacity: doc.capacity,
         fragments: doc.fragments,
         samples_per_sec: doc.samples_per_sec,
         rules: resolved.iter().map(|r| r.rule.clone()).collect(),
@@ -155,7 +158,10 @@ fn compile_hint(e: &CompileError) -> &'static str {
              port lists or reuse the same port list across rules"
         }
         CompileError::TooManyV4Prefixes { .. } | CompileError::TooManyV6Prefixes { .. } => {
-            "aggregate adjacent CIDRs or remove unneeded ones"
+            "aggregate adjacent CIDRs, remove unneeded ones, or raise `capacity`"
+        }
+        CompileError::TableTooLarge { .. } => {
+            "clustered prefixes (many long prefixes inside the same short ones) need more table              per prefix; raise `capacity` for that family, or aggregate"
         }
         CompileError::TooManyProfiles { .. } => {
             "interfaces whose rules' `interfaces` lists give them the same set of rules share a \
@@ -179,6 +185,7 @@ struct Document {
     essentials: Essentials,
     return_traffic: ReturnTraffic,
     flows: FlowTable,
+    capacity: PrefixCapacity,
     fragments: Fragments,
     ipv4_options_allow: bool,
     unknown_ethertypes_pass: bool,
@@ -783,6 +790,7 @@ fn decode_document(cx: &mut Cx, root: &Node, opts: &LoadOptions) -> Option<Docum
         essentials: Essentials::default(),
         return_traffic: ReturnTraffic::Stateful,
         flows: FlowTable::default(),
+        capacity: PrefixCapacity::default(),
         fragments: Fragments::Track,
         ipv4_options_allow: false,
         unknown_ethertypes_pass: false,
@@ -873,6 +881,15 @@ fn decode_document(cx: &mut Cx, root: &Node, opts: &LoadOptions) -> Option<Docum
         )
         .unwrap_or(false);
     }
+    if let Some(n) = f.get("capacity") {
+        decode_capacity(cx, n, &mut doc.capacity);
+    }
+    if let Some(v) = opts.capacity.ipv4 {
+        doc.capacity.ipv4 = v;
+    }
+    if let Some(v) = opts.capacity.ipv6 {
+        doc.capacity.ipv6 = v;
+    }
     if let Some(n) = f.get("drop_samples_per_sec") {
         if let Some(v) = integer(cx, n, "`drop_samples_per_sec`", 1_000_000) {
             doc.samples_per_sec = v as u32;
@@ -889,6 +906,37 @@ fn decode_document(cx: &mut Cx, root: &Node, opts: &LoadOptions) -> Option<Docum
         decode_rule_list(cx, n, &mut doc, RuleKind::Allow, empty_ok);
     }
     Some(doc)
+}
+
+/// `capacity.ipv4_prefixes` / `.ipv6_prefixes`.
+fn decode_capacity(cx: &mut Cx, node: &Node, capacity: &mut PrefixCapacity) {
+    let Some(f) = fields(cx, node, "`capacity`", CAPACITY_KEYS) else {
+        return;
+    };
+    for (key, slot, max) in [
+        (
+            "ipv4_prefixes",
+            &mut capacity.ipv4,
+            PrefixCapacity::MAX_IPV4,
+        ),
+        (
+            "ipv6_prefixes",
+            &mut capacity.ipv6,
+            PrefixCapacity::MAX_IPV6,
+        ),
+    ] {
+        let Some(n) = f.get(key) else { continue };
+        let what = format!("`capacity.{key}`");
+        match integer(cx, n, &what, u64::from(max)) {
+            Some(0) => cx.error(
+                n.pos,
+                format!("{what} must be at least 1"),
+                format!("write a number of prefixes from 1 to {max}"),
+            ),
+            Some(v) => *slot = v as u32,
+            None => {}
+        }
+    }
 }
 
 /// `return_traffic.timeouts` and `.capacity` into `flows` (stateful only).
@@ -1525,9 +1573,9 @@ fn resolve(cx: &mut Cx, doc: &Document) -> Vec<Resolved> {
     let mut v6: HashSet<IpNet> = HashSet::new();
     let (mut v4_reported, mut v6_reported) = (false, false);
     for (pos, net) in order {
-        let (set, max, family, reported) = match net {
-            IpNet::V4(_) => (&mut v4, MAX_V4_PREFIXES, "IPv4", &mut v4_reported),
-            IpNet::V6(_) => (&mut v6, MAX_V6_PREFIXES, "IPv6", &mut v6_reported),
+        let (set, max, family, key, reported) = match net {
+            IpNet::V4(_) => (&mut v4, doc.capacity.ipv4, "IPv4", "ipv4", &mut v4_reported),
+            IpNet::V6(_) => (&mut v6, doc.capacity.ipv6, "IPv6", "ipv6", &mut v6_reported),
         };
         if set.insert(net) && set.len() > max as usize && !*reported {
             *reported = true;
@@ -1537,7 +1585,7 @@ fn resolve(cx: &mut Cx, doc: &Document) -> Vec<Resolved> {
                     "too many {family} prefixes: this is number {}, the kernel table holds {max}",
                     max + 1
                 ),
-                "aggregate adjacent CIDRs or remove unneeded ones",
+                format!("aggregate adjacent CIDRs, remove unneeded ones, or raise `capacity.{key}_prefixes`"),
             );
         }
     }

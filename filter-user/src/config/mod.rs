@@ -191,6 +191,18 @@ pub type EphemeralSource = dyn Fn() -> Result<RangeInclusive<u16>, String> + Sen
 pub struct LoadOptions {
     /// Where the ephemeral port range comes from when the file does not give one.
     pub ephemeral_range: Box<EphemeralSource>,
+    /// Prefix capacity that replaces the file's `capacity:` (`nodegate run
+    /// --ipv4-capacity/--ipv6-capacity`): each family that is `Some` wins.
+    pub capacity: CapacityOverride,
+}
+
+/// Per-family overrides of the file's `capacity:`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CapacityOverride {
+    /// IPv4 prefixes.
+    pub ipv4: Option<u32>,
+    /// IPv6 prefixes.
+    pub ipv6: Option<u32>,
 }
 
 impl LoadOptions {
@@ -198,6 +210,7 @@ impl LoadOptions {
     pub fn system() -> LoadOptions {
         LoadOptions {
             ephemeral_range: Box::new(read_ip_local_port_range),
+            capacity: CapacityOverride::default(),
         }
     }
 
@@ -205,6 +218,7 @@ impl LoadOptions {
     pub fn fixed_ephemeral(range: RangeInclusive<u16>) -> LoadOptions {
         LoadOptions {
             ephemeral_range: Box::new(move || Ok(range.clone())),
+            capacity: CapacityOverride::default(),
         }
     }
 }

@@ -898,6 +898,7 @@ fn return_traffic_forms() {
     // A failing system read falls back to Linux's default with a warning.
     let failing = LoadOptions {
         ephemeral_range: Box::new(|| Err("no /proc here".into())),
+        capacity: Default::default(),
     };
     let l = parse_str_with(
         "t.yaml",

@@ -39,6 +39,8 @@ pub struct EngineOptions {
     pub pins: PinLayout,
     /// aya-log level of the programs, fixed at load (see [`LoadOptions::bpf_log_level`]).
     pub bpf_log_level: u8,
+    /// `run --ipv4-capacity/--ipv6-capacity`: replaces the file's `capacity:`.
+    pub capacity: config::CapacityOverride,
 }
 
 /// Why the engine could not start or reload.
@@ -140,9 +142,17 @@ pub fn failsafe_changes(current: &Policy, next: &Policy) -> Vec<String> {
 }
 
 /// Parse, validate and compile a rule file; nothing is touched.
-pub fn prepare(path: &Path, slots: &RuleSlots) -> Result<(Policy, Tables, Duration), EngineError> {
+pub fn prepare(
+    path: &Path,
+    slots: &RuleSlots,
+    capacity: config::CapacityOverride,
+) -> Result<(Policy, Tables, Duration), EngineError> {
     let start = Instant::now();
-    let loaded = config::load_file(path).map_err(|source| EngineError::Config {
+    let opts = config::LoadOptions {
+        capacity,
+        ..config::LoadOptions::system()
+    };
+    let loaded = config::load_file_with(path, &opts).map_err(|source| EngineError::Config {
         path: path.to_path_buf(),
         source,
     })?;
@@ -169,6 +179,20 @@ fn warn_flow_capacity(filter: &Filter, wanted: u32) {
     }
 }
 
+/// The lookup tables' size is fixed when their maps are created; pinned tables keep it.
+fn warn_table_capacity(filter: &Filter, wanted: crate::policy::PrefixCapacity) {
+    let actual = filter.maps().table_words_per_gen();
+    if actual != wanted.table_words_per_gen() {
+        warn!(
+            ipv4_prefixes = wanted.ipv4,
+            ipv6_prefixes = wanted.ipv6,
+            actual_v4_words = actual.0,
+            actual_v6_words = actual.1,
+            "`capacity` only applies when the lookup tables are created; the pinned tables keep their size until `nodegate unload` (a reload whose tables do not fit is rejected)"
+        );
+    }
+}
+
 impl Engine {
     /// Validate the rule file, then load (reusing pinned maps: counters and tables survive a
     /// restart), publish, and attach to every interface — adopting links a previous loader
@@ -182,18 +206,20 @@ impl Engine {
         features.require()?;
         let egress_hook = features.egress_hook(options.egress)?;
         info!(egress = %egress_hook, tcx = ?features.tcx, "egress flow recorder mechanism for new attachments");
-        let (first, _, _) = prepare(&options.config, &RuleSlots::new())?;
+        let (first, _, _) = prepare(&options.config, &RuleSlots::new(), options.capacity)?;
         options.pins.create()?;
         let adopting = options.pins.has_state();
         let filter = Filter::load(&LoadOptions {
             map_pin_dir: Some(options.pins.maps_dir()),
             verbose_verifier: false,
             flow_capacity: Some(first.flows.capacity),
+            prefix_capacity: Some(first.capacity),
             bpf_log_level: options.bpf_log_level,
         })?;
         warn_flow_capacity(&filter, first.flows.capacity);
+        warn_table_capacity(&filter, first.capacity);
         let slots = RuleSlots::from_pairs(filter.maps().pinned_rule_slots());
-        let (policy, tables, compile_time) = prepare(&options.config, &slots)?;
+        let (policy, tables, compile_time) = prepare(&options.config, &slots, options.capacity)?;
         let mut engine = Engine {
             filter,
             options,
@@ -248,11 +274,14 @@ impl Engine {
 
     /// Reload the rule file. On any error the active generation stays as it was.
     pub fn reload(&mut self) -> Result<&PublishReport, EngineError> {
-        let result = prepare(&self.options.config, &self.slots).and_then(
+        let result = prepare(&self.options.config, &self.slots, self.options.capacity).and_then(
             |(policy, tables, compile_time)| {
                 self.guard_failsafe(&policy)?;
                 if policy.flows.capacity != self.current.flows.capacity {
                     warn_flow_capacity(&self.filter, policy.flows.capacity);
+                }
+                if policy.capacity != self.current.capacity {
+                    warn_table_capacity(&self.filter, policy.capacity);
                 }
                 self.apply(policy, tables, compile_time)
             },

@@ -17,6 +17,8 @@
 //! | `nodegate_flow_events_total` | `event` = `inserted`/`refreshed`/`closing` (stateful return traffic: flows the TC egress program learned) |
 //! | `nodegate_active_generation` | — (the epoch of the active rule generation) |
 //! | `nodegate_prefixes` | `family` = `ipv4`/`ipv6` |
+//! | `nodegate_lookup_table_kernel_bytes` | `family` (kernel memory of the source lookup table map, both generations) |
+//! | `nodegate_lookup_table_fill_ratio` | `family` (share of one generation's table the active rules use) |
 //! | `nodegate_interface_monitor` | `interface` (1: monitor mode on it, 0: enforce; `interfaces:` in the rule file may differ from the file's `mode`) |
 //! | `nodegate_interface_default_pass` | `interface` (1: default pass on it, 0: default drop) |
 //! | `nodegate_last_reload_timestamp_seconds` | — (absent until the first successful reload) |
@@ -120,6 +122,8 @@ pub struct DaemonState {
     pub prefixes_v4: u64,
     /// IPv6 source prefixes in the active generation.
     pub prefixes_v6: u64,
+    /// Size and fill of the source lookup tables.
+    pub tables: crate::loader::TableUsage,
     /// Drop samples the XDP program put in the ring.
     pub samples_emitted: u64,
     /// Drop samples lost to a full ring.
@@ -353,6 +357,19 @@ impl Collector for Scrape {
                 (vec![("family", "ipv4".to_owned())], state.prefixes_v4),
                 (vec![("family", "ipv6".to_owned())], state.prefixes_v6),
             ],
+        )?;
+        let families = [("ipv4", state.tables.ipv4), ("ipv6", state.tables.ipv6)];
+        gauge_family(
+            &mut encoder,
+            "nodegate_lookup_table_kernel_bytes",
+            "Kernel memory of the source lookup table maps (both generations), by address family.",
+            families.map(|(f, t)| (vec![("family", f.to_owned())], t.kernel_bytes as i64)),
+        )?;
+        gauge_family(
+            &mut encoder,
+            "nodegate_lookup_table_fill_ratio",
+            "Share of a generation's source lookup table the active rules use (1 = full: a larger table needs a higher `capacity`), by address family.",
+            families.map(|(f, t)| (vec![("family", f.to_owned())], t.fill())),
         )?;
         let per_interface = |f: fn(&(Mode, DefaultAction)) -> bool| {
             state
@@ -702,6 +719,14 @@ mod tests {
             active_generation: 4,
             prefixes_v4: 120,
             prefixes_v6: 8,
+            tables: crate::loader::TableUsage {
+                ipv4: crate::loader::FamilyTable {
+                    bytes_used: 1 << 20,
+                    bytes_per_generation: 4 << 20,
+                    kernel_bytes: 8 << 20,
+                },
+                ipv6: crate::loader::FamilyTable::default(),
+            },
             samples_emitted: 11,
             samples_lost: 2,
             flows_inserted: 7,

@@ -50,6 +50,8 @@ pub struct RunOptions {
     pub debounce: Duration,
     /// aya-log level of the programs (0 off … 5 trace), fixed at load.
     pub bpf_log_level: u8,
+    /// `--ipv4-capacity/--ipv6-capacity`: replaces the file's `capacity:`.
+    pub capacity: crate::config::CapacityOverride,
 }
 
 /// Why `run` stopped with an error.
@@ -125,7 +127,9 @@ fn refresh_state(engine: &mut Engine, state: &Mutex<DaemonState>) {
         .collect();
     let stats = engine.stats().clone();
     let kinds = rule_kinds(engine.policy());
+    let tables = engine.filter().maps().table_usage().unwrap_or_default();
     if let Ok(mut s) = state.lock() {
+        s.tables = tables;
         s.interfaces = names;
         s.interface_settings = settings;
         s.rule_kinds = kinds;
@@ -248,6 +252,7 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
         egress: options.egress,
         pins: options.pins.clone(),
         bpf_log_level: options.bpf_log_level,
+        capacity: options.capacity,
     })?;
     let state = Arc::new(Mutex::new(DaemonState::default()));
     refresh_state(&mut engine, &state);

@@ -5,9 +5,8 @@ use std::path::Path;
 use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
 use filter_common::{
     flow_stat, ClassCells, Control, Counter, FlowKey, FlowState, GenConfig, IfaceEntry, RuleName,
-    SegmentChunk, MAP_CLASS_CELLS, MAP_CONTROL, MAP_GEN_CONFIG,
-    MAP_GEN_STATS, MAP_IFACES, MAP_REASON_STATS, MAP_RULE_NAMES, MAP_RULE_STATS, MAP_SEGMENTS,
-    MAP_SRC_V4, MAP_SRC_V6,
+    SegmentChunk, MAP_CLASS_CELLS, MAP_CONTROL, MAP_GEN_CONFIG, MAP_GEN_STATS, MAP_IFACES,
+    MAP_REASON_STATS, MAP_RULE_NAMES, MAP_RULE_STATS, MAP_SEGMENTS, MAP_SRC_V4, MAP_SRC_V6,
 };
 
 use super::LoaderError;
@@ -199,9 +198,46 @@ impl FilterMaps {
         (self.src_v4.words_per_gen(), self.src_v6.words_per_gen())
     }
 
+    /// How full the source lookup tables are: the active generation's words against what
+    /// each generation may use, and the kernel memory of both maps.
+    pub fn table_usage(&self) -> Result<TableUsage, LoaderError> {
+        let control = self.control()?;
+        let cfg = self
+            .gen_config
+            .get(&(control.active_gen & 1), 0)
+            .map_err(|source| LoaderError::Map {
+                name: MAP_GEN_CONFIG,
+                source,
+            })?;
+        let (v4_room, v6_room) = self.table_words_per_gen();
+        let (v4_bytes, v6_bytes) = self.table_bytes();
+        let used = |words: u32| {
+            if control.ready == 0 {
+                0
+            } else {
+                words as usize
+            }
+        };
+        Ok(TableUsage {
+            ipv4: FamilyTable {
+                bytes_used: used(cfg.src_v4_words) * 4,
+                bytes_per_generation: v4_room * 4,
+                kernel_bytes: v4_bytes,
+            },
+            ipv6: FamilyTable {
+                bytes_used: used(cfg.src_v6_words) * 4,
+                bytes_per_generation: v6_room * 4,
+                kernel_bytes: v6_bytes,
+            },
+        })
+    }
+
     /// The first `words` words of generation slot `gen`'s IPv4 and IPv6 source tables.
     pub fn read_tables(&self, gen: u32, words: (usize, usize)) -> (Vec<u32>, Vec<u32>) {
-        (self.src_v4.read(gen, words.0), self.src_v6.read(gen, words.1))
+        (
+            self.src_v4.read(gen, words.0),
+            self.src_v6.read(gen, words.1),
+        )
     }
 
     /// The active generation and whether any generation is loaded.
@@ -211,6 +247,33 @@ impl FilterMaps {
             source,
         })
     }
+}
+
+/// One family's source lookup table; see [`FilterMaps::table_usage`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct FamilyTable {
+    /// Bytes the active generation's table uses.
+    pub bytes_used: usize,
+    /// Bytes each generation may use.
+    pub bytes_per_generation: usize,
+    /// Kernel memory of the map (every generation).
+    pub kernel_bytes: usize,
+}
+
+impl FamilyTable {
+    /// `bytes_used / bytes_per_generation`.
+    pub fn fill(&self) -> f64 {
+        self.bytes_used as f64 / self.bytes_per_generation.max(1) as f64
+    }
+}
+
+/// Both families' source lookup tables.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TableUsage {
+    /// IPv4.
+    pub ipv4: FamilyTable,
+    /// IPv6.
+    pub ipv6: FamilyTable,
 }
 
 /// Flow table accounting; see [`FilterMaps::flow_counts`].

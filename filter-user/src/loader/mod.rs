@@ -20,7 +20,7 @@ use aya::{
     Ebpf, EbpfLoader, VerifierLogLevel,
 };
 
-pub use maps::{FilterMaps, FlowCounts, PINNED_MAPS};
+pub use maps::{FamilyTable, FilterMaps, FlowCounts, TableUsage, PINNED_MAPS};
 
 /// Name of the XDP program in the object.
 pub const XDP_PROGRAM: &str = "nodegate";
@@ -132,6 +132,9 @@ pub struct LoadOptions {
     /// Capacity of the flow table (`NG_FLOWS`) when it is created; `None` keeps
     /// [`filter_common::DEFAULT_FLOW_CAPACITY`]. A pinned table keeps the size it was made with.
     pub flow_capacity: Option<u32>,
+    /// Source prefix capacity the lookup tables (`NG_SRC4`, `NG_SRC6`) are created for;
+    /// `None` keeps the defaults. Pinned tables keep the size they were made with.
+    pub prefix_capacity: Option<crate::policy::PrefixCapacity>,
     /// Most verbose aya-log level the programs emit, fixed at load (`AYA_LOG_LEVEL`):
     /// 0 off, 1 error, 2 warn, 3 info, 4 debug, 5 trace. The programs only log on slow and
     /// error paths (never per packet); records reach this process's `tracing` logs through
@@ -162,6 +165,11 @@ impl Filter {
         }
         if let Some(capacity) = options.flow_capacity {
             loader.map_max_entries(filter_common::MAP_FLOWS, capacity);
+        }
+        if let Some(capacity) = options.prefix_capacity {
+            let (v4, v6) = capacity.table_elements();
+            loader.map_max_entries(filter_common::MAP_SRC_V4, v4);
+            loader.map_max_entries(filter_common::MAP_SRC_V6, v6);
         }
         if options.verbose_verifier {
             loader.verifier_log_level(VerifierLogLevel::VERBOSE | VerifierLogLevel::STATS);

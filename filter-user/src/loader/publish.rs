@@ -116,6 +116,8 @@ impl FilterMaps {
         gen_config.epoch = previous_epoch + 1;
         gen_config.src_v4_base = self.src_v4.region_start(next);
         gen_config.src_v6_base = self.src_v6.region_start(next);
+        gen_config.src_v4_words = tables.v4_table.len() as u32;
+        gen_config.src_v6_words = tables.v6_table.len() as u32;
         report.epoch = gen_config.epoch;
         self.gen_config
             .set(next, gen_config, 0)

@@ -48,7 +48,9 @@ impl MappedTable {
                 problem: "is not an array map (pins from another nodegate version?)".into(),
             });
         };
-        let info = data.info().map_err(|source| LoaderError::Map { name, source })?;
+        let info = data
+            .info()
+            .map_err(|source| LoaderError::Map { name, source })?;
         if info.value_size() != 8 {
             return Err(LoaderError::TableMap {
                 name,

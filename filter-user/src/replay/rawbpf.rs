@@ -99,7 +99,7 @@ struct LinkCreateAttr {
     _rest: [u64; 4],
 }
 
-fn sys_bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
+pub(crate) fn sys_bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
     // SAFETY: attr is a valid, initialised bpf_attr prefix of the size passed; the kernel
     // zero-checks the tail it does not know.
     let ret = unsafe {
@@ -137,11 +137,16 @@ impl RawProgram {
     /// Load `r0 = ret; exit` as an XDP program named `name` (at most 15 bytes).
     pub fn load(name: &str, ret: u32) -> io::Result<RawProgram> {
         // BPF_MOV64_IMM(BPF_REG_0, ret): opcode 0xb7, dst r0; BPF_EXIT_INSN: 0x95.
-        let insns: [u64; 2] = [0xb7 | (u64::from(ret) << 32), 0x95];
+        RawProgram::from_insns(name, &[0xb7 | (u64::from(ret) << 32), 0x95], ret)
+    }
+
+    /// Load `insns` (encoded `struct bpf_insn`s) as an XDP program named `name`; `ret` is
+    /// what [`RawProgram::returns`] reports.
+    pub(crate) fn from_insns(name: &str, insns: &[u64], ret: u32) -> io::Result<RawProgram> {
         let license = b"GPL\0";
         let mut attr = ProgLoadAttr {
             prog_type: BPF_PROG_TYPE_XDP,
-            insn_cnt: 2,
+            insn_cnt: insns.len() as u32,
             insns: insns.as_ptr() as u64,
             license: license.as_ptr() as u64,
             expected_attach_type: BPF_XDP,

@@ -176,7 +176,10 @@ impl LoadedPolicy {
     pub fn load_on(policy: &Policy, iface: Option<&str>) -> Result<LoadedPolicy, ReplayError> {
         let mut slots = RuleSlots::new();
         let tables = compile(policy, &slots)?;
-        let mut filter = Filter::load(&LoadOptions::default())?;
+        let mut filter = Filter::load(&LoadOptions {
+            prefix_capacity: Some(policy.capacity),
+            ..LoadOptions::default()
+        })?;
         if let Some(name) = iface {
             filter.maps_mut().test_runs_arrive_on(name)?;
         }

@@ -2,10 +2,7 @@
 
 use std::{path::PathBuf, process::ExitCode};
 
-use filter_common::{
-    ServiceKind, MAX_CLASSES, MAX_PROFILES, MAX_RULES, MAX_SEGMENTS, MAX_V4_PREFIXES,
-    MAX_V6_PREFIXES,
-};
+use filter_common::{ServiceKind, MAX_CLASSES, MAX_PROFILES, MAX_RULES, MAX_SEGMENTS};
 use filter_user::{
     compiler::{compile, kind_name, RuleSlots},
     config::{self, ConfigError, Diagnostic},
@@ -64,6 +61,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let s = &tables.stats;
     let policy = &loaded.policy;
+    let cap = policy.capacity;
+    let room = cap.table_words_per_gen();
     if args.format == Format::Json {
         let rules: Vec<_> = policy
             .rules_in_precedence()
@@ -80,8 +79,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     "default": policy.default_on(Some(name)).name(),
                 }))).collect::<serde_json::Map<_, _>>(),
                 "rules": rules,
-                "tables": {"ipv4_prefixes": s.v4_prefixes, "ipv6_prefixes": s.v6_prefixes, "classes": s.classes, "rows": s.rows, "profiles": s.profiles, "segments": s.segments, "rules": s.rules},
-                "capacity": {"ipv4_prefixes": MAX_V4_PREFIXES, "ipv6_prefixes": MAX_V6_PREFIXES, "classes": MAX_CLASSES, "segments_per_kind": MAX_SEGMENTS, "rules": MAX_RULES - 1},
+                "tables": {"ipv4_prefixes": s.v4_prefixes, "ipv6_prefixes": s.v6_prefixes, "classes": s.classes, "rows": s.rows, "profiles": s.profiles, "segments": s.segments, "rules": s.rules, "ipv4_table_bytes_per_generation": s.v4_table_words * 4, "ipv6_table_bytes_per_generation": s.v6_table_words * 4},
+                "capacity": {"ipv4_prefixes": cap.ipv4, "ipv6_prefixes": cap.ipv6, "classes": MAX_CLASSES, "segments_per_kind": MAX_SEGMENTS, "rules": MAX_RULES - 1, "ipv4_table_bytes_per_generation": room.0 * 4, "ipv6_table_bytes_per_generation": room.1 * 4, "table_kernel_bytes": cap.table_bytes()},
                 "diagnostics": loaded.warnings.iter().map(diag_json).collect::<Vec<_>>(),
             })
         );
@@ -154,14 +153,30 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     println!(
         "    IPv4 prefixes  {:>7} / {:<7} ({:.1}%)",
         s.v4_prefixes,
-        MAX_V4_PREFIXES,
-        pct(s.v4_prefixes, MAX_V4_PREFIXES)
+        cap.ipv4,
+        pct(s.v4_prefixes, cap.ipv4)
     );
     println!(
         "    IPv6 prefixes  {:>7} / {:<7} ({:.1}%)",
         s.v6_prefixes,
-        MAX_V6_PREFIXES,
-        pct(s.v6_prefixes, MAX_V6_PREFIXES)
+        cap.ipv6,
+        pct(s.v6_prefixes, cap.ipv6)
+    );
+    let kib = |words: usize| words as f64 * 4.0 / 1024.0;
+    for (family, used, room) in [
+        ("IPv4", s.v4_table_words, room.0),
+        ("IPv6", s.v6_table_words, room.1),
+    ] {
+        println!(
+            "    {family} table     {:>7.0} / {:<7.0} KiB per generation ({:.1}%)",
+            kib(used),
+            kib(room),
+            100.0 * used as f64 / room as f64
+        );
+    }
+    println!(
+        "    kernel memory of the lookup tables (both generations): {:.1} MiB",
+        cap.table_bytes() as f64 / (1024.0 * 1024.0)
     );
     println!("    source classes {:>7} / {:<7}", s.classes, MAX_CLASSES);
     if s.profiles > 1 {

@@ -3,8 +3,10 @@
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use filter_user::{
+    config::CapacityOverride,
     daemon::{run::RunOptions, DEFAULT_PID_FILE},
     loader::{attach::XdpModeChoice, features::EgressChoice, pins::PinLayout},
+    policy::PrefixCapacity,
 };
 
 use super::PinArgs;
@@ -81,6 +83,14 @@ pub struct Args {
     /// and slow paths, never per packet), fixed when the program is loaded.
     #[arg(long, value_enum, default_value_t = BpfLogLevel::Warn)]
     bpf_log_level: BpfLogLevel,
+    /// IPv4 source prefixes the lookup tables are created for (replaces the file's
+    /// `capacity.ipv4_prefixes`; default 131072). Memory: 32 bytes a prefix per generation.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=i64::from(PrefixCapacity::MAX_IPV4)))]
+    ipv4_capacity: Option<u32>,
+    /// IPv6 source prefixes the lookup tables are created for (replaces the file's
+    /// `capacity.ipv6_prefixes`; default 32768). Memory: 64 bytes a prefix per generation.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=i64::from(PrefixCapacity::MAX_IPV6)))]
+    ipv6_capacity: Option<u32>,
     /// Quiet period after a file change before reloading (bursts of writes become one reload).
     #[arg(long, value_name = "MS", default_value_t = 200)]
     debounce_ms: u64,
@@ -88,6 +98,10 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let options = RunOptions {
+        capacity: CapacityOverride {
+            ipv4: args.ipv4_capacity,
+            ipv6: args.ipv6_capacity,
+        },
         config: args.config,
         ifaces: args.ifaces,
         xdp_mode: match args.xdp_mode {

@@ -48,6 +48,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let flows = maps
             .flow_counts()
             .context("failed to read the flow table")?;
+        let tables = maps
+            .table_usage()
+            .context("failed to read the lookup table settings")?;
         if args.json {
             println!(
                 "{}",
@@ -59,6 +62,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     "interfaces": names,
                     "interface_settings": states,
                     "counters": snap,
+                    "lookup_tables": tables,
                     "flows": {
                         "entries": flows.entries,
                         "inserted": flows.inserts,
@@ -73,6 +77,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             print_attachments(&attachments);
             print_interfaces(&states);
             print_table(&snap, previous.as_ref(), &names, control.active_gen);
+            let mib = |b: usize| b as f64 / (1024.0 * 1024.0);
+            for (family, t) in [("IPv4", tables.ipv4), ("IPv6", tables.ipv6)] {
+                println!(
+                    "\nlookup table {family}: {:.2} of {:.2} MiB per generation used ({:.1}%), {:.2} MiB of kernel memory (both generations)",
+                    mib(t.bytes_used),
+                    mib(t.bytes_per_generation),
+                    100.0 * t.fill(),
+                    mib(t.kernel_bytes)
+                );
+            }
             println!(
                 "\nflow table (stateful return traffic): {} entries; inserted {}, refreshed {}, closing {}, evicted {} (inserted − entries)",
                 flows.entries, flows.inserts, flows.refreshes, flows.closing, flows.evictions
