@@ -25,47 +25,54 @@ fn word(table: &Array<u64>, base: u32, rel: u32) -> Option<u32> {
     Some((*element >> ((at & 1) * 32)) as u32)
 }
 
-/// Bits `[from, from + count)` of an address given as four big-endian-ordered words; the
-/// strides never straddle a word (asserted in `filter_common::lookup`), so `from` and
-/// `count` select one word. `from` is a constant after unrolling.
+/// Address word `w` (0–3, big-endian) of a source address as the parser stored it.
+///
+/// Read from the packet summary each time instead of kept in registers: the walk would
+/// otherwise hold the address, the table base and the current word across every map lookup
+/// and spill, pushing the verdict function past the 512-byte combined stack limit.
 #[inline(always)]
-fn bits(addr: &[u32; 4], from: u32, count: u32) -> u32 {
-    let w = addr[(from / 32) as usize & 3];
-    (w >> (32 - (from % 32) - count)) & ((1 << count) - 1)
+fn addr_word(src: &[u8; 16], w: usize) -> u32 {
+    let i = (w & 3) * 4;
+    u32::from_be_bytes([src[i], src[i + 1], src[i + 2], src[i + 3]])
 }
 
-/// The leaf `addr` finds in one family's table: the root, then node words down to a leaf or
-/// a tail. `LEVELS`, `STRIDE` and `TAIL_WORDS` are constants, so the loops unroll into
-/// straight-line steps.
+/// Bits `[from, from + count)` of the address; `from` and `count` are constants after
+/// unrolling and never straddle a word (asserted in `filter_common::lookup`).
 #[inline(always)]
-fn walk<const LEVELS: u32, const STRIDE: u32, const TAIL_WORDS: u32>(
+fn bits(src: &[u8; 16], from: u32, count: u32) -> u32 {
+    (addr_word(src, (from / 32) as usize) << (from % 32)) >> (32 - count)
+}
+
+/// Expand one step down per listed depth; each step only runs while the walk is still on a
+/// node word. Written out (not a loop) so every depth is a constant and the verifier walks
+/// straight-line code: without CAP_PERFMON its speculative walk past a loop's last
+/// iteration explodes (see `unroll.rs`).
+macro_rules! descend {
+    ($table:expr, $base:expr, $now:ident, $src:expr, $stride:expr, [$($depth:expr),*]) => {
+        $(
+            if entry::tag($now) == entry::NODE {
+                $now = word($table, $base, ($now & entry::PAYLOAD) + bits($src, $depth, $stride))?;
+            }
+        )*
+    };
+}
+
+/// The answer of a tail record at `at` (`WORDS` address words, then the packed answers).
+#[inline(always)]
+fn tail_leaf<const WORDS: u32>(
     table: &Array<u64>,
     base: u32,
-    addr: &[u32; 4],
+    at: u32,
+    src: &[u8; 16],
 ) -> Option<u32> {
-    let mut now = word(table, base, bits(addr, 0, ROOT_BITS))?;
-    let mut depth = ROOT_BITS;
-    let mut level = 0;
-    while level < LEVELS && entry::tag(now) == entry::NODE {
-        now = word(
-            table,
-            base,
-            (now & entry::PAYLOAD) + bits(addr, depth, STRIDE),
-        )?;
-        depth += STRIDE;
-        level += 1;
-    }
-    if entry::tag(now) != entry::TAIL {
-        return Some(now);
-    }
-    let at = now & entry::PAYLOAD;
-    let packed = word(table, base, at + TAIL_WORDS)?;
+    let packed = word(table, base, at + WORDS)?;
     let len = tail::len(packed);
     let mut differs = 0;
     let mut w = 0;
-    while w < TAIL_WORDS {
+    // Constant bound (1 or 4): unrolled.
+    while w < WORDS {
         let prefix = word(table, base, at + w)?;
-        differs |= (addr[w as usize & 3] ^ prefix) & word_mask(len.saturating_sub(32 * w));
+        differs |= (addr_word(src, w as usize) ^ prefix) & word_mask(len.saturating_sub(32 * w));
         w += 1;
     }
     Some(if differs == 0 {
@@ -75,20 +82,44 @@ fn walk<const LEVELS: u32, const STRIDE: u32, const TAIL_WORDS: u32>(
     })
 }
 
+/// The leaf a word that is not a node gives: itself, or its tail record's answer.
+#[inline(always)]
+fn finish<const TAIL_WORDS: u32>(
+    table: &Array<u64>,
+    base: u32,
+    now: u32,
+    src: &[u8; 16],
+) -> Option<u32> {
+    if entry::tag(now) == entry::TAIL {
+        tail_leaf::<TAIL_WORDS>(table, base, now & entry::PAYLOAD, src)
+    } else {
+        Some(now)
+    }
+}
+
 /// Source class of `pkt.src` in the packet's generation, if a prefix contains it.
 #[inline(always)]
 pub fn source_class(s: &Settings, pkt: &Packet) -> Option<u32> {
-    let w =
-        |i: usize| u32::from_be_bytes([pkt.src[i], pkt.src[i + 1], pkt.src[i + 2], pkt.src[i + 3]]);
+    const _: () = assert!(V4_LEVELS == 4 && V4_STRIDE == 4 && ROOT_BITS == 16);
+    const _: () = assert!(V6_LEVELS == 14 && V6_STRIDE == 8);
+    let src = &pkt.src;
     let leaf = if pkt.family == FAMILY_V4 {
-        walk::<V4_LEVELS, V4_STRIDE, { V4_TAIL_WORDS - 1 }>(
-            &SRC_V4,
-            s.src_v4_base,
-            &[w(0), 0, 0, 0],
-        )?
+        let (table, base) = (&SRC_V4, s.src_v4_base);
+        let mut now = word(table, base, bits(src, 0, ROOT_BITS))?;
+        descend!(table, base, now, src, V4_STRIDE, [16, 20, 24, 28]);
+        finish::<{ V4_TAIL_WORDS - 1 }>(table, base, now, src)?
     } else {
-        let addr = [w(0), w(4), w(8), w(12)];
-        walk::<V6_LEVELS, V6_STRIDE, { V6_TAIL_WORDS - 1 }>(&SRC_V6, s.src_v6_base, &addr)?
+        let (table, base) = (&SRC_V6, s.src_v6_base);
+        let mut now = word(table, base, bits(src, 0, ROOT_BITS))?;
+        descend!(
+            table,
+            base,
+            now,
+            src,
+            V6_STRIDE,
+            [16, 24, 32, 40, 48, 56, 64, 72, 80, 88, 96, 104, 112, 120]
+        );
+        finish::<{ V6_TAIL_WORDS - 1 }>(table, base, now, src)?
     };
     entry::class(leaf)
 }

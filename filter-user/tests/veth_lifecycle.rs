@@ -549,3 +549,73 @@ fn configmap_swap_and_reload_command_trigger_reloads() {
     );
     daemon.wait_for_log("trigger=\"SIGHUP\"", Duration::from_secs(10));
 }
+
+/// Upgrade from layout 1 (LPM tries): a pin directory holding another layout version's state
+/// is refused with a message naming both versions and how to proceed, and the program that
+/// state belongs to keeps enforcing throughout: traffic sent before, during and after the
+/// refused start is judged by it, none unfiltered. (The old program is this build's, attached
+/// by the test, with its program pinned under `v1/`: the refusal depends on the version
+/// directory alone, never on reading the old maps.)
+#[test]
+fn previous_layout_is_refused_while_it_keeps_enforcing() {
+    let env = Env::new("mig");
+    let mut old = common::load_private();
+    let slots = RuleSlots::new();
+    old.maps_mut().publish(&tables(FIXTURE, &slots)).unwrap();
+    let root = env.pins.version_dir().parent().unwrap().to_path_buf();
+    std::fs::create_dir_all(root.join("v1")).unwrap();
+    old.program().pin(root.join("v1").join("prog")).unwrap();
+    let link = common::attach_to_lab(&mut old, &env.lab);
+    let sender = env.lab.peer_sender().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
+    let traffic = {
+        let (stop, sent) = (stop.clone(), sent.clone());
+        std::thread::spawn(move || {
+            let (good, bad) = (allowed_frame(), disallowed_frame());
+            while !stop.load(Ordering::Relaxed) {
+                send_paced(&sender, &good, 4);
+                sent.0.fetch_add(4, Ordering::Relaxed);
+                send_paced(&sender, &bad, 4);
+                sent.1.fetch_add(4, Ordering::Relaxed);
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    let config = env.write_config("rules.yaml", FIXTURE);
+    let out = env.run_to_exit(&config, &[]);
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, Ordering::Relaxed);
+    traffic.join().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "run must refuse layout 1 state");
+    assert!(
+        stderr.contains("layout version 1") && stderr.contains("speaks version 2"),
+        "the message names both versions: {stderr}"
+    );
+    assert!(root.join("v1").exists(), "the old state is left alone");
+    assert!(
+        !env.pins.version_dir().join("links").exists(),
+        "nothing was attached"
+    );
+    let snap = old.maps().snapshot().unwrap();
+    let (good, bad) = (
+        sent.0.load(Ordering::Relaxed),
+        sent.1.load(Ordering::Relaxed),
+    );
+    assert!(good > 0 && bad > 0, "traffic ran");
+    assert_eq!(
+        reason_total(&snap, "allow-rule").0,
+        good,
+        "every allowed packet was judged (and passed) by the old program"
+    );
+    assert_eq!(
+        reason_total(&snap, "no-source-match").0,
+        bad,
+        "every disallowed packet was dropped by the old program"
+    );
+    old.program().detach(link).unwrap();
+    let _ = std::fs::remove_dir_all(root.join("v1"));
+}

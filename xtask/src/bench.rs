@@ -30,6 +30,9 @@ use crate::cmd::{is_root, output, sh, workspace_root};
 /// Debian packages of the peers.
 const PEERS: &[&str] = &["xdp-tools", "nftables", "ipset", "iptables"];
 const SIZES: [u64; 3] = [1, 1_000, 100_000];
+/// Prefix counts of the source lookup rows (`benches::LOOKUP_SIZES_V4`, `_V6`).
+const LOOKUP_V4: [u64; 4] = [1, 1_000, 100_000, 1_000_000];
+const LOOKUP_V6: [u64; 3] = [1, 10_000, 100_000];
 
 fn target_dir(root: &Path) -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
@@ -50,7 +53,15 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
     let root = workspace_root();
     let target = target_dir(&root);
     let criterion_dir = target.join("criterion");
-    for group in ["model", "compile", "config", "testrun"] {
+    for group in [
+        "model",
+        "compile",
+        "config",
+        "testrun",
+        "source_table",
+        "lookup_v4",
+        "lookup_v6",
+    ] {
         let _ = std::fs::remove_dir_all(criterion_dir.join(group));
     }
 
@@ -218,8 +229,10 @@ fn render(criterion: &Path, lines: &[Value], command: &str) -> (String, Vec<Stri
     let _ = writeln!(r, "| benchmark | time per run |\n|---|---:|");
     for id in [
         "compile/100k_v4_10k_v6",
-        "compile/100k_v4_10k_v6_lpm_keys",
         "config/parse_check_compile_100k_v4_10k_v6",
+        "source_table/v4_mixed/100000",
+        "source_table/v4_mixed/1000000",
+        "source_table/v6_mixed/100000",
     ] {
         let _ = writeln!(r, "| `{id}` | {} |", cell(need(id), &fmt_ns));
     }
@@ -246,6 +259,82 @@ fn render(criterion: &Path, lines: &[Value], command: &str) -> (String, Vec<Stri
                 cell(empty, &|v| format!("{v:.1}"))
             );
         }
+    }
+
+    let _ = writeln!(
+        r,
+        "\n### Source lookup: random mixed-length prefixes (IPv4 /8–/32, IPv6 /32–/128), random sources, `BPF_PROG_TEST_RUN` ns/packet\n"
+    );
+    let _ = writeln!(r, "nodegate's flat tables beside a plain XDP program on a kernel LPM trie holding the same prefixes (`replay::rawlpm`, what the peers use) and the empty program, on the same 4096 frames (half of the sources listed), one test run per frame, in the same run.\n");
+    let _ = writeln!(r, "| family | prefixes | nodegate ns | nodegate − empty | vs 1 prefix | LPM program ns | LPM − empty | vs 1 prefix | empty ns |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let mut lookup: BTreeMap<(&str, u64, &str), f64> = BTreeMap::new();
+    for (family, sizes) in [("v4", &LOOKUP_V4[..]), ("v6", &LOOKUP_V6[..])] {
+        let first = |who: &str| estimate(criterion, &format!("lookup_{family}/{who}_random/1"));
+        let (ng1, lpm1) = (first("nodegate"), first("lpm"));
+        for &n in sizes {
+            let ng = need(&format!("lookup_{family}/nodegate_random/{n}"));
+            let lpm = need(&format!("lookup_{family}/lpm_random/{n}"));
+            let empty = need(&format!("lookup_{family}/empty_random/{n}"));
+            for (who, v) in [("nodegate", ng), ("lpm", lpm), ("empty", empty)] {
+                if let Some(v) = v {
+                    lookup.insert((family, n, who), v);
+                }
+            }
+            let net = |a: Option<f64>| match (a, empty) {
+                (Some(a), Some(e)) => format!("{:.1}", a - e),
+                _ => "—".into(),
+            };
+            let rel = |a: Option<f64>, one: Option<f64>| match (a, one) {
+                (Some(a), Some(b)) => format!("{:.2}×", a / b),
+                _ => "—".into(),
+            };
+            let _ = writeln!(
+                r,
+                "| {family} | {n} | {} | {} | {} | {} | {} | {} | {} |",
+                cell(ng, &|v| format!("{v:.1}")),
+                net(ng),
+                rel(ng, ng1),
+                cell(lpm, &|v| format!("{v:.1}")),
+                net(lpm),
+                rel(lpm, lpm1),
+                cell(empty, &|v| format!("{v:.1}")),
+            );
+        }
+    }
+
+    let _ = writeln!(r, "\n### Source lookup tables: kernel memory\n");
+    let _ = writeln!(r, "nodegate: bytes of one generation's tables as built, both generations, and the maps as the default (or the set's) capacity allocates them. LPM trie: the kernel's own accounting (`memlock` in the map's fdinfo) of one trie holding the same prefixes once.\n");
+    let _ = writeln!(r, "| prefix set | IPv4 | IPv6 | nodegate, one generation | nodegate, both | maps as allocated for the capacity | LPM trie, one copy | compile |\n|---|---:|---:|---:|---:|---:|---:|---:|");
+    let mib = |v: &Value| {
+        v.as_f64()
+            .map(|b| format!("{:.2} MiB", b / 1048576.0))
+            .unwrap_or_else(|| "—".into())
+    };
+    let table_lines: Vec<&Value> = lines.iter().filter(|l| l["kind"] == "tables").collect();
+    for l in &table_lines {
+        let name = l["name"].as_str().unwrap_or("?");
+        if let Some(err) = l["error"].as_str() {
+            missing.push(format!("tables {name}: {err}"));
+            let _ = writeln!(r, "| {name} | not measured: {err} | | | | | | |");
+            continue;
+        }
+        let _ = writeln!(
+            r,
+            "| {name} | {} | {} | {} | {} | {} | {} | {} |",
+            l["v4"],
+            l["v6"],
+            mib(&l["table_bytes_per_generation"]),
+            mib(&l["table_bytes_both_generations"]),
+            mib(&l["capacity_kernel_bytes"]),
+            mib(&l["lpm_bytes_one_copy"]),
+            l["compile_ms"]
+                .as_f64()
+                .map(|v| format!("{v:.0} ms"))
+                .unwrap_or_else(|| "—".into()),
+        );
+    }
+    if table_lines.is_empty() {
+        missing.push("tables: no result".into());
     }
 
     let _ = writeln!(r, "\n### veth pipeline (XDP live-frames generator → veth → receiver, 64-byte frames, same traffic)\n");
@@ -308,7 +397,7 @@ fn render(criterion: &Path, lines: &[Value], command: &str) -> (String, Vec<Stri
         let _ = writeln!(r, "\nCeiling = mean of the two bare XDP_DROP runs: {c:.3} Mpps by wall time, {cl:.3} Mpps in the generator loop.");
     }
 
-    let _ = writeln!(r, "\n### Reload: 100k IPv4 + 10k IPv6 prefixes\n");
+    let _ = writeln!(r, "\n### Reload: 100k IPv4 + 10k IPv6 prefixes (and 1M IPv4), back to back on one running program\n");
     let _ = writeln!(
         r,
         "| what | prefixes changed | reloads | p50 | p99 |\n|---|---|---:|---:|---:|"
@@ -322,10 +411,10 @@ fn render(criterion: &Path, lines: &[Value], command: &str) -> (String, Vec<Stri
             let _ = writeln!(r, "| {name} | — | — | not measured: {err} | — |");
             continue;
         }
-        let change = if l["change"] == "all" {
-            "all 110k"
-        } else {
-            "one"
+        let change = match (l["change"].as_str(), name) {
+            (Some("all"), n) if n.contains("1M") => "all 1M + 10k",
+            (Some("all"), _) => "all 110k",
+            _ => "one",
         };
         let p50 = l["p50_ms"].as_f64().unwrap_or(0.0);
         p50s.insert(
@@ -372,6 +461,27 @@ fn render(criterion: &Path, lines: &[Value], command: &str) -> (String, Vec<Stri
                 a1 / e1,
                 a2 / e2
             );
+        }
+    }
+    for (family, big) in [
+        ("v4", &[100_000u64, 1_000_000][..]),
+        ("v6", &[100_000u64][..]),
+    ] {
+        for &n in big {
+            let get = |who| {
+                Some((
+                    *lookup.get(&(family, 1, who))?,
+                    *lookup.get(&(family, n, who))?,
+                ))
+            };
+            if let (Some((ng1, ngn)), Some((lpm1, lpmn))) = (get("nodegate"), get("lpm")) {
+                let _ = writeln!(
+                    r,
+                    "- source lookup, {family} random mixed prefixes, random sources: nodegate {ngn:.1} ns at {n} prefixes = {:.2}× its 1-prefix {ng1:.1} ns (goal ≤ 1.15×); the LPM-trie program {lpmn:.1} ns = {:.2}× its 1-prefix {lpm1:.1} ns.",
+                    ngn / ng1,
+                    lpmn / lpm1
+                );
+            }
         }
     }
     for (name, (mpps, ratio, ratio_loop)) in &ratios {

@@ -7,7 +7,14 @@
 //! - `reload`: compile + publish + flip of 100k IPv4 + 10k IPv6 prefixes, next to `nft -f`
 //!   and `ipset restore` of the same lists, when every prefix changes and when one does.
 //!
-//! Usage: `ng-bench [--quick] [pipeline|reload]...` (default both). Needs root.
+//!   Also: the operator's wait from a changed 2.7 MB YAML file of 110k prefixes to the flip
+//!   (read, validate, compile, publish), and all-new reloads of 1M IPv4 prefixes;
+//! - `tables`: kernel memory of the source lookup tables (per generation, and the map as
+//!   allocated for a capacity) beside a kernel LPM trie holding the same prefixes
+//!   (`memlock` of its fdinfo), for random mixed-length sets, the bench lists and the
+//!   shipped examples.
+//!
+//! Usage: `ng-bench [--quick] [pipeline|reload|tables]...` (default all). Needs root.
 
 use std::{
     net::{IpAddr, Ipv4Addr},
@@ -18,16 +25,18 @@ use anyhow::{bail, Context};
 use benches::{
     allow_policy,
     peers::{ipset_script, nft_ruleset, run_in, IptablesIpset, Nft, TempFile, XdpFilter},
-    v4_prefixes, v6_prefixes, NODE_V4,
+    v4_mixed_prefixes, v4_prefixes, v6_mixed_prefixes, v6_prefixes, NODE_V4,
 };
 use filter_user::{
     compiler::{compile, RuleSlots},
+    config::{load_file_with, LoadOptions},
     craft::Frame,
     lab::{in_netns, Lab, LabAddrs},
     loader::attach::ifindex,
     replay::{
         live::{rx_packets, settle, Generator, LiveOptions},
         rawbpf::RawProgram,
+        rawlpm::LpmBaseline,
         LoadedPolicy,
     },
 };
@@ -59,6 +68,9 @@ fn main() -> anyhow::Result<()> {
     }
     if all || parts.contains(&"reload") {
         failed += reload(quick)?;
+    }
+    if all || parts.contains(&"tables") {
+        failed += tables(quick)?;
     }
     if failed > 0 {
         bail!("{failed} measurement(s) failed");
@@ -311,6 +323,116 @@ fn lists(
     }
 }
 
+/// The rule file of [`allow_policy`]: one set of every prefix, one rule.
+fn allow_yaml(v4: &[Ipv4Net], v6: &[Ipv6Net]) -> String {
+    let mut y = String::from(
+        "version: 1\nreturn_traffic: off\ncapacity:\n  ipv4_prefixes: 131072\n  ipv6_prefixes: 32768\nsets:\n  allowed:\n",
+    );
+    for n in v4 {
+        y.push_str(&format!("    - \"{n}\"\n"));
+    }
+    for n in v6 {
+        y.push_str(&format!("    - \"{n}\"\n"));
+    }
+    y.push_str("rules:\n  - name: allowed-https\n    from: [allowed]\n    protocol: tcp\n    ports: [443]\n");
+    y
+}
+
+/// Kernel memory of the lookup tables beside an LPM trie of the same prefixes.
+fn tables(quick: bool) -> anyhow::Result<usize> {
+    let mut failed = 0;
+    let mut sets: Vec<(String, Vec<Ipv4Net>, Vec<Ipv6Net>)> = Vec::new();
+    let sizes: &[usize] = if quick {
+        &[1_000, 100_000]
+    } else {
+        &[1_000, 100_000, 1_000_000]
+    };
+    for &n in sizes {
+        sets.push((
+            format!("{n} random mixed-length IPv4 /8-/32"),
+            v4_mixed_prefixes(n, 60),
+            Vec::new(),
+        ));
+    }
+    for n in [10_000, 100_000] {
+        sets.push((
+            format!("{n} random mixed-length IPv6 /32-/128"),
+            Vec::new(),
+            v6_mixed_prefixes(n, 61),
+        ));
+    }
+    sets.push((
+        "bench lists: 100k IPv4 in 10/8 + 10k IPv6 in 2001:db8::/32".into(),
+        v4_prefixes(100_000, 41),
+        v6_prefixes(10_000, 42),
+    ));
+    sets.push((
+        "100k random mixed IPv4 + 10k random mixed IPv6".into(),
+        v4_mixed_prefixes(100_000, 62),
+        v6_mixed_prefixes(10_000, 63),
+    ));
+    for (name, v4, v6) in sets {
+        variant("tables", &name, &mut failed, || {
+            let mut policy = allow_policy(&v4, &v6);
+            policy.capacity.ipv4 = policy.capacity.ipv4.max(v4.len() as u32);
+            policy.capacity.ipv6 = policy.capacity.ipv6.max(v6.len() as u32);
+            let t = Instant::now();
+            let compiled = compile(&policy, &RuleSlots::new())?;
+            let compile_ms = t.elapsed().as_secs_f64() * 1e3;
+            let per_gen = 4 * (compiled.v4_table.len() + compiled.v6_table.len());
+            let lpm = |bytes: anyhow::Result<u64>| bytes.ok();
+            let lpm_v4 = if v4.is_empty() {
+                Some(0)
+            } else {
+                lpm(LpmBaseline::v4(&v4)
+                    .map_err(Into::into)
+                    .and_then(|t| Ok(t.kernel_bytes()?)))
+            };
+            let lpm_v6 = if v6.is_empty() {
+                Some(0)
+            } else {
+                lpm(LpmBaseline::v6(&v6)
+                    .map_err(Into::into)
+                    .and_then(|t| Ok(t.kernel_bytes()?)))
+            };
+            println!(
+                "{}",
+                json!({"kind": "tables", "name": name, "v4": compiled.stats.v4_prefixes, "v6": compiled.stats.v6_prefixes,
+                       "table_bytes_per_generation": per_gen, "table_bytes_both_generations": 2 * per_gen,
+                       "capacity_kernel_bytes": policy.capacity.table_bytes(),
+                       "lpm_bytes_one_copy": lpm_v4.zip(lpm_v6).map(|(a, b)| a + b), "compile_ms": compile_ms})
+            );
+            Ok(())
+        });
+    }
+    // The shipped examples, as the daemon would allocate for them (default capacity).
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    for entry in std::fs::read_dir(&examples)? {
+        let path = entry?.path();
+        if path.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
+        let name = format!(
+            "example {}",
+            path.file_name().unwrap_or_default().to_string_lossy()
+        );
+        variant("tables", &name, &mut failed, || {
+            let file = load_file_with(&path, &LoadOptions::fixed_ephemeral(32768..=60999))?;
+            let compiled = compile(&file.policy, &RuleSlots::new())?;
+            let per_gen = 4 * (compiled.v4_table.len() + compiled.v6_table.len());
+            println!(
+                "{}",
+                json!({"kind": "tables", "name": name, "v4": compiled.stats.v4_prefixes, "v6": compiled.stats.v6_prefixes,
+                       "table_bytes_per_generation": per_gen, "table_bytes_both_generations": 2 * per_gen,
+                       "capacity_kernel_bytes": file.policy.capacity.table_bytes(),
+                       "lpm_bytes_one_copy": null, "compile_ms": null})
+            );
+            Ok(())
+        });
+    }
+    Ok(failed)
+}
+
 fn reload(quick: bool) -> anyhow::Result<usize> {
     let reloads: u64 = if quick { 2 } else { 20 };
     let base = (v4_prefixes(100_000, 41), v6_prefixes(10_000, 42));
@@ -342,6 +464,72 @@ fn reload(quick: bool) -> anyhow::Result<usize> {
                 report("nodegate compile + publish + flip", change, &total_ms);
                 report("nodegate compile only", change, &compile_ms);
             }
+            Ok(())
+        },
+    );
+
+    variant(
+        "reload",
+        "nodegate YAML file → flip (read, validate, compile, publish)",
+        &mut failed,
+        || {
+            // What the daemon does after the file watcher fires: read and validate the file
+            // (the config front end compiles once to check capacities), compile against the
+            // committed slots, publish. A 2.7 MB file of 110k prefixes, every prefix new.
+            let dir = std::env::temp_dir().join(format!("ng-bench-yaml-{}", std::process::id()));
+            std::fs::create_dir_all(&dir)?;
+            let path = dir.join("rules.yaml");
+            let policy = allow_policy(&base.0, &base.1);
+            let mut loaded = LoadedPolicy::load(&policy).context("failed to load nodegate")?;
+            let mut slots = RuleSlots::new();
+            slots.commit(&loaded.tables);
+            let opts = LoadOptions::fixed_ephemeral(32768..=60999);
+            let mut total_ms = Vec::new();
+            let mut bytes = 0;
+            for i in 0..reloads {
+                let (v4, v6) = lists("all", i, &base);
+                let text = allow_yaml(&v4, &v6);
+                bytes = text.len();
+                std::fs::write(&path, text)?;
+                let t = Instant::now();
+                let file = load_file_with(&path, &opts)?;
+                let tables = compile(&file.policy, &slots)?;
+                loaded.filter.maps_mut().publish(&tables)?;
+                slots.commit(&tables);
+                total_ms.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+            let _ = std::fs::remove_dir_all(&dir);
+            eprintln!("yaml reload: {bytes} bytes per file");
+            report(
+                "nodegate YAML file → flip (read, validate, compile, publish)",
+                "all",
+                &total_ms,
+            );
+            Ok(())
+        },
+    );
+    variant(
+        "reload",
+        "nodegate 1M IPv4 compile + publish + flip",
+        &mut failed,
+        || {
+            let reloads = if quick { 1 } else { 5 };
+            let mut policy = allow_policy(&v4_mixed_prefixes(1_000_000, 50), &base.1);
+            policy.capacity.ipv4 = 1 << 20;
+            let mut loaded = LoadedPolicy::load(&policy).context("failed to load nodegate")?;
+            let mut slots = RuleSlots::new();
+            slots.commit(&loaded.tables);
+            let mut total_ms = Vec::new();
+            for i in 0..reloads {
+                let mut next = allow_policy(&v4_mixed_prefixes(1_000_000, 51 + i), &base.1);
+                next.capacity = policy.capacity;
+                total_ms.push(timed_reload(&mut loaded, &mut slots, &next)?.0);
+            }
+            report(
+                "nodegate 1M IPv4 compile + publish + flip",
+                "all",
+                &total_ms,
+            );
             Ok(())
         },
     );
