@@ -41,41 +41,56 @@ impl Rng {
     }
 }
 
-/// `n` distinct IPv4 prefixes (/16../32, host bits clear) inside 10.0.0.0/8, like an
-/// authorized-ranges export or a blocklist.
-pub fn v4_prefixes(n: usize, seed: u64) -> Vec<Ipv4Net> {
+/// `n` distinct values drawn from `draw` (a seeded [`Rng`]), in the order drawn.
+fn distinct<T: Eq + std::hash::Hash + Copy>(
+    n: usize,
+    seed: u64,
+    mut draw: impl FnMut(&mut Rng) -> T,
+) -> Vec<T> {
     let mut rng = Rng::new(seed);
     let mut seen = std::collections::HashSet::new();
     let mut out = Vec::with_capacity(n);
     while out.len() < n {
-        let len = if n == 1 { 24 } else { 16 + rng.below(17) as u8 };
-        let addr = 0x0a00_0000 | (rng.next_u64() as u32 & 0x00ff_ffff);
-        let net = Ipv4Net::new(Ipv4Addr::from(addr), len)
-            .expect("len <= 32")
-            .trunc();
-        if seen.insert(net) {
-            out.push(net);
+        let value = draw(&mut rng);
+        if seen.insert(value) {
+            out.push(value);
         }
     }
     out
 }
 
+/// An IPv4 prefix with host bits cleared.
+fn v4_net(addr: u32, len: u8) -> Ipv4Net {
+    Ipv4Net::new(Ipv4Addr::from(addr), len)
+        .expect("len <= 32")
+        .trunc()
+}
+
+/// An IPv6 prefix with host bits cleared.
+fn v6_net(bits: u128, len: u8) -> Ipv6Net {
+    Ipv6Net::new(Ipv6Addr::from(bits), len)
+        .expect("len <= 128")
+        .trunc()
+}
+
+/// `n` distinct IPv4 prefixes (/16../32, host bits clear) inside 10.0.0.0/8, like an
+/// authorized-ranges export or a blocklist.
+pub fn v4_prefixes(n: usize, seed: u64) -> Vec<Ipv4Net> {
+    distinct(n, seed, |rng| {
+        let len = if n == 1 { 24 } else { 16 + rng.below(17) as u8 };
+        v4_net(0x0a00_0000 | (rng.next_u64() as u32 & 0x00ff_ffff), len)
+    })
+}
+
 /// `n` distinct IPv6 prefixes (/48../64) inside 2001:db8::/32.
 pub fn v6_prefixes(n: usize, seed: u64) -> Vec<Ipv6Net> {
-    let mut rng = Rng::new(seed);
-    let mut seen = std::collections::HashSet::new();
-    let mut out = Vec::with_capacity(n);
-    while out.len() < n {
+    distinct(n, seed, |rng| {
         let len = 48 + rng.below(17) as u8;
-        let bits = (0x2001_0db8u128 << 96) | (u128::from(rng.next_u64() as u32) << 64);
-        let net = Ipv6Net::new(Ipv6Addr::from(bits), len)
-            .expect("len <= 128")
-            .trunc();
-        if seen.insert(net) {
-            out.push(net);
-        }
-    }
-    out
+        v6_net(
+            (0x2001_0db8u128 << 96) | (u128::from(rng.next_u64() as u32) << 64),
+            len,
+        )
+    })
 }
 
 /// One allow rule (TCP 443) from every prefix given; return traffic off, so a source
@@ -133,37 +148,21 @@ pub const SIZES: [usize; 3] = [1, 1_000, 100_000];
 /// `n` distinct IPv4 prefixes anywhere in the address space with random lengths /8–/32: the
 /// shape that costs a trie the most (deep, unclustered), next to [`v4_prefixes`]'s.
 pub fn v4_mixed_prefixes(n: usize, seed: u64) -> Vec<Ipv4Net> {
-    let mut rng = Rng::new(seed);
-    let mut seen = std::collections::HashSet::new();
-    let mut out = Vec::with_capacity(n);
-    while out.len() < n {
+    distinct(n, seed, |rng| {
         let len = 8 + rng.below(25) as u8;
-        let net = Ipv4Net::new(Ipv4Addr::from(rng.next_u64() as u32), len)
-            .expect("len <= 32")
-            .trunc();
-        if seen.insert(net) {
-            out.push(net);
-        }
-    }
-    out
+        v4_net(rng.next_u64() as u32, len)
+    })
 }
 
 /// `n` distinct IPv6 prefixes anywhere with random lengths /32–/128.
 pub fn v6_mixed_prefixes(n: usize, seed: u64) -> Vec<Ipv6Net> {
-    let mut rng = Rng::new(seed);
-    let mut seen = std::collections::HashSet::new();
-    let mut out = Vec::with_capacity(n);
-    while out.len() < n {
+    distinct(n, seed, |rng| {
         let len = 32 + rng.below(97) as u8;
-        let bits = (u128::from(rng.next_u64()) << 64) | u128::from(rng.next_u64());
-        let net = Ipv6Net::new(Ipv6Addr::from(bits), len)
-            .expect("len <= 128")
-            .trunc();
-        if seen.insert(net) {
-            out.push(net);
-        }
-    }
-    out
+        v6_net(
+            (u128::from(rng.next_u64()) << 64) | u128::from(rng.next_u64()),
+            len,
+        )
+    })
 }
 
 /// The node's IPv6 address all IPv6 benchmark frames go to (RFC 3849).

@@ -128,10 +128,23 @@ fn fixture_without_clients() -> String {
     out
 }
 
-/// Send frames paced so the veth ring never overflows (every frame must reach XDP).
+/// Send frames paced so the veth ring never overflows (every frame must reach XDP). A send
+/// the kernel refuses for lack of buffer space (ENOBUFS: the frame was not queued, seen on
+/// slow emulated kernels of the matrix) is retried after a pause, so every counted frame
+/// was sent.
 fn send_paced(sender: &RawSender, frame: &[u8], count: usize) {
     for i in 0..count {
-        sender.send(frame).unwrap();
+        loop {
+            match sender.send(frame) {
+                Ok(()) => break,
+                Err(filter_user::lab::LabError::Sys { source, .. })
+                    if source.raw_os_error() == Some(libc::ENOBUFS) =>
+                {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(e) => panic!("send a lab frame: {e}"),
+            }
+        }
         if i % 16 == 15 {
             std::thread::sleep(Duration::from_micros(200));
         }
@@ -146,6 +159,44 @@ fn wait_counted(env: &Env, reason: &str, at_least: u64) {
             "{reason} never reached {at_least}"
         );
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The allowed and the disallowed flow, sent in alternating bursts from the peer until
+/// stopped, counting what was sent.
+struct Traffic {
+    stop: Arc<AtomicBool>,
+    sent: Arc<(AtomicU64, AtomicU64)>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Traffic {
+    fn start(sender: RawSender, burst: usize) -> Traffic {
+        let stop = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
+        let thread = {
+            let (stop, sent) = (stop.clone(), sent.clone());
+            std::thread::spawn(move || {
+                let (good, bad) = (allowed_frame(), disallowed_frame());
+                while !stop.load(Ordering::Relaxed) {
+                    send_paced(&sender, &good, burst);
+                    sent.0.fetch_add(burst as u64, Ordering::Relaxed);
+                    send_paced(&sender, &bad, burst);
+                    sent.1.fetch_add(burst as u64, Ordering::Relaxed);
+                }
+            })
+        };
+        Traffic { stop, sent, thread }
+    }
+
+    /// Stop sending; (allowed, disallowed) frames sent.
+    fn stop(self) -> (u64, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap();
+        (
+            self.sent.0.load(Ordering::Relaxed),
+            self.sent.1.load(Ordering::Relaxed),
+        )
     }
 }
 
@@ -168,21 +219,7 @@ fn j31_reloads_under_traffic_never_misjudge() {
     let bulk = [with_bulk(&slots, 1), with_bulk(&slots, 2)];
     let link = common::attach_to_lab(&mut filter, &lab);
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let sent = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
-    let sender = lab.peer_sender().unwrap();
-    let traffic = {
-        let (stop, sent) = (stop.clone(), sent.clone());
-        std::thread::spawn(move || {
-            let (good, bad) = (allowed_frame(), disallowed_frame());
-            while !stop.load(Ordering::Relaxed) {
-                send_paced(&sender, &good, 8);
-                sent.0.fetch_add(8, Ordering::Relaxed);
-                send_paced(&sender, &bad, 8);
-                sent.1.fetch_add(8, Ordering::Relaxed);
-            }
-        })
-    };
+    let traffic = Traffic::start(lab.peer_sender().unwrap(), 8);
     let started = std::time::Instant::now();
     let (mut bulk_reloads, mut grace_waited) = (0, Duration::ZERO);
     for i in 0..1000 {
@@ -202,15 +239,10 @@ fn j31_reloads_under_traffic_never_misjudge() {
         );
     }
     let reload_time = started.elapsed();
-    stop.store(true, Ordering::Relaxed);
-    traffic.join().unwrap();
+    let (good_sent, bad_sent) = traffic.stop();
     std::thread::sleep(Duration::from_millis(200));
 
     let snap = filter.maps().snapshot().unwrap();
-    let (good_sent, bad_sent) = (
-        sent.0.load(Ordering::Relaxed),
-        sent.1.load(Ordering::Relaxed),
-    );
     let allow = reason_total(&snap, "allow-rule");
     let deny = reason_total(&snap, "no-source-match");
     println!("1000 reloads ({bulk_reloads} of them replacing 100k prefixes) in {reload_time:?}, {grace_waited:?} of it blocked on grace periods; sent {good_sent} allowed / {bad_sent} disallowed; counted {allow:?} / {deny:?}; per generation slot {:?}", snap.generations);
@@ -566,27 +598,12 @@ fn previous_layout_is_refused_while_it_keeps_enforcing() {
     std::fs::create_dir_all(root.join("v1")).unwrap();
     old.program().pin(root.join("v1").join("prog")).unwrap();
     let link = common::attach_to_lab(&mut old, &env.lab);
-    let sender = env.lab.peer_sender().unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let sent = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
-    let traffic = {
-        let (stop, sent) = (stop.clone(), sent.clone());
-        std::thread::spawn(move || {
-            let (good, bad) = (allowed_frame(), disallowed_frame());
-            while !stop.load(Ordering::Relaxed) {
-                send_paced(&sender, &good, 4);
-                sent.0.fetch_add(4, Ordering::Relaxed);
-                send_paced(&sender, &bad, 4);
-                sent.1.fetch_add(4, Ordering::Relaxed);
-            }
-        })
-    };
+    let traffic = Traffic::start(env.lab.peer_sender().unwrap(), 4);
     std::thread::sleep(Duration::from_millis(200));
     let config = env.write_config("rules.yaml", FIXTURE);
     let out = env.run_to_exit(&config, &[]);
     std::thread::sleep(Duration::from_millis(200));
-    stop.store(true, Ordering::Relaxed);
-    traffic.join().unwrap();
+    let (good, bad) = traffic.stop();
     std::thread::sleep(Duration::from_millis(200));
 
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -601,10 +618,6 @@ fn previous_layout_is_refused_while_it_keeps_enforcing() {
         "nothing was attached"
     );
     let snap = old.maps().snapshot().unwrap();
-    let (good, bad) = (
-        sent.0.load(Ordering::Relaxed),
-        sent.1.load(Ordering::Relaxed),
-    );
     assert!(good > 0 && bad > 0, "traffic ran");
     assert_eq!(
         reason_total(&snap, "allow-rule").0,

@@ -588,6 +588,37 @@ fn too_many_prefixes() {
 }
 
 #[test]
+fn a_table_larger_than_its_capacity_reserves_is_rejected_with_the_numbers() {
+    // Two /32s differing in their last bit need a node at every level below the root
+    // (4 × 16 words), more than the 8 words one prefix of capacity reserves.
+    let mut p = Policy {
+        rules: vec![rule(
+            "pair",
+            RuleKind::Allow,
+            &["10.1.2.2/32", "10.1.2.3/32"],
+            Protocol::Any,
+            &[],
+        )],
+        ..Policy::default()
+    };
+    p.capacity.ipv4 = 2;
+    match Tables::try_from(&p) {
+        Err(e @ CompileError::TableTooLarge { .. }) => {
+            let text = e.to_string();
+            assert!(
+                text.contains("2 IPv4 prefixes need a 262400-byte lookup table")
+                    && text.contains("reserves 262208 bytes")
+                    && text.contains("capacity.ipv4_prefixes"),
+                "{text}"
+            );
+        }
+        other => panic!("expected TableTooLarge, got {other:?}"),
+    }
+    p.capacity.ipv4 = 8;
+    assert!(Tables::try_from(&p).is_ok(), "fits with room for 8");
+}
+
+#[test]
 fn nested_prefix_chain_classes() {
     // /8 ⊃ /16 ⊃ /24 plus a sibling /16 after the /24, and equal prefixes in two rules.
     use Protocol::*;

@@ -675,6 +675,69 @@ fn too_many_ipv4_prefixes() {
 }
 
 #[test]
+fn capacity_sets_the_prefix_limits() {
+    let rule = "rules: [{ name: a, from: [10.0.0.0/24, 10.0.1.0/24], protocol: any }]\n";
+    // The failsafe's 203.0.113.0/24 is prefix 1, so 10.0.1.0/24 is number 3.
+    expect_error(
+        &format!("{HEAD}capacity: {{ ipv4_prefixes: 2 }}\n{rule}"),
+        4,
+        "10.0.1.0/24",
+        "too many IPv4 prefixes: this is number 3, the kernel table holds 2",
+        "capacity.ipv4_prefixes",
+    );
+    let l = load(&format!(
+        "{HEAD}capacity:\n  ipv4_prefixes: 1048576\n  ipv6_prefixes: 65536\n{rule}"
+    ))
+    .unwrap();
+    assert_eq!(
+        l.policy.capacity,
+        crate::policy::PrefixCapacity {
+            ipv4: 1_048_576,
+            ipv6: 65_536
+        }
+    );
+    assert_eq!(
+        load(&format!("{HEAD}{rule}")).unwrap().policy.capacity,
+        crate::policy::PrefixCapacity::default(),
+        "absent: the defaults"
+    );
+    expect_error(
+        &format!("{HEAD}capacity: {{ ipv6_prefixes: 0 }}\n{rule}"),
+        3,
+        "0",
+        "`capacity.ipv6_prefixes` must be at least 1",
+        "from 1 to 1048576",
+    );
+    let too_big = errors(&format!(
+        "{HEAD}capacity: {{ ipv4_prefixes: 4194305 }}\n{rule}"
+    ));
+    assert!(
+        too_big.len() == 1 && too_big[0].message.contains("capacity.ipv4_prefixes"),
+        "{}",
+        render(&too_big)
+    );
+    let unknown = errors(&format!("{HEAD}capacity: {{ ipv4: 5 }}\n{rule}"));
+    assert!(
+        unknown.len() == 1 && unknown[0].message.contains("ipv4"),
+        "{}",
+        render(&unknown)
+    );
+    // `run --ipv4-capacity` replaces the file's value before the checks.
+    let opts = LoadOptions {
+        capacity: crate::config::CapacityOverride {
+            ipv4: Some(1),
+            ipv6: None,
+        },
+        ..opts()
+    };
+    let err = parse_str_with("t.yaml", &format!("{HEAD}{rule}"), &opts).unwrap_err();
+    assert!(
+        err.to_string().contains("the kernel table holds 1"),
+        "{err}"
+    );
+}
+
+#[test]
 fn too_many_ipv6_prefixes() {
     let mut text = format!("{HEAD}rules:\n  - name: a\n    protocol: any\n    from:\n");
     for i in 0..=MAX_V6_PREFIXES {

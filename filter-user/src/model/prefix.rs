@@ -1,7 +1,7 @@
 //! The model's own prefix matcher: for one rule, the set of its network addresses per prefix
 //! length and family. An address is covered when, for some length present, the address
 //! masked to that length is in the set. Lookups cost one hash probe per distinct length, so
-//! a 100k-prefix rule stays fast without sharing anything with the compiler's LPM tables.
+//! a 100k-prefix rule stays fast without sharing anything with the compiler's flat lookup tables.
 
 use std::collections::HashSet;
 use std::hash::{BuildHasherDefault, Hasher};
