@@ -5,7 +5,7 @@
 //! input: mostly disjoint /24../32 prefixes with some nesting, like a real blocklist or an
 //! authorized-ranges export.
 
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion};
 use filter_user::compiler::lookup::{self, Family, TablePrefix};
 use filter_user::compiler::{compile, RuleSlots, Tables};
 use filter_user::config::{parse_str_with, LoadOptions};
@@ -188,7 +188,7 @@ fn bench_compile(c: &mut Criterion) {
                 leaf: 1,
             })
             .collect();
-        g.bench_function(format!("v4_mixed/{n}"), |b| {
+        g.bench_function(BenchmarkId::new("v4_mixed", n), |b| {
             b.iter_batched(
                 || prefixes.clone(),
                 |mut p| lookup::build(Family::V4, &mut p),
@@ -204,7 +204,7 @@ fn bench_compile(c: &mut Criterion) {
             leaf: 1,
         })
         .collect();
-    g.bench_function("v6_mixed/100000", |b| {
+    g.bench_function(BenchmarkId::new("v6_mixed", 100_000), |b| {
         b.iter_batched(
             || prefixes.clone(),
             |mut p| lookup::build(Family::V6, &mut p),

@@ -13,14 +13,11 @@
 use std::time::Duration;
 
 use benches::{
-    allow_policy, random_frames, random_v6_frames, syn_frame, v4_mixed_prefixes, v4_prefixes,
+    allow_policy, fit_capacity, random_frames, random_v6_frames, syn_frame, v4_mixed_prefixes, v4_prefixes,
     v6_mixed_prefixes, Rng, LOOKUP_SIZES_V4, LOOKUP_SIZES_V6, SIZES,
 };
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode};
-use filter_user::{
-    policy::PrefixCapacity,
-    replay::{rawbpf::RawProgram, rawlpm::LpmBaseline, LoadedPolicy},
-};
+use filter_user::replay::{rawbpf::RawProgram, rawlpm::LpmBaseline, LoadedPolicy};
 
 /// Distinct frames cycled through for "random sources".
 const RANDOM_FRAMES: usize = 4096;
@@ -152,10 +149,7 @@ fn bench_lookup(c: &mut Criterion) {
             (allow_policy(&[], &list), frames, LpmBaseline::v6(&list))
         };
         let mut policy = policy;
-        policy.capacity = PrefixCapacity {
-            ipv4: policy.capacity.ipv4.max(n as u32),
-            ipv6: policy.capacity.ipv6.max(n as u32),
-        };
+        fit_capacity(&mut policy);
         let (mut loaded, lpm) = match (LoadedPolicy::load(&policy), lpm) {
             (Ok(l), Ok(t)) => (l, t),
             (Err(e), _) => {
@@ -169,9 +163,9 @@ fn bench_lookup(c: &mut Criterion) {
         };
         let mut g = c.benchmark_group(format!("lookup_{family}"));
         g.sampling_mode(SamplingMode::Flat);
-        g.sample_size(10);
-        g.warm_up_time(Duration::from_micros(500));
-        g.measurement_time(Duration::from_millis(20));
+        g.sample_size(20);
+        g.warm_up_time(Duration::from_millis(5));
+        g.measurement_time(Duration::from_millis(200));
         g.bench_function(BenchmarkId::new("nodegate_random", n), |b| {
             random_runs(b, &frames, |f| {
                 loaded.filter.test_run(f, 1).expect("test run").1

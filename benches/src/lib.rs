@@ -112,6 +112,35 @@ pub fn allow_policy(v4: &[Ipv4Net], v6: &[Ipv6Net]) -> Policy {
     }
 }
 
+/// Raise `policy`'s capacity until its source tables fit: the prefix counts, and the table
+/// words clustered or deeply nested sets need beyond what a prefix of capacity reserves
+/// (100k random IPv6 /32–/128 prefixes need about 5× the default reservation).
+pub fn fit_capacity(policy: &mut Policy) {
+    use filter_user::policy::PrefixCapacity;
+    let mut roomy = policy.clone();
+    roomy.capacity = PrefixCapacity {
+        ipv4: PrefixCapacity::MAX_IPV4,
+        ipv6: PrefixCapacity::MAX_IPV6,
+    };
+    let Ok(tables) = filter_user::compiler::Tables::try_from(&roomy) else {
+        return;
+    };
+    let need = |words: usize, per: u32| {
+        (words.saturating_sub(filter_common::lookup::ROOT_WORDS as usize) as u32).div_ceil(per)
+    };
+    let s = &tables.stats;
+    policy.capacity.ipv4 = policy
+        .capacity
+        .ipv4
+        .max(s.v4_prefixes as u32)
+        .max(need(s.v4_table_words, filter_common::lookup::V4_WORDS_PER_PREFIX));
+    policy.capacity.ipv6 = policy
+        .capacity
+        .ipv6
+        .max(s.v6_prefixes as u32)
+        .max(need(s.v6_table_words, filter_common::lookup::V6_WORDS_PER_PREFIX));
+}
+
 /// The node address all benchmark frames go to (RFC 5737, the lab's node side).
 pub const NODE_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 

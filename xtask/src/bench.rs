@@ -150,12 +150,14 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Mean ns per iteration of a criterion benchmark, if this run produced it.
+/// Median ns per iteration of a criterion benchmark (the median of its samples), if this
+/// run produced it. The median, not the mean: on a shared machine one sample that met an
+/// interrupt storm moves the mean of ten by microseconds and the median not at all.
 fn estimate(criterion: &Path, id: &str) -> Option<f64> {
     let text =
         std::fs::read_to_string(criterion.join(id).join("new").join("estimates.json")).ok()?;
     let json: Value = serde_json::from_str(&text).ok()?;
-    json.get("mean")?.get("point_estimate")?.as_f64()
+    json.get("median")?.get("point_estimate")?.as_f64()
 }
 
 fn fmt_ns(ns: f64) -> String {
@@ -239,7 +241,7 @@ fn render(criterion: &Path, lines: &[Value], command: &str) -> (String, Vec<Stri
 
     let _ = writeln!(
         r,
-        "\n### `BPF_PROG_TEST_RUN` (criterion, kernel-measured ns/packet, 64-byte TCP SYN)\n"
+        "\n### `BPF_PROG_TEST_RUN` (criterion medians, kernel-measured ns/packet, 64-byte TCP SYN)\n"
     );
     let _ = writeln!(r, "| IPv4 prefixes | sources | nodegate ns | empty XDP ns (same run) | nodegate − empty | nodegate / empty |\n|---:|---|---:|---:|---:|---:|");
     let mut testrun = BTreeMap::new();

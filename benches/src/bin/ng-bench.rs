@@ -23,7 +23,7 @@ use std::{
 
 use anyhow::{bail, Context};
 use benches::{
-    allow_policy,
+    allow_policy, fit_capacity,
     peers::{ipset_script, nft_ruleset, run_in, IptablesIpset, Nft, TempFile, XdpFilter},
     v4_mixed_prefixes, v4_prefixes, v6_mixed_prefixes, v6_prefixes, NODE_V4,
 };
@@ -374,8 +374,7 @@ fn tables(quick: bool) -> anyhow::Result<usize> {
     for (name, v4, v6) in sets {
         variant("tables", &name, &mut failed, || {
             let mut policy = allow_policy(&v4, &v6);
-            policy.capacity.ipv4 = policy.capacity.ipv4.max(v4.len() as u32);
-            policy.capacity.ipv6 = policy.capacity.ipv6.max(v6.len() as u32);
+            fit_capacity(&mut policy);
             let t = Instant::now();
             let compiled = compile(&policy, &RuleSlots::new())?;
             let compile_ms = t.elapsed().as_secs_f64() * 1e3;
