@@ -13,8 +13,8 @@
 use std::time::Duration;
 
 use benches::{
-    allow_policy, fit_capacity, random_frames, random_v6_frames, syn_frame, v4_mixed_prefixes, v4_prefixes,
-    v6_mixed_prefixes, Rng, LOOKUP_SIZES_V4, LOOKUP_SIZES_V6, SIZES,
+    allow_policy, fit_capacity, random_frames, random_v6_frames, syn_frame, v4_mixed_prefixes,
+    v4_prefixes, v6_mixed_prefixes, Rng, LOOKUP_SIZES_V4, LOOKUP_SIZES_V6, SIZES,
 };
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode};
 use filter_user::replay::{rawbpf::RawProgram, rawlpm::LpmBaseline, LoadedPolicy};

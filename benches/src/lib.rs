@@ -129,16 +129,14 @@ pub fn fit_capacity(policy: &mut Policy) {
         (words.saturating_sub(filter_common::lookup::ROOT_WORDS as usize) as u32).div_ceil(per)
     };
     let s = &tables.stats;
-    policy.capacity.ipv4 = policy
-        .capacity
-        .ipv4
-        .max(s.v4_prefixes as u32)
-        .max(need(s.v4_table_words, filter_common::lookup::V4_WORDS_PER_PREFIX));
-    policy.capacity.ipv6 = policy
-        .capacity
-        .ipv6
-        .max(s.v6_prefixes as u32)
-        .max(need(s.v6_table_words, filter_common::lookup::V6_WORDS_PER_PREFIX));
+    policy.capacity.ipv4 = policy.capacity.ipv4.max(s.v4_prefixes as u32).max(need(
+        s.v4_table_words,
+        filter_common::lookup::V4_WORDS_PER_PREFIX,
+    ));
+    policy.capacity.ipv6 = policy.capacity.ipv6.max(s.v6_prefixes as u32).max(need(
+        s.v6_table_words,
+        filter_common::lookup::V6_WORDS_PER_PREFIX,
+    ));
 }
 
 /// The node address all benchmark frames go to (RFC 5737, the lab's node side).
