@@ -185,5 +185,77 @@ fn bench_lookup(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench_testrun, bench_lookup);
+/// Knock-out builds (`cargo xtask bench` builds them, `NODEGATE_KNOCKOUT_DIR`), each stopping
+/// after one stage, and the shipped program, in program order.
+const STAGES: [&str; 6] = ["settings", "parse", "call", "lookup", "verdict", "full"];
+
+/// Per-stage cost: one allowed IPv4 and one allowed IPv6 TCP SYN (hot, 1 prefix per family)
+/// through every knock-out build and the shipped program, next to the empty program, in one
+/// run; a stage costs the difference to the build before it.
+fn bench_stages(c: &mut Criterion) {
+    let Some(dir) = std::env::var_os("NODEGATE_KNOCKOUT_DIR") else {
+        eprintln!("stages: NODEGATE_KNOCKOUT_DIR unset; the stage table needs the knock-out builds of `cargo xtask bench`");
+        return;
+    };
+    let Ok(empty) = RawProgram::pass() else {
+        eprintln!("stages: cannot load the empty XDP program; skipped (need root)");
+        return;
+    };
+    let v4 = v4_prefixes(1, 11);
+    let v6 = benches::v6_prefixes(1, 13);
+    let policy = allow_policy(&v4, &v6);
+    let frames = [
+        ("v4", syn_frame(v4[0].network())),
+        ("v6", benches::syn_frame_v6(v6[0].network())),
+    ];
+    let mut g = c.benchmark_group("stages");
+    for (family, frame) in &frames {
+        g.bench_function(BenchmarkId::new("empty", family), |b| {
+            b.iter_custom(|iters| {
+                empty
+                    .test_run(frame, iters.min(u32::MAX as u64) as u32)
+                    .expect("test run")
+                    .duration
+                    * iters as u32
+            })
+        });
+    }
+    for stage in STAGES {
+        let loaded = if stage == "full" {
+            LoadedPolicy::load(&policy)
+        } else {
+            let path = std::path::Path::new(&dir).join(format!("{stage}.o"));
+            let bytes = match std::fs::read(&path) {
+                Ok(b) => b,
+                Err(e) => {
+                    eprintln!("stages: {}: {e}; skipped", path.display());
+                    continue;
+                }
+            };
+            LoadedPolicy::load_object(&policy, bytes.into())
+        };
+        let mut loaded = match loaded {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("stages: cannot load the `{stage}` build ({e}); skipped");
+                continue;
+            }
+        };
+        for (family, frame) in &frames {
+            g.bench_function(BenchmarkId::new(stage, family), |b| {
+                b.iter_custom(|iters| {
+                    loaded
+                        .filter
+                        .test_run(frame, iters.min(u32::MAX as u64) as u32)
+                        .expect("test run")
+                        .1
+                        * iters as u32
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench_testrun, bench_stages, bench_lookup);
 criterion_main!(benches);

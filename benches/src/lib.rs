@@ -208,16 +208,16 @@ pub fn random_v6_frames(list: &[Ipv6Net], count: usize, seed: u64) -> Vec<Vec<u8
             } else {
                 any
             };
-            Frame::tcp(
-                IpAddr::V6(Ipv6Addr::from(src)),
-                IpAddr::V6(NODE_V6),
-                40000,
-                443,
-            )
-            .syn()
-            .build()
+            syn_frame_v6(Ipv6Addr::from(src))
         })
         .collect()
+}
+
+/// A 74-byte IPv6 TCP SYN to port 443 of [`NODE_V6`] from `src`.
+pub fn syn_frame_v6(src: Ipv6Addr) -> Vec<u8> {
+    Frame::tcp(IpAddr::V6(src), IpAddr::V6(NODE_V6), 40000, 443)
+        .syn()
+        .build()
 }
 
 /// Prefix counts of the lookup benchmarks (random mixed-length sets), IPv4 and IPv6.

@@ -22,7 +22,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 
-use crate::proto::{IPV4_HEAD, IPV6_HEAD};
+use crate::proto::{ETH_TYPE, IPV4_HEAD, IPV6_HEAD};
 
 /// Bounds-checked reader over the frame of one XDP context.
 pub struct Cursor<'a> {
@@ -107,8 +107,13 @@ impl<'a> Cursor<'a> {
 pub struct Front {
     /// How many bytes of network header (and beyond) `bytes[L3..]` holds.
     held: usize,
-    bytes: MaybeUninit<[u8; FRONT_LEN]>,
+    bytes: MaybeUninit<FrontBytes>,
 }
+
+/// The copy, 8-byte aligned: the verifier refuses misaligned stack stores, and the direct
+/// read copies in words.
+#[repr(C, align(8))]
+struct FrontBytes([u8; FRONT_LEN]);
 
 /// Ethertype + IPv6 header + L4 head.
 const FRONT_LEN: usize = Front::L3 + IPV6_HEAD;
@@ -148,21 +153,56 @@ impl Front {
         Some(())
     }
 
+    /// Copy the `N` bytes at the constant packet offset `OFF` straight from packet memory
+    /// into the start of the copy, if the frame has them.
+    ///
+    /// Direct packet access needs no helper call, and with a *constant* offset no
+    /// CAP_PERFMON either: the verifier checks `data + OFF + N <= data_end` itself. The
+    /// common frame (untagged, any IP header with its L4 head) gets all its bytes this way.
+    /// The copy moves 16-bit words: the BPF backend splits anything it cannot prove aligned
+    /// into single bytes. Packet data is 2-byte aligned: the verifier's own alignment
+    /// model places it at `NET_IP_ALIGN` (2) mod 4, and refuses to let a program test a
+    /// packet pointer's alignment (`&=` on a pointer), so the kernel's invariant is what we
+    /// rely on; the JITs (x86-64, arm64) load unaligned halfwords correctly regardless.
+    #[inline(always)]
+    fn load_direct<const OFF: usize, const N: usize>(&mut self, cur: &Cursor) -> bool {
+        const { assert!(N <= FRONT_LEN && N % 2 == 0 && OFF % 2 == 0) };
+        let (data, data_end) = (cur.ctx.data(), cur.ctx.data_end());
+        if OFF + N > cur.end || data + OFF + N > data_end {
+            return false;
+        }
+        let src = (data + OFF) as *const u16;
+        let dst = self.bytes.as_mut_ptr().cast::<u16>();
+        let mut i = 0;
+        // Constant bound: unrolled into N / 2 load/store pairs.
+        while i < N / 2 {
+            // SAFETY: 2-byte aligned reads (OFF is even, asserted; packet data is aligned as
+            // above) inside the frame (checked against data_end) into the 8-byte aligned
+            // copy, which holds FRONT_LEN >= N bytes.
+            unsafe { dst.add(i).write(src.add(i).read()) };
+            i += 1;
+        }
+        self.held = N - Self::L3;
+        true
+    }
+
     /// Read the ethertype at `off` and as much after it as fits the frame and the copy:
     /// an IPv6 header and L4 head, or an IPv4 header and L4 head, or nothing.
     #[inline(always)]
     pub fn read_ethertype(&mut self, cur: &Cursor, off: usize) -> Option<u16> {
         const V6: usize = Front::L3 + IPV6_HEAD;
         const V4: usize = Front::L3 + IPV4_HEAD;
-        if cur.has(off, V6) {
+        if off == ETH_TYPE && self.load_direct::<ETH_TYPE, V6>(cur) {
+            // Fast path: the untagged frame's whole front, no helper.
+        } else if cur.has(off, V6) {
             self.load::<0, V6>(cur, off)?;
         } else if cur.has(off, V4) {
             self.load::<0, V4>(cur, off)?;
         } else {
             self.load::<0, { Front::L3 }>(cur, off)?;
         }
-        // SAFETY: `load` wrote at least the first 2 bytes.
-        let b = unsafe { &*self.bytes.as_ptr() };
+        // SAFETY: a load wrote at least the first 2 bytes.
+        let b = unsafe { &(*self.bytes.as_ptr()).0 };
         Some(u16::from_be_bytes([b[0], b[1]]))
     }
 

@@ -10,7 +10,7 @@ use aya_ebpf::{
 use filter_common::Reason;
 
 use crate::{
-    counters, essentials, frags,
+    counters, essentials, frags, knockout,
     packet::{Flow, Summary, Verdict, PENDING},
     verdict,
 };
@@ -30,6 +30,11 @@ pub extern "C" fn nodegate_finish(ctx: *mut xdp_md, sum: *const Summary) -> u32 
     let Some(sum) = (unsafe { sum.as_ref() }) else {
         return xdp_action::XDP_DROP;
     };
+    // Knock-outs read the context too: an unused argument is not passed at all, and the
+    // verifier refuses a global function call without its context.
+    if knockout::stops_after(knockout::Stage::Call) {
+        return knockout::action_of(sum.reason ^ ctx.ingress_ifindex() as u32);
+    }
     let (code, rule) = if sum.reason != PENDING {
         (sum.reason, sum.rule)
     } else if sum.configured == 0 {
@@ -41,6 +46,11 @@ pub extern "C" fn nodegate_finish(ctx: *mut xdp_md, sum: *const Summary) -> u32 
         };
         (v.reason as u32, v.rule)
     };
+    if knockout::STOP <= knockout::Stage::Verdict {
+        return knockout::action_of(
+            u32::from(!counters::is_drop(code)) ^ rule ^ ctx.ingress_ifindex() as u32,
+        );
+    }
     // "A first fragment whose (non-monitor) verdict is pass": the reason, not the action.
     if sum.configured != 0 && sum.packet.is_first_frag() && !counters::is_drop(code) {
         frags::remember(&sum.packet);

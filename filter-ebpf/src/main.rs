@@ -30,6 +30,7 @@ mod finish;
 mod frags;
 mod ipv4;
 mod ipv6;
+mod knockout;
 mod l4;
 mod lookup;
 mod maps;
@@ -60,6 +61,9 @@ pub fn nodegate(ctx: XdpContext) -> u32 {
     let sum = zeroed::<Summary>(&mut slot);
     sum.reason = Reason::Internal as u32;
     parse(&ctx, sum);
+    if knockout::STOP <= knockout::Stage::Parse {
+        return knockout::action_of(sum.reason ^ sum.settings.gen ^ sum.iface_slot);
+    }
     finish::nodegate_finish(ctx.ctx, sum)
 }
 
@@ -86,6 +90,9 @@ fn parse(ctx: &XdpContext, sum: &mut Summary) {
     s.override_for_iface(iface_override::of_gen(iface.overrides, gen));
     sum.settings = s;
     sum.configured = 1;
+    if knockout::stops_after(knockout::Stage::Settings) {
+        return;
+    }
     match headers(&mut cur, &s, &mut sum.packet) {
         Continue(svc) => {
             sum.reason = PENDING;

@@ -14,6 +14,7 @@ use filter_common::{
 };
 
 use crate::{
+    knockout,
     maps::{CELLS, FLOWS, FLOW_STATS, ROWS, SEGMENTS},
     packet::{need, Flow, Packet, Service, Settings, Verdict},
     proto::*,
@@ -28,6 +29,12 @@ pub fn rules(s: &Settings, pkt: &Packet, svc: &Service) -> Flow<Reason> {
     let Some(class) = crate::lookup::source_class(s, pkt) else {
         return Continue(Reason::NoSourceMatch);
     };
+    if knockout::stops_after(knockout::Stage::Lookup) {
+        return Break(Verdict {
+            reason: Reason::AllowRule,
+            rule: class,
+        });
+    }
     if class >= MAX_CLASSES {
         return Verdict::stop(Reason::Internal);
     }

@@ -58,6 +58,7 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
         "compile",
         "config",
         "testrun",
+        "stages",
         "source_table",
         "lookup_v4",
         "lookup_v6",
@@ -75,10 +76,13 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
         "--bins",
         "--benches",
     ]))?;
+    eprintln!("== knock-out builds of the XDP program (stage costs)");
+    let knockouts = crate::knockout::build(&root, &target)?;
     let measure_start = Instant::now();
 
     eprintln!("== criterion: reference model, compiler, BPF_PROG_TEST_RUN");
     let mut cmd = Command::new("cargo");
+    cmd.env("NODEGATE_KNOCKOUT_DIR", &knockouts);
     cmd.current_dir(&root).args([
         "bench", "--locked", "-p", "benches", "--bench", "model", "--bench", "compile", "--bench",
         "testrun", "--",

@@ -5,6 +5,7 @@ mod bench;
 mod cmd;
 mod demo;
 mod kernels;
+mod knockout;
 mod lint;
 mod setup;
 mod test;

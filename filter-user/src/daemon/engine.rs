@@ -215,6 +215,7 @@ impl Engine {
             flow_capacity: Some(first.flows.capacity),
             prefix_capacity: Some(first.capacity),
             bpf_log_level: options.bpf_log_level,
+            object: None,
         })?;
         warn_flow_capacity(&filter, first.flows.capacity);
         warn_table_capacity(&filter, first.capacity);

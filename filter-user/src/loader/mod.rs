@@ -140,6 +140,9 @@ pub struct LoadOptions {
     /// error paths (never per packet); records reach this process's `tracing` logs through
     /// [`Filter::take_bpf_logger`].
     pub bpf_log_level: u8,
+    /// Load this BPF object instead of the embedded one: the benches' knock-out builds
+    /// (`NODEGATE_KNOCKOUT`, filter-ebpf/src/knockout.rs), never the daemon.
+    pub object: Option<std::sync::Arc<[u8]>>,
 }
 
 /// The loaded XDP program and its maps.
@@ -151,7 +154,10 @@ pub struct Filter {
 impl Filter {
     /// Load the embedded object and the XDP program into the kernel (not attached anywhere).
     pub fn load(options: &LoadOptions) -> Result<Self, LoaderError> {
-        let object = crate::object::ebpf_object()?;
+        let object = match &options.object {
+            Some(bytes) => bytes,
+            None => crate::object::ebpf_object()?,
+        };
         let mut loader = EbpfLoader::new();
         let pin_paths: Vec<(&str, PathBuf)> = match &options.map_pin_dir {
             Some(dir) => PINNED_MAPS

@@ -140,6 +140,18 @@ impl Generator {
         })
     }
 
+    /// A generator that sends every copy from a source picked at random from `stamps`
+    /// (`rawgen`): IPv4 TCP frames only.
+    pub fn rewriting_sources(
+        ifindex: u32,
+        stamps: &[super::rawgen::SourceStamp],
+    ) -> Result<Generator, LiveError> {
+        Ok(Generator {
+            prog: super::rawgen::load(stamps).map_err(LiveError::Generator)?,
+            ifindex,
+        })
+    }
+
     /// Send `frames` `opts.loops` times. Must run in the network namespace of the interface
     /// (see [`in_netns`]). `progress` is called with the frames sent so far.
     pub fn send(

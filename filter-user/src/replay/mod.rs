@@ -37,6 +37,7 @@
 pub mod capture;
 pub mod live;
 pub mod rawbpf;
+pub mod rawgen;
 pub mod rawlpm;
 pub mod run;
 

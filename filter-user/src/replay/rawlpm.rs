@@ -17,36 +17,36 @@ use ipnet::{Ipv4Net, Ipv6Net};
 
 use super::rawbpf::{action, sys_bpf, RawProgram};
 
-const BPF_MAP_CREATE: libc::c_long = 0;
-const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
+pub(crate) const BPF_MAP_CREATE: libc::c_long = 0;
+pub(crate) const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_MAP_TYPE_LPM_TRIE: u32 = 11;
 const BPF_F_NO_PREALLOC: u32 = 1;
 /// `BPF_PSEUDO_MAP_FD` in the source register of a 64-bit immediate load.
-const PSEUDO_MAP_FD: u8 = 1;
+pub(crate) const PSEUDO_MAP_FD: u8 = 1;
 
 #[repr(C)]
 #[derive(Default)]
-struct MapCreateAttr {
-    map_type: u32,
-    key_size: u32,
-    value_size: u32,
-    max_entries: u32,
-    map_flags: u32,
-    _rest: [u32; 11],
+pub(crate) struct MapCreateAttr {
+    pub map_type: u32,
+    pub key_size: u32,
+    pub value_size: u32,
+    pub max_entries: u32,
+    pub map_flags: u32,
+    pub _rest: [u32; 11],
 }
 
 #[repr(C)]
 #[derive(Default)]
-struct MapElemAttr {
-    map_fd: u32,
-    _pad: u32,
-    key: u64,
-    value: u64,
-    flags: u64,
+pub(crate) struct MapElemAttr {
+    pub map_fd: u32,
+    pub _pad: u32,
+    pub key: u64,
+    pub value: u64,
+    pub flags: u64,
 }
 
 /// One encoded `struct bpf_insn`.
-fn insn(op: u8, dst: u8, src: u8, off: i16, imm: i32) -> u64 {
+pub(crate) fn insn(op: u8, dst: u8, src: u8, off: i16, imm: i32) -> u64 {
     u64::from(op)
         | (u64::from(dst | (src << 4)) << 8)
         | (u64::from(off as u16) << 16)
@@ -54,18 +54,18 @@ fn insn(op: u8, dst: u8, src: u8, off: i16, imm: i32) -> u64 {
 }
 
 // Opcodes (include/uapi/linux/bpf.h, instruction-set.rst).
-const MOV64_REG: u8 = 0xbf;
-const MOV64_IMM: u8 = 0xb7;
-const ADD64_IMM: u8 = 0x07;
-const LDX_W: u8 = 0x61;
-const STX_W: u8 = 0x63;
+pub(crate) const MOV64_REG: u8 = 0xbf;
+pub(crate) const MOV64_IMM: u8 = 0xb7;
+pub(crate) const ADD64_IMM: u8 = 0x07;
+pub(crate) const LDX_W: u8 = 0x61;
+pub(crate) const STX_W: u8 = 0x63;
 const ST_W: u8 = 0x62;
-const JGT_REG: u8 = 0x2d;
-const JEQ_IMM: u8 = 0x15;
-const LD_IMM64: u8 = 0x18;
-const CALL: u8 = 0x85;
-const EXIT: u8 = 0x95;
-const MAP_LOOKUP_ELEM: i32 = 1;
+pub(crate) const JGT_REG: u8 = 0x2d;
+pub(crate) const JEQ_IMM: u8 = 0x15;
+pub(crate) const LD_IMM64: u8 = 0x18;
+pub(crate) const CALL: u8 = 0x85;
+pub(crate) const EXIT: u8 = 0x95;
+pub(crate) const MAP_LOOKUP_ELEM: i32 = 1;
 
 /// The program: bounds check, copy the source into an LPM key on the stack, look it up.
 /// `addr_words` 32-bit words of address start at frame offset `addr_at`; `need` bytes must

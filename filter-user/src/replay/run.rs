@@ -174,10 +174,28 @@ impl LoadedPolicy {
     /// Load the program (private maps) and publish `policy`, with test runs judged as
     /// arriving on `iface` when given.
     pub fn load_on(policy: &Policy, iface: Option<&str>) -> Result<LoadedPolicy, ReplayError> {
+        LoadedPolicy::load_with(policy, iface, None)
+    }
+
+    /// Load `object` instead of the embedded program (the benches' knock-out builds) and
+    /// publish `policy`.
+    pub fn load_object(
+        policy: &Policy,
+        object: std::sync::Arc<[u8]>,
+    ) -> Result<LoadedPolicy, ReplayError> {
+        LoadedPolicy::load_with(policy, None, Some(object))
+    }
+
+    fn load_with(
+        policy: &Policy,
+        iface: Option<&str>,
+        object: Option<std::sync::Arc<[u8]>>,
+    ) -> Result<LoadedPolicy, ReplayError> {
         let mut slots = RuleSlots::new();
         let tables = compile(policy, &slots)?;
         let mut filter = Filter::load(&LoadOptions {
             prefix_capacity: Some(policy.capacity),
+            object,
             ..LoadOptions::default()
         })?;
         if let Some(name) = iface {
