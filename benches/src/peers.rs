@@ -83,6 +83,28 @@ impl XdpFilter {
     }
 }
 
+impl XdpFilter {
+    /// Allow many more source addresses at once: one `bpftool batch` writing xdp-filter's
+    /// pinned `filter_ipv4` map the way `xdp-filter ip --mode src` does (flag 1 = source,
+    /// on every CPU), instead of one process per address.
+    pub fn allow_many(&self, addrs: &[std::net::Ipv4Addr]) -> anyhow::Result<()> {
+        let mut batch = String::with_capacity(addrs.len() * 80);
+        for a in addrs {
+            let [b0, b1, b2, b3] = a.octets();
+            batch.push_str(&format!(
+                "map update pinned {XDP_FILTER_V4_MAP} key {b0} {b1} {b2} {b3} value 1 0 0 0 0 0 0 0\n"
+            ));
+        }
+        let file = TempFile::new("xdp-filter.batch", &batch)?;
+        let path = file.0.to_string_lossy().into_owned();
+        run_in(&self.ns, "bpftool", &["batch", "file", &path], None)?;
+        Ok(())
+    }
+}
+
+/// Where xdp-filter pins its IPv4 address map.
+const XDP_FILTER_V4_MAP: &str = "/sys/fs/bpf/xdp-filter/filter_ipv4";
+
 impl Drop for XdpFilter {
     fn drop(&mut self) {
         let _ = run_in(&self.ns, "xdp-filter", &["unload", &self.iface], None);

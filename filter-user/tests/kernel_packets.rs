@@ -16,8 +16,8 @@
 //! disagreement of a case, each with the frame, its hex, and expected/model/kernel answers.
 //!
 //! Run: `cargo test -p filter-user --features privileged-tests --test kernel_packets --
-//! --test-threads=1` as root. `--nocapture` shows the ns/packet figures of
-//! `zz_ns_per_packet_against_empty_program`.
+//! --test-threads=1` as root. The ns/packet figures are benchmarks (`cargo xtask bench`,
+//! the `testrun` and `stages` groups), not tests.
 #![cfg(feature = "privileged-tests")]
 
 mod common;
@@ -2128,77 +2128,5 @@ fn frames_past_the_first_page() {
         None,
     );
     t.check(&long_chain(443).l4_truncate(10), DROP, L4Truncated, None);
-    t.finish();
-}
-
-// ------------------------------------------------------------------ cost per packet
-
-/// Median of `rounds` mean-ns/packet measurements.
-fn median_ns(mut samples: Vec<f64>) -> f64 {
-    samples.sort_by(f64::total_cmp);
-    samples[samples.len() / 2]
-}
-
-/// ns/packet of the real program on an allowed TCP SYN (and a few other paths) against an
-/// empty XDP program (`r0 = XDP_PASS; exit`), measured alternately in the same run. Printed,
-/// not asserted: run with `--nocapture`.
-#[test]
-fn zz_ns_per_packet_against_empty_program() {
-    const REPEAT: u32 = 100_000;
-    const ROUNDS: usize = 7;
-    let mut t = TestBed::new(fixture());
-    let cases = [
-        ("allowed TCP SYN, IPv4", syn(CLIENT4, 443), AllowRule, true),
-        ("allowed TCP SYN, IPv6", syn(CLIENT6, 443), AllowRule, true),
-        (
-            "no-source-match, IPv4",
-            syn(BAD4, 443),
-            NoSourceMatch,
-            false,
-        ),
-        (
-            "ipv4-header (early drop)",
-            syn(BAD4, 443).ihl(3),
-            Ipv4Header,
-            false,
-        ),
-    ];
-    // The frames take the intended path (verdict, reason, counters).
-    for (_, frame, reason, pass) in &cases {
-        let rule = (*reason == AllowRule).then_some("clients-https");
-        t.check(frame, *pass, *reason, rule);
-    }
-    let empty =
-        filter_user::replay::rawbpf::RawProgram::pass().expect("load the empty XDP program");
-    let baseline_frame = cases[0].1.build();
-    let run = empty.test_run(&baseline_frame, 1).expect("empty test run");
-    assert_eq!(run.retval, 2, "the empty program returns XDP_PASS");
-
-    let mut baseline = Vec::new();
-    let mut ours: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
-    for _ in 0..ROUNDS {
-        let d = empty
-            .test_run(&baseline_frame, REPEAT)
-            .expect("empty test run")
-            .duration;
-        baseline.push(d.as_nanos() as f64);
-        for (i, (_, frame, ..)) in cases.iter().enumerate() {
-            let (_, d) = t.filter.test_run(&frame.build(), REPEAT).expect("test run");
-            ours[i].push(d.as_nanos() as f64);
-        }
-    }
-    let base = median_ns(baseline);
-    println!("BPF_PROG_TEST_RUN, repeat {REPEAT}, median of {ROUNDS} rounds (kernel-measured mean per run):");
-    println!("  {:<28} {:>8.1} ns/packet", "empty XDP program", base);
-    for (i, (name, ..)) in cases.iter().enumerate() {
-        let ns = median_ns(std::mem::take(&mut ours[i]));
-        println!(
-            "  {:<28} {:>8.1} ns/packet  ratio {:>5.2}x  (+{:.1} ns)",
-            name,
-            ns,
-            ns / base.max(1.0),
-            ns - base
-        );
-    }
     t.finish();
 }

@@ -293,30 +293,6 @@ fn zz_verifier_instruction_counts() {
     assert_headroom("as root", &mut f);
 }
 
-/// The oldest kernel measured to load both programs with CAP_BPF + CAP_NET_ADMIN alone
-/// (6.18). The kernel matrix measured 6.1 and 6.12 refusing them without CAP_PERFMON: their
-/// verifiers reject, for an unprivileged-for-Spectre loader, code whose speculative paths run
-/// past a buffer (aya-log's record copy, the header parser's stack use) where newer ones
-/// fence such paths instead; kernels in between are not measured and are documented as
-/// needing CAP_PERFMON.
-const LEAST_PRIVILEGE_FROM: (u32, u32) = (6, 18);
-
-fn kernel_at_least((major, minor): (u32, u32)) -> bool {
-    let release = filter_user::loader::features::kernel_release();
-    let mut parts = release.split(|c: char| !c.is_ascii_digit());
-    let found = (
-        parts
-            .next()
-            .and_then(|p| p.parse::<u32>().ok())
-            .unwrap_or(0),
-        parts
-            .next()
-            .and_then(|p| p.parse::<u32>().ok())
-            .unwrap_or(0),
-    );
-    found >= (major, minor)
-}
-
 /// Run `f` on a thread of its own holding exactly `caps` (capabilities belong to a thread).
 fn with_capabilities<R: Send + 'static>(
     caps: &'static [u32],
@@ -378,7 +354,7 @@ fn load_check_and_match(what: &'static str) {
 #[test]
 fn loads_and_matches_with_the_least_privilege_the_docs_promise() {
     common::require_root();
-    if kernel_at_least(LEAST_PRIVILEGE_FROM) {
+    if common::kernel_at_least(common::LEAST_PRIVILEGE_FROM) {
         with_capabilities(&[CAP_NET_ADMIN, CAP_BPF], || {
             load_check_and_match("with CAP_BPF + CAP_NET_ADMIN")
         });

@@ -128,29 +128,6 @@ fn fixture_without_clients() -> String {
     out
 }
 
-/// Send frames paced so the veth ring never overflows (every frame must reach XDP). A send
-/// the kernel refuses for lack of buffer space (ENOBUFS: the frame was not queued, seen on
-/// slow emulated kernels of the matrix) is retried after a pause, so every counted frame
-/// was sent.
-fn send_paced(sender: &RawSender, frame: &[u8], count: usize) {
-    for i in 0..count {
-        loop {
-            match sender.send(frame) {
-                Ok(()) => break,
-                Err(filter_user::lab::LabError::Sys { source, .. })
-                    if source.raw_os_error() == Some(libc::ENOBUFS) =>
-                {
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Err(e) => panic!("send a lab frame: {e}"),
-            }
-        }
-        if i % 16 == 15 {
-            std::thread::sleep(Duration::from_micros(200));
-        }
-    }
-}
-
 fn wait_counted(env: &Env, reason: &str, at_least: u64) {
     let deadline = std::time::Instant::now() + common::patience(Duration::from_secs(5));
     while reason_total(&env.snapshot(), reason).0 < at_least {
@@ -179,9 +156,9 @@ impl Traffic {
             std::thread::spawn(move || {
                 let (good, bad) = (allowed_frame(), disallowed_frame());
                 while !stop.load(Ordering::Relaxed) {
-                    send_paced(&sender, &good, burst);
+                    common::send_paced(&sender, &good, burst);
                     sent.0.fetch_add(burst as u64, Ordering::Relaxed);
-                    send_paced(&sender, &bad, burst);
+                    common::send_paced(&sender, &bad, burst);
                     sent.1.fetch_add(burst as u64, Ordering::Relaxed);
                 }
             })
@@ -300,7 +277,7 @@ fn j32_set_removal_takes_effect_at_the_flip() {
     let link = common::attach_to_lab(&mut filter, &lab);
     let sender = lab.peer_sender().unwrap();
 
-    send_paced(&sender, &clients_frame(), 50);
+    common::send_paced(&sender, &clients_frame(), 50);
     std::thread::sleep(Duration::from_millis(100));
     let before = filter.maps().snapshot().unwrap();
     assert_eq!(reason_total(&before, "allow-rule").0, 50);
@@ -309,7 +286,7 @@ fn j32_set_removal_takes_effect_at_the_flip() {
 
     let flip = filter.maps_mut().publish(&without).unwrap();
     assert_ne!(flip.gen_slot, report.gen_slot);
-    send_paced(&sender, &clients_frame(), 50);
+    common::send_paced(&sender, &clients_frame(), 50);
     std::thread::sleep(Duration::from_millis(100));
     let after = filter.maps().snapshot().unwrap();
     assert_eq!(
@@ -340,8 +317,8 @@ fn j33_survives_kill_adopts_on_restart_and_detaches() {
     let mut daemon = env.start_daemon(&config, &[]);
     let prog = env.xdp_prog_id().expect("attached");
 
-    send_paced(&sender, &allowed_frame(), 20);
-    send_paced(&sender, &disallowed_frame(), 20);
+    common::send_paced(&sender, &allowed_frame(), 20);
+    common::send_paced(&sender, &disallowed_frame(), 20);
     wait_counted(&env, "no-source-match", 20);
     let first = env.snapshot();
     assert_eq!(reason_total(&first, "allow-rule").0, 20);
@@ -354,8 +331,8 @@ fn j33_survives_kill_adopts_on_restart_and_detaches() {
         Some(prog),
         "the same program stays attached after SIGKILL"
     );
-    send_paced(&sender, &allowed_frame(), 20);
-    send_paced(&sender, &disallowed_frame(), 20);
+    common::send_paced(&sender, &allowed_frame(), 20);
+    common::send_paced(&sender, &disallowed_frame(), 20);
     wait_counted(&env, "no-source-match", 40);
     assert_eq!(
         reason_total(&env.snapshot(), "allow-rule").0,
@@ -372,7 +349,7 @@ fn j33_survives_kill_adopts_on_restart_and_detaches() {
         std::thread::spawn(move || {
             let frame = disallowed_frame();
             while !stop.load(Ordering::Relaxed) {
-                send_paced(&sender, &frame, 16);
+                common::send_paced(&sender, &frame, 16);
                 sent.fetch_add(16, Ordering::Relaxed);
             }
         })
@@ -410,7 +387,7 @@ fn j33_survives_kill_adopts_on_restart_and_detaches() {
         env.xdp_prog_id().is_some(),
         "SIGTERM leaves the filter attached"
     );
-    send_paced(&sender, &allowed_frame(), 10);
+    common::send_paced(&sender, &allowed_frame(), 10);
     wait_counted(&env, "allow-rule", 50);
 
     let out = env.run(&["detach", "--iface", &env.lab.node_if]);
@@ -500,7 +477,7 @@ fn j35_metrics_on_loopback_and_private_pins() {
         &[("reason", "allow-rule")],
     );
     let sender = env.lab.peer_sender().unwrap();
-    send_paced(&sender, &allowed_frame(), 25);
+    common::send_paced(&sender, &allowed_frame(), 25);
     wait_counted(&env, "allow-rule", 25);
     let text = scrape(&env, port);
     assert_eq!(
@@ -537,7 +514,7 @@ fn j35_metrics_on_loopback_and_private_pins() {
         metric(&text, "nodegate_reloads_total", &[("result", "failure")]),
         1
     );
-    send_paced(&sender, &allowed_frame(), 5);
+    common::send_paced(&sender, &allowed_frame(), 5);
     wait_counted(&env, "allow-rule", 30);
 }
 
@@ -554,7 +531,7 @@ fn configmap_swap_and_reload_command_trigger_reloads() {
     std::os::unix::fs::symlink("..data/rules.yaml", env.dir.join("rules.yaml")).unwrap();
     let daemon = env.start_daemon(&env.dir.join("rules.yaml"), &["--debounce-ms", "100"]);
     let sender = env.lab.peer_sender().unwrap();
-    send_paced(&sender, &clients_frame(), 10);
+    common::send_paced(&sender, &clients_frame(), 10);
     wait_counted(&env, "allow-rule", 10);
 
     let v2 = env.dir.join("..v2");
@@ -563,7 +540,7 @@ fn configmap_swap_and_reload_command_trigger_reloads() {
     std::os::unix::fs::symlink("..v2", env.dir.join("..data_tmp")).unwrap();
     std::fs::rename(env.dir.join("..data_tmp"), env.dir.join("..data")).unwrap();
     daemon.wait_for_log("trigger=\"file change\"", Duration::from_secs(10));
-    send_paced(&sender, &clients_frame(), 10);
+    common::send_paced(&sender, &clients_frame(), 10);
     wait_counted(&env, "no-source-match", 10);
     assert_eq!(
         reason_total(&env.snapshot(), "allow-rule").0,

@@ -1,7 +1,7 @@
 //! `cargo xtask bench [--quick]`: every benchmark of docs/BENCHMARKS.md in one run, printed as
 //! the tables that document quotes.
 //!
-//! 1. installs the peers if missing (Debian: xdp-tools, nftables, ipset, iptables);
+//! 1. installs the peers if missing (Debian: xdp-tools, nftables, ipset, iptables, bpftool);
 //! 2. criterion (`cargo bench -p benches`): reference model, compiler, and
 //!    `BPF_PROG_TEST_RUN` ns/packet next to an empty XDP program; results are read back from
 //!    criterion's `estimates.json` (stale ones are deleted first, so every number printed
@@ -27,8 +27,8 @@ use serde_json::Value;
 
 use crate::cmd::{is_root, output, sh, workspace_root};
 
-/// Debian packages of the peers.
-const PEERS: &[&str] = &["xdp-tools", "nftables", "ipset", "iptables"];
+/// Debian packages of the peers (bpftool bulk-loads xdp-filter's address map).
+const PEERS: &[&str] = &["xdp-tools", "nftables", "ipset", "iptables", "bpftool"];
 const SIZES: [u64; 3] = [1, 1_000, 100_000];
 /// Prefix counts of the source lookup rows (`benches::LOOKUP_SIZES_V4`, `_V6`).
 const LOOKUP_V4: [u64; 4] = [1, 1_000, 100_000, 1_000_000];
@@ -269,6 +269,41 @@ fn render(criterion: &Path, lines: &[Value], command: &str) -> (String, Vec<Stri
 
     let _ = writeln!(
         r,
+        "\n### Cost per stage (`BPF_PROG_TEST_RUN`, allowed TCP SYN, 1 prefix per family, hot; knock-out builds `NODEGATE_KNOCKOUT`, criterion medians)\n"
+    );
+    let _ = writeln!(r, "Each build stops after the stage named; a stage costs the difference to the row above. `full` is the shipped program.\n");
+    let _ = writeln!(
+        r,
+        "| build | IPv4 ns | stage IPv4 | IPv6 ns | stage IPv6 |\n|---|---:|---:|---:|---:|"
+    );
+    let mut before: BTreeMap<&str, Option<f64>> = BTreeMap::new();
+    for stage in [
+        "empty", "settings", "parse", "call", "lookup", "verdict", "full",
+    ] {
+        let mut row = format!("| {stage} |");
+        for family in ["v4", "v6"] {
+            let v = need(&format!("stages/{stage}/{family}"));
+            let step = match (v, before.get(family).copied().flatten()) {
+                (Some(a), Some(b)) => format!("{:+.1}", a - b),
+                _ => "—".into(),
+            };
+            let _ = write!(row, " {} | {step} |", cell(v, &|x| format!("{x:.1}")));
+            before.insert(family, v);
+        }
+        let _ = writeln!(r, "{row}");
+    }
+    let stage_ratio = |family: &str| {
+        Some(
+            estimate(criterion, &format!("stages/full/{family}"))?
+                / estimate(criterion, &format!("stages/empty/{family}"))?,
+        )
+    };
+    if let (Some(q4), Some(q6)) = (stage_ratio("v4"), stage_ratio("v6")) {
+        let _ = writeln!(r, "\nShipped program / empty program: IPv4 {q4:.2}×, IPv6 {q6:.2}× (goal ≤ 2.0×); IPv6 / IPv4 {:.2} (goal ≤ 1.2).", estimate(criterion, "stages/full/v6").unwrap_or(f64::NAN) / estimate(criterion, "stages/full/v4").unwrap_or(f64::NAN));
+    }
+
+    let _ = writeln!(
+        r,
         "\n### Source lookup: random mixed-length prefixes (IPv4 /8–/32, IPv6 /32–/128), random sources, `BPF_PROG_TEST_RUN` ns/packet\n"
     );
     let _ = writeln!(r, "nodegate's flat tables beside a plain XDP program on a kernel LPM trie holding the same prefixes (`replay::rawlpm`, what the peers use) and the empty program, on the same 4096 frames (half of the sources listed), one test run per frame, in the same run.\n");
@@ -343,64 +378,56 @@ fn render(criterion: &Path, lines: &[Value], command: &str) -> (String, Vec<Stri
         missing.push("tables: no result".into());
     }
 
-    let _ = writeln!(r, "\n### veth pipeline (XDP live-frames generator → veth → receiver, 64-byte frames, same traffic)\n");
-    let pipeline: Vec<&Value> = lines.iter().filter(|l| l["kind"] == "pipeline").collect();
-    let ceilings: Vec<f64> = pipeline
-        .iter()
-        .filter(|l| {
-            l["name"]
-                .as_str()
-                .is_some_and(|n| n.starts_with("bare XDP_DROP"))
-        })
-        .filter_map(|l| l["mpps"].as_f64())
-        .collect();
-    let ceiling =
-        (!ceilings.is_empty()).then(|| ceilings.iter().sum::<f64>() / ceilings.len() as f64);
-    let loops: Vec<f64> = pipeline
-        .iter()
-        .filter(|l| {
-            l["name"]
-                .as_str()
-                .is_some_and(|n| n.starts_with("bare XDP_DROP"))
-        })
-        .filter_map(|l| l["mpps_loop"].as_f64())
-        .collect();
-    let ceiling_loop = (!loops.is_empty()).then(|| loops.iter().sum::<f64>() / loops.len() as f64);
-    let _ = writeln!(r, "| receiver | CIDRs | frames delivered | dropped by the filter | Mpps | ratio to ceiling | Mpps in the generator loop | ratio (loop) |\n|---|---:|---:|---:|---:|---:|---:|---:|");
     let mut ratios = BTreeMap::new();
-    for l in &pipeline {
-        let name = l["name"].as_str().unwrap_or("?");
-        if let Some(err) = l["error"].as_str() {
-            missing.push(format!("pipeline {name}: {err}"));
+    for (traffic, title) in [
+        ("fixed", "4 sources, each frame one burst (the source lookup stays hot)"),
+        ("random", "65,536 random sources per copy, half inside the 100k CIDRs (passed), half outside (dropped); frames to a foreign MAC, so passed frames are discarded early by the stack"),
+    ] {
+        let _ = writeln!(r, "\n### veth pipeline, {title} (XDP live-frames generator → veth → receiver, 64-byte frames)\n");
+        let pipeline: Vec<&Value> = lines
+            .iter()
+            .filter(|l| l["kind"] == "pipeline" && l["traffic"].as_str().unwrap_or("fixed") == traffic)
+            .collect();
+        let is_ceiling = |l: &&&Value| {
+            l["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("bare XDP_DROP"))
+        };
+        let mean = |v: Vec<f64>| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
+        let ceiling = mean(pipeline.iter().filter(is_ceiling).filter_map(|l| l["mpps"].as_f64()).collect());
+        let ceiling_loop = mean(pipeline.iter().filter(is_ceiling).filter_map(|l| l["mpps_loop"].as_f64()).collect());
+        let _ = writeln!(r, "| receiver | CIDRs | frames delivered | dropped by the filter | Mpps | ratio to ceiling | Mpps in the generator loop | ratio (loop) |\n|---|---:|---:|---:|---:|---:|---:|---:|");
+        for l in &pipeline {
+            let name = l["name"].as_str().unwrap_or("?");
+            if let Some(err) = l["error"].as_str() {
+                missing.push(format!("pipeline ({traffic}) {name}: {err}"));
+                let _ = writeln!(r, "| {name} | — | — | — | not measured: {err} | — | — | — |");
+                continue;
+            }
+            let mpps = l["mpps"].as_f64().unwrap_or(0.0);
+            let mpps_loop = l["mpps_loop"].as_f64().unwrap_or(0.0);
+            let ratio = ceiling.map(|c| mpps / c);
+            let ratio_loop = ceiling_loop.map(|c| mpps_loop / c);
+            ratios.insert(format!("{name} [{traffic}]"), (mpps, ratio, ratio_loop));
+            let dropped = l["filter_dropped"]
+                .as_u64()
+                .map(|d| d.to_string())
+                .unwrap_or_else(|| "—".into());
             let _ = writeln!(
                 r,
-                "| {name} | — | — | — | not measured: {err} | — | — | — |"
+                "| {name} | {} | {} | {dropped} | {mpps:.3} | {} | {mpps_loop:.3} | {} |",
+                l["cidrs"],
+                l["delivered"],
+                cell(ratio, &|v| format!("{v:.2}")),
+                cell(ratio_loop, &|v| format!("{v:.2}")),
             );
-            continue;
         }
-        let mpps = l["mpps"].as_f64().unwrap_or(0.0);
-        let mpps_loop = l["mpps_loop"].as_f64().unwrap_or(0.0);
-        let ratio = ceiling.map(|c| mpps / c);
-        let ratio_loop = ceiling_loop.map(|c| mpps_loop / c);
-        ratios.insert(name.to_string(), (mpps, ratio, ratio_loop));
-        let dropped = l["filter_dropped"]
-            .as_u64()
-            .map(|d| d.to_string())
-            .unwrap_or_else(|| "—".into());
-        let _ = writeln!(
-            r,
-            "| {name} | {} | {} | {dropped} | {mpps:.3} | {} | {mpps_loop:.3} | {} |",
-            l["cidrs"],
-            l["delivered"],
-            cell(ratio, &|v| format!("{v:.2}")),
-            cell(ratio_loop, &|v| format!("{v:.2}")),
-        );
-    }
-    if pipeline.is_empty() {
-        missing.push("pipeline: no result".into());
-    }
-    if let (Some(c), Some(cl)) = (ceiling, ceiling_loop) {
-        let _ = writeln!(r, "\nCeiling = mean of the two bare XDP_DROP runs: {c:.3} Mpps by wall time, {cl:.3} Mpps in the generator loop.");
+        if pipeline.is_empty() {
+            missing.push(format!("pipeline ({traffic}): no result"));
+        }
+        if let (Some(c), Some(cl)) = (ceiling, ceiling_loop) {
+            let _ = writeln!(r, "\nCeiling = mean of this traffic's two bare XDP_DROP runs: {c:.3} Mpps by wall time, {cl:.3} Mpps in the generator loop.");
+        }
     }
 
     let _ = writeln!(r, "\n### Reload: 100k IPv4 + 10k IPv6 prefixes (and 1M IPv4), back to back on one running program\n");

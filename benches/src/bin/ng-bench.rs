@@ -36,6 +36,7 @@ use filter_user::{
     replay::{
         live::{rx_packets, settle, Generator, LiveOptions},
         rawbpf::RawProgram,
+        rawgen::SourceStamp,
         rawlpm::LpmBaseline,
         LoadedPolicy,
     },
@@ -96,6 +97,10 @@ struct Pipeline {
     loops: u64,
     node_ifindex: u32,
     peer_ifindex: u32,
+    /// Which traffic (`fixed`: each frame one burst; `random`: one frame whose every copy
+    /// the generator stamps with a random source from `stamps`).
+    traffic: &'static str,
+    stamps: Vec<SourceStamp>,
 }
 
 impl Pipeline {
@@ -115,8 +120,14 @@ impl Pipeline {
             ..LiveOptions::default()
         };
         let peer_ifindex = self.peer_ifindex;
+        let stamps = &self.stamps;
         let sent = in_netns(&self.lab.peer_ns, || -> anyhow::Result<_> {
-            Ok(Generator::new(peer_ifindex)?.send(&frames, &opts, &mut |_| {})?)
+            let generator = if stamps.is_empty() {
+                Generator::new(peer_ifindex)?
+            } else {
+                Generator::rewriting_sources(peer_ifindex, stamps)?
+            };
+            Ok(generator.send(&frames, &opts, &mut |_| {})?)
         })??;
         let after = settle(|| rx_packets(ns, iface), Duration::from_secs(3))?;
         let delivered = after - before;
@@ -133,7 +144,7 @@ impl Pipeline {
         let mpps_loop = delivered as f64 / sent.kernel.as_secs_f64().max(1e-9) / 1e6;
         println!(
             "{}",
-            json!({"kind": "pipeline", "name": name, "cidrs": cidrs, "sent": sent.frames, "delivered": delivered,
+            json!({"kind": "pipeline", "traffic": self.traffic, "sources": self.stamps.len().max(self.frames.len()), "name": name, "cidrs": cidrs, "sent": sent.frames, "delivered": delivered,
                    "elapsed_s": sent.elapsed.as_secs_f64(), "kernel_s": sent.kernel.as_secs_f64(), "mpps": mpps, "mpps_loop": mpps_loop, "filter_dropped": dropped})
         );
         Ok(mpps)
@@ -166,6 +177,8 @@ fn pipeline(quick: bool) -> anyhow::Result<usize> {
         loops: total / u64::from(SOURCES),
         node_ifindex,
         peer_ifindex,
+        traffic: "fixed",
+        stamps: Vec::new(),
     };
     let (ns, iface) = (p.lab.node_ns.clone(), p.lab.node_if.clone());
     let list = v4_prefixes(100_000, 31);
@@ -201,22 +214,9 @@ fn pipeline(quick: bool) -> anyhow::Result<usize> {
                         program.attach_to_if_index(p.node_ifindex, aya::programs::XdpMode::Driver)
                     })??
                 };
-                let result = {
-                    let maps = loaded.filter.maps();
-                    p.measure(&format!("nodegate, {n} CIDRs"), n, &mut || {
-                        let snap = maps.snapshot()?;
-                        Ok(Some(
-                            snap.reasons
-                                .iter()
-                                .filter(|r| {
-                                    filter_common::Reason::from_name(r.reason)
-                                        .is_some_and(|x| x.is_drop())
-                                })
-                                .map(|r| r.packets)
-                                .sum(),
-                        ))
-                    })
-                };
+                let result = p.measure(&format!("nodegate, {n} CIDRs"), n, &mut || {
+                    Ok(Some(dropped_by_nodegate(&loaded)?))
+                });
                 let _ = loaded.filter.program().detach(link);
                 result?;
                 Ok(())
@@ -264,7 +264,140 @@ fn pipeline(quick: bool) -> anyhow::Result<usize> {
             Ok(())
         },
     );
+    // The fixed-traffic lab goes before the next one is made.
+    std::mem::drop(p);
+    failed += pipeline_random_sources(quick)?;
     Ok(failed)
+}
+
+/// Distinct sources of the random-source pipeline: half inside the 100k CIDRs.
+const RANDOM_SOURCES: usize = 65_536;
+/// What xdp-filter's `filter_ipv4` hash holds at most (its compile-time `max_entries`).
+const XDP_FILTER_MAX: usize = 10_000;
+
+/// The pipeline with a cold source lookup: every copy the generator sends carries one of
+/// 65,536 sources at random, half of them inside the 100k CIDRs (allowed, passed to the
+/// stack) and half outside (dropped). Frames go to a MAC that is not the node's, so the stack
+/// discards passed frames early and the pass path costs every receiver the same little.
+/// Receivers: bare XDP_DROP (this traffic's ceiling), nodegate with the 100k CIDRs, the
+/// plain LPM-trie program with the same CIDRs, and xdp-filter with 1 address and with as
+/// many exact addresses as its map holds, all taken from the inside sources.
+fn pipeline_random_sources(quick: bool) -> anyhow::Result<usize> {
+    let mut failed = 0;
+    let lab = Lab::new("bcr", LabAddrs::default()).context("failed to create the bench lab")?;
+    let list = v4_prefixes(100_000, 31);
+    let mut rng = benches::Rng::new(41);
+    let template = |src: Ipv4Addr| {
+        Frame::tcp(IpAddr::V4(src), IpAddr::V4(NODE_V4), 40000, 443)
+            .syn()
+            .dst_mac([0x02, 0, 0, 0, 0, 0x99])
+            .pad_to(64)
+            .build()
+    };
+    let mut inside = Vec::with_capacity(RANDOM_SOURCES / 2);
+    while inside.len() < RANDOM_SOURCES / 2 {
+        let net = list[rng.below(list.len() as u64) as usize];
+        let host = rng.next_u64() as u32 & !u32::from(net.netmask());
+        inside.push(Ipv4Addr::from(u32::from(net.network()) | host));
+    }
+    inside.sort();
+    inside.dedup();
+    let mut outside = Vec::with_capacity(RANDOM_SOURCES / 2);
+    while inside.len() + outside.len() < RANDOM_SOURCES {
+        // The CIDRs all lie in 10.0.0.0/8.
+        let a = Ipv4Addr::from(rng.next_u64() as u32);
+        if a.octets()[0] != 10 {
+            outside.push(a);
+        }
+    }
+    let stamps: Vec<SourceStamp> = inside
+        .iter()
+        .chain(&outside)
+        .map(|&a| SourceStamp::of_frame(&template(a)).expect("a 64-byte IPv4 TCP frame"))
+        .collect();
+    let total: u64 = if quick { 1_000_000 } else { 8_000_000 };
+    let node_ifindex = lab.node_ifindex()?;
+    let peer_ifindex =
+        in_netns(&lab.peer_ns, || ifindex(&lab.peer_if))?.context("peer interface vanished")?;
+    let p = Pipeline {
+        lab,
+        frames: vec![template(outside[0])],
+        loops: total,
+        node_ifindex,
+        peer_ifindex,
+        traffic: "random",
+        stamps,
+    };
+    let (ns, iface) = (p.lab.node_ns.clone(), p.lab.node_if.clone());
+    let attach_raw = |prog: &RawProgram| {
+        in_netns(&ns, || prog.attach_xdp(node_ifindex))
+            .map_err(anyhow::Error::from)?
+            .map_err(anyhow::Error::from)
+    };
+    let no_count = &mut || Ok(None);
+    let drop = RawProgram::drop_all()?;
+    let ceiling = |which: &str, failed: &mut usize| {
+        let name = format!("bare XDP_DROP (ceiling, {which})");
+        variant("pipeline", &name, failed, || {
+            let _link = attach_raw(&drop)?;
+            p.measure(&name, 0, &mut || Ok(None))?;
+            Ok(())
+        });
+    };
+    ceiling("first", &mut failed);
+    variant("pipeline", "nodegate, 100k CIDRs", &mut failed, || {
+        let mut loaded =
+            LoadedPolicy::load(&allow_policy(&list, &[])).context("failed to load nodegate")?;
+        let link = {
+            let program = loaded.filter.program();
+            in_netns(&ns, || {
+                program.attach_to_if_index(node_ifindex, aya::programs::XdpMode::Driver)
+            })??
+        };
+        let result = p.measure("nodegate, 100k CIDRs", list.len(), &mut || {
+            Ok(Some(dropped_by_nodegate(&loaded)?))
+        });
+        let _ = loaded.filter.program().detach(link);
+        result?;
+        Ok(())
+    });
+    variant("pipeline", "LPM trie program", &mut failed, || {
+        let lpm = LpmBaseline::v4(&list)?;
+        let _link = attach_raw(lpm.program())?;
+        p.measure(
+            "XDP + kernel LPM trie (plain program), 100k CIDRs",
+            list.len(),
+            no_count,
+        )?;
+        Ok(())
+    });
+    for n in [1, XDP_FILTER_MAX] {
+        variant("pipeline", &format!("xdp-filter, {n}"), &mut failed, || {
+            let xf = XdpFilter::load(&ns, &iface, &inside[..1])?;
+            if n > 1 {
+                xf.allow_many(&inside[1..n])?;
+            }
+            p.measure(
+                &format!("xdp-filter (deny policy, {n} allowed addresses)"),
+                n,
+                no_count,
+            )?;
+            Ok(())
+        });
+    }
+    ceiling("last", &mut failed);
+    Ok(failed)
+}
+
+/// Frames nodegate's counters say it dropped, all reasons together.
+fn dropped_by_nodegate(loaded: &LoadedPolicy) -> anyhow::Result<u64> {
+    let snap = loaded.filter.maps().snapshot()?;
+    Ok(snap
+        .reasons
+        .iter()
+        .filter(|r| filter_common::Reason::from_name(r.reason).is_some_and(|x| x.is_drop()))
+        .map(|r| r.packets)
+        .sum())
 }
 
 fn percentile(samples: &[f64], p: f64) -> f64 {

@@ -40,8 +40,11 @@ pub const MAX_SOURCES: usize = 1 << 16;
 /// One source and the checksums a frame carries with it, as they lie in the frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SourceStamp {
+    /// The source address.
     pub src: Ipv4Addr,
+    /// The IPv4 header checksum of the frame from `src`.
     pub ip_csum: [u8; 2],
+    /// The TCP checksum of the frame from `src`.
     pub tcp_csum: [u8; 2],
 }
 

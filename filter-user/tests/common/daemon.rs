@@ -45,10 +45,24 @@ impl Env {
 
     /// `nodegate ARGS` in the node namespace (pin dir added for commands that take it).
     pub fn nodegate(&self, args: &[&str]) -> Command {
+        self.nodegate_as(None, args)
+    }
+
+    /// `nodegate ARGS` in the node namespace, as root holding exactly `caps` (names as
+    /// setpriv spells them, e.g. `bpf`, `net_admin`) when given: bounding, inheritable and
+    /// ambient sets, as a container runtime grants a DaemonSet's `capabilities.add`.
+    pub fn nodegate_as(&self, caps: Option<&[&str]>, args: &[&str]) -> Command {
         let mut c = Command::new("nsenter");
-        c.arg(format!("--net=/run/netns/{}", self.lab.node_ns))
-            .arg(NODEGATE)
-            .args(args);
+        c.arg(format!("--net=/run/netns/{}", self.lab.node_ns));
+        if let Some(caps) = caps {
+            let set: String = caps.iter().map(|c| format!(",+{c}")).collect();
+            c.arg("setpriv")
+                .arg(format!("--bounding-set=-all{set}"))
+                .arg(format!("--inh-caps=-all{set}"))
+                .arg(format!("--ambient-caps=-all{set}"))
+                .arg("--");
+        }
+        c.arg(NODEGATE).args(args);
         c.env("NODEGATE_PIN_DIR", self.pins.root());
         c
     }
@@ -71,6 +85,11 @@ impl Env {
 
     /// `nodegate run` on the node interface, expected to exit (a start-up refusal): its output.
     pub fn run_to_exit(&self, config: &Path, extra: &[&str]) -> Output {
+        self.run_to_exit_as(None, config, extra)
+    }
+
+    /// [`Env::run_to_exit`] holding exactly `caps` (see [`Env::nodegate_as`]).
+    pub fn run_to_exit_as(&self, caps: Option<&[&str]>, config: &Path, extra: &[&str]) -> Output {
         let config = config.to_str().unwrap();
         let pid_file = self.pid_file();
         let mut args = vec![
@@ -84,11 +103,18 @@ impl Env {
             pid_file.to_str().unwrap(),
         ];
         args.extend_from_slice(extra);
-        self.run(&args)
+        self.nodegate_as(caps, &args)
+            .output()
+            .expect("run nodegate")
     }
 
     /// Start `nodegate run` on the node interface and wait until it is enforcing.
     pub fn start_daemon(&self, config: &Path, extra: &[&str]) -> Daemon {
+        self.start_daemon_as(None, config, extra)
+    }
+
+    /// [`Env::start_daemon`] holding exactly `caps` (see [`Env::nodegate_as`]).
+    pub fn start_daemon_as(&self, caps: Option<&[&str]>, config: &Path, extra: &[&str]) -> Daemon {
         let _ = std::fs::remove_file(self.pid_file());
         let config = config.to_str().unwrap().to_string();
         let pid_file = self.pid_file().to_str().unwrap().to_string();
@@ -110,7 +136,7 @@ impl Env {
             NEXT.fetch_add(1, Ordering::Relaxed)
         ));
         let child = self
-            .nodegate(&args)
+            .nodegate_as(caps, &args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())

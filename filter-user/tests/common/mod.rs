@@ -54,3 +54,51 @@ pub fn attach_to_lab(
     .expect("enter the node namespace")
     .expect("attach in driver mode")
 }
+
+/// The oldest kernel measured to load both programs with CAP_BPF + CAP_NET_ADMIN alone
+/// (6.18). The kernel matrix measured 6.1 and 6.12 refusing them without CAP_PERFMON: their
+/// verifiers reject, for an unprivileged-for-Spectre loader, code whose speculative paths run
+/// past a buffer (aya-log's record copy, the header parser's stack use) where newer ones
+/// fence such paths instead; kernels in between are not measured and are documented as
+/// needing CAP_PERFMON.
+pub const LEAST_PRIVILEGE_FROM: (u32, u32) = (6, 18);
+
+/// Whether the running kernel is at least `major.minor`.
+pub fn kernel_at_least((major, minor): (u32, u32)) -> bool {
+    let release = filter_user::loader::features::kernel_release();
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    let found = (
+        parts
+            .next()
+            .and_then(|p| p.parse::<u32>().ok())
+            .unwrap_or(0),
+        parts
+            .next()
+            .and_then(|p| p.parse::<u32>().ok())
+            .unwrap_or(0),
+    );
+    found >= (major, minor)
+}
+
+/// Send frames paced so the veth ring never overflows (every frame must reach XDP). A send
+/// the kernel refuses for lack of buffer space (ENOBUFS: the frame was not queued, seen on
+/// slow emulated kernels of the matrix) is retried after a pause, so every counted frame
+/// was sent.
+pub fn send_paced(sender: &filter_user::lab::RawSender, frame: &[u8], count: usize) {
+    for i in 0..count {
+        loop {
+            match sender.send(frame) {
+                Ok(()) => break,
+                Err(filter_user::lab::LabError::Sys { source, .. })
+                    if source.raw_os_error() == Some(libc::ENOBUFS) =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                Err(e) => panic!("send a lab frame: {e}"),
+            }
+        }
+        if i % 16 == 15 {
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+    }
+}

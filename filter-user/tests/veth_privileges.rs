@@ -1,0 +1,158 @@
+//! The privilege story of the README ("Requirements") checked with the shipped binary as its
+//! own process, the way a container runtime starts it: `nodegate run` under `setpriv` with
+//! exactly the capabilities a privilege set names (bounding, inheritable and ambient sets),
+//! once per BPF log level the CLI offers (each level is a different program for the verifier:
+//! aya-log's level is a load-time constant), on a lab veth, judging real frames.
+//!
+//! Promised, per kernel:
+//! - CAP_BPF + CAP_NET_ADMIN + CAP_PERFMON: every kernel (what the Kubernetes kit grants);
+//! - CAP_BPF + CAP_NET_ADMIN alone: from 6.18 (`common::LEAST_PRIVILEGE_FROM`); before
+//!   that the start is refused by the verifier, the error names CAP_PERFMON, and nothing
+//!   is attached.
+//!
+//! Run: `cargo test -p filter-user --features privileged-tests --test veth_privileges` as root.
+#![cfg(feature = "privileged-tests")]
+
+mod common;
+
+use std::time::Duration;
+
+use common::daemon::{reason_total, Env};
+use filter_user::craft::Frame;
+
+/// `nodegate run --bpf-log-level` values (cli/run.rs `BpfLogLevel`).
+const LOG_LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+const WITH_PERFMON: &[&str] = &["bpf", "net_admin", "perfmon"];
+const WITHOUT_PERFMON: &[&str] = &["bpf", "net_admin"];
+
+const RULES: &str = "version: 1
+sets:
+  lab: [192.0.2.0/24]
+rules:
+  - name: lab-https
+    from: lab
+    protocol: tcp
+    ports: [443]
+";
+
+fn cap_number(name: &str) -> u32 {
+    match name {
+        "net_admin" => 12,
+        "perfmon" => 38,
+        "bpf" => 39,
+        other => panic!("no number for capability {other}"),
+    }
+}
+
+/// A process's effective capability set (`CapEff` of /proc/PID/status).
+fn effective_caps(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let hex = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .expect("CapEff line")
+        .trim();
+    u64::from_str_radix(hex, 16).unwrap()
+}
+
+fn frame(src: &str, port: u16) -> Vec<u8> {
+    Frame::tcp(
+        src.parse().unwrap(),
+        "192.0.2.1".parse().unwrap(),
+        40000,
+        port,
+    )
+    .syn()
+    .build()
+}
+
+/// Start under `caps` at `level`, judge 8 allowed and 8 unlisted frames, stop (the filter
+/// stays), then detach so the next start loads its own program instead of adopting this one.
+fn runs_and_judges(env: &Env, caps: &[&str], level: &str) {
+    let config = env.write_config("rules.yaml", RULES);
+    let what = format!("caps {caps:?}, --bpf-log-level {level}");
+    let mut daemon = env.start_daemon_as(Some(caps), &config, &["--bpf-log-level", level]);
+    daemon.wait_for_log("enforcing", common::patience(Duration::from_secs(60)));
+    assert_eq!(
+        effective_caps(daemon.pid()),
+        caps.iter().map(|c| 1u64 << cap_number(c)).sum::<u64>(),
+        "{what}: the daemon holds exactly these capabilities"
+    );
+    assert!(
+        env.xdp_prog_id().is_some(),
+        "{what}: no XDP program attached"
+    );
+    let before = env.snapshot();
+    let sender = env.lab.peer_sender().unwrap();
+    common::send_paced(&sender, &frame("192.0.2.9", 443), 8);
+    common::send_paced(&sender, &frame("198.51.100.7", 443), 8);
+    let deadline = std::time::Instant::now() + common::patience(Duration::from_secs(5));
+    loop {
+        let now = env.snapshot();
+        let moved = |reason| reason_total(&now, reason).0 - reason_total(&before, reason).0;
+        if moved("allow-rule") >= 8 && moved("no-source-match") >= 8 {
+            assert_eq!(moved("allow-rule"), 8, "{what}");
+            assert_eq!(moved("no-source-match"), 8, "{what}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: frames not judged: allow-rule +{}, no-source-match +{}\n{}",
+            moved("allow-rule"),
+            moved("no-source-match"),
+            daemon.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    daemon.signal(libc::SIGTERM);
+    assert!(
+        daemon
+            .wait(common::patience(Duration::from_secs(10)))
+            .success(),
+        "{what}"
+    );
+    let out = env.run(&["detach", "--iface", &env.lab.node_if]);
+    assert!(
+        out.status.success(),
+        "{what}: detach: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        env.xdp_prog_id().is_none(),
+        "{what}: still attached after detach"
+    );
+}
+
+#[test]
+fn the_daemon_runs_with_the_promised_capabilities_at_every_log_level() {
+    let env = Env::new("priv");
+    for level in LOG_LEVELS {
+        runs_and_judges(&env, WITH_PERFMON, level);
+    }
+}
+
+#[test]
+fn without_cap_perfmon_it_runs_from_6_18_and_is_refused_with_the_fix_before() {
+    let env = Env::new("nopm");
+    let config = env.write_config("rules.yaml", RULES);
+    for level in LOG_LEVELS {
+        if common::kernel_at_least(common::LEAST_PRIVILEGE_FROM) {
+            runs_and_judges(&env, WITHOUT_PERFMON, level);
+            continue;
+        }
+        let out = env.run_to_exit_as(Some(WITHOUT_PERFMON), &config, &["--bpf-log-level", level]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "level {level}: started without CAP_PERFMON: raise LEAST_PRIVILEGE_FROM and the README"
+        );
+        assert!(
+            stderr.contains("CAP_PERFMON"),
+            "level {level}: the refusal names the missing capability: {stderr}"
+        );
+        assert!(
+            env.xdp_prog_id().is_none(),
+            "level {level}: attached anyway"
+        );
+    }
+}
