@@ -166,7 +166,7 @@ impl Front {
     /// rely on; the JITs (x86-64, arm64) load unaligned halfwords correctly regardless.
     #[inline(always)]
     fn load_direct<const OFF: usize, const N: usize>(&mut self, cur: &Cursor) -> bool {
-        const { assert!(N <= FRONT_LEN && N % 2 == 0 && OFF % 2 == 0) };
+        const { assert!(N <= FRONT_LEN && N.is_multiple_of(2) && OFF.is_multiple_of(2)) };
         let (data, data_end) = (cur.ctx.data(), cur.ctx.data_end());
         if OFF + N > cur.end || data + OFF + N > data_end {
             return false;

@@ -214,14 +214,10 @@ impl Differ {
 
     /// A differ whose source tables are created for `capacity` prefixes.
     fn with_capacity(capacity: PrefixCapacity) -> Differ {
-        common::require_root();
-        Differ::with_filter(
-            Filter::load(&filter_user::loader::LoadOptions {
-                prefix_capacity: Some(capacity),
-                ..Default::default()
-            })
-            .expect("load the XDP program"),
-        )
+        Differ::with_filter(common::load_with(filter_user::loader::LoadOptions {
+            prefix_capacity: Some(capacity),
+            ..Default::default()
+        }))
     }
 
     fn with_filter(mut filter: Filter) -> Differ {

@@ -293,46 +293,15 @@ fn zz_verifier_instruction_counts() {
     assert_headroom("as root", &mut f);
 }
 
-/// Run `f` on a thread of its own holding exactly `caps` (capabilities belong to a thread).
+/// Run `f` on a thread of its own holding exactly `caps`.
 fn with_capabilities<R: Send + 'static>(
     caps: &'static [u32],
     f: impl FnOnce() -> R + Send + 'static,
 ) -> R {
-    std::thread::spawn(move || {
-        #[repr(C)]
-        struct Header {
-            version: u32,
-            pid: i32,
-        }
-        #[repr(C)]
-        #[derive(Clone, Copy, Default)]
-        struct Data {
-            effective: u32,
-            permitted: u32,
-            inheritable: u32,
-        }
-        let header = Header {
-            version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
-            pid: 0,
-        };
-        let mut data = [Data::default(); 2];
-        for cap in caps {
-            let word = &mut data[(*cap / 32) as usize];
-            word.effective |= 1 << (cap % 32);
-            word.permitted |= 1 << (cap % 32);
-        }
-        // SAFETY: capset(2) with a valid v3 header and two data words; affects this thread.
-        let rc = unsafe { libc::syscall(libc::SYS_capset, &header, data.as_ptr()) };
-        assert_eq!(rc, 0, "capset: {}", std::io::Error::last_os_error());
-        f()
-    })
-    .join()
-    .unwrap()
+    filter_user::loader::privileges::with_only(caps, f).expect("capset")
 }
 
-const CAP_NET_ADMIN: u32 = 12;
-const CAP_PERFMON: u32 = 38;
-const CAP_BPF: u32 = 39;
+use filter_user::loader::privileges::{CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON};
 
 /// Load both programs under the calling thread's capabilities, check the verifier headroom
 /// and run the stateful match.
@@ -347,7 +316,7 @@ fn load_check_and_match(what: &'static str) {
 }
 
 /// The least-privilege sets the README promises, per kernel: CAP_BPF + CAP_NET_ADMIN alone
-/// from 6.18; CAP_PERFMON as well before that, where CAP_BPF + CAP_NET_ADMIN alone is refused
+/// from 6.18 (the spectre-hardened variant); CAP_PERFMON as well before that, where CAP_BPF + CAP_NET_ADMIN alone is refused
 /// by the verifier with EACCES (so the README's statement is checked both ways on every
 /// kernel of the matrix). Either way the programs judge correctly and stay within the
 /// verifier budget.

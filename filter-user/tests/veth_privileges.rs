@@ -5,10 +5,14 @@
 //! aya-log's level is a load-time constant), on a lab veth, judging real frames.
 //!
 //! Promised, per kernel:
-//! - CAP_BPF + CAP_NET_ADMIN + CAP_PERFMON: every kernel (what the Kubernetes kit grants);
-//! - CAP_BPF + CAP_NET_ADMIN alone: from 6.18 (`common::LEAST_PRIVILEGE_FROM`); before
-//!   that the start is refused by the verifier, the error names CAP_PERFMON, and nothing
-//!   is attached.
+//! - root, and CAP_BPF + CAP_NET_ADMIN + CAP_PERFMON (what the Kubernetes kit grants): every
+//!   kernel; the program runs `native`;
+//! - CAP_BPF + CAP_NET_ADMIN alone: from 6.18 (`common::LEAST_PRIVILEGE_FROM`), where the
+//!   kernel hardens the program against Spectre v1 (`spectre-hardened`, 6.6× the per-packet
+//!   cost: docs/BENCHMARKS.md) and the daemon warns; before that the start is refused, the
+//!   error names CAP_PERFMON, and nothing is attached.
+//!
+//! `nodegate stats --json` (`program_variant`) must name the variant that runs.
 //!
 //! Run: `cargo test -p filter-user --features privileged-tests --test veth_privileges` as root.
 #![cfg(feature = "privileged-tests")]
@@ -66,21 +70,38 @@ fn frame(src: &str, port: u16) -> Vec<u8> {
     .build()
 }
 
-/// Start under `caps` at `level`, judge 8 allowed and 8 unlisted frames, stop (the filter
-/// stays), then detach so the next start loads its own program instead of adopting this one.
-fn runs_and_judges(env: &Env, caps: &[&str], level: &str) {
+/// Start as root (`None`) or holding exactly `caps` at `level`, check the variant `stats`
+/// reports, judge 8 allowed and 8 unlisted frames, stop (the filter stays), then detach so
+/// the next start loads its own program instead of adopting this one.
+fn runs_and_judges(env: &Env, caps: Option<&[&str]>, level: &str, variant: &str) {
     let config = env.write_config("rules.yaml", RULES);
     let what = format!("caps {caps:?}, --bpf-log-level {level}");
-    let mut daemon = env.start_daemon_as(Some(caps), &config, &["--bpf-log-level", level]);
+    let mut daemon = env.start_daemon_as(caps, &config, &["--bpf-log-level", level]);
     daemon.wait_for_log("enforcing", common::patience(Duration::from_secs(60)));
-    assert_eq!(
-        effective_caps(daemon.pid()),
-        caps.iter().map(|c| 1u64 << cap_number(c)).sum::<u64>(),
-        "{what}: the daemon holds exactly these capabilities"
-    );
+    if let Some(caps) = caps {
+        assert_eq!(
+            effective_caps(daemon.pid()),
+            caps.iter().map(|c| 1u64 << cap_number(c)).sum::<u64>(),
+            "{what}: the daemon holds exactly these capabilities"
+        );
+    }
     assert!(
         env.xdp_prog_id().is_some(),
         "{what}: no XDP program attached"
+    );
+    let stats = env.run(&["stats", "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&stats.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{what}: stats --json: {e}: {}",
+            String::from_utf8_lossy(&stats.stderr)
+        )
+    });
+    assert_eq!(json["program_variant"], variant, "{what}: stats");
+    assert_eq!(
+        daemon.log_text().contains("without CAP_PERFMON"),
+        variant == "spectre-hardened",
+        "{what}: the hardening warning is logged exactly when it applies:\n{}",
+        daemon.log_text()
     );
     let before = env.snapshot();
     let sender = env.lab.peer_sender().unwrap();
@@ -124,20 +145,21 @@ fn runs_and_judges(env: &Env, caps: &[&str], level: &str) {
 }
 
 #[test]
-fn the_daemon_runs_with_the_promised_capabilities_at_every_log_level() {
+fn the_daemon_runs_as_root_and_with_the_promised_capabilities_at_every_log_level() {
     let env = Env::new("priv");
     for level in LOG_LEVELS {
-        runs_and_judges(&env, WITH_PERFMON, level);
+        runs_and_judges(&env, None, level, "native");
+        runs_and_judges(&env, Some(WITH_PERFMON), level, "native");
     }
 }
 
 #[test]
-fn without_cap_perfmon_it_runs_from_6_18_and_is_refused_with_the_fix_before() {
+fn without_cap_perfmon_it_runs_hardened_from_6_18_and_is_refused_with_the_fix_before() {
     let env = Env::new("nopm");
     let config = env.write_config("rules.yaml", RULES);
     for level in LOG_LEVELS {
         if common::kernel_at_least(common::LEAST_PRIVILEGE_FROM) {
-            runs_and_judges(&env, WITHOUT_PERFMON, level);
+            runs_and_judges(&env, Some(WITHOUT_PERFMON), level, "spectre-hardened");
             continue;
         }
         let out = env.run_to_exit_as(Some(WITHOUT_PERFMON), &config, &["--bpf-log-level", level]);

@@ -95,7 +95,7 @@ const SUITES: &[Suite] = &[
         name: "real binary under setpriv: promised capabilities × every BPF log level",
         target: "veth_privileges",
         args: &[],
-        // Before 6.18: the refusal without CAP_PERFMON, one verifier run per level.
+        // The refusal without CAP_PERFMON; the runs at every level are in the full matrix.
         quick: Some(&["without_cap_perfmon"]),
         env: &[],
     },
@@ -539,6 +539,16 @@ fn print_table(rows: &[Row]) {
         "kernels: {passed} passed, {failed} failed ({} s of tests)",
         total.as_secs()
     );
+}
+
+/// Whether the kernel this runs on is at least `major.minor`.
+pub fn host_kernel_at_least(want: (u32, u32)) -> bool {
+    let release = output("uname", &["-r"]).unwrap_or_default();
+    let mut parts = release
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= want
 }
 
 #[cfg(test)]

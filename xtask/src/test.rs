@@ -34,6 +34,26 @@ pub fn run() -> anyhow::Result<()> {
             "--",
             "--test-threads=1",
         ]))?;
+        if crate::kernels::host_kernel_at_least((6, 18)) {
+            eprintln!("== the spectre-hardened variant (loaded with CAP_BPF + CAP_NET_ADMIN only, 6.18+): TESTCASES and the differential test again");
+            sh(Command::new("cargo")
+                .current_dir(&root)
+                .env("NODEGATE_TEST_VARIANT", "spectre-hardened")
+                .args([
+                    "test",
+                    "--locked",
+                    "-p",
+                    "filter-user",
+                    "--features",
+                    "privileged-tests",
+                    "--test",
+                    "kernel_packets",
+                    "--test",
+                    "differential",
+                    "--",
+                    "--test-threads=1",
+                ]))?;
+        }
         eprintln!("== benchmark smoke (--quick): every benchmark runs once and prints a number; not a speed check");
         crate::bench::run(true)?;
         eprintln!("== kernel matrix (--quick): the short suite inside Debian's 6.1 and 6.12 kernels under qemu");

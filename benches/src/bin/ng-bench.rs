@@ -14,7 +14,12 @@
 //!   (`memlock` of its fdinfo), for random mixed-length sets, the bench lists and the
 //!   shipped examples.
 //!
-//! Usage: `ng-bench [--quick] [pipeline|reload|tables]...` (default all). Needs root.
+//! - `stages`: the cost of each stage of the XDP program: the knock-out builds
+//!   (`NODEGATE_KNOCKOUT`, built by `cargo xtask bench` into `NODEGATE_KNOCKOUT_DIR`), the
+//!   shipped program loaded as root and loaded with CAP_BPF + CAP_NET_ADMIN only (the
+//!   kernel's Spectre hardening on), and the empty program, measured in interleaved rounds.
+//!
+//! Usage: `ng-bench [--quick] [pipeline|reload|tables|stages]...` (default all). Needs root.
 
 use std::{
     net::{IpAddr, Ipv4Addr},
@@ -73,6 +78,9 @@ fn main() -> anyhow::Result<()> {
     if all || parts.contains(&"tables") {
         failed += tables(quick)?;
     }
+    if all || parts.contains(&"stages") {
+        failed += stages(quick)?;
+    }
     if failed > 0 {
         bail!("{failed} measurement(s) failed");
     }
@@ -101,6 +109,8 @@ struct Pipeline {
     /// the generator stamps with a random source from `stamps`).
     traffic: &'static str,
     stamps: Vec<SourceStamp>,
+    /// Distinct sources in the traffic.
+    sources: usize,
 }
 
 impl Pipeline {
@@ -144,7 +154,7 @@ impl Pipeline {
         let mpps_loop = delivered as f64 / sent.kernel.as_secs_f64().max(1e-9) / 1e6;
         println!(
             "{}",
-            json!({"kind": "pipeline", "traffic": self.traffic, "sources": self.stamps.len().max(self.frames.len()), "name": name, "cidrs": cidrs, "sent": sent.frames, "delivered": delivered,
+            json!({"kind": "pipeline", "traffic": self.traffic, "sources": self.sources, "name": name, "cidrs": cidrs, "sent": sent.frames, "delivered": delivered,
                    "elapsed_s": sent.elapsed.as_secs_f64(), "kernel_s": sent.kernel.as_secs_f64(), "mpps": mpps, "mpps_loop": mpps_loop, "filter_dropped": dropped})
         );
         Ok(mpps)
@@ -179,6 +189,7 @@ fn pipeline(quick: bool) -> anyhow::Result<usize> {
         peer_ifindex,
         traffic: "fixed",
         stamps: Vec::new(),
+        sources: SOURCES as usize,
     };
     let (ns, iface) = (p.lab.node_ns.clone(), p.lab.node_if.clone());
     let list = v4_prefixes(100_000, 31);
@@ -270,18 +281,21 @@ fn pipeline(quick: bool) -> anyhow::Result<usize> {
     Ok(failed)
 }
 
-/// Distinct sources of the random-source pipeline: half inside the 100k CIDRs.
-const RANDOM_SOURCES: usize = 65_536;
-/// What xdp-filter's `filter_ipv4` hash holds at most (its compile-time `max_entries`).
+/// Stamps per half of the random-source generator's table (`rawgen`).
+const HALF: usize = 65_536;
+/// What xdp-filter's `filter_ipv4` hash holds at most (its compile-time `max_entries`), and
+/// so the number of distinct inside sources: every receiver can then allow all of them.
 const XDP_FILTER_MAX: usize = 10_000;
 
-/// The pipeline with a cold source lookup: every copy the generator sends carries one of
-/// 65,536 sources at random, half of them inside the 100k CIDRs (allowed, passed to the
-/// stack) and half outside (dropped). Frames go to a MAC that is not the node's, so the stack
-/// discards passed frames early and the pass path costs every receiver the same little.
-/// Receivers: bare XDP_DROP (this traffic's ceiling), nodegate with the 100k CIDRs, the
-/// plain LPM-trie program with the same CIDRs, and xdp-filter with 1 address and with as
-/// many exact addresses as its map holds, all taken from the inside sources.
+/// The pipeline with a cold source lookup: every copy the generator sends carries a source
+/// drawn at random from a table of 131,072 stamps, one half inside the 100k CIDRs (10,000
+/// distinct addresses, each in a different CIDR, repeated to fill the half: allowed, passed
+/// to the stack) and the other half 65,536 distinct addresses outside them (dropped):
+/// 75,536 distinct sources, half the frames passed. Frames go to a MAC that is not the
+/// node's, so the stack discards passed frames early. Receivers: bare XDP_DROP (this
+/// traffic's ceiling), nodegate with the 100k CIDRs, the plain LPM-trie program with the same
+/// CIDRs, and xdp-filter with the 10,000 inside addresses (the same verdict for every frame
+/// as the CIDR receivers) and with 1 address.
 fn pipeline_random_sources(quick: bool) -> anyhow::Result<usize> {
     let mut failed = 0;
     let lab = Lab::new("bcr", LabAddrs::default()).context("failed to create the bench lab")?;
@@ -294,26 +308,32 @@ fn pipeline_random_sources(quick: bool) -> anyhow::Result<usize> {
             .pad_to(64)
             .build()
     };
-    let mut inside = Vec::with_capacity(RANDOM_SOURCES / 2);
-    while inside.len() < RANDOM_SOURCES / 2 {
-        let net = list[rng.below(list.len() as u64) as usize];
-        let host = rng.next_u64() as u32 & !u32::from(net.netmask());
-        inside.push(Ipv4Addr::from(u32::from(net.network()) | host));
+    // One address in each of XDP_FILTER_MAX distinct CIDRs.
+    let mut picked = std::collections::BTreeSet::new();
+    while picked.len() < XDP_FILTER_MAX {
+        picked.insert(rng.below(list.len() as u64) as usize);
     }
-    inside.sort();
-    inside.dedup();
-    let mut outside = Vec::with_capacity(RANDOM_SOURCES / 2);
-    while inside.len() + outside.len() < RANDOM_SOURCES {
+    let inside: Vec<Ipv4Addr> = picked
+        .iter()
+        .map(|&i| {
+            let net = list[i];
+            let host = rng.next_u64() as u32 & !u32::from(net.netmask());
+            Ipv4Addr::from(u32::from(net.network()) | host)
+        })
+        .collect();
+    let mut outside = std::collections::BTreeSet::new();
+    while outside.len() < HALF {
         // The CIDRs all lie in 10.0.0.0/8.
         let a = Ipv4Addr::from(rng.next_u64() as u32);
         if a.octets()[0] != 10 {
-            outside.push(a);
+            outside.insert(a);
         }
     }
-    let stamps: Vec<SourceStamp> = inside
-        .iter()
-        .chain(&outside)
-        .map(|&a| SourceStamp::of_frame(&template(a)).expect("a 64-byte IPv4 TCP frame"))
+    let outside: Vec<Ipv4Addr> = outside.into_iter().collect();
+    let stamps: Vec<SourceStamp> = (0..HALF)
+        .map(|i| inside[i % inside.len()])
+        .chain(outside.iter().copied())
+        .map(|a| SourceStamp::of_frame(&template(a)).expect("a 64-byte IPv4 TCP frame"))
         .collect();
     let total: u64 = if quick { 1_000_000 } else { 8_000_000 };
     let node_ifindex = lab.node_ifindex()?;
@@ -327,6 +347,7 @@ fn pipeline_random_sources(quick: bool) -> anyhow::Result<usize> {
         peer_ifindex,
         traffic: "random",
         stamps,
+        sources: inside.len() + outside.len(),
     };
     let (ns, iface) = (p.lab.node_ns.clone(), p.lab.node_if.clone());
     let attach_raw = |prog: &RawProgram| {
@@ -701,6 +722,100 @@ fn reload(quick: bool) -> anyhow::Result<usize> {
     }
     for set in ["ng4", "ng6"] {
         let _ = run_in(&ns, "ipset", &["destroy", set], None);
+    }
+    Ok(failed)
+}
+
+/// One program's test run of a frame, `repeat` times: mean ns per run.
+type TimedRun = Box<dyn FnMut(&[u8], u32) -> anyhow::Result<f64>>;
+
+/// The knock-out builds in program order (filter-ebpf/src/knockout.rs).
+const STAGES: [&str; 5] = ["settings", "parse", "call", "lookup", "verdict"];
+
+/// Per-stage cost: an allowed IPv4 and IPv6 TCP SYN (1 prefix per family, hot: one frame
+/// repeated in the kernel's loop) through the empty program, every knock-out build, the
+/// shipped program as root, and the shipped program loaded with CAP_BPF + CAP_NET_ADMIN
+/// only. Measured in rounds, each round running every program once in turn, and reported as
+/// the median per program: on a shared machine noise comes in phases, and a program measured
+/// in one block could land in a quiet or a loud one.
+fn stages(quick: bool) -> anyhow::Result<usize> {
+    use filter_user::loader::privileges::{with_only, CAP_BPF, CAP_NET_ADMIN};
+    let mut failed = 0;
+    let v4 = v4_prefixes(1, 11);
+    let v6 = v6_prefixes(1, 13);
+    let policy = allow_policy(&v4, &v6);
+    let frames = [
+        ("v4", benches::syn_frame(v4[0].network())),
+        ("v6", benches::syn_frame_v6(v6[0].network())),
+    ];
+    let mut programs: Vec<(String, TimedRun)> = Vec::new();
+    let empty = RawProgram::pass()?;
+    programs.push((
+        "empty".into(),
+        Box::new(move |f, n| Ok(empty.test_run(f, n)?.duration.as_nanos() as f64)),
+    ));
+    let dir = std::env::var_os("NODEGATE_KNOCKOUT_DIR");
+    for stage in STAGES {
+        let Some(dir) = &dir else {
+            failed += 1;
+            println!(
+                "{}",
+                json!({"kind": "stages", "build": stage, "error": "NODEGATE_KNOCKOUT_DIR unset: run through `cargo xtask bench`, which builds the knock-outs"})
+            );
+            continue;
+        };
+        let path = std::path::Path::new(dir).join(format!("{stage}.o"));
+        let loaded = std::fs::read(&path)
+            .with_context(|| format!("failed to read {}", path.display()))
+            .and_then(|bytes| Ok(LoadedPolicy::load_object(&policy, bytes.into())?));
+        match loaded {
+            Ok(mut l) => programs.push((
+                stage.into(),
+                Box::new(move |f, n| Ok(l.filter.test_run(f, n)?.1.as_nanos() as f64)),
+            )),
+            Err(e) => {
+                failed += 1;
+                println!(
+                    "{}",
+                    json!({"kind": "stages", "build": stage, "error": format!("{e:#}")})
+                );
+            }
+        }
+    }
+    let mut full = LoadedPolicy::load(&policy).context("failed to load nodegate")?;
+    programs.push((
+        "full".into(),
+        Box::new(move |f, n| Ok(full.filter.test_run(f, n)?.1.as_nanos() as f64)),
+    ));
+    match with_only(&[CAP_BPF, CAP_NET_ADMIN], || LoadedPolicy::load(&policy))? {
+        Ok(mut hardened) => programs.push((
+            "full, CAP_BPF + CAP_NET_ADMIN only".into(),
+            Box::new(move |f, n| Ok(hardened.filter.test_run(f, n)?.1.as_nanos() as f64)),
+        )),
+        Err(e) => {
+            // Kernels before 6.18 refuse the program without CAP_PERFMON.
+            println!(
+                "{}",
+                json!({"kind": "stages", "build": "full, CAP_BPF + CAP_NET_ADMIN only", "refused": format!("{e:#}")})
+            );
+        }
+    }
+    let (rounds, repeat) = if quick { (3, 20_000) } else { (15, 200_000) };
+    for (family, frame) in &frames {
+        let mut samples: Vec<Vec<f64>> = vec![Vec::new(); programs.len()];
+        for _ in 0..rounds {
+            for (i, (_, run)) in programs.iter_mut().enumerate() {
+                samples[i].push(run(frame, repeat)?);
+            }
+        }
+        for ((name, _), mut ns) in programs.iter().zip(samples) {
+            ns.sort_by(f64::total_cmp);
+            println!(
+                "{}",
+                json!({"kind": "stages", "build": name, "family": family, "ns": ns[ns.len() / 2],
+                       "min_ns": ns[0], "max_ns": ns[ns.len() - 1], "rounds": rounds, "repeat": repeat})
+            );
+        }
     }
     Ok(failed)
 }

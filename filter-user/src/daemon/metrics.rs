@@ -22,7 +22,7 @@
 //! | `nodegate_interface_monitor` | `interface` (1: monitor mode on it, 0: enforce; `interfaces:` in the rule file may differ from the file's `mode`) |
 //! | `nodegate_interface_default_pass` | `interface` (1: default pass on it, 0: default drop) |
 //! | `nodegate_last_reload_timestamp_seconds` | — (absent until the first successful reload) |
-//! | `nodegate_info` | `version` |
+//! | `nodegate_info` | `version`, `program_variant` = `native`/`spectre-hardened` (loaded without CAP_PERFMON) |
 //!
 //! The HTTP side is a small hand-written HTTP/1.1 responder on tokio's `TcpListener`: one
 //! request per connection, request line parsed, headers read and ignored, a response with
@@ -136,6 +136,8 @@ pub struct DaemonState {
     pub flows_closing: u64,
     /// When the last successful reload happened, if any.
     pub last_reload: Option<SystemTime>,
+    /// How the kernel runs the XDP program (`ProgramVariant::name`); empty before the load.
+    pub program_variant: &'static str,
 }
 
 /// What the metrics endpoint reads on every scrape; the daemon implements it.
@@ -408,7 +410,10 @@ impl Collector for Scrape {
             None,
             MetricType::Info,
         )?;
-        info.encode_info(&[("version", VERSION)])?;
+        info.encode_info(&[
+            ("version", VERSION),
+            ("program_variant", state.program_variant),
+        ])?;
         Ok(())
     }
 }
@@ -733,6 +738,7 @@ mod tests {
             flows_refreshed: 30,
             flows_closing: 5,
             last_reload: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_790_000_000)),
+            program_variant: "native",
         };
         Arc::new(Fake {
             snapshot: Mutex::new(snapshot),
@@ -819,7 +825,7 @@ mod tests {
             r#"nodegate_interface_default_pass{interface="eth1"} 1"#,
             "# UNIT nodegate_last_reload_timestamp_seconds seconds",
             "nodegate_last_reload_timestamp_seconds 1790000000.0",
-            &format!(r#"nodegate_info{{version="{VERSION}"}} 1"#),
+            &format!(r#"nodegate_info{{version="{VERSION}",program_variant="native"}} 1"#),
         ] {
             assert_line(&text, line);
         }

@@ -128,7 +128,9 @@ fn refresh_state(engine: &mut Engine, state: &Mutex<DaemonState>) {
     let stats = engine.stats().clone();
     let kinds = rule_kinds(engine.policy());
     let tables = engine.filter().maps().table_usage().unwrap_or_default();
+    let variant = engine.variant().name();
     if let Ok(mut s) = state.lock() {
+        s.program_variant = variant;
         s.tables = tables;
         s.interfaces = names;
         s.interface_settings = settings;

@@ -110,13 +110,14 @@ pub(crate) fn privilege_hint(err: &dyn std::error::Error) -> &'static str {
         || text.contains("Operation not permitted")
         || text.contains("os error 1)")
     {
-        " (hint: nodegate needs root or CAP_BPF + CAP_NET_ADMIN (+ CAP_PERFMON for some kernels); run it as root or grant them, e.g. `setcap cap_bpf,cap_net_admin,cap_perfmon+ep nodegate`)"
+        " (hint: nodegate needs root or CAP_BPF + CAP_NET_ADMIN + CAP_PERFMON; run it as root or grant them, e.g. `setcap cap_bpf,cap_net_admin,cap_perfmon+ep nodegate`)"
     } else if (text.contains("Permission denied") || text.contains("os error 13)"))
         && !privileges::has_perfmon()
     {
         // EACCES from the verifier: measured on 6.1 and 6.12, whose verifiers refuse the
-        // programs for a loader without CAP_PERFMON (6.18 accepts them).
-        " (hint: this kernel's verifier refuses nodegate's programs without CAP_PERFMON — kernels before 6.18 (measured: 6.1, 6.12) need CAP_PERFMON as well as CAP_BPF + CAP_NET_ADMIN: run it as root, `setcap cap_bpf,cap_net_admin,cap_perfmon+ep nodegate`, or in Kubernetes capabilities.add: [BPF, NET_ADMIN, PERFMON])"
+        // programs for a loader without CAP_PERFMON (the daemon checks for it up front;
+        // this is for library callers).
+        " (hint: this kernel's verifier refuses nodegate's programs without CAP_PERFMON; nodegate needs CAP_BPF + CAP_NET_ADMIN + CAP_PERFMON: run it as root, `setcap cap_bpf,cap_net_admin,cap_perfmon+ep nodegate`, or in Kubernetes capabilities.add: [BPF, NET_ADMIN, PERFMON])"
     } else {
         ""
     }

@@ -10,6 +10,8 @@
 //!     clsact/<ifname>/            (a directory) the flow recorder runs as a clsact filter
 //!                                 instead (kernels without TCX): netlink filters cannot be
 //!                                 pinned, so this marks the form; priority and handle are fixed
+//!     variant/<name>/             (a directory) how the kernel runs the pinned program:
+//!                                 `native` or `spectre-hardened` (`ProgramVariant`)
 //! ```
 
 use std::{
@@ -133,6 +135,37 @@ impl PinLayout {
     /// Directory of clsact markers.
     pub fn clsact_dir(&self) -> PathBuf {
         self.version_dir().join("clsact")
+    }
+
+    /// Directory whose one subdirectory names the pinned program's variant.
+    pub fn variant_dir(&self) -> PathBuf {
+        self.version_dir().join("variant")
+    }
+
+    /// Record that the pinned program runs as `variant` (replacing an earlier record).
+    pub fn record_variant(
+        &self,
+        variant: super::privileges::ProgramVariant,
+    ) -> Result<(), PinError> {
+        let dir = self.variant_dir();
+        remove_tree(&dir)?;
+        for d in [dir.clone(), dir.join(variant.name())] {
+            fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&d)
+                .map_err(io("create", &d))?;
+        }
+        Ok(())
+    }
+
+    /// The pinned program's variant, as the daemon that pinned it recorded it.
+    pub fn recorded_variant(&self) -> Option<super::privileges::ProgramVariant> {
+        fs::read_dir(self.variant_dir())
+            .ok()?
+            .flatten()
+            .find_map(|e| {
+                super::privileges::ProgramVariant::from_name(&e.file_name().to_string_lossy())
+            })
     }
 
     /// Marker that `ifname`'s flow recorder is a clsact filter (not a TCX link).

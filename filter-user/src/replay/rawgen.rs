@@ -1,6 +1,6 @@
 //! A live-frames generator that sends every copy of a frame from another source: before
 //! `XDP_TX`, it stamps an IPv4 source address (with the IPv4 and TCP checksums that go with
-//! it) picked at random from a table of up to 65,536, so the receiver sees as many distinct
+//! it) picked at random from a table of up to 131,072, so the receiver sees as many distinct
 //! sources as the table holds instead of one repeated frame — its source lookup runs cold.
 //!
 //! Raw `bpf(2)` like the other baseline programs (`rawbpf`, `rawlpm`): an array map and a
@@ -34,8 +34,8 @@ const IP_SRC: i16 = 26;
 const TCP_CSUM: i16 = 50;
 /// Bytes the frame must have for the stamp.
 pub const STAMP_END: usize = 52;
-/// Most sources a table holds (the random index is 16 bits).
-pub const MAX_SOURCES: usize = 1 << 16;
+/// Most stamps a table holds (the random index is masked to 17 bits).
+pub const MAX_SOURCES: usize = 1 << 17;
 
 /// One source and the checksums a frame carries with it, as they lie in the frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -161,7 +161,7 @@ mod tests {
 
     #[test]
     fn both_jumps_land_on_the_transmit_exit() {
-        let p = program(3, 0xffff);
+        let p = program(3, 0x1ffff);
         let exit = p.len() - 2;
         for op in [JEQ_IMM, JGT_REG] {
             let at = p.iter().position(|i| (i & 0xff) as u8 == op).unwrap();

@@ -36,8 +36,38 @@ pub fn require_root() {
 
 /// A freshly loaded program with private (unpinned) maps.
 pub fn load_private() -> Filter {
+    load_with(LoadOptions::default())
+}
+
+/// The program variant the suites run against: `NODEGATE_TEST_VARIANT=spectre-hardened`
+/// loads every program holding only CAP_BPF + CAP_NET_ADMIN, as a daemon without
+/// CAP_PERFMON does (6.18+), so the same verdict and counter assertions check that variant;
+/// unset (or `native`) loads as root. `cargo xtask test` runs the TESTCASES and
+/// differential suites both ways.
+pub fn test_variant() -> filter_user::loader::privileges::ProgramVariant {
+    use filter_user::loader::privileges::ProgramVariant;
+    match std::env::var("NODEGATE_TEST_VARIANT") {
+        Err(_) => ProgramVariant::Native,
+        Ok(name) => ProgramVariant::from_name(&name).unwrap_or_else(|| {
+            panic!("NODEGATE_TEST_VARIANT={name}: expected native or spectre-hardened")
+        }),
+    }
+}
+
+/// Load with `options` as [`test_variant`] asks.
+pub fn load_with(options: LoadOptions) -> Filter {
+    use filter_user::loader::privileges::{with_only, ProgramVariant, CAP_BPF, CAP_NET_ADMIN};
     require_root();
-    Filter::load(&LoadOptions::default()).expect("load the XDP program")
+    match test_variant() {
+        ProgramVariant::Native => Filter::load(&options).expect("load the XDP program"),
+        ProgramVariant::Hardened => with_only(&[CAP_BPF, CAP_NET_ADMIN], || {
+            // Checked on the loading thread: the variant the kernel applied.
+            assert_eq!(ProgramVariant::of_this_process(), ProgramVariant::Hardened);
+            Filter::load(&options)
+        })
+        .expect("drop to CAP_BPF + CAP_NET_ADMIN")
+        .expect("load the XDP program without CAP_PERFMON (6.18 or later)"),
+    }
 }
 
 /// Attach `filter` in driver mode to the lab's node interface (inside the node namespace).

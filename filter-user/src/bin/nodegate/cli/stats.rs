@@ -51,11 +51,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let tables = maps
             .table_usage()
             .context("failed to read the lookup table settings")?;
+        let variant = layout.recorded_variant().map(|v| v.name());
         if args.json {
             println!(
                 "{}",
                 serde_json::json!({
                     "kernel": features,
+                    "program_variant": variant,
                     "attachments": attachments,
                     "active_generation_slot": control.active_gen,
                     "ready": control.ready != 0,
@@ -74,6 +76,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             );
         } else {
             println!("{}", features.summary());
+            println!("{}", variant_line(variant));
             print_attachments(&attachments);
             print_interfaces(&states);
             print_table(&snap, previous.as_ref(), &names, control.active_gen);
@@ -134,6 +137,16 @@ fn attachments(layout: &PinLayout) -> Vec<Attachment> {
             }
         })
         .collect()
+}
+
+fn variant_line(variant: Option<&str>) -> String {
+    match variant {
+        Some(v @ "spectre-hardened") => format!(
+            "program: {v} (loaded without CAP_PERFMON; grant it and restart `nodegate run` for full speed)"
+        ),
+        Some(v) => format!("program: {v}"),
+        None => "program: variant not recorded (pinned by an older nodegate)".into(),
+    }
 }
 
 fn print_attachments(attachments: &[Attachment]) {
