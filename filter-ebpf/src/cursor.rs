@@ -192,8 +192,11 @@ impl Front {
     pub fn read_ethertype(&mut self, cur: &Cursor, off: usize) -> Option<u16> {
         const V6: usize = Front::L3 + IPV6_HEAD;
         const V4: usize = Front::L3 + IPV4_HEAD;
-        if off == ETH_TYPE && self.load_direct::<ETH_TYPE, V6>(cur) {
-            // Fast path: the untagged frame's whole front, no helper.
+        if off == ETH_TYPE
+            && (self.load_direct::<ETH_TYPE, V6>(cur) || self.load_direct::<ETH_TYPE, V4>(cur))
+        {
+            // Fast path: the untagged frame's front, no helper. The shorter copy is what a
+            // minimum-size IPv4 frame (60 bytes: a SYN, an ACK) has room for.
         } else if cur.has(off, V6) {
             self.load::<0, V6>(cur, off)?;
         } else if cur.has(off, V4) {
