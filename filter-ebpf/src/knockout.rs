@@ -9,6 +9,8 @@
 
 use aya_ebpf::bindings::xdp_action;
 
+use crate::maps::same;
+
 /// The stages in program order; each knock-out keeps the ones up to and including it.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Stage {
@@ -29,38 +31,24 @@ pub enum Stage {
 /// Where this build stops.
 pub const STOP: Stage = match option_env!("NODEGATE_KNOCKOUT") {
     None => Stage::Full,
-    Some(name) => parse(name.as_bytes()),
+    Some(name) => parse(name),
 };
 
-const fn eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let mut i = 0;
-    while i < a.len() {
-        if a[i] != b[i] {
-            return false;
-        }
-        i += 1;
-    }
-    true
-}
-
-const fn parse(name: &[u8]) -> Stage {
+const fn parse(name: &str) -> Stage {
     if name.is_empty() {
         return Stage::Full;
     }
-    if eq(name, b"settings") {
+    if same(name, "settings") {
         Stage::Settings
-    } else if eq(name, b"parse") {
+    } else if same(name, "parse") {
         Stage::Parse
-    } else if eq(name, b"call") {
+    } else if same(name, "call") {
         Stage::Call
-    } else if eq(name, b"lookup") {
+    } else if same(name, "lookup") {
         Stage::Lookup
-    } else if eq(name, b"verdict") {
+    } else if same(name, "verdict") {
         Stage::Verdict
-    } else if eq(name, b"full") {
+    } else if same(name, "full") {
         Stage::Full
     } else {
         panic!("NODEGATE_KNOCKOUT: expected settings, parse, call, lookup, verdict or full")

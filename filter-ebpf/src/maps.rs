@@ -19,7 +19,8 @@ use filter_common::{
     SAMPLE_RING_BYTES, SEGMENT_CHUNK_ENTRIES, STAT_SLOTS,
 };
 
-const fn same(a: &str, b: &str) -> bool {
+/// `a == b` in a const context (str's `PartialEq` is not const yet).
+pub const fn same(a: &str, b: &str) -> bool {
     let (a, b) = (a.as_bytes(), b.as_bytes());
     if a.len() != b.len() {
         return false;

@@ -95,8 +95,8 @@ const SUITES: &[Suite] = &[
         name: "real binary under setpriv: promised capabilities × every BPF log level",
         target: "veth_privileges",
         args: &[],
-        // The refusal without CAP_PERFMON; the runs at every level are in the full matrix.
-        quick: Some(&["without_cap_perfmon"]),
+        // The refusal without CAP_PERFMON at the default level; every level in the full matrix.
+        quick: Some(&["without_cap_perfmon_at_the_default"]),
         env: &[],
     },
     Suite {
@@ -140,8 +140,22 @@ struct Row {
 }
 
 /// Run the matrix. `quick`: the short suite on the guest kernels only (the host kernel runs
-/// the whole privileged suite in `cargo xtask test` anyway).
-pub fn run(quick: bool) -> anyhow::Result<()> {
+/// the whole privileged suite in `cargo xtask test` anyway). `only`: these test targets
+/// (all when empty).
+pub fn run(quick: bool, only: &[String]) -> anyhow::Result<()> {
+    if let Some(unknown) = only
+        .iter()
+        .find(|t| !SUITES.iter().any(|s| s.target == t.as_str()))
+    {
+        bail!(
+            "no suite runs the test target `{unknown}`; the matrix's targets: {}",
+            SUITES
+                .iter()
+                .map(|s| s.target)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     if !is_root() {
         bail!("the kernel matrix boots kernels under qemu and attaches XDP inside them: run it as root (sudo -E cargo xtask kernels)");
     }
@@ -154,6 +168,7 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
     let suites: Vec<&Suite> = SUITES
         .iter()
         .filter(|s| s.quick.is_some() || !quick)
+        .filter(|s| only.is_empty() || only.iter().any(|t| t == s.target))
         .collect();
 
     let scratch = std::env::temp_dir().join(format!("nodegate-kernels-{}", std::process::id()));
@@ -323,19 +338,8 @@ fn guest_kernel(prefix: &str) -> anyhow::Result<PathBuf> {
 fn build_test_binaries() -> anyhow::Result<Vec<(String, PathBuf)>> {
     let root = workspace_root();
     eprintln!("+ cargo test --no-run (privileged test binaries)");
-    let out = Command::new("cargo")
-        .current_dir(&root)
-        .args([
-            "test",
-            "--locked",
-            "-p",
-            "filter-user",
-            "--features",
-            "privileged-tests",
-            "--tests",
-            "--no-run",
-            "--message-format=json",
-        ])
+    let out = crate::test::privileged_tests(&root)
+        .args(["--tests", "--no-run", "--message-format=json"])
         .stderr(std::process::Stdio::inherit())
         .output()
         .context("cargo test --no-run")?;

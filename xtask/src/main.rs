@@ -40,6 +40,10 @@ enum Command {
         /// The short suite on the guest kernels only (what `cargo xtask test` runs).
         #[arg(long)]
         quick: bool,
+        /// Only these test targets (e.g. `--suite kernel_packets --suite veth_privileges`):
+        /// the matrix for what a change touched, without the whole hour.
+        #[arg(long = "suite", value_name = "TEST_TARGET")]
+        suites: Vec<String>,
     },
     /// Benchmarks of docs/BENCHMARKS.md: criterion (model, compiler, BPF_PROG_TEST_RUN),
     /// the veth pipeline against xdp-filter, nftables and iptables+ipset, and reload
@@ -57,7 +61,7 @@ fn main() -> anyhow::Result<()> {
         Command::Test => test::run(),
         Command::Demo => demo::run(),
         Command::Lint => lint::run(),
-        Command::Kernels { quick } => kernels::run(quick),
+        Command::Kernels { quick, suites } => kernels::run(quick, &suites),
         Command::Bench { quick } => bench::run(quick),
     }
 }

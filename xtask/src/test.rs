@@ -20,32 +20,13 @@ pub fn run() -> anyhow::Result<()> {
 
     eprintln!("== privileged tests: BPF_PROG_TEST_RUN and veth/netns (single-threaded: they share kernel state)");
     if is_root() {
-        sh(Command::new("cargo").current_dir(&root).args([
-            "test",
-            "--locked",
-            "-p",
-            "filter-user",
-            "--features",
-            "privileged-tests",
-            // The library's own privileged unit tests (replay helpers) run here too.
-            "--lib",
-            "--test",
-            "*",
-            "--",
-            "--test-threads=1",
-        ]))?;
+        // The library's own privileged unit tests (replay helpers) run here too.
+        sh(privileged_tests(&root).args(["--lib", "--test", "*", "--", "--test-threads=1"]))?;
         if crate::kernels::host_kernel_at_least((6, 18)) {
             eprintln!("== the spectre-hardened variant (loaded with CAP_BPF + CAP_NET_ADMIN only, 6.18+): TESTCASES and the differential test again");
-            sh(Command::new("cargo")
-                .current_dir(&root)
+            sh(privileged_tests(&root)
                 .env("NODEGATE_TEST_VARIANT", "spectre-hardened")
                 .args([
-                    "test",
-                    "--locked",
-                    "-p",
-                    "filter-user",
-                    "--features",
-                    "privileged-tests",
                     "--test",
                     "kernel_packets",
                     "--test",
@@ -57,7 +38,7 @@ pub fn run() -> anyhow::Result<()> {
         eprintln!("== benchmark smoke (--quick): every benchmark runs once and prints a number; not a speed check");
         crate::bench::run(true)?;
         eprintln!("== kernel matrix (--quick): the short suite inside Debian's 6.1 and 6.12 kernels under qemu");
-        crate::kernels::run(true)?;
+        crate::kernels::run(true, &[])?;
     } else if is_ci() {
         bail!("CI=true but not root: the privileged BPF and veth tests cannot run, and skipping them in CI is a failure");
     } else {
@@ -66,4 +47,18 @@ pub fn run() -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// `cargo test` of filter-user's privileged tests; the caller adds targets and test args.
+pub fn privileged_tests(root: &std::path::Path) -> Command {
+    let mut cmd = Command::new("cargo");
+    cmd.current_dir(root).args([
+        "test",
+        "--locked",
+        "-p",
+        "filter-user",
+        "--features",
+        "privileged-tests",
+    ]);
+    cmd
 }

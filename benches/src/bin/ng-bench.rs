@@ -114,6 +114,37 @@ struct Pipeline {
 }
 
 impl Pipeline {
+    /// The pipeline over `lab`: `frames` sent `loops` times each, every copy stamped with a
+    /// random source from `stamps` when there are any (`random` traffic), else as they are
+    /// (`fixed`).
+    fn new(
+        lab: Lab,
+        frames: Vec<Vec<u8>>,
+        loops: u64,
+        stamps: Vec<SourceStamp>,
+    ) -> anyhow::Result<Pipeline> {
+        let node_ifindex = lab.node_ifindex()?;
+        let peer_ifindex =
+            in_netns(&lab.peer_ns, || ifindex(&lab.peer_if))?.context("peer interface vanished")?;
+        let mut distinct: Vec<[u8; 4]> = stamps.iter().map(|s| s.src.octets()).collect();
+        distinct.sort_unstable();
+        distinct.dedup();
+        Ok(Pipeline {
+            traffic: if stamps.is_empty() { "fixed" } else { "random" },
+            sources: if stamps.is_empty() {
+                frames.len()
+            } else {
+                distinct.len()
+            },
+            lab,
+            frames,
+            loops,
+            node_ifindex,
+            peer_ifindex,
+            stamps,
+        })
+    }
+
     /// Send the traffic once; print and return Mpps delivered to the receiver.
     fn measure(
         &self,
@@ -178,19 +209,8 @@ fn pipeline(quick: bool) -> anyhow::Result<usize> {
         })
         .collect();
     let total: u64 = if quick { 1_000_000 } else { 8_000_000 };
-    let node_ifindex = lab.node_ifindex()?;
-    let peer_ifindex =
-        in_netns(&lab.peer_ns, || ifindex(&lab.peer_if))?.context("peer interface vanished")?;
-    let p = Pipeline {
-        lab,
-        frames,
-        loops: total / u64::from(SOURCES),
-        node_ifindex,
-        peer_ifindex,
-        traffic: "fixed",
-        stamps: Vec::new(),
-        sources: SOURCES as usize,
-    };
+    let p = Pipeline::new(lab, frames, total / u64::from(SOURCES), Vec::new())?;
+    let node_ifindex = p.node_ifindex;
     let (ns, iface) = (p.lab.node_ns.clone(), p.lab.node_if.clone());
     let list = v4_prefixes(100_000, 31);
     let no_count = &mut || Ok(None);
@@ -336,19 +356,8 @@ fn pipeline_random_sources(quick: bool) -> anyhow::Result<usize> {
         .map(|a| SourceStamp::of_frame(&template(a)).expect("a 64-byte IPv4 TCP frame"))
         .collect();
     let total: u64 = if quick { 1_000_000 } else { 8_000_000 };
-    let node_ifindex = lab.node_ifindex()?;
-    let peer_ifindex =
-        in_netns(&lab.peer_ns, || ifindex(&lab.peer_if))?.context("peer interface vanished")?;
-    let p = Pipeline {
-        lab,
-        frames: vec![template(outside[0])],
-        loops: total,
-        node_ifindex,
-        peer_ifindex,
-        traffic: "random",
-        stamps,
-        sources: inside.len() + outside.len(),
-    };
+    let p = Pipeline::new(lab, vec![template(outside[0])], total, stamps)?;
+    let node_ifindex = p.node_ifindex;
     let (ns, iface) = (p.lab.node_ns.clone(), p.lab.node_if.clone());
     let attach_raw = |prog: &RawProgram| {
         in_netns(&ns, || prog.attach_xdp(node_ifindex))
