@@ -1,18 +1,21 @@
-//! The one place that touches packet memory. Packet bytes are copied out with
-//! `bpf_xdp_load_bytes` into local arrays — [`Cursor::read`] for one header, [`Front`] for
-//! the ethertype read that also brings the network header — and parsers take fields from
-//! those copies at constant positions ([`be16`], [`be32`]). Every read is checked logically
-//! against the end the parser has established so far: the frame, then the IP packet.
-//! Ethernet padding after the IP packet may be copied along with a header, but no decision
-//! uses it: every use of a byte is behind the length check VERDICTS.md §2–§4 prescribes.
+//! The one place that touches packet memory. Packet bytes are copied into local arrays —
+//! [`Front`] for the ethertype read that also brings the network header and L4 head,
+//! [`Cursor::read`] for any other header — and parsers take fields from those copies at
+//! constant positions ([`be16`], [`be32`]). Every read is checked logically against the end
+//! the parser has established so far: the frame, then the IP packet. Ethernet padding after
+//! the IP packet may be copied along with a header, but no decision uses it: every use of a
+//! byte is behind the length check VERDICTS.md §2–§4 prescribes.
 //!
-//! NB: why helper copies and not direct packet access: a packet pointer plus a variable
-//! offset (VLAN depth, IHL, extension headers) is pointer arithmetic the verifier accepts
-//! only with CAP_PERFMON (its Spectre v1 sanitation has no bound for packet pointers), and
-//! so are variable offsets into the stack; nodegate must load with CAP_BPF + CAP_NET_ADMIN
-//! (on 6.18; 6.1 and 6.12 want CAP_PERFMON for other code anyway, see the README).
-//! `bpf_xdp_load_bytes` takes the offset as a number and checks the range itself. Each call
-//! costs a few tens of nanoseconds, hence [`Front`].
+//! Two ways bytes are copied:
+//! - the untagged frame's front, at the constant offset 12, straight from packet memory
+//!   ([`Front::load_direct`]): the verifier checks a constant offset against `data_end`
+//!   itself and needs no CAP_PERFMON, and no helper call is paid;
+//! - everything else with `bpf_xdp_load_bytes`: a packet pointer plus a *variable* offset
+//!   (VLAN depth, IHL, extension headers) is pointer arithmetic the verifier accepts only with
+//!   CAP_PERFMON (its Spectre v1 sanitation has no bound for packet pointers), and so are
+//!   variable offsets into the stack; the program must load with CAP_BPF + CAP_NET_ADMIN on
+//!   6.18 (the spectre-hardened variant, README). The helper takes the offset as a number and
+//!   checks the range itself, at a few tens of nanoseconds a call.
 
 use core::mem::{size_of, MaybeUninit};
 
