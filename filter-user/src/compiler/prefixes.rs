@@ -9,7 +9,7 @@
 //! proper ancestor in the set, and `class(P) = own(P) ∪ class(parent)`. `O(n log n)` for the
 //! sort, `O(n)` for the walk; classes are interned by rule set.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 
 use filter_common::MAX_CLASSES;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};

@@ -12,7 +12,9 @@
 //! the profile covers the source: `no-source-match`, as if the other rules did not exist.
 //! Without interface-scoped rules there is one profile and the rows are the classes.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use foldhash::{HashMap, HashMapExt};
 
 use filter_common::{MAX_CLASSES, MAX_PROFILES, NO_ROW};
 

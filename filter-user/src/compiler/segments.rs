@@ -1,6 +1,6 @@
 //! Service keys → segments: runs of keys of one kind covered by the same set of rules.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 
 use filter_common::{ServiceKind, SERVICE_INDEX_SPACE, SERVICE_KINDS};
 

@@ -5,11 +5,11 @@
 //! dropped from the policy being built), which keeps later checks from piling follow-up
 //! errors on it.
 
-use std::{
-    collections::{BTreeMap, HashMap, HashSet},
-    net::IpAddr,
-    ops::RangeInclusive,
-};
+use std::{collections::BTreeMap, net::IpAddr, ops::RangeInclusive, rc::Rc};
+
+// foldhash: the per-entry sets here see every CIDR of the file (100k+); SipHash was a
+// tenth of the front end's time on such files.
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 
 use filter_common::RULE_NAME_LEN;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
@@ -19,7 +19,7 @@ use super::{
     yaml::{self, Node, NodeKind, Pos},
     Issue, LoadOptions, Severity,
 };
-use crate::compiler::{self, CompileError, TableStats, Tables, MAX_POLICY_RULES};
+use crate::compiler::{self, Bits, CompileError, Tables, MAX_POLICY_RULES};
 use crate::policy::{
     DefaultAction, Essentials, FlowTable, Fragments, Mode, Policy, PrefixCapacity, Protocol,
     ReturnTraffic, Rule, RuleKind,
@@ -95,7 +95,7 @@ pub(super) fn load(
     text: &str,
     opts: &LoadOptions,
     issues: &mut Vec<Issue>,
-) -> Option<(Policy, TableStats)> {
+) -> Option<(Policy, Tables)> {
     let root = yaml::parse(text, issues);
     if issues.iter().any(|i| i.severity == Severity::Error) {
         return None;
@@ -133,7 +133,7 @@ pub(super) fn load(
     if cx.has_errors() {
         return None;
     }
-    let tables = match compiler::compile(&policy, &compiler::RuleSlots::new()) {
+    let tables = match compiler::compile(&policy, &opts.slots) {
         Ok(t) => t,
         Err(e) => {
             let pos = doc.rules_pos.unwrap_or(doc.root_pos);
@@ -144,7 +144,7 @@ pub(super) fn load(
     warn_overlaps(&mut cx, &doc);
     warn_shadowed(&mut cx, &policy, &resolved, &tables);
     warn_lockout(&mut cx, &doc, &policy);
-    Some((policy, tables.stats))
+    Some((policy, tables))
 }
 
 fn compile_hint(e: &CompileError) -> &'static str {
@@ -194,8 +194,9 @@ struct Document {
     rules: Vec<RawRule>,
     rules_pos: Option<Pos>,
     failsafe_pos: Option<Pos>,
-    /// Every CIDR written in the file: (prefix, position, owner) for overlap warnings.
-    cidrs: Vec<(IpNet, Pos, String)>,
+    /// Every CIDR written in the file: (prefix, position, owner) for overlap warnings. The
+    /// owner is shared: a set of 100k entries names itself once, not 100k times.
+    cidrs: Vec<(IpNet, Pos, Rc<str>)>,
     interfaces: BTreeMap<String, InterfaceEntry>,
 }
 
@@ -1099,7 +1100,7 @@ fn decode_sets(cx: &mut Cx, node: &Node, doc: &mut Document, empty_ok: bool) {
             );
             continue;
         }
-        let what = format!("set `{name}`");
+        let what: Rc<str> = format!("set `{name}`").into();
         let Some(items) = list(cx, value, &what) else {
             continue;
         };
@@ -1111,8 +1112,9 @@ fn decode_sets(cx: &mut Cx, node: &Node, doc: &mut Document, empty_ok: bool) {
             );
         }
         let mut entries = Vec::new();
+        let entry_what = format!("an entry of {what}");
         for item in items {
-            let Some((text, _)) = scalar(cx, item, &format!("an entry of {what}"), "a CIDR") else {
+            let Some((text, _)) = scalar(cx, item, &entry_what, "a CIDR") else {
                 continue;
             };
             if is_set_name(text) {
@@ -1125,7 +1127,7 @@ fn decode_sets(cx: &mut Cx, node: &Node, doc: &mut Document, empty_ok: bool) {
             }
             if let Some(net) = cidr_node(cx, item, text, doc.allow_any_source) {
                 entries.push((net, item.pos));
-                doc.cidrs.push((net, item.pos, what.clone()));
+                doc.cidrs.push((net, item.pos, Rc::clone(&what)));
             }
         }
         doc.sets.push(SetDef {
@@ -1237,7 +1239,7 @@ fn decode_rule_fields(
         );
         complete = false;
     }
-    let owner = format!("rule `{name}`");
+    let owner: Rc<str> = format!("rule `{name}`").into();
 
     let kind = match (list_kind, f.get("action")) {
         (RuleKind::Failsafe, Some(_)) => {
@@ -1311,7 +1313,7 @@ fn decode_rule_fields(
                         from.push(FromItem::Set(text.to_string(), item.pos));
                     } else if let Some(net) = cidr_node(cx, item, text, doc.allow_any_source) {
                         from.push(FromItem::Cidr(net, item.pos));
-                        doc.cidrs.push((net, item.pos, owner.clone()));
+                        doc.cidrs.push((net, item.pos, Rc::clone(&owner)));
                     } else {
                         complete = false;
                     }
@@ -1412,6 +1414,27 @@ fn decode_rule_fields(
 // Cross-entry checks
 // ---------------------------------------------------------------------------------------
 
+/// Prefixes in order of first occurrence, with their positions.
+fn unique_sources(items: impl ExactSizeIterator<Item = (IpNet, Pos)>) -> (Vec<IpNet>, Vec<Pos>) {
+    let mut seen: HashSet<IpNet> = HashSet::with_capacity(items.len());
+    items.filter(|(net, _)| seen.insert(*net)).unzip()
+}
+
+fn resolved(r: &RawRule, sources: Vec<IpNet>, source_pos: Vec<Pos>) -> Resolved {
+    Resolved {
+        rule: Rule {
+            name: r.name.clone(),
+            kind: r.kind,
+            sources,
+            protocol: r.protocol,
+            keys: r.keys.clone(),
+            interfaces: r.interfaces.clone(),
+        },
+        name_pos: r.name_pos,
+        source_pos,
+    }
+}
+
 fn resolve(cx: &mut Cx, doc: &Document) -> Vec<Resolved> {
     let sets: HashMap<&str, &SetDef> = doc.sets.iter().map(|s| (s.name.as_str(), s)).collect();
     let mut used_sets: HashSet<&str> = HashSet::new();
@@ -1449,19 +1472,28 @@ fn resolve(cx: &mut Cx, doc: &Document) -> Vec<Resolved> {
         );
     }
 
+    // A rule's sources, first occurrence kept. Rules whose `from` is one set (the usual
+    // shape of big files, often several rules on one set) share that set's deduplication.
+    let mut set_sources: HashMap<&str, (Vec<IpNet>, Vec<Pos>)> = HashMap::new();
     let mut out = Vec::new();
     for (i, r) in doc.rules.iter().enumerate() {
-        let mut sources: Vec<IpNet> = Vec::new();
-        let mut source_pos: Vec<Pos> = Vec::new();
-        let mut seen: HashSet<IpNet> = HashSet::new();
+        if let [FromItem::Set(name, _)] = r.from.as_slice() {
+            if let Some(set) = sets.get(name.as_str()) {
+                used_sets.insert(&set.name);
+                let (sources, source_pos) = set_sources
+                    .entry(set.name.as_str())
+                    .or_insert_with(|| unique_sources(set.entries.iter().copied()))
+                    .clone();
+                if r.complete && !dup[i] {
+                    out.push(resolved(r, sources, source_pos));
+                }
+                continue;
+            }
+        }
         let mut seen_sets: HashSet<&str> = HashSet::new();
         let mut ok = r.complete && !dup[i];
-        let mut add = |net: IpNet, pos: Pos| {
-            if seen.insert(net) {
-                sources.push(net);
-                source_pos.push(pos);
-            }
-        };
+        let mut items: Vec<(IpNet, Pos)> = Vec::new();
+        let mut add = |net: IpNet, pos: Pos| items.push((net, pos));
         for item in &r.from {
             match item {
                 FromItem::Cidr(net, pos) => add(*net, *pos),
@@ -1504,18 +1536,8 @@ fn resolve(cx: &mut Cx, doc: &Document) -> Vec<Resolved> {
             }
         }
         if ok {
-            out.push(Resolved {
-                rule: Rule {
-                    name: r.name.clone(),
-                    kind: r.kind,
-                    sources,
-                    protocol: r.protocol,
-                    keys: r.keys.clone(),
-                    interfaces: r.interfaces.clone(),
-                },
-                name_pos: r.name_pos,
-                source_pos,
-            });
+            let (sources, source_pos) = unique_sources(items.into_iter());
+            out.push(resolved(r, sources, source_pos));
         }
     }
 
@@ -1558,7 +1580,17 @@ fn resolve(cx: &mut Cx, doc: &Document) -> Vec<Resolved> {
         );
     }
 
-    // Capacity: distinct prefixes per family, counted in file order.
+    // Capacity: distinct prefixes per family, counted in file order. Every file within
+    // capacity even before duplicates are merged (nearly all) skips the exact count.
+    let written = |v4: bool| {
+        out.iter()
+            .flat_map(|r| &r.rule.sources)
+            .filter(|n| matches!(n, IpNet::V4(_)) == v4)
+            .count()
+    };
+    if written(true) <= doc.capacity.ipv4 as usize && written(false) <= doc.capacity.ipv6 as usize {
+        return out;
+    }
     let mut order: Vec<(Pos, IpNet)> = out
         .iter()
         .flat_map(|r| {
@@ -1637,23 +1669,23 @@ fn warn_overlaps(cx: &mut Cx, doc: &Document) {
             let equal = net == onet;
             // The same prefix in two places is only worth a note within one list; across
             // sets and rules it changes nothing. A strictly nested prefix always is: the
-            // union semantics make the narrower one inherit the wider one's rules.
-            let note = if !equal {
-                Some((
-                    format!("{net} ({owner}) overlaps {onet} ({oowner}, line {opos})"),
-                    "overlapping sources are a union: an address in both gets the rules of both",
-                ))
-            } else if owner == oowner {
-                Some((
-                    format!("{net} is listed twice in {owner} (first at line {opos})"),
-                    "remove the repetition",
-                ))
-            } else {
-                None
-            };
-            if let Some((message, hint)) = note {
+            // union semantics make the narrower one inherit the wider one's rules. Messages
+            // are built only for the notes shown: a list of 100k nested prefixes must not
+            // format 100k of them.
+            if !equal || owner == oowner {
                 if shown < MAX_OVERLAP_WARNINGS {
                     shown += 1;
+                    let (message, hint) = if equal {
+                        (
+                            format!("{net} is listed twice in {owner} (first at line {opos})"),
+                            "remove the repetition",
+                        )
+                    } else {
+                        (
+                            format!("{net} ({owner}) overlaps {onet} ({oowner}, line {opos})"),
+                            "overlapping sources are a union: an address in both gets the rules of both",
+                        )
+                    };
                     cx.warn(*pos, message, hint);
                 } else {
                     hidden += 1;
@@ -1682,27 +1714,33 @@ fn applies_wherever(s: &Rule, r: &Rule) -> bool {
         || (!r.interfaces.is_empty() && r.interfaces.iter().all(|i| s.interfaces.contains(i)))
 }
 
-/// Whether `s` covers every (kind, key) that `r` covers.
-fn keys_cover(s: &Rule, r: &Rule) -> bool {
+/// The keys (ports or ICMP types) a rule covers, merged; every key when it lists none.
+fn covered_keys(r: &Rule) -> Vec<RangeInclusive<u16>> {
+    let max: u16 = match r.protocol {
+        Protocol::Tcp | Protocol::Udp => 65535,
+        _ => 255,
+    };
+    if r.keys.is_empty() {
+        vec![0..=max]
+    } else {
+        merge_ranges(r.keys.clone())
+    }
+}
+
+/// Whether `s` covers every (kind, key) that `r` covers, given their [`covered_keys`].
+fn keys_cover(
+    s: &Rule,
+    s_keys: &[RangeInclusive<u16>],
+    r: &Rule,
+    r_keys: &[RangeInclusive<u16>],
+) -> bool {
     if s.protocol == Protocol::Any {
         return true;
     }
     if s.protocol != r.protocol {
         return false;
     }
-    let max: u16 = match s.protocol {
-        Protocol::Tcp | Protocol::Udp => 65535,
-        _ => 255,
-    };
-    let norm = |k: &[RangeInclusive<u16>]| {
-        if k.is_empty() {
-            vec![0..=max]
-        } else {
-            merge_ranges(k.to_vec())
-        }
-    };
-    let s_keys = norm(&s.keys);
-    norm(&r.keys).iter().all(|rr| {
+    r_keys.iter().all(|rr| {
         s_keys
             .iter()
             .any(|sr| sr.start() <= rr.start() && rr.end() <= sr.end())
@@ -1715,16 +1753,27 @@ fn warn_shadowed(cx: &mut Cx, policy: &Policy, resolved: &[Resolved], tables: &T
     for (p, &i) in tables.precedence.iter().enumerate() {
         prec_of[i] = p;
     }
+    let keys: Vec<_> = policy.rules.iter().map(covered_keys).collect();
     for (i, rule) in policy.rules.iter().enumerate() {
-        let Some(bits) = tables.rules_covering_all_sources(rule) else {
+        // Earlier rules that cover this one's keys wherever it applies: cheap per pair, and
+        // usually none, so the scan over the rule's sources (100k in a big set) is rare.
+        let mut candidates = Bits::default();
+        for (p, &j) in tables.precedence[..prec_of[i]].iter().enumerate() {
+            let earlier = &policy.rules[j];
+            if keys_cover(earlier, &keys[j], rule, &keys[i]) && applies_wherever(earlier, rule) {
+                candidates[p / 64] |= 1 << (p % 64);
+            }
+        }
+        if candidates.iter().all(|&w| w == 0) {
+            continue;
+        }
+        let Some(bits) = tables.candidates_covering_all_sources(rule, candidates) else {
             continue;
         };
+        // The first in precedence order.
         let shadow = (0..prec_of[i])
-            .filter(|&p| bits[p / 64] & (1 << (p % 64)) != 0)
-            .map(|p| tables.precedence[p])
-            .find(|&j| {
-                keys_cover(&policy.rules[j], rule) && applies_wherever(&policy.rules[j], rule)
-            });
+            .find(|&p| bits[p / 64] & (1 << (p % 64)) != 0)
+            .map(|p| tables.precedence[p]);
         if let Some(j) = shadow {
             let by = &policy.rules[j];
             cx.warn(

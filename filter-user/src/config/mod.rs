@@ -77,7 +77,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::compiler::TableStats;
+use crate::compiler::{RuleSlots, TableStats, Tables};
 use crate::policy::Policy;
 
 /// How bad a [`Diagnostic`] is.
@@ -178,8 +178,11 @@ pub struct Loaded {
     pub policy: Policy,
     /// Warnings (overlaps, shadowed rules, lockout risk, …), sorted by position.
     pub warnings: Vec<Diagnostic>,
-    /// Size of the compiled tables (from a compile with fresh rule slots).
+    /// Size of the compiled tables.
     pub stats: TableStats,
+    /// The tables, compiled against [`LoadOptions::slots`]: the daemon publishes these
+    /// rather than compiling the file a second time.
+    pub tables: Tables,
 }
 
 /// Reads the node's ephemeral port range; see [`LoadOptions`].
@@ -194,6 +197,9 @@ pub struct LoadOptions {
     /// Prefix capacity that replaces the file's `capacity:` (`nodegate run
     /// --ipv4-capacity/--ipv6-capacity`): each family that is `Some` wins.
     pub capacity: CapacityOverride,
+    /// The rule slots the checks compile against: the daemon's committed ones, so that the
+    /// compiled [`Loaded::tables`] are ready to publish; fresh slots by default.
+    pub slots: RuleSlots,
 }
 
 /// Per-family overrides of the file's `capacity:`.
@@ -211,6 +217,7 @@ impl LoadOptions {
         LoadOptions {
             ephemeral_range: Box::new(read_ip_local_port_range),
             capacity: CapacityOverride::default(),
+            slots: RuleSlots::new(),
         }
     }
 
@@ -219,6 +226,7 @@ impl LoadOptions {
         LoadOptions {
             ephemeral_range: Box::new(move || Ok(range.clone())),
             capacity: CapacityOverride::default(),
+            slots: RuleSlots::new(),
         }
     }
 }
@@ -295,10 +303,11 @@ pub fn parse_str_with(name: &str, text: &str, opts: &LoadOptions) -> Result<Load
         }
     }
     match outcome {
-        Some((policy, stats)) if errors.is_empty() => Ok(Loaded {
+        Some((policy, tables)) if errors.is_empty() => Ok(Loaded {
             policy,
             warnings,
-            stats,
+            stats: tables.stats,
+            tables,
         }),
         _ => {
             if errors.is_empty() {

@@ -961,7 +961,7 @@ fn return_traffic_forms() {
     // A failing system read falls back to Linux's default with a warning.
     let failing = LoadOptions {
         ephemeral_range: Box::new(|| Err("no /proc here".into())),
-        capacity: Default::default(),
+        ..opts()
     };
     let l = parse_str_with(
         "t.yaml",
@@ -1711,4 +1711,40 @@ fn lockout_warning_sees_failsafe_rules_scoped_to_other_interfaces() {
     // Interfaces no rule names get no SSH failsafe.
     assert!(w[0].message.contains("lockout risk"), "{}", w[0]);
     assert!(!w[0].message.contains("on interface"), "{}", w[0]);
+}
+
+#[test]
+fn the_checked_tables_use_the_callers_rule_slots() {
+    // The daemon passes its committed slots and publishes the front end's tables as they are:
+    // a rule keeps its slot (and so its counters) across the reload, a new one gets a free
+    // slot, a fresh load starts at 1.
+    let text = "version: 1\nfailsafe:\n  - { name: ssh, from: [192.0.2.0/24], protocol: tcp, ports: [22] }\n\
+                rules:\n  - { name: web, from: [10.0.0.0/8], protocol: tcp, ports: [443] }\n";
+    let fresh = load(text).unwrap();
+    let committed = crate::compiler::RuleSlots::from_pairs([("web".to_string(), 7)]);
+    let reload = parse_str_with(
+        "t.yaml",
+        text,
+        &LoadOptions {
+            slots: committed,
+            ..opts()
+        },
+    )
+    .unwrap();
+    let slot_of = |l: &Loaded, name: &str| {
+        l.tables
+            .rule_names
+            .iter()
+            .find(|(_, n)| n == name)
+            .map(|(s, _)| *s)
+    };
+    assert_eq!(slot_of(&reload, "web"), Some(7));
+    assert_ne!(slot_of(&reload, "ssh"), Some(7));
+    assert!(slot_of(&reload, "ssh").is_some());
+    assert_eq!(
+        reload.tables.fresh_slots,
+        vec![slot_of(&reload, "ssh").unwrap()]
+    );
+    assert_eq!(fresh.tables.fresh_slots.len(), 2);
+    assert_eq!(reload.stats, fresh.stats);
 }

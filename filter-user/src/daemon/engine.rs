@@ -11,7 +11,7 @@ use std::{
 use tracing::{info, warn};
 
 use crate::{
-    compiler::{compile, RuleSlots, Tables},
+    compiler::{RuleSlots, Tables},
     config::{self, ConfigError},
     loader::{
         attach::{ifname, AttachError, Attached, XdpModeChoice},
@@ -62,14 +62,6 @@ pub enum EngineError {
         path: PathBuf,
         /// Diagnostics.
         source: ConfigError,
-    },
-    /// The rule file is valid but cannot be compiled into the kernel tables.
-    #[error("{path}: {source}")]
-    Compile {
-        /// File.
-        path: PathBuf,
-        /// Why.
-        source: crate::compiler::CompileError,
     },
     /// The reload would remove or change a failsafe rule without acknowledgement.
     #[error(
@@ -150,8 +142,11 @@ pub fn prepare(
     capacity: config::CapacityOverride,
 ) -> Result<(Policy, Tables, Duration), EngineError> {
     let start = Instant::now();
+    // The front end's checks compile against the committed slots: their tables are the
+    // ones to publish.
     let opts = config::LoadOptions {
         capacity,
+        slots: slots.clone(),
         ..config::LoadOptions::system()
     };
     let loaded = config::load_file_with(path, &opts).map_err(|source| EngineError::Config {
@@ -161,10 +156,7 @@ pub fn prepare(
     for warning in &loaded.warnings {
         warn!(%warning, "rule file warning");
     }
-    let tables = compile(&loaded.policy, slots).map_err(|source| EngineError::Compile {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let tables = loaded.tables;
     Ok((loaded.policy, tables, start.elapsed()))
 }
 
