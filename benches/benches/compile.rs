@@ -7,7 +7,7 @@
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion};
 use filter_user::compiler::lookup::{self, Family, TablePrefix};
-use filter_user::compiler::{compile, RuleSlots, Tables};
+use filter_user::compiler::{compile, compile_after, Compiled, RuleSlots, Tables};
 use filter_user::config::{parse_str_with, LoadOptions};
 use filter_user::policy::{Policy, Protocol, Rule, RuleKind};
 
@@ -173,6 +173,23 @@ fn bench_compile(c: &mut Criterion) {
     g.bench_function("100k_v4_10k_v6", |b| {
         let slots = RuleSlots::new();
         b.iter(|| compile(&policy, &slots).expect("fits"))
+    });
+    // A reload that swaps one prefix of the blocklist: an update of the previous tables.
+    let mut slots = RuleSlots::new();
+    slots.commit(&tables);
+    let previous = Compiled {
+        policy: policy.clone(),
+        tables: tables.clone(),
+    };
+    let mut next = policy.clone();
+    next.rules[1].sources[0] = "198.18.0.0/24".parse().expect("valid CIDR");
+    assert!(
+        compile_after(&next, &slots, previous.previous())
+            .expect("fits")
+            .incremental
+    );
+    g.bench_function("100k_v4_10k_v6_one_prefix_changed", |b| {
+        b.iter(|| compile_after(&next, &slots, previous.previous()).expect("fits"))
     });
     g.finish();
 

@@ -23,6 +23,7 @@
 
 use std::{
     net::{IpAddr, Ipv4Addr},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -33,7 +34,7 @@ use benches::{
     v4_mixed_prefixes, v4_prefixes, v6_mixed_prefixes, v6_prefixes, NODE_V4,
 };
 use filter_user::{
-    compiler::{compile, RuleSlots},
+    compiler::{compile, compile_after, Compiled, RuleSlots},
     config::{load_file_with, LoadOptions},
     craft::Frame,
     lab::{in_netns, Lab, LabAddrs},
@@ -438,22 +439,30 @@ fn percentile(samples: &[f64], p: f64) -> f64 {
     s[rank.min(s.len()) - 1]
 }
 
-/// One reload as the daemon does it: compile against the committed slots, publish (write the
-/// inactive generation, flip), commit. Returns (total, compile) in milliseconds.
+/// One reload as the daemon does it: compile against the committed slots (as an update of
+/// the active generation when there is one), publish (write the inactive generation, flip),
+/// commit. Returns (total, compile) in milliseconds.
 fn timed_reload(
     loaded: &mut LoadedPolicy,
     slots: &mut RuleSlots,
+    active: &mut Option<Compiled>,
     policy: &filter_user::policy::Policy,
 ) -> anyhow::Result<(f64, f64)> {
     let t = Instant::now();
-    let tables = compile(policy, slots)?;
+    let tables = match active {
+        Some(previous) => compile_after(policy, slots, previous.previous())?,
+        None => compile(policy, slots)?,
+    };
     let compiled = t.elapsed();
     loaded.filter.maps_mut().publish(&tables)?;
     slots.commit(&tables);
-    Ok((
-        t.elapsed().as_secs_f64() * 1e3,
-        compiled.as_secs_f64() * 1e3,
-    ))
+    let total = t.elapsed();
+    // The daemon keeps the file's policy it already owns; the bench clones it, untimed.
+    *active = Some(Compiled {
+        policy: policy.clone(),
+        tables,
+    });
+    Ok((total.as_secs_f64() * 1e3, compiled.as_secs_f64() * 1e3))
 }
 
 fn report(name: &str, change: &str, samples: &[f64]) {
@@ -608,18 +617,26 @@ fn reload(quick: bool) -> anyhow::Result<usize> {
             // reloads back to back on one program. Both generation slots hold the base lists
             // before the clock starts, so every measured publish overwrites a full slot:
             // "all" replaces 110k prefixes with 110k others (removes + inserts), "one" changes
-            // a single prefix (a two-entry diff).
-            for change in ["all", "one"] {
+            // a single prefix (a two-entry diff, an incremental compile). Back to back, each
+            // publish first waits out the RCU grace period of the flip before it (a few ms,
+            // `loader::grace`); "one, spaced" reloads after that period is over, as an operator's
+            // edit does.
+            for change in ["all", "one", "one, spaced"] {
                 let policy = allow_policy(&base.0, &base.1);
                 let mut loaded = LoadedPolicy::load(&policy).context("failed to load nodegate")?;
                 let mut slots = RuleSlots::new();
                 slots.commit(&loaded.tables);
-                timed_reload(&mut loaded, &mut slots, &policy)?;
+                let mut active = None;
+                timed_reload(&mut loaded, &mut slots, &mut active, &policy)?;
                 let (mut total_ms, mut compile_ms) = (Vec::new(), Vec::new());
                 for i in 0..reloads {
                     let (v4, v6) = lists(change, i, &base);
+                    let next = allow_policy(&v4, &v6);
+                    if change == "one, spaced" {
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
                     let (total, compile) =
-                        timed_reload(&mut loaded, &mut slots, &allow_policy(&v4, &v6))?;
+                        timed_reload(&mut loaded, &mut slots, &mut active, &next)?;
                     total_ms.push(total);
                     compile_ms.push(compile);
                 }
@@ -636,39 +653,51 @@ fn reload(quick: bool) -> anyhow::Result<usize> {
         &mut failed,
         || {
             // What the daemon does after the file watcher fires: read and validate the file
-            // (the front end's checks compile it against the committed slots; those tables
-            // are published), publish. A 2.7 MB file of 110k prefixes, every prefix new.
+            // (the front end's checks compile it against the committed slots, as an update of
+            // the active generation when few prefixes change; those tables are published),
+            // publish. A 2.7 MB file of 110k prefixes: every prefix new, or one changed.
             let dir = std::env::temp_dir().join(format!("ng-bench-yaml-{}", std::process::id()));
             std::fs::create_dir_all(&dir)?;
             let path = dir.join("rules.yaml");
-            let policy = allow_policy(&base.0, &base.1);
-            let mut loaded = LoadedPolicy::load(&policy).context("failed to load nodegate")?;
-            let mut slots = RuleSlots::new();
-            slots.commit(&loaded.tables);
-            let mut total_ms = Vec::new();
             let mut bytes = 0;
-            for i in 0..reloads {
-                let (v4, v6) = lists("all", i, &base);
-                let text = allow_yaml(&v4, &v6);
-                bytes = text.len();
-                std::fs::write(&path, text)?;
-                let t = Instant::now();
-                let opts = LoadOptions {
-                    slots: slots.clone(),
-                    ..LoadOptions::fixed_ephemeral(32768..=60999)
-                };
-                let file = load_file_with(&path, &opts)?;
-                loaded.filter.maps_mut().publish(&file.tables)?;
-                slots.commit(&file.tables);
-                total_ms.push(t.elapsed().as_secs_f64() * 1e3);
+            for change in ["all", "one"] {
+                let policy = allow_policy(&base.0, &base.1);
+                let mut loaded = LoadedPolicy::load(&policy).context("failed to load nodegate")?;
+                let mut slots = RuleSlots::new();
+                slots.commit(&loaded.tables);
+                let mut active = Some(Arc::new(Compiled {
+                    tables: loaded.tables.clone(),
+                    policy,
+                }));
+                let mut total_ms = Vec::new();
+                for i in 0..reloads {
+                    let (v4, v6) = lists(change, i, &base);
+                    let text = allow_yaml(&v4, &v6);
+                    bytes = text.len();
+                    std::fs::write(&path, text)?;
+                    let t = Instant::now();
+                    let opts = LoadOptions {
+                        slots: slots.clone(),
+                        previous: active.take(),
+                        ..LoadOptions::fixed_ephemeral(32768..=60999)
+                    };
+                    let file = load_file_with(&path, &opts)?;
+                    loaded.filter.maps_mut().publish(&file.tables)?;
+                    slots.commit(&file.tables);
+                    active = Some(Arc::new(Compiled {
+                        policy: file.policy,
+                        tables: file.tables,
+                    }));
+                    total_ms.push(t.elapsed().as_secs_f64() * 1e3);
+                }
+                report(
+                    "nodegate YAML file → flip (read, validate, compile, publish)",
+                    change,
+                    &total_ms,
+                );
             }
             let _ = std::fs::remove_dir_all(&dir);
             eprintln!("yaml reload: {bytes} bytes per file");
-            report(
-                "nodegate YAML file → flip (read, validate, compile, publish)",
-                "all",
-                &total_ms,
-            );
             Ok(())
         },
     );
@@ -683,11 +712,12 @@ fn reload(quick: bool) -> anyhow::Result<usize> {
             let mut loaded = LoadedPolicy::load(&policy).context("failed to load nodegate")?;
             let mut slots = RuleSlots::new();
             slots.commit(&loaded.tables);
+            let mut active = None;
             let mut total_ms = Vec::new();
             for i in 0..reloads {
                 let mut next = allow_policy(&v4_mixed_prefixes(1_000_000, 51 + i), &base.1);
                 next.capacity = policy.capacity;
-                total_ms.push(timed_reload(&mut loaded, &mut slots, &next)?.0);
+                total_ms.push(timed_reload(&mut loaded, &mut slots, &mut active, &next)?.0);
             }
             report(
                 "nodegate 1M IPv4 compile + publish + flip",

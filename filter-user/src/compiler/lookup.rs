@@ -104,14 +104,20 @@ impl Builder {
                 deeper.next();
             }
             let outside = self.words[node + slot];
-            self.words[node + slot] = if let [only] = run[..] {
-                entry::make(entry::TAIL, self.tail(only, outside))
-            } else {
-                let child_stride = self.family.stride();
-                let child = self.alloc(1 << child_stride);
-                self.node(child, end, child_stride, &run, outside);
-                entry::make(entry::NODE, child as u32)
-            };
+            self.words[node + slot] = self.below(end, &run, outside);
+        }
+    }
+
+    /// The entry of a slot at `depth` bits whose addresses fall under the (non-empty)
+    /// `deeper` prefixes, all longer than `depth`, sorted, or else answer `outside`.
+    fn below(&mut self, depth: u32, deeper: &[TablePrefix], outside: u32) -> u32 {
+        if let [only] = deeper {
+            entry::make(entry::TAIL, self.tail(*only, outside))
+        } else {
+            let child_stride = self.family.stride();
+            let child = self.alloc(1 << child_stride);
+            self.node(child, depth, child_stride, deeper, outside);
+            entry::make(entry::NODE, child as u32)
         }
     }
 
@@ -148,6 +154,35 @@ pub fn build(family: Family, prefixes: &mut [TablePrefix]) -> Vec<u32> {
     builder.node(root, 0, ROOT_BITS, prefixes, 0);
     debug_assert!(family.width() >= ROOT_BITS);
     builder.words
+}
+
+/// Rebuild root slot `slot` of an existing table in place: its entry becomes `outside` (the
+/// leaf of the longest prefix of at most [`ROOT_BITS`] bits covering the slot, or 0) when
+/// `deeper` is empty, else a subtree for `deeper` (the prefixes longer than [`ROOT_BITS`]
+/// inside the slot, sorted) appended to `words`. The slot's old subtree stays behind,
+/// unreachable, until the next full [`build`]; returns the words appended.
+pub fn rebuild_root_slot(
+    family: Family,
+    words: &mut Vec<u32>,
+    slot: usize,
+    deeper: &[TablePrefix],
+    outside: u32,
+) -> usize {
+    debug_assert!(deeper
+        .iter()
+        .all(|p| u32::from(p.len) > ROOT_BITS && bits(p.addr, 0, ROOT_BITS) == slot));
+    let before = words.len();
+    let mut builder = Builder {
+        family,
+        words: std::mem::take(words),
+    };
+    builder.words[slot] = if deeper.is_empty() {
+        outside
+    } else {
+        builder.below(ROOT_BITS, deeper, outside)
+    };
+    *words = builder.words;
+    words.len() - before
 }
 
 /// Look `addr` (left-aligned) up in a table the way the program does; the leaf value.

@@ -11,7 +11,7 @@
 
 use foldhash::HashMap;
 
-use filter_common::MAX_CLASSES;
+use filter_common::{MAX_CLASSES, MAX_RULES};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use super::{Bits, CompileError};
@@ -25,13 +25,24 @@ pub(super) struct Classes {
     pub class_rules: Vec<Bits>,
 }
 
+/// Class ids by rule set.
 #[derive(Default)]
-struct Interner {
+pub(super) struct Interner {
     ids: HashMap<Bits, u32>,
-    sets: Vec<Bits>,
+    pub(super) sets: Vec<Bits>,
 }
 
 impl Interner {
+    /// Continue numbering after an earlier compile's classes (`sets[id]` is class `id`).
+    pub(super) fn from_sets(sets: Vec<Bits>) -> Interner {
+        let ids = sets
+            .iter()
+            .enumerate()
+            .map(|(id, bits)| (*bits, id as u32))
+            .collect();
+        Interner { ids, sets }
+    }
+
     fn intern(&mut self, bits: Bits) -> u32 {
         *self.ids.entry(bits).or_insert_with(|| {
             self.sets.push(bits);
@@ -40,13 +51,13 @@ impl Interner {
     }
 }
 
-/// Prefixes of one family as (address bits, length); `width` is 32 or 128.
-fn walk(
-    mut entries: Vec<(u128, u8, u32)>,
+/// Prefixes of one family as (address bits, length, rule), sorted; `width` is 32 or 128.
+pub(super) fn walk(
+    entries: Vec<(u128, u8, u32)>,
     width: u32,
     interner: &mut Interner,
 ) -> Vec<(u128, u8, u32)> {
-    entries.sort_unstable();
+    debug_assert!(entries.is_sorted());
     let mut out: Vec<(u128, u8, u32)> = Vec::with_capacity(entries.len());
     // (address, length, class id)
     let mut stack: Vec<(u128, u8, u32)> = Vec::new();
@@ -89,18 +100,36 @@ fn walk(
 /// Compute the prefixes of both families with their class ids. `rules` are in precedence
 /// order; bit `i` of a class is `rules[i]`.
 pub(super) fn classify(rules: &[&Rule], capacity: PrefixCapacity) -> Result<Classes, CompileError> {
-    let mut v4 = Vec::new();
+    // IPv4 entries sort as one u64 each, (address, length, rule) from the top bits down:
+    // sorting was half the compile time as (u128, u8, u32) tuples.
+    const _: () = assert!(MAX_RULES <= 1 << 16);
+    debug_assert!(rules.len() <= MAX_RULES as usize);
+    let mut v4: Vec<u64> = Vec::new();
     let mut v6 = Vec::new();
     for (i, rule) in rules.iter().enumerate() {
         for src in &rule.sources {
             match src.trunc() {
-                IpNet::V4(n) => {
-                    v4.push((u128::from(u32::from(n.addr())), n.prefix_len(), i as u32))
-                }
+                IpNet::V4(n) => v4.push(
+                    u64::from(u32::from(n.addr())) << 32
+                        | u64::from(n.prefix_len()) << 16
+                        | i as u64,
+                ),
                 IpNet::V6(n) => v6.push((u128::from(n.addr()), n.prefix_len(), i as u32)),
             }
         }
     }
+    v4.sort_unstable();
+    v6.sort_unstable();
+    let v4 = v4
+        .into_iter()
+        .map(|k| {
+            (
+                u128::from((k >> 32) as u32),
+                (k >> 16) as u8,
+                k as u16 as u32,
+            )
+        })
+        .collect();
     let mut interner = Interner::default();
     let v4 = walk(v4, 32, &mut interner);
     let v6 = walk(v6, 128, &mut interner);

@@ -133,7 +133,11 @@ pub(super) fn load(
     if cx.has_errors() {
         return None;
     }
-    let tables = match compiler::compile(&policy, &opts.slots) {
+    let compiled = match &opts.previous {
+        Some(previous) => compiler::compile_after(&policy, &opts.slots, previous.previous()),
+        None => compiler::compile(&policy, &opts.slots),
+    };
+    let tables = match compiled {
         Ok(t) => t,
         Err(e) => {
             let pos = doc.rules_pos.unwrap_or(doc.root_pos);

@@ -75,9 +75,10 @@ use std::{
     fmt,
     ops::RangeInclusive,
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
-use crate::compiler::{RuleSlots, TableStats, Tables};
+use crate::compiler::{Compiled, RuleSlots, TableStats, Tables};
 use crate::policy::Policy;
 
 /// How bad a [`Diagnostic`] is.
@@ -200,6 +201,9 @@ pub struct LoadOptions {
     /// The rule slots the checks compile against: the daemon's committed ones, so that the
     /// compiled [`Loaded::tables`] are ready to publish; fresh slots by default.
     pub slots: RuleSlots,
+    /// The active generation, when there is one: a file that changes a few prefixes is
+    /// compiled as an update of it ([`crate::compiler::compile_after`]).
+    pub previous: Option<Arc<Compiled>>,
 }
 
 /// Per-family overrides of the file's `capacity:`.
@@ -218,6 +222,7 @@ impl LoadOptions {
             ephemeral_range: Box::new(read_ip_local_port_range),
             capacity: CapacityOverride::default(),
             slots: RuleSlots::new(),
+            previous: None,
         }
     }
 
@@ -227,6 +232,7 @@ impl LoadOptions {
             ephemeral_range: Box::new(move || Ok(range.clone())),
             capacity: CapacityOverride::default(),
             slots: RuleSlots::new(),
+            previous: None,
         }
     }
 }

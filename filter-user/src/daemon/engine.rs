@@ -5,13 +5,14 @@
 
 use std::{
     path::{Path, PathBuf},
+    sync::{Arc, LazyLock},
     time::{Duration, Instant, SystemTime},
 };
 
 use tracing::{info, warn};
 
 use crate::{
-    compiler::{RuleSlots, Tables},
+    compiler::{Compiled, RuleSlots, Tables},
     config::{self, ConfigError},
     loader::{
         attach::{ifname, AttachError, Attached, XdpModeChoice},
@@ -111,7 +112,9 @@ pub struct Engine {
     variant: ProgramVariant,
     options: EngineOptions,
     slots: RuleSlots,
-    current: Policy,
+    /// The active generation's policy and tables (`None` before the first publish): the
+    /// next reload compiles as an update of it.
+    active: Option<Arc<Compiled>>,
     attached: Vec<Attached>,
     stats: EngineStats,
     features: KernelFeatures,
@@ -139,14 +142,16 @@ pub fn failsafe_changes(current: &Policy, next: &Policy) -> Vec<String> {
 pub fn prepare(
     path: &Path,
     slots: &RuleSlots,
+    previous: Option<Arc<Compiled>>,
     capacity: config::CapacityOverride,
 ) -> Result<(Policy, Tables, Duration), EngineError> {
     let start = Instant::now();
-    // The front end's checks compile against the committed slots: their tables are the
-    // ones to publish.
+    // The front end's checks compile against the committed slots (as an update of the
+    // active generation when there is one): their tables are the ones to publish.
     let opts = config::LoadOptions {
         capacity,
         slots: slots.clone(),
+        previous,
         ..config::LoadOptions::system()
     };
     let loaded = config::load_file_with(path, &opts).map_err(|source| EngineError::Config {
@@ -200,7 +205,7 @@ impl Engine {
         features.require()?;
         let egress_hook = features.egress_hook(options.egress)?;
         info!(egress = %egress_hook, tcx = ?features.tcx, "egress flow recorder mechanism for new attachments");
-        let (first, _, _) = prepare(&options.config, &RuleSlots::new(), options.capacity)?;
+        let (first, _, _) = prepare(&options.config, &RuleSlots::new(), None, options.capacity)?;
         options.pins.create()?;
         let adopting = options.pins.has_state();
         let filter = Filter::load(&LoadOptions {
@@ -224,16 +229,14 @@ impl Engine {
         warn_flow_capacity(&filter, first.flows.capacity);
         warn_table_capacity(&filter, first.capacity);
         let slots = RuleSlots::from_pairs(filter.maps().pinned_rule_slots());
-        let (policy, tables, compile_time) = prepare(&options.config, &slots, options.capacity)?;
+        let (policy, tables, compile_time) =
+            prepare(&options.config, &slots, None, options.capacity)?;
         let mut engine = Engine {
             filter,
             variant,
             options,
             slots,
-            current: Policy {
-                rules: Vec::new(),
-                ..Policy::default()
-            },
+            active: None,
             attached: Vec::new(),
             stats: EngineStats::default(),
             features,
@@ -288,18 +291,22 @@ impl Engine {
 
     /// Reload the rule file. On any error the active generation stays as it was.
     pub fn reload(&mut self) -> Result<&PublishReport, EngineError> {
-        let result = prepare(&self.options.config, &self.slots, self.options.capacity).and_then(
-            |(policy, tables, compile_time)| {
-                self.guard_failsafe(&policy)?;
-                if policy.flows.capacity != self.current.flows.capacity {
-                    warn_flow_capacity(&self.filter, policy.flows.capacity);
-                }
-                if policy.capacity != self.current.capacity {
-                    warn_table_capacity(&self.filter, policy.capacity);
-                }
-                self.apply(policy, tables, compile_time)
-            },
-        );
+        let result = prepare(
+            &self.options.config,
+            &self.slots,
+            self.active.clone(),
+            self.options.capacity,
+        )
+        .and_then(|(policy, tables, compile_time)| {
+            self.guard_failsafe(&policy)?;
+            if policy.flows.capacity != self.policy().flows.capacity {
+                warn_flow_capacity(&self.filter, policy.flows.capacity);
+            }
+            if policy.capacity != self.policy().capacity {
+                warn_table_capacity(&self.filter, policy.capacity);
+            }
+            self.apply(policy, tables, compile_time)
+        });
         match result {
             Ok(()) => Ok(self.stats.last_publish.as_ref().expect("set by apply")),
             Err(err) => {
@@ -310,7 +317,7 @@ impl Engine {
     }
 
     fn guard_failsafe(&self, next: &Policy) -> Result<(), EngineError> {
-        let changed = failsafe_changes(&self.current, next);
+        let changed = failsafe_changes(self.policy(), next);
         if changed.is_empty() || next.acknowledge_failsafe_change {
             Ok(())
         } else {
@@ -335,6 +342,7 @@ impl Engine {
             v4 = tables.stats.v4_prefixes,
             v6 = tables.stats.v6_prefixes,
             rules = tables.stats.rules,
+            incremental = tables.incremental,
             compile_ms = compile_time.as_secs_f64() * 1e3,
             publish_ms = report.total.as_secs_f64() * 1e3,
             "rule generation active"
@@ -346,7 +354,7 @@ impl Engine {
         self.stats.v6_prefixes = tables.stats.v6_prefixes;
         self.stats.last_compile = Some(compile_time);
         self.stats.last_publish = Some(report);
-        self.current = policy;
+        self.active = Some(Arc::new(Compiled { policy, tables }));
         if !self.attached.is_empty() {
             self.warn_unattached_settings();
         }
@@ -363,7 +371,7 @@ impl Engine {
             .into_iter()
             .filter_map(|(ifindex, _)| ifname(ifindex))
             .collect();
-        for name in self.current.named_interfaces() {
+        for name in self.policy().named_interfaces() {
             if !running.iter().any(|r| r == name) {
                 warn!(iface = %name, running = %running.join(","), "the rule file has settings or rules for interface {name}, but nodegate runs on no interface of that name; they apply to nothing until it is attached (`--iface {name}`)");
             }
@@ -385,9 +393,13 @@ impl Engine {
         &self.attached
     }
 
-    /// The active policy.
+    /// The active policy (empty before the first publish).
     pub fn policy(&self) -> &Policy {
-        &self.current
+        static NONE: LazyLock<Policy> = LazyLock::new(|| Policy {
+            rules: Vec::new(),
+            ..Policy::default()
+        });
+        self.active.as_ref().map_or(&NONE, |a| &a.policy)
     }
 
     /// What the kernel offered at start.
