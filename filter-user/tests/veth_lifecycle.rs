@@ -19,7 +19,7 @@ use std::{
 
 use common::daemon::{reason_total, rule_total, Env};
 use filter_user::{
-    compiler::{compile, RuleSlots},
+    compiler::{compile, compile_after, RuleSlots},
     config::{parse_str_with, LoadOptions as ConfigOptions},
     craft::Frame,
     lab::{in_netns, Lab, LabAddrs, RawSender},
@@ -68,7 +68,7 @@ fn tables(yaml: &str, slots: &RuleSlots) -> filter_user::compiler::Tables {
 
 /// The fixture plus a rule over 100k random prefixes in 100.64.0.0/10 (where neither J31
 /// flow's source is): a reload to or from it replaces 100k prefixes.
-fn with_bulk(slots: &RuleSlots, seed: u64) -> filter_user::compiler::Tables {
+fn with_bulk(slots: &RuleSlots, seed: u64) -> filter_user::compiler::Compiled {
     let loaded = parse_str_with(
         "test.yaml",
         FIXTURE,
@@ -101,7 +101,8 @@ fn with_bulk(slots: &RuleSlots, seed: u64) -> filter_user::compiler::Tables {
         keys: vec![53..=53],
         interfaces: Vec::new(),
     });
-    compile(&policy, slots).expect("compiles")
+    let tables = compile(&policy, slots).expect("compiles");
+    filter_user::compiler::Compiled { policy, tables }
 }
 
 /// The fixture without the `clients` set and its rule.
@@ -180,8 +181,9 @@ impl Traffic {
 /// J31: 1,000 back-to-back reloads while an allowed and a disallowed flow run: zero drops of
 /// the allowed flow, zero passes of the disallowed one. In-process, through the same
 /// compile + publish path the daemon uses; every tenth reload switches to or between two
-/// rule sets with 100k other prefixes (a 100k-prefix table replaced). The generation
-/// counters account for every packet exactly once.
+/// rule sets with 100k other prefixes (a 100k-prefix table replaced), and one in ten to an
+/// incrementally compiled edit of the first of them. The generation counters account for
+/// every packet exactly once.
 #[test]
 fn j31_reloads_under_traffic_never_misjudge() {
     let mut filter = common::load_private();
@@ -194,6 +196,18 @@ fn j31_reloads_under_traffic_never_misjudge() {
     slots.commit(&a);
     let b = tables(&b_yaml, &slots);
     let bulk = [with_bulk(&slots, 1), with_bulk(&slots, 2)];
+    // The first bulk generation with a few of its prefixes replaced, compiled as an update
+    // (`compile_after`): a table whose replaced subtrees stay behind as garbage.
+    let mut edited = bulk[0].policy.clone();
+    let sources = &mut edited.rules.last_mut().unwrap().sources;
+    for (i, net) in ["100.127.255.0/24", "100.64.0.0/16", "100.100.1.128/25"]
+        .iter()
+        .enumerate()
+    {
+        sources[i * 1000] = net.parse().unwrap();
+    }
+    let edited = compile_after(&edited, &slots, bulk[0].previous()).unwrap();
+    assert!(edited.incremental, "a three-prefix edit is an update");
     let link = common::attach_to_lab(&mut filter, &lab);
 
     let traffic = Traffic::start(lab.peer_sender().unwrap(), 8);
@@ -202,7 +216,9 @@ fn j31_reloads_under_traffic_never_misjudge() {
     for i in 0..1000 {
         let next = if i % 10 == 9 {
             bulk_reloads += 1;
-            &bulk[(i / 10) % 2]
+            &bulk[(i / 10) % 2].tables
+        } else if i % 10 == 4 {
+            &edited
         } else if i % 2 == 0 {
             &b
         } else {
@@ -222,7 +238,7 @@ fn j31_reloads_under_traffic_never_misjudge() {
     let snap = filter.maps().snapshot().unwrap();
     let allow = reason_total(&snap, "allow-rule");
     let deny = reason_total(&snap, "no-source-match");
-    println!("1000 reloads ({bulk_reloads} of them replacing 100k prefixes) in {reload_time:?}, {grace_waited:?} of it blocked on grace periods; sent {good_sent} allowed / {bad_sent} disallowed; counted {allow:?} / {deny:?}; per generation slot {:?}", snap.generations);
+    println!("1000 reloads ({bulk_reloads} of them replacing 100k prefixes, 100 an incrementally compiled bulk table) in {reload_time:?}, {grace_waited:?} of it blocked on grace periods; sent {good_sent} allowed / {bad_sent} disallowed; counted {allow:?} / {deny:?}; per generation slot {:?}", snap.generations);
     assert_eq!(
         snap.generations.iter().sum::<u64>(),
         good_sent + bad_sent,

@@ -15,6 +15,7 @@
 //! garbage. Tests check that an update answers every lookup exactly as a full compile does.
 
 use filter_common::lookup::{entry, ROOT_BITS};
+use foldhash::HashSet;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use super::{
@@ -99,11 +100,17 @@ pub(super) fn update(
     })
 }
 
-/// Prefixes some rule gained or lost, or `None` when there are too many. Sources keep file
-/// order, so a small edit leaves a common head and tail; what differs between them counts
-/// as changed (a prefix that merely moved is reclassified to the class it had).
+/// Prefixes some rule gained or lost, or `None` when there are more than [`MAX_CHANGED`].
+/// Sources keep file order, so an edit leaves a common head and tail. Between them: a few
+/// prefixes replaced in place are found position by position, a short middle counts whole,
+/// a long one (an insertion far from a deletion) is compared as sets. A prefix
+/// that merely moved may count as changed: it is reclassified to the class it had.
 fn changed_prefixes(policy: &Policy, previous: &Policy) -> Option<Vec<IpNet>> {
-    let mut changed = Vec::new();
+    let mut changed: Vec<IpNet> = Vec::new();
+    let mut add = |net: &IpNet| {
+        changed.push(net.trunc());
+        changed.len() <= MAX_CHANGED
+    };
     for (new, old) in policy.rules.iter().zip(&previous.rules) {
         let (new, old) = (&new.sources, &old.sources);
         if new == old {
@@ -116,13 +123,28 @@ fn changed_prefixes(policy: &Policy, previous: &Policy) -> Option<Vec<IpNet>> {
             .zip(old[head..].iter().rev())
             .take_while(|(a, b)| a == b)
             .count();
-        let differ = new[head..new.len() - tail]
-            .iter()
-            .chain(&old[head..old.len() - tail]);
-        if changed.len() + differ.clone().count() > MAX_CHANGED {
+        let (new, old) = (&new[head..new.len() - tail], &old[head..old.len() - tail]);
+        let in_place = || {
+            let mut pairs = new.iter().zip(old).filter(|(a, b)| a != b);
+            let replaced: Vec<_> = pairs.by_ref().take(MAX_CHANGED / 2 + 1).collect();
+            (replaced.len() <= MAX_CHANGED / 2).then_some(replaced)
+        };
+        let all_added = match (new.len() == old.len()).then(in_place).flatten() {
+            Some(replaced) => replaced.into_iter().all(|(a, b)| add(a) && add(b)),
+            None if new.len() + old.len() <= MAX_CHANGED => new.iter().chain(old).all(&mut add),
+            None => {
+                // Shifted lists (an insertion far from a deletion): compare as sets.
+                let (in_new, in_old): (HashSet<&IpNet>, HashSet<&IpNet>) =
+                    (new.iter().collect(), old.iter().collect());
+                new.iter()
+                    .filter(|n| !in_old.contains(n))
+                    .chain(old.iter().filter(|o| !in_new.contains(o)))
+                    .all(&mut add)
+            }
+        };
+        if !all_added {
             return None;
         }
-        changed.extend(differ.map(|n| n.trunc()));
     }
     changed.sort_unstable();
     changed.dedup();

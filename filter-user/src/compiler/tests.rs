@@ -970,6 +970,39 @@ fn a_reload_that_changes_rules_or_many_prefixes_compiles_from_scratch() {
         .sources
         .push("198.51.100.0/24".parse().unwrap());
     assert!(compile_after(&one, &slots, previous).unwrap().incremental);
+    // Edits far apart in a long list: replacements in place, and an insertion at one end
+    // with a removal at the other.
+    let mut long = policy.clone();
+    long.rules[4].sources.extend(
+        (0..500u32)
+            .map(|i| IpNet::V4(ipnet::Ipv4Net::new((0xc612_0000 + (i << 8)).into(), 24).unwrap())),
+    );
+    let long_tables = compile(&long, &slots).unwrap();
+    let long_previous = Previous {
+        policy: &long,
+        tables: &long_tables,
+    };
+    let mut replaced = long.clone();
+    replaced.rules[4].sources[10] = "198.51.100.0/24".parse().unwrap();
+    replaced.rules[4].sources[400] = "198.51.101.0/24".parse().unwrap();
+    assert!(
+        compile_after(&replaced, &slots, long_previous)
+            .unwrap()
+            .incremental
+    );
+    let mut shifted = long.clone();
+    shifted.rules[4].sources.remove(3);
+    shifted.rules[4]
+        .sources
+        .push("198.51.100.0/24".parse().unwrap());
+    let t = compile_after(&shifted, &slots, long_previous).unwrap();
+    assert!(t.incremental);
+    assert_eq!(
+        t.lookup(ip("198.51.100.7"), ServiceKind::Tcp, 443),
+        compile(&shifted, &slots)
+            .unwrap()
+            .lookup(ip("198.51.100.7"), ServiceKind::Tcp, 443)
+    );
     // A rule more: the classes' bit positions move.
     let mut more = policy.clone();
     more.rules.push(rule(
