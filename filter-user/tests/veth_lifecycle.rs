@@ -440,6 +440,125 @@ fn j34_foreign_program_is_refused() {
         Some(prog),
         "the foreign program is untouched"
     );
+    assert_no_pins(&env);
+}
+
+/// One owner per pin directory: a second `run` is refused naming the first, which goes on
+/// untouched (its PID file, its process); a second started with `--owner-wait` waits for
+/// the first to exit, then adopts under traffic with every packet judged.
+#[test]
+fn a_second_daemon_is_refused_and_a_waiting_one_takes_over() {
+    let env = Env::new("owner");
+    let config = env.write_config("rules.yaml", FIXTURE);
+    let mut first = env.start_daemon(&config, &[]);
+    let first_pid = first.pid().to_string();
+    let pid_file = || std::fs::read_to_string(env.pid_file()).unwrap_or_default();
+    assert_eq!(pid_file().trim(), first_pid);
+    let before = env.snapshot();
+    let control = || {
+        filter_user::loader::FilterMaps::open_pinned(&env.pins.maps_dir())
+            .unwrap()
+            .control()
+            .unwrap()
+    };
+    let control_before = control();
+
+    let out = env.run_to_exit(&config, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a second run must be refused");
+    assert!(
+        stderr.contains("owns pin directory") && stderr.contains(&format!("(pid {first_pid})")),
+        "names the owner: {stderr}"
+    );
+    assert_eq!(
+        pid_file().trim(),
+        first_pid,
+        "the owner's PID file is untouched"
+    );
+    assert_eq!(
+        control(),
+        control_before,
+        "the refused start published nothing (no flip)"
+    );
+    assert!(
+        !first.log_text().contains("reloaded"),
+        "the owner did not see a reload"
+    );
+
+    // Handover under traffic: the waiting daemon takes over once the first exits.
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let traffic = {
+        let (stop, sent) = (stop.clone(), sent.clone());
+        let sender = env.lab.peer_sender().unwrap();
+        std::thread::spawn(move || {
+            let frame = disallowed_frame();
+            while !stop.load(Ordering::Relaxed) {
+                common::send_paced(&sender, &frame, 16);
+                sent.fetch_add(16, Ordering::Relaxed);
+            }
+        })
+    };
+    let owner = first.pid();
+    let stopper = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(2));
+        // SAFETY: signals our own child.
+        unsafe { libc::kill(owner, libc::SIGTERM) };
+    });
+    let mut second = env.start_daemon(&config, &["--owner-wait", "30"]);
+    stopper.join().unwrap();
+    assert!(first.wait(Duration::from_secs(10)).success());
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, Ordering::Relaxed);
+    traffic.join().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let log = second.log_text();
+    assert!(
+        log.contains("waiting for it to exit") && log.contains("adopted"),
+        "the second waited, then adopted:\n{log}"
+    );
+    assert_eq!(pid_file().trim(), second.pid().to_string());
+    let after = env.snapshot();
+    assert_eq!(
+        reason_total(&after, "no-source-match").0 - reason_total(&before, "no-source-match").0,
+        sent.load(Ordering::Relaxed),
+        "every packet sent during the handover was judged and dropped"
+    );
+    second.signal(libc::SIGTERM);
+    assert!(second.wait(Duration::from_secs(10)).success());
+}
+
+/// Whatever a refused start left in the pin directory: it must be nothing.
+fn assert_no_pins(env: &Env) {
+    let mut left = Vec::new();
+    let mut dirs = vec![env.pins.root().to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                dirs.push(entry.path());
+            } else {
+                left.push(entry.path());
+            }
+        }
+    }
+    assert!(left.is_empty(), "a refused start pinned {left:?}");
+}
+
+/// A start that names an interface that is not there fails before the first pin or map
+/// write: nothing pinned, nothing attached, also on the interfaces it could have taken.
+#[test]
+fn a_start_with_a_missing_interface_changes_nothing() {
+    let env = Env::new("noif");
+    let config = env.write_config("rules.yaml", FIXTURE);
+    let out = env.run_to_exit(&config, &["--iface", "ng-nosuch0"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "run must refuse");
+    assert!(
+        stderr.contains("no interface named ng-nosuch0"),
+        "names the interface: {stderr}"
+    );
+    assert_eq!(env.xdp_prog_id(), None, "the lab interface stays free");
+    assert_no_pins(&env);
 }
 
 fn scrape(env: &Env, port: u16) -> String {

@@ -65,8 +65,11 @@
 //! digits, `-` and `_`, which is how a `from` entry is told apart from a CIDR.
 
 mod decode;
+mod file;
 mod interfaces;
 mod yaml;
+
+pub use file::{read_rule_file, MAX_RULE_FILE_BYTES};
 
 #[cfg(test)]
 mod tests;
@@ -274,9 +277,19 @@ pub fn load_file(path: impl AsRef<Path>) -> Result<Loaded, ConfigError> {
 /// Load and validate a config file with explicit [`LoadOptions`].
 pub fn load_file_with(path: impl AsRef<Path>, opts: &LoadOptions) -> Result<Loaded, ConfigError> {
     let path = path.as_ref();
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    let read_error = |source| ConfigError::Read {
         path: path.to_path_buf(),
         source,
+    };
+    let bytes = read_rule_file(path).map_err(read_error)?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        read_error(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "it is not UTF-8 text (invalid byte at offset {}); save the rule file as UTF-8",
+                e.utf8_error().valid_up_to()
+            ),
+        ))
     })?;
     parse_str_with(&path.display().to_string(), &text, opts)
 }

@@ -206,6 +206,11 @@ impl Engine {
         let egress_hook = features.egress_hook(options.egress)?;
         info!(egress = %egress_hook, tcx = ?features.tcx, "egress flow recorder mechanism for new attachments");
         let (first, _, _) = prepare(&options.config, &RuleSlots::new(), None, options.capacity)?;
+        // Every interface must be there and free (or ours) before the first pin or map
+        // write: a failed start leaves the kernel as it found it.
+        for ifname in &options.ifaces {
+            crate::loader::attach::check_attachable(&options.pins, ifname)?;
+        }
         options.pins.create()?;
         let adopting = options.pins.has_state();
         let filter = Filter::load(&LoadOptions {

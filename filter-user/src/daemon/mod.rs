@@ -5,6 +5,7 @@
 
 pub mod engine;
 pub mod metrics;
+pub mod owner;
 pub mod run;
 pub mod samples;
 pub mod watch;

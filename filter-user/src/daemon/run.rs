@@ -15,6 +15,7 @@ use tracing::{error, info, warn};
 use super::{
     engine::{Engine, EngineError, EngineOptions},
     metrics::{self, DaemonState, MetricsSource},
+    owner::{self, OwnerLock},
     watch::ConfigWatcher,
 };
 use crate::{
@@ -52,6 +53,11 @@ pub struct RunOptions {
     pub bpf_log_level: u8,
     /// `--ipv4-capacity/--ipv6-capacity`: replaces the file's `capacity:`.
     pub capacity: crate::config::CapacityOverride,
+    /// How long to wait for another daemon that owns the pin directory to exit
+    /// (`--owner-wait`; zero refuses at once).
+    pub owner_wait: Duration,
+    /// Where the owner lock lives ([`owner::RUN_DIR`]).
+    pub run_dir: PathBuf,
 }
 
 /// Why `run` stopped with an error.
@@ -66,6 +72,9 @@ pub enum RunError {
     /// The config watcher failed.
     #[error(transparent)]
     Watch(#[from] super::watch::WatchError),
+    /// Another daemon owns the pin directory, or its lock is unsafe.
+    #[error(transparent)]
+    Owner(#[from] owner::OwnerError),
     /// Signal handling or the PID file failed.
     #[error("{what}: {source}")]
     Io {
@@ -231,6 +240,26 @@ fn spawn_bpf_logger(engine: &mut Engine) -> Option<tokio::task::JoinHandle<()>> 
     }))
 }
 
+/// Write our PID to `path` atomically and without following a symlink there: a temporary
+/// file created exclusively beside it, renamed over it (a rename replaces a symlink, it
+/// does not write through it).
+fn write_pid_file(path: &std::path::Path) -> std::io::Result<()> {
+    use std::{io::Write, os::unix::fs::OpenOptionsExt};
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    let mut file = std::fs::File::options()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&tmp)?;
+    writeln!(file, "{}", std::process::id())?;
+    std::fs::rename(&tmp, path)
+}
+
 /// Run until SIGTERM/SIGINT.
 pub async fn run(options: RunOptions) -> Result<(), RunError> {
     if let Some(addr) = options.metrics {
@@ -240,6 +269,10 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
         let what = what.to_string();
         move |source| RunError::Io { what, source }
     };
+    // One owner per pin directory, before anything is written. Taken before the signal
+    // handlers: a start that waits for the owner still dies on SIGTERM.
+    let _owner = OwnerLock::acquire(&options.run_dir, &options.pins, options.owner_wait)?;
+    write_pid_file(&options.pid_file).map_err(io("write the PID file"))?;
     // Signals first, so a SIGHUP during start-up is not fatal.
     let mut hup = signal(SignalKind::hangup()).map_err(io("install SIGHUP handler"))?;
     let mut term = signal(SignalKind::terminate()).map_err(io("install SIGTERM handler"))?;
@@ -258,12 +291,6 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     })?;
     let state = Arc::new(Mutex::new(DaemonState::default()));
     refresh_state(&mut engine, &state);
-
-    if let Some(dir) = options.pid_file.parent() {
-        std::fs::create_dir_all(dir).map_err(io("create the PID file directory"))?;
-    }
-    std::fs::write(&options.pid_file, format!("{}\n", std::process::id()))
-        .map_err(io("write the PID file"))?;
 
     let _metrics = match options.metrics {
         Some(addr) => {

@@ -226,7 +226,9 @@ enum Fingerprint {
 }
 
 fn fingerprint(path: &Path) -> Fingerprint {
-    match std::fs::read(path) {
+    // The same reader as the reload's: a FIFO or device at the path must not block the
+    // watcher either.
+    match crate::config::read_rule_file(path) {
         Ok(bytes) => {
             let mut hasher = DefaultHasher::new();
             bytes.hash(&mut hasher);

@@ -113,6 +113,24 @@ pub fn ifindex(ifname: &str) -> Option<u32> {
     (index != 0).then_some(index)
 }
 
+/// Check, before anything is created or written, that [`Filter::attach`] could take
+/// `ifname`: the interface exists, and its XDP slot is free or holds the link `pins` own
+/// (adopted on attach). Returns its index.
+pub fn check_attachable(pins: &PinLayout, ifname: &str) -> Result<u32, AttachError> {
+    let index = ifindex(ifname).ok_or_else(|| AttachError::UnknownInterface {
+        ifname: ifname.into(),
+    })?;
+    if !pins.link_path(ifname).exists() {
+        if let Some(what) = existing_xdp(ifname) {
+            return Err(AttachError::Foreign {
+                ifname: ifname.into(),
+                what,
+            });
+        }
+    }
+    Ok(index)
+}
+
 /// Interface name by index, in the current network namespace.
 pub fn ifname(ifindex: u32) -> Option<String> {
     let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];

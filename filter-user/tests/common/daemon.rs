@@ -147,7 +147,9 @@ impl Env {
             log,
         };
         let deadline = Instant::now() + super::patience(Duration::from_secs(30));
-        while !self.pid_file().exists() {
+        // The PID file is written as soon as the daemon owns the pin directory; enforcing
+        // is what it logs once every interface is attached.
+        while !daemon.log_text().contains("enforcing; reloads") {
             if let Some(status) = daemon.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!(
                     "nodegate run exited early ({status}):\n{}",
@@ -197,6 +199,11 @@ impl Drop for Env {
         let _ = self.run(&["uninstall"]);
         let _ = self.pins.remove_foreign();
         let _ = std::fs::remove_dir_all(&self.dir);
+        // The owner lock `run` left in the run directory (a file per pin directory).
+        let _ = std::fs::remove_file(filter_user::daemon::owner::OwnerLock::path_for(
+            std::path::Path::new(filter_user::daemon::owner::RUN_DIR),
+            &self.pins,
+        ));
     }
 }
 

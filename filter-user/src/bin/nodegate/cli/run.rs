@@ -94,6 +94,11 @@ pub struct Args {
     /// Quiet period after a file change before reloading (bursts of writes become one reload).
     #[arg(long, value_name = "MS", default_value_t = 200)]
     debounce_ms: u64,
+    /// When another `nodegate run` owns the pin directory, wait up to this long for it to
+    /// exit and then take over (a rolling update's handover; the filter keeps enforcing in
+    /// between). 0 refuses at once, naming the owner's PID.
+    #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+    owner_wait: u64,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -127,6 +132,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         pid_file: args.pid_file,
         debounce: std::time::Duration::from_millis(args.debounce_ms),
         bpf_log_level: args.bpf_log_level as u8,
+        owner_wait: std::time::Duration::from_secs(args.owner_wait),
+        run_dir: filter_user::daemon::owner::RUN_DIR.into(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
