@@ -528,6 +528,93 @@ fn a_second_daemon_is_refused_and_a_waiting_one_takes_over() {
     assert!(second.wait(Duration::from_secs(10)).success());
 }
 
+/// A metrics port already taken fails the start before the first pin or map write.
+#[test]
+fn a_start_on_a_taken_metrics_port_changes_nothing() {
+    let env = Env::new("port");
+    let config = env.write_config("rules.yaml", FIXTURE);
+    let taken = in_netns(&env.lab.node_ns, || {
+        std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap()
+    })
+    .unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let pid_file = env.pid_file();
+    let out = env
+        .nodegate(&[
+            "run",
+            "--config",
+            config.to_str().unwrap(),
+            "--iface",
+            &env.lab.node_if,
+            "--metrics",
+            &addr,
+            "--pid-file",
+            pid_file.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "run must refuse");
+    assert!(
+        stderr.contains(&addr) && stderr.to_lowercase().contains("in use"),
+        "names the address and the cause: {stderr}"
+    );
+    assert_eq!(env.xdp_prog_id(), None, "nothing attached");
+    assert_no_pins(&env);
+}
+
+/// `uninstall` and `detach` say what happened: nothing there is "nothing to remove"; without
+/// privileges they fail naming the cause (not "removed", not "not attached") and leave the
+/// filter in place.
+#[test]
+fn uninstall_and_detach_report_missing_state_and_missing_privileges() {
+    let env = Env::new("unpriv");
+    let out = env.run(&["uninstall"]);
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("nothing to remove"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    let config = env.write_config("rules.yaml", FIXTURE);
+    let mut daemon = env.start_daemon(&config, &[]);
+    daemon.signal(libc::SIGTERM);
+    assert!(daemon.wait(Duration::from_secs(10)).success());
+    let prog = env.xdp_prog_id().expect("still attached after SIGTERM");
+    let root = env.pins.root().to_str().unwrap().to_string();
+    let as_nobody = |args: &[&str]| {
+        std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(common::daemon::NODEGATE)
+            .args(args)
+            .args(["--pin-dir", &root])
+            .output()
+            .unwrap()
+    };
+    for args in [
+        &["uninstall"][..],
+        &["detach", "--iface", &env.lab.node_if][..],
+    ] {
+        let out = as_nobody(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "{args:?} without privileges must fail"
+        );
+        assert!(
+            stderr.contains("Permission denied") && stderr.contains("needs root"),
+            "{args:?}: {stderr}"
+        );
+        assert!(
+            !String::from_utf8_lossy(&out.stdout).contains("removed"),
+            "{args:?} claims a removal"
+        );
+    }
+    assert_eq!(env.xdp_prog_id(), Some(prog), "the filter stays");
+    assert!(env.pins.version_dir().exists(), "the pins stay");
+}
+
 /// Whatever a refused start left in the pin directory: it must be nothing.
 fn assert_no_pins(env: &Env) {
     let mut left = Vec::new();

@@ -63,10 +63,14 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 
 /// A whole connection (read request, build response, write it) must finish within this.
 const CONNECTION_DEADLINE: Duration = Duration::from_secs(10);
+/// The request head must arrive within this: a client that connects and dawdles (or a
+/// slowloris) holds a slot for two seconds, not ten.
+const HEAD_DEADLINE: Duration = Duration::from_secs(2);
 /// Request line plus headers larger than this get `431`.
 const MAX_REQUEST_BYTES: usize = 8 * 1024;
-/// Connections handled at once; further ones wait in the accept queue.
-const MAX_CONNECTIONS: usize = 16;
+/// Connections handled at once; further ones wait in the accept queue. Enough that a local
+/// process holding dozens of idle connections leaves the scraper a free one.
+const MAX_CONNECTIONS: usize = 256;
 
 /// Errors from setting up the metrics endpoint.
 #[derive(Debug, thiserror::Error)]
@@ -436,12 +440,17 @@ pub fn serve(
     addr: SocketAddr,
     source: Arc<dyn MetricsSource + Send + Sync>,
 ) -> Result<JoinHandle<()>, MetricsError> {
-    let listener = std::net::TcpListener::bind(addr).map_err(|source| MetricsError::Bind {
+    serve_listener(bind(addr)?, source)
+}
+
+/// Bind `addr` for [`serve_listener`]: `run` binds before it changes anything, so a taken
+/// port fails the start while the kernel is as it was.
+pub fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, MetricsError> {
+    std::net::TcpListener::bind(addr).map_err(|source| MetricsError::Bind {
         addr,
         hint: bind_hint(&source),
         source,
-    })?;
-    serve_listener(listener, source)
+    })
 }
 
 /// [`serve`] on a socket that is already bound (an ephemeral port in tests, or one handed
@@ -551,7 +560,10 @@ async fn handle(
     mut stream: TcpStream,
     source: Arc<dyn MetricsSource + Send + Sync>,
 ) -> io::Result<()> {
-    let response = match read_head(&mut stream).await? {
+    let head = tokio::time::timeout(HEAD_DEADLINE, read_head(&mut stream))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no request head in time"))??;
+    let response = match head {
         None => Response::text("431 Request Header Fields Too Large", "request too large\n"),
         Some(head) => respond(&head, source).await,
     };
@@ -888,6 +900,33 @@ mod tests {
             matches!(read, Ok(Ok(0))),
             "slow client not disconnected: {read:?}"
         );
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn idle_connections_do_not_starve_a_scrape() {
+        // The production deadlines and slots.
+        let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = serve_listener(listener, fake()).unwrap();
+        let mut idle = Vec::new();
+        for _ in 0..50 {
+            idle.push(TcpStream::connect(addr).await.unwrap());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let answered = tokio::time::timeout(Duration::from_secs(1), scrape(addr)).await;
+        assert!(
+            answered.is_ok(),
+            "a scrape waited behind 50 idle connections"
+        );
+        // And an idle connection is dropped once the head deadline passes.
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(
+            HEAD_DEADLINE + Duration::from_secs(2),
+            idle[0].read_to_end(&mut rest),
+        )
+        .await;
+        assert!(matches!(read, Ok(Ok(0))), "idle client kept: {read:?}");
         server.abort();
     }
 

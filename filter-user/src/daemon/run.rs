@@ -273,6 +273,9 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     // handlers: a start that waits for the owner still dies on SIGTERM.
     let _owner = OwnerLock::acquire(&options.run_dir, &options.pins, options.owner_wait)?;
     write_pid_file(&options.pid_file).map_err(io("write the PID file"))?;
+    // Bound now, served once the maps exist: a taken port must fail the start before the
+    // first map write.
+    let listener = options.metrics.map(metrics::bind).transpose()?;
     // Signals first, so a SIGHUP during start-up is not fatal.
     let mut hup = signal(SignalKind::hangup()).map_err(io("install SIGHUP handler"))?;
     let mut term = signal(SignalKind::terminate()).map_err(io("install SIGTERM handler"))?;
@@ -292,12 +295,15 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     let state = Arc::new(Mutex::new(DaemonState::default()));
     refresh_state(&mut engine, &state);
 
-    let _metrics = match options.metrics {
-        Some(addr) => {
+    let _metrics = match listener {
+        Some(listener) => {
+            let addr = listener
+                .local_addr()
+                .map_err(io("read the metrics address"))?;
             let maps =
                 FilterMaps::open_pinned(&options.pins.maps_dir()).map_err(EngineError::from)?;
-            let handle = metrics::serve(
-                addr,
+            let handle = metrics::serve_listener(
+                listener,
                 Arc::new(Source {
                     maps,
                     state: state.clone(),

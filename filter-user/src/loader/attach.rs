@@ -483,7 +483,17 @@ impl Filter {
 /// When it was the last interface, every pin goes. Works whether or not `run` is alive.
 pub fn detach(pins: &PinLayout, ifname: &str) -> Result<bool, AttachError> {
     let link_path = pins.link_path(ifname);
-    if !link_path.exists() {
+    // `exists()` says "no" when the pins cannot be read at all: ask properly, so missing
+    // privileges are not reported as "not attached".
+    let attached = link_path.try_exists().map_err(|e| AttachError::Pin {
+        action: "inspect",
+        ifname: ifname.into(),
+        detail: format!(
+            "{}: {e}; removing a filter needs root (the pins are private to it)",
+            link_path.display()
+        ),
+    })?;
+    if !attached {
         return Err(AttachError::NotAttached {
             ifname: ifname.into(),
             path: link_path.display().to_string(),

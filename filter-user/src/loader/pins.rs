@@ -189,6 +189,23 @@ impl PinLayout {
         self.prog_path().exists()
     }
 
+    /// Interfaces with a pinned link; unlike [`PinLayout::pinned_links`], a directory that
+    /// exists but cannot be read (no privileges) is an error, not "none".
+    pub fn try_pinned_links(&self) -> std::io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        match fs::read_dir(self.links_dir()) {
+            Ok(dir) => {
+                for entry in dir {
+                    names.push(entry?.file_name().to_string_lossy().into_owned());
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        names.sort();
+        Ok(names)
+    }
+
     /// Interfaces with a pinned link.
     pub fn pinned_links(&self) -> Vec<String> {
         let mut names: Vec<String> = fs::read_dir(self.links_dir())

@@ -54,12 +54,32 @@ pub fn uninstall(args: UninstallArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     layout.check()?;
-    for ifname in layout.pinned_links() {
+    let denied = |path: &std::path::Path, e: std::io::Error| {
+        anyhow::anyhow!(
+            "cannot read {}: {e}; uninstall needs root (the pins are private to it)",
+            path.display()
+        )
+    };
+    let version_dir = layout.version_dir();
+    if !version_dir
+        .try_exists()
+        .map_err(|e| denied(&version_dir, e))?
+    {
+        println!(
+            "nothing to remove: no nodegate state under {}",
+            layout.root().display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let links = layout
+        .try_pinned_links()
+        .map_err(|e| denied(&layout.links_dir(), e))?;
+    for ifname in links {
         attach::detach(&layout, &ifname)
             .with_context(|| format!("failed to detach from {ifname}"))?;
         println!("detached from {ifname}");
     }
     layout.remove().context("failed to remove pins")?;
-    println!("removed {}", layout.version_dir().display());
+    println!("removed {}", version_dir.display());
     Ok(ExitCode::SUCCESS)
 }
