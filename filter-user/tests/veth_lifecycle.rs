@@ -615,6 +615,78 @@ fn uninstall_and_detach_report_missing_state_and_missing_privileges() {
     assert!(env.pins.version_dir().exists(), "the pins stay");
 }
 
+/// Restarting with `--xdp-mode driver` over a generic attachment is refused with the way
+/// out, not silently kept generic; `auto` adopts whatever mode runs.
+#[test]
+fn an_adopted_attachment_in_another_mode_is_refused_not_ignored() {
+    let env = Env::new("mode");
+    let config = env.write_config("rules.yaml", FIXTURE);
+    let mut daemon = env.start_daemon(&config, &["--xdp-mode", "generic"]);
+    daemon.signal(libc::SIGTERM);
+    assert!(daemon.wait(Duration::from_secs(10)).success());
+    let prog = env.xdp_prog_id().expect("attached");
+
+    let out = env.run_to_exit(&config, &["--xdp-mode", "driver"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a mode change must not be ignored");
+    assert!(
+        stderr.contains("in generic mode") && stderr.contains("--xdp-mode driver"),
+        "names both modes: {stderr}"
+    );
+    assert_eq!(
+        env.xdp_prog_id(),
+        Some(prog),
+        "the running filter is untouched"
+    );
+
+    let mut daemon = env.start_daemon(&config, &["--xdp-mode", "auto"]);
+    assert!(
+        daemon.log_text().contains("adopted"),
+        "{}",
+        daemon.log_text()
+    );
+    daemon.signal(libc::SIGTERM);
+    assert!(daemon.wait(Duration::from_secs(10)).success());
+}
+
+/// `detach` and `uninstall` under a running daemon are refused (it would go on writing into
+/// a filter that is gone); once it stopped they work, and `uninstall` also removes the
+/// daemon's files in the run directory.
+#[test]
+fn detach_and_uninstall_under_a_running_daemon_are_refused() {
+    let env = Env::new("busy");
+    let config = env.write_config("rules.yaml", FIXTURE);
+    let mut daemon = env.start_daemon(&config, &[]);
+    let prog = env.xdp_prog_id().expect("attached");
+    for args in [
+        &["detach", "--iface", &env.lab.node_if][..],
+        &["uninstall"][..],
+    ] {
+        let out = env.run(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} under a running daemon");
+        assert!(
+            stderr.contains(&format!("(pid {})", daemon.pid()))
+                && stderr.contains("must stop first"),
+            "{args:?}: {stderr}"
+        );
+    }
+    assert_eq!(env.xdp_prog_id(), Some(prog), "the filter stays");
+    daemon.signal(libc::SIGTERM);
+    assert!(daemon.wait(Duration::from_secs(10)).success());
+    let run_dir = std::path::Path::new(filter_user::daemon::owner::RUN_DIR);
+    let lock = filter_user::daemon::owner::OwnerLock::path_for(run_dir, &env.pins);
+    assert!(lock.exists());
+    let out = env.run(&["uninstall"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(env.xdp_prog_id(), None, "uninstalled");
+    assert!(!lock.exists(), "the owner lock went with the pins");
+}
+
 /// Whatever a refused start left in the pin directory: it must be nothing.
 fn assert_no_pins(env: &Env) {
     let mut left = Vec::new();
@@ -649,15 +721,96 @@ fn a_start_with_a_missing_interface_changes_nothing() {
 }
 
 fn scrape(env: &Env, port: u16) -> String {
+    get(env, port, "/metrics")
+}
+
+/// The whole HTTP response to `GET path` from the daemon's metrics listener.
+fn get(env: &Env, port: u16, path: &str) -> String {
     in_netns(&env.lab.node_ns, || {
         let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to metrics");
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-            .unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
         let mut body = String::new();
         s.read_to_string(&mut body).unwrap();
         body
     })
     .unwrap()
+}
+
+/// `/readyz` follows the rule file (ready when attached with the file's generation active,
+/// 503 with the reason after a rejected reload), `/healthz` answers while the process runs,
+/// and under systemd (`NOTIFY_SOCKET`) the daemon says READY, RELOADING and STOPPING.
+#[test]
+fn readiness_follows_the_rule_file_and_systemd_is_notified() {
+    let env = Env::new("ready");
+    let config = env.write_config("rules.yaml", FIXTURE);
+    let notify_path = env.dir.join("notify.sock");
+    let systemd = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    systemd
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let next_notice = || {
+        let mut buf = [0u8; 512];
+        let n = systemd.recv(&mut buf).ok()?;
+        Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+    };
+    let port = 20000 + (std::process::id() % 20000) as u16 + 7;
+    let addr = format!("127.0.0.1:{port}");
+    let mut daemon = env.start_daemon_env(
+        &config,
+        &["--metrics", &addr],
+        &[("NOTIFY_SOCKET", notify_path.as_os_str())],
+    );
+    assert_eq!(next_notice().as_deref(), Some("READY=1\nSTATUS=enforcing"));
+    assert!(get(&env, port, "/healthz").starts_with("HTTP/1.1 200"));
+    let ready = get(&env, port, "/readyz");
+    assert!(
+        ready.starts_with("HTTP/1.1 200") && ready.ends_with("ready\n"),
+        "{ready}"
+    );
+
+    std::fs::write(&config, "version: 1\nrules: [oops\n").unwrap();
+    let out = env.run(&["reload"]);
+    assert!(!out.status.success());
+    // The watcher may reload the file too; every reload is bracketed the same way.
+    assert!(next_notice()
+        .unwrap_or_default()
+        .starts_with("RELOADING=1\nMONOTONIC_USEC="));
+    assert_eq!(next_notice().as_deref(), Some("READY=1"));
+    let ready = get(&env, port, "/readyz");
+    assert!(
+        ready.starts_with("HTTP/1.1 503") && ready.contains("last reload was rejected"),
+        "{ready}"
+    );
+
+    std::fs::write(&config, FIXTURE).unwrap();
+    let out = env.run(&["reload"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ready = get(&env, port, "/readyz");
+    assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
+
+    daemon.signal(libc::SIGTERM);
+    assert!(daemon.wait(Duration::from_secs(10)).success());
+    let mut notices = Vec::new();
+    while let Some(notice) = next_notice() {
+        let stopping = notice == "STOPPING=1";
+        notices.push(notice);
+        if stopping {
+            break;
+        }
+    }
+    assert_eq!(
+        notices.last().map(String::as_str),
+        Some("STOPPING=1"),
+        "{notices:?}"
+    );
 }
 
 fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> u64 {
@@ -740,8 +893,9 @@ fn j35_metrics_on_loopback_and_private_pins() {
     wait_counted(&env, "allow-rule", 30);
 }
 
-/// A Kubernetes ConfigMap update (atomic `..data` symlink swap) reloads; so does SIGHUP via
-/// `nodegate reload`.
+/// A Kubernetes ConfigMap update (atomic `..data` symlink swap) reloads; `nodegate reload`
+/// reloads and waits for the flip, or fails with the diagnostics of a rejected file; SIGHUP
+/// reloads too.
 #[test]
 fn configmap_swap_and_reload_command_trigger_reloads() {
     let env = Env::new("cfm");
@@ -770,15 +924,47 @@ fn configmap_swap_and_reload_command_trigger_reloads() {
         "the clients set is gone after the swap"
     );
 
-    // SIGHUP through `nodegate reload`: the file is unchanged, so the reload is a no-op
-    // publish, but it must happen and be logged.
-    let out = env.run(&["reload", "--pid-file", env.pid_file().to_str().unwrap()]);
+    // `nodegate reload` over the control socket: the file is unchanged, so the reload is a
+    // no-op publish, but it must happen, flip, and be logged before the command returns.
+    let control = || {
+        filter_user::loader::FilterMaps::open_pinned(&env.pins.maps_dir())
+            .unwrap()
+            .control()
+            .unwrap()
+    };
+    let before = control();
+    let out = env.run(&["reload"]);
     assert!(
         out.status.success(),
         "reload: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("active"));
+    assert_ne!(
+        control().active_gen,
+        before.active_gen,
+        "flipped before returning"
+    );
+    assert!(daemon.log_text().contains("trigger=\"nodegate reload\""));
+    // SIGHUP still reloads.
+    daemon.signal(libc::SIGHUP);
     daemon.wait_for_log("trigger=\"SIGHUP\"", Duration::from_secs(10));
+
+    // A rejected file: non-zero exit with the diagnostic (file:line:column); nothing flips.
+    std::fs::write(v2.join("rules.yaml"), "version: 1\nrules: [oops\n").unwrap();
+    let before = control();
+    let out = env.run(&["reload"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a rejected file fails the command");
+    assert!(
+        stderr.contains("rules.yaml:") && stderr.contains("previous rules stay active"),
+        "{stderr}"
+    );
+    assert_eq!(control(), before, "nothing was published");
+    // `--no-wait` returns at once.
+    let out = env.run(&["reload", "--no-wait"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("queued"));
 }
 
 /// Upgrade from layout 1 (LPM tries): a pin directory holding another layout version's state

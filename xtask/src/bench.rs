@@ -234,6 +234,7 @@ fn render(criterion: &Path, lines: &[Value], command: &str) -> (String, Vec<Stri
     let _ = writeln!(r, "| benchmark | time per run |\n|---|---:|");
     for id in [
         "compile/100k_v4_10k_v6",
+        "compile/100k_v4_10k_v6_one_prefix_changed",
         "config/parse_check_compile_100k_v4_10k_v6",
         "source_table/v4_mixed/100000",
         "source_table/v4_mixed/1000000",

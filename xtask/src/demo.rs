@@ -149,7 +149,15 @@ pub fn run() -> anyhow::Result<()> {
         .spawn()
         .context("failed to start nodegate run")?;
     lab.daemon = Some(child);
-    wait_for(|| pid_file.exists(), "nodegate run to start", &log)?;
+    wait_for(
+        || {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("enforcing; reloads")
+        },
+        "nodegate run to start",
+        &log,
+    )?;
     print_log(&log);
 
     eprintln!("\n== traffic: a generated Kubernetes-node mix, sent from {PEER_NS}");

@@ -103,6 +103,9 @@ pub struct EngineStats {
     pub last_publish: Option<PublishReport>,
     /// Last compile time.
     pub last_compile: Option<Duration>,
+    /// Why the last reload was rejected, until one succeeds: the active rules are then not
+    /// the file's.
+    pub last_reload_error: Option<String>,
 }
 
 /// A running filter: program, maps, pins, current rules.
@@ -209,7 +212,7 @@ impl Engine {
         // Every interface must be there and free (or ours) before the first pin or map
         // write: a failed start leaves the kernel as it found it.
         for ifname in &options.ifaces {
-            crate::loader::attach::check_attachable(&options.pins, ifname)?;
+            crate::loader::attach::check_attachable(&options.pins, ifname, options.xdp_mode)?;
         }
         options.pins.create()?;
         let adopting = options.pins.has_state();
@@ -316,6 +319,7 @@ impl Engine {
             Ok(()) => Ok(self.stats.last_publish.as_ref().expect("set by apply")),
             Err(err) => {
                 self.stats.reloads_failed += 1;
+                self.stats.last_reload_error = Some(err.to_string());
                 Err(err)
             }
         }
@@ -358,6 +362,7 @@ impl Engine {
         self.stats.v4_prefixes = tables.stats.v4_prefixes;
         self.stats.v6_prefixes = tables.stats.v6_prefixes;
         self.stats.last_compile = Some(compile_time);
+        self.stats.last_reload_error = None;
         self.stats.last_publish = Some(report);
         self.active = Some(Arc::new(Compiled { policy, tables }));
         if !self.attached.is_empty() {
@@ -396,6 +401,26 @@ impl Engine {
     /// Interfaces attached by this engine.
     pub fn attached(&self) -> &[Attached] {
         &self.attached
+    }
+
+    /// Why the node is not as the operator asked (`None`: attached on every requested
+    /// interface, with the rule file's current generation active): what `/readyz` answers.
+    pub fn not_ready(&self) -> Option<String> {
+        let missing: Vec<&str> = self
+            .options
+            .ifaces
+            .iter()
+            .filter(|i| !self.attached.iter().any(|a| &a.ifname == *i))
+            .map(String::as_str)
+            .collect();
+        if !missing.is_empty() {
+            return Some(format!("not attached on {}", missing.join(", ")));
+        }
+        self.stats.last_reload_error.as_ref().map(|err| {
+            format!(
+                "the rule file's last reload was rejected, the previous rules are active: {err}"
+            )
+        })
     }
 
     /// The active policy (empty before the first publish).

@@ -142,6 +142,8 @@ pub struct DaemonState {
     pub last_reload: Option<SystemTime>,
     /// How the kernel runs the XDP program (`ProgramVariant::name`); empty before the load.
     pub program_variant: &'static str,
+    /// Why the daemon is not ready (`/readyz` answers 503 with it); `None` when it is.
+    pub not_ready: Option<String>,
 }
 
 /// What the metrics endpoint reads on every scrape; the daemon implements it.
@@ -596,8 +598,11 @@ async fn respond(head: &[u8], source: Arc<dyn MetricsSource + Send + Sync>) -> R
         return Response::text("400 Bad Request", "bad request\n");
     }
     let path = target.split(['?', '#']).next().unwrap_or(target);
-    if path != "/metrics" {
-        return Response::text("404 Not Found", "not found; metrics are at /metrics\n");
+    if !matches!(path, "/metrics" | "/healthz" | "/readyz") {
+        return Response::text(
+            "404 Not Found",
+            "not found; metrics are at /metrics, health at /healthz and /readyz\n",
+        );
     }
     let head_request = match method {
         "GET" => false,
@@ -608,6 +613,26 @@ async fn respond(head: &[u8], source: Arc<dyn MetricsSource + Send + Sync>) -> R
             return response;
         }
     };
+    let mut probe = match path {
+        // Alive and serving: the process answers.
+        "/healthz" => Response::text("200 OK", "ok\n"),
+        "/readyz" => {
+            match tokio::task::spawn_blocking(move || source.daemon_state().not_ready).await {
+                Ok(None) => Response::text("200 OK", "ready\n"),
+                Ok(Some(why)) => {
+                    Response::text("503 Service Unavailable", format!("not ready: {why}\n"))
+                }
+                Err(_) => Response::text("500 Internal Server Error", "state unavailable\n"),
+            }
+        }
+        _ => return scrape(source, head_request).await,
+    };
+    probe.head_only = head_request;
+    probe
+}
+
+/// `GET /metrics`.
+async fn scrape(source: Arc<dyn MetricsSource + Send + Sync>, head_request: bool) -> Response {
     let rendered = tokio::task::spawn_blocking(move || {
         let snapshot = source.snapshot()?;
         Ok::<_, LoaderError>(render(&snapshot, &source.daemon_state()))
@@ -751,6 +776,7 @@ mod tests {
             flows_closing: 5,
             last_reload: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_790_000_000)),
             program_variant: "native",
+            not_ready: None,
         };
         Arc::new(Fake {
             snapshot: Mutex::new(snapshot),
@@ -899,6 +925,32 @@ mod tests {
         assert!(
             matches!(read, Ok(Ok(0))),
             "slow client not disconnected: {read:?}"
+        );
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn health_and_readiness_probes() {
+        let source = fake();
+        let (addr, server) = start(source.clone(), CONNECTION_DEADLINE);
+        let (status, _, body) = exchange(addr, "GET /healthz HTTP/1.1\r\n\r\n").await;
+        assert_eq!(
+            (status.as_str(), body.as_str()),
+            ("HTTP/1.1 200 OK", "ok\n")
+        );
+        let (status, _, body) = exchange(addr, "GET /readyz HTTP/1.1\r\n\r\n").await;
+        assert_eq!(
+            (status.as_str(), body.as_str()),
+            ("HTTP/1.1 200 OK", "ready\n")
+        );
+        source.state.lock().unwrap().not_ready = Some("not attached on eth1".into());
+        let (status, _, body) = exchange(addr, "GET /readyz HTTP/1.1\r\n\r\n").await;
+        assert_eq!(status, "HTTP/1.1 503 Service Unavailable");
+        assert_eq!(body, "not ready: not attached on eth1\n");
+        let (status, _, body) = exchange(addr, "HEAD /readyz HTTP/1.1\r\n\r\n").await;
+        assert_eq!(
+            (status.as_str(), body.as_str()),
+            ("HTTP/1.1 503 Service Unavailable", "")
         );
         server.abort();
     }

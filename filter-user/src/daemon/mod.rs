@@ -3,8 +3,10 @@
 //! program's ring buffer ([`samples`]). Each is self-contained; the daemon plugs them
 //! together with attach, pinning and reload.
 
+pub mod control;
 pub mod engine;
 pub mod metrics;
+pub mod notify;
 pub mod owner;
 pub mod run;
 pub mod samples;

@@ -13,8 +13,10 @@ use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info, warn};
 
 use super::{
+    control::{self, Answer, ControlListener, Request},
     engine::{Engine, EngineError, EngineOptions},
     metrics::{self, DaemonState, MetricsSource},
+    notify,
     owner::{self, OwnerLock},
     watch::ConfigWatcher,
 };
@@ -75,6 +77,9 @@ pub enum RunError {
     /// Another daemon owns the pin directory, or its lock is unsafe.
     #[error(transparent)]
     Owner(#[from] owner::OwnerError),
+    /// The control socket could not be set up.
+    #[error(transparent)]
+    Control(#[from] control::ControlError),
     /// Signal handling or the PID file failed.
     #[error("{what}: {source}")]
     Io {
@@ -138,7 +143,9 @@ fn refresh_state(engine: &mut Engine, state: &Mutex<DaemonState>) {
     let kinds = rule_kinds(engine.policy());
     let tables = engine.filter().maps().table_usage().unwrap_or_default();
     let variant = engine.variant().name();
+    let not_ready = engine.not_ready();
     if let Ok(mut s) = state.lock() {
+        s.not_ready = not_ready;
         s.program_variant = variant;
         s.tables = tables;
         s.interfaces = names;
@@ -161,22 +168,49 @@ fn rule_kinds(policy: &Policy) -> std::collections::HashMap<String, crate::polic
         .collect()
 }
 
-fn reload(engine: &mut Engine, state: &Mutex<DaemonState>, trigger: &str) {
-    match engine.reload() {
-        Ok(report) => info!(
-            trigger,
-            epoch = report.epoch,
-            table_words_written = report.table_words_written,
-            grace_wait_ms = report.grace_wait.as_secs_f64() * 1e3,
-            publish_ms = report.total.as_secs_f64() * 1e3,
-            "reloaded"
-        ),
-        Err(err) => error!(
-            trigger,
-            "reload rejected; the previous rules stay active: {err}"
-        ),
-    }
+fn reload(engine: &mut Engine, state: &Mutex<DaemonState>, trigger: &str) -> Answer {
+    sd_notify(&notify::reloading_state());
+    let answer = match engine.reload() {
+        Ok(report) => {
+            info!(
+                trigger,
+                epoch = report.epoch,
+                table_words_written = report.table_words_written,
+                grace_wait_ms = report.grace_wait.as_secs_f64() * 1e3,
+                publish_ms = report.total.as_secs_f64() * 1e3,
+                "reloaded"
+            );
+            Answer {
+                ok: true,
+                epoch: report.epoch,
+                message: format!(
+                    "epoch {} active ({} table words written)",
+                    report.epoch, report.table_words_written
+                ),
+            }
+        }
+        Err(err) => {
+            error!(
+                trigger,
+                "reload rejected; the previous rules stay active: {err}"
+            );
+            Answer {
+                ok: false,
+                epoch: engine.stats().epoch,
+                message: format!("reload rejected; the previous rules stay active: {err}"),
+            }
+        }
+    };
     refresh_state(engine, state);
+    sd_notify("READY=1");
+    answer
+}
+
+/// Tell systemd (when it runs us with `NOTIFY_SOCKET`) what we are doing.
+fn sd_notify(state: &str) {
+    if let Err(err) = notify::notify(state) {
+        warn!("cannot notify systemd ({state:?}): {err}");
+    }
 }
 
 /// Log drop samples from the pinned ring as structured lines, naming rule and interface.
@@ -240,6 +274,23 @@ fn spawn_bpf_logger(engine: &mut Engine) -> Option<tokio::task::JoinHandle<()>> 
     }))
 }
 
+/// The PID file while we own the pin directory: removed when dropped, on a failed start
+/// as on a clean exit (before the owner lock goes).
+struct PidFile(PathBuf);
+
+impl PidFile {
+    fn write(path: &std::path::Path) -> std::io::Result<PidFile> {
+        write_pid_file(path)?;
+        Ok(PidFile(path.to_path_buf()))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// Write our PID to `path` atomically and without following a symlink there: a temporary
 /// file created exclusively beside it, renamed over it (a rename replaces a symlink, it
 /// does not write through it).
@@ -272,10 +323,11 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     // One owner per pin directory, before anything is written. Taken before the signal
     // handlers: a start that waits for the owner still dies on SIGTERM.
     let _owner = OwnerLock::acquire(&options.run_dir, &options.pins, options.owner_wait)?;
-    write_pid_file(&options.pid_file).map_err(io("write the PID file"))?;
+    let _pid_file = PidFile::write(&options.pid_file).map_err(io("write the PID file"))?;
     // Bound now, served once the maps exist: a taken port must fail the start before the
     // first map write.
     let listener = options.metrics.map(metrics::bind).transpose()?;
+    let control = ControlListener::bind(&control::socket_path(&options.run_dir, &options.pins))?;
     // Signals first, so a SIGHUP during start-up is not fatal.
     let mut hup = signal(SignalKind::hangup()).map_err(io("install SIGHUP handler"))?;
     let mut term = signal(SignalKind::terminate()).map_err(io("install SIGTERM handler"))?;
@@ -317,19 +369,64 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     let _samples = spawn_sample_logger(&options.pins);
     let _bpf_log = spawn_bpf_logger(&mut engine);
     info!(config = %options.config.display(), "enforcing; reloads on file change, SIGHUP or `nodegate reload`");
+    sd_notify("READY=1\nSTATUS=enforcing");
 
     loop {
         tokio::select! {
             changed = watcher.changed() => match changed {
-                Ok(()) => reload(&mut engine, &state, "file change"),
+                Ok(()) => {
+                    reload(&mut engine, &state, "file change");
+                }
                 Err(err) => warn!("config watcher: {err}; SIGHUP still reloads"),
             },
-            _ = hup.recv() => reload(&mut engine, &state, "SIGHUP"),
+            _ = hup.recv() => {
+                reload(&mut engine, &state, "SIGHUP");
+            }
+            (mut stream, request) = control.next() => {
+                if request == Request::ReloadNoWait {
+                    let queued = Answer {
+                        ok: true,
+                        epoch: engine.stats().epoch,
+                        message: "reload queued".into(),
+                    };
+                    let _ = control::reply(&mut stream, &queued).await;
+                }
+                let answer = reload(&mut engine, &state, "nodegate reload");
+                if request == Request::Reload {
+                    let _ = control::reply(&mut stream, &answer).await;
+                }
+            }
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
     }
-    let _ = std::fs::remove_file(&options.pid_file);
+    sd_notify("STOPPING=1");
     info!("exiting; the filter stays attached and enforcing (`nodegate detach --iface IF` removes it)");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pid_file_replaces_a_planted_symlink_and_goes_with_its_guard() {
+        let dir = std::env::temp_dir().join(format!("ng-pidfile-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let victim = dir.join("victim");
+        std::fs::write(&victim, "keep").unwrap();
+        let path = dir.join("nodegate.pid");
+        std::os::unix::fs::symlink(&victim, &path).unwrap();
+        let guard = PidFile::write(&path).unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
+        assert!(std::fs::symlink_metadata(&path).unwrap().is_file());
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap().trim(),
+            std::process::id().to_string()
+        );
+        drop(guard);
+        assert!(!path.exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -82,6 +82,18 @@ pub enum AttachError {
         /// aya's error.
         source: Box<ProgramError>,
     },
+    /// An adopted attachment runs in another mode than `--xdp-mode` asks for.
+    #[error(
+        "{ifname} runs nodegate's program in {running} mode, but --xdp-mode {requested} was given;          the mode of an attachment cannot change in place. Keep it with --xdp-mode auto (or          {running}), or change it with `nodegate detach --iface {ifname}` and a new start (a          gap without a filter)"
+    )]
+    ModeMismatch {
+        /// Interface.
+        ifname: String,
+        /// The mode it is attached in.
+        running: &'static str,
+        /// The mode asked for.
+        requested: &'static str,
+    },
     /// No pinned link for the interface.
     #[error("nodegate is not attached to {ifname} (no pinned link at {path})")]
     NotAttached {
@@ -114,9 +126,14 @@ pub fn ifindex(ifname: &str) -> Option<u32> {
 }
 
 /// Check, before anything is created or written, that [`Filter::attach`] could take
-/// `ifname`: the interface exists, and its XDP slot is free or holds the link `pins` own
-/// (adopted on attach). Returns its index.
-pub fn check_attachable(pins: &PinLayout, ifname: &str) -> Result<u32, AttachError> {
+/// `ifname` in `mode`: the interface exists, and its XDP slot is free, or holds the link
+/// `pins` own (adopted on attach) in the mode asked for (`Auto` accepts either). Returns its
+/// index.
+pub fn check_attachable(
+    pins: &PinLayout,
+    ifname: &str,
+    mode: XdpModeChoice,
+) -> Result<u32, AttachError> {
     let index = ifindex(ifname).ok_or_else(|| AttachError::UnknownInterface {
         ifname: ifname.into(),
     })?;
@@ -127,8 +144,37 @@ pub fn check_attachable(pins: &PinLayout, ifname: &str) -> Result<u32, AttachErr
                 what,
             });
         }
+        return Ok(index);
     }
-    Ok(index)
+    let requested = match mode {
+        XdpModeChoice::Auto => return Ok(index),
+        XdpModeChoice::Driver => "driver",
+        XdpModeChoice::Generic => "generic",
+    };
+    match attached_mode(ifname) {
+        Some(running) if running != requested => Err(AttachError::ModeMismatch {
+            ifname: ifname.into(),
+            running,
+            requested,
+        }),
+        _ => Ok(index),
+    }
+}
+
+/// The mode of the XDP attachment on `ifname` according to iproute2 (`IFLA_XDP_ATTACHED`).
+fn attached_mode(ifname: &str) -> Option<&'static str> {
+    let out = Command::new("ip")
+        .args(["-d", "-j", "link", "show", "dev", ifname])
+        .output()
+        .ok()?;
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    // XDP_ATTACHED_DRV, _SKB, _HW (include/uapi/linux/if_link.h).
+    match json.get(0)?.get("xdp")?.get("mode")?.as_u64()? {
+        1 => Some("driver"),
+        2 => Some("generic"),
+        3 => Some("offload"),
+        _ => None,
+    }
 }
 
 /// Interface name by index, in the current network namespace.

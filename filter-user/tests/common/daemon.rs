@@ -113,8 +113,28 @@ impl Env {
         self.start_daemon_as(None, config, extra)
     }
 
+    /// [`Env::start_daemon`] with extra environment variables.
+    pub fn start_daemon_env(
+        &self,
+        config: &Path,
+        extra: &[&str],
+        vars: &[(&str, &std::ffi::OsStr)],
+    ) -> Daemon {
+        self.start_daemon_full(None, config, extra, vars)
+    }
+
     /// [`Env::start_daemon`] holding exactly `caps` (see [`Env::nodegate_as`]).
     pub fn start_daemon_as(&self, caps: Option<&[&str]>, config: &Path, extra: &[&str]) -> Daemon {
+        self.start_daemon_full(caps, config, extra, &[])
+    }
+
+    fn start_daemon_full(
+        &self,
+        caps: Option<&[&str]>,
+        config: &Path,
+        extra: &[&str],
+        vars: &[(&str, &std::ffi::OsStr)],
+    ) -> Daemon {
         let _ = std::fs::remove_file(self.pid_file());
         let config = config.to_str().unwrap().to_string();
         let pid_file = self.pid_file().to_str().unwrap().to_string();
@@ -137,6 +157,7 @@ impl Env {
         ));
         let child = self
             .nodegate_as(caps, &args)
+            .envs(vars.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())

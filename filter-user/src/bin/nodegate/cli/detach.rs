@@ -3,7 +3,13 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use filter_user::loader::{attach, pins::PinLayout};
+use filter_user::{
+    daemon::{
+        control,
+        owner::{OwnerLock, RUN_DIR},
+    },
+    loader::{attach, pins::PinLayout},
+};
 
 use super::PinArgs;
 
@@ -27,9 +33,26 @@ pub struct UninstallArgs {
     discard_foreign_layout: bool,
 }
 
+/// The pin directory, taken from under no running daemon: a `run` that owns it would go on
+/// writing maps and reloading into a filter that is gone.
+fn exclusive(layout: &PinLayout) -> anyhow::Result<OwnerLock> {
+    OwnerLock::acquire(RUN_DIR.as_ref(), layout, std::time::Duration::ZERO).context(
+        "the running `nodegate run` must stop first (SIGTERM leaves the filter attached); then          detach or uninstall",
+    )
+}
+
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let layout = PinLayout::new(&args.pins.pin_dir);
     layout.check()?;
+    // Missing privileges first: they would also deny the lock, with a less useful message.
+    let link = layout.link_path(&args.iface);
+    link.try_exists().with_context(|| {
+        format!(
+            "cannot read {}; detach needs root (the pins are private to it)",
+            link.display()
+        )
+    })?;
+    let _owner = exclusive(&layout)?;
     let last = attach::detach(&layout, &args.iface)
         .with_context(|| format!("failed to detach from {}", args.iface))?;
     println!(
@@ -74,6 +97,7 @@ pub fn uninstall(args: UninstallArgs) -> anyhow::Result<ExitCode> {
     let links = layout
         .try_pinned_links()
         .map_err(|e| denied(&layout.links_dir(), e))?;
+    let owner = exclusive(&layout)?;
     for ifname in links {
         attach::detach(&layout, &ifname)
             .with_context(|| format!("failed to detach from {ifname}"))?;
@@ -81,5 +105,8 @@ pub fn uninstall(args: UninstallArgs) -> anyhow::Result<ExitCode> {
     }
     layout.remove().context("failed to remove pins")?;
     println!("removed {}", version_dir.display());
+    // The run directory's files for these pins go too: nothing owns them any more.
+    let _ = std::fs::remove_file(control::socket_path(RUN_DIR.as_ref(), &layout));
+    let _ = std::fs::remove_file(owner.path());
     Ok(ExitCode::SUCCESS)
 }

@@ -66,7 +66,8 @@ enum Command {
     /// Attach to interfaces and keep enforcing; reload on file change, SIGHUP or
     /// `nodegate reload`. Exiting leaves the filter attached.
     Run(run::Args),
-    /// Ask the running `nodegate run` to reload its rule file now (sends SIGHUP).
+    /// Ask the `nodegate run` owning the pin directory to reload its rule file now, and wait
+    /// until the new rules are active (exit 0) or rejected (exit 1, with the diagnostics).
     Reload(reload::Args),
     /// Print counters per interface, reason and rule from the pinned maps (works whether
     /// or not `run` is alive).

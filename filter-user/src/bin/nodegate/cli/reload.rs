@@ -1,38 +1,50 @@
-//! `nodegate reload`: signal the running daemon.
+//! `nodegate reload`: ask the daemon that owns a pin directory to reload, and wait for it.
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{process::ExitCode, time::Duration};
 
-use anyhow::{bail, Context};
-use filter_user::daemon::DEFAULT_PID_FILE;
+use filter_user::{
+    daemon::{
+        control::{self, Request},
+        owner::RUN_DIR,
+    },
+    loader::pins::PinLayout,
+};
 
-/// Ask `nodegate run` to reload now.
+use super::PinArgs;
+
+/// Ask `nodegate run` to reload its rule file now.
 #[derive(clap::Args)]
 pub struct Args {
-    /// PID file written by `nodegate run`.
-    #[arg(long, value_name = "FILE", default_value = DEFAULT_PID_FILE)]
-    pid_file: PathBuf,
+    #[command(flatten)]
+    pins: PinArgs,
+    /// Return once the daemon has the request, without waiting for the result.
+    #[arg(long)]
+    no_wait: bool,
+    /// How long to wait for the result.
+    #[arg(long, value_name = "SECONDS", default_value_t = 120)]
+    timeout: u64,
 }
 
+/// Exit 0 once the new generation is active; 1 with the daemon's diagnostics when it
+/// rejected the file (the previous rules stay active), or when no daemon answers.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let text = std::fs::read_to_string(&args.pid_file).with_context(|| {
-        format!(
-            "failed to read {} (is `nodegate run` running?)",
-            args.pid_file.display()
-        )
-    })?;
-    let pid: i32 = text
-        .trim()
-        .parse()
-        .with_context(|| format!("{} does not hold a PID", args.pid_file.display()))?;
-    // SAFETY: kill(2) with a plain pid and signal number.
-    if unsafe { libc::kill(pid, libc::SIGHUP) } != 0 {
-        bail!(
-            "failed to signal nodegate (pid {pid}): {}; is it still running?",
-            std::io::Error::last_os_error()
-        );
+    let pins = PinLayout::new(&args.pins.pin_dir);
+    let request = if args.no_wait {
+        Request::ReloadNoWait
+    } else {
+        Request::Reload
+    };
+    let answer = control::ask(
+        RUN_DIR.as_ref(),
+        &pins,
+        request,
+        Duration::from_secs(args.timeout),
+    )?;
+    if answer.ok {
+        println!("{}", answer.message);
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("error: {}", answer.message);
+        Ok(ExitCode::FAILURE)
     }
-    println!(
-        "asked nodegate (pid {pid}) to reload; see its log or `nodegate stats` for the result"
-    );
-    Ok(ExitCode::SUCCESS)
 }

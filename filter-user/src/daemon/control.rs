@@ -1,0 +1,273 @@
+//! The control socket: `nodegate reload` asks the daemon that owns a pin directory to reload
+//! and waits for the answer.
+//!
+//! SIGHUP and a PID file could only say "I asked": a rejected file still exited 0, and a
+//! stale PID file (left by any crash) pointed the signal at an unrelated process. The daemon
+//! listens on a Unix socket beside its owner lock (`/run/nodegate/<pin root>.sock`, mode
+//! 0600 in a 0700 directory; bpffs holds no sockets), one line per request, one JSON line
+//! per answer:
+//!
+//! ```text
+//! → reload            ← {"ok":true,"epoch":7,"message":"..."}   (after the flip)
+//!                     ← {"ok":false,"epoch":6,"message":"rules.yaml:3:5: ..."}
+//! → reload-nowait     ← {"ok":true,"epoch":6,"message":"reload queued"}  (before it runs)
+//! ```
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    os::unix::{fs::PermissionsExt, net::UnixStream as StdUnixStream},
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::{Deserialize, Serialize};
+use tokio::{
+    io::{AsyncBufReadExt, AsyncWriteExt, BufReader as AsyncBufReader},
+    net::{UnixListener, UnixStream},
+};
+
+use crate::loader::pins::PinLayout;
+
+/// A client has this long to send its request line.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(2);
+/// Longest request line read.
+const MAX_REQUEST_BYTES: u64 = 256;
+
+/// What a client asks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Request {
+    /// Reload the rule file; answer once the new generation is active, or rejected.
+    Reload,
+    /// Reload the rule file; answer at once.
+    ReloadNoWait,
+}
+
+/// The daemon's answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Answer {
+    /// The request succeeded (for `reload`: the new generation is active).
+    pub ok: bool,
+    /// The active epoch after the request.
+    pub epoch: u64,
+    /// What happened, or why not (a rejected file's diagnostics with file:line:column).
+    pub message: String,
+}
+
+/// Errors of the control socket, both sides.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// Nobody listens: no daemon owns that pin directory.
+    #[error(
+        "no `nodegate run` owns pin directory {pins} (nothing listens on {socket}: {source}); start it, \
+         or give the --pin-dir it runs with"
+    )]
+    NoDaemon {
+        /// The pin root.
+        pins: PathBuf,
+        /// The socket path.
+        socket: PathBuf,
+        /// Why connecting failed.
+        source: std::io::Error,
+    },
+    /// Setting up or talking over the socket failed.
+    #[error("control socket {}: {what}: {source}", path.display())]
+    Io {
+        /// The socket path.
+        path: PathBuf,
+        /// What was being done.
+        what: &'static str,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The daemon answered something we cannot read.
+    #[error("control socket {}: unreadable answer {answer:?}", path.display())]
+    BadAnswer {
+        /// The socket path.
+        path: PathBuf,
+        /// What came back.
+        answer: String,
+    },
+}
+
+/// The control socket of `pins` under `run_dir`, beside its owner lock.
+pub fn socket_path(run_dir: &Path, pins: &PinLayout) -> PathBuf {
+    super::owner::OwnerLock::path_for(run_dir, pins).with_extension("sock")
+}
+
+/// The daemon's listening side.
+pub struct ControlListener {
+    listener: UnixListener,
+    path: PathBuf,
+}
+
+impl ControlListener {
+    /// Listen at `path`, replacing a socket a dead owner left (the caller holds the owner
+    /// lock, so no live daemon listens there). Must run inside a tokio runtime.
+    pub fn bind(path: &Path) -> Result<Self, ControlError> {
+        let io = |what, source| ControlError::Io {
+            path: path.to_path_buf(),
+            what,
+            source,
+        };
+        match std::fs::remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io("remove the stale socket", e)),
+        }
+        let listener = UnixListener::bind(path).map_err(|e| io("listen", e))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| io("restrict to the owner", e))?;
+        Ok(ControlListener {
+            listener,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The next well-formed request and the connection to answer on. Clients that send
+    /// nothing in time or garbage are answered (or dropped) here and never returned.
+    pub async fn next(&self) -> (UnixStream, Request) {
+        loop {
+            let Ok((stream, _)) = self.listener.accept().await else {
+                // EMFILE and friends: back off instead of spinning.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
+            let mut reader =
+                AsyncBufReader::new(tokio::io::AsyncReadExt::take(stream, MAX_REQUEST_BYTES));
+            let mut line = String::new();
+            let read = tokio::time::timeout(REQUEST_DEADLINE, reader.read_line(&mut line)).await;
+            let mut stream = reader.into_inner().into_inner();
+            let request = match line.trim() {
+                "reload" => Request::Reload,
+                "reload-nowait" => Request::ReloadNoWait,
+                other => {
+                    if read.is_ok() {
+                        let answer = Answer {
+                            ok: false,
+                            epoch: 0,
+                            message: format!(
+                                "unknown request {other:?}; this nodegate understands `reload` and `reload-nowait`"
+                            ),
+                        };
+                        let _ = reply(&mut stream, &answer).await;
+                    }
+                    continue;
+                }
+            };
+            return (stream, request);
+        }
+    }
+}
+
+impl Drop for ControlListener {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Send `answer` as one JSON line and close.
+pub async fn reply(stream: &mut UnixStream, answer: &Answer) -> std::io::Result<()> {
+    let mut line = serde_json::to_string(answer).map_err(std::io::Error::other)?;
+    line.push('\n');
+    stream.write_all(line.as_bytes()).await?;
+    stream.shutdown().await
+}
+
+/// Ask the daemon owning `pins` for `request`, waiting up to `timeout` for its answer.
+pub fn ask(
+    run_dir: &Path,
+    pins: &PinLayout,
+    request: Request,
+    timeout: Duration,
+) -> Result<Answer, ControlError> {
+    let path = socket_path(run_dir, pins);
+    let io = |what, source| ControlError::Io {
+        path: path.clone(),
+        what,
+        source,
+    };
+    let mut stream = StdUnixStream::connect(&path).map_err(|source| ControlError::NoDaemon {
+        pins: pins.root().to_path_buf(),
+        socket: path.clone(),
+        source,
+    })?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .map_err(|e| io("set a timeout", e))?;
+    let line = match request {
+        Request::Reload => "reload\n",
+        Request::ReloadNoWait => "reload-nowait\n",
+    };
+    stream
+        .write_all(line.as_bytes())
+        .map_err(|e| io("send", e))?;
+    let mut answer = String::new();
+    BufReader::new(&stream)
+        .read_line(&mut answer)
+        .map_err(|e| io("wait for the answer", e))?;
+    serde_json::from_str(answer.trim()).map_err(|_| ControlError::BadAnswer {
+        path: path.clone(),
+        answer,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_request_gets_its_answer_and_garbage_gets_an_error() {
+        let dir = std::env::temp_dir().join(format!("ng-control-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let pins = PinLayout::new("/sys/fs/bpf/ng-control-test");
+        let path = socket_path(&dir, &pins);
+        // A stale socket file from a dead owner is replaced.
+        std::fs::write(&path, "stale").unwrap();
+        let listener = ControlListener::bind(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+
+        let server = tokio::spawn(async move {
+            let (mut stream, request) = listener.next().await;
+            assert_eq!(request, Request::Reload);
+            let answer = Answer {
+                ok: false,
+                epoch: 3,
+                message: "rules.yaml:2:7: bad".into(),
+            };
+            reply(&mut stream, &answer).await.unwrap();
+            listener
+        });
+        // Garbage first: answered with an error, not taken for a request.
+        let (dir2, pins2) = (dir.clone(), pins.clone());
+        let garbage = tokio::task::spawn_blocking(move || {
+            let mut s = StdUnixStream::connect(socket_path(&dir2, &pins2)).unwrap();
+            s.write_all(b"bogus\n").unwrap();
+            let mut line = String::new();
+            BufReader::new(&s).read_line(&mut line).unwrap();
+            line
+        })
+        .await
+        .unwrap();
+        assert!(garbage.contains("unknown request"), "{garbage}");
+        let (dir2, pins2) = (dir.clone(), pins.clone());
+        let answer = tokio::task::spawn_blocking(move || {
+            ask(&dir2, &pins2, Request::Reload, Duration::from_secs(5))
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        assert_eq!(answer.message, "rules.yaml:2:7: bad");
+        assert!(!answer.ok);
+        drop(server.await.unwrap());
+        assert!(!path.exists(), "the socket goes with the listener");
+        let err = ask(&dir, &pins, Request::Reload, Duration::from_secs(1)).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("no `nodegate run` owns pin directory"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
