@@ -142,6 +142,49 @@ fn wait_counted(env: &Env, reason: &str, at_least: u64) {
 
 /// The allowed and the disallowed flow, sent in alternating bursts from the peer until
 /// stopped, counting what was sent.
+/// Disallowed frames in bursts of 16 until stopped: a flow every packet of which must be
+/// judged (dropped as no-source-match) while the filter's owner changes.
+struct DroppedFlow {
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicU64>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl DroppedFlow {
+    fn start(env: &Env) -> DroppedFlow {
+        let stop = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicU64::new(0));
+        let thread = {
+            let (stop, sent) = (stop.clone(), sent.clone());
+            let sender = env.lab.peer_sender().unwrap();
+            std::thread::spawn(move || {
+                let frame = disallowed_frame();
+                while !stop.load(Ordering::Relaxed) {
+                    common::send_paced(&sender, &frame, 16);
+                    sent.fetch_add(16, Ordering::Relaxed);
+                }
+            })
+        };
+        DroppedFlow { stop, sent, thread }
+    }
+
+    /// Stop, let the last frames be judged, and return how many were sent.
+    fn stop(self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        self.sent.load(Ordering::Relaxed)
+    }
+}
+
+/// The pinned control word (which generation slot packets read).
+fn control_word(env: &Env) -> filter_common::Control {
+    filter_user::loader::FilterMaps::open_pinned(&env.pins.maps_dir())
+        .unwrap()
+        .control()
+        .unwrap()
+}
+
 struct Traffic {
     stop: Arc<AtomicBool>,
     sent: Arc<(AtomicU64, AtomicU64)>,
@@ -357,26 +400,11 @@ fn j33_survives_kill_adopts_on_restart_and_detaches() {
     );
 
     // Restart while traffic flows: every packet must be judged (no window without a filter).
-    let stop = Arc::new(AtomicBool::new(false));
-    let sent = Arc::new(AtomicU64::new(0));
-    let traffic = {
-        let (stop, sent) = (stop.clone(), sent.clone());
-        let sender = env.lab.peer_sender().unwrap();
-        std::thread::spawn(move || {
-            let frame = disallowed_frame();
-            while !stop.load(Ordering::Relaxed) {
-                common::send_paced(&sender, &frame, 16);
-                sent.fetch_add(16, Ordering::Relaxed);
-            }
-        })
-    };
+    let traffic = DroppedFlow::start(&env);
     let mut daemon = env.start_daemon(&config, &[]);
     daemon.wait_for_log("attached", Duration::from_secs(10));
     std::thread::sleep(Duration::from_millis(200));
-    stop.store(true, Ordering::Relaxed);
-    traffic.join().unwrap();
-    std::thread::sleep(Duration::from_millis(200));
-    let during = sent.load(Ordering::Relaxed);
+    let during = traffic.stop();
     let adopted = env.snapshot();
     assert!(
         daemon.log_text().contains("adopted"),
@@ -455,12 +483,7 @@ fn a_second_daemon_is_refused_and_a_waiting_one_takes_over() {
     let pid_file = || std::fs::read_to_string(env.pid_file()).unwrap_or_default();
     assert_eq!(pid_file().trim(), first_pid);
     let before = env.snapshot();
-    let control = || {
-        filter_user::loader::FilterMaps::open_pinned(&env.pins.maps_dir())
-            .unwrap()
-            .control()
-            .unwrap()
-    };
+    let control = || control_word(&env);
     let control_before = control();
 
     let out = env.run_to_exit(&config, &[]);
@@ -486,19 +509,7 @@ fn a_second_daemon_is_refused_and_a_waiting_one_takes_over() {
     );
 
     // Handover under traffic: the waiting daemon takes over once the first exits.
-    let stop = Arc::new(AtomicBool::new(false));
-    let sent = Arc::new(AtomicU64::new(0));
-    let traffic = {
-        let (stop, sent) = (stop.clone(), sent.clone());
-        let sender = env.lab.peer_sender().unwrap();
-        std::thread::spawn(move || {
-            let frame = disallowed_frame();
-            while !stop.load(Ordering::Relaxed) {
-                common::send_paced(&sender, &frame, 16);
-                sent.fetch_add(16, Ordering::Relaxed);
-            }
-        })
-    };
+    let traffic = DroppedFlow::start(&env);
     let owner = first.pid();
     let stopper = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_secs(2));
@@ -509,9 +520,7 @@ fn a_second_daemon_is_refused_and_a_waiting_one_takes_over() {
     stopper.join().unwrap();
     assert!(first.wait(Duration::from_secs(10)).success());
     std::thread::sleep(Duration::from_millis(200));
-    stop.store(true, Ordering::Relaxed);
-    traffic.join().unwrap();
-    std::thread::sleep(Duration::from_millis(200));
+    let sent = traffic.stop();
     let log = second.log_text();
     assert!(
         log.contains("waiting for it to exit") && log.contains("adopted"),
@@ -521,7 +530,7 @@ fn a_second_daemon_is_refused_and_a_waiting_one_takes_over() {
     let after = env.snapshot();
     assert_eq!(
         reason_total(&after, "no-source-match").0 - reason_total(&before, "no-source-match").0,
-        sent.load(Ordering::Relaxed),
+        sent,
         "every packet sent during the handover was judged and dropped"
     );
     second.signal(libc::SIGTERM);
@@ -926,12 +935,7 @@ fn configmap_swap_and_reload_command_trigger_reloads() {
 
     // `nodegate reload` over the control socket: the file is unchanged, so the reload is a
     // no-op publish, but it must happen, flip, and be logged before the command returns.
-    let control = || {
-        filter_user::loader::FilterMaps::open_pinned(&env.pins.maps_dir())
-            .unwrap()
-            .control()
-            .unwrap()
-    };
+    let control = || control_word(&env);
     let before = control();
     let out = env.run(&["reload"]);
     assert!(
