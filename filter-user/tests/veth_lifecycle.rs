@@ -696,6 +696,72 @@ fn detach_and_uninstall_under_a_running_daemon_are_refused() {
     assert!(!lock.exists(), "the owner lock went with the pins");
 }
 
+/// `nodegate status`: nothing installed (exit 3); a healthy daemon (exit 0) with its file,
+/// hash, interfaces and every rule's counters, matched or not; a rejected file (exit 2, not
+/// ready, the file on disk differs); no daemon (exit 2, the pinned filter on its own).
+#[test]
+fn status_tells_what_is_loaded_and_whether_it_is_healthy() {
+    let env = Env::new("status");
+    let status = |args: &[&str]| {
+        let out = env.run(&[&["status", "-o", "json"][..], args].concat());
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+        (out.status.code(), json)
+    };
+    let (code, json) = status(&[]);
+    assert_eq!(code, Some(3), "{json}");
+    assert_eq!(json["installed"], false);
+
+    let config = env.write_config("rules.yaml", FIXTURE);
+    let mut daemon = env.start_daemon(&config, &[]);
+    let sender = env.lab.peer_sender().unwrap();
+    common::send_paced(&sender, &allowed_frame(), 7);
+    wait_counted(&env, "allow-rule", 7);
+    let (code, json) = status(&[]);
+    assert_eq!(code, Some(0), "{json:#}");
+    assert_eq!(json["daemon"]["pid"], daemon.pid());
+    assert_eq!(json["daemon"]["config"], config.to_str().unwrap());
+    assert_eq!(json["config_on_disk_matches"], true);
+    assert!(json["interfaces"][&env.lab.node_if].is_string(), "{json:#}");
+    let rules = json["rules"].as_array().unwrap();
+    let packets = |name: &str| {
+        rules
+            .iter()
+            .find(|r| r["name"] == name)
+            .unwrap_or_else(|| panic!("rule {name} listed: {json:#}"))["packets"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(packets("control-plane-api"), 7);
+    assert!(
+        rules
+            .iter()
+            .any(|r| r["packets"] == 0 && r["kind"].is_string()),
+        "rules that never matched are listed: {json:#}"
+    );
+
+    std::fs::write(&config, "version: 1\nrules: [oops\n").unwrap();
+    daemon.wait_for_log("reload rejected", Duration::from_secs(10));
+    let (code, json) = status(&[]);
+    assert_eq!(code, Some(2), "{json:#}");
+    assert_eq!(json["config_on_disk_matches"], false);
+    let problems = json["problems"].to_string();
+    assert!(
+        problems.contains("not ready") && problems.contains("differs"),
+        "{problems}"
+    );
+
+    daemon.signal(libc::SIGTERM);
+    assert!(daemon.wait(Duration::from_secs(10)).success());
+    let (code, json) = status(&[]);
+    assert_eq!(code, Some(2), "{json:#}");
+    assert!(json["daemon"].is_null());
+    assert!(json["problems"].to_string().contains("no `nodegate run`"));
+    // The text form says the same.
+    let out = env.run(&["status"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("daemon          none"));
+}
+
 /// Whatever a refused start left in the pin directory: it must be nothing.
 fn assert_no_pins(env: &Env) {
     let mut left = Vec::new();

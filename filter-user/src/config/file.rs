@@ -60,6 +60,14 @@ pub fn read_rule_file(path: &Path) -> io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// FNV-1a (64 bit) of a rule file's bytes: `nodegate status` compares the file the active
+/// generation came from with the file on disk. Identity, not security: nothing trusts it.
+pub fn content_hash(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
 fn too_big(len: u64) -> io::Error {
     io::Error::new(
         io::ErrorKind::InvalidInput,
@@ -82,6 +90,17 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         dir
+    }
+
+    #[test]
+    fn content_hash_is_fnv1a_64() {
+        // Reference values of the FNV-1a 64 specification.
+        assert_eq!(content_hash(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(content_hash(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_ne!(
+            content_hash(b"version: 1\n"),
+            content_hash(b"version: 1\n\n")
+        );
     }
 
     #[test]

@@ -69,7 +69,7 @@ mod file;
 mod interfaces;
 mod yaml;
 
-pub use file::{read_rule_file, MAX_RULE_FILE_BYTES};
+pub use file::{content_hash, read_rule_file, MAX_RULE_FILE_BYTES};
 
 #[cfg(test)]
 mod tests;
@@ -187,6 +187,8 @@ pub struct Loaded {
     /// The tables, compiled against [`LoadOptions::slots`]: the daemon publishes these
     /// rather than compiling the file a second time.
     pub tables: Tables,
+    /// [`content_hash`] of the file's bytes (`None` for text given as a string).
+    pub file_hash: Option<u64>,
 }
 
 /// Reads the node's ephemeral port range; see [`LoadOptions`].
@@ -291,7 +293,10 @@ pub fn load_file_with(path: impl AsRef<Path>, opts: &LoadOptions) -> Result<Load
             ),
         ))
     })?;
-    parse_str_with(&path.display().to_string(), &text, opts)
+    let hash = content_hash(text.as_bytes());
+    let mut loaded = parse_str_with(&path.display().to_string(), &text, opts)?;
+    loaded.file_hash = Some(hash);
+    Ok(loaded)
 }
 
 /// Validate config text; `name` is the file name used in diagnostics. Reads the ephemeral
@@ -327,6 +332,7 @@ pub fn parse_str_with(name: &str, text: &str, opts: &LoadOptions) -> Result<Load
             warnings,
             stats: tables.stats,
             tables,
+            file_hash: None,
         }),
         _ => {
             if errors.is_empty() {

@@ -15,7 +15,10 @@
 
 use std::{
     io::{BufRead, BufReader, Write},
-    os::unix::{fs::PermissionsExt, net::UnixStream as StdUnixStream},
+    os::unix::{
+        fs::{MetadataExt, PermissionsExt},
+        net::UnixStream as StdUnixStream,
+    },
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -40,6 +43,39 @@ pub enum Request {
     Reload,
     /// Reload the rule file; answer at once.
     ReloadNoWait,
+    /// Describe the daemon ([`DaemonStatus`]).
+    Status,
+}
+
+/// What the daemon says about itself (`nodegate status`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DaemonStatus {
+    /// Its PID.
+    pub pid: u32,
+    /// The rule file it reloads.
+    pub config: PathBuf,
+    /// `config::content_hash` of the file the active generation came from, hex.
+    pub config_hash: Option<String>,
+    /// Active epoch.
+    pub epoch: u64,
+    /// When the active generation was published (Unix seconds).
+    pub published_at: Option<u64>,
+    /// Reloads that published (the first load counts).
+    pub reloads_ok: u64,
+    /// Reloads that were rejected.
+    pub reloads_failed: u64,
+    /// Why the last reload was rejected, until one succeeds.
+    pub last_reload_error: Option<String>,
+    /// Interfaces attached: (name, how).
+    pub interfaces: Vec<(String, String)>,
+    /// Interfaces asked for.
+    pub requested: Vec<String>,
+    /// `ProgramVariant::name`.
+    pub program_variant: String,
+    /// Rules of the active generation, in file order: (name, kind).
+    pub rules: Vec<(String, String)>,
+    /// Why it is not ready (`None`: ready).
+    pub not_ready: Option<String>,
 }
 
 /// The daemon's answer.
@@ -98,6 +134,9 @@ pub fn socket_path(run_dir: &Path, pins: &PinLayout) -> PathBuf {
 pub struct ControlListener {
     listener: UnixListener,
     path: PathBuf,
+    /// The socket file's inode: dropping removes the path only while it is still ours (a
+    /// successor that took over may have bound its own there).
+    inode: u64,
 }
 
 impl ControlListener {
@@ -117,10 +156,31 @@ impl ControlListener {
         let listener = UnixListener::bind(path).map_err(|e| io("listen", e))?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
             .map_err(|e| io("restrict to the owner", e))?;
+        let inode = std::fs::symlink_metadata(path)
+            .map_err(|e| io("inspect", e))?
+            .ino();
         Ok(ControlListener {
             listener,
             path: path.to_path_buf(),
+            inode,
         })
+    }
+
+    /// Accept and read requests on a task of their own; well-formed ones arrive on the
+    /// returned channel with the connection to answer on. Receiving from it is cancel-safe,
+    /// so the daemon's event loop can wait on it beside file changes and signals without
+    /// ever dropping a half-read request.
+    pub fn spawn(self) -> tokio::sync::mpsc::Receiver<(UnixStream, Request)> {
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        tokio::spawn(async move {
+            loop {
+                let request = self.next().await;
+                if tx.send(request).await.is_err() {
+                    return;
+                }
+            }
+        });
+        rx
     }
 
     /// The next well-formed request and the connection to answer on. Clients that send
@@ -140,13 +200,14 @@ impl ControlListener {
             let request = match line.trim() {
                 "reload" => Request::Reload,
                 "reload-nowait" => Request::ReloadNoWait,
+                "status" => Request::Status,
                 other => {
                     if read.is_ok() {
                         let answer = Answer {
                             ok: false,
                             epoch: 0,
                             message: format!(
-                                "unknown request {other:?}; this nodegate understands `reload` and `reload-nowait`"
+                                "unknown request {other:?}; this nodegate understands `reload`, `reload-nowait` and `status`"
                             ),
                         };
                         let _ = reply(&mut stream, &answer).await;
@@ -161,25 +222,45 @@ impl ControlListener {
 
 impl Drop for ControlListener {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        if std::fs::symlink_metadata(&self.path).is_ok_and(|m| m.ino() == self.inode) {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 
-/// Send `answer` as one JSON line and close.
-pub async fn reply(stream: &mut UnixStream, answer: &Answer) -> std::io::Result<()> {
+/// Send `answer` (an [`Answer`], a [`DaemonStatus`]) as one JSON line and close.
+pub async fn reply(stream: &mut UnixStream, answer: &impl Serialize) -> std::io::Result<()> {
     let mut line = serde_json::to_string(answer).map_err(std::io::Error::other)?;
     line.push('\n');
     stream.write_all(line.as_bytes()).await?;
     stream.shutdown().await
 }
 
-/// Ask the daemon owning `pins` for `request`, waiting up to `timeout` for its answer.
+/// Ask the daemon owning `pins` for a reload, waiting up to `timeout` for its answer.
 pub fn ask(
     run_dir: &Path,
     pins: &PinLayout,
     request: Request,
     timeout: Duration,
 ) -> Result<Answer, ControlError> {
+    exchange(run_dir, pins, request, timeout)
+}
+
+/// Ask the daemon owning `pins` about itself.
+pub fn ask_status(
+    run_dir: &Path,
+    pins: &PinLayout,
+    timeout: Duration,
+) -> Result<DaemonStatus, ControlError> {
+    exchange(run_dir, pins, Request::Status, timeout)
+}
+
+fn exchange<T: serde::de::DeserializeOwned>(
+    run_dir: &Path,
+    pins: &PinLayout,
+    request: Request,
+    timeout: Duration,
+) -> Result<T, ControlError> {
     let path = socket_path(run_dir, pins);
     let io = |what, source| ControlError::Io {
         path: path.clone(),
@@ -197,6 +278,7 @@ pub fn ask(
     let line = match request {
         Request::Reload => "reload\n",
         Request::ReloadNoWait => "reload-nowait\n",
+        Request::Status => "status\n",
     };
     stream
         .write_all(line.as_bytes())

@@ -106,6 +106,8 @@ pub struct EngineStats {
     /// Why the last reload was rejected, until one succeeds: the active rules are then not
     /// the file's.
     pub last_reload_error: Option<String>,
+    /// [`config::content_hash`] of the rule file the active generation came from.
+    pub config_hash: Option<u64>,
 }
 
 /// A running filter: program, maps, pins, current rules.
@@ -141,13 +143,25 @@ pub fn failsafe_changes(current: &Policy, next: &Policy) -> Vec<String> {
         .collect()
 }
 
+/// A rule file made ready to publish.
+pub struct Prepared {
+    /// Its policy.
+    pub policy: Policy,
+    /// Its tables.
+    pub tables: Tables,
+    /// Read, validate and compile time.
+    pub compile_time: Duration,
+    /// [`config::content_hash`] of the bytes read.
+    pub file_hash: Option<u64>,
+}
+
 /// Parse, validate and compile a rule file; nothing is touched.
 pub fn prepare(
     path: &Path,
     slots: &RuleSlots,
     previous: Option<Arc<Compiled>>,
     capacity: config::CapacityOverride,
-) -> Result<(Policy, Tables, Duration), EngineError> {
+) -> Result<Prepared, EngineError> {
     let start = Instant::now();
     // The front end's checks compile against the committed slots (as an update of the
     // active generation when there is one): their tables are the ones to publish.
@@ -164,8 +178,12 @@ pub fn prepare(
     for warning in &loaded.warnings {
         warn!(%warning, "rule file warning");
     }
-    let tables = loaded.tables;
-    Ok((loaded.policy, tables, start.elapsed()))
+    Ok(Prepared {
+        policy: loaded.policy,
+        tables: loaded.tables,
+        compile_time: start.elapsed(),
+        file_hash: loaded.file_hash,
+    })
 }
 
 /// The flow table's capacity is fixed when its map is created; a pinned table keeps it.
@@ -208,7 +226,7 @@ impl Engine {
         features.require()?;
         let egress_hook = features.egress_hook(options.egress)?;
         info!(egress = %egress_hook, tcx = ?features.tcx, "egress flow recorder mechanism for new attachments");
-        let (first, _, _) = prepare(&options.config, &RuleSlots::new(), None, options.capacity)?;
+        let first = prepare(&options.config, &RuleSlots::new(), None, options.capacity)?.policy;
         // Every interface must be there and free (or ours) before the first pin or map
         // write: a failed start leaves the kernel as it found it.
         for ifname in &options.ifaces {
@@ -237,8 +255,7 @@ impl Engine {
         warn_flow_capacity(&filter, first.flows.capacity);
         warn_table_capacity(&filter, first.capacity);
         let slots = RuleSlots::from_pairs(filter.maps().pinned_rule_slots());
-        let (policy, tables, compile_time) =
-            prepare(&options.config, &slots, None, options.capacity)?;
+        let prepared = prepare(&options.config, &slots, None, options.capacity)?;
         let mut engine = Engine {
             filter,
             variant,
@@ -250,7 +267,7 @@ impl Engine {
             features,
             egress_hook,
         };
-        engine.apply(policy, tables, compile_time)?;
+        engine.apply(prepared)?;
         engine.pin_program()?;
         for ifname in engine.options.ifaces.clone() {
             let attached = engine.filter.attach(
@@ -305,15 +322,16 @@ impl Engine {
             self.active.clone(),
             self.options.capacity,
         )
-        .and_then(|(policy, tables, compile_time)| {
-            self.guard_failsafe(&policy)?;
+        .and_then(|prepared| {
+            let policy = &prepared.policy;
+            self.guard_failsafe(policy)?;
             if policy.flows.capacity != self.policy().flows.capacity {
                 warn_flow_capacity(&self.filter, policy.flows.capacity);
             }
             if policy.capacity != self.policy().capacity {
                 warn_table_capacity(&self.filter, policy.capacity);
             }
-            self.apply(policy, tables, compile_time)
+            self.apply(prepared)
         });
         match result {
             Ok(()) => Ok(self.stats.last_publish.as_ref().expect("set by apply")),
@@ -337,12 +355,13 @@ impl Engine {
         }
     }
 
-    fn apply(
-        &mut self,
-        policy: Policy,
-        tables: Tables,
-        compile_time: Duration,
-    ) -> Result<(), EngineError> {
+    fn apply(&mut self, prepared: Prepared) -> Result<(), EngineError> {
+        let Prepared {
+            policy,
+            tables,
+            compile_time,
+            file_hash,
+        } = prepared;
         let report = self.filter.maps_mut().publish(&tables)?;
         self.slots.commit(&tables);
         info!(
@@ -363,6 +382,7 @@ impl Engine {
         self.stats.v6_prefixes = tables.stats.v6_prefixes;
         self.stats.last_compile = Some(compile_time);
         self.stats.last_reload_error = None;
+        self.stats.config_hash = file_hash;
         self.stats.last_publish = Some(report);
         self.active = Some(Arc::new(Compiled { policy, tables }));
         if !self.attached.is_empty() {
@@ -401,6 +421,16 @@ impl Engine {
     /// Interfaces attached by this engine.
     pub fn attached(&self) -> &[Attached] {
         &self.attached
+    }
+
+    /// The rule file this engine reloads.
+    pub fn config_path(&self) -> &Path {
+        &self.options.config
+    }
+
+    /// Interfaces `--iface` asked for.
+    pub fn requested_ifaces(&self) -> &[String] {
+        &self.options.ifaces
     }
 
     /// Why the node is not as the operator asked (`None`: attached on every requested

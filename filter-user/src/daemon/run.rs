@@ -206,6 +206,38 @@ fn reload(engine: &mut Engine, state: &Mutex<DaemonState>, trigger: &str) -> Ans
     answer
 }
 
+/// The daemon's own account of itself, for `nodegate status`.
+fn daemon_status(engine: &mut Engine) -> control::DaemonStatus {
+    let stats = engine.stats().clone();
+    control::DaemonStatus {
+        pid: std::process::id(),
+        config: engine.config_path().to_path_buf(),
+        config_hash: stats.config_hash.map(|h| format!("{h:016x}")),
+        epoch: stats.epoch,
+        published_at: stats
+            .last_reload
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs()),
+        reloads_ok: stats.reloads_ok,
+        reloads_failed: stats.reloads_failed,
+        last_reload_error: stats.last_reload_error,
+        interfaces: engine
+            .attached()
+            .iter()
+            .map(|a| (a.ifname.clone(), a.how.to_string()))
+            .collect(),
+        requested: engine.requested_ifaces().to_vec(),
+        program_variant: engine.variant().name().to_string(),
+        rules: engine
+            .policy()
+            .rules
+            .iter()
+            .map(|r| (r.name.clone(), format!("{:?}", r.kind).to_lowercase()))
+            .collect(),
+        not_ready: engine.not_ready(),
+    }
+}
+
 /// Tell systemd (when it runs us with `NOTIFY_SOCKET`) what we are doing.
 fn sd_notify(state: &str) {
     if let Err(err) = notify::notify(state) {
@@ -327,7 +359,9 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     // Bound now, served once the maps exist: a taken port must fail the start before the
     // first map write.
     let listener = options.metrics.map(metrics::bind).transpose()?;
-    let control = ControlListener::bind(&control::socket_path(&options.run_dir, &options.pins))?;
+    let control_path = control::socket_path(&options.run_dir, &options.pins);
+    let control = ControlListener::bind(&control_path)?;
+    let mut requests = control.spawn();
     // Signals first, so a SIGHUP during start-up is not fatal.
     let mut hup = signal(SignalKind::hangup()).map_err(io("install SIGHUP handler"))?;
     let mut term = signal(SignalKind::terminate()).map_err(io("install SIGTERM handler"))?;
@@ -382,18 +416,24 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
             _ = hup.recv() => {
                 reload(&mut engine, &state, "SIGHUP");
             }
-            (mut stream, request) = control.next() => {
-                if request == Request::ReloadNoWait {
-                    let queued = Answer {
-                        ok: true,
-                        epoch: engine.stats().epoch,
-                        message: "reload queued".into(),
-                    };
-                    let _ = control::reply(&mut stream, &queued).await;
-                }
-                let answer = reload(&mut engine, &state, "nodegate reload");
-                if request == Request::Reload {
-                    let _ = control::reply(&mut stream, &answer).await;
+            Some((mut stream, request)) = requests.recv() => {
+                match request {
+                    Request::Status => {
+                        let _ = control::reply(&mut stream, &daemon_status(&mut engine)).await;
+                    }
+                    Request::ReloadNoWait => {
+                        let queued = Answer {
+                            ok: true,
+                            epoch: engine.stats().epoch,
+                            message: "reload queued".into(),
+                        };
+                        let _ = control::reply(&mut stream, &queued).await;
+                        reload(&mut engine, &state, "nodegate reload");
+                    }
+                    Request::Reload => {
+                        let answer = reload(&mut engine, &state, "nodegate reload");
+                        let _ = control::reply(&mut stream, &answer).await;
+                    }
                 }
             }
             _ = term.recv() => break,
@@ -401,6 +441,9 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
         }
     }
     sd_notify("STOPPING=1");
+    // While we still own the pin directory: the listener task only ends with the runtime,
+    // after the lock is gone.
+    let _ = std::fs::remove_file(&control_path);
     info!("exiting; the filter stays attached and enforcing (`nodegate detach --iface IF` removes it)");
     Ok(())
 }

@@ -162,7 +162,7 @@ pub fn check_attachable(
 }
 
 /// The mode of the XDP attachment on `ifname` according to iproute2 (`IFLA_XDP_ATTACHED`).
-fn attached_mode(ifname: &str) -> Option<&'static str> {
+pub fn attached_mode(ifname: &str) -> Option<&'static str> {
     let out = Command::new("ip")
         .args(["-d", "-j", "link", "show", "dev", ifname])
         .output()

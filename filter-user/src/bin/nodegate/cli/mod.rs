@@ -8,6 +8,7 @@ mod reload;
 mod replay;
 mod run;
 mod stats;
+mod status;
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -72,6 +73,9 @@ enum Command {
     /// Print counters per interface, reason and rule from the pinned maps (works whether
     /// or not `run` is alive).
     Stats(stats::Args),
+    /// What is loaded, from which file, on which interfaces, with every rule's counters, and
+    /// whether it is healthy. Exit 0 healthy, 2 needs attention, 3 nothing installed.
+    Status(status::Args),
     /// Detach from one interface; the last detach removes every pin.
     Detach(detach::Args),
     /// Detach from every interface and remove all pinned state.
@@ -95,6 +99,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => run::run(args),
         Command::Reload(args) => reload::run(args),
         Command::Stats(args) => stats::run(args),
+        Command::Status(args) => status::run(args),
         Command::Detach(args) => detach::run(args),
         Command::Uninstall(args) => detach::uninstall(args),
         Command::Replay(args) => replay::run(args),
