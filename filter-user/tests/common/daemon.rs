@@ -220,10 +220,14 @@ impl Drop for Env {
         let _ = self.run(&["uninstall"]);
         let _ = self.pins.remove_foreign();
         let _ = std::fs::remove_dir_all(&self.dir);
-        // The owner lock `run` left in the run directory (a file per pin directory).
+        // The owner lock and control socket `run` left in the run directory (a daemon
+        // killed by a failing test cannot remove its socket).
+        let run_dir = std::path::Path::new(filter_user::daemon::owner::RUN_DIR);
         let _ = std::fs::remove_file(filter_user::daemon::owner::OwnerLock::path_for(
-            std::path::Path::new(filter_user::daemon::owner::RUN_DIR),
-            &self.pins,
+            run_dir, &self.pins,
+        ));
+        let _ = std::fs::remove_file(filter_user::daemon::control::socket_path(
+            run_dir, &self.pins,
         ));
     }
 }
