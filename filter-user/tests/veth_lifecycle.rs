@@ -7,8 +7,7 @@
 mod common;
 
 use std::{
-    io::{Read, Write},
-    net::{IpAddr, TcpStream},
+    net::IpAddr,
     os::unix::fs::PermissionsExt,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -17,7 +16,7 @@ use std::{
     time::Duration,
 };
 
-use common::daemon::{reason_total, rule_total, Env};
+use common::daemon::{metric, reason_total, rule_total, Env};
 use filter_user::{
     compiler::{compile, compile_after, RuleSlots},
     config::{parse_str_with, LoadOptions as ConfigOptions},
@@ -127,17 +126,6 @@ fn fixture_without_clients() -> String {
         }
     }
     out
-}
-
-fn wait_counted(env: &Env, reason: &str, at_least: u64) {
-    let deadline = std::time::Instant::now() + common::patience(Duration::from_secs(5));
-    while reason_total(&env.snapshot(), reason).0 < at_least {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{reason} never reached {at_least}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// The allowed and the disallowed flow, sent in alternating bursts from the peer until
@@ -378,7 +366,7 @@ fn j33_survives_kill_adopts_on_restart_and_detaches() {
 
     common::send_paced(&sender, &allowed_frame(), 20);
     common::send_paced(&sender, &disallowed_frame(), 20);
-    wait_counted(&env, "no-source-match", 20);
+    env.wait_counted("no-source-match", 20);
     let first = env.snapshot();
     assert_eq!(reason_total(&first, "allow-rule").0, 20);
     assert_eq!(rule_total(&first, "control-plane-api"), 20);
@@ -392,7 +380,7 @@ fn j33_survives_kill_adopts_on_restart_and_detaches() {
     );
     common::send_paced(&sender, &allowed_frame(), 20);
     common::send_paced(&sender, &disallowed_frame(), 20);
-    wait_counted(&env, "no-source-match", 40);
+    env.wait_counted("no-source-match", 40);
     assert_eq!(
         reason_total(&env.snapshot(), "allow-rule").0,
         40,
@@ -432,7 +420,7 @@ fn j33_survives_kill_adopts_on_restart_and_detaches() {
         "SIGTERM leaves the filter attached"
     );
     common::send_paced(&sender, &allowed_frame(), 10);
-    wait_counted(&env, "allow-rule", 50);
+    env.wait_counted("allow-rule", 50);
 
     let out = env.run(&["detach", "--iface", &env.lab.node_if]);
     assert!(
@@ -478,7 +466,9 @@ fn j34_foreign_program_is_refused() {
 fn a_second_daemon_is_refused_and_a_waiting_one_takes_over() {
     let env = Env::new("owner");
     let config = env.write_config("rules.yaml", FIXTURE);
-    let mut first = env.start_daemon(&config, &[]);
+    // Both daemons append to one log: its lines stand in the order they were written.
+    let write_log = env.dir.join("handover.log");
+    let mut first = env.start_daemon_logging_to(&config, &[], &write_log);
     let first_pid = first.pid().to_string();
     let pid_file = || std::fs::read_to_string(env.pid_file()).unwrap_or_default();
     assert_eq!(pid_file().trim(), first_pid);
@@ -516,7 +506,7 @@ fn a_second_daemon_is_refused_and_a_waiting_one_takes_over() {
         // SAFETY: signals our own child.
         unsafe { libc::kill(owner, libc::SIGTERM) };
     });
-    let mut second = env.start_daemon(&config, &["--owner-wait", "30"]);
+    let mut second = env.start_daemon_logging_to(&config, &["--owner-wait", "30"], &write_log);
     stopper.join().unwrap();
     assert!(first.wait(Duration::from_secs(10)).success());
     std::thread::sleep(Duration::from_millis(200));
@@ -527,6 +517,43 @@ fn a_second_daemon_is_refused_and_a_waiting_one_takes_over() {
         "the second waited, then adopted:\n{log}"
     );
     assert_eq!(pid_file().trim(), second.pid().to_string());
+    // Never two writers: every generation the first published stands before its exit, the
+    // second's first one after it, and the epochs climb by one per publish.
+    let second_pid = second.pid().to_string();
+    let writes: Vec<(String, u64)> = log
+        .lines()
+        .filter(|l| l.contains("rule generation active"))
+        .map(|l| {
+            let field = |name: &str| {
+                let at = l.find(&format!("{name}=")).expect(name) + name.len() + 1;
+                l[at..]
+                    .split(|c: char| !c.is_ascii_digit())
+                    .next()
+                    .unwrap()
+                    .to_string()
+            };
+            (field("writer"), field("epoch").parse().unwrap())
+        })
+        .collect();
+    let exit_line = log.find("exiting;").expect("the first logged its exit");
+    let first_write_of_second = log
+        .find(&format!("writer={second_pid}"))
+        .expect("the second published");
+    assert!(exit_line < first_write_of_second, "{log}");
+    assert_eq!(
+        writes.iter().map(|(w, _)| w.as_str()).collect::<Vec<_>>(),
+        [first_pid.as_str(), second_pid.as_str()],
+        "one publish each, the first's before the second's: {log}"
+    );
+    assert_eq!(writes[1].1, writes[0].1 + 1, "{writes:?}");
+    assert_eq!(
+        filter_user::loader::FilterMaps::open_pinned(&env.pins.maps_dir())
+            .unwrap()
+            .active_epoch()
+            .unwrap(),
+        Some(writes[1].1),
+        "the kernel's active generation is the second's"
+    );
     let after = env.snapshot();
     assert_eq!(
         reason_total(&after, "no-source-match").0 - reason_total(&before, "no-source-match").0,
@@ -716,7 +743,7 @@ fn status_tells_what_is_loaded_and_whether_it_is_healthy() {
     let mut daemon = env.start_daemon(&config, &[]);
     let sender = env.lab.peer_sender().unwrap();
     common::send_paced(&sender, &allowed_frame(), 7);
-    wait_counted(&env, "allow-rule", 7);
+    env.wait_counted("allow-rule", 7);
     let (code, json) = status(&[]);
     assert_eq!(code, Some(0), "{json:#}");
     assert_eq!(json["daemon"]["pid"], daemon.pid());
@@ -795,24 +822,61 @@ fn a_start_with_a_missing_interface_changes_nothing() {
     assert_no_pins(&env);
 }
 
-fn scrape(env: &Env, port: u16) -> String {
-    get(env, port, "/metrics")
+/// A FIFO, a directory or a device at the config path fails the start at once (a FIFO
+/// would block a read for good) and before anything is written.
+#[test]
+fn a_start_with_an_unreadable_rule_file_changes_nothing() {
+    let env = Env::new("badfile");
+    let fifo = env.dir.join("rules.fifo");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: c is a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    for (path, says) in [
+        (fifo.as_path(), "not a regular file"),
+        (env.dir.as_path(), "not a regular file"),
+        (std::path::Path::new("/dev/zero"), "not a regular file"),
+    ] {
+        let started = std::time::Instant::now();
+        let out = env.run_to_exit(path, &[]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "run must refuse {}", path.display());
+        assert!(
+            stderr.contains(says) && stderr.contains(path.to_str().unwrap()),
+            "names the file and the problem: {stderr}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(10), "no hang");
+        assert_eq!(env.xdp_prog_id(), None, "nothing attached");
+        assert_no_pins(&env);
+    }
 }
 
-/// The whole HTTP response to `GET path` from the daemon's metrics listener.
-fn get(env: &Env, port: u16, path: &str) -> String {
-    in_netns(&env.lab.node_ns, || {
-        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to metrics");
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-        )
+/// `nodegate reload` finds the daemon by its control socket, never by a PID file: with a
+/// stale PID file naming an unrelated process and no daemon, it fails clearly and that
+/// process lives on; the PID-file flag is gone.
+#[test]
+fn reload_never_signals_a_pid_read_from_a_file() {
+    let env = Env::new("stalepid");
+    let mut bystander = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
         .unwrap();
-        let mut body = String::new();
-        s.read_to_string(&mut body).unwrap();
-        body
-    })
-    .unwrap()
+    std::fs::write(env.pid_file(), format!("{}\n", bystander.id())).unwrap();
+    let out = env.run(&["reload"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "no daemon, no reload");
+    assert!(
+        stderr.contains("nodegate run"),
+        "says what is missing: {stderr}"
+    );
+    let out = env.run(&["reload", "--pid-file", env.pid_file().to_str().unwrap()]);
+    assert!(!out.status.success(), "the flag is refused");
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        bystander.try_wait().unwrap().is_none(),
+        "the process named by the PID file was not signalled"
+    );
+    let _ = bystander.kill();
+    let _ = bystander.wait();
 }
 
 /// `/readyz` follows the rule file (ready when attached with the file's generation active,
@@ -839,9 +903,9 @@ fn readiness_follows_the_rule_file_and_systemd_is_notified() {
         &["--metrics", &addr],
         &[("NOTIFY_SOCKET", notify_path.as_os_str())],
     );
-    assert_eq!(next_notice().as_deref(), Some("READY=1\nSTATUS=enforcing"));
-    assert!(get(&env, port, "/healthz").starts_with("HTTP/1.1 200"));
-    let ready = get(&env, port, "/readyz");
+    assert_eq!(next_notice().as_deref(), Some("READY=1\nSTATUS=running"));
+    assert!(env.get(port, "/healthz").starts_with("HTTP/1.1 200"));
+    let ready = env.get(port, "/readyz");
     assert!(
         ready.starts_with("HTTP/1.1 200") && ready.ends_with("ready\n"),
         "{ready}"
@@ -855,7 +919,7 @@ fn readiness_follows_the_rule_file_and_systemd_is_notified() {
         .unwrap_or_default()
         .starts_with("RELOADING=1\nMONOTONIC_USEC="));
     assert_eq!(next_notice().as_deref(), Some("READY=1"));
-    let ready = get(&env, port, "/readyz");
+    let ready = env.get(port, "/readyz");
     assert!(
         ready.starts_with("HTTP/1.1 503") && ready.contains("last reload was rejected"),
         "{ready}"
@@ -868,7 +932,7 @@ fn readiness_follows_the_rule_file_and_systemd_is_notified() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let ready = get(&env, port, "/readyz");
+    let ready = env.get(port, "/readyz");
     assert!(ready.starts_with("HTTP/1.1 200"), "{ready}");
 
     daemon.signal(libc::SIGTERM);
@@ -886,19 +950,6 @@ fn readiness_follows_the_rule_file_and_systemd_is_notified() {
         Some("STOPPING=1"),
         "{notices:?}"
     );
-}
-
-fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> u64 {
-    text.lines()
-        .filter(|l| {
-            l.starts_with(name)
-                && labels
-                    .iter()
-                    .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .map(|v| v as u64)
-        .sum()
 }
 
 /// J35: metrics answer on 127.0.0.1 only, counters move; the pin directory is 0700. Also a
@@ -922,14 +973,14 @@ fn j35_metrics_on_loopback_and_private_pins() {
     );
 
     let before = metric(
-        &scrape(&env, port),
+        &env.scrape(port),
         "nodegate_packets_total",
         &[("reason", "allow-rule")],
     );
     let sender = env.lab.peer_sender().unwrap();
     common::send_paced(&sender, &allowed_frame(), 25);
-    wait_counted(&env, "allow-rule", 25);
-    let text = scrape(&env, port);
+    env.wait_counted("allow-rule", 25);
+    let text = env.scrape(port);
     assert_eq!(
         metric(
             &text,
@@ -959,13 +1010,13 @@ fn j35_metrics_on_loopback_and_private_pins() {
     // A bad file is rejected, counted, and the previous rules stay.
     std::fs::write(&config, "version: 1\nrules: [\n").unwrap();
     daemon.wait_for_log("reload rejected", Duration::from_secs(10));
-    let text = scrape(&env, port);
+    let text = env.scrape(port);
     assert_eq!(
         metric(&text, "nodegate_reloads_total", &[("result", "failure")]),
         1
     );
     common::send_paced(&sender, &allowed_frame(), 5);
-    wait_counted(&env, "allow-rule", 30);
+    env.wait_counted("allow-rule", 30);
 }
 
 /// A Kubernetes ConfigMap update (atomic `..data` symlink swap) reloads; `nodegate reload`
@@ -983,7 +1034,7 @@ fn configmap_swap_and_reload_command_trigger_reloads() {
     let daemon = env.start_daemon(&env.dir.join("rules.yaml"), &["--debounce-ms", "100"]);
     let sender = env.lab.peer_sender().unwrap();
     common::send_paced(&sender, &clients_frame(), 10);
-    wait_counted(&env, "allow-rule", 10);
+    env.wait_counted("allow-rule", 10);
 
     let v2 = env.dir.join("..v2");
     std::fs::create_dir(&v2).unwrap();
@@ -992,7 +1043,7 @@ fn configmap_swap_and_reload_command_trigger_reloads() {
     std::fs::rename(env.dir.join("..data_tmp"), env.dir.join("..data")).unwrap();
     daemon.wait_for_log("trigger=\"file change\"", Duration::from_secs(10));
     common::send_paced(&sender, &clients_frame(), 10);
-    wait_counted(&env, "no-source-match", 10);
+    env.wait_counted("no-source-match", 10);
     assert_eq!(
         reason_total(&env.snapshot(), "allow-rule").0,
         10,
@@ -1035,6 +1086,26 @@ fn configmap_swap_and_reload_command_trigger_reloads() {
     let out = env.run(&["reload", "--no-wait"]);
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("queued"));
+
+    // A FIFO put at the config path is refused at once instead of hanging the daemon, and
+    // a good file put back is read again.
+    let file = v2.join("rules.yaml");
+    std::fs::remove_file(&file).unwrap();
+    let c = std::ffi::CString::new(file.to_str().unwrap()).unwrap();
+    // SAFETY: c is a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let asked = std::time::Instant::now();
+    let out = env.run(&["reload"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("not a regular file"), "{stderr}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "answered promptly"
+    );
+    std::fs::remove_file(&file).unwrap();
+    std::fs::write(&file, FIXTURE).unwrap();
+    common::daemon::assert_success(&env.run(&["reload"]));
 }
 
 /// Upgrade from layout 1 (LPM tries): a pin directory holding another layout version's state

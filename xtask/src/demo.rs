@@ -153,7 +153,7 @@ pub fn run() -> anyhow::Result<()> {
         || {
             std::fs::read_to_string(&log)
                 .unwrap_or_default()
-                .contains("enforcing; reloads")
+                .contains("running; reloads")
         },
         "nodegate run to start",
         &log,

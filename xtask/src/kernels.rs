@@ -92,6 +92,14 @@ const SUITES: &[Suite] = &[
         env: &[],
     },
     Suite {
+        name: "veth: pins removed by hand, lost attachments put back",
+        target: "veth_repairs",
+        args: &[],
+        // The attachment path, which differs per kernel (clsact recorder before TCX).
+        quick: Some(&["a_lost_attachment"]),
+        env: &[],
+    },
+    Suite {
         name: "real binary under setpriv: promised capabilities × every BPF log level",
         target: "veth_privileges",
         args: &[],

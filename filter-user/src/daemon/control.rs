@@ -35,6 +35,8 @@ use crate::loader::pins::PinLayout;
 const REQUEST_DEADLINE: Duration = Duration::from_secs(2);
 /// Longest request line read.
 const MAX_REQUEST_BYTES: u64 = 256;
+/// Connections whose request is still being read, at most.
+const MAX_PENDING: usize = 64;
 
 /// What a client asks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -166,58 +168,69 @@ impl ControlListener {
         })
     }
 
-    /// Accept and read requests on a task of their own; well-formed ones arrive on the
-    /// returned channel with the connection to answer on. Receiving from it is cancel-safe,
-    /// so the daemon's event loop can wait on it beside file changes and signals without
-    /// ever dropping a half-read request.
+    /// Accept connections on a task of their own and read each one's request on a task of
+    /// its own (a client that holds its connection open without a word delays nobody else);
+    /// well-formed requests arrive on the returned channel with the connection to answer
+    /// on. Receiving from it is cancel-safe, so the daemon's event loop can wait on it
+    /// beside file changes and signals without ever dropping a half-read request.
     pub fn spawn(self) -> tokio::sync::mpsc::Receiver<(UnixStream, Request)> {
         let (tx, rx) = tokio::sync::mpsc::channel(8);
+        let readers = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_PENDING));
         tokio::spawn(async move {
             loop {
-                let request = self.next().await;
-                if tx.send(request).await.is_err() {
-                    return;
-                }
+                let accepted = tokio::select! {
+                    accepted = self.listener.accept() => accepted,
+                    // Nobody takes requests any more: stop listening (the socket goes).
+                    () = tx.closed() => return,
+                };
+                let Ok((stream, _)) = accepted else {
+                    // EMFILE and friends: back off instead of spinning.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                };
+                // Beyond MAX_PENDING silent clients, new ones are closed at once.
+                let Ok(permit) = readers.clone().try_acquire_owned() else {
+                    continue;
+                };
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    if let Some(request) = read_request(stream).await {
+                        let _ = tx.send(request).await;
+                    }
+                    drop(permit);
+                });
             }
         });
         rx
     }
+}
 
-    /// The next well-formed request and the connection to answer on. Clients that send
-    /// nothing in time or garbage are answered (or dropped) here and never returned.
-    pub async fn next(&self) -> (UnixStream, Request) {
-        loop {
-            let Ok((stream, _)) = self.listener.accept().await else {
-                // EMFILE and friends: back off instead of spinning.
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            };
-            let mut reader =
-                AsyncBufReader::new(tokio::io::AsyncReadExt::take(stream, MAX_REQUEST_BYTES));
-            let mut line = String::new();
-            let read = tokio::time::timeout(REQUEST_DEADLINE, reader.read_line(&mut line)).await;
-            let mut stream = reader.into_inner().into_inner();
-            let request = match line.trim() {
-                "reload" => Request::Reload,
-                "reload-nowait" => Request::ReloadNoWait,
-                "status" => Request::Status,
-                other => {
-                    if read.is_ok() {
-                        let answer = Answer {
-                            ok: false,
-                            epoch: 0,
-                            message: format!(
-                                "unknown request {other:?}; this nodegate understands `reload`, `reload-nowait` and `status`"
-                            ),
-                        };
-                        let _ = reply(&mut stream, &answer).await;
-                    }
-                    continue;
-                }
-            };
-            return (stream, request);
+/// The request on a fresh connection, with the connection to answer on. A client that sends
+/// nothing in time is dropped, one that sends garbage is answered here; neither returns.
+async fn read_request(stream: UnixStream) -> Option<(UnixStream, Request)> {
+    let mut reader = AsyncBufReader::new(tokio::io::AsyncReadExt::take(stream, MAX_REQUEST_BYTES));
+    let mut line = String::new();
+    let read = tokio::time::timeout(REQUEST_DEADLINE, reader.read_line(&mut line)).await;
+    let mut stream = reader.into_inner().into_inner();
+    let request = match line.trim() {
+        "reload" => Request::Reload,
+        "reload-nowait" => Request::ReloadNoWait,
+        "status" => Request::Status,
+        other => {
+            if read.is_ok() {
+                let answer = Answer {
+                    ok: false,
+                    epoch: 0,
+                    message: format!(
+                        "unknown request {other:?}; this nodegate understands `reload`, `reload-nowait` and `status`"
+                    ),
+                };
+                let _ = reply(&mut stream, &answer).await;
+            }
+            return None;
         }
-    }
+    };
+    Some((stream, request))
 }
 
 impl Drop for ControlListener {
@@ -310,8 +323,9 @@ mod tests {
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
 
+        let mut requests = listener.spawn();
         let server = tokio::spawn(async move {
-            let (mut stream, request) = listener.next().await;
+            let (mut stream, request) = requests.recv().await.unwrap();
             assert_eq!(request, Request::Reload);
             let answer = Answer {
                 ok: false,
@@ -319,8 +333,12 @@ mod tests {
                 message: "rules.yaml:2:7: bad".into(),
             };
             reply(&mut stream, &answer).await.unwrap();
-            listener
+            requests
         });
+        // Clients that connect and say nothing delay nobody.
+        let idle: Vec<StdUnixStream> = (0..50)
+            .map(|_| StdUnixStream::connect(&path).unwrap())
+            .collect();
         // Garbage first: answered with an error, not taken for a request.
         let (dir2, pins2) = (dir.clone(), pins.clone());
         let garbage = tokio::task::spawn_blocking(move || {
@@ -334,15 +352,24 @@ mod tests {
         .unwrap();
         assert!(garbage.contains("unknown request"), "{garbage}");
         let (dir2, pins2) = (dir.clone(), pins.clone());
+        let asked = std::time::Instant::now();
         let answer = tokio::task::spawn_blocking(move || {
             ask(&dir2, &pins2, Request::Reload, Duration::from_secs(5))
         })
         .await
         .unwrap()
         .unwrap();
+        assert!(
+            asked.elapsed() < Duration::from_secs(1),
+            "answered in {:?} beside 50 idle clients",
+            asked.elapsed()
+        );
         assert_eq!(answer.message, "rules.yaml:2:7: bad");
         assert!(!answer.ok);
+        drop(idle);
         drop(server.await.unwrap());
+        // Dropping the receiver stops the listener; its socket goes with it.
+        tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(!path.exists(), "the socket goes with the listener");
         let err = ask(&dir, &pins, Request::Reload, Duration::from_secs(1)).unwrap_err();
         assert!(

@@ -4,6 +4,7 @@
 //! is touched, and a bad file leaves the last good rule set active.
 
 use std::{
+    collections::BTreeMap,
     path::{Path, PathBuf},
     sync::{Arc, LazyLock},
     time::{Duration, Instant, SystemTime},
@@ -17,6 +18,7 @@ use crate::{
     loader::{
         attach::{ifname, AttachError, Attached, XdpModeChoice},
         features::{EgressChoice, EgressHook, KernelFeatures, MissingFeature},
+        holds::{Holds, LinkTrouble},
         pins::{PinError, PinLayout},
         privileges::{check_attach_privileges, MissingCapabilities, ProgramVariant},
         publish::PublishReport,
@@ -57,10 +59,12 @@ pub enum EngineError {
     #[error(transparent)]
     Kernel(#[from] MissingFeature),
     /// The rule file is invalid.
-    #[error("{path}: rule file rejected, the active rules are unchanged:\n{source}")]
+    #[error("{path}: rule file rejected, {kept}:\n{source}")]
     Config {
         /// File.
         path: PathBuf,
+        /// What stays as it was: the active rules on a reload, everything at start.
+        kept: &'static str,
         /// Diagnostics.
         source: ConfigError,
     },
@@ -108,6 +112,11 @@ pub struct EngineStats {
     pub last_reload_error: Option<String>,
     /// [`config::content_hash`] of the rule file the active generation came from.
     pub config_hash: Option<u64>,
+    /// Pins put back after they were removed by hand.
+    pub pins_restored: u64,
+    /// Interfaces attached again after their attachment was lost (detached by another
+    /// tool, interface re-created, link updated to another program).
+    pub links_restored: u64,
 }
 
 /// A running filter: program, maps, pins, current rules.
@@ -124,7 +133,17 @@ pub struct Engine {
     stats: EngineStats,
     features: KernelFeatures,
     egress_hook: EgressHook,
+    /// Our own references on the pinned maps and links (see [`Engine::tend`]).
+    holds: Holds,
+    /// Id of the XDP program this engine attached.
+    program_id: u32,
+    /// Requested interfaces the filter is not attached to, and why (what [`Engine::tend`]
+    /// last found; logged when it changes).
+    trouble: BTreeMap<String, String>,
 }
+
+/// How often the daemon checks that its pins and attachments are still there.
+pub const TEND_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Failsafe rules of `current` that `next` removes or changes (by name).
 pub fn failsafe_changes(current: &Policy, next: &Policy) -> Vec<String> {
@@ -165,6 +184,10 @@ pub fn prepare(
     let start = Instant::now();
     // The front end's checks compile against the committed slots (as an update of the
     // active generation when there is one): their tables are the ones to publish.
+    let kept = match previous {
+        Some(_) => "the active rules are unchanged",
+        None => "nothing was attached",
+    };
     let opts = config::LoadOptions {
         capacity,
         slots: slots.clone(),
@@ -173,6 +196,7 @@ pub fn prepare(
     };
     let loaded = config::load_file_with(path, &opts).map_err(|source| EngineError::Config {
         path: path.to_path_buf(),
+        kept,
         source,
     })?;
     for warning in &loaded.warnings {
@@ -220,6 +244,7 @@ impl Engine {
     pub fn start(options: EngineOptions) -> Result<Engine, EngineError> {
         check_attach_privileges()?;
         options.pins.check()?;
+        options.pins.check_ownership()?;
         // Probe the kernel and validate the file before touching anything.
         let features = KernelFeatures::probe();
         info!(features = %features.summary(), "kernel features");
@@ -234,7 +259,7 @@ impl Engine {
         }
         options.pins.create()?;
         let adopting = options.pins.has_state();
-        let filter = Filter::load(&LoadOptions {
+        let mut filter = Filter::load(&LoadOptions {
             map_pin_dir: Some(options.pins.maps_dir()),
             verbose_verifier: false,
             flow_capacity: Some(first.flows.capacity),
@@ -256,6 +281,16 @@ impl Engine {
         warn_table_capacity(&filter, first.capacity);
         let slots = RuleSlots::from_pairs(filter.maps().pinned_rule_slots());
         let prepared = prepare(&options.config, &slots, None, options.capacity)?;
+        let holds = Holds::maps(&options.pins)?;
+        let program_id =
+            filter
+                .program()
+                .info()
+                .map(|info| info.id())
+                .map_err(|e| LoaderError::Program {
+                    source: Box::new(e),
+                    hint: "",
+                })?;
         let mut engine = Engine {
             filter,
             variant,
@@ -266,6 +301,9 @@ impl Engine {
             stats: EngineStats::default(),
             features,
             egress_hook,
+            holds,
+            program_id,
+            trouble: BTreeMap::new(),
         };
         engine.apply(prepared)?;
         engine.pin_program()?;
@@ -280,6 +318,7 @@ impl Engine {
                 warn!(iface = %ifname, reason = %why, "driver-mode XDP is not available; fell back to generic mode, which runs later in the stack and is slower");
             }
             info!(iface = %ifname, ifindex = attached.ifindex, how = attached.how, egress = attached.egress, egress_hook = %attached.egress_hook, adopting, "attached");
+            engine.hold_links(&attached)?;
             engine.attached.push(attached);
         }
         for stale in engine.options.pins.pinned_links() {
@@ -307,6 +346,119 @@ impl Engine {
         // `stats` reads it from here; the pinned program is this loader's.
         self.options.pins.record_variant(self.variant)?;
         Ok(())
+    }
+
+    /// Take our own references on the links just attached (or adopted) for `attached`.
+    fn hold_links(&mut self, attached: &Attached) -> Result<(), EngineError> {
+        self.holds
+            .hold_links(&attached.ifname, attached.ifindex)
+            .map_err(|e| {
+                EngineError::Attach(AttachError::Pin {
+                    action: "hold",
+                    ifname: attached.ifname.clone(),
+                    detail: e.to_string(),
+                })
+            })
+    }
+
+    /// Put back what the world took away, every [`TEND_INTERVAL`] while the daemon runs.
+    ///
+    /// - A pin removed by hand (a link, a map, the program, or the whole pin directory) is
+    ///   pinned again: the daemon holds its own references, so the filter never stopped.
+    /// - A requested interface whose attachment is gone (interface deleted, re-created with
+    ///   a new index, link detached by another tool, or updated to another program) is
+    ///   attached again as `--iface` asks, in `--xdp-mode`, as soon as the interface exists
+    ///   and its XDP slot is free. An XDP program someone else attached there is never
+    ///   replaced: the interface stays unfiltered, and the daemon not ready, until it goes.
+    ///
+    /// Returns whether anything changed (pins restored, interfaces lost or attached).
+    pub fn tend(&mut self) -> bool {
+        let mut changed = self.restore_pins();
+        for ifname in self.options.ifaces.clone() {
+            changed |= self.tend_interface(&ifname);
+        }
+        changed
+    }
+
+    fn restore_pins(&mut self) -> bool {
+        let mut restored = match self.holds.repin() {
+            Ok(paths) => paths,
+            Err(err) => {
+                warn!("{err}; the filter keeps running on the daemon's own references");
+                return false;
+            }
+        };
+        if !self.options.pins.prog_path().exists() && self.pin_program().is_ok() {
+            restored.push(self.options.pins.prog_path());
+        }
+        for path in &restored {
+            warn!(pin = %path.display(), "a pin was removed by hand; pinned it again (the daemon holds its own references, so the filter never stopped)");
+        }
+        self.stats.pins_restored += restored.len() as u64;
+        !restored.is_empty()
+    }
+
+    /// Check one requested interface and attach it again when its attachment is lost.
+    fn tend_interface(&mut self, ifname: &str) -> bool {
+        let mut changed = false;
+        if let Some(trouble) = self.holds.link_trouble(ifname, self.program_id) {
+            warn!(iface = %ifname, "{trouble}; attaching again");
+            match trouble {
+                LinkTrouble::Detached | LinkTrouble::Recreated { .. } => {
+                    self.holds.drop_links(ifname);
+                    if let Some(gone) = self.attached.iter().position(|a| a.ifname == ifname) {
+                        let gone = self.attached.remove(gone);
+                        self.filter.maps_mut().forget_iface(gone.ifindex);
+                    }
+                }
+                // The XDP link is fine; the pinned one is adopted again below.
+                LinkTrouble::Replaced { .. } => {}
+                LinkTrouble::EgressDetached => self.holds.drop_egress(ifname),
+            }
+            changed = true;
+        } else if self.holds.holds(ifname) {
+            return self.note_trouble(ifname, None);
+        }
+        let result = self.filter.attach(
+            &self.options.pins,
+            ifname,
+            self.options.xdp_mode,
+            self.egress_hook,
+        );
+        let outcome = result.map_err(EngineError::from).and_then(|attached| {
+            self.hold_links(&attached)?;
+            Ok(attached)
+        });
+        match outcome {
+            Ok(attached) => {
+                info!(iface = %ifname, ifindex = attached.ifindex, how = attached.how, egress = attached.egress, "attached again");
+                self.attached.retain(|a| a.ifname != ifname);
+                self.attached.push(attached);
+                self.stats.links_restored += 1;
+                self.note_trouble(ifname, None);
+                true
+            }
+            Err(err) => changed | self.note_trouble(ifname, Some(err.to_string())),
+        }
+    }
+
+    /// Record why `ifname` is not attached (`None`: it is), logging changes only: a
+    /// missing interface is retried every second without a line each time.
+    fn note_trouble(&mut self, ifname: &str, why: Option<String>) -> bool {
+        let before = self.trouble.get(ifname).cloned();
+        if before == why {
+            return false;
+        }
+        match &why {
+            Some(why) => {
+                warn!(iface = %ifname, "not filtering {ifname}: {why}; retrying every {}s", TEND_INTERVAL.as_secs());
+                self.trouble.insert(ifname.to_string(), why.clone());
+            }
+            None => {
+                self.trouble.remove(ifname);
+            }
+        }
+        true
     }
 
     /// How the kernel runs the program this engine loaded.
@@ -366,6 +518,7 @@ impl Engine {
         self.slots.commit(&tables);
         info!(
             epoch = report.epoch,
+            writer = std::process::id(),
             slot = report.gen_slot,
             v4 = tables.stats.v4_prefixes,
             v6 = tables.stats.v6_prefixes,
@@ -444,7 +597,14 @@ impl Engine {
             .map(String::as_str)
             .collect();
         if !missing.is_empty() {
-            return Some(format!("not attached on {}", missing.join(", ")));
+            let why: Vec<String> = missing
+                .iter()
+                .map(|i| match self.trouble.get(*i) {
+                    Some(why) => format!("{i} ({why})"),
+                    None => (*i).to_string(),
+                })
+                .collect();
+            return Some(format!("not attached on {}", why.join(", ")));
         }
         self.stats.last_reload_error.as_ref().map(|err| {
             format!(

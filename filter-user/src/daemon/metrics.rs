@@ -21,6 +21,8 @@
 //! | `nodegate_lookup_table_fill_ratio` | `family` (share of one generation's table the active rules use) |
 //! | `nodegate_interface_monitor` | `interface` (1: monitor mode on it, 0: enforce; `interfaces:` in the rule file may differ from the file's `mode`) |
 //! | `nodegate_interface_default_pass` | `interface` (1: default pass on it, 0: default drop) |
+//! | `nodegate_interface_attached` | `interface` (1: attached to an interface `--iface` asked for, 0: not, see `/readyz`) |
+//! | `nodegate_repairs_total` | `what` = `pin`/`attachment` (put back after someone else removed it) |
 //! | `nodegate_last_reload_timestamp_seconds` | — (absent until the first successful reload) |
 //! | `nodegate_info` | `version`, `program_variant` = `native`/`spectre-hardened` (loaded without CAP_PERFMON) |
 //!
@@ -144,6 +146,12 @@ pub struct DaemonState {
     pub program_variant: &'static str,
     /// Why the daemon is not ready (`/readyz` answers 503 with it); `None` when it is.
     pub not_ready: Option<String>,
+    /// Each interface `--iface` asked for, and whether the filter is attached to it now.
+    pub interfaces_attached: BTreeMap<String, bool>,
+    /// Pins put back after they were removed by hand.
+    pub pins_restored: u64,
+    /// Interfaces attached again after their attachment was lost.
+    pub links_restored: u64,
 }
 
 /// What the metrics endpoint reads on every scrape; the daemon implements it.
@@ -398,6 +406,24 @@ impl Collector for Scrape {
             "nodegate_interface_default_pass",
             "1 when the interface's default verdict for unmatched IP traffic is pass, 0 when drop.",
             per_interface(|(_, default)| *default == DefaultAction::Pass),
+        )?;
+        gauge_family(
+            &mut encoder,
+            "nodegate_interface_attached",
+            "1 when the filter is attached to the interface `--iface` asked for, 0 while it is not (interface missing, detached by another tool, or held by another XDP program).",
+            state
+                .interfaces_attached
+                .iter()
+                .map(|(name, up)| (vec![("interface", name.clone())], i64::from(*up))),
+        )?;
+        counter_family(
+            &mut encoder,
+            "nodegate_repairs",
+            "What the daemon put back after someone else removed it: pins removed by hand, attachments lost (interface re-created, link detached or updated).",
+            [
+                (vec![("what", "pin".to_owned())], state.pins_restored),
+                (vec![("what", "attachment".to_owned())], state.links_restored),
+            ],
         )?;
         let last_reload = state.last_reload.map(|t| {
             t.duration_since(SystemTime::UNIX_EPOCH)
@@ -777,6 +803,12 @@ mod tests {
             last_reload: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_790_000_000)),
             program_variant: "native",
             not_ready: None,
+            interfaces_attached: BTreeMap::from([
+                ("eth0".to_owned(), true),
+                ("eth1".to_owned(), false),
+            ]),
+            pins_restored: 21,
+            links_restored: 2,
         };
         Arc::new(Fake {
             snapshot: Mutex::new(snapshot),
@@ -846,6 +878,10 @@ mod tests {
             r#"nodegate_rule_packets_total{rule="block-bad",verdict="drop"} 5"#,
             r#"nodegate_rule_packets_total{rule="block-bad",verdict="would_drop"} 3"#,
             r#"nodegate_rule_packets_total{rule="gone",verdict="unknown"} 2"#,
+            r#"nodegate_interface_attached{interface="eth0"} 1"#,
+            r#"nodegate_interface_attached{interface="eth1"} 0"#,
+            r#"nodegate_repairs_total{what="pin"} 21"#,
+            r#"nodegate_repairs_total{what="attachment"} 2"#,
             r#"nodegate_rule_bytes_total{rule="ssh-admins",verdict="pass"} 6000"#,
             r#"nodegate_reloads_total{result="success"} 3"#,
             r#"nodegate_reloads_total{result="failure"} 1"#,

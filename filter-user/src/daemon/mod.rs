@@ -13,6 +13,3 @@ pub mod samples;
 pub mod watch;
 
 pub use metrics::DEFAULT_METRICS_ADDR;
-
-/// Where `nodegate run` writes its PID, for `nodegate reload`.
-pub const DEFAULT_PID_FILE: &str = "/run/nodegate/nodegate.pid";

@@ -14,7 +14,7 @@ use tracing::{error, info, warn};
 
 use super::{
     control::{self, Answer, ControlListener, Request},
-    engine::{Engine, EngineError, EngineOptions},
+    engine::{Engine, EngineError, EngineOptions, TEND_INTERVAL},
     metrics::{self, DaemonState, MetricsSource},
     notify,
     owner::{self, OwnerLock},
@@ -47,8 +47,8 @@ pub struct RunOptions {
     pub metrics_explicit: bool,
     /// Pin layout.
     pub pins: PinLayout,
-    /// PID file for `nodegate reload`.
-    pub pid_file: PathBuf,
+    /// PID file; `None`: `/run/nodegate/<pin dir>.pid` ([`pid_path`]).
+    pub pid_file: Option<PathBuf>,
     /// Debounce for file changes.
     pub debounce: Duration,
     /// aya-log level of the programs (0 off … 5 trace), fixed at load.
@@ -144,7 +144,15 @@ fn refresh_state(engine: &mut Engine, state: &Mutex<DaemonState>) {
     let tables = engine.filter().maps().table_usage().unwrap_or_default();
     let variant = engine.variant().name();
     let not_ready = engine.not_ready();
+    let attached: std::collections::BTreeMap<String, bool> = engine
+        .requested_ifaces()
+        .iter()
+        .map(|i| (i.clone(), engine.attached().iter().any(|a| &a.ifname == i)))
+        .collect();
     if let Ok(mut s) = state.lock() {
+        s.interfaces_attached = attached;
+        s.pins_restored = stats.pins_restored;
+        s.links_restored = stats.links_restored;
         s.not_ready = not_ready;
         s.program_variant = variant;
         s.tables = tables;
@@ -306,6 +314,11 @@ fn spawn_bpf_logger(engine: &mut Engine) -> Option<tokio::task::JoinHandle<()>> 
     }))
 }
 
+/// The default PID file of the daemon owning `pins`: beside its owner lock.
+pub fn pid_path(run_dir: &std::path::Path, pins: &PinLayout) -> PathBuf {
+    OwnerLock::path_for(run_dir, pins).with_extension("pid")
+}
+
 /// The PID file while we own the pin directory: removed when dropped, on a failed start
 /// as on a clean exit (before the owner lock goes).
 struct PidFile(PathBuf);
@@ -355,7 +368,11 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     // One owner per pin directory, before anything is written. Taken before the signal
     // handlers: a start that waits for the owner still dies on SIGTERM.
     let _owner = OwnerLock::acquire(&options.run_dir, &options.pins, options.owner_wait)?;
-    let _pid_file = PidFile::write(&options.pid_file).map_err(io("write the PID file"))?;
+    let pid_path = options
+        .pid_file
+        .clone()
+        .unwrap_or_else(|| pid_path(&options.run_dir, &options.pins));
+    let _pid_file = PidFile::write(&pid_path).map_err(io("write the PID file"))?;
     // Bound now, served once the maps exist: a taken port must fail the start before the
     // first map write.
     let listener = options.metrics.map(metrics::bind).transpose()?;
@@ -402,8 +419,10 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     };
     let _samples = spawn_sample_logger(&options.pins);
     let _bpf_log = spawn_bpf_logger(&mut engine);
-    info!(config = %options.config.display(), "enforcing; reloads on file change, SIGHUP or `nodegate reload`");
-    sd_notify("READY=1\nSTATUS=enforcing");
+    info!(config = %options.config.display(), "running; reloads on file change, SIGHUP or `nodegate reload`");
+    sd_notify("READY=1\nSTATUS=running");
+    let mut tend = tokio::time::interval(TEND_INTERVAL);
+    tend.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     loop {
         tokio::select! {
@@ -436,6 +455,11 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
                     }
                 }
             }
+            _ = tend.tick() => {
+                if engine.tend() {
+                    refresh_state(&mut engine, &state);
+                }
+            }
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
@@ -444,7 +468,10 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     // While we still own the pin directory: the listener task only ends with the runtime,
     // after the lock is gone.
     let _ = std::fs::remove_file(&control_path);
-    info!("exiting; the filter stays attached and enforcing (`nodegate detach --iface IF` removes it)");
+    match engine.not_ready() {
+        None => info!("exiting; the filter stays attached with the active rules (`nodegate detach --iface IF` removes it)"),
+        Some(why) => warn!("exiting; {why}: the filter stays as it is, a new `nodegate run` attaches again"),
+    }
     Ok(())
 }
 

@@ -144,33 +144,45 @@ impl Lab {
         // From here on, Drop cleans up whatever got created.
         ip(&["netns", "add", &lab.node_ns])?;
         ip(&["netns", "add", &lab.peer_ns])?;
+        lab.create_pair()?;
+        Ok(lab)
+    }
+
+    fn create_pair(&self) -> Result<(), LabError> {
         ip(&[
             "link",
             "add",
-            &lab.node_if,
+            &self.node_if,
             "netns",
-            &lab.node_ns,
+            &self.node_ns,
             "type",
             "veth",
             "peer",
             "name",
-            &lab.peer_if,
+            &self.peer_if,
             "netns",
-            &lab.peer_ns,
+            &self.peer_ns,
         ])?;
         configure_end(
-            &lab.node_ns,
-            &lab.node_if,
-            &lab.addrs.node_v4,
-            &lab.addrs.node_v6,
+            &self.node_ns,
+            &self.node_if,
+            &self.addrs.node_v4,
+            &self.addrs.node_v6,
         )?;
         configure_end(
-            &lab.peer_ns,
-            &lab.peer_if,
-            &lab.addrs.peer_v4,
-            &lab.addrs.peer_v6,
-        )?;
-        Ok(lab)
+            &self.peer_ns,
+            &self.peer_if,
+            &self.addrs.peer_v4,
+            &self.addrs.peer_v6,
+        )
+    }
+
+    /// Delete the veth pair and create it again with the same names and addresses, as a
+    /// CNI or a driver reset does: the node interface comes back with a new index and
+    /// without any XDP program. Open a new [`Lab::peer_sender`] afterwards.
+    pub fn recreate_pair(&self) -> Result<(), LabError> {
+        ip(&["-n", &self.node_ns, "link", "del", &self.node_if])?;
+        self.create_pair()
     }
 
     /// A second veth pair between the same two namespaces, IPv4 only (IPv6 off, as in

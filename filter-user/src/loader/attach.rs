@@ -409,8 +409,13 @@ impl Filter {
                     self.forget_clsact_link(id);
                     return Ok("adopted");
                 }
-                Err(err) if is_netlink_errno(&err, libc::ENOENT) => {
-                    tracing::warn!(iface = %ifname, "the flow recorder's clsact filter was gone (qdisc or filter deleted by someone else); attaching it again");
+                // ENOENT: the filter is gone; EINVAL ("Parent Qdisc doesn't exists"): the
+                // whole clsact qdisc is, as on an interface deleted and created again.
+                Err(err)
+                    if is_netlink_errno(&err, libc::ENOENT)
+                        || is_netlink_errno(&err, libc::EINVAL) =>
+                {
+                    tracing::warn!(iface = %ifname, "the flow recorder's clsact filter was gone (qdisc or filter deleted, or the interface re-created); attaching it again");
                 }
                 Err(source) => {
                     return Err(egress_attach_err(

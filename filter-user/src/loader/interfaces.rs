@@ -142,6 +142,12 @@ impl FilterMaps {
         Ok(slot)
     }
 
+    /// Free the counter slot of an interface that is gone (its index is never reused for
+    /// it: a re-created interface gets a new one).
+    pub(crate) fn forget_iface(&mut self, ifindex: u32) {
+        let _ = self.ifaces.remove(&ifindex);
+    }
+
     /// The name the config knows `ifindex` by: its stand-in name if it has one, else the
     /// interface's name in this network namespace.
     fn iface_name(&self, ifindex: u32) -> Option<String> {

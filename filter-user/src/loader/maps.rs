@@ -247,6 +247,21 @@ impl FilterMaps {
             source,
         })
     }
+
+    /// The epoch of the generation packets are judged by now (`None` before the first).
+    pub fn active_epoch(&self) -> Result<Option<u64>, LoaderError> {
+        let control = self.control()?;
+        if control.ready == 0 {
+            return Ok(None);
+        }
+        self.gen_config
+            .get(&control.active_gen, 0)
+            .map(|config| Some(config.epoch))
+            .map_err(|source| LoaderError::Map {
+                name: MAP_GEN_CONFIG,
+                source,
+            })
+    }
 }
 
 /// One family's source lookup table; see [`FilterMaps::table_usage`].

@@ -5,7 +5,9 @@ pub mod attach;
 pub mod counters;
 pub mod features;
 pub mod grace;
+pub mod holds;
 pub mod interfaces;
+pub mod link_ref;
 mod maps;
 pub mod pins;
 pub mod privileges;
@@ -94,6 +96,14 @@ pub enum LoaderError {
         words: usize,
         /// Words per generation the map holds.
         capacity: usize,
+    },
+    /// A pin removed by hand could not be put back.
+    #[error("cannot pin {path} again after it was removed: {detail}")]
+    Repin {
+        /// The pin.
+        path: PathBuf,
+        /// Why.
+        detail: String,
     },
     /// All interface counter slots are taken.
     #[error(

@@ -16,7 +16,7 @@
 
 use std::{
     fs,
-    os::unix::fs::{DirBuilderExt, PermissionsExt},
+    os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt},
     path::{Path, PathBuf},
 };
 
@@ -51,6 +51,21 @@ pub enum PinError {
         /// Its version.
         found: String,
         /// Ours.
+        ours: u32,
+    },
+    /// A directory of the layout is not one nodegate's user made: whoever owns it can
+    /// remove or replace the pins in it, wedging the filter.
+    #[error(
+        "{path} is {problem}, not a directory owned by nodegate's user (uid {ours}); whoever controls \
+         it could remove or replace the filter's pins. Remove it (`rm -r {path}`) or choose another \
+         --pin-dir"
+    )]
+    NotOurs {
+        /// The directory.
+        path: PathBuf,
+        /// What it is instead.
+        problem: String,
+        /// Our effective uid.
         ours: u32,
     },
     /// Filesystem error.
@@ -219,6 +234,48 @@ impl PinLayout {
         names
     }
 
+    /// The directories of the layout, root first.
+    fn dirs(&self) -> [PathBuf; 6] {
+        [
+            self.root.clone(),
+            self.version_dir(),
+            self.maps_dir(),
+            self.links_dir(),
+            self.egress_links_dir(),
+            self.clsact_dir(),
+        ]
+    }
+
+    /// Check every directory of the layout that exists is a real directory (not a symlink)
+    /// owned by our effective user: one pre-created by another user would be adopted
+    /// (`create` only fixes the mode), and its owner could wedge the filter.
+    pub fn check_ownership(&self) -> Result<(), PinError> {
+        // SAFETY: geteuid has no preconditions.
+        let ours = unsafe { libc::geteuid() };
+        for dir in self.dirs() {
+            let meta = match fs::symlink_metadata(&dir) {
+                Ok(meta) => meta,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io("inspect", &dir)(e)),
+            };
+            let problem = if meta.file_type().is_symlink() {
+                "a symbolic link".to_string()
+            } else if !meta.is_dir() {
+                "not a directory".to_string()
+            } else if meta.uid() != ours {
+                format!("owned by uid {}", meta.uid())
+            } else {
+                continue;
+            };
+            return Err(PinError::NotOurs {
+                path: dir,
+                problem,
+                ours,
+            });
+        }
+        Ok(())
+    }
+
     /// Check the root is on bpffs and holds no foreign layout version.
     pub fn check(&self) -> Result<(), PinError> {
         let probe = if self.root.exists() {
@@ -248,14 +305,7 @@ impl PinLayout {
     /// Create the directories, owner-only (0700): pinned maps are writable by whoever can
     /// open them, so nobody but root may traverse there.
     pub fn create(&self) -> Result<(), PinError> {
-        for dir in [
-            self.root.clone(),
-            self.version_dir(),
-            self.maps_dir(),
-            self.links_dir(),
-            self.egress_links_dir(),
-            self.clsact_dir(),
-        ] {
+        for dir in self.dirs() {
             if !dir.exists() {
                 fs::DirBuilder::new()
                     .mode(0o700)

@@ -20,6 +20,9 @@ pub const NODEGATE: &str = env!("CARGO_BIN_EXE_nodegate");
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
+/// What `run` logs once every interface is attached.
+const READY_LINE: &str = "running; reloads";
+
 /// A lab plus a private pin directory and scratch directory; everything is removed on drop,
 /// also when the test panics.
 pub struct Env {
@@ -120,12 +123,18 @@ impl Env {
         extra: &[&str],
         vars: &[(&str, &std::ffi::OsStr)],
     ) -> Daemon {
-        self.start_daemon_full(None, config, extra, vars)
+        self.start_daemon_full(None, config, extra, vars, None)
+    }
+
+    /// [`Env::start_daemon`] appending its log to `log`, which other daemons may share:
+    /// the lines of several daemons then stand in the order they were written.
+    pub fn start_daemon_logging_to(&self, config: &Path, extra: &[&str], log: &Path) -> Daemon {
+        self.start_daemon_full(None, config, extra, &[], Some(log))
     }
 
     /// [`Env::start_daemon`] holding exactly `caps` (see [`Env::nodegate_as`]).
     pub fn start_daemon_as(&self, caps: Option<&[&str]>, config: &Path, extra: &[&str]) -> Daemon {
-        self.start_daemon_full(caps, config, extra, &[])
+        self.start_daemon_full(caps, config, extra, &[], None)
     }
 
     fn start_daemon_full(
@@ -134,6 +143,7 @@ impl Env {
         config: &Path,
         extra: &[&str],
         vars: &[(&str, &std::ffi::OsStr)],
+        shared_log: Option<&Path>,
     ) -> Daemon {
         let _ = std::fs::remove_file(self.pid_file());
         let config = config.to_str().unwrap().to_string();
@@ -151,26 +161,34 @@ impl Env {
         if !extra.iter().any(|a| a.starts_with("--metrics")) {
             args.push("--no-metrics");
         }
-        let log = self.dir.join(format!(
-            "daemon-{}.log",
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
+        let log = match shared_log {
+            Some(log) => log.to_path_buf(),
+            None => self.dir.join(format!(
+                "daemon-{}.log",
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            )),
+        };
+        let stderr = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let mut daemon = Daemon { child: None, log };
+        // A shared log already holds earlier daemons' lines: wait for one more.
+        let ready_before = daemon.log_text().matches(READY_LINE).count();
         let child = self
             .nodegate_as(caps, &args)
             .envs(vars.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
+            .stderr(stderr)
             .spawn()
             .expect("spawn nodegate run");
-        let mut daemon = Daemon {
-            child: Some(child),
-            log,
-        };
+        daemon.child = Some(child);
         let deadline = Instant::now() + super::patience(Duration::from_secs(30));
-        // The PID file is written as soon as the daemon owns the pin directory; enforcing
+        // The PID file is written as soon as the daemon owns the pin directory; READY_LINE
         // is what it logs once every interface is attached.
-        while !daemon.log_text().contains("enforcing; reloads") {
+        while daemon.log_text().matches(READY_LINE).count() == ready_before {
             if let Some(status) = daemon.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!(
                     "nodegate run exited early ({status}):\n{}",
@@ -193,6 +211,42 @@ impl Env {
             .expect("open pinned maps")
             .snapshot()
             .unwrap()
+    }
+
+    /// Wait (up to 5 s) until at least `at_least` packets were judged for `reason`.
+    pub fn wait_counted(&self, reason: &str, at_least: u64) {
+        let deadline = Instant::now() + super::patience(Duration::from_secs(5));
+        while reason_total(&self.snapshot(), reason).0 < at_least {
+            assert!(
+                Instant::now() < deadline,
+                "{reason} never reached {at_least}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The whole HTTP response to `GET path` from a daemon's metrics listener on
+    /// 127.0.0.1:`port` in the node namespace.
+    pub fn get(&self, port: u16, path: &str) -> String {
+        use std::io::Write;
+        filter_user::lab::in_netns(&self.lab.node_ns, || {
+            let mut s =
+                std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to metrics");
+            write!(
+                s,
+                "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+            )
+            .unwrap();
+            let mut body = String::new();
+            s.read_to_string(&mut body).unwrap();
+            body
+        })
+        .unwrap()
+    }
+
+    /// One scrape of `/metrics`.
+    pub fn scrape(&self, port: u16) -> String {
+        self.get(port, "/metrics")
     }
 
     /// The XDP program id on the node interface, if any.
@@ -294,6 +348,29 @@ impl Drop for Daemon {
             let _ = child.wait();
         }
     }
+}
+
+/// Assert that a command succeeded, showing its stderr when it did not.
+pub fn assert_success(out: &Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The sum of the samples of metric `name` carrying every label in `labels`.
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> u64 {
+    text.lines()
+        .filter(|l| {
+            l.starts_with(name)
+                && labels
+                    .iter()
+                    .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .sum()
 }
 
 /// Sum of packets and bytes for one reason name over all interfaces (decided verdicts).

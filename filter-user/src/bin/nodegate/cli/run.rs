@@ -4,7 +4,7 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use filter_user::{
     config::CapacityOverride,
-    daemon::{run::RunOptions, DEFAULT_PID_FILE},
+    daemon::run::RunOptions,
     loader::{attach::XdpModeChoice, features::EgressChoice, pins::PinLayout},
     policy::PrefixCapacity,
 };
@@ -76,9 +76,11 @@ pub struct Args {
     no_metrics: bool,
     #[command(flatten)]
     pins: PinArgs,
-    /// Where to write the PID for `nodegate reload`.
-    #[arg(long, value_name = "FILE", default_value = DEFAULT_PID_FILE)]
-    pid_file: PathBuf,
+    /// Where to write the daemon's PID (for the operator; nodegate itself never reads it).
+    /// Default: /run/nodegate/<pin dir>.pid, beside the owner lock, so daemons of different
+    /// pin directories never share one.
+    #[arg(long, value_name = "FILE")]
+    pid_file: Option<PathBuf>,
     /// Most verbose log level of the BPF programs' own diagnostics (aya-log; only on error
     /// and slow paths, never per packet), fixed when the program is loaded.
     #[arg(long, value_enum, default_value_t = BpfLogLevel::Warn)]
