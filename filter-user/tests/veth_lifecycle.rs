@@ -749,6 +749,7 @@ fn status_tells_what_is_loaded_and_whether_it_is_healthy() {
     assert_eq!(json["daemon"]["pid"], daemon.pid());
     assert_eq!(json["daemon"]["config"], config.to_str().unwrap());
     assert_eq!(json["config_on_disk_matches"], true);
+    assert_eq!(json["active_epoch"], json["daemon"]["epoch"], "{json:#}");
     assert!(json["interfaces"][&env.lab.node_if].is_string(), "{json:#}");
     let rules = json["rules"].as_array().unwrap();
     let packets = |name: &str| {
@@ -784,9 +785,12 @@ fn status_tells_what_is_loaded_and_whether_it_is_healthy() {
     assert_eq!(code, Some(2), "{json:#}");
     assert!(json["daemon"].is_null());
     assert!(json["problems"].to_string().contains("no `nodegate run`"));
+    assert!(json["active_epoch"].as_u64().unwrap() >= 1, "{json:#}");
     // The text form says the same.
     let out = env.run(&["status"]);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("daemon          none"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("daemon          none"), "{text}");
+    assert!(text.contains("(from the pins)"), "{text}");
 }
 
 /// Whatever a refused start left in the pin directory: it must be nothing.

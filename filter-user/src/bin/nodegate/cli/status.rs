@@ -63,6 +63,9 @@ struct Status {
     interfaces: BTreeMap<String, Option<&'static str>>,
     program_variant: Option<&'static str>,
     active_generation_slot: Option<u32>,
+    /// Epoch of the generation packets are judged by, read from the pins (with or without
+    /// a daemon).
+    active_epoch: Option<u64>,
     rules: Vec<RuleStatus>,
     tables: Option<TableUsage>,
     healthy: bool,
@@ -117,6 +120,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         interfaces: BTreeMap::new(),
         program_variant: None,
         active_generation_slot: None,
+        active_epoch: None,
         rules: Vec::new(),
         tables: None,
         healthy: false,
@@ -139,6 +143,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .context("failed to read the control word")?
                 .active_gen,
         );
+        status.active_epoch = maps
+            .active_epoch()
+            .context("failed to read the active generation")?;
         status.tables = Some(
             maps.table_usage()
                 .context("failed to read the table settings")?,
@@ -222,7 +229,12 @@ fn print_text(s: &Status) {
                 println!("last reload     REJECTED: {err}");
             }
         }
-        None => println!("daemon          none"),
+        None => {
+            println!("daemon          none");
+            if let Some(epoch) = s.active_epoch {
+                println!("active epoch    {epoch} (from the pins)");
+            }
+        }
     }
     for (name, mode) in &s.interfaces {
         println!("interface       {name}: XDP {}", mode.unwrap_or("?"));
