@@ -49,6 +49,19 @@ pub enum Request {
     Status,
 }
 
+/// One rule of the active generation as the daemon knows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleSummary {
+    /// Its name.
+    pub name: String,
+    /// failsafe, deny or allow.
+    pub kind: String,
+    /// IPv4 source prefixes it lists (its sets resolved).
+    pub ipv4_sources: usize,
+    /// IPv6 source prefixes it lists.
+    pub ipv6_sources: usize,
+}
+
 /// What the daemon says about itself (`nodegate status`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DaemonStatus {
@@ -74,8 +87,8 @@ pub struct DaemonStatus {
     pub requested: Vec<String>,
     /// `ProgramVariant::name`.
     pub program_variant: String,
-    /// Rules of the active generation, in file order: (name, kind).
-    pub rules: Vec<(String, String)>,
+    /// Rules of the active generation, in file order.
+    pub rules: Vec<RuleSummary>,
     /// Why it is not ready (`None`: ready).
     pub not_ready: Option<String>,
 }

@@ -240,7 +240,19 @@ fn daemon_status(engine: &mut Engine) -> control::DaemonStatus {
             .policy()
             .rules
             .iter()
-            .map(|r| (r.name.clone(), format!("{:?}", r.kind).to_lowercase()))
+            .map(|r| {
+                let v4 = r
+                    .sources
+                    .iter()
+                    .filter(|n| matches!(n, ipnet::IpNet::V4(_)))
+                    .count();
+                control::RuleSummary {
+                    name: r.name.clone(),
+                    kind: format!("{:?}", r.kind).to_lowercase(),
+                    ipv4_sources: v4,
+                    ipv6_sources: r.sources.len() - v4,
+                }
+            })
             .collect(),
         not_ready: engine.not_ready(),
     }

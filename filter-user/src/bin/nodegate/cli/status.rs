@@ -14,7 +14,7 @@ use anyhow::Context;
 use filter_user::{
     config::{content_hash, read_rule_file},
     daemon::{
-        control::{self, ControlError, DaemonStatus},
+        control::{self, ControlError, DaemonStatus, RuleSummary},
         owner::RUN_DIR,
     },
     loader::{attach::attached_mode, pins::PinLayout, FilterMaps, TableUsage},
@@ -44,6 +44,8 @@ enum Format {
 struct RuleStatus {
     name: String,
     kind: Option<String>,
+    /// IPv4 and IPv6 source prefixes it lists (known with a daemon).
+    sources: Option<(usize, usize)>,
     slot: u16,
     packets: u64,
     bytes: u64,
@@ -151,14 +153,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .context("failed to read the table settings")?,
         );
         let snap = maps.snapshot().context("failed to read counters")?;
-        let kinds: BTreeMap<&str, &str> = status
+        let known: BTreeMap<&str, &RuleSummary> = status
             .daemon
             .iter()
-            .flat_map(|d| d.rules.iter().map(|(n, k)| (n.as_str(), k.as_str())))
+            .flat_map(|d| d.rules.iter().map(|r| (r.name.as_str(), r)))
             .collect();
         for (name, slot) in maps.pinned_rule_slots() {
             // With a daemon, its active rules; without, every named slot.
-            if !kinds.is_empty() && !kinds.contains_key(name.as_str()) {
+            if !known.is_empty() && !known.contains_key(name.as_str()) {
                 continue;
             }
             let count = |would_drop: bool| {
@@ -168,8 +170,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     .fold((0, 0), |(p, b), r| (p + r.packets, b + r.bytes))
             };
             let ((packets, bytes), (would_drop_packets, _)) = (count(false), count(true));
+            let rule = known.get(name.as_str());
             status.rules.push(RuleStatus {
-                kind: kinds.get(name.as_str()).map(|k| k.to_string()),
+                kind: rule.map(|r| r.kind.clone()),
+                sources: rule.map(|r| (r.ipv4_sources, r.ipv6_sources)),
                 name,
                 slot,
                 packets,
@@ -250,14 +254,18 @@ fn print_text(s: &Status) {
     }
     if !s.rules.is_empty() {
         println!(
-            "{:<32} {:<9} {:>12} {:>14} {:>12}",
-            "rule", "kind", "packets", "bytes", "would drop"
+            "{:<32} {:<9} {:>15} {:>12} {:>14} {:>12}",
+            "rule", "kind", "sources v4/v6", "packets", "bytes", "would drop"
         );
         for r in &s.rules {
+            let sources = r
+                .sources
+                .map_or_else(|| "-".to_string(), |(v4, v6)| format!("{v4}/{v6}"));
             println!(
-                "{:<32} {:<9} {:>12} {:>14} {:>12}",
+                "{:<32} {:<9} {:>15} {:>12} {:>14} {:>12}",
                 r.name,
                 r.kind.as_deref().unwrap_or("-"),
+                sources,
                 r.packets,
                 r.bytes,
                 r.would_drop_packets
