@@ -761,7 +761,10 @@ fn status_tells_what_is_loaded_and_whether_it_is_healthy() {
             .unwrap()
     };
     assert_eq!(packets("control-plane-api"), 7);
-    let api = rules.iter().find(|r| r["name"] == "control-plane-api").unwrap();
+    let api = rules
+        .iter()
+        .find(|r| r["name"] == "control-plane-api")
+        .unwrap();
     assert_eq!(api["sources"], serde_json::json!([1, 1]), "{api}");
     assert!(
         rules

@@ -4,6 +4,8 @@
 mod bench;
 mod cmd;
 mod demo;
+mod image;
+mod install;
 mod kernels;
 mod knockout;
 mod lint;
@@ -45,6 +47,21 @@ enum Command {
         #[arg(long = "suite", value_name = "TEST_TARGET")]
         suites: Vec<String>,
     },
+    /// The container image: the release binary, `ip`, `tc` and their shared libraries from
+    /// scratch, committed by buildah into target/image/nodegate.oci.tar (no registry, no
+    /// network). `--rootfs DIR` only assembles the root filesystem (the Containerfile's step).
+    Image {
+        /// Assemble the root filesystem into DIR and stop.
+        #[arg(long, value_name = "DIR")]
+        rootfs: Option<std::path::PathBuf>,
+    },
+    /// Install on this host: the release binary in /usr/local/bin, the systemd unit, shell
+    /// completions, and examples/eks-node.yaml as /etc/nodegate/rules.yaml unless one exists.
+    Install {
+        /// Install below this directory instead of / (packaging, tests).
+        #[arg(long, value_name = "DIR", default_value = "/")]
+        destdir: std::path::PathBuf,
+    },
     /// Benchmarks of docs/BENCHMARKS.md: criterion (model, compiler, BPF_PROG_TEST_RUN),
     /// the veth pipeline against xdp-filter, nftables and iptables+ipset, and reload
     /// latency. Installs the peers if missing; needs root. Prints the tables.
@@ -63,5 +80,7 @@ fn main() -> anyhow::Result<()> {
         Command::Lint => lint::run(),
         Command::Kernels { quick, suites } => kernels::run(quick, &suites),
         Command::Bench { quick } => bench::run(quick),
+        Command::Image { rootfs } => image::run(rootfs),
+        Command::Install { destdir } => install::run(&destdir),
     }
 }

@@ -35,6 +35,18 @@ pub fn run() -> anyhow::Result<()> {
                     "--test-threads=1",
                 ]))?;
         }
+        eprintln!("== the container image (cargo xtask image), then its root filesystem run with exactly the DaemonSet's security context");
+        crate::image::run(None)?;
+        sh(Command::new("cargo").current_dir(&root).args([
+            "test",
+            "--locked",
+            "-p",
+            "xtask",
+            "--test",
+            "image",
+            "--",
+            "--ignored",
+        ]))?;
         eprintln!("== benchmark smoke (--quick): every benchmark runs once and prints a number; not a speed check");
         crate::bench::run(true)?;
         eprintln!("== kernel matrix (--quick): the short suite inside Debian's 6.1 and 6.12 kernels under qemu");

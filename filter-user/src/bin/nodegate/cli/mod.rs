@@ -4,6 +4,7 @@ mod check;
 mod detach;
 mod explain;
 mod gen_traffic;
+mod mount_bpffs;
 mod reload;
 mod replay;
 mod run;
@@ -85,6 +86,9 @@ enum Command {
     Replay(replay::Args),
     /// Write a realistic, seeded Kubernetes-node traffic capture (pcap or pcapng).
     GenTraffic(gen_traffic::Args),
+    /// Mount a BPF filesystem at PATH unless one is there (what the Kubernetes kit's init
+    /// container runs).
+    MountBpffs(mount_bpffs::Args),
     /// Print a shell completion script.
     Completions {
         /// Shell.
@@ -104,6 +108,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Uninstall(args) => detach::uninstall(args),
         Command::Replay(args) => replay::run(args),
         Command::GenTraffic(args) => gen_traffic::run(args),
+        Command::MountBpffs(args) => mount_bpffs::run(args),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,

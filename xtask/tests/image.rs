@@ -1,0 +1,475 @@
+//! The image and the DaemonSet's security context suffice: the root filesystem unpacked from
+//! `cargo xtask image`'s OCI archive runs `nodegate run` as the rendered DaemonSet says —
+//! its arguments, uid 0 holding only the capabilities it adds, no new privileges, a
+//! read-only root, and its mounts (bpffs, the run directory, the ConfigMap as a directory)
+//! — inside a lab network namespace. It attaches, judges traffic, reloads on a
+//! ConfigMap-style `..data` swap, and exits leaving the filter enforcing.
+//!
+//! Root and the archive are needed: `cargo xtask test` builds the image and runs this with
+//! `--ignored`.
+
+use std::{
+    ffi::CString,
+    os::{fd::AsRawFd, unix::process::CommandExt},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use k8s_openapi::api::{apps::v1::DaemonSet, core::v1::Container};
+use serde_json::Value;
+
+mod support;
+
+const NODE_IP: &str = "10.201.0.1";
+const PEER_IP: &str = "10.201.0.2";
+
+fn sh(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Everything the test creates, removed on drop (also when it fails).
+struct Scene {
+    id: String,
+    dir: PathBuf,
+    node_ns: String,
+    peer_ns: String,
+    node_if: String,
+    /// A directory on the host's bpffs standing in for the node's /sys/fs/bpf.
+    bpffs: PathBuf,
+    daemon: Option<Child>,
+}
+
+impl Scene {
+    fn new() -> Scene {
+        let id = format!("{}", std::process::id() % 100_000);
+        let scene = Scene {
+            dir: std::env::temp_dir().join(format!("ngimage-{id}")),
+            node_ns: format!("ngimg-{id}-node"),
+            peer_ns: format!("ngimg-{id}-peer"),
+            node_if: format!("ngimg{id}n"),
+            bpffs: PathBuf::from(format!("/sys/fs/bpf/ngtest-image-{id}")),
+            id,
+            daemon: None,
+        };
+        std::fs::create_dir_all(&scene.dir).unwrap();
+        std::fs::create_dir_all(&scene.bpffs).unwrap();
+        sh("ip", &["netns", "add", &scene.node_ns]);
+        sh("ip", &["netns", "add", &scene.peer_ns]);
+        let peer_if = format!("ngimg{}p", scene.id);
+        sh(
+            "ip",
+            &[
+                "link",
+                "add",
+                &scene.node_if,
+                "netns",
+                &scene.node_ns,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &peer_if,
+                "netns",
+                &scene.peer_ns,
+            ],
+        );
+        for (ns, ifname, addr) in [
+            (&scene.node_ns, &scene.node_if, NODE_IP),
+            (&scene.peer_ns, &peer_if, PEER_IP),
+        ] {
+            sh(
+                "ip",
+                &[
+                    "-n",
+                    ns,
+                    "addr",
+                    "add",
+                    &format!("{addr}/24"),
+                    "dev",
+                    ifname,
+                ],
+            );
+            sh("ip", &["-n", ns, "link", "set", ifname, "up"]);
+            sh("ip", &["-n", ns, "link", "set", "lo", "up"]);
+        }
+        scene
+    }
+
+    /// Does a ping from the peer get an answer?
+    fn ping_answered(&self) -> bool {
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.peer_ns,
+                "ping",
+                "-c",
+                "2",
+                "-i",
+                "0.2",
+                "-W",
+                "1",
+            ])
+            .arg(NODE_IP)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+    }
+
+    fn xdp_attached(&self) -> bool {
+        sh(
+            "ip",
+            &["-n", &self.node_ns, "-d", "link", "show", &self.node_if],
+        )
+        .contains("prog/xdp")
+    }
+}
+
+impl Drop for Scene {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.daemon.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.node_ns])
+            .status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.peer_ns])
+            .status();
+        let _ = Command::new("rm").arg("-rf").arg(&self.bpffs).status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Unpack the image's layers (OCI archive: index → manifest → layers, in order).
+fn unpack(archive: &Path, into: &Path) {
+    let oci = into.with_extension("oci");
+    std::fs::create_dir_all(&oci).unwrap();
+    sh(
+        "tar",
+        &[
+            "-xf",
+            archive.to_str().unwrap(),
+            "-C",
+            oci.to_str().unwrap(),
+        ],
+    );
+    let blob = |digest: &str| {
+        oci.join("blobs/sha256")
+            .join(digest.trim_start_matches("sha256:"))
+    };
+    let json =
+        |path: PathBuf| -> Value { serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap() };
+    let index = json(oci.join("index.json"));
+    let manifest = json(blob(index["manifests"][0]["digest"].as_str().unwrap()));
+    std::fs::create_dir_all(into).unwrap();
+    for layer in manifest["layers"].as_array().unwrap() {
+        let path = blob(layer["digest"].as_str().unwrap());
+        let gzip = layer["mediaType"].as_str().unwrap().ends_with("gzip");
+        let flags = if gzip { "-xzf" } else { "-xf" };
+        sh(
+            "tar",
+            &[flags, path.to_str().unwrap(), "-C", into.to_str().unwrap()],
+        );
+    }
+}
+
+/// The rendered EKS overlay's nodegate container and the host paths of its volumes.
+fn daemonset_container() -> (Container, Vec<(String, Option<String>)>) {
+    let docs = support::render(&support::kit().join("overlays/eks"));
+    let ds = docs.into_iter().find(|d| d["kind"] == "DaemonSet").unwrap();
+    let ds: DaemonSet = serde_json::from_value(ds).unwrap();
+    let pod = ds.spec.template.spec.unwrap();
+    let container = pod
+        .containers
+        .into_iter()
+        .find(|c| c.name == "nodegate")
+        .unwrap();
+    let volumes = pod
+        .volumes
+        .unwrap()
+        .into_iter()
+        .map(|v| (v.name, v.host_path.map(|h| h.path)))
+        .collect();
+    (container, volumes)
+}
+
+fn cap_number(name: &str) -> u32 {
+    match name {
+        "NET_ADMIN" => 12,
+        "PERFMON" => 38,
+        "BPF" => 39,
+        other => panic!("capability {other} not known to this test"),
+    }
+}
+
+fn c(s: impl AsRef<std::ffi::OsStr>) -> CString {
+    CString::new(s.as_ref().as_encoded_bytes()).unwrap()
+}
+
+fn check(rc: libc::c_int) -> std::io::Result<()> {
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+#[test]
+#[ignore = "needs root and `cargo xtask image`; `cargo xtask test` runs it"]
+fn the_image_runs_the_daemon_with_exactly_what_the_daemonset_grants() {
+    let archive = support::root().join("target/image/nodegate.oci.tar");
+    assert!(
+        archive.exists(),
+        "{} missing: run `cargo xtask image` first",
+        archive.display()
+    );
+    let mut scene = Scene::new();
+    let rootfs = scene.dir.join("rootfs");
+    unpack(&archive, &rootfs);
+
+    let (container, volumes) = daemonset_container();
+    let sc = container.security_context.clone().unwrap();
+    assert_eq!(sc.run_as_user, Some(0));
+    let caps: Vec<u32> = sc
+        .capabilities
+        .unwrap()
+        .add
+        .unwrap()
+        .iter()
+        .map(|c| cap_number(c))
+        .collect();
+    let read_only = sc.read_only_root_filesystem == Some(true);
+    let no_new_privs = sc.allow_privilege_escalation == Some(false);
+
+    // The ConfigMap as kubelet writes it: files in a timestamped directory behind `..data`.
+    let config = scene.dir.join("configmap");
+    let rules = |v: &str, extra: &str| {
+        let d = config.join(v);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(
+            d.join("rules.yaml"),
+            format!(
+                "version: 1\nmode: enforce\ndefault: drop\nreturn_traffic: off\n\
+                 failsafe:\n  - {{name: admin, from: [192.0.2.0/28], protocol: tcp, ports: [22]}}\n\
+                 rules:\n  - {{name: api, from: [198.51.100.0/24], protocol: tcp, ports: [443]}}\n{extra}"
+            ),
+        )
+        .unwrap();
+    };
+    rules("..v1", "");
+    rules(
+        "..v2",
+        &format!("  - {{name: peer-ping, from: [{PEER_IP}/32], protocol: icmp, types: [8]}}\n"),
+    );
+    std::os::unix::fs::symlink("..v1", config.join("..data")).unwrap();
+    std::os::unix::fs::symlink("..data/rules.yaml", config.join("rules.yaml")).unwrap();
+    let run_dir = scene.dir.join("run");
+    std::fs::create_dir_all(&run_dir).unwrap();
+
+    // Host side of every mount the DaemonSet declares.
+    let host_side = |mount_path: &str| -> PathBuf {
+        match mount_path {
+            "/sys/fs/bpf" => scene.bpffs.clone(),
+            "/run/nodegate" => run_dir.clone(),
+            "/etc/nodegate" => config.clone(),
+            other => panic!("the DaemonSet mounts {other}; teach this test its host side"),
+        }
+    };
+    let mounts: Vec<(PathBuf, PathBuf, bool)> = container
+        .volume_mounts
+        .iter()
+        .flatten()
+        .map(|m| {
+            let volume = volumes.iter().find(|(n, _)| *n == m.name).unwrap();
+            if let Some(host) = &volume.1 {
+                assert_eq!(
+                    host, &m.mount_path,
+                    "hostPath volumes appear at their host path"
+                );
+            }
+            (
+                host_side(&m.mount_path),
+                rootfs.join(m.mount_path.trim_start_matches('/')),
+                m.read_only == Some(true),
+            )
+        })
+        .collect();
+    let args: Vec<String> = container
+        .args
+        .clone()
+        .unwrap()
+        .into_iter()
+        .map(|a| {
+            a.replace("$(NODE_IP)", NODE_IP)
+                .replace("--iface=eth0", &format!("--iface={}", scene.node_if))
+        })
+        .collect();
+
+    let netns = std::fs::File::open(format!("/run/netns/{}", scene.node_ns)).unwrap();
+    let log_path = scene.dir.join("daemon.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let (root_c, proc_c, sys_c, dev_c) = (
+        c(&rootfs),
+        c(rootfs.join("proc")),
+        c(rootfs.join("sys")),
+        c(rootfs.join("dev")),
+    );
+    let binds: Vec<(CString, CString, bool)> = mounts
+        .iter()
+        .map(|(from, to, ro)| (c(from), c(to), *ro))
+        .collect();
+    let mut cmd = Command::new("/usr/bin/nodegate");
+    cmd.args(&args)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log);
+    // SAFETY: only syscalls on memory prepared before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            let none = std::ptr::null::<libc::c_char>();
+            check(libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET))?;
+            check(libc::unshare(libc::CLONE_NEWNS))?;
+            check(libc::mount(
+                none,
+                c"/".as_ptr(),
+                none,
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            ))?;
+            // The root as the runtime gives it: the image, read-only if the context says so.
+            check(libc::mount(
+                root_c.as_ptr(),
+                root_c.as_ptr(),
+                none,
+                libc::MS_BIND,
+                std::ptr::null(),
+            ))?;
+            if read_only {
+                check(libc::mount(
+                    none,
+                    root_c.as_ptr(),
+                    none,
+                    libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
+                    std::ptr::null(),
+                ))?;
+            }
+            check(libc::mount(
+                c"proc".as_ptr(),
+                proc_c.as_ptr(),
+                c"proc".as_ptr(),
+                0,
+                std::ptr::null(),
+            ))?;
+            // sysfs of the node's network namespace, as in a hostNetwork pod.
+            check(libc::mount(
+                c"sysfs".as_ptr(),
+                sys_c.as_ptr(),
+                c"sysfs".as_ptr(),
+                libc::MS_RDONLY,
+                std::ptr::null(),
+            ))?;
+            check(libc::mount(
+                c"/dev".as_ptr(),
+                dev_c.as_ptr(),
+                none,
+                libc::MS_BIND | libc::MS_REC,
+                std::ptr::null(),
+            ))?;
+            for (from, to, ro) in &binds {
+                check(libc::mount(
+                    from.as_ptr(),
+                    to.as_ptr(),
+                    none,
+                    libc::MS_BIND,
+                    std::ptr::null(),
+                ))?;
+                if *ro {
+                    check(libc::mount(
+                        none,
+                        to.as_ptr(),
+                        none,
+                        libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
+                        std::ptr::null(),
+                    ))?;
+                }
+            }
+            check(libc::chroot(root_c.as_ptr()))?;
+            check(libc::chdir(c"/".as_ptr()))?;
+            // uid 0 with a bounding set of exactly the added capabilities: what exec
+            // leaves root with, as in a container.
+            for cap in 0..=63u32 {
+                if !caps.contains(&cap) {
+                    let _ = libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0);
+                }
+            }
+            if no_new_privs {
+                check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
+            }
+            Ok(())
+        });
+    }
+    scene.daemon = Some(cmd.spawn().expect("start the image's nodegate"));
+    let log_text = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let wait_for = |needle: &str, count: usize| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while log_text().matches(needle).count() < count {
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} in:\n{}",
+                log_text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait_for("running; reloads", 1);
+    assert!(scene.xdp_attached(), "attached");
+    assert!(
+        !scene.ping_answered(),
+        "v1 drops the peer's ping:\n{}",
+        log_text()
+    );
+
+    // The ConfigMap changes: kubelet swaps `..data`; the daemon reloads by itself.
+    std::os::unix::fs::symlink("..v2", config.join("..data_tmp")).unwrap();
+    std::fs::rename(config.join("..data_tmp"), config.join("..data")).unwrap();
+    wait_for("rule generation active", 2);
+    assert!(scene.ping_answered(), "v2 passes it:\n{}", log_text());
+
+    // SIGTERM (a pod deleted): exit 0, the filter stays attached with v2.
+    let mut daemon = scene.daemon.take().unwrap();
+    // SAFETY: signals our own child.
+    unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+    assert!(daemon.wait().unwrap().success(), "{}", log_text());
+    std::os::unix::fs::symlink("..v1", config.join("..data_tmp")).unwrap();
+    std::fs::rename(config.join("..data_tmp"), config.join("..data")).unwrap();
+    assert!(scene.xdp_attached(), "still attached after exit");
+    assert!(
+        scene.ping_answered(),
+        "still enforcing v2, nothing reloads without a daemon"
+    );
+
+    // Remove it with the image's own binary (run on the host: it needs nothing else).
+    let pins = scene.bpffs.join("nodegate");
+    let out = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{}", scene.node_ns))
+        .arg(rootfs.join("usr/bin/nodegate"))
+        .args(["uninstall", "--pin-dir", pins.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!scene.xdp_attached());
+}
