@@ -50,3 +50,18 @@ fn render(cmd: &Command) -> String {
     }
     s
 }
+
+/// Build the release `nodegate` (with its BPF object) and return its path.
+pub fn build_release_nodegate() -> anyhow::Result<PathBuf> {
+    let root = workspace_root();
+    sh(Command::new("cargo").current_dir(&root).args([
+        "build",
+        "--release",
+        "--locked",
+        "-p",
+        "filter-user",
+        "--bin",
+        "nodegate",
+    ]))?;
+    Ok(root.join("target/release/nodegate"))
+}

@@ -70,16 +70,7 @@ pub fn run() -> anyhow::Result<()> {
         bail!("the demo creates network namespaces and attaches XDP: run it as root (sudo -E cargo xtask demo)");
     }
     let root = workspace_root();
-    sh(Command::new("cargo").current_dir(&root).args([
-        "build",
-        "--release",
-        "--locked",
-        "-p",
-        "filter-user",
-        "--bin",
-        "nodegate",
-    ]))?;
-    let nodegate = root.join("target/release/nodegate");
+    let nodegate = crate::cmd::build_release_nodegate()?;
     let config = root.join("examples/eks-node.yaml");
 
     // Ctrl-C: stop waiting, let Drop tear the lab down.

@@ -14,7 +14,7 @@ use std::{
 
 use anyhow::{bail, Context};
 
-use crate::cmd::{output, sh, workspace_root};
+use crate::cmd::{output, workspace_root};
 
 /// Where the binary goes in the image (the DaemonSet runs the image's entrypoint).
 pub const BINARY: &str = "usr/bin/nodegate";
@@ -35,16 +35,7 @@ fn version() -> String {
 /// Build the release binary and the image; print its size and layers.
 pub fn run(rootfs_only: Option<PathBuf>) -> anyhow::Result<()> {
     let root = workspace_root();
-    sh(Command::new("cargo").current_dir(&root).args([
-        "build",
-        "--release",
-        "--locked",
-        "-p",
-        "filter-user",
-        "--bin",
-        "nodegate",
-    ]))?;
-    let binary = root.join("target/release/nodegate");
+    let binary = crate::cmd::build_release_nodegate()?;
     if let Some(dir) = rootfs_only {
         return assemble_rootfs(&binary, &dir);
     }

@@ -6,7 +6,7 @@ use std::{os::unix::fs::PermissionsExt, path::Path, process::Command};
 
 use anyhow::Context;
 
-use crate::cmd::{sh, workspace_root};
+use crate::cmd::workspace_root;
 
 /// Where each file goes, relative to the destination root.
 pub const BINARY: &str = "usr/local/bin/nodegate";
@@ -18,16 +18,7 @@ const EXAMPLES: &str = "usr/local/share/doc/nodegate/examples";
 
 pub fn run(destdir: &Path) -> anyhow::Result<()> {
     let root = workspace_root();
-    sh(Command::new("cargo").current_dir(&root).args([
-        "build",
-        "--release",
-        "--locked",
-        "-p",
-        "filter-user",
-        "--bin",
-        "nodegate",
-    ]))?;
-    install(&root.join("target/release/nodegate"), &root, destdir)?;
+    install(&crate::cmd::build_release_nodegate()?, &root, destdir)?;
     if destdir == Path::new("/") {
         eprintln!(
             "next: edit /{RULES} (`nodegate check /{RULES}`), set the interfaces with `systemctl edit nodegate` \

@@ -16,13 +16,11 @@ use std::{
     time::{Duration, Instant},
 };
 
+use filter_user::lab::{Lab, LabAddrs};
 use k8s_openapi::api::{apps::v1::DaemonSet, core::v1::Container};
 use serde_json::Value;
 
 mod support;
-
-const NODE_IP: &str = "10.201.0.1";
-const PEER_IP: &str = "10.201.0.2";
 
 fn sh(program: &str, args: &[&str]) -> String {
     let out = Command::new(program).args(args).output().unwrap();
@@ -36,11 +34,8 @@ fn sh(program: &str, args: &[&str]) -> String {
 
 /// Everything the test creates, removed on drop (also when it fails).
 struct Scene {
-    id: String,
+    lab: Lab,
     dir: PathBuf,
-    node_ns: String,
-    peer_ns: String,
-    node_if: String,
     /// A directory on the host's bpffs standing in for the node's /sys/fs/bpf.
     bpffs: PathBuf,
     daemon: Option<Child>,
@@ -48,76 +43,30 @@ struct Scene {
 
 impl Scene {
     fn new() -> Scene {
-        let id = format!("{}", std::process::id() % 100_000);
+        let id = std::process::id();
         let scene = Scene {
+            lab: Lab::new("img", LabAddrs::default()).expect("create the lab"),
             dir: std::env::temp_dir().join(format!("ngimage-{id}")),
-            node_ns: format!("ngimg-{id}-node"),
-            peer_ns: format!("ngimg-{id}-peer"),
-            node_if: format!("ngimg{id}n"),
             bpffs: PathBuf::from(format!("/sys/fs/bpf/ngtest-image-{id}")),
-            id,
             daemon: None,
         };
         std::fs::create_dir_all(&scene.dir).unwrap();
         std::fs::create_dir_all(&scene.bpffs).unwrap();
-        sh("ip", &["netns", "add", &scene.node_ns]);
-        sh("ip", &["netns", "add", &scene.peer_ns]);
-        let peer_if = format!("ngimg{}p", scene.id);
-        sh(
-            "ip",
-            &[
-                "link",
-                "add",
-                &scene.node_if,
-                "netns",
-                &scene.node_ns,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                &peer_if,
-                "netns",
-                &scene.peer_ns,
-            ],
-        );
-        for (ns, ifname, addr) in [
-            (&scene.node_ns, &scene.node_if, NODE_IP),
-            (&scene.peer_ns, &peer_if, PEER_IP),
-        ] {
-            sh(
-                "ip",
-                &[
-                    "-n",
-                    ns,
-                    "addr",
-                    "add",
-                    &format!("{addr}/24"),
-                    "dev",
-                    ifname,
-                ],
-            );
-            sh("ip", &["-n", ns, "link", "set", ifname, "up"]);
-            sh("ip", &["-n", ns, "link", "set", "lo", "up"]);
-        }
         scene
+    }
+
+    fn node_ip(&self) -> &str {
+        self.lab.addrs.node_v4.split('/').next().unwrap()
+    }
+
+    fn peer_ip(&self) -> &str {
+        self.lab.addrs.peer_v4.split('/').next().unwrap()
     }
 
     /// Does a ping from the peer get an answer?
     fn ping_answered(&self) -> bool {
-        Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.peer_ns,
-                "ping",
-                "-c",
-                "2",
-                "-i",
-                "0.2",
-                "-W",
-                "1",
-            ])
-            .arg(NODE_IP)
+        self.lab
+            .peer_cmd("ping", &["-c", "2", "-i", "0.2", "-W", "1", self.node_ip()])
             .stdout(Stdio::null())
             .status()
             .unwrap()
@@ -127,7 +76,14 @@ impl Scene {
     fn xdp_attached(&self) -> bool {
         sh(
             "ip",
-            &["-n", &self.node_ns, "-d", "link", "show", &self.node_if],
+            &[
+                "-n",
+                &self.lab.node_ns,
+                "-d",
+                "link",
+                "show",
+                &self.lab.node_if,
+            ],
         )
         .contains("prog/xdp")
     }
@@ -139,12 +95,7 @@ impl Drop for Scene {
             let _ = child.kill();
             let _ = child.wait();
         }
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.node_ns])
-            .status();
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.peer_ns])
-            .status();
+        // The lab's namespaces go with `lab`.
         let _ = Command::new("rm").arg("-rf").arg(&self.bpffs).status();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
@@ -269,7 +220,10 @@ fn the_image_runs_the_daemon_with_exactly_what_the_daemonset_grants() {
     rules("..v1", "");
     rules(
         "..v2",
-        &format!("  - {{name: peer-ping, from: [{PEER_IP}/32], protocol: icmp, types: [8]}}\n"),
+        &format!(
+            "  - {{name: peer-ping, from: [{}/32], protocol: icmp, types: [8]}}\n",
+            scene.peer_ip()
+        ),
     );
     std::os::unix::fs::symlink("..v1", config.join("..data")).unwrap();
     std::os::unix::fs::symlink("..data/rules.yaml", config.join("rules.yaml")).unwrap();
@@ -310,12 +264,12 @@ fn the_image_runs_the_daemon_with_exactly_what_the_daemonset_grants() {
         .unwrap()
         .into_iter()
         .map(|a| {
-            a.replace("$(NODE_IP)", NODE_IP)
-                .replace("--iface=eth0", &format!("--iface={}", scene.node_if))
+            a.replace("$(NODE_IP)", scene.node_ip())
+                .replace("--iface=eth0", &format!("--iface={}", scene.lab.node_if))
         })
         .collect();
 
-    let netns = std::fs::File::open(format!("/run/netns/{}", scene.node_ns)).unwrap();
+    let netns = std::fs::File::open(format!("/run/netns/{}", scene.lab.node_ns)).unwrap();
     let log_path = scene.dir.join("daemon.log");
     let log = std::fs::File::create(&log_path).unwrap();
     let (root_c, proc_c, sys_c, dev_c) = (
@@ -461,7 +415,7 @@ fn the_image_runs_the_daemon_with_exactly_what_the_daemonset_grants() {
     // Remove it with the image's own binary (run on the host: it needs nothing else).
     let pins = scene.bpffs.join("nodegate");
     let out = Command::new("nsenter")
-        .arg(format!("--net=/run/netns/{}", scene.node_ns))
+        .arg(format!("--net=/run/netns/{}", scene.lab.node_ns))
         .arg(rootfs.join("usr/bin/nodegate"))
         .args(["uninstall", "--pin-dir", pins.to_str().unwrap()])
         .output()

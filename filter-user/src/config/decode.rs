@@ -65,6 +65,23 @@ const ESSENTIAL_KEYS: &[&str] = &["arp", "neighbor_discovery", "icmp_errors"];
 const RETURN_KEYS: &[&str] = &["mode", "ports", "timeouts", "capacity"];
 const CAPACITY_KEYS: &[&str] = &["ipv4_prefixes", "ipv6_prefixes"];
 const TIMEOUT_KEYS: &[&str] = &["tcp", "tcp_closing", "udp", "icmp"];
+/// Every key the decoder accepts, as the dotted path docs/CONFIG.md documents it under
+/// (`rules[].KEY` covers `failsafe[]` too; `interfaces.NAME.KEY` any interface name).
+pub fn key_paths() -> Vec<String> {
+    let under = |prefix: &str, keys: &[&str]| -> Vec<String> {
+        keys.iter().map(|k| format!("{prefix}{k}")).collect()
+    };
+    let mut paths = under("", TOP_KEYS);
+    paths.extend(under("essentials.", ESSENTIAL_KEYS));
+    paths.extend(under("return_traffic.", RETURN_KEYS));
+    paths.extend(under("return_traffic.timeouts.", TIMEOUT_KEYS));
+    paths.extend(under("capacity.", CAPACITY_KEYS));
+    paths.extend(under("interfaces.NAME.", super::interfaces::INTERFACE_KEYS));
+    paths.extend(under("rules[].", RULE_KEYS));
+    paths.push("sets.NAME".into());
+    paths
+}
+
 /// Longest flow timeout: a week, in seconds.
 const MAX_FLOW_TIMEOUT: u64 = 7 * 24 * 3600;
 /// Flow table capacity bounds (the map is preallocated: ~100 bytes an entry).

@@ -20,7 +20,7 @@ use super::yaml::{Node, Pos};
 use crate::policy::InterfaceSettings;
 
 /// Keys of one interface's entry.
-const INTERFACE_KEYS: &[&str] = &["mode", "default"];
+pub(super) const INTERFACE_KEYS: &[&str] = &["mode", "default"];
 
 /// Longest interface name Linux accepts (`IFNAMSIZ` - 1).
 const MAX_IFNAME_LEN: usize = 15;

@@ -69,6 +69,7 @@ mod file;
 mod interfaces;
 mod yaml;
 
+pub use decode::key_paths;
 pub use file::{content_hash, read_rule_file, MAX_RULE_FILE_BYTES};
 
 #[cfg(test)]
