@@ -46,6 +46,7 @@ pub fn run() -> anyhow::Result<()> {
             "image",
             "--",
             "--ignored",
+            "--test-threads=1",
         ]))?;
         eprintln!("== benchmark smoke (--quick): every benchmark runs once and prints a number; not a speed check");
         crate::bench::run(true)?;
