@@ -56,7 +56,10 @@ pub enum OwnerError {
         why: String,
     },
     /// I/O on the lock.
-    #[error("{what} {}: {source}", path.display())]
+    #[error(
+        "{what} {}: {source} (the run directory must be writable by nodegate; in Kubernetes a hostPath volume at /run/nodegate, shared by the pods of a rollout)",
+        path.display()
+    )]
     Io {
         /// What was being done.
         what: &'static str,

@@ -32,7 +32,7 @@ const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 #[derive(Debug, thiserror::Error)]
 pub enum PinError {
     /// The directory is not on a bpffs.
-    #[error("{path} is not on a BPF filesystem; mount one with `mount -t bpf bpf /sys/fs/bpf` (or run `cargo xtask setup`)")]
+    #[error("{path} is not on a BPF filesystem; mount one with `nodegate mount-bpffs /sys/fs/bpf` (or `mount -t bpf bpf /sys/fs/bpf`); in a container, mount the host's /sys/fs/bpf")]
     NotBpffs {
         /// Path checked.
         path: PathBuf,
