@@ -31,6 +31,7 @@ pub mod compiler;
 pub mod config;
 pub mod craft;
 pub mod daemon;
+pub mod diff;
 pub mod gen;
 pub mod lab;
 pub mod loader;

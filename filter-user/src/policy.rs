@@ -94,6 +94,24 @@ pub struct Rule {
 }
 
 impl Rule {
+    /// Its ports or types as written in a rule file (`22,8000-8080`), `all` when it has none.
+    pub fn keys_text(&self) -> String {
+        if self.keys.is_empty() {
+            return "all".into();
+        }
+        self.keys
+            .iter()
+            .map(|k| {
+                if k.start() == k.end() {
+                    k.start().to_string()
+                } else {
+                    format!("{}-{}", k.start(), k.end())
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
     /// Whether the rule applies to packets arriving on `ifname` (`None`: an interface no
     /// rule names, or none at all, as in `explain`).
     pub fn applies_on(&self, ifname: Option<&str>) -> bool {

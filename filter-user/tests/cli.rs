@@ -155,3 +155,76 @@ fn explain_judges_as_the_interface_would() {
         "{text}"
     );
 }
+
+const DIFF_BASE: &str = "version: 1
+return_traffic: off
+sets:
+  cp: [10.0.0.0/24, 10.0.1.0/24, \"2001:db8:cf::/64\"]
+failsafe:
+  - {name: ssh, from: [192.0.2.0/28], protocol: tcp, ports: [22]}
+rules:
+  - {name: api, from: [cp], protocol: tcp, ports: [443]}
+";
+
+/// `diff` against an identical file: "no change", exit 0, and the probes given keep their
+/// verdict and are listed.
+#[test]
+fn diff_of_an_identical_file_says_no_change() {
+    let (old, new) = (TempFile::new(DIFF_BASE), TempFile::new(DIFF_BASE));
+    let (code, out, err) = nodegate(&[
+        "diff",
+        new.path(),
+        "--against",
+        old.path(),
+        "--probe",
+        "tcp:10.0.0.9:443",
+        "--probe",
+        "tcp:[2001:db8:cf::1]:443",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("no change"), "{out}");
+    assert!(
+        out.contains("same      tcp from 10.0.0.9 to port/type 443: pass (api)"),
+        "{out}"
+    );
+    assert!(out.contains("2001:db8:cf::1"), "{out}");
+}
+
+/// A set that loses a prefix: the rule, the prefix and a packet from it whose verdict flips,
+/// exit 1; JSON says the same; a rejected file is trouble, exit 2.
+#[test]
+fn diff_names_the_rule_the_prefix_and_the_flipped_verdict() {
+    let old = TempFile::new(DIFF_BASE);
+    let new = TempFile::new(&DIFF_BASE.replace(" 10.0.1.0/24,", ""));
+    let (code, out, err) = nodegate(&["diff", new.path(), "--against", old.path()]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("rule ~    api"), "{out}");
+    assert!(out.contains("- from 10.0.1.0/24"), "{out}");
+    assert!(
+        out.contains("verdict   tcp from 10.0.1.0 to port/type 443: pass (api) → drop"),
+        "{out}"
+    );
+    let (code, json, _) = nodegate(&["diff", new.path(), "--against", old.path(), "-o", "json"]);
+    assert_eq!(code, 1);
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(
+        json["rules_changed"][0]["sources_removed"][0],
+        "10.0.1.0/24"
+    );
+    assert_eq!(json["verdicts"][0]["probe"]["proto"], "tcp");
+
+    let broken = TempFile::new("version: 1\nrules: [oops\n");
+    let (code, _, err) = nodegate(&["diff", broken.path(), "--against", old.path()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("rejected"), "{err}");
+    let (code, _, err) = nodegate(&[
+        "diff",
+        new.path(),
+        "--against",
+        old.path(),
+        "--probe",
+        "tcp:nowhere:1",
+    ]);
+    assert_eq!(code, 2, "a bad probe is a usage error");
+    assert!(err.contains("not an IP address"), "{err}");
+}

@@ -766,6 +766,29 @@ fn status_tells_what_is_loaded_and_whether_it_is_healthy() {
         .find(|r| r["name"] == "control-plane-api")
         .unwrap();
     assert_eq!(api["sources"], serde_json::json!([1, 1]), "{api}");
+
+    // `diff` compares with the rules the daemon published (recorded owner-only in the run
+    // directory): the same file is no change, an edited one names what it changes.
+    let recorded = filter_user::daemon::run::active_rules_path(
+        std::path::Path::new(filter_user::daemon::owner::RUN_DIR),
+        &env.pins,
+    );
+    let mode = std::fs::metadata(&recorded).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let out = env.run(&["diff", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let edited = env.write_config(
+        "edited.yaml",
+        &FIXTURE.replace("name: control-plane-api", "name: control-plane-api-v2"),
+    );
+    let out = env.run(&["diff", edited.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("rule +    control-plane-api-v2")
+            && text.contains("rule -    control-plane-api"),
+        "{text}"
+    );
     assert!(
         rules
             .iter()
@@ -796,6 +819,9 @@ fn status_tells_what_is_loaded_and_whether_it_is_healthy() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("daemon          none"), "{text}");
     assert!(text.contains("(from the pins)"), "{text}");
+    // With the daemon gone, `diff` still compares with what it published last.
+    let out = env.run(&["diff", edited.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
 }
 
 /// Whatever a refused start left in the pin directory: it must be nothing.

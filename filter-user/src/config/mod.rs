@@ -190,6 +190,9 @@ pub struct Loaded {
     pub tables: Tables,
     /// [`content_hash`] of the file's bytes (`None` for text given as a string).
     pub file_hash: Option<u64>,
+    /// The file's text as read (`None` for text given as a string): what the daemon
+    /// records as the active rules, for `nodegate diff`.
+    pub text: Option<std::sync::Arc<str>>,
 }
 
 /// Reads the node's ephemeral port range; see [`LoadOptions`].
@@ -297,6 +300,7 @@ pub fn load_file_with(path: impl AsRef<Path>, opts: &LoadOptions) -> Result<Load
     let hash = content_hash(text.as_bytes());
     let mut loaded = parse_str_with(&path.display().to_string(), &text, opts)?;
     loaded.file_hash = Some(hash);
+    loaded.text = Some(text.into());
     Ok(loaded)
 }
 
@@ -334,6 +338,7 @@ pub fn parse_str_with(name: &str, text: &str, opts: &LoadOptions) -> Result<Load
             stats: tables.stats,
             tables,
             file_hash: None,
+            text: None,
         }),
         _ => {
             if errors.is_empty() {

@@ -137,6 +137,8 @@ pub struct Engine {
     holds: Holds,
     /// Id of the XDP program this engine attached.
     program_id: u32,
+    /// The text of the rule file the active generation came from.
+    active_text: Option<Arc<str>>,
     /// Requested interfaces the filter is not attached to, and why (what [`Engine::tend`]
     /// last found; logged when it changes).
     trouble: BTreeMap<String, String>,
@@ -172,6 +174,8 @@ pub struct Prepared {
     pub compile_time: Duration,
     /// [`config::content_hash`] of the bytes read.
     pub file_hash: Option<u64>,
+    /// The text read.
+    pub text: Option<Arc<str>>,
 }
 
 /// Parse, validate and compile a rule file; nothing is touched.
@@ -207,6 +211,7 @@ pub fn prepare(
         tables: loaded.tables,
         compile_time: start.elapsed(),
         file_hash: loaded.file_hash,
+        text: loaded.text,
     })
 }
 
@@ -303,6 +308,7 @@ impl Engine {
             egress_hook,
             holds,
             program_id,
+            active_text: None,
             trouble: BTreeMap::new(),
         };
         engine.apply(prepared)?;
@@ -513,6 +519,7 @@ impl Engine {
             tables,
             compile_time,
             file_hash,
+            text,
         } = prepared;
         let report = self.filter.maps_mut().publish(&tables)?;
         self.slots.commit(&tables);
@@ -536,6 +543,7 @@ impl Engine {
         self.stats.last_compile = Some(compile_time);
         self.stats.last_reload_error = None;
         self.stats.config_hash = file_hash;
+        self.active_text = text;
         self.stats.last_publish = Some(report);
         self.active = Some(Arc::new(Compiled { policy, tables }));
         if !self.attached.is_empty() {
@@ -574,6 +582,11 @@ impl Engine {
     /// Interfaces attached by this engine.
     pub fn attached(&self) -> &[Attached] {
         &self.attached
+    }
+
+    /// The text of the rule file the active generation came from.
+    pub fn active_text(&self) -> Option<&str> {
+        self.active_text.as_deref()
     }
 
     /// The rule file this engine reloads.

@@ -176,7 +176,12 @@ fn rule_kinds(policy: &Policy) -> std::collections::HashMap<String, crate::polic
         .collect()
 }
 
-fn reload(engine: &mut Engine, state: &Mutex<DaemonState>, trigger: &str) -> Answer {
+fn reload(
+    engine: &mut Engine,
+    state: &Mutex<DaemonState>,
+    options: &RunOptions,
+    trigger: &str,
+) -> Answer {
     sd_notify(&notify::reloading_state());
     let answer = match engine.reload() {
         Ok(report) => {
@@ -209,6 +214,9 @@ fn reload(engine: &mut Engine, state: &Mutex<DaemonState>, trigger: &str) -> Ans
             }
         }
     };
+    if answer.ok {
+        record_active_rules(options, engine);
+    }
     refresh_state(engine, state);
     sd_notify("READY=1");
     answer
@@ -348,10 +356,33 @@ impl Drop for PidFile {
     }
 }
 
-/// Write our PID to `path` atomically and without following a symlink there: a temporary
+/// Write our PID to `path` atomically and without following a symlink there.
+fn write_pid_file(path: &std::path::Path) -> std::io::Result<()> {
+    write_replacing(path, format!("{}\n", std::process::id()).as_bytes(), 0o644)
+}
+
+/// Where the daemon owning `pins` records the text of the rule file its active generation
+/// came from (`nodegate diff` compares against it, daemon or not).
+pub fn active_rules_path(run_dir: &std::path::Path, pins: &PinLayout) -> PathBuf {
+    OwnerLock::path_for(run_dir, pins).with_extension("active.yaml")
+}
+
+/// Record the active generation's rule file text (owner-only: it may name internal
+/// ranges). A failure costs only `diff`'s default baseline, so it is logged, not fatal.
+fn record_active_rules(options: &RunOptions, engine: &Engine) {
+    let Some(text) = engine.active_text() else {
+        return;
+    };
+    let path = active_rules_path(&options.run_dir, &options.pins);
+    if let Err(err) = write_replacing(&path, text.as_bytes(), 0o600) {
+        warn!(path = %path.display(), "cannot record the active rules for `nodegate diff`: {err}");
+    }
+}
+
+/// Write `bytes` to `path` atomically and without following a symlink there: a temporary
 /// file created exclusively beside it, renamed over it (a rename replaces a symlink, it
 /// does not write through it).
-fn write_pid_file(path: &std::path::Path) -> std::io::Result<()> {
+fn write_replacing(path: &std::path::Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     use std::{io::Write, os::unix::fs::OpenOptionsExt};
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
@@ -361,10 +392,10 @@ fn write_pid_file(path: &std::path::Path) -> std::io::Result<()> {
     let mut file = std::fs::File::options()
         .write(true)
         .create_new(true)
-        .mode(0o644)
+        .mode(mode)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(&tmp)?;
-    writeln!(file, "{}", std::process::id())?;
+    file.write_all(bytes)?;
     std::fs::rename(&tmp, path)
 }
 
@@ -409,6 +440,7 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     })?;
     let state = Arc::new(Mutex::new(DaemonState::default()));
     refresh_state(&mut engine, &state);
+    record_active_rules(&options, &engine);
 
     let _metrics = match listener {
         Some(listener) => {
@@ -440,12 +472,12 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
         tokio::select! {
             changed = watcher.changed() => match changed {
                 Ok(()) => {
-                    reload(&mut engine, &state, "file change");
+                    reload(&mut engine, &state, &options, "file change");
                 }
                 Err(err) => warn!("config watcher: {err}; SIGHUP still reloads"),
             },
             _ = hup.recv() => {
-                reload(&mut engine, &state, "SIGHUP");
+                reload(&mut engine, &state, &options, "SIGHUP");
             }
             Some((mut stream, request)) = requests.recv() => {
                 match request {
@@ -459,10 +491,10 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
                             message: "reload queued".into(),
                         };
                         let _ = control::reply(&mut stream, &queued).await;
-                        reload(&mut engine, &state, "nodegate reload");
+                        reload(&mut engine, &state, &options, "nodegate reload");
                     }
                     Request::Reload => {
-                        let answer = reload(&mut engine, &state, "nodegate reload");
+                        let answer = reload(&mut engine, &state, &options, "nodegate reload");
                         let _ = control::reply(&mut stream, &answer).await;
                     }
                 }

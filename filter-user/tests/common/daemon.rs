@@ -283,6 +283,9 @@ impl Drop for Env {
         let _ = std::fs::remove_file(filter_user::daemon::control::socket_path(
             run_dir, &self.pins,
         ));
+        let _ = std::fs::remove_file(filter_user::daemon::run::active_rules_path(
+            run_dir, &self.pins,
+        ));
     }
 }
 

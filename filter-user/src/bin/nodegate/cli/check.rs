@@ -118,21 +118,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             Protocol::Icmpv6 => "icmpv6",
             Protocol::Any => "any",
         };
-        let keys = if r.keys.is_empty() {
-            "all".to_string()
-        } else {
-            r.keys
-                .iter()
-                .map(|k| {
-                    if k.start() == k.end() {
-                        k.start().to_string()
-                    } else {
-                        format!("{}-{}", k.start(), k.end())
-                    }
-                })
-                .collect::<Vec<_>>()
-                .join(",")
-        };
+        let keys = r.keys_text();
         let on = if r.interfaces.is_empty() {
             String::new()
         } else {

@@ -107,6 +107,10 @@ pub fn uninstall(args: UninstallArgs) -> anyhow::Result<ExitCode> {
     println!("removed {}", version_dir.display());
     // The run directory's files for these pins go too: nothing owns them any more.
     let _ = std::fs::remove_file(control::socket_path(RUN_DIR.as_ref(), &layout));
+    let _ = std::fs::remove_file(filter_user::daemon::run::active_rules_path(
+        RUN_DIR.as_ref(),
+        &layout,
+    ));
     let _ = std::fs::remove_file(owner.path());
     Ok(ExitCode::SUCCESS)
 }

@@ -2,6 +2,7 @@
 
 mod check;
 mod detach;
+mod diff;
 mod explain;
 mod gen_traffic;
 mod mount_bpffs;
@@ -77,6 +78,10 @@ enum Command {
     /// What is loaded, from which file, on which interfaces, with every rule's counters, and
     /// whether it is healthy. Exit 0 healthy, 2 needs attention, 3 nothing installed.
     Status(status::Args),
+    /// What loading a rule file would change against the running rules: settings, rules,
+    /// source prefixes, and packets whose verdict flips. Exit 0 no change, 1 changes,
+    /// 2 trouble.
+    Diff(diff::Args),
     /// Detach from one interface; the last detach removes every pin.
     Detach(detach::Args),
     /// Detach from every interface and remove all pinned state.
@@ -104,6 +109,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Reload(args) => reload::run(args),
         Command::Stats(args) => stats::run(args),
         Command::Status(args) => status::run(args),
+        Command::Diff(args) => diff::run(args),
         Command::Detach(args) => detach::run(args),
         Command::Uninstall(args) => detach::uninstall(args),
         Command::Replay(args) => replay::run(args),

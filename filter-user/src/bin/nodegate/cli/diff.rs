@@ -1,0 +1,138 @@
+//! `nodegate diff`: what loading a rule file would change against the running rules.
+//!
+//! The running rules are the text the daemon recorded when it published the active
+//! generation (`/run/nodegate/<pin dir>.active.yaml`, kept when the daemon exits), or the
+//! file given with `--against`. Exit status as diff(1): 0 no change, 1 changes, 2 trouble.
+
+use std::{net::IpAddr, path::PathBuf, process::ExitCode};
+
+use anyhow::{bail, Context};
+use filter_user::{
+    config,
+    daemon::{owner::RUN_DIR, run::active_rules_path},
+    diff::{diff, Diff, Probe},
+    loader::pins::PinLayout,
+    model::ProbeProtocol,
+};
+
+use super::{Format, PinArgs};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The rule file you mean to load.
+    file: PathBuf,
+    /// Compare against this file instead of the rules the running daemon published.
+    #[arg(long, value_name = "FILE")]
+    against: Option<PathBuf>,
+    /// A packet whose verdict to compare: PROTO:ADDR[:PORT], e.g. `tcp:10.0.0.5:443`,
+    /// `icmp:10.0.0.5:8`, `udp:[2001:db8::53]:53` (repeatable). Probes that keep their
+    /// verdict are listed too.
+    #[arg(long, value_name = "PROTO:ADDR[:PORT]", value_parser = parse_probe)]
+    probe: Vec<Probe>,
+    #[command(flatten)]
+    pins: PinArgs,
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, default_value_t = Format::Text)]
+    output: Format,
+}
+
+fn parse_probe(text: &str) -> Result<Probe, String> {
+    let (proto, rest) = text
+        .split_once(':')
+        .ok_or("expected PROTO:ADDR[:PORT], e.g. tcp:10.0.0.5:443")?;
+    let proto: ProbeProtocol = proto.parse().map_err(|e| format!("{e}"))?;
+    let (addr, port) = if let Some(bracketed) = rest.strip_prefix('[') {
+        let (addr, after) = bracketed
+            .split_once(']')
+            .ok_or("an IPv6 address with a port goes in brackets: udp:[2001:db8::1]:53")?;
+        (addr, after.strip_prefix(':'))
+    } else if rest.parse::<IpAddr>().is_ok() {
+        (rest, None)
+    } else {
+        match rest.rsplit_once(':') {
+            Some((addr, port)) => (addr, Some(port)),
+            None => (rest, None),
+        }
+    };
+    let src: IpAddr = addr
+        .parse()
+        .map_err(|_| format!("{addr:?} is not an IP address"))?;
+    let port = match port {
+        Some(p) => p
+            .parse()
+            .map_err(|_| format!("{p:?} is not a port or ICMP type"))?,
+        None => 0,
+    };
+    Ok(Probe { src, proto, port })
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    match compare(&args) {
+        Ok(d) => {
+            match args.output {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&d)?),
+                Format::Text => print_text(&d),
+            }
+            Ok(ExitCode::from(if d.is_empty() { 0 } else { 1 }))
+        }
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            Ok(ExitCode::from(2))
+        }
+    }
+}
+
+fn compare(args: &Args) -> anyhow::Result<Diff> {
+    let against = match &args.against {
+        Some(file) => file.clone(),
+        None => {
+            let recorded = active_rules_path(RUN_DIR.as_ref(), &PinLayout::new(&args.pins.pin_dir));
+            if !recorded.try_exists().unwrap_or(false) {
+                bail!(
+                    "no running rules recorded at {} (written by `nodegate run` when it publishes); \
+                     start the daemon, or compare with --against FILE",
+                    recorded.display()
+                );
+            }
+            recorded
+        }
+    };
+    let old = config::load_file(&against)
+        .with_context(|| format!("the running rules ({}) do not load", against.display()))?;
+    let new = config::load_file(&args.file)
+        .with_context(|| format!("{} is rejected", args.file.display()))?;
+    Ok(diff(&old.policy, &new.policy, &args.probe))
+}
+
+fn print_text(d: &Diff) {
+    if d.is_empty() {
+        println!("no change");
+    }
+    for s in &d.settings {
+        println!("setting   {s}");
+    }
+    for r in &d.rules_added {
+        println!("rule +    {r}");
+    }
+    for r in &d.rules_removed {
+        println!("rule -    {r}");
+    }
+    for c in &d.rules_changed {
+        println!("rule ~    {}", c.name);
+        for f in &c.fields {
+            println!("            {f}");
+        }
+        for n in &c.sources_added {
+            println!("            + from {n}");
+        }
+        for n in &c.sources_removed {
+            println!("            - from {n}");
+        }
+    }
+    for v in &d.verdicts {
+        println!("verdict   {}: {} → {}", v.probe, v.before, v.after);
+    }
+    for (p, verdict) in &d.unchanged_probes {
+        println!("same      {p}: {verdict}");
+    }
+}

@@ -1,0 +1,330 @@
+//! What loading one rule set instead of another changes (`nodegate diff`): settings, rules
+//! added, removed and changed (down to the source prefixes each gained or lost), and the
+//! concrete consequence — packets whose verdict the change flips, judged by the reference
+//! model under both: the operator's probes, and one sample packet from every prefix a rule
+//! gained or lost (its first address, on the rule's first port or type).
+
+use std::{collections::BTreeSet, net::IpAddr};
+
+use ipnet::IpNet;
+use serde::Serialize;
+
+use crate::{
+    model::{Model, ProbeProtocol},
+    policy::{Policy, Protocol, Rule},
+};
+
+/// A packet to judge under both rule sets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Probe {
+    /// Source address.
+    pub src: IpAddr,
+    /// Protocol.
+    #[serde(serialize_with = "protocol_name")]
+    pub proto: ProbeProtocol,
+    /// Destination port, or ICMP type.
+    pub port: u16,
+}
+
+fn protocol_name<S: serde::Serializer>(p: &ProbeProtocol, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&probe_protocol_name(*p))
+}
+
+fn probe_protocol_name(p: ProbeProtocol) -> String {
+    match p {
+        ProbeProtocol::Tcp => "tcp".into(),
+        ProbeProtocol::Udp => "udp".into(),
+        ProbeProtocol::Icmp => "icmp".into(),
+        ProbeProtocol::Icmpv6 => "icmpv6".into(),
+        ProbeProtocol::Ip(n) => n.to_string(),
+    }
+}
+
+impl std::fmt::Display for Probe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} from {} to port/type {}",
+            probe_protocol_name(self.proto),
+            self.src,
+            self.port
+        )
+    }
+}
+
+/// A probe's verdict before and after.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct VerdictChange {
+    /// The packet.
+    pub probe: Probe,
+    /// Verdict and deciding rule (or reason) under the running rules.
+    pub before: String,
+    /// The same under the new file.
+    pub after: String,
+}
+
+/// One rule present in both, changed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RuleChange {
+    /// Its name.
+    pub name: String,
+    /// Which of kind, protocol, ports/types, interfaces changed, as "field: old → new".
+    pub fields: Vec<String>,
+    /// Source prefixes it gained.
+    pub sources_added: Vec<IpNet>,
+    /// Source prefixes it lost.
+    pub sources_removed: Vec<IpNet>,
+}
+
+/// Everything that differs.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Diff {
+    /// Settings as "name: old → new".
+    pub settings: Vec<String>,
+    /// Rules only in the new file.
+    pub rules_added: Vec<String>,
+    /// Rules only in the running set.
+    pub rules_removed: Vec<String>,
+    /// Rules in both, changed.
+    pub rules_changed: Vec<RuleChange>,
+    /// Packets whose verdict flips.
+    pub verdicts: Vec<VerdictChange>,
+    /// Probes given whose verdict stays (with it), so a probe is never silently ignored.
+    pub unchanged_probes: Vec<(Probe, String)>,
+}
+
+impl Diff {
+    /// Whether loading the new rules changes anything.
+    pub fn is_empty(&self) -> bool {
+        self.settings.is_empty()
+            && self.rules_added.is_empty()
+            && self.rules_removed.is_empty()
+            && self.rules_changed.is_empty()
+    }
+}
+
+fn setting<T: PartialEq + std::fmt::Debug>(out: &mut Vec<String>, name: &str, old: T, new: T) {
+    if old != new {
+        out.push(format!("{name}: {old:?} → {new:?}"));
+    }
+}
+
+fn compare_settings(old: &Policy, new: &Policy) -> Vec<String> {
+    let mut out = Vec::new();
+    setting(&mut out, "mode", old.mode, new.mode);
+    setting(&mut out, "default", old.default, new.default);
+    setting(&mut out, "essentials", old.essentials, new.essentials);
+    setting(
+        &mut out,
+        "return_traffic",
+        &old.return_traffic,
+        &new.return_traffic,
+    );
+    setting(&mut out, "return_traffic flows", old.flows, new.flows);
+    setting(&mut out, "fragments", old.fragments, new.fragments);
+    setting(
+        &mut out,
+        "ipv4_options allow",
+        old.ipv4_options_allow,
+        new.ipv4_options_allow,
+    );
+    setting(
+        &mut out,
+        "unknown_ethertypes pass",
+        old.unknown_ethertypes_pass,
+        new.unknown_ethertypes_pass,
+    );
+    setting(
+        &mut out,
+        "drop_samples_per_sec",
+        old.samples_per_sec,
+        new.samples_per_sec,
+    );
+    setting(&mut out, "capacity", old.capacity, new.capacity);
+    setting(&mut out, "interfaces", &old.interfaces, &new.interfaces);
+    out
+}
+
+fn compare_rule(old: &Rule, new: &Rule) -> Option<RuleChange> {
+    let mut fields = Vec::new();
+    setting(&mut fields, "kind", old.kind, new.kind);
+    setting(&mut fields, "protocol", old.protocol, new.protocol);
+    if old.keys != new.keys {
+        fields.push(format!(
+            "ports/types: {} → {}",
+            old.keys_text(),
+            new.keys_text()
+        ));
+    }
+    setting(&mut fields, "interfaces", &old.interfaces, &new.interfaces);
+    let before: BTreeSet<&IpNet> = old.sources.iter().collect();
+    let after: BTreeSet<&IpNet> = new.sources.iter().collect();
+    let sources_added: Vec<IpNet> = after.difference(&before).map(|n| **n).collect();
+    let sources_removed: Vec<IpNet> = before.difference(&after).map(|n| **n).collect();
+    (!fields.is_empty() || !sources_added.is_empty() || !sources_removed.is_empty()).then(|| {
+        RuleChange {
+            name: new.name.clone(),
+            fields,
+            sources_added,
+            sources_removed,
+        }
+    })
+}
+
+/// A packet the rule would match from `src` (its first port or type).
+fn sample(rule: &Rule, src: IpAddr) -> Probe {
+    let key = rule.keys.first().map_or(0, |r| *r.start());
+    let proto = match (rule.protocol, src) {
+        (Protocol::Tcp, _) | (Protocol::Any, _) => ProbeProtocol::Tcp,
+        (Protocol::Udp, _) => ProbeProtocol::Udp,
+        (Protocol::Icmp, _) => ProbeProtocol::Icmp,
+        (Protocol::Icmpv6, _) => ProbeProtocol::Icmpv6,
+    };
+    // A port-less TCP sample would be port 0, which nothing listens on but every rule
+    // without ports matches; fine for judging.
+    Probe {
+        src,
+        proto,
+        port: key,
+    }
+}
+
+/// The most sample packets judged; each probe given is judged anyway.
+const MAX_SAMPLES: usize = 256;
+
+/// Compare the running rules `old` with `new`, judging `probes` and sampled packets.
+pub fn diff(old: &Policy, new: &Policy, probes: &[Probe]) -> Diff {
+    let mut d = Diff {
+        settings: compare_settings(old, new),
+        ..Diff::default()
+    };
+    let mut samples = Vec::new();
+    for rule in &new.rules {
+        match old.rules.iter().find(|r| r.name == rule.name) {
+            None => {
+                d.rules_added.push(rule.name.clone());
+                samples.extend(rule.sources.iter().map(|n| sample(rule, n.network())));
+            }
+            Some(before) => {
+                if let Some(change) = compare_rule(before, rule) {
+                    samples.extend(
+                        change
+                            .sources_added
+                            .iter()
+                            .map(|n| sample(rule, n.network())),
+                    );
+                    samples.extend(
+                        change
+                            .sources_removed
+                            .iter()
+                            .map(|n| sample(before, n.network())),
+                    );
+                    d.rules_changed.push(change);
+                }
+            }
+        }
+    }
+    for rule in &old.rules {
+        if !new.rules.iter().any(|r| r.name == rule.name) {
+            d.rules_removed.push(rule.name.clone());
+            samples.extend(rule.sources.iter().map(|n| sample(rule, n.network())));
+        }
+    }
+    let (before, after) = (Model::new(old), Model::new(new));
+    let judge = |m: &Model, p: &Probe| {
+        let j = m.explain(p.src, p.proto, p.port);
+        match &j.rule {
+            Some(rule) => format!("{} ({rule})", j.verdict()),
+            None => format!("{} ({})", j.verdict(), j.reason.name()),
+        }
+    };
+    for probe in probes {
+        let (b, a) = (judge(&before, probe), judge(&after, probe));
+        if b != a {
+            d.verdicts.push(VerdictChange {
+                probe: *probe,
+                before: b,
+                after: a,
+            });
+        } else {
+            d.unchanged_probes.push((*probe, a));
+        }
+    }
+    samples.dedup();
+    for probe in samples.iter().take(MAX_SAMPLES) {
+        let (b, a) = (judge(&before, probe), judge(&after, probe));
+        // Only a flipped verdict is a consequence worth showing for a sample.
+        if b.split(' ').next() != a.split(' ').next() {
+            d.verdicts.push(VerdictChange {
+                probe: *probe,
+                before: b,
+                after: a,
+            });
+        }
+    }
+    d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{parse_str_with, LoadOptions};
+
+    const BASE: &str = "version: 1\nreturn_traffic: off\nsets:\n  cp: [10.0.0.0/24, 10.0.1.0/24]\nfailsafe:\n  - {name: ssh, from: [192.0.2.0/28], protocol: tcp, ports: [22]}\nrules:\n  - {name: api, from: [cp], protocol: tcp, ports: [443]}\n";
+
+    fn policy(text: &str) -> Policy {
+        parse_str_with("t.yaml", text, &LoadOptions::fixed_ephemeral(32768..=60999))
+            .expect("valid")
+            .policy
+    }
+
+    #[test]
+    fn an_identical_file_changes_nothing_and_probes_are_still_reported() {
+        let p = policy(BASE);
+        let probe = Probe {
+            src: "10.0.0.5".parse().unwrap(),
+            proto: ProbeProtocol::Tcp,
+            port: 443,
+        };
+        let d = diff(&p, &p, &[probe]);
+        assert!(d.is_empty() && d.verdicts.is_empty(), "{d:?}");
+        assert_eq!(d.unchanged_probes, vec![(probe, "pass (api)".to_string())]);
+    }
+
+    #[test]
+    fn a_prefix_removed_from_a_set_shows_in_the_rule_and_flips_its_sample() {
+        let new = policy(&BASE.replace(", 10.0.1.0/24", ""));
+        let d = diff(&policy(BASE), &new, &[]);
+        assert_eq!(d.rules_changed.len(), 1);
+        assert_eq!(d.rules_changed[0].name, "api");
+        assert_eq!(
+            d.rules_changed[0].sources_removed,
+            vec!["10.0.1.0/24".parse::<IpNet>().unwrap()]
+        );
+        assert_eq!(d.verdicts.len(), 1, "{d:?}");
+        assert_eq!(
+            d.verdicts[0].probe.src,
+            "10.0.1.0".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(d.verdicts[0].before, "pass (api)");
+        assert!(d.verdicts[0].after.starts_with("drop"), "{d:?}");
+    }
+
+    #[test]
+    fn settings_and_rules_added_or_removed_are_listed() {
+        let new = policy(&format!(
+            "{}  - {{name: dns, from: [10.9.0.0/16], protocol: udp, ports: [53]}}\n",
+            BASE.replace("return_traffic: off", "return_traffic: off\nmode: monitor")
+                .replace("ports: [443]", "ports: [443, 6443]")
+        ));
+        let d = diff(&policy(BASE), &new, &[]);
+        assert_eq!(d.settings, vec!["mode: Enforce → Monitor".to_string()]);
+        assert_eq!(d.rules_added, vec!["dns".to_string()]);
+        assert_eq!(
+            d.rules_changed[0].fields,
+            vec!["ports/types: 443 → 443,6443".to_string()]
+        );
+        let gone = diff(&new, &policy(BASE), &[]);
+        assert_eq!(gone.rules_removed, vec!["dns".to_string()]);
+    }
+}
