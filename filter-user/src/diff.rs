@@ -91,6 +91,8 @@ pub struct Diff {
     pub verdicts: Vec<VerdictChange>,
     /// Probes given whose verdict stays (with it), so a probe is never silently ignored.
     pub unchanged_probes: Vec<(Probe, String)>,
+    /// What the new rules would cut off ([`lockout_risks`]).
+    pub lockout: Vec<String>,
 }
 
 impl Diff {
@@ -189,6 +191,47 @@ fn sample(rule: &Rule, src: IpAddr) -> Probe {
     }
 }
 
+/// The SSH session a command runs in, from `SSH_CONNECTION` (`client port server port`):
+/// the packet that must keep passing for the operator to stay connected.
+pub fn ssh_session(var: Option<&str>) -> Option<Probe> {
+    let mut words = var?.split_whitespace();
+    let client: IpAddr = words.next()?.parse().ok()?;
+    let _client_port = words.next()?;
+    let _server = words.next()?;
+    let port: u16 = words.next()?.parse().ok()?;
+    Some(Probe {
+        src: client,
+        proto: ProbeProtocol::Tcp,
+        port,
+    })
+}
+
+/// Lockout risks of `policy`: for each packet in `needed` (the operator's SSH session) that
+/// it drops, or would drop once enforced, what drops it.
+pub fn lockout_risks(policy: &Policy, needed: &[Probe]) -> Vec<String> {
+    let model = Model::new(policy);
+    needed
+        .iter()
+        .filter_map(|probe| {
+            let j = model.explain(probe.src, probe.proto, probe.port);
+            (!j.pass || j.would_drop).then(|| {
+                let by = match &j.rule {
+                    Some(rule) => format!("rule `{rule}`"),
+                    None => format!("reason {}", j.reason.name()),
+                };
+                let when = if j.would_drop {
+                    "would be dropped once enforced"
+                } else {
+                    "would be dropped"
+                };
+                format!(
+                    "lockout risk: your SSH session ({probe}) {when}, by {by}; add a failsafe rule for it"
+                )
+            })
+        })
+        .collect()
+}
+
 /// The most sample packets judged; each probe given is judged anyway.
 const MAX_SAMPLES: usize = 256;
 
@@ -265,6 +308,13 @@ pub fn diff(old: &Policy, new: &Policy, probes: &[Probe]) -> Diff {
     d
 }
 
+/// [`diff`], plus the new rules' [`lockout_risks`] for `needed`.
+pub fn diff_with_lockout(old: &Policy, new: &Policy, probes: &[Probe], needed: &[Probe]) -> Diff {
+    let mut d = diff(old, new, probes);
+    d.lockout = lockout_risks(new, needed);
+    d
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -308,6 +358,25 @@ mod tests {
         );
         assert_eq!(d.verdicts[0].before, "pass (api)");
         assert!(d.verdicts[0].after.starts_with("drop"), "{d:?}");
+    }
+
+    #[test]
+    fn an_ssh_session_the_rules_drop_is_a_lockout_risk_naming_the_cause() {
+        let session = ssh_session(Some("192.0.2.5 51000 10.1.1.1 22")).unwrap();
+        assert_eq!(session.port, 22);
+        assert!(
+            lockout_risks(&policy(BASE), &[session]).is_empty(),
+            "failsafe ssh"
+        );
+        let outside = ssh_session(Some("198.51.100.7 51000 10.1.1.1 22")).unwrap();
+        let risks = lockout_risks(&policy(BASE), &[outside]);
+        assert_eq!(risks.len(), 1);
+        assert!(
+            risks[0].contains("198.51.100.7") && risks[0].contains("no-source-match"),
+            "{risks:?}"
+        );
+        assert_eq!(ssh_session(Some("garbage")), None);
+        assert_eq!(ssh_session(None), None);
     }
 
     #[test]

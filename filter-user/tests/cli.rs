@@ -228,3 +228,44 @@ fn diff_names_the_rule_the_prefix_and_the_flipped_verdict() {
     assert_eq!(code, 2, "a bad probe is a usage error");
     assert!(err.contains("not an IP address"), "{err}");
 }
+
+/// A file that would drop the SSH session the command runs in (`SSH_CONNECTION`) is flagged
+/// with what drops it; `--strict` refuses it (check: exit 1, diff: exit 2).
+#[test]
+fn check_and_diff_flag_a_file_that_cuts_off_the_ssh_session() {
+    let file = TempFile::new(DIFF_BASE);
+    let run = |args: &[&str], session: &str| {
+        let out = Command::new(NODEGATE)
+            .args(args)
+            .env("SSH_CONNECTION", session)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let admin = "192.0.2.5 51000 10.1.1.1 22";
+    let stranger = "198.51.100.7 51000 10.1.1.1 22";
+    let (code, out) = run(&["check", file.path()], admin);
+    assert_eq!(code, 0);
+    assert!(!out.contains("lockout risk: your SSH session"), "{out}");
+    let (code, out) = run(&["check", file.path()], stranger);
+    assert_eq!(code, 0, "a warning without --strict");
+    assert!(
+        out.contains("your SSH session (tcp from 198.51.100.7 to port/type 22) would be dropped, by reason no-source-match"),
+        "{out}"
+    );
+    let (code, _) = run(&["check", "--strict", file.path()], stranger);
+    assert_eq!(code, 1);
+    let (code, out) = run(
+        &["diff", "--strict", file.path(), "--against", file.path()],
+        stranger,
+    );
+    assert_eq!(code, 2, "{out}");
+    let (code, _) = run(
+        &["diff", "--strict", file.path(), "--against", file.path()],
+        admin,
+    );
+    assert_eq!(code, 0);
+}

@@ -6,6 +6,7 @@ use filter_common::{ServiceKind, MAX_CLASSES, MAX_PROFILES, MAX_RULES, MAX_SEGME
 use filter_user::{
     compiler::{compile, kind_name, RuleSlots},
     config::{self, ConfigError, Diagnostic},
+    diff::{lockout_risks, ssh_session},
     policy::{Protocol, RuleKind},
 };
 
@@ -16,6 +17,10 @@ use super::Format;
 pub struct Args {
     /// The rule file.
     file: PathBuf,
+    /// Refuse (exit 1) a file that would cut off the SSH session this runs in
+    /// (`SSH_CONNECTION`); without it that is a warning.
+    #[arg(long)]
+    strict: bool,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
@@ -61,6 +66,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let s = &tables.stats;
     let policy = &loaded.policy;
+    let session = ssh_session(std::env::var("SSH_CONNECTION").ok().as_deref());
+    let lockout = lockout_risks(policy, session.as_slice());
+    let refused = args.strict && !lockout.is_empty();
     let cap = policy.capacity;
     let room = cap.table_words_per_gen();
     if args.format == Format::Json {
@@ -82,9 +90,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 "tables": {"ipv4_prefixes": s.v4_prefixes, "ipv6_prefixes": s.v6_prefixes, "classes": s.classes, "rows": s.rows, "profiles": s.profiles, "segments": s.segments, "rules": s.rules, "ipv4_table_bytes_per_generation": s.v4_table_words * 4, "ipv6_table_bytes_per_generation": s.v6_table_words * 4},
                 "capacity": {"ipv4_prefixes": cap.ipv4, "ipv6_prefixes": cap.ipv6, "classes": MAX_CLASSES, "segments_per_kind": MAX_SEGMENTS, "rules": MAX_RULES - 1, "ipv4_table_bytes_per_generation": room.0 * 4, "ipv6_table_bytes_per_generation": room.1 * 4, "table_kernel_bytes": cap.table_bytes()},
                 "diagnostics": loaded.warnings.iter().map(diag_json).collect::<Vec<_>>(),
+                "lockout": lockout,
+                "refused": refused,
             })
         );
-        return Ok(ExitCode::SUCCESS);
+        return Ok(if refused {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        });
     }
     println!("{}: valid", args.file.display());
     println!(
@@ -185,6 +199,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         for w in &loaded.warnings {
             println!("  {w}");
         }
+    }
+    for risk in &lockout {
+        println!("  WARNING {risk}");
+    }
+    if refused {
+        eprintln!(
+            "{}: refused (--strict): it would cut off your SSH session",
+            args.file.display()
+        );
+        return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -10,7 +10,7 @@ use anyhow::{bail, Context};
 use filter_user::{
     config,
     daemon::{owner::RUN_DIR, run::active_rules_path},
-    diff::{diff, Diff, Probe},
+    diff::{diff_with_lockout, ssh_session, Diff, Probe},
     loader::pins::PinLayout,
     model::ProbeProtocol,
 };
@@ -31,6 +31,10 @@ pub struct Args {
     probe: Vec<Probe>,
     #[command(flatten)]
     pins: PinArgs,
+    /// Refuse (exit 2) when the new rules would cut off the SSH session this runs in
+    /// (`SSH_CONNECTION`); without it that is a warning.
+    #[arg(long)]
+    strict: bool,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value_t = Format::Text)]
     output: Format,
@@ -73,6 +77,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 Format::Json => println!("{}", serde_json::to_string_pretty(&d)?),
                 Format::Text => print_text(&d),
             }
+            if args.strict && !d.lockout.is_empty() {
+                eprintln!("refused (--strict): the new rules would cut off your SSH session");
+                return Ok(ExitCode::from(2));
+            }
             Ok(ExitCode::from(if d.is_empty() { 0 } else { 1 }))
         }
         Err(err) => {
@@ -101,7 +109,13 @@ fn compare(args: &Args) -> anyhow::Result<Diff> {
         .with_context(|| format!("the running rules ({}) do not load", against.display()))?;
     let new = config::load_file(&args.file)
         .with_context(|| format!("{} is rejected", args.file.display()))?;
-    Ok(diff(&old.policy, &new.policy, &args.probe))
+    let session = ssh_session(std::env::var("SSH_CONNECTION").ok().as_deref());
+    Ok(diff_with_lockout(
+        &old.policy,
+        &new.policy,
+        &args.probe,
+        session.as_slice(),
+    ))
 }
 
 fn print_text(d: &Diff) {
@@ -134,5 +148,8 @@ fn print_text(d: &Diff) {
     }
     for (p, verdict) in &d.unchanged_probes {
         println!("same      {p}: {verdict}");
+    }
+    for risk in &d.lockout {
+        println!("WARNING   {risk}");
     }
 }
