@@ -191,6 +191,31 @@ fn sample(rule: &Rule, src: IpAddr) -> Probe {
     }
 }
 
+/// A one-line account of what `new` changes against `old`, cheap enough for every reload
+/// (rules compared whole, no packets judged): what the audit trail records.
+pub fn summary(old: &Policy, new: &Policy) -> String {
+    let settings = compare_settings(old, new).len();
+    let added = new
+        .rules
+        .iter()
+        .filter(|r| !old.rules.iter().any(|o| o.name == r.name))
+        .count();
+    let removed = old
+        .rules
+        .iter()
+        .filter(|r| !new.rules.iter().any(|n| n.name == r.name))
+        .count();
+    let changed = new
+        .rules
+        .iter()
+        .filter(|r| old.rules.iter().any(|o| o.name == r.name && o != *r))
+        .count();
+    if settings + added + removed + changed == 0 {
+        return "no change".into();
+    }
+    format!("{added} rule(s) added, {removed} removed, {changed} changed, {settings} setting(s) changed")
+}
+
 /// The SSH session a command runs in, from `SSH_CONNECTION` (`client port server port`):
 /// the packet that must keep passing for the operator to stay connected.
 pub fn ssh_session(var: Option<&str>) -> Option<Probe> {
@@ -395,5 +420,10 @@ mod tests {
         );
         let gone = diff(&new, &policy(BASE), &[]);
         assert_eq!(gone.rules_removed, vec!["dns".to_string()]);
+        assert_eq!(
+            summary(&policy(BASE), &new),
+            "1 rule(s) added, 0 removed, 1 changed, 1 setting(s) changed"
+        );
+        assert_eq!(summary(&new, &new), "no change");
     }
 }

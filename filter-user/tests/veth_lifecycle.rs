@@ -806,6 +806,14 @@ fn status_tells_what_is_loaded_and_whether_it_is_healthy() {
         problems.contains("not ready") && problems.contains("differs"),
         "{problems}"
     );
+    // The audit trail: the start's publish, then the rejected file change.
+    let history = json["daemon"]["history"].as_array().unwrap();
+    assert_eq!(history[0]["trigger"], "start", "{json:#}");
+    assert_eq!(history[0]["published"], true);
+    assert!(history[0]["config_hash"].is_string());
+    let last = history.last().unwrap();
+    assert_eq!(last["published"], false, "{json:#}");
+    assert_eq!(last["trigger"], "file change");
 
     daemon.signal(libc::SIGTERM);
     assert!(daemon.wait(Duration::from_secs(10)).success());

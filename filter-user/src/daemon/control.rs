@@ -62,6 +62,23 @@ pub struct RuleSummary {
     pub ipv6_sources: usize,
 }
 
+/// One entry of the daemon's audit trail: a publish, or a rejected reload.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// Unix time.
+    pub at: u64,
+    /// What asked: `start`, `file change`, `SIGHUP`, `nodegate reload`.
+    pub trigger: String,
+    /// Whether a generation was published.
+    pub published: bool,
+    /// The active epoch afterwards.
+    pub epoch: u64,
+    /// `config::content_hash` of the file, hex (published entries).
+    pub config_hash: Option<String>,
+    /// What changed (`diff::summary`), or why the file was rejected.
+    pub detail: String,
+}
+
 /// What the daemon says about itself (`nodegate status`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DaemonStatus {
@@ -91,6 +108,9 @@ pub struct DaemonStatus {
     pub rules: Vec<RuleSummary>,
     /// Why it is not ready (`None`: ready).
     pub not_ready: Option<String>,
+    /// The last publishes and rejected reloads, oldest first.
+    #[serde(default)]
+    pub history: Vec<AuditEntry>,
 }
 
 /// The daemon's answer.

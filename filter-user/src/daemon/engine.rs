@@ -139,10 +139,15 @@ pub struct Engine {
     program_id: u32,
     /// The text of the rule file the active generation came from.
     active_text: Option<Arc<str>>,
+    /// The audit trail: the last [`HISTORY`] publishes and rejected reloads.
+    history: std::collections::VecDeque<super::control::AuditEntry>,
     /// Requested interfaces the filter is not attached to, and why (what [`Engine::tend`]
     /// last found; logged when it changes).
     trouble: BTreeMap<String, String>,
 }
+
+/// Audit entries kept for `nodegate status`.
+pub const HISTORY: usize = 16;
 
 /// How often the daemon checks that its pins and attachments are still there.
 pub const TEND_INTERVAL: Duration = Duration::from_secs(1);
@@ -309,9 +314,10 @@ impl Engine {
             holds,
             program_id,
             active_text: None,
+            history: std::collections::VecDeque::new(),
             trouble: BTreeMap::new(),
         };
-        engine.apply(prepared)?;
+        engine.apply(prepared, "start")?;
         engine.pin_program()?;
         for ifname in engine.options.ifaces.clone() {
             let attached = engine.filter.attach(
@@ -472,8 +478,9 @@ impl Engine {
         self.variant
     }
 
-    /// Reload the rule file. On any error the active generation stays as it was.
-    pub fn reload(&mut self) -> Result<&PublishReport, EngineError> {
+    /// Reload the rule file because `trigger` asked (recorded in the audit trail). On any
+    /// error the active generation stays as it was.
+    pub fn reload(&mut self, trigger: &str) -> Result<&PublishReport, EngineError> {
         let result = prepare(
             &self.options.config,
             &self.slots,
@@ -489,13 +496,14 @@ impl Engine {
             if policy.capacity != self.policy().capacity {
                 warn_table_capacity(&self.filter, policy.capacity);
             }
-            self.apply(prepared)
+            self.apply(prepared, trigger)
         });
         match result {
             Ok(()) => Ok(self.stats.last_publish.as_ref().expect("set by apply")),
             Err(err) => {
                 self.stats.reloads_failed += 1;
                 self.stats.last_reload_error = Some(err.to_string());
+                self.audit(trigger, false, None, err.to_string());
                 Err(err)
             }
         }
@@ -513,7 +521,28 @@ impl Engine {
         }
     }
 
-    fn apply(&mut self, prepared: Prepared) -> Result<(), EngineError> {
+    fn audit(&mut self, trigger: &str, published: bool, hash: Option<u64>, detail: String) {
+        if self.history.len() == HISTORY {
+            self.history.pop_front();
+        }
+        self.history.push_back(super::control::AuditEntry {
+            at: SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            trigger: trigger.to_string(),
+            published,
+            epoch: self.stats.epoch,
+            config_hash: hash.map(|h| format!("{h:016x}")),
+            detail,
+        });
+    }
+
+    /// The audit trail, oldest first.
+    pub fn history(&self) -> Vec<super::control::AuditEntry> {
+        self.history.iter().cloned().collect()
+    }
+
+    fn apply(&mut self, prepared: Prepared, trigger: &str) -> Result<(), EngineError> {
         let Prepared {
             policy,
             tables,
@@ -523,8 +552,12 @@ impl Engine {
         } = prepared;
         let report = self.filter.maps_mut().publish(&tables)?;
         self.slots.commit(&tables);
+        let changes = crate::diff::summary(self.policy(), &policy);
         info!(
             epoch = report.epoch,
+            trigger,
+            changes = %changes,
+            config_hash = %file_hash.map(|h| format!("{h:016x}")).unwrap_or_default(),
             writer = std::process::id(),
             slot = report.gen_slot,
             v4 = tables.stats.v4_prefixes,
@@ -546,6 +579,7 @@ impl Engine {
         self.active_text = text;
         self.stats.last_publish = Some(report);
         self.active = Some(Arc::new(Compiled { policy, tables }));
+        self.audit(trigger, true, file_hash, changes);
         if !self.attached.is_empty() {
             self.warn_unattached_settings();
         }

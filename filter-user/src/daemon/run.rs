@@ -183,7 +183,7 @@ fn reload(
     trigger: &str,
 ) -> Answer {
     sd_notify(&notify::reloading_state());
-    let answer = match engine.reload() {
+    let answer = match engine.reload(trigger) {
         Ok(report) => {
             info!(
                 trigger,
@@ -263,6 +263,7 @@ fn daemon_status(engine: &mut Engine) -> control::DaemonStatus {
             })
             .collect(),
         not_ready: engine.not_ready(),
+        history: engine.history(),
     }
 }
 

@@ -232,6 +232,17 @@ fn print_text(s: &Status) {
             if let Some(err) = &d.last_reload_error {
                 println!("last reload     REJECTED: {err}");
             }
+            for e in d.history.iter().rev().take(5) {
+                let what = match e.published {
+                    true => format!("epoch {} published", e.epoch),
+                    false => "rejected".to_string(),
+                };
+                let detail = e.detail.lines().next().unwrap_or("");
+                println!(
+                    "history         unix {} {}: {what}: {detail}",
+                    e.at, e.trigger
+                );
+            }
         }
         None => {
             println!("daemon          none");
