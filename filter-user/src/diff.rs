@@ -216,6 +216,15 @@ pub fn summary(old: &Policy, new: &Policy) -> String {
     format!("{added} rule(s) added, {removed} removed, {changed} changed, {settings} setting(s) changed")
 }
 
+/// A packet that must keep passing for the operator or the node, and what it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Needed {
+    /// The packet.
+    pub probe: Probe,
+    /// What it is, for the warning ("your SSH session").
+    pub what: String,
+}
+
 /// The SSH session a command runs in, from `SSH_CONNECTION` (`client port server port`):
 /// the packet that must keep passing for the operator to stay connected.
 pub fn ssh_session(var: Option<&str>) -> Option<Probe> {
@@ -231,15 +240,50 @@ pub fn ssh_session(var: Option<&str>) -> Option<Probe> {
     })
 }
 
-/// Lockout risks of `policy`: for each packet in `needed` (the operator's SSH session) that
-/// it drops, or would drop once enforced, what drops it.
-pub fn lockout_risks(policy: &Policy, needed: &[Probe]) -> Vec<String> {
+/// A port of Linux's default ephemeral range, where the node's own DNS queries get their
+/// replies.
+const EPHEMERAL_PORT: u16 = 40000;
+
+/// What this host needs to keep receiving: the SSH session a command runs in
+/// (`SSH_CONNECTION`), and DNS replies from every non-loopback `nameserver` of
+/// `resolv_conf` (a local stub resolver's upstream traffic is not visible here).
+pub fn needed_here(ssh_connection: Option<&str>, resolv_conf: Option<&str>) -> Vec<Needed> {
+    let mut needed: Vec<Needed> = ssh_session(ssh_connection)
+        .map(|probe| Needed {
+            probe,
+            what: "your SSH session".into(),
+        })
+        .into_iter()
+        .collect();
+    needed.extend(
+        resolv_conf
+            .unwrap_or("")
+            .lines()
+            .filter_map(|line| line.trim().strip_prefix("nameserver"))
+            .filter_map(|addr| addr.trim().parse::<IpAddr>().ok())
+            .filter(|addr| !addr.is_loopback())
+            .map(|ns| Needed {
+                probe: Probe {
+                    src: ns,
+                    proto: ProbeProtocol::Udp,
+                    port: EPHEMERAL_PORT,
+                },
+                what: format!("DNS replies from {ns}"),
+            }),
+    );
+    needed
+}
+
+/// Lockout risks of `policy`: each `needed` packet it drops, or would drop once enforced,
+/// with what drops it. A reply the stateful flow table would let in is no risk.
+pub fn lockout_risks(policy: &Policy, needed: &[Needed]) -> Vec<String> {
     let model = Model::new(policy);
     needed
         .iter()
-        .filter_map(|probe| {
-            let j = model.explain(probe.src, probe.proto, probe.port);
-            (!j.pass || j.would_drop).then(|| {
+        .filter_map(|n| {
+            let p = &n.probe;
+            let j = model.explain(p.src, p.proto, p.port);
+            ((!j.pass || j.would_drop) && !j.stateful_unknown).then(|| {
                 let by = match &j.rule {
                     Some(rule) => format!("rule `{rule}`"),
                     None => format!("reason {}", j.reason.name()),
@@ -250,7 +294,8 @@ pub fn lockout_risks(policy: &Policy, needed: &[Probe]) -> Vec<String> {
                     "would be dropped"
                 };
                 format!(
-                    "lockout risk: your SSH session ({probe}) {when}, by {by}; add a failsafe rule for it"
+                    "lockout risk: {} ({p}) {when}, by {by}; add a failsafe rule for it",
+                    n.what
                 )
             })
         })
@@ -334,7 +379,7 @@ pub fn diff(old: &Policy, new: &Policy, probes: &[Probe]) -> Diff {
 }
 
 /// [`diff`], plus the new rules' [`lockout_risks`] for `needed`.
-pub fn diff_with_lockout(old: &Policy, new: &Policy, probes: &[Probe], needed: &[Probe]) -> Diff {
+pub fn diff_with_lockout(old: &Policy, new: &Policy, probes: &[Probe], needed: &[Needed]) -> Diff {
     let mut d = diff(old, new, probes);
     d.lockout = lockout_risks(new, needed);
     d
@@ -387,21 +432,38 @@ mod tests {
 
     #[test]
     fn an_ssh_session_the_rules_drop_is_a_lockout_risk_naming_the_cause() {
-        let session = ssh_session(Some("192.0.2.5 51000 10.1.1.1 22")).unwrap();
-        assert_eq!(session.port, 22);
+        let admin = needed_here(Some("192.0.2.5 51000 10.1.1.1 22"), None);
+        assert_eq!(admin[0].probe.port, 22);
         assert!(
-            lockout_risks(&policy(BASE), &[session]).is_empty(),
+            lockout_risks(&policy(BASE), &admin).is_empty(),
             "failsafe ssh"
         );
-        let outside = ssh_session(Some("198.51.100.7 51000 10.1.1.1 22")).unwrap();
-        let risks = lockout_risks(&policy(BASE), &[outside]);
+        let outside = needed_here(Some("198.51.100.7 51000 10.1.1.1 22"), None);
+        let risks = lockout_risks(&policy(BASE), &outside);
         assert_eq!(risks.len(), 1);
         assert!(
-            risks[0].contains("198.51.100.7") && risks[0].contains("no-source-match"),
+            risks[0].contains("your SSH session")
+                && risks[0].contains("198.51.100.7")
+                && risks[0].contains("no-source-match"),
             "{risks:?}"
         );
         assert_eq!(ssh_session(Some("garbage")), None);
         assert_eq!(ssh_session(None), None);
+    }
+
+    #[test]
+    fn dns_replies_are_a_risk_without_return_traffic_only() {
+        let resolv = "# comment\nnameserver 127.0.0.53\nnameserver 10.9.0.2\nsearch x\n";
+        let needed = needed_here(None, Some(resolv));
+        assert_eq!(needed.len(), 1, "the loopback stub is skipped: {needed:?}");
+        let risks = lockout_risks(&policy(BASE), &needed);
+        assert_eq!(risks.len(), 1, "return_traffic: off drops them");
+        assert!(risks[0].contains("DNS replies from 10.9.0.2"), "{risks:?}");
+        let stateful = policy(&BASE.replace("return_traffic: off", "return_traffic: stateful"));
+        assert!(
+            lockout_risks(&stateful, &needed).is_empty(),
+            "the flow table lets replies in"
+        );
     }
 
     #[test]

@@ -247,6 +247,12 @@ fn check_and_diff_flag_a_file_that_cuts_off_the_ssh_session() {
     };
     let admin = "192.0.2.5 51000 10.1.1.1 22";
     let stranger = "198.51.100.7 51000 10.1.1.1 22";
+    // The machine's own resolvers stay out of it: no resolv.conf.
+    let run = |args: &[&str], session: &str| {
+        let mut args = args.to_vec();
+        args.insert(1, "--resolv-conf=/dev/null");
+        run(&args, session)
+    };
     let (code, out) = run(&["check", file.path()], admin);
     assert_eq!(code, 0);
     assert!(!out.contains("lockout risk: your SSH session"), "{out}");
@@ -268,4 +274,26 @@ fn check_and_diff_flag_a_file_that_cuts_off_the_ssh_session() {
         admin,
     );
     assert_eq!(code, 0);
+}
+
+/// The resolvers of the given resolv.conf must keep getting their replies: with return
+/// traffic off and no rule for them, `check` warns, naming the resolver.
+#[test]
+fn check_flags_a_file_that_drops_dns_replies() {
+    let file = TempFile::new(DIFF_BASE);
+    let resolv = TempFile::new("nameserver 127.0.0.53\nnameserver 10.9.0.2\n");
+    let (code, out, err) = nodegate(&["check", "--resolv-conf", resolv.path(), file.path()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("lockout risk: DNS replies from 10.9.0.2"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("127.0.0.53"),
+        "the local stub is not judged: {out}"
+    );
+    let stateful =
+        TempFile::new(&DIFF_BASE.replace("return_traffic: off", "return_traffic: stateful"));
+    let (_, out, _) = nodegate(&["check", "--resolv-conf", resolv.path(), stateful.path()]);
+    assert!(!out.contains("lockout risk"), "{out}");
 }

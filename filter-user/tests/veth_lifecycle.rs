@@ -891,6 +891,21 @@ fn a_start_with_an_unreadable_rule_file_changes_nothing() {
         assert_eq!(env.xdp_prog_id(), None, "nothing attached");
         assert_no_pins(&env);
     }
+    // A file that does not validate: the message says nothing was attached (there are no
+    // "active rules" to keep at a start), once.
+    let invalid = env.write_config("invalid.yaml", "version: 1\nrules: [oops\n");
+    let out = env.run_to_exit(&invalid, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(
+        stderr
+            .matches("rule file rejected, nothing was attached")
+            .count(),
+        1,
+        "{stderr}"
+    );
+    assert!(!stderr.contains("active rules are unchanged"), "{stderr}");
+    assert_no_pins(&env);
 }
 
 /// `nodegate reload` finds the daemon by its control socket, never by a PID file: with a

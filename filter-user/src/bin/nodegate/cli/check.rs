@@ -6,7 +6,7 @@ use filter_common::{ServiceKind, MAX_CLASSES, MAX_PROFILES, MAX_RULES, MAX_SEGME
 use filter_user::{
     compiler::{compile, kind_name, RuleSlots},
     config::{self, ConfigError, Diagnostic},
-    diff::{lockout_risks, ssh_session},
+    diff::{lockout_risks, needed_here},
     policy::{Protocol, RuleKind},
 };
 
@@ -17,8 +17,11 @@ use super::Format;
 pub struct Args {
     /// The rule file.
     file: PathBuf,
+    /// The resolver configuration whose nameservers' DNS replies must keep passing.
+    #[arg(long, value_name = "FILE", default_value = "/etc/resolv.conf")]
+    resolv_conf: PathBuf,
     /// Refuse (exit 1) a file that would cut off the SSH session this runs in
-    /// (`SSH_CONNECTION`); without it that is a warning.
+    /// (`SSH_CONNECTION`) or the resolvers' DNS replies; without it that is a warning.
     #[arg(long)]
     strict: bool,
     /// Output format.
@@ -66,8 +69,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let s = &tables.stats;
     let policy = &loaded.policy;
-    let session = ssh_session(std::env::var("SSH_CONNECTION").ok().as_deref());
-    let lockout = lockout_risks(policy, session.as_slice());
+    let needed = needed_here(
+        std::env::var("SSH_CONNECTION").ok().as_deref(),
+        std::fs::read_to_string(&args.resolv_conf).ok().as_deref(),
+    );
+    let lockout = lockout_risks(policy, &needed);
     let refused = args.strict && !lockout.is_empty();
     let cap = policy.capacity;
     let room = cap.table_words_per_gen();
@@ -205,7 +211,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     if refused {
         eprintln!(
-            "{}: refused (--strict): it would cut off your SSH session",
+            "{}: refused (--strict): it would cut off what this node needs (see the lockout warnings)",
             args.file.display()
         );
         return Ok(ExitCode::FAILURE);

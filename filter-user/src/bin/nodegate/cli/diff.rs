@@ -10,7 +10,7 @@ use anyhow::{bail, Context};
 use filter_user::{
     config,
     daemon::{owner::RUN_DIR, run::active_rules_path},
-    diff::{diff_with_lockout, ssh_session, Diff, Probe},
+    diff::{diff_with_lockout, needed_here, Diff, Probe},
     loader::pins::PinLayout,
     model::ProbeProtocol,
 };
@@ -31,8 +31,11 @@ pub struct Args {
     probe: Vec<Probe>,
     #[command(flatten)]
     pins: PinArgs,
+    /// The resolver configuration whose nameservers' DNS replies must keep passing.
+    #[arg(long, value_name = "FILE", default_value = "/etc/resolv.conf")]
+    resolv_conf: PathBuf,
     /// Refuse (exit 2) when the new rules would cut off the SSH session this runs in
-    /// (`SSH_CONNECTION`); without it that is a warning.
+    /// (`SSH_CONNECTION`) or the resolvers' DNS replies; without it that is a warning.
     #[arg(long)]
     strict: bool,
     /// Output format.
@@ -78,7 +81,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 Format::Text => print_text(&d),
             }
             if args.strict && !d.lockout.is_empty() {
-                eprintln!("refused (--strict): the new rules would cut off your SSH session");
+                eprintln!("refused (--strict): the new rules would cut off what this node needs (see the lockout warnings)");
                 return Ok(ExitCode::from(2));
             }
             Ok(ExitCode::from(if d.is_empty() { 0 } else { 1 }))
@@ -109,12 +112,15 @@ fn compare(args: &Args) -> anyhow::Result<Diff> {
         .with_context(|| format!("the running rules ({}) do not load", against.display()))?;
     let new = config::load_file(&args.file)
         .with_context(|| format!("{} is rejected", args.file.display()))?;
-    let session = ssh_session(std::env::var("SSH_CONNECTION").ok().as_deref());
+    let needed = needed_here(
+        std::env::var("SSH_CONNECTION").ok().as_deref(),
+        std::fs::read_to_string(&args.resolv_conf).ok().as_deref(),
+    );
     Ok(diff_with_lockout(
         &old.policy,
         &new.policy,
         &args.probe,
-        session.as_slice(),
+        &needed,
     ))
 }
 
