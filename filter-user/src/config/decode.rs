@@ -29,7 +29,7 @@ use crate::policy::{
 pub(crate) const VERSION: u64 = 1;
 /// Linux's default `ip_local_port_range`, used when the system cannot be read.
 const LINUX_DEFAULT_EPHEMERAL: RangeInclusive<u16> = 32768..=60999;
-/// Overlap warnings shown individually before they are summarised.
+/// Overlap (and unused-set) warnings shown individually before they are summarised.
 const MAX_OVERLAP_WARNINGS: usize = 20;
 
 const TOP_KEYS: &[&str] = &[
@@ -80,6 +80,69 @@ pub fn key_paths() -> Vec<String> {
     paths.extend(under("rules[].", RULE_KEYS));
     paths.push("sets.NAME".into());
     paths
+}
+
+/// The address family whose every address `sources` cover together (`0.0.0.0/1` and
+/// `128.0.0.0/1` are "from anywhere" as much as `0.0.0.0/0`), if any.
+fn whole_family(sources: &[IpNet]) -> Option<&'static str> {
+    for (family, bits) in [("IPv4", 32u32), ("IPv6", 128)] {
+        let in_family = || {
+            sources
+                .iter()
+                .filter(move |n| u32::from(n.max_prefix_len()) == bits)
+        };
+        // Sizes summed (overlaps count twice) reach the family's size only if the union can:
+        // the aggregation below runs only for such lists, never for large ordinary ones.
+        let total: u128 = in_family()
+            .map(|n| match bits - u32::from(n.prefix_len()) {
+                128 => u128::MAX,
+                host_bits => 1u128 << host_bits,
+            })
+            .fold(0u128, u128::saturating_add);
+        let size = if bits == 128 {
+            u128::MAX
+        } else {
+            1u128 << bits
+        };
+        if total >= size {
+            let nets: Vec<IpNet> = in_family().copied().collect();
+            if IpNet::aggregate(&nets).iter().any(|n| n.prefix_len() == 0) {
+                return Some(family);
+            }
+        }
+    }
+    None
+}
+
+/// Refuse a rule whose sources together cover a whole address family unless the file says
+/// `allow_any_source: true` (a single `/0` is refused where it is written).
+fn any_source_allowed(cx: &mut Cx, r: &RawRule, sources: &[IpNet], allowed: bool) -> bool {
+    if allowed {
+        return true;
+    }
+    match whole_family(sources) {
+        None => true,
+        Some(family) => {
+            cx.error(
+                r.name_pos,
+                format!(
+                    "the sources of rule `{}` together cover every {family} address",
+                    r.name
+                ),
+                "list the real source ranges, or set `allow_any_source: true` at the top level to \
+                 allow traffic from anywhere",
+            );
+            false
+        }
+    }
+}
+
+/// Characters that print as nothing or reorder what follows (Unicode format characters and
+/// line/paragraph separators): `web` and `web` + U+200B would be two rules that look alike.
+fn is_invisible(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}'
+            | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}')
 }
 
 /// Longest flow timeout: a week, in seconds.
@@ -300,7 +363,9 @@ pub(super) fn map_entries<'n>(
         );
         return None;
     };
-    let mut out: Vec<(&'n str, Pos, &'n Node)> = Vec::new();
+    let mut out: Vec<(&'n str, Pos, &'n Node)> = Vec::with_capacity(entries.len());
+    // Where each key was first set: a hash lookup, since a mapping may have 100k keys.
+    let mut first_at: HashMap<&'n str, Pos> = HashMap::with_capacity(entries.len());
     for (k, v) in entries {
         let NodeKind::Scalar { value: key, .. } = &k.kind else {
             cx.error(
@@ -310,17 +375,15 @@ pub(super) fn map_entries<'n>(
             );
             continue;
         };
-        if let Some(first) = out.iter().find(|e| e.0 == key) {
+        if let Some(first) = first_at.get(key.as_str()) {
             cx.error(
                 k.pos,
                 format!("duplicate key `{key}` in {what}"),
-                format!(
-                    "`{key}` is already set at line {}; remove one of them",
-                    first.1
-                ),
+                format!("`{key}` is already set at line {first}; remove one of them"),
             );
             continue;
         }
+        first_at.insert(key.as_str(), k.pos);
         out.push((key.as_str(), k.pos, v));
     }
     Some(out)
@@ -468,6 +531,15 @@ fn boolean(cx: &mut Cx, node: &Node, what: &str) -> Option<bool> {
 /// A plain decimal integer in `0..=max`.
 fn integer(cx: &mut Cx, node: &Node, what: &str, max: u64) -> Option<u64> {
     let (text, plain) = scalar(cx, node, what, "a number")?;
+    if plain && text.len() > 1 && text.starts_with('0') && text.bytes().all(|b| b.is_ascii_digit())
+    {
+        cx.error(
+            node.pos,
+            format!("{what} `{text}` has a leading zero"),
+            "write the number without it (some YAML readers take it as octal)",
+        );
+        return None;
+    }
     if !plain || text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
         cx.error(
             node.pos,
@@ -588,6 +660,24 @@ fn key_item(cx: &mut Cx, node: &Node, kind: KeyKind) -> Option<RangeInclusive<u1
             return None;
         }
     };
+    // YAML 1.1 readers take an unquoted `022` as octal 18: never guess which was meant.
+    if let Some(zeroed) = [lo, hi]
+        .into_iter()
+        .find(|s| s.len() > 1 && s.starts_with('0'))
+    {
+        cx.error(
+            node.pos,
+            format!("{noun} `{zeroed}` has a leading zero"),
+            format!(
+                "write {} (some YAML readers take `{zeroed}` as an octal number)",
+                match zeroed.trim_start_matches('0') {
+                    "" => "0",
+                    digits => digits,
+                }
+            ),
+        );
+        return None;
+    }
     let parse = |s: &str| s.parse::<u32>().unwrap_or(u32::MAX);
     let (a, b) = (parse(lo), parse(hi));
     let shown = |v: u32| {
@@ -1252,10 +1342,10 @@ fn decode_rule_fields(
             "shorten the name",
         );
         complete = false;
-    } else if name.chars().any(char::is_control) {
+    } else if name.chars().any(|c| c.is_control() || is_invisible(c)) {
         cx.error(
             name_pos,
-            "rule name contains control characters",
+            "rule name contains control or invisible characters (bidi overrides, zero-width or separator characters): two names could print the same",
             "use printable characters only",
         );
         complete = false;
@@ -1505,7 +1595,10 @@ fn resolve(cx: &mut Cx, doc: &Document) -> Vec<Resolved> {
                     .entry(set.name.as_str())
                     .or_insert_with(|| unique_sources(set.entries.iter().copied()))
                     .clone();
-                if r.complete && !dup[i] {
+                if r.complete
+                    && !dup[i]
+                    && any_source_allowed(cx, r, &sources, doc.allow_any_source)
+                {
                     out.push(resolved(r, sources, source_pos));
                 }
                 continue;
@@ -1558,18 +1651,35 @@ fn resolve(cx: &mut Cx, doc: &Document) -> Vec<Resolved> {
         }
         if ok {
             let (sources, source_pos) = unique_sources(items.into_iter());
-            out.push(resolved(r, sources, source_pos));
+            if any_source_allowed(cx, r, &sources, doc.allow_any_source) {
+                out.push(resolved(r, sources, source_pos));
+            }
         }
     }
 
-    for set in &doc.sets {
-        if !used_sets.contains(set.name.as_str()) {
-            cx.warn(
-                set.pos,
-                format!("set `{}` is not used by any rule", set.name),
-                "remove it, or name it in a rule's `from`",
-            );
-        }
+    // Shown one by one up to a point, then summed up: 100,000 unused sets once meant
+    // 100,000 log lines on every reload.
+    let unused: Vec<&SetDef> = doc
+        .sets
+        .iter()
+        .filter(|set| !used_sets.contains(set.name.as_str()))
+        .collect();
+    for set in unused.iter().take(MAX_OVERLAP_WARNINGS) {
+        cx.warn(
+            set.pos,
+            format!("set `{}` is not used by any rule", set.name),
+            "remove it, or name it in a rule's `from`",
+        );
+    }
+    if let Some(first_unshown) = unused.get(MAX_OVERLAP_WARNINGS) {
+        cx.warn(
+            first_unshown.pos,
+            format!(
+                "{} more sets are not used by any rule (from here on)",
+                unused.len() - MAX_OVERLAP_WARNINGS
+            ),
+            "remove them, or name them in rules' `from`",
+        );
     }
 
     // Empty allow-list.

@@ -1748,3 +1748,111 @@ fn the_checked_tables_use_the_callers_rule_slots() {
     assert_eq!(fresh.tables.fresh_slots.len(), 2);
     assert_eq!(reload.stats, fresh.stats);
 }
+
+// ------------------------------------------------------- adversarial inputs (issue 17)
+
+#[test]
+fn deep_nesting_is_refused_instead_of_overflowing_the_stack() {
+    // 131,000 levels of `- - - …` (262 KB) once aborted `check` and the daemon.
+    let text = format!("version: 1\nrules:\n{}x\n", "- ".repeat(131_000));
+    let errs = errors(&text);
+    assert_eq!(errs.len(), 1, "{}", render(&errs));
+    assert!(
+        errs[0].message.contains("nested more than 32 levels"),
+        "{}",
+        errs[0]
+    );
+    // Real files are far from the limit.
+    let shallow = format!("version: 1\nrules:\n{}x\n", "- ".repeat(10));
+    assert!(!errors(&shallow)[0].message.contains("nested"));
+}
+
+#[test]
+fn numbers_with_a_leading_zero_are_refused_as_the_octal_trap() {
+    expect_error(
+        &with_rule("name: a, from: [10.0.0.0/8], protocol: tcp, ports: [022]"),
+        4,
+        "022",
+        "port `022` has a leading zero",
+        "write 22",
+    );
+    expect_error(
+        &with_rule("name: a, from: [10.0.0.0/8], protocol: tcp, ports: [\"1000-02000\"]"),
+        4,
+        "\"1000",
+        "port `02000` has a leading zero",
+        "write 2000",
+    );
+    let errs = errors(&format!("{HEAD}drop_samples_per_sec: 010\n"));
+    assert!(
+        errs[0].message.contains("`010` has a leading zero"),
+        "{}",
+        errs[0]
+    );
+}
+
+#[test]
+fn rule_names_with_invisible_characters_are_refused() {
+    for name in ["web\u{200B}", "we\u{202E}b", "web\u{2028}x", "\u{FEFF}web"] {
+        let errs = errors(&with_rule(&format!(
+            "name: \"{name}\", from: [10.0.0.0/8], protocol: tcp, ports: [443]"
+        )));
+        assert!(
+            errs.iter()
+                .any(|e| e.message.contains("invisible characters")),
+            "{name:?}: {}",
+            render(&errs)
+        );
+    }
+}
+
+#[test]
+fn sources_that_together_cover_a_family_need_allow_any_source() {
+    for from in ["[0.0.0.0/1, 128.0.0.0/1]", "[\"::/1\", \"8000::/1\"]"] {
+        let text = with_rule(&format!(
+            "name: a, from: {from}, protocol: tcp, ports: [443]"
+        ));
+        let errs = errors(&text);
+        assert_eq!(errs.len(), 1, "{}", render(&errs));
+        assert!(
+            errs[0].message.contains("together cover every"),
+            "{}",
+            errs[0]
+        );
+        assert!(errs[0]
+            .hint
+            .as_deref()
+            .unwrap_or("")
+            .contains("allow_any_source: true"));
+        let allowed = text.replace("version: 1\n", "version: 1\nallow_any_source: true\n");
+        assert!(load(&allowed).is_ok());
+    }
+    // Through a set, and three pieces that only together cover everything.
+    let text = format!(
+        "{HEAD}sets:\n  all: [0.0.0.0/2, 64.0.0.0/2, 128.0.0.0/1]\nrules:\n  - {{ name: a, from: [all], protocol: tcp, ports: [443] }}\n"
+    );
+    assert!(errors(&text)[0].message.contains("cover every IPv4"));
+    // Almost everything is not everything.
+    let text = with_rule("name: a, from: [0.0.0.0/1, 128.0.0.0/2], protocol: tcp, ports: [443]");
+    assert!(load(&text).is_ok());
+}
+
+#[test]
+fn many_unused_sets_are_summed_up_not_warned_one_by_one() {
+    let sets: String = (0..500)
+        .map(|i| format!("  s{i}: [10.{}.{}.0/24]\n", i / 256, i % 256))
+        .collect();
+    let text = format!(
+        "{HEAD}sets:\n{sets}rules:\n  - {{ name: a, from: [192.0.2.0/24], protocol: tcp, ports: [443] }}\n"
+    );
+    let w: Vec<Diagnostic> = warnings(&text)
+        .into_iter()
+        .filter(|w| w.message.contains("not used"))
+        .collect();
+    assert_eq!(w.len(), 21, "20 named, then one sum");
+    assert!(
+        w[20].message.contains("480 more sets are not used"),
+        "{}",
+        w[20]
+    );
+}

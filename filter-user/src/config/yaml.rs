@@ -82,6 +82,11 @@ enum Frame {
     Map(Pos, Vec<(Node, Node)>, Option<Node>),
 }
 
+/// Deepest nesting of sequences and mappings accepted. A rule file needs five levels (the
+/// file, `rules`, a rule, its `from`); a deeper one is not a rule file, and a node tree
+/// 100,000 levels deep (262 KB of `- - - …`) would overflow the stack when dropped.
+pub(crate) const MAX_NESTING: usize = 32;
+
 /// Parse one YAML document into a node tree. `Ok(None)` for an empty document (no content).
 /// A syntax error ends parsing (the parser cannot resynchronise), so at most one issue comes
 /// back for it; anchors, aliases and tags are reported and parsing goes on.
@@ -143,6 +148,14 @@ pub(crate) fn parse(text: &str, issues: &mut Vec<Issue>) -> Option<Node> {
                         plain: style == ScalarStyle::Plain,
                     },
                 }
+            }
+            Event::SequenceStart(..) | Event::MappingStart(..) if stack.len() == MAX_NESTING => {
+                issues.push(Issue::error(
+                    pos,
+                    format!("lists and mappings nested more than {MAX_NESTING} levels deep"),
+                    Some("a rule file nests at most five levels (file, `rules`, a rule, its `from`); check the indentation and the `-` markers"),
+                ));
+                return None;
             }
             Event::SequenceStart(anchor, tag) => {
                 check_anchor_tag(pos, anchor, tag.is_some(), issues);
