@@ -1856,3 +1856,18 @@ fn many_unused_sets_are_summed_up_not_warned_one_by_one() {
         w[20]
     );
 }
+
+#[test]
+fn a_ports_list_longer_than_there_are_ports_is_refused() {
+    let ports = vec!["80"; 70_000].join(", ");
+    let errs = errors(&with_rule(&format!(
+        "name: a, from: [10.0.0.0/8], protocol: tcp, ports: [{ports}]"
+    )));
+    assert!(
+        errs[0]
+            .message
+            .contains("70000 entries, more than the 65536 ports"),
+        "{}",
+        errs[0]
+    );
+}
