@@ -10,6 +10,7 @@ use ipnet::IpNet;
 use serde::Serialize;
 
 use crate::{
+    config::Loaded,
     model::{Model, ProbeProtocol},
     policy::{Policy, Protocol, Rule},
 };
@@ -76,11 +77,28 @@ pub struct RuleChange {
     pub sources_removed: Vec<IpNet>,
 }
 
+/// One named set present in both files, changed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SetChange {
+    /// Its name.
+    pub name: String,
+    /// Prefixes it gained.
+    pub added: Vec<IpNet>,
+    /// Prefixes it lost.
+    pub removed: Vec<IpNet>,
+}
+
 /// Everything that differs.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Diff {
     /// Settings as "name: old → new".
     pub settings: Vec<String>,
+    /// Sets only in the new file.
+    pub sets_added: Vec<String>,
+    /// Sets only in the running one.
+    pub sets_removed: Vec<String>,
+    /// Sets in both, changed.
+    pub sets_changed: Vec<SetChange>,
     /// Rules only in the new file.
     pub rules_added: Vec<String>,
     /// Rules only in the running set.
@@ -99,6 +117,9 @@ impl Diff {
     /// Whether loading the new rules changes anything.
     pub fn is_empty(&self) -> bool {
         self.settings.is_empty()
+            && self.sets_added.is_empty()
+            && self.sets_removed.is_empty()
+            && self.sets_changed.is_empty()
             && self.rules_added.is_empty()
             && self.rules_removed.is_empty()
             && self.rules_changed.is_empty()
@@ -378,10 +399,35 @@ pub fn diff(old: &Policy, new: &Policy, probes: &[Probe]) -> Diff {
     d
 }
 
-/// [`diff`], plus the new rules' [`lockout_risks`] for `needed`.
-pub fn diff_with_lockout(old: &Policy, new: &Policy, probes: &[Probe], needed: &[Needed]) -> Diff {
-    let mut d = diff(old, new, probes);
-    d.lockout = lockout_risks(new, needed);
+/// Two whole files: [`diff`] of their policies, their named sets compared, and the new
+/// rules' [`lockout_risks`] for `needed`.
+pub fn diff_files(old: &Loaded, new: &Loaded, probes: &[Probe], needed: &[Needed]) -> Diff {
+    let mut d = diff(&old.policy, &new.policy, probes);
+    for (name, nets) in &new.sets {
+        match old.sets.get(name) {
+            None => d.sets_added.push(name.clone()),
+            Some(before) => {
+                let (b, a): (BTreeSet<&IpNet>, BTreeSet<&IpNet>) =
+                    (before.iter().collect(), nets.iter().collect());
+                let added: Vec<IpNet> = a.difference(&b).map(|n| **n).collect();
+                let removed: Vec<IpNet> = b.difference(&a).map(|n| **n).collect();
+                if !added.is_empty() || !removed.is_empty() {
+                    d.sets_changed.push(SetChange {
+                        name: name.clone(),
+                        added,
+                        removed,
+                    });
+                }
+            }
+        }
+    }
+    d.sets_removed = old
+        .sets
+        .keys()
+        .filter(|name| !new.sets.contains_key(*name))
+        .cloned()
+        .collect();
+    d.lockout = lockout_risks(&new.policy, needed);
     d
 }
 
@@ -464,6 +510,32 @@ mod tests {
             lockout_risks(&stateful, &needed).is_empty(),
             "the flow table lets replies in"
         );
+    }
+
+    #[test]
+    fn sets_are_compared_by_name() {
+        let load = |text: &str| {
+            parse_str_with("t.yaml", text, &LoadOptions::fixed_ephemeral(32768..=60999)).unwrap()
+        };
+        let old = load(BASE);
+        let new = load(&BASE.replace(", 10.0.1.0/24]", ", 10.0.2.0/24]\n  spare: [10.7.0.0/16]"));
+        let d = diff_files(&old, &new, &[], &[]);
+        assert_eq!(d.sets_added, vec!["spare".to_string()]);
+        assert_eq!(d.sets_changed.len(), 1);
+        assert_eq!(d.sets_changed[0].name, "cp");
+        assert_eq!(
+            d.sets_changed[0].added,
+            vec!["10.0.2.0/24".parse::<IpNet>().unwrap()]
+        );
+        assert_eq!(
+            d.sets_changed[0].removed,
+            vec!["10.0.1.0/24".parse::<IpNet>().unwrap()]
+        );
+        assert_eq!(
+            diff_files(&new, &old, &[], &[]).sets_removed,
+            vec!["spare".to_string()]
+        );
+        assert!(diff_files(&old, &old, &[], &[]).is_empty());
     }
 
     #[test]

@@ -93,6 +93,12 @@ pub struct Rule {
     pub interfaces: Vec<String>,
 }
 
+/// How many of `nets` are IPv4 and how many IPv6.
+pub fn family_counts(nets: &[IpNet]) -> (usize, usize) {
+    let v4 = nets.iter().filter(|n| matches!(n, IpNet::V4(_))).count();
+    (v4, nets.len() - v4)
+}
+
 impl Rule {
     /// Its ports or types as written in a rule file (`22,8000-8080`), `all` when it has none.
     pub fn keys_text(&self) -> String {

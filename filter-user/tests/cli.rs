@@ -198,6 +198,8 @@ fn diff_names_the_rule_the_prefix_and_the_flipped_verdict() {
     let new = TempFile::new(&DIFF_BASE.replace(" 10.0.1.0/24,", ""));
     let (code, out, err) = nodegate(&["diff", new.path(), "--against", old.path()]);
     assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("set ~     cp"), "{out}");
+    assert!(out.contains("            - 10.0.1.0/24"), "{out}");
     assert!(out.contains("rule ~    api"), "{out}");
     assert!(out.contains("- from 10.0.1.0/24"), "{out}");
     assert!(

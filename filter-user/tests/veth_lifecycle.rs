@@ -766,6 +766,16 @@ fn status_tells_what_is_loaded_and_whether_it_is_healthy() {
         .find(|r| r["name"] == "control-plane-api")
         .unwrap();
     assert_eq!(api["sources"], serde_json::json!([1, 1]), "{api}");
+    let sets = json["daemon"]["sets"].as_array().unwrap();
+    let cp = sets
+        .iter()
+        .find(|s| s["name"] == "control-plane")
+        .expect("sets listed");
+    assert_eq!(
+        (cp["ipv4"].as_u64(), cp["ipv6"].as_u64()),
+        (Some(1), Some(1)),
+        "{json:#}"
+    );
 
     // `diff` compares with the rules the daemon published (recorded owner-only in the run
     // directory): the same file is no change, an edited one names what it changes.

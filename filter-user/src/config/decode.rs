@@ -178,7 +178,7 @@ pub(super) fn load(
     text: &str,
     opts: &LoadOptions,
     issues: &mut Vec<Issue>,
-) -> Option<(Policy, Tables)> {
+) -> Option<(Policy, Tables, Sets)> {
     let root = yaml::parse(text, issues);
     if issues.iter().any(|i| i.severity == Severity::Error) {
         return None;
@@ -231,8 +231,19 @@ pub(super) fn load(
     warn_overlaps(&mut cx, &doc);
     warn_shadowed(&mut cx, &policy, &resolved, &tables);
     warn_lockout(&mut cx, &doc, &policy);
-    Some((policy, tables))
+    let sets = doc
+        .sets
+        .iter()
+        .map(|set| {
+            let nets = set.entries.iter().map(|(net, _)| *net).collect();
+            (set.name.clone(), nets)
+        })
+        .collect();
+    Some((policy, tables, sets))
 }
+
+/// The file's named sets: name → prefixes as listed.
+pub type Sets = BTreeMap<String, Vec<IpNet>>;
 
 fn compile_hint(e: &CompileError) -> &'static str {
     match e {

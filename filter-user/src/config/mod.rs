@@ -69,7 +69,7 @@ mod file;
 mod interfaces;
 mod yaml;
 
-pub use decode::key_paths;
+pub use decode::{key_paths, Sets};
 pub use file::{content_hash, read_rule_file, MAX_RULE_FILE_BYTES};
 
 #[cfg(test)]
@@ -193,6 +193,8 @@ pub struct Loaded {
     /// The file's text as read (`None` for text given as a string): what the daemon
     /// records as the active rules, for `nodegate diff`.
     pub text: Option<std::sync::Arc<str>>,
+    /// Its named sets, as listed (the policy's rules hold them resolved).
+    pub sets: Sets,
 }
 
 /// Reads the node's ephemeral port range; see [`LoadOptions`].
@@ -332,13 +334,14 @@ pub fn parse_str_with(name: &str, text: &str, opts: &LoadOptions) -> Result<Load
         }
     }
     match outcome {
-        Some((policy, tables)) if errors.is_empty() => Ok(Loaded {
+        Some((policy, tables, sets)) if errors.is_empty() => Ok(Loaded {
             policy,
             warnings,
             stats: tables.stats,
             tables,
             file_hash: None,
             text: None,
+            sets,
         }),
         _ => {
             if errors.is_empty() {

@@ -62,6 +62,17 @@ pub struct RuleSummary {
     pub ipv6_sources: usize,
 }
 
+/// A named set of the active rule file and its size.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetSummary {
+    /// Its name.
+    pub name: String,
+    /// IPv4 prefixes listed.
+    pub ipv4: usize,
+    /// IPv6 prefixes listed.
+    pub ipv6: usize,
+}
+
 /// One entry of the daemon's audit trail: a publish, or a rejected reload.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditEntry {
@@ -111,6 +122,9 @@ pub struct DaemonStatus {
     /// The last publishes and rejected reloads, oldest first.
     #[serde(default)]
     pub history: Vec<AuditEntry>,
+    /// The active rule file's named sets.
+    #[serde(default)]
+    pub sets: Vec<SetSummary>,
 }
 
 /// The daemon's answer.

@@ -139,6 +139,8 @@ pub struct Engine {
     program_id: u32,
     /// The text of the rule file the active generation came from.
     active_text: Option<Arc<str>>,
+    /// Its named sets and their sizes.
+    active_sets: Vec<super::control::SetSummary>,
     /// The audit trail: the last [`HISTORY`] publishes and rejected reloads.
     history: std::collections::VecDeque<super::control::AuditEntry>,
     /// Requested interfaces the filter is not attached to, and why (what [`Engine::tend`]
@@ -181,6 +183,8 @@ pub struct Prepared {
     pub file_hash: Option<u64>,
     /// The text read.
     pub text: Option<Arc<str>>,
+    /// Its named sets.
+    pub sets: config::Sets,
 }
 
 /// Parse, validate and compile a rule file; nothing is touched.
@@ -217,6 +221,7 @@ pub fn prepare(
         compile_time: start.elapsed(),
         file_hash: loaded.file_hash,
         text: loaded.text,
+        sets: loaded.sets,
     })
 }
 
@@ -314,6 +319,7 @@ impl Engine {
             holds,
             program_id,
             active_text: None,
+            active_sets: Vec::new(),
             history: std::collections::VecDeque::new(),
             trouble: BTreeMap::new(),
         };
@@ -549,6 +555,7 @@ impl Engine {
             compile_time,
             file_hash,
             text,
+            sets,
         } = prepared;
         let report = self.filter.maps_mut().publish(&tables)?;
         self.slots.commit(&tables);
@@ -577,6 +584,13 @@ impl Engine {
         self.stats.last_reload_error = None;
         self.stats.config_hash = file_hash;
         self.active_text = text;
+        self.active_sets = sets
+            .into_iter()
+            .map(|(name, nets)| {
+                let (ipv4, ipv6) = crate::policy::family_counts(&nets);
+                super::control::SetSummary { name, ipv4, ipv6 }
+            })
+            .collect();
         self.stats.last_publish = Some(report);
         self.active = Some(Arc::new(Compiled { policy, tables }));
         self.audit(trigger, true, file_hash, changes);
@@ -616,6 +630,11 @@ impl Engine {
     /// Interfaces attached by this engine.
     pub fn attached(&self) -> &[Attached] {
         &self.attached
+    }
+
+    /// The active rule file's named sets and their sizes.
+    pub fn active_sets(&self) -> &[super::control::SetSummary] {
+        &self.active_sets
     }
 
     /// The text of the rule file the active generation came from.

@@ -249,21 +249,18 @@ fn daemon_status(engine: &mut Engine) -> control::DaemonStatus {
             .rules
             .iter()
             .map(|r| {
-                let v4 = r
-                    .sources
-                    .iter()
-                    .filter(|n| matches!(n, ipnet::IpNet::V4(_)))
-                    .count();
+                let (ipv4_sources, ipv6_sources) = crate::policy::family_counts(&r.sources);
                 control::RuleSummary {
                     name: r.name.clone(),
                     kind: format!("{:?}", r.kind).to_lowercase(),
-                    ipv4_sources: v4,
-                    ipv6_sources: r.sources.len() - v4,
+                    ipv4_sources,
+                    ipv6_sources,
                 }
             })
             .collect(),
         not_ready: engine.not_ready(),
         history: engine.history(),
+        sets: engine.active_sets().to_vec(),
     }
 }
 

@@ -10,7 +10,7 @@ use anyhow::{bail, Context};
 use filter_user::{
     config,
     daemon::{owner::RUN_DIR, run::active_rules_path},
-    diff::{diff_with_lockout, needed_here, Diff, Probe},
+    diff::{diff_files, needed_here, Diff, Probe},
     loader::pins::PinLayout,
     model::ProbeProtocol,
 };
@@ -116,12 +116,7 @@ fn compare(args: &Args) -> anyhow::Result<Diff> {
         std::env::var("SSH_CONNECTION").ok().as_deref(),
         std::fs::read_to_string(&args.resolv_conf).ok().as_deref(),
     );
-    Ok(diff_with_lockout(
-        &old.policy,
-        &new.policy,
-        &args.probe,
-        &needed,
-    ))
+    Ok(diff_files(&old, &new, &args.probe, &needed))
 }
 
 fn print_text(d: &Diff) {
@@ -130,6 +125,21 @@ fn print_text(d: &Diff) {
     }
     for s in &d.settings {
         println!("setting   {s}");
+    }
+    for name in &d.sets_added {
+        println!("set +     {name}");
+    }
+    for name in &d.sets_removed {
+        println!("set -     {name}");
+    }
+    for c in &d.sets_changed {
+        println!("set ~     {}", c.name);
+        for n in &c.added {
+            println!("            + {n}");
+        }
+        for n in &c.removed {
+            println!("            - {n}");
+        }
     }
     for r in &d.rules_added {
         println!("rule +    {r}");

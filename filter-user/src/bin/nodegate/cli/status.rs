@@ -232,6 +232,12 @@ fn print_text(s: &Status) {
             if let Some(err) = &d.last_reload_error {
                 println!("last reload     REJECTED: {err}");
             }
+            for set in &d.sets {
+                println!(
+                    "set             {}: {} IPv4 and {} IPv6 prefixes",
+                    set.name, set.ipv4, set.ipv6
+                );
+            }
             for e in d.history.iter().rev().take(5) {
                 let what = match e.published {
                     true => format!("epoch {} published", e.epoch),
