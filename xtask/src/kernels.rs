@@ -197,36 +197,13 @@ pub fn run(quick: bool, only: &[String]) -> anyhow::Result<()> {
                 .to_string();
             let script = scratch.join(format!("suite-{release}.sh"));
             std::fs::write(&script, guest_script(&suites, &binaries, quick)?)?;
-            // Straight into a file, so a long run can be followed with `tail -f`.
-            let log = scratch.join(format!("log-{release}.txt"));
-            eprintln!(
-                "\n== kernel {release} (qemu, emulated CPU): {} suites; guest output: {}",
-                suites.len(),
-                log.display()
-            );
-            let child = Command::new(&vng)
-                // Its own process group: a timeout kills vng and the qemu under it together.
-                .process_group(0)
-                .arg("-r")
-                .arg(&image)
-                .args([
-                    "--force-9p",
-                    "--disable-kvm",
-                    "--cpus",
-                    "2",
-                    "--memory",
-                    "3G",
-                    "--rwdir",
-                ])
-                .arg(std::env::temp_dir())
-                .arg("--")
-                .arg(format!("bash {} < /dev/null", script.display()))
-                .stdin(std::process::Stdio::null())
-                .stdout(std::fs::File::create(&log)?)
-                .stderr(std::fs::File::create(log.with_extension("stderr"))?)
-                .spawn()
-                .context("failed to start vng")?;
-            guests.push((release, log, child, Instant::now()));
+            let guest = Guest {
+                release,
+                image,
+                script,
+                log: PathBuf::new(),
+            };
+            guests.push(boot(&vng, &scratch, guest, suites.len(), 0)?);
             // Two virtme-ng instances started in the same instant have failed to boot the
             // second (exit 255, no output); a few seconds apart they both come up.
             std::thread::sleep(Duration::from_secs(10));
@@ -234,32 +211,25 @@ pub fn run(quick: bool, only: &[String]) -> anyhow::Result<()> {
         // A hung test must not hold CI: the short run gets 30 minutes (it takes about 20
         // under emulation on 2 shared cores), the full one 3 hours.
         let limit = Duration::from_secs(if quick { 30 * 60 } else { 3 * 3600 });
-        for (release, log, mut child, boot) in guests {
-            let status = loop {
-                if let Some(status) = child.try_wait()? {
-                    break status.to_string();
-                }
-                if boot.elapsed() > limit {
-                    let _ = Command::new("kill")
-                        .args(["-KILL", "--", &format!("-{}", child.id())])
-                        .status();
-                    let _ = child.wait();
-                    break format!("killed after {} s", limit.as_secs());
-                }
-                std::thread::sleep(Duration::from_millis(500));
-            };
-            let text = std::fs::read_to_string(&log)?;
-            eprintln!(
-                "kernel {release}: {} s in the VM ({status})",
-                boot.elapsed().as_secs()
-            );
-            let parsed = parse(&text, &release, &suites);
-            verifier.extend(verifier_lines(&text));
-            if parsed.iter().any(|r| !r.ok) || parsed.len() != suites.len() {
-                let stderr =
-                    std::fs::read_to_string(log.with_extension("stderr")).unwrap_or_default();
-                eprintln!("{}\n{}", tail(&text, 120), tail(&stderr, 20));
+        let mut second_tries = Vec::new();
+        for (guest, child, started) in guests {
+            let (parsed, died) = finish(&guest, child, started, limit, &suites)?;
+            if died {
+                // The VM itself went away (vng exit 255 with nothing on stderr, seen once
+                // mid-suite under emulation) without a test failing: boot it once more.
+                eprintln!(
+                    "kernel {}: the VM ended without reporting every suite and without a failing test; booting it once more",
+                    guest.release
+                );
+                second_tries.push(boot(&vng, &scratch, guest, suites.len(), 1)?);
+            } else {
+                verifier.extend(verifier_lines(&std::fs::read_to_string(&guest.log)?));
+                rows.extend(parsed);
             }
+        }
+        for (guest, child, started) in second_tries {
+            let (parsed, _) = finish(&guest, child, started, limit, &suites)?;
+            verifier.extend(verifier_lines(&std::fs::read_to_string(&guest.log)?));
             rows.extend(parsed);
         }
         if !quick {
@@ -397,6 +367,102 @@ fn command_line(
         line.push_str(a);
     }
     Ok(line)
+}
+
+/// One guest kernel of the matrix.
+struct Guest {
+    release: String,
+    image: PathBuf,
+    script: PathBuf,
+    /// Its output of the current attempt.
+    log: PathBuf,
+}
+
+/// Boot `guest` under qemu running its suite script (attempt 0, or a retry), output to
+/// a log file per attempt.
+fn boot(
+    vng: &Path,
+    scratch: &Path,
+    mut guest: Guest,
+    suites: usize,
+    attempt: u32,
+) -> anyhow::Result<(Guest, std::process::Child, Instant)> {
+    // Straight into a file, so a long run can be followed with `tail -f`.
+    let name = match attempt {
+        0 => format!("log-{}.txt", guest.release),
+        n => format!("log-{}-retry{n}.txt", guest.release),
+    };
+    guest.log = scratch.join(name);
+    eprintln!(
+        "\n== kernel {} (qemu, emulated CPU): {suites} suites; guest output: {}",
+        guest.release,
+        guest.log.display()
+    );
+    let child = Command::new(vng)
+        // Its own process group: a timeout kills vng and the qemu under it together.
+        .process_group(0)
+        .arg("-r")
+        .arg(&guest.image)
+        .args([
+            "--force-9p",
+            "--disable-kvm",
+            "--cpus",
+            "2",
+            "--memory",
+            "3G",
+            "--rwdir",
+        ])
+        .arg(std::env::temp_dir())
+        .arg("--")
+        .arg(format!("bash {} < /dev/null", guest.script.display()))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&guest.log)?)
+        .stderr(std::fs::File::create(guest.log.with_extension("stderr"))?)
+        .spawn()
+        .context("failed to start vng")?;
+    Ok((guest, child, Instant::now()))
+}
+
+/// Wait for `guest` (killing it past `limit`) and parse its results. `died`: the VM ended
+/// abnormally with suites unreported and no test failing — not a verdict on nodegate.
+fn finish(
+    guest: &Guest,
+    mut child: std::process::Child,
+    started: Instant,
+    limit: Duration,
+    suites: &[&Suite],
+) -> anyhow::Result<(Vec<Row>, bool)> {
+    let (status, killed) = loop {
+        if let Some(status) = child.try_wait()? {
+            break (status, false);
+        }
+        if started.elapsed() > limit {
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", child.id())])
+                .status();
+            break (child.wait()?, true);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let text = std::fs::read_to_string(&guest.log)?;
+    let described = match killed {
+        true => format!("killed after {} s", limit.as_secs()),
+        false => status.to_string(),
+    };
+    eprintln!(
+        "kernel {}: {} s in the VM ({described})",
+        guest.release,
+        started.elapsed().as_secs()
+    );
+    let parsed = parse(&text, &guest.release, suites);
+    let complete = parsed.len() == suites.len();
+    if parsed.iter().any(|r| !r.ok) || !complete {
+        let stderr =
+            std::fs::read_to_string(guest.log.with_extension("stderr")).unwrap_or_default();
+        eprintln!("{}\n{}", tail(&text, 120), tail(&stderr, 20));
+    }
+    let died = !killed && !status.success() && !complete && parsed.iter().all(|r| r.ok);
+    Ok((parsed, died))
 }
 
 /// The test filters of a run: the quick selection, or everything.
