@@ -38,4 +38,5 @@ pub mod loader;
 pub mod model;
 pub mod object;
 pub mod policy;
+pub mod probe;
 pub mod replay;
