@@ -265,6 +265,20 @@ pub struct InterfaceSettings {
     pub default: Option<DefaultAction>,
 }
 
+/// How a change to this rule set is confirmed (`rollout:`): published on probation, and
+/// flipped back to the previous generation unless its probes keep passing for
+/// `confirm_within` (or, without probes, `nodegate confirm` comes in time).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rollout {
+    /// The probation window.
+    pub confirm_within: std::time::Duration,
+    /// Reachability that must hold under the new rules.
+    pub probes: Vec<crate::probe::ReachProbe>,
+    /// Roll back when the new rules drop packets of a TCP connection established before
+    /// the change.
+    pub watch_established: bool,
+}
+
 /// A complete, validated rule set.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Policy {
@@ -296,6 +310,8 @@ pub struct Policy {
     pub acknowledge_failsafe_change: bool,
     /// Per-interface mode and default, by interface name.
     pub interfaces: BTreeMap<String, InterfaceSettings>,
+    /// Changes to this file are confirmed changes (`rollout:`); `None`: applied at once.
+    pub rollout: Option<Rollout>,
 }
 
 impl Policy {
@@ -357,6 +373,7 @@ impl Default for Policy {
             rules: Vec::new(),
             acknowledge_failsafe_change: false,
             interfaces: BTreeMap::new(),
+            rollout: None,
         }
     }
 }

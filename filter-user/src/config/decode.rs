@@ -46,6 +46,7 @@ const TOP_KEYS: &[&str] = &[
     "unknown_ethertypes",
     "drop_samples_per_sec",
     "capacity",
+    "rollout",
     "interfaces",
     "sets",
     "failsafe",
@@ -76,6 +77,7 @@ pub fn key_paths() -> Vec<String> {
     paths.extend(under("return_traffic.", RETURN_KEYS));
     paths.extend(under("return_traffic.timeouts.", TIMEOUT_KEYS));
     paths.extend(under("capacity.", CAPACITY_KEYS));
+    paths.extend(under("rollout.", super::rollout::ROLLOUT_KEYS));
     paths.extend(under("interfaces.NAME.", super::interfaces::INTERFACE_KEYS));
     paths.extend(under("rules[].", RULE_KEYS));
     paths.push("sets.NAME".into());
@@ -212,6 +214,7 @@ pub(super) fn load(
             .iter()
             .map(|(name, i)| (name.clone(), i.settings))
             .collect(),
+        rollout: doc.rollout.clone(),
     };
     if cx.has_errors() {
         return None;
@@ -295,6 +298,8 @@ struct Document {
     /// Every CIDR written in the file: (prefix, position, owner) for overlap warnings. The
     /// owner is shared: a set of 100k entries names itself once, not 100k times.
     cidrs: Vec<(IpNet, Pos, Rc<str>)>,
+    /// `rollout:`, when the file makes its changes confirmed ones.
+    rollout: Option<crate::policy::Rollout>,
     interfaces: BTreeMap<String, InterfaceEntry>,
 }
 
@@ -516,7 +521,7 @@ pub(super) fn decode_default(cx: &mut Cx, node: &Node, what: &str) -> Option<Def
 }
 
 /// `true` or `false`, plain. YAML 1.1 spellings (yes/no/on/off) are rejected.
-fn boolean(cx: &mut Cx, node: &Node, what: &str) -> Option<bool> {
+pub(super) fn boolean(cx: &mut Cx, node: &Node, what: &str) -> Option<bool> {
     let (text, plain) = scalar(cx, node, what, "`true` or `false`")?;
     match (text, plain) {
         ("true", true) => Some(true),
@@ -944,6 +949,7 @@ fn decode_document(cx: &mut Cx, root: &Node, opts: &LoadOptions) -> Option<Docum
         failsafe_pos: f.key_pos("failsafe"),
         cidrs: Vec::new(),
         interfaces: BTreeMap::new(),
+        rollout: None,
     };
 
     match f.get("version") {
@@ -1032,6 +1038,9 @@ fn decode_document(cx: &mut Cx, root: &Node, opts: &LoadOptions) -> Option<Docum
     }
     if let Some(v) = opts.capacity.ipv6 {
         doc.capacity.ipv6 = v;
+    }
+    if let Some(n) = f.get("rollout") {
+        doc.rollout = super::rollout::decode_rollout(cx, n);
     }
     if let Some(n) = f.get("drop_samples_per_sec") {
         if let Some(v) = integer(cx, n, "`drop_samples_per_sec`", 1_000_000) {

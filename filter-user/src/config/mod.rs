@@ -67,10 +67,12 @@
 mod decode;
 mod file;
 mod interfaces;
+mod rollout;
 mod yaml;
 
 pub use decode::{key_paths, Sets};
 pub use file::{content_hash, read_rule_file, MAX_RULE_FILE_BYTES};
+pub use rollout::parse_window;
 
 #[cfg(test)]
 mod tests;

@@ -11,6 +11,11 @@
 //! → reload            ← {"ok":true,"epoch":7,"message":"..."}   (after the flip)
 //!                     ← {"ok":false,"epoch":6,"message":"rules.yaml:3:5: ..."}
 //! → reload-nowait     ← {"ok":true,"epoch":6,"message":"reload queued"}  (before it runs)
+//! → apply {"file":"/etc/nodegate/next.yaml","confirm_within_secs":120,"probes":[…],"watch_established":true}
+//!                     ← {"ok":true,"epoch":8,"message":"epoch 8 active on probation …"}
+//! → confirm           ← {"ok":true,"epoch":8,"message":"confirmed: …"}
+//! → rollback          ← {"ok":true,"epoch":9,"message":"rolled back …"}
+//! → status            ← {"pid":…}  (a DaemonStatus)
 //! ```
 
 use std::{
@@ -33,13 +38,13 @@ use crate::loader::pins::PinLayout;
 
 /// A client has this long to send its request line.
 const REQUEST_DEADLINE: Duration = Duration::from_secs(2);
-/// Longest request line read.
-const MAX_REQUEST_BYTES: u64 = 256;
+/// Longest request line read (an `apply` names a file and up to 16 probes).
+const MAX_REQUEST_BYTES: u64 = 8192;
 /// Connections whose request is still being read, at most.
 const MAX_PENDING: usize = 64;
 
 /// What a client asks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Request {
     /// Reload the rule file; answer once the new generation is active, or rejected.
     Reload,
@@ -47,6 +52,62 @@ pub enum Request {
     ReloadNoWait,
     /// Describe the daemon ([`DaemonStatus`]).
     Status,
+    /// Publish a file on probation (`nodegate apply`).
+    Apply(ApplyRequest),
+    /// Keep the change on probation (`nodegate confirm`).
+    Confirm,
+    /// Flip back now (`nodegate rollback`).
+    Rollback,
+}
+
+/// `nodegate apply`'s request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApplyRequest {
+    /// The rule file to publish (absolute).
+    pub file: PathBuf,
+    /// The probation window.
+    pub confirm_within_secs: u64,
+    /// Probes that must keep passing.
+    pub probes: Vec<crate::probe::ReachProbe>,
+    /// Roll back on a dropped packet of a connection established before the change.
+    pub watch_established: bool,
+}
+
+impl Request {
+    /// The request line.
+    fn line(&self) -> String {
+        match self {
+            Request::Reload => "reload\n".into(),
+            Request::ReloadNoWait => "reload-nowait\n".into(),
+            Request::Status => "status\n".into(),
+            Request::Apply(apply) => format!(
+                "apply {}\n",
+                serde_json::to_string(apply).expect("plain data serializes")
+            ),
+            Request::Confirm => "confirm\n".into(),
+            Request::Rollback => "rollback\n".into(),
+        }
+    }
+
+    fn parse(line: &str) -> Result<Request, String> {
+        Ok(match line {
+            "reload" => Request::Reload,
+            "reload-nowait" => Request::ReloadNoWait,
+            "status" => Request::Status,
+            "confirm" => Request::Confirm,
+            "rollback" => Request::Rollback,
+            other => match other.strip_prefix("apply ") {
+                Some(json) => Request::Apply(
+                    serde_json::from_str(json).map_err(|e| format!("unreadable apply request: {e}"))?,
+                ),
+                None => {
+                    return Err(format!(
+                        "unknown request {other:?}; this nodegate understands `reload`, `reload-nowait`, `status`, `apply`, `confirm` and `rollback`"
+                    ))
+                }
+            },
+        })
+    }
 }
 
 /// One rule of the active generation as the daemon knows it.
@@ -88,6 +149,10 @@ pub struct AuditEntry {
     pub config_hash: Option<String>,
     /// What changed (`diff::summary`), or why the file was rejected.
     pub detail: String,
+    /// An event that neither published nor rejected anything (a confirmation, the reason
+    /// of a rollback).
+    #[serde(default)]
+    pub note: bool,
 }
 
 /// What the daemon says about itself (`nodegate status`).
@@ -125,6 +190,10 @@ pub struct DaemonStatus {
     /// The active rule file's named sets.
     #[serde(default)]
     pub sets: Vec<SetSummary>,
+    /// A confirmed change on probation, or the last one rolled back while the rule file
+    /// still holds it.
+    #[serde(default)]
+    pub rollout: Option<super::rollout::RolloutStatus>,
 }
 
 /// The daemon's answer.
@@ -259,25 +328,20 @@ async fn read_request(stream: UnixStream) -> Option<(UnixStream, Request)> {
     let mut line = String::new();
     let read = tokio::time::timeout(REQUEST_DEADLINE, reader.read_line(&mut line)).await;
     let mut stream = reader.into_inner().into_inner();
-    let request = match line.trim() {
-        "reload" => Request::Reload,
-        "reload-nowait" => Request::ReloadNoWait,
-        "status" => Request::Status,
-        other => {
+    match Request::parse(line.trim()) {
+        Ok(request) => Some((stream, request)),
+        Err(message) => {
             if read.is_ok() {
                 let answer = Answer {
                     ok: false,
                     epoch: 0,
-                    message: format!(
-                        "unknown request {other:?}; this nodegate understands `reload`, `reload-nowait` and `status`"
-                    ),
+                    message,
                 };
                 let _ = reply(&mut stream, &answer).await;
             }
-            return None;
+            None
         }
-    };
-    Some((stream, request))
+    }
 }
 
 impl Drop for ControlListener {
@@ -335,11 +399,7 @@ fn exchange<T: serde::de::DeserializeOwned>(
     stream
         .set_read_timeout(Some(timeout))
         .map_err(|e| io("set a timeout", e))?;
-    let line = match request {
-        Request::Reload => "reload\n",
-        Request::ReloadNoWait => "reload-nowait\n",
-        Request::Status => "status\n",
-    };
+    let line = request.line();
     stream
         .write_all(line.as_bytes())
         .map_err(|e| io("send", e))?;
@@ -398,6 +458,21 @@ mod tests {
         .await
         .unwrap();
         assert!(garbage.contains("unknown request"), "{garbage}");
+        for request in [
+            Request::Confirm,
+            Request::Rollback,
+            Request::Apply(ApplyRequest {
+                file: "/etc/nodegate/next.yaml".into(),
+                confirm_within_secs: 120,
+                probes: vec!["https://10.0.0.10:6443/readyz".parse().unwrap()],
+                watch_established: true,
+            }),
+        ] {
+            assert_eq!(Request::parse(request.line().trim()), Ok(request));
+        }
+        assert!(Request::parse("apply {")
+            .unwrap_err()
+            .contains("unreadable apply request"));
         let (dir2, pins2) = (dir.clone(), pins.clone());
         let asked = std::time::Instant::now();
         let answer = tokio::task::spawn_blocking(move || {

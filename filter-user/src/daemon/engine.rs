@@ -44,6 +44,22 @@ pub struct EngineOptions {
     pub bpf_log_level: u8,
     /// `run --ipv4-capacity/--ipv6-capacity`: replaces the file's `capacity:`.
     pub capacity: config::CapacityOverride,
+    /// Start with these rules instead of the file's: a confirmed change still on probation,
+    /// or the generation a rolled-back change returned to (see [`super::rollout`]).
+    pub start_text: Option<Arc<str>>,
+}
+
+impl EngineOptions {
+    /// Where the first generation comes from.
+    fn start_source(&self) -> Source<'_> {
+        match &self.start_text {
+            Some(text) => Source::Text {
+                name: &self.config,
+                text,
+            },
+            None => Source::File(&self.config),
+        }
+    }
 }
 
 /// Why the engine could not start or reload.
@@ -146,6 +162,18 @@ pub struct Engine {
     /// Requested interfaces the filter is not attached to, and why (what [`Engine::tend`]
     /// last found; logged when it changes).
     trouble: BTreeMap<String, String>,
+    /// Why the active rules are not the rule file's although it loads: a confirmed change
+    /// from it was rolled back.
+    held_back: Option<String>,
+}
+
+/// Whether a publish may remove or change failsafe rules without the file acknowledging it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailsafeGuard {
+    /// Refuse such a change (every reload).
+    Check,
+    /// Allow it: a rollback restores rules that were confirmed before.
+    Skip,
 }
 
 /// Audit entries kept for `nodegate status`.
@@ -187,9 +215,33 @@ pub struct Prepared {
     pub sets: config::Sets,
 }
 
-/// Parse, validate and compile a rule file; nothing is touched.
+/// Where a generation's rules come from.
+#[derive(Clone, Copy, Debug)]
+pub enum Source<'a> {
+    /// The rule file, read now.
+    File(&'a Path),
+    /// Text kept from earlier (a confirmed change's previous or pending rules), named as
+    /// the file it came from for diagnostics.
+    Text {
+        /// The file it came from.
+        name: &'a Path,
+        /// The rules.
+        text: &'a str,
+    },
+}
+
+impl Source<'_> {
+    /// The file named in diagnostics.
+    pub fn path(&self) -> &Path {
+        match self {
+            Source::File(path) | Source::Text { name: path, .. } => path,
+        }
+    }
+}
+
+/// Parse, validate and compile rules; nothing is touched.
 pub fn prepare(
-    path: &Path,
+    source: Source<'_>,
     slots: &RuleSlots,
     previous: Option<Arc<Compiled>>,
     capacity: config::CapacityOverride,
@@ -207,10 +259,20 @@ pub fn prepare(
         previous,
         ..config::LoadOptions::system()
     };
-    let loaded = config::load_file_with(path, &opts).map_err(|source| EngineError::Config {
-        path: path.to_path_buf(),
+    let loaded = match source {
+        Source::File(path) => config::load_file_with(path, &opts),
+        Source::Text { name, text } => {
+            config::parse_str_with(&name.display().to_string(), text, &opts).map(|mut loaded| {
+                loaded.file_hash = Some(config::content_hash(text.as_bytes()));
+                loaded.text = Some(text.into());
+                loaded
+            })
+        }
+    }
+    .map_err(|e| EngineError::Config {
+        path: source.path().to_path_buf(),
         kept,
-        source,
+        source: e,
     })?;
     for warning in &loaded.warnings {
         warn!(%warning, "rule file warning");
@@ -266,7 +328,13 @@ impl Engine {
         features.require()?;
         let egress_hook = features.egress_hook(options.egress)?;
         info!(egress = %egress_hook, tcx = ?features.tcx, "egress flow recorder mechanism for new attachments");
-        let first = prepare(&options.config, &RuleSlots::new(), None, options.capacity)?.policy;
+        let first = prepare(
+            options.start_source(),
+            &RuleSlots::new(),
+            None,
+            options.capacity,
+        )?
+        .policy;
         // Every interface must be there and free (or ours) before the first pin or map
         // write: a failed start leaves the kernel as it found it.
         for ifname in &options.ifaces {
@@ -295,7 +363,7 @@ impl Engine {
         warn_flow_capacity(&filter, first.flows.capacity);
         warn_table_capacity(&filter, first.capacity);
         let slots = RuleSlots::from_pairs(filter.maps().pinned_rule_slots());
-        let prepared = prepare(&options.config, &slots, None, options.capacity)?;
+        let prepared = prepare(options.start_source(), &slots, None, options.capacity)?;
         let holds = Holds::maps(&options.pins)?;
         let program_id =
             filter
@@ -322,6 +390,7 @@ impl Engine {
             active_sets: Vec::new(),
             history: std::collections::VecDeque::new(),
             trouble: BTreeMap::new(),
+            held_back: None,
         };
         engine.apply(prepared, "start")?;
         engine.pin_program()?;
@@ -487,15 +556,36 @@ impl Engine {
     /// Reload the rule file because `trigger` asked (recorded in the audit trail). On any
     /// error the active generation stays as it was.
     pub fn reload(&mut self, trigger: &str) -> Result<&PublishReport, EngineError> {
-        let result = prepare(
-            &self.options.config,
+        let config = self.options.config.clone();
+        match self.prepare(Source::File(&config)) {
+            Ok(prepared) => self.publish(prepared, trigger, FailsafeGuard::Check),
+            Err(err) => Err(self.rejected(trigger, err)),
+        }
+    }
+
+    /// Parse, validate and compile `source` as the next generation; nothing is touched.
+    pub fn prepare(&self, source: Source<'_>) -> Result<Prepared, EngineError> {
+        prepare(
+            source,
             &self.slots,
             self.active.clone(),
             self.options.capacity,
         )
-        .and_then(|prepared| {
+    }
+
+    /// Publish prepared rules because `trigger` asked. On any error the active generation
+    /// stays as it was, and the rejection is counted and audited.
+    pub fn publish(
+        &mut self,
+        prepared: Prepared,
+        trigger: &str,
+        guard: FailsafeGuard,
+    ) -> Result<&PublishReport, EngineError> {
+        let result = (|| {
             let policy = &prepared.policy;
-            self.guard_failsafe(policy)?;
+            if guard == FailsafeGuard::Check {
+                self.guard_failsafe(policy)?;
+            }
             if policy.flows.capacity != self.policy().flows.capacity {
                 warn_flow_capacity(&self.filter, policy.flows.capacity);
             }
@@ -503,16 +593,34 @@ impl Engine {
                 warn_table_capacity(&self.filter, policy.capacity);
             }
             self.apply(prepared, trigger)
-        });
+        })();
         match result {
             Ok(()) => Ok(self.stats.last_publish.as_ref().expect("set by apply")),
-            Err(err) => {
-                self.stats.reloads_failed += 1;
-                self.stats.last_reload_error = Some(err.to_string());
-                self.audit(trigger, false, None, err.to_string());
-                Err(err)
-            }
+            Err(err) => Err(self.rejected(trigger, err)),
         }
+    }
+
+    /// Count, remember and audit a rejected reload.
+    pub fn rejected(&mut self, trigger: &str, err: EngineError) -> EngineError {
+        self.stats.reloads_failed += 1;
+        self.stats.last_reload_error = Some(err.to_string());
+        self.audit(trigger, false, None, err.to_string());
+        err
+    }
+
+    /// Record something that changed no generation (a confirmation) in the audit trail.
+    pub fn note(&mut self, trigger: &str, detail: String) {
+        let hash = self.stats.config_hash;
+        self.audit(trigger, false, hash, detail);
+        if let Some(entry) = self.history.back_mut() {
+            entry.note = true;
+        }
+    }
+
+    /// Hold the node not ready with `why` (a rolled-back change whose file is still there),
+    /// or clear it (`None`).
+    pub fn hold_back(&mut self, why: Option<String>) {
+        self.held_back = why;
     }
 
     fn guard_failsafe(&self, next: &Policy) -> Result<(), EngineError> {
@@ -540,6 +648,7 @@ impl Engine {
             epoch: self.stats.epoch,
             config_hash: hash.map(|h| format!("{h:016x}")),
             detail,
+            note: false,
         });
     }
 
@@ -672,11 +781,12 @@ impl Engine {
                 .collect();
             return Some(format!("not attached on {}", why.join(", ")));
         }
-        self.stats.last_reload_error.as_ref().map(|err| {
-            format!(
+        if let Some(err) = &self.stats.last_reload_error {
+            return Some(format!(
                 "the rule file's last reload was rejected, the previous rules are active: {err}"
-            )
-        })
+            ));
+        }
+        self.held_back.clone()
     }
 
     /// The active policy (empty before the first publish).

@@ -23,6 +23,9 @@
 //! | `nodegate_interface_default_pass` | `interface` (1: default pass on it, 0: default drop) |
 //! | `nodegate_interface_attached` | `interface` (1: attached to an interface `--iface` asked for, 0: not, see `/readyz`) |
 //! | `nodegate_repairs_total` | `what` = `pin`/`attachment` (put back after someone else removed it) |
+//! | `nodegate_rollbacks_total` | `cause` = `probe`/`unconfirmed`/`established_connection`/`operator` (confirmed changes flipped back) |
+//! | `nodegate_confirmations_total` | — (confirmed changes kept) |
+//! | `nodegate_rollout_pending` | — (1 while a change is on probation) |
 //! | `nodegate_last_reload_timestamp_seconds` | — (absent until the first successful reload) |
 //! | `nodegate_info` | `version`, `program_variant` = `native`/`spectre-hardened` (loaded without CAP_PERFMON) |
 //!
@@ -152,6 +155,8 @@ pub struct DaemonState {
     pub pins_restored: u64,
     /// Interfaces attached again after their attachment was lost.
     pub links_restored: u64,
+    /// Confirmed changes: confirmations, rollbacks by cause, one pending now.
+    pub rollouts: super::rollout::RolloutCounts,
 }
 
 /// What the metrics endpoint reads on every scrape; the daemon implements it.
@@ -424,6 +429,31 @@ impl Collector for Scrape {
                 (vec![("what", "pin".to_owned())], state.pins_restored),
                 (vec![("what", "attachment".to_owned())], state.links_restored),
             ],
+        )?;
+        counter_family(
+            &mut encoder,
+            "nodegate_rollbacks",
+            "Confirmed changes flipped back, by cause: a probe failed, nobody confirmed in time, the new rules dropped packets of a connection established before the change, or `nodegate rollback`.",
+            ["probe", "unconfirmed", "established_connection", "operator"].map(|cause| {
+                (
+                    vec![("cause", cause.to_owned())],
+                    state.rollouts.rolled_back.get(cause).copied().unwrap_or(0),
+                )
+            }),
+        )?;
+        let confirmations = encoder.encode_descriptor(
+            "nodegate_confirmations",
+            "Confirmed changes kept: by `nodegate confirm`, or by probes that passed through the window.",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(state.rollouts.confirmed).encode(confirmations)?;
+        single_gauge(
+            &mut encoder,
+            "nodegate_rollout_pending",
+            "1 while a change is on probation (rolls back unless confirmed or its probes pass), else 0.",
+            None,
+            Some(i64::from(state.rollouts.pending)),
         )?;
         let last_reload = state.last_reload.map(|t| {
             t.duration_since(SystemTime::UNIX_EPOCH)
@@ -809,6 +839,11 @@ mod tests {
             ]),
             pins_restored: 21,
             links_restored: 2,
+            rollouts: crate::daemon::rollout::RolloutCounts {
+                confirmed: 4,
+                rolled_back: BTreeMap::from([("probe", 3)]),
+                pending: true,
+            },
         };
         Arc::new(Fake {
             snapshot: Mutex::new(snapshot),
@@ -882,6 +917,10 @@ mod tests {
             r#"nodegate_interface_attached{interface="eth1"} 0"#,
             r#"nodegate_repairs_total{what="pin"} 21"#,
             r#"nodegate_repairs_total{what="attachment"} 2"#,
+            r#"nodegate_rollbacks_total{cause="probe"} 3"#,
+            r#"nodegate_rollbacks_total{cause="unconfirmed"} 0"#,
+            "nodegate_confirmations_total 4",
+            "nodegate_rollout_pending 1",
             r#"nodegate_rule_bytes_total{rule="ssh-admins",verdict="pass"} 6000"#,
             r#"nodegate_reloads_total{result="success"} 3"#,
             r#"nodegate_reloads_total{result="failure"} 1"#,

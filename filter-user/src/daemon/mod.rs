@@ -5,9 +5,11 @@
 
 pub mod control;
 pub mod engine;
+pub mod established;
 pub mod metrics;
 pub mod notify;
 pub mod owner;
+pub mod rollout;
 pub mod run;
 pub mod samples;
 pub mod watch;

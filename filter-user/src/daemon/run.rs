@@ -14,7 +14,9 @@ use tracing::{error, info, warn};
 
 use super::{
     control::{self, Answer, ControlListener, Request},
-    engine::{Engine, EngineError, EngineOptions, TEND_INTERVAL},
+    engine::{Engine, EngineError, EngineOptions, FailsafeGuard, Source as RulesFrom, TEND_INTERVAL},
+    established::{Connection, Established},
+    rollout::{self, Cause, Driver},
     metrics::{self, DaemonState, MetricsSource},
     notify,
     owner::{self, OwnerLock},
@@ -27,7 +29,7 @@ use crate::{
         FilterMaps, LoaderError,
         {attach::XdpModeChoice, interfaces::iface_slots},
     },
-    policy::Policy,
+    policy::{Policy, Rollout},
 };
 
 /// Everything `run` is told on the command line.
@@ -176,54 +178,143 @@ fn rule_kinds(policy: &Policy) -> std::collections::HashMap<String, crate::polic
         .collect()
 }
 
-fn reload(
+/// Reload the rule file because `trigger` asked: at once, or on probation when the file
+/// has a `rollout:` section.
+async fn reload(
     engine: &mut Engine,
+    driver: &mut Driver,
     state: &Mutex<DaemonState>,
     options: &RunOptions,
     trigger: &str,
 ) -> Answer {
     sd_notify(&notify::reloading_state());
-    let answer = match engine.reload(trigger) {
-        Ok(report) => {
-            info!(
-                trigger,
-                epoch = report.epoch,
-                table_words_written = report.table_words_written,
-                grace_wait_ms = report.grace_wait.as_secs_f64() * 1e3,
-                publish_ms = report.total.as_secs_f64() * 1e3,
-                "reloaded"
-            );
-            Answer {
-                ok: true,
-                epoch: report.epoch,
-                message: format!(
-                    "epoch {} active ({} table words written)",
-                    report.epoch, report.table_words_written
-                ),
-            }
-        }
-        Err(err) => {
-            error!(
-                trigger,
-                "reload rejected; the previous rules stay active: {err}"
-            );
-            Answer {
-                ok: false,
-                epoch: engine.stats().epoch,
-                message: format!("reload rejected; the previous rules stay active: {err}"),
+    let answer = match engine.prepare(RulesFrom::File(&options.config)) {
+        Err(err) => rejected(engine.rejected(trigger, err), engine, trigger),
+        Ok(prepared) => {
+            let hash = prepared.file_hash.map(|h| format!("{h:016x}"));
+            let unchanged = trigger == FILE_CHANGE
+                && engine.not_ready().is_none()
+                && prepared.file_hash.is_some()
+                && prepared.file_hash == engine.stats().config_hash;
+            if unchanged {
+                // A ConfigMap swap or a confirmed change written into the file: the
+                // active generation already is this file.
+                info!(trigger, "the rule file's content is unchanged; nothing to publish");
+                Answer { ok: true, epoch: engine.stats().epoch, message: "unchanged".into() }
+            } else if trigger == FILE_CHANGE && hash.as_deref() == driver.refused_hash() && hash.is_some() {
+                info!(trigger, "the rule file still holds the change that was rolled back; nothing to publish (`nodegate reload` tries it again)");
+                Answer { ok: false, epoch: engine.stats().epoch, message: "rolled back earlier; unchanged".into() }
+            } else if let Some(terms) = prepared.policy.rollout.clone() {
+                driver
+                    .begin(engine, prepared, &terms, trigger, &options.config, None)
+                    .await
+            } else {
+                match engine.publish(prepared, trigger, FailsafeGuard::Check) {
+                    Ok(report) => {
+                        let answer = published(report, trigger);
+                        driver.superseded(engine);
+                        answer
+                    }
+                    Err(err) => rejected(err, engine, trigger),
+                }
             }
         }
     };
-    if answer.ok {
-        record_active_rules(options, engine);
-    }
-    refresh_state(engine, state);
-    sd_notify("READY=1");
+    after_request(engine, driver, state, options, answer.ok);
     answer
 }
 
+/// The rule file's name for the watcher's trigger.
+const FILE_CHANGE: &str = "file change";
+
+fn published(report: &crate::loader::publish::PublishReport, trigger: &str) -> Answer {
+    info!(
+        trigger,
+        epoch = report.epoch,
+        table_words_written = report.table_words_written,
+        grace_wait_ms = report.grace_wait.as_secs_f64() * 1e3,
+        publish_ms = report.total.as_secs_f64() * 1e3,
+        "reloaded"
+    );
+    Answer {
+        ok: true,
+        epoch: report.epoch,
+        message: format!(
+            "epoch {} active ({} table words written)",
+            report.epoch, report.table_words_written
+        ),
+    }
+}
+
+fn rejected(err: EngineError, engine: &Engine, trigger: &str) -> Answer {
+    error!(trigger, "reload rejected; the previous rules stay active: {err}");
+    Answer {
+        ok: false,
+        epoch: engine.stats().epoch,
+        message: format!("reload rejected; the previous rules stay active: {err}"),
+    }
+}
+
+/// `nodegate apply`: publish another file on probation.
+async fn apply(
+    engine: &mut Engine,
+    driver: &mut Driver,
+    state: &Mutex<DaemonState>,
+    options: &RunOptions,
+    request: control::ApplyRequest,
+) -> Answer {
+    sd_notify(&notify::reloading_state());
+    let trigger = "nodegate apply";
+    let answer = match engine.prepare(RulesFrom::File(&request.file)) {
+        Err(err) => {
+            let err = engine.rejected(trigger, err);
+            Answer {
+                ok: false,
+                epoch: engine.stats().epoch,
+                message: format!("not applied; the active rules are unchanged: {err}"),
+            }
+        }
+        Ok(prepared) => {
+            let same = |a: &std::path::Path, b: &std::path::Path| {
+                a.canonicalize().ok().is_some_and(|a| b.canonicalize().ok() == Some(a))
+            };
+            let install_into =
+                (!same(&request.file, &options.config)).then(|| options.config.clone());
+            let terms = Rollout {
+                confirm_within: Duration::from_secs(request.confirm_within_secs),
+                probes: request.probes,
+                watch_established: request.watch_established,
+            };
+            driver
+                .begin(engine, prepared, &terms, trigger, &request.file, install_into)
+                .await
+        }
+    };
+    after_request(engine, driver, state, options, answer.ok);
+    answer
+}
+
+/// After anything that may have published: record the active text, refresh metrics and
+/// readiness, tell systemd we are back.
+fn after_request(
+    engine: &mut Engine,
+    driver: &Driver,
+    state: &Mutex<DaemonState>,
+    options: &RunOptions,
+    published: bool,
+) {
+    if published {
+        record_active_rules(options, engine);
+    }
+    refresh_state(engine, state);
+    if let Ok(mut s) = state.lock() {
+        s.rollouts = driver.counts();
+    }
+    sd_notify("READY=1");
+}
+
 /// The daemon's own account of itself, for `nodegate status`.
-fn daemon_status(engine: &mut Engine) -> control::DaemonStatus {
+fn daemon_status(engine: &mut Engine, driver: &Driver) -> control::DaemonStatus {
     let stats = engine.stats().clone();
     control::DaemonStatus {
         pid: std::process::id(),
@@ -261,6 +352,7 @@ fn daemon_status(engine: &mut Engine) -> control::DaemonStatus {
         not_ready: engine.not_ready(),
         history: engine.history(),
         sets: engine.active_sets().to_vec(),
+        rollout: driver.status(),
     }
 }
 
@@ -271,8 +363,14 @@ fn sd_notify(state: &str) {
     }
 }
 
-/// Log drop samples from the pinned ring as structured lines, naming rule and interface.
-fn spawn_sample_logger(pins: &PinLayout) -> Option<tokio::task::JoinHandle<()>> {
+/// Log drop samples from the pinned ring as structured lines, naming rule and interface;
+/// a sample of a connection in `watch` (a confirmed change's established connections) is
+/// also sent to `cuts`.
+fn spawn_sample_logger(
+    pins: &PinLayout,
+    watch: Arc<Mutex<Option<Established>>>,
+    cuts: tokio::sync::mpsc::Sender<Connection>,
+) -> Option<tokio::task::JoinHandle<()>> {
     let path = pins.maps_dir().join(filter_common::MAP_SAMPLES);
     let ring = aya::maps::MapData::from_pin(&path)
         .ok()
@@ -295,6 +393,14 @@ fn spawn_sample_logger(pins: &PinLayout) -> Option<tokio::task::JoinHandle<()>> 
     Some(tokio::spawn(async move {
         let err = reader
             .log_forever(move |sample| {
+                let cut = watch
+                    .lock()
+                    .ok()
+                    .and_then(|w| w.as_ref().and_then(|w| w.cut_by(sample)));
+                if let Some(conn) = cut {
+                    // Full: a rollback is already on its way.
+                    let _ = cuts.try_send(conn);
+                }
                 let rule = rule_names.as_ref().and_then(|names| {
                     names
                         .iter()
@@ -380,7 +486,7 @@ fn record_active_rules(options: &RunOptions, engine: &Engine) {
 /// Write `bytes` to `path` atomically and without following a symlink there: a temporary
 /// file created exclusively beside it, renamed over it (a rename replaces a symlink, it
 /// does not write through it).
-fn write_replacing(path: &std::path::Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+pub(crate) fn write_replacing(path: &std::path::Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     use std::{io::Write, os::unix::fs::OpenOptionsExt};
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
@@ -427,6 +533,11 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
 
     // Watch before the engine reads the file, so a change in between is not missed.
     let mut watcher = ConfigWatcher::with_debounce(&options.config, options.debounce)?;
+    let mut driver = Driver::load(
+        rollout::state_path(&options.run_dir, &options.pins),
+        options.config.clone(),
+    );
+    let start_text = driver.start_text();
     let mut engine = Engine::start(EngineOptions {
         config: options.config.clone(),
         ifaces: options.ifaces.clone(),
@@ -435,10 +546,11 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
         pins: options.pins.clone(),
         bpf_log_level: options.bpf_log_level,
         capacity: options.capacity,
+        start_text,
     })?;
+    driver.started(&mut engine);
     let state = Arc::new(Mutex::new(DaemonState::default()));
-    refresh_state(&mut engine, &state);
-    record_active_rules(&options, &engine);
+    after_request(&mut engine, &driver, &state, &options, true);
 
     let _metrics = match listener {
         Some(listener) => {
@@ -459,7 +571,8 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
         }
         None => None,
     };
-    let _samples = spawn_sample_logger(&options.pins);
+    let (cuts_tx, mut cuts) = tokio::sync::mpsc::channel(4);
+    let _samples = spawn_sample_logger(&options.pins, driver.watch_handle(), cuts_tx);
     let _bpf_log = spawn_bpf_logger(&mut engine);
     info!(config = %options.config.display(), "running; reloads on file change, SIGHUP or `nodegate reload`");
     sd_notify("READY=1\nSTATUS=running");
@@ -470,17 +583,18 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
         tokio::select! {
             changed = watcher.changed() => match changed {
                 Ok(()) => {
-                    reload(&mut engine, &state, &options, "file change");
+                    reload(&mut engine, &mut driver, &state, &options, FILE_CHANGE).await;
                 }
                 Err(err) => warn!("config watcher: {err}; SIGHUP still reloads"),
             },
             _ = hup.recv() => {
-                reload(&mut engine, &state, &options, "SIGHUP");
+                reload(&mut engine, &mut driver, &state, &options, "SIGHUP").await;
             }
             Some((mut stream, request)) = requests.recv() => {
-                match request {
+                let answer = match request {
                     Request::Status => {
-                        let _ = control::reply(&mut stream, &daemon_status(&mut engine)).await;
+                        let _ = control::reply(&mut stream, &daemon_status(&mut engine, &driver)).await;
+                        continue;
                     }
                     Request::ReloadNoWait => {
                         let queued = Answer {
@@ -489,16 +603,38 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
                             message: "reload queued".into(),
                         };
                         let _ = control::reply(&mut stream, &queued).await;
-                        reload(&mut engine, &state, &options, "nodegate reload");
+                        reload(&mut engine, &mut driver, &state, &options, "nodegate reload").await;
+                        continue;
                     }
                     Request::Reload => {
-                        let answer = reload(&mut engine, &state, &options, "nodegate reload");
-                        let _ = control::reply(&mut stream, &answer).await;
+                        reload(&mut engine, &mut driver, &state, &options, "nodegate reload").await
                     }
+                    Request::Apply(request) => {
+                        apply(&mut engine, &mut driver, &state, &options, request).await
+                    }
+                    Request::Confirm => {
+                        let answer = driver.confirm(&mut engine, "nodegate confirm");
+                        after_request(&mut engine, &driver, &state, &options, false);
+                        answer
+                    }
+                    Request::Rollback => {
+                        let answer = driver.roll_back(&mut engine, Cause::Operator, "`nodegate rollback`".into());
+                        after_request(&mut engine, &driver, &state, &options, answer.ok);
+                        answer
+                    }
+                };
+                let _ = control::reply(&mut stream, &answer).await;
+            }
+            Some(conn) = cuts.recv() => {
+                if let Some(answer) = driver.cut(&mut engine, conn) {
+                    after_request(&mut engine, &driver, &state, &options, answer.ok);
                 }
             }
             _ = tend.tick() => {
-                if engine.tend() {
+                let repaired = engine.tend();
+                if driver.tick(&mut engine).await {
+                    after_request(&mut engine, &driver, &state, &options, true);
+                } else if repaired {
                     refresh_state(&mut engine, &state);
                 }
             }

@@ -1,5 +1,6 @@
 //! Flags and dispatch. One module per subcommand; doc comments are the `--help` text.
 
+mod apply;
 mod check;
 mod detach;
 mod diff;
@@ -82,6 +83,14 @@ enum Command {
     /// source prefixes, and packets whose verdict flips. Exit 0 no change, 1 changes,
     /// 2 trouble.
     Diff(diff::Args),
+    /// Publish a rule file on probation: it flips back to the previous rules on its own
+    /// unless its probes keep passing through the window, or (without probes) `nodegate
+    /// confirm` comes in time. Survives the SSH session dying and the daemon restarting.
+    Apply(apply::Args),
+    /// Keep the change on probation now (and write it into the daemon's rule file).
+    Confirm(apply::ConfirmArgs),
+    /// Flip back from the change on probation to the rules before it, now.
+    Rollback(apply::ConfirmArgs),
     /// Detach from one interface; the last detach removes every pin.
     Detach(detach::Args),
     /// Detach from every interface and remove all pinned state.
@@ -110,6 +119,9 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Stats(args) => stats::run(args),
         Command::Status(args) => status::run(args),
         Command::Diff(args) => diff::run(args),
+        Command::Apply(args) => apply::run(args),
+        Command::Confirm(args) => apply::confirm(args),
+        Command::Rollback(args) => apply::rollback(args),
         Command::Detach(args) => detach::run(args),
         Command::Uninstall(args) => detach::uninstall(args),
         Command::Replay(args) => replay::run(args),

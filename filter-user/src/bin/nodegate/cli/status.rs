@@ -15,6 +15,7 @@ use filter_user::{
     config::{content_hash, read_rule_file},
     daemon::{
         control::{self, ControlError, DaemonStatus, RuleSummary},
+        rollout::{Phase, RolloutStatus},
         owner::RUN_DIR,
     },
     loader::{attach::attached_mode, pins::PinLayout, FilterMaps, TableUsage},
@@ -106,7 +107,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         if let Some(why) = &d.not_ready {
             problems.push(format!("not ready: {why}"));
         }
-        if config_on_disk_matches == Some(false) {
+        let pending = d.rollout.as_ref().filter(|r| r.phase == Phase::Pending);
+        if let Some(r) = pending {
+            problems.push(format!(
+                "a change from {} is on probation until unix {}: `nodegate confirm` keeps it, `nodegate rollback` flips back now",
+                r.source.display(),
+                r.deadline
+            ));
+        } else if config_on_disk_matches == Some(false) {
             problems.push(format!(
                 "{} on disk differs from the file the active rules came from (a reload is pending or was rejected)",
                 d.config.display()
@@ -202,6 +210,30 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }))
 }
 
+fn print_rollout(r: &RolloutStatus) {
+    match r.phase {
+        Phase::Pending => println!(
+            "probation       the change from {} rolls back at unix {} unless {}",
+            r.source.display(),
+            r.deadline,
+            if r.probes.is_empty() {
+                "`nodegate confirm` comes first".to_string()
+            } else {
+                format!("its probes keep passing ({} in use)", r.probes.len())
+            }
+        ),
+        Phase::RolledBack => println!(
+            "rolled back     the change from {}: {}",
+            r.source.display(),
+            r.reason.as_deref().unwrap_or("?")
+        ),
+    }
+    for o in &r.last_round {
+        let result = if o.passed { "passes" } else { "FAILS" };
+        println!("probe           {} {result}: {}", o.probe, o.detail);
+    }
+}
+
 fn print_text(s: &Status) {
     println!("pin directory   {}", s.pin_dir);
     match &s.daemon {
@@ -232,6 +264,9 @@ fn print_text(s: &Status) {
             if let Some(err) = &d.last_reload_error {
                 println!("last reload     REJECTED: {err}");
             }
+            if let Some(r) = &d.rollout {
+                print_rollout(r);
+            }
             for set in &d.sets {
                 println!(
                     "set             {}: {} IPv4 and {} IPv6 prefixes",
@@ -239,9 +274,10 @@ fn print_text(s: &Status) {
                 );
             }
             for e in d.history.iter().rev().take(5) {
-                let what = match e.published {
-                    true => format!("epoch {} published", e.epoch),
-                    false => "rejected".to_string(),
+                let what = match (e.published, e.note) {
+                    (true, _) => format!("epoch {} published", e.epoch),
+                    (false, true) => format!("epoch {}", e.epoch),
+                    (false, false) => "rejected".to_string(),
                 };
                 let detail = e.detail.lines().next().unwrap_or("");
                 println!(
