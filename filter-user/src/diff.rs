@@ -111,6 +111,9 @@ pub struct Diff {
     pub unchanged_probes: Vec<(Probe, String)>,
     /// What the new rules would cut off ([`lockout_risks`]).
     pub lockout: Vec<String>,
+    /// TCP connections established on this node now whose packets' verdict flips (see
+    /// [`connections_cut`]).
+    pub connections: Vec<VerdictChange>,
 }
 
 impl Diff {
@@ -431,6 +434,33 @@ pub fn diff_files(old: &Loaded, new: &Loaded, probes: &[Probe], needed: &[Needed
     d
 }
 
+/// Of the connections this node has established (`seen`: one inbound packet each, from the
+/// peer to our port), those whose verdict flips from pass to drop or back: the concrete
+/// sessions a change cuts or lets in. Each distinct packet is judged once.
+pub fn connections_cut(old: &Policy, new: &Policy, seen: &[Probe]) -> Vec<VerdictChange> {
+    let (before, after) = (Model::new(old), Model::new(new));
+    let verdict = |m: &Model, p: &Probe| {
+        let j = m.explain(p.src, p.proto, p.port);
+        let by = j.rule.clone().unwrap_or_else(|| j.reason.name().to_string());
+        (j.pass && !j.would_drop, format!("{} ({by})", j.verdict()))
+    };
+    seen.iter()
+        .fold(Vec::<VerdictChange>::new(), |mut out, p| {
+            if out.iter().any(|c| c.probe == *p) {
+                return out;
+            }
+            let ((pass_before, b), (pass_after, a)) = (verdict(&before, p), verdict(&after, p));
+            if pass_before != pass_after {
+                out.push(VerdictChange {
+                    probe: *p,
+                    before: b,
+                    after: a,
+                });
+            }
+            out
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -442,6 +472,28 @@ mod tests {
         parse_str_with("t.yaml", text, &LoadOptions::fixed_ephemeral(32768..=60999))
             .expect("valid")
             .policy
+    }
+
+    #[test]
+    fn connections_whose_verdict_flips_are_listed_once() {
+        let old = policy(BASE);
+        let new = policy(&BASE.replace("cp: [10.0.0.0/24, 10.0.1.0/24]", "cp: [10.0.0.0/24]"));
+        let conn = |src: &str, port| Probe {
+            src: src.parse().unwrap(),
+            proto: ProbeProtocol::Tcp,
+            port,
+        };
+        let seen = [
+            conn("10.0.1.7", 443),
+            conn("10.0.1.7", 443),
+            conn("10.0.0.7", 443),
+            conn("192.0.2.3", 22),
+        ];
+        let cut = connections_cut(&old, &new, &seen);
+        assert_eq!(cut.len(), 1, "{cut:?}");
+        assert_eq!(cut[0].probe, conn("10.0.1.7", 443));
+        assert!(cut[0].before.starts_with("pass (api)"), "{}", cut[0].before);
+        assert!(cut[0].after.starts_with("drop"), "{}", cut[0].after);
     }
 
     #[test]

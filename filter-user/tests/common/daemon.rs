@@ -286,6 +286,9 @@ impl Drop for Env {
         let _ = std::fs::remove_file(filter_user::daemon::run::active_rules_path(
             run_dir, &self.pins,
         ));
+        let rollout = filter_user::daemon::rollout::state_path(run_dir, &self.pins);
+        let _ = std::fs::remove_file(rollout.with_extension("json.bad"));
+        let _ = std::fs::remove_file(rollout);
     }
 }
 

@@ -9,8 +9,8 @@ use std::{net::IpAddr, path::PathBuf, process::ExitCode};
 use anyhow::{bail, Context};
 use filter_user::{
     config,
-    daemon::{owner::RUN_DIR, run::active_rules_path},
-    diff::{diff_files, needed_here, Diff, Probe},
+    daemon::{established::Established, owner::RUN_DIR, run::active_rules_path},
+    diff::{connections_cut, diff_files, needed_here, Diff, Probe},
     loader::pins::PinLayout,
     model::ProbeProtocol,
 };
@@ -116,7 +116,21 @@ fn compare(args: &Args) -> anyhow::Result<Diff> {
         std::env::var("SSH_CONNECTION").ok().as_deref(),
         std::fs::read_to_string(&args.resolv_conf).ok().as_deref(),
     );
-    Ok(diff_files(&old, &new, &args.probe, &needed))
+    let mut d = diff_files(&old, &new, &args.probe, &needed);
+    d.connections = connections_cut(&old.policy, &new.policy, &established_here());
+    Ok(d)
+}
+
+/// One inbound packet of every TCP connection this node has established now.
+fn established_here() -> Vec<Probe> {
+    Established::snapshot()
+        .iter()
+        .map(|c| Probe {
+            src: c.remote.ip(),
+            proto: ProbeProtocol::Tcp,
+            port: c.local_port,
+        })
+        .collect()
 }
 
 fn print_text(d: &Diff) {
@@ -164,6 +178,12 @@ fn print_text(d: &Diff) {
     }
     for (p, verdict) in &d.unchanged_probes {
         println!("same      {p}: {verdict}");
+    }
+    for c in &d.connections {
+        println!(
+            "session   TCP from {} to local port {}: {} → {}",
+            c.probe.src, c.probe.port, c.before, c.after
+        );
     }
     for risk in &d.lockout {
         println!("WARNING   {risk}");
