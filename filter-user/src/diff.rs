@@ -298,6 +298,109 @@ pub fn needed_here(ssh_connection: Option<&str>, resolv_conf: Option<&str>) -> V
     needed
 }
 
+/// The default gateways of `/proc/net/route` (IPv4) and `/proc/net/ipv6_route` texts.
+pub fn default_gateways(route: &str, ipv6_route: &str) -> Vec<IpAddr> {
+    let v4 = route.lines().skip(1).filter_map(|line| {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let (dest, gateway) = (words.get(1)?, words.get(2)?);
+        if *dest != "00000000" {
+            return None;
+        }
+        // The kernel prints the address as its in-memory word in hex.
+        let word = u32::from_str_radix(gateway, 16).ok()?;
+        let addr = std::net::Ipv4Addr::from(word.to_ne_bytes());
+        (!addr.is_unspecified()).then_some(IpAddr::V4(addr))
+    });
+    let v6 = ipv6_route.lines().filter_map(|line| {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let (dest, plen, next_hop) = (words.first()?, words.get(1)?, words.get(4)?);
+        if dest.chars().any(|c| c != '0') || *plen != "00" {
+            return None;
+        }
+        let addr = std::net::Ipv6Addr::from(u128::from_str_radix(next_hop, 16).ok()?);
+        (!addr.is_unspecified()).then_some(IpAddr::V6(addr))
+    });
+    let mut all: Vec<IpAddr> = v4.chain(v6).collect();
+    all.sort();
+    all.dedup();
+    all
+}
+
+/// What the node needs from its default gateways: their ICMP echo replies (the first
+/// thing anyone checks when a node looks unreachable, and what keepalive pings get).
+pub fn gateway_needs(gateways: &[IpAddr]) -> Vec<Needed> {
+    gateways
+        .iter()
+        .map(|gw| Needed {
+            probe: Probe {
+                src: *gw,
+                proto: if gw.is_ipv4() {
+                    ProbeProtocol::Icmp
+                } else {
+                    ProbeProtocol::Icmpv6
+                },
+                port: if gw.is_ipv4() { 0 } else { 129 },
+            },
+            what: format!("echo replies from the default gateway {gw}"),
+        })
+        .collect()
+}
+
+/// Names of the set that holds the control plane's addresses, as the examples spell it.
+const CONTROL_PLANE_SETS: [&str; 2] = ["control-plane", "control_plane"];
+
+/// What the node needs from the control plane: the API server's connections to the
+/// kubelet (tcp 10250) and to webhooks and the API on the node (tcp 443), from the first
+/// address of every prefix of a `control-plane` set in any of `files`.
+pub fn control_plane_needs(files: &[&Loaded]) -> Vec<Needed> {
+    let mut prefixes: Vec<IpNet> = files
+        .iter()
+        .flat_map(|f| {
+            CONTROL_PLANE_SETS
+                .iter()
+                .filter_map(|name| f.sets.get(*name))
+                .flatten()
+                .copied()
+        })
+        .collect();
+    prefixes.sort();
+    prefixes.dedup();
+    prefixes
+        .iter()
+        .flat_map(|net| {
+            [443, 10250].map(|port| Needed {
+                probe: Probe {
+                    src: net.network(),
+                    proto: ProbeProtocol::Tcp,
+                    port,
+                },
+                what: format!("the control plane ({net}) on tcp {port}"),
+            })
+        })
+        .collect()
+}
+
+/// Everything [`lockout_risks`] checks on this node: the SSH session this runs in, the
+/// resolvers of `resolv_conf`, the default gateways (`route` and `ipv6_route` under
+/// `proc_net`), and the control-plane sets of `files`.
+pub fn needed_on_this_node(
+    resolv_conf: &std::path::Path,
+    proc_net: &std::path::Path,
+    files: &[&Loaded],
+) -> Vec<Needed> {
+    let read = |path: &std::path::Path| std::fs::read_to_string(path).unwrap_or_default();
+    let mut needed = needed_here(
+        std::env::var("SSH_CONNECTION").ok().as_deref(),
+        Some(&read(resolv_conf)),
+    );
+    needed.extend(gateway_needs(&default_gateways(
+        &read(&proc_net.join("route")),
+        &read(&proc_net.join("ipv6_route")),
+    )));
+    needed.extend(control_plane_needs(files));
+    needed
+}
+
 /// Lockout risks of `policy`: each `needed` packet it drops, or would drop once enforced,
 /// with what drops it. A reply the stateful flow table would let in is no risk.
 pub fn lockout_risks(policy: &Policy, needed: &[Needed]) -> Vec<String> {
@@ -441,24 +544,26 @@ pub fn connections_cut(old: &Policy, new: &Policy, seen: &[Probe]) -> Vec<Verdic
     let (before, after) = (Model::new(old), Model::new(new));
     let verdict = |m: &Model, p: &Probe| {
         let j = m.explain(p.src, p.proto, p.port);
-        let by = j.rule.clone().unwrap_or_else(|| j.reason.name().to_string());
+        let by = j
+            .rule
+            .clone()
+            .unwrap_or_else(|| j.reason.name().to_string());
         (j.pass && !j.would_drop, format!("{} ({by})", j.verdict()))
     };
-    seen.iter()
-        .fold(Vec::<VerdictChange>::new(), |mut out, p| {
-            if out.iter().any(|c| c.probe == *p) {
-                return out;
-            }
-            let ((pass_before, b), (pass_after, a)) = (verdict(&before, p), verdict(&after, p));
-            if pass_before != pass_after {
-                out.push(VerdictChange {
-                    probe: *p,
-                    before: b,
-                    after: a,
-                });
-            }
-            out
-        })
+    seen.iter().fold(Vec::<VerdictChange>::new(), |mut out, p| {
+        if out.iter().any(|c| c.probe == *p) {
+            return out;
+        }
+        let ((pass_before, b), (pass_after, a)) = (verdict(&before, p), verdict(&after, p));
+        if pass_before != pass_after {
+            out.push(VerdictChange {
+                probe: *p,
+                before: b,
+                after: a,
+            });
+        }
+        out
+    })
 }
 
 #[cfg(test)]
@@ -472,6 +577,52 @@ mod tests {
         parse_str_with("t.yaml", text, &LoadOptions::fixed_ephemeral(32768..=60999))
             .expect("valid")
             .policy
+    }
+
+    #[test]
+    fn gateways_and_control_plane_ranges_are_needed() {
+        // A little-endian host's tables: default via 192.0.2.254 and via 2001:db8::1.
+        let route = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\neth0\t00000000\tFE0200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\neth0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n";
+        let v6 = "00000000000000000000000000000000 00 00000000000000000000000000000000 00 20010db8000000000000000000000001 00000400 00000001 00000000 00000003 eth0\n20010db8000000000000000000000000 40 00000000000000000000000000000000 00 00000000000000000000000000000000 00000100 00000001 00000000 00000001 eth0\n";
+        if cfg!(target_endian = "little") {
+            assert_eq!(
+                default_gateways(route, v6),
+                vec![
+                    "192.0.2.254".parse::<IpAddr>().unwrap(),
+                    "2001:db8::1".parse().unwrap()
+                ]
+            );
+        }
+        let needs = gateway_needs(&["192.0.2.254".parse().unwrap()]);
+        let p = policy(BASE);
+        let risks = lockout_risks(&p, &needs);
+        assert_eq!(
+            risks.len(),
+            1,
+            "return traffic off drops the gateway's echo replies"
+        );
+        assert!(
+            risks[0].contains("default gateway 192.0.2.254"),
+            "{}",
+            risks[0]
+        );
+
+        let load = |text: &str| {
+            parse_str_with("t.yaml", text, &LoadOptions::fixed_ephemeral(32768..=60999)).unwrap()
+        };
+        let with_set = load(
+            &BASE
+                .replace("  cp:", "  control-plane:")
+                .replace("[cp]", "[control-plane]"),
+        );
+        let needs = control_plane_needs(&[&with_set]);
+        assert_eq!(needs.len(), 4, "two prefixes, two ports");
+        let risks = lockout_risks(&with_set.policy, &needs);
+        assert_eq!(risks.len(), 2, "443 passes, 10250 does not: {risks:?}");
+        assert!(
+            risks.iter().all(|r| r.contains("on tcp 10250")),
+            "{risks:?}"
+        );
     }
 
     #[test]

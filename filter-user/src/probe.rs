@@ -53,7 +53,9 @@ pub enum ReachProbe {
 
 /// A probe that does not parse.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("invalid probe {text:?}: {why}; write tcp:ADDR:PORT, icmp:ADDR or https://HOST[:PORT]/PATH")]
+#[error(
+    "invalid probe {text:?}: {why}; write tcp:ADDR:PORT, icmp:ADDR or https://HOST[:PORT]/PATH"
+)]
 pub struct ProbeSyntax {
     text: String,
     why: String,
@@ -475,7 +477,11 @@ mod tests {
         let mut echo = vec![8, 0, 0, 0, 0x12, 0x34, 0, 1, b'x'];
         let sum = internet_checksum(&echo).to_be_bytes();
         echo[2..4].copy_from_slice(&sum);
-        assert_eq!(internet_checksum(&echo), 0, "a checksummed message sums to zero");
+        assert_eq!(
+            internet_checksum(&echo),
+            0,
+            "a checksummed message sums to zero"
+        );
     }
 
     #[test]
@@ -512,10 +518,9 @@ mod tests {
     /// A one-connection TLS server on loopback answering `status`.
     fn tls_server(status: &'static str) -> (u16, std::thread::JoinHandle<String>) {
         use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
-        let cert = CertificateDer::from_pem_slice(include_bytes!(
-            "../tests/fixtures/tls/probe-cert.pem"
-        ))
-        .unwrap();
+        let cert =
+            CertificateDer::from_pem_slice(include_bytes!("../tests/fixtures/tls/probe-cert.pem"))
+                .unwrap();
         let key =
             PrivateKeyDer::from_pem_slice(include_bytes!("../tests/fixtures/tls/probe-key.pem"))
                 .unwrap();

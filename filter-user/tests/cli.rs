@@ -253,6 +253,7 @@ fn check_and_diff_flag_a_file_that_cuts_off_the_ssh_session() {
     let run = |args: &[&str], session: &str| {
         let mut args = args.to_vec();
         args.insert(1, "--resolv-conf=/dev/null");
+        args.insert(1, "--proc-net=/nonexistent");
         run(&args, session)
     };
     let (code, out) = run(&["check", file.path()], admin);
@@ -276,6 +277,47 @@ fn check_and_diff_flag_a_file_that_cuts_off_the_ssh_session() {
         admin,
     );
     assert_eq!(code, 0);
+}
+
+/// The default gateway's echo replies and the control plane's connections to 443 and 10250
+/// must keep passing: `check` names each that the file would drop, and `--strict` refuses.
+#[test]
+fn check_flags_a_file_that_drops_the_gateway_or_the_control_plane() {
+    let dir = std::env::temp_dir().join(format!("ng-cli-routes-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // Default via 192.0.2.254 (the kernel's word printed on a little-endian host).
+    let gateway = if cfg!(target_endian = "little") {
+        "FE0200C0"
+    } else {
+        "C00002FE"
+    };
+    std::fs::write(
+        dir.join("route"),
+        format!("Iface\tDestination\tGateway\neth0\t00000000\t{gateway}\t0003\n"),
+    )
+    .unwrap();
+    let with_cp = DIFF_BASE.replace("  cp: [", "  control-plane: [10.20.0.0/24]\n  cp: [");
+    let file = TempFile::new(&with_cp);
+    let proc_net = format!("--proc-net={}", dir.display());
+    let (code, out, err) = nodegate(&["check", "--resolv-conf=/dev/null", &proc_net, file.path()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("lockout risk: echo replies from the default gateway 192.0.2.254"),
+        "{out}"
+    );
+    assert!(
+        out.contains("lockout risk: the control plane (10.20.0.0/24) on tcp 10250"),
+        "{out}"
+    );
+    let (code, _, _) = nodegate(&[
+        "check",
+        "--strict",
+        "--resolv-conf=/dev/null",
+        &proc_net,
+        file.path(),
+    ]);
+    assert_eq!(code, 1);
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// The resolvers of the given resolv.conf must keep getting their replies: with return

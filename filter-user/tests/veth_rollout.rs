@@ -145,7 +145,10 @@ fn a_change_that_breaks_a_probe_is_rolled_back_within_the_window() {
         "rolled back within the window, not at its end: {took:?}"
     );
     let log = daemon.log_text();
-    for line in log.lines().filter(|l| l.contains("probation") || l.contains("rolled back")) {
+    for line in log
+        .lines()
+        .filter(|l| l.contains("probation") || l.contains("rolled back"))
+    {
         eprintln!("{line}");
     }
     assert!(log.contains("cause=\"probe\""), "{log}");
@@ -190,12 +193,7 @@ fn a_change_confirmed_in_time_stays_and_rollback_flips_back_at_once() {
     let env = Env::new("rb-confirm");
     let _daemon = start(&env, None);
     let next = env.write_config("next.yaml", &harmless());
-    let out = env.run(&[
-        "apply",
-        next.to_str().unwrap(),
-        "--confirm-within",
-        "30s",
-    ]);
+    let out = env.run(&["apply", next.to_str().unwrap(), "--confirm-within", "30s"]);
     assert_success(&out);
     assert!(String::from_utf8_lossy(&out.stdout).contains("unless `nodegate confirm` comes first"));
     assert!(active_rules(&env).contains(&"extra".to_string()));
@@ -279,12 +277,7 @@ fn a_probation_survives_the_daemon_being_killed() {
 
     // Killed, and down past the deadline: rolled back as it starts.
     let mut daemon = daemon;
-    let out = env.run(&[
-        "apply",
-        next.to_str().unwrap(),
-        "--confirm-within",
-        "5s",
-    ]);
+    let out = env.run(&["apply", next.to_str().unwrap(), "--confirm-within", "5s"]);
     assert_success(&out);
     daemon.signal(libc::SIGKILL);
     daemon.wait(Duration::from_secs(10));
@@ -312,7 +305,10 @@ fn a_rollout_section_makes_a_file_edit_a_confirmed_change_a_restart_does_not_rea
     let env = Env::new("rb-file");
     api_server(&env);
     let daemon = start(&env, None);
-    let bad = format!("{}rollout:\n  confirm_within: 60s\n  probes: [{PROBE}]\n", breaking());
+    let bad = format!(
+        "{}rollout:\n  confirm_within: 60s\n  probes: [{PROBE}]\n",
+        breaking()
+    );
     // An edit as a ConfigMap update lands: a new file renamed over the old one.
     let tmp = env.write_config("rules.yaml.new", &bad);
     std::fs::rename(&tmp, env.dir.join("rules.yaml")).unwrap();
@@ -326,13 +322,18 @@ fn a_rollout_section_makes_a_file_edit_a_confirmed_change_a_restart_does_not_rea
     // A restart keeps to the rules the refused change replaced.
     let daemon = start(&env, None);
     assert!(
-        daemon.log_text().contains("still holds a change that was rolled back"),
+        daemon
+            .log_text()
+            .contains("still holds a change that was rolled back"),
         "{}",
         daemon.log_text()
     );
     assert!(node_reaches_api_server(&env));
     // Fixing the file lets the next change through (and clears readiness).
-    let good = format!("{}rollout:\n  confirm_within: 5s\n  probes: [{PROBE}]\n", harmless());
+    let good = format!(
+        "{}rollout:\n  confirm_within: 5s\n  probes: [{PROBE}]\n",
+        harmless()
+    );
     let tmp = env.write_config("rules.yaml.new", &good);
     std::fs::rename(&tmp, env.dir.join("rules.yaml")).unwrap();
     daemon.wait_for_log("probes passed through the window", Duration::from_secs(30));
@@ -410,7 +411,12 @@ fn diff_names_the_set_and_the_sessions_a_change_cuts() {
         text.contains("session   TCP from 192.0.2.9 to local port 2222: pass (lab-session) → drop"),
         "{text}"
     );
-    let same = env.run(&["diff", old.to_str().unwrap(), "--against", old.to_str().unwrap()]);
+    let same = env.run(&[
+        "diff",
+        old.to_str().unwrap(),
+        "--against",
+        old.to_str().unwrap(),
+    ]);
     assert_eq!(same.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&same.stdout).contains("no change"));
 }

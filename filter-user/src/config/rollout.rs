@@ -38,7 +38,11 @@ pub fn parse_window(text: &str) -> Result<Duration, String> {
         "s" => 1,
         "m" => 60,
         "h" => 3600,
-        _ => return Err(format!("{text:?} is not a duration: write e.g. 90s, 2m or 1h")),
+        _ => {
+            return Err(format!(
+                "{text:?} is not a duration: write e.g. 90s, 2m or 1h"
+            ))
+        }
     };
     let n: u64 = digits
         .parse()
@@ -123,7 +127,8 @@ mod tests {
     use super::*;
     use crate::config::{parse_str_with, LoadOptions};
 
-    const RULES: &str = "version: 1\nrules:\n  - {name: web, from: [192.0.2.0/24], protocol: tcp, ports: [443]}\n";
+    const RULES: &str =
+        "version: 1\nrules:\n  - {name: web, from: [192.0.2.0/24], protocol: tcp, ports: [443]}\n";
 
     fn load(rollout: &str) -> Result<Option<Rollout>, String> {
         parse_str_with(
@@ -172,9 +177,18 @@ mod tests {
         for (bad, says) in [
             ("  probes: [tcp:10.0.0.10:443]\n", "needs `confirm_within`"),
             ("  confirm_within: 1s\n", "out of range"),
-            ("  confirm_within: 2m\n  probes: [udp:10.0.0.1:53]\n", "r.yaml:6:12"),
-            ("  confirm_within: 2m\n  probe: []\n", "did you mean `probes`"),
-            ("  confirm_within: 2m\n  watch_established: yes\n", "YAML 1.1"),
+            (
+                "  confirm_within: 2m\n  probes: [udp:10.0.0.1:53]\n",
+                "r.yaml:6:12",
+            ),
+            (
+                "  confirm_within: 2m\n  probe: []\n",
+                "did you mean `probes`",
+            ),
+            (
+                "  confirm_within: 2m\n  watch_established: yes\n",
+                "YAML 1.1",
+            ),
         ] {
             let err = load(bad).unwrap_err();
             assert!(err.contains(says), "{bad:?}: {err}");

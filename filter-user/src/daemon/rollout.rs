@@ -258,7 +258,9 @@ impl Driver {
         let current = match Probation::load(&path) {
             Ok(p) => p,
             Err(why) => {
-                warn!("{why}; the confirmed change it recorded is forgotten, the rule file decides");
+                warn!(
+                    "{why}; the confirmed change it recorded is forgotten, the rule file decides"
+                );
                 let _ = std::fs::rename(&path, path.with_extension("json.bad"));
                 None
             }
@@ -332,7 +334,11 @@ impl Driver {
                 warn!(source = %p.source.display(), "rolling back at start: {reason}");
                 p.phase = Phase::RolledBack;
                 p.reason = Some(reason.clone());
-                *self.counts.rolled_back.entry(Cause::Unconfirmed.name()).or_default() += 1;
+                *self
+                    .counts
+                    .rolled_back
+                    .entry(Cause::Unconfirmed.name())
+                    .or_default() += 1;
                 self.rolled_back_at_start = Some(reason);
                 let text = p.previous_text.as_str().into();
                 self.keep_or_forget();
@@ -631,7 +637,9 @@ impl Driver {
     }
 
     fn rollback_failed(&mut self, engine: &mut Engine, err: EngineError) -> Answer {
-        tracing::error!("cannot roll back, the change stays active: the previous rules no longer load: {err}");
+        tracing::error!(
+            "cannot roll back, the change stays active: the previous rules no longer load: {err}"
+        );
         Answer {
             ok: false,
             epoch: engine.stats().epoch,
@@ -773,7 +781,9 @@ mod tests {
         let mut newer = p;
         newer.version = 9;
         newer.save(&path).unwrap();
-        assert!(Probation::load(&path).unwrap_err().contains("layout version 9"));
+        assert!(Probation::load(&path)
+            .unwrap_err()
+            .contains("layout version 9"));
         std::fs::write(&path, "{").unwrap();
         assert!(Probation::load(&path)
             .unwrap_err()

@@ -14,12 +14,14 @@ use tracing::{error, info, warn};
 
 use super::{
     control::{self, Answer, ControlListener, Request},
-    engine::{Engine, EngineError, EngineOptions, FailsafeGuard, Source as RulesFrom, TEND_INTERVAL},
+    engine::{
+        Engine, EngineError, EngineOptions, FailsafeGuard, Source as RulesFrom, TEND_INTERVAL,
+    },
     established::{Connection, Established},
-    rollout::{self, Cause, Driver},
     metrics::{self, DaemonState, MetricsSource},
     notify,
     owner::{self, OwnerLock},
+    rollout::{self, Cause, Driver},
     watch::ConfigWatcher,
 };
 use crate::{
@@ -199,11 +201,25 @@ async fn reload(
             if unchanged {
                 // A ConfigMap swap or a confirmed change written into the file: the
                 // active generation already is this file.
-                info!(trigger, "the rule file's content is unchanged; nothing to publish");
-                Answer { ok: true, epoch: engine.stats().epoch, message: "unchanged".into() }
-            } else if trigger == FILE_CHANGE && hash.as_deref() == driver.refused_hash() && hash.is_some() {
+                info!(
+                    trigger,
+                    "the rule file's content is unchanged; nothing to publish"
+                );
+                Answer {
+                    ok: true,
+                    epoch: engine.stats().epoch,
+                    message: "unchanged".into(),
+                }
+            } else if trigger == FILE_CHANGE
+                && hash.as_deref() == driver.refused_hash()
+                && hash.is_some()
+            {
                 info!(trigger, "the rule file still holds the change that was rolled back; nothing to publish (`nodegate reload` tries it again)");
-                Answer { ok: false, epoch: engine.stats().epoch, message: "rolled back earlier; unchanged".into() }
+                Answer {
+                    ok: false,
+                    epoch: engine.stats().epoch,
+                    message: "rolled back earlier; unchanged".into(),
+                }
             } else if let Some(terms) = prepared.policy.rollout.clone() {
                 driver
                     .begin(engine, prepared, &terms, trigger, &options.config, None)
@@ -247,7 +263,10 @@ fn published(report: &crate::loader::publish::PublishReport, trigger: &str) -> A
 }
 
 fn rejected(err: EngineError, engine: &Engine, trigger: &str) -> Answer {
-    error!(trigger, "reload rejected; the previous rules stay active: {err}");
+    error!(
+        trigger,
+        "reload rejected; the previous rules stay active: {err}"
+    );
     Answer {
         ok: false,
         epoch: engine.stats().epoch,
@@ -276,7 +295,9 @@ async fn apply(
         }
         Ok(prepared) => {
             let same = |a: &std::path::Path, b: &std::path::Path| {
-                a.canonicalize().ok().is_some_and(|a| b.canonicalize().ok() == Some(a))
+                a.canonicalize()
+                    .ok()
+                    .is_some_and(|a| b.canonicalize().ok() == Some(a))
             };
             let install_into =
                 (!same(&request.file, &options.config)).then(|| options.config.clone());
@@ -286,7 +307,14 @@ async fn apply(
                 watch_established: request.watch_established,
             };
             driver
-                .begin(engine, prepared, &terms, trigger, &request.file, install_into)
+                .begin(
+                    engine,
+                    prepared,
+                    &terms,
+                    trigger,
+                    &request.file,
+                    install_into,
+                )
                 .await
         }
     };
@@ -486,7 +514,11 @@ fn record_active_rules(options: &RunOptions, engine: &Engine) {
 /// Write `bytes` to `path` atomically and without following a symlink there: a temporary
 /// file created exclusively beside it, renamed over it (a rename replaces a symlink, it
 /// does not write through it).
-pub(crate) fn write_replacing(path: &std::path::Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+pub(crate) fn write_replacing(
+    path: &std::path::Path,
+    bytes: &[u8],
+    mode: u32,
+) -> std::io::Result<()> {
     use std::{io::Write, os::unix::fs::OpenOptionsExt};
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;

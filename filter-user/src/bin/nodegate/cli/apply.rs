@@ -51,11 +51,7 @@ const ANSWER_WITHIN: Duration = Duration::from_secs(120);
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let file = std::path::absolute(&args.file)
         .with_context(|| format!("cannot resolve {}", args.file.display()))?;
-    anyhow::ensure!(
-        file.is_file(),
-        "{} is not a readable file",
-        file.display()
-    );
+    anyhow::ensure!(file.is_file(), "{} is not a readable file", file.display());
     let request = Request::Apply(ApplyRequest {
         file,
         confirm_within_secs: args.confirm_within.as_secs(),

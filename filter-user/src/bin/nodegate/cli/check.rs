@@ -6,7 +6,7 @@ use filter_common::{ServiceKind, MAX_CLASSES, MAX_PROFILES, MAX_RULES, MAX_SEGME
 use filter_user::{
     compiler::{compile, kind_name, RuleSlots},
     config::{self, ConfigError, Diagnostic},
-    diff::{lockout_risks, needed_here},
+    diff::{lockout_risks, needed_on_this_node},
     policy::{Protocol, RuleKind},
 };
 
@@ -20,8 +20,13 @@ pub struct Args {
     /// The resolver configuration whose nameservers' DNS replies must keep passing.
     #[arg(long, value_name = "FILE", default_value = "/etc/resolv.conf")]
     resolv_conf: PathBuf,
+    /// Where the routing tables are read (`route`, `ipv6_route`): the default gateways'
+    /// echo replies must keep passing.
+    #[arg(long, value_name = "DIR", default_value = "/proc/net")]
+    proc_net: PathBuf,
     /// Refuse (exit 1) a file that would cut off the SSH session this runs in
-    /// (`SSH_CONNECTION`) or the resolvers' DNS replies; without it that is a warning.
+    /// (`SSH_CONNECTION`), the resolvers' DNS replies, the default gateways' echo replies or
+    /// the control plane (a `control-plane` set) on tcp 443/10250; without it a warning.
     #[arg(long)]
     strict: bool,
     /// Output format.
@@ -69,10 +74,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let s = &tables.stats;
     let policy = &loaded.policy;
-    let needed = needed_here(
-        std::env::var("SSH_CONNECTION").ok().as_deref(),
-        std::fs::read_to_string(&args.resolv_conf).ok().as_deref(),
-    );
+    let needed = needed_on_this_node(&args.resolv_conf, &args.proc_net, &[&loaded]);
     let lockout = lockout_risks(policy, &needed);
     let refused = args.strict && !lockout.is_empty();
     let cap = policy.capacity;

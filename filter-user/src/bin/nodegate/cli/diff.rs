@@ -10,7 +10,7 @@ use anyhow::{bail, Context};
 use filter_user::{
     config,
     daemon::{established::Established, owner::RUN_DIR, run::active_rules_path},
-    diff::{connections_cut, diff_files, needed_here, Diff, Probe},
+    diff::{connections_cut, diff_files, needed_on_this_node, Diff, Probe},
     loader::pins::PinLayout,
     model::ProbeProtocol,
 };
@@ -34,8 +34,13 @@ pub struct Args {
     /// The resolver configuration whose nameservers' DNS replies must keep passing.
     #[arg(long, value_name = "FILE", default_value = "/etc/resolv.conf")]
     resolv_conf: PathBuf,
+    /// Where the routing tables are read (`route`, `ipv6_route`): the default gateways'
+    /// echo replies must keep passing.
+    #[arg(long, value_name = "DIR", default_value = "/proc/net")]
+    proc_net: PathBuf,
     /// Refuse (exit 2) when the new rules would cut off the SSH session this runs in
-    /// (`SSH_CONNECTION`) or the resolvers' DNS replies; without it that is a warning.
+    /// (`SSH_CONNECTION`), the resolvers' DNS replies, the default gateways' echo replies or
+    /// the control plane (a `control-plane` set) on tcp 443/10250; without it a warning.
     #[arg(long)]
     strict: bool,
     /// Output format.
@@ -112,10 +117,7 @@ fn compare(args: &Args) -> anyhow::Result<Diff> {
         .with_context(|| format!("the running rules ({}) do not load", against.display()))?;
     let new = config::load_file(&args.file)
         .with_context(|| format!("{} is rejected", args.file.display()))?;
-    let needed = needed_here(
-        std::env::var("SSH_CONNECTION").ok().as_deref(),
-        std::fs::read_to_string(&args.resolv_conf).ok().as_deref(),
-    );
+    let needed = needed_on_this_node(&args.resolv_conf, &args.proc_net, &[&old, &new]);
     let mut d = diff_files(&old, &new, &args.probe, &needed);
     d.connections = connections_cut(&old.policy, &new.policy, &established_here());
     Ok(d)

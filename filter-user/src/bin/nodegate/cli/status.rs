@@ -15,8 +15,8 @@ use filter_user::{
     config::{content_hash, read_rule_file},
     daemon::{
         control::{self, ControlError, DaemonStatus, RuleSummary},
-        rollout::{Phase, RolloutStatus},
         owner::RUN_DIR,
+        rollout::{Phase, RolloutStatus},
     },
     loader::{attach::attached_mode, pins::PinLayout, FilterMaps, TableUsage},
 };
