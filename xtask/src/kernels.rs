@@ -109,6 +109,15 @@ const SUITES: &[Suite] = &[
         env: &[],
     },
     Suite {
+        name: "veth: confirmed changes, probes, rollback across SIGKILL",
+        target: "veth_rollout",
+        args: &[],
+        // Userspace decides; the kernel's part (drop samples of a cut session) is the same
+        // ring every suite reads. Full matrix only.
+        quick: None,
+        env: &[],
+    },
+    Suite {
         name: "egress recorder via BPF_PROG_TEST_RUN",
         target: "kernel_egress",
         args: &[],
