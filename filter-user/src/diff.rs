@@ -114,6 +114,9 @@ pub struct Diff {
     /// TCP connections established on this node now whose packets' verdict flips (see
     /// [`connections_cut`]).
     pub connections: Vec<VerdictChange>,
+    /// Flows the node has open (stateful return traffic) whose replies the change would
+    /// drop (see [`flows_cut`]).
+    pub flows: Vec<VerdictChange>,
 }
 
 impl Diff {
@@ -537,6 +540,35 @@ pub fn diff_files(old: &Loaded, new: &Loaded, probes: &[Probe], needed: &[Needed
     d
 }
 
+/// Of the flows the node has open in the stateful flow table (`flows`: one reply packet
+/// each, from the remote to the node's port), those whose replies `new` would drop: only a
+/// change away from `return_traffic: stateful` can (a reload keeps the table), and then the
+/// new mode and rules decide.
+pub fn flows_cut(old: &Policy, new: &Policy, flows: &[Probe]) -> Vec<VerdictChange> {
+    use crate::policy::ReturnTraffic::Stateful;
+    if old.return_traffic != Stateful || new.return_traffic == Stateful {
+        return Vec::new();
+    }
+    let after = Model::new(new);
+    let mut out: Vec<VerdictChange> = Vec::new();
+    for p in flows {
+        let j = after.explain_ongoing(p.src, p.proto, p.port);
+        if (j.pass && !j.would_drop) || out.iter().any(|c| c.probe == *p) {
+            continue;
+        }
+        let by = j
+            .rule
+            .clone()
+            .unwrap_or_else(|| j.reason.name().to_string());
+        out.push(VerdictChange {
+            probe: *p,
+            before: "pass (return-traffic, an open flow)".into(),
+            after: format!("{} ({by})", j.verdict()),
+        });
+    }
+    out
+}
+
 /// Of the connections this node has established (`seen`: one inbound packet each, from the
 /// peer to our port), those whose verdict flips from pass to drop or back: the concrete
 /// sessions a change cuts or lets in. Each distinct packet is judged once.
@@ -622,6 +654,36 @@ mod tests {
         assert!(
             risks.iter().all(|r| r.contains("on tcp 10250")),
             "{risks:?}"
+        );
+    }
+
+    #[test]
+    fn open_flows_are_cut_only_by_leaving_stateful_return_traffic() {
+        let stateful = policy(&BASE.replace("return_traffic: off", "return_traffic: stateful"));
+        let off = policy(BASE);
+        let flow = Probe {
+            src: "203.0.113.7".parse().unwrap(),
+            proto: ProbeProtocol::Tcp,
+            port: 40000,
+        };
+        assert!(
+            flows_cut(&stateful, &stateful, &[flow]).is_empty(),
+            "a reload keeps the table"
+        );
+        assert!(
+            flows_cut(&off, &stateful, &[flow]).is_empty(),
+            "there was no table"
+        );
+        let cut = flows_cut(&stateful, &off, &[flow, flow]);
+        assert_eq!(cut.len(), 1);
+        assert!(cut[0].after.starts_with("drop"), "{}", cut[0].after);
+        let ephemeral = policy(&BASE.replace(
+            "return_traffic: off",
+            "return_traffic:\n  mode: ephemeral\n  ports: \"32768-60999\"",
+        ));
+        assert!(
+            flows_cut(&stateful, &ephemeral, &[flow]).is_empty(),
+            "the ephemeral range still passes it"
         );
     }
 

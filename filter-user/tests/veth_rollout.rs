@@ -420,3 +420,39 @@ fn diff_names_the_set_and_the_sessions_a_change_cuts() {
     assert_eq!(same.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&same.stdout).contains("no change"));
 }
+
+#[test]
+fn diff_names_the_open_flows_a_change_away_from_stateful_return_traffic_cuts() {
+    let env = Env::new("rb-flows");
+    api_server(&env);
+    let stateful = OLD.replace(
+        "return_traffic:\n  mode: ephemeral\n  ports: \"32768-60999\"\n",
+        "return_traffic: stateful\n",
+    );
+    let config = env.write_config("rules.yaml", &stateful);
+    let _daemon = env.start_daemon(&config, &[]);
+    // The node opens a connection to the API server and keeps it: the egress recorder
+    // learns its flow.
+    let conn = in_netns(&env.lab.node_ns, || {
+        TcpStream::connect_timeout(&API_SERVER.parse().unwrap(), Duration::from_secs(5))
+    })
+    .unwrap()
+    .expect("the node reaches the API server under stateful return traffic");
+    let local_port = conn.local_addr().unwrap().port();
+    let off = env.write_config("off.yaml", &breaking());
+    let out = env.run(&["diff", off.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!(
+            "flow      tcp from 192.0.2.9 to local port/type {local_port}: pass (return-traffic, an open flow) → drop"
+        )),
+        "{text}"
+    );
+    // A change that keeps stateful return traffic cuts no flow.
+    let out = env.run(&["diff", env.write_config("same-mode.yaml", &format!("{stateful}  - {{name: extra, from: [198.51.100.0/24], protocol: tcp, ports: [443]}}\n")).to_str().unwrap()]);
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("flow  "),
+        "{out:?}"
+    );
+}

@@ -183,6 +183,16 @@ impl FilterMaps {
             })
     }
 
+    /// Up to `limit` keys of the flow table: the flows the node has open now (expired ones
+    /// included until the LRU evicts them).
+    pub fn flow_keys(&self, limit: usize) -> Vec<FlowKey> {
+        self.flows
+            .keys()
+            .filter_map(Result::ok)
+            .take(limit)
+            .collect()
+    }
+
     /// One flow entry, if present.
     pub fn flow(&self, key: &FlowKey) -> Option<FlowState> {
         self.flows.get(key, 0).ok()

@@ -350,6 +350,17 @@ impl Model {
     pub fn explain(&self, src: IpAddr, proto: ProbeProtocol, port: u16) -> Judgement {
         self.judge(&Model::probe_frame(src, proto, port).build())
     }
+
+    /// [`Model::explain`] for a packet of a connection already under way: TCP is an ACK
+    /// segment (what an established session or a reply carries), anything else as there.
+    pub fn explain_ongoing(&self, src: IpAddr, proto: ProbeProtocol, port: u16) -> Judgement {
+        let frame = Model::probe_frame(src, proto, port);
+        let frame = match proto {
+            ProbeProtocol::Tcp => frame.ack(),
+            _ => frame,
+        };
+        self.judge(&frame.build())
+    }
 }
 
 #[cfg(test)]

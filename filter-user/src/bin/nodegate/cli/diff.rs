@@ -10,8 +10,8 @@ use anyhow::{bail, Context};
 use filter_user::{
     config,
     daemon::{established::Established, owner::RUN_DIR, run::active_rules_path},
-    diff::{connections_cut, diff_files, needed_on_this_node, Diff, Probe},
-    loader::pins::PinLayout,
+    diff::{connections_cut, diff_files, flows_cut, needed_on_this_node, Diff, Probe},
+    loader::{pins::PinLayout, FilterMaps},
     model::ProbeProtocol,
 };
 
@@ -120,7 +120,38 @@ fn compare(args: &Args) -> anyhow::Result<Diff> {
     let needed = needed_on_this_node(&args.resolv_conf, &args.proc_net, &[&old, &new]);
     let mut d = diff_files(&old, &new, &args.probe, &needed);
     d.connections = connections_cut(&old.policy, &new.policy, &established_here());
+    d.flows = flows_cut(&old.policy, &new.policy, &open_flows(&args.pins));
     Ok(d)
+}
+
+/// Flows kept in the pinned flow table, at most this many judged.
+const MAX_FLOWS: usize = 4096;
+
+/// One reply packet of every flow the pinned flow table holds (none when nothing is
+/// installed or the table cannot be read: the rest of the diff does not need it).
+fn open_flows(pins: &PinArgs) -> Vec<Probe> {
+    let layout = PinLayout::new(&pins.pin_dir);
+    let Ok(maps) = FilterMaps::open_pinned(&layout.maps_dir()) else {
+        return Vec::new();
+    };
+    maps.flow_keys(MAX_FLOWS)
+        .into_iter()
+        .filter_map(|k| {
+            let src = match k.family {
+                4 => IpAddr::from([k.remote[0], k.remote[1], k.remote[2], k.remote[3]]),
+                6 => IpAddr::from(k.remote),
+                _ => return None,
+            };
+            // An ICMP flow is an echo: its reply is an echo reply.
+            let (proto, port) = match (k.proto, k.family) {
+                (6, _) => (ProbeProtocol::Tcp, k.local_port),
+                (17, _) => (ProbeProtocol::Udp, k.local_port),
+                (_, 4) => (ProbeProtocol::Icmp, 0),
+                (_, _) => (ProbeProtocol::Icmpv6, 129),
+            };
+            Some(Probe { src, proto, port })
+        })
+        .collect()
 }
 
 /// One inbound packet of every TCP connection this node has established now.
@@ -133,6 +164,16 @@ fn established_here() -> Vec<Probe> {
             port: c.local_port,
         })
         .collect()
+}
+
+fn probe_name(p: ProbeProtocol) -> &'static str {
+    match p {
+        ProbeProtocol::Tcp => "tcp",
+        ProbeProtocol::Udp => "udp",
+        ProbeProtocol::Icmp => "icmp",
+        ProbeProtocol::Icmpv6 => "icmpv6",
+        ProbeProtocol::Ip(_) => "ip",
+    }
 }
 
 fn print_text(d: &Diff) {
@@ -186,6 +227,19 @@ fn print_text(d: &Diff) {
             "session   TCP from {} to local port {}: {} → {}",
             c.probe.src, c.probe.port, c.before, c.after
         );
+    }
+    for f in d.flows.iter().take(20) {
+        println!(
+            "flow      {} from {} to local port/type {}: {} → {}",
+            probe_name(f.probe.proto),
+            f.probe.src,
+            f.probe.port,
+            f.before,
+            f.after
+        );
+    }
+    if d.flows.len() > 20 {
+        println!("flow      … and {} more open flows cut", d.flows.len() - 20);
     }
     for risk in &d.lockout {
         println!("WARNING   {risk}");
