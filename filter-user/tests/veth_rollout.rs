@@ -161,6 +161,13 @@ fn a_change_that_breaks_a_probe_is_rolled_back_within_the_window() {
         1
     );
     assert!(text.contains("nodegate_rollout_pending 0"), "{text}");
+    for trigger in ["start", "nodegate apply", "rollback (probe)"] {
+        assert_eq!(
+            metric(&text, "nodegate_publishes_total", &[("trigger", trigger)]),
+            1,
+            "{text}"
+        );
+    }
     let status = status_json(&env);
     let history = status["daemon"]["history"].as_array().unwrap();
     let last = history.last().unwrap();

@@ -133,6 +133,8 @@ pub struct EngineStats {
     /// Interfaces attached again after their attachment was lost (detached by another
     /// tool, interface re-created, link updated to another program).
     pub links_restored: u64,
+    /// Generations published, by what asked.
+    pub publishes: BTreeMap<String, u64>,
 }
 
 /// A running filter: program, maps, pins, current rules.
@@ -685,6 +687,7 @@ impl Engine {
             "rule generation active"
         );
         self.stats.reloads_ok += 1;
+        *self.stats.publishes.entry(trigger.to_string()).or_default() += 1;
         self.stats.last_reload = Some(SystemTime::now());
         self.stats.epoch = report.epoch;
         self.stats.v4_prefixes = tables.stats.v4_prefixes;

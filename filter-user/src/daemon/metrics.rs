@@ -13,6 +13,7 @@
 //! | `nodegate_packets_total`, `nodegate_bytes_total` | `interface`, `reason`, `verdict` = `pass`/`drop`/`would_drop` |
 //! | `nodegate_rule_packets_total`, `nodegate_rule_bytes_total` | `rule`, `verdict` = `pass`/`drop`/`would_drop` (`unknown` for a rule not in the active rule set) |
 //! | `nodegate_reloads_total` | `result` = `success`/`failure` |
+//! | `nodegate_publishes_total` | `trigger` = `start`/`file change`/`SIGHUP`/`nodegate reload`/`nodegate apply`/`rollback (CAUSE)` |
 //! | `nodegate_drop_samples_total` | `outcome` = `emitted`/`lost` |
 //! | `nodegate_flow_events_total` | `event` = `inserted`/`refreshed`/`closing` (stateful return traffic: flows the TC egress program learned) |
 //! | `nodegate_active_generation` | — (the epoch of the active rule generation) |
@@ -157,6 +158,8 @@ pub struct DaemonState {
     pub links_restored: u64,
     /// Confirmed changes: confirmations, rollbacks by cause, one pending now.
     pub rollouts: super::rollout::RolloutCounts,
+    /// Generations published, by what asked (the audit trail's `trigger`).
+    pub publishes: BTreeMap<String, u64>,
 }
 
 /// What the metrics endpoint reads on every scrape; the daemon implements it.
@@ -334,6 +337,15 @@ impl Collector for Scrape {
                 ),
                 (vec![("result", "failure".to_owned())], state.reloads_failed),
             ],
+        )?;
+        counter_family(
+            &mut encoder,
+            "nodegate_publishes",
+            "Rule generations published, by what asked: start, file change, SIGHUP, nodegate reload, nodegate apply, rollback (cause).",
+            state
+                .publishes
+                .iter()
+                .map(|(trigger, n)| (vec![("trigger", trigger.clone())], *n)),
         )?;
         counter_family(
             &mut encoder,
@@ -839,6 +851,7 @@ mod tests {
             ]),
             pins_restored: 21,
             links_restored: 2,
+            publishes: BTreeMap::from([("nodegate apply".to_owned(), 2)]),
             rollouts: crate::daemon::rollout::RolloutCounts {
                 confirmed: 4,
                 rolled_back: BTreeMap::from([("probe", 3)]),
@@ -920,6 +933,7 @@ mod tests {
             r#"nodegate_rollbacks_total{cause="probe"} 3"#,
             r#"nodegate_rollbacks_total{cause="unconfirmed"} 0"#,
             "nodegate_confirmations_total 4",
+            r#"nodegate_publishes_total{trigger="nodegate apply"} 2"#,
             "nodegate_rollout_pending 1",
             r#"nodegate_rule_bytes_total{rule="ssh-admins",verdict="pass"} 6000"#,
             r#"nodegate_reloads_total{result="success"} 3"#,

@@ -164,6 +164,7 @@ fn refresh_state(engine: &mut Engine, state: &Mutex<DaemonState>) {
         s.interface_settings = settings;
         s.rule_kinds = kinds;
         s.reloads_succeeded = stats.reloads_ok;
+        s.publishes = stats.publishes;
         s.reloads_failed = stats.reloads_failed;
         s.active_generation = stats.epoch;
         s.prefixes_v4 = stats.v4_prefixes as u64;
