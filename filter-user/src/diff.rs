@@ -117,6 +117,9 @@ pub struct Diff {
     /// Flows the node has open (stateful return traffic) whose replies the change would
     /// drop (see [`flows_cut`]).
     pub flows: Vec<VerdictChange>,
+    /// Packets the running daemon dropped lately whose verdict flips (see
+    /// [`recent_drops_flipped`]).
+    pub recent_drops: Vec<VerdictChange>,
 }
 
 impl Diff {
@@ -571,20 +574,35 @@ pub fn flows_cut(old: &Policy, new: &Policy, flows: &[Probe]) -> Vec<VerdictChan
 
 /// Of the connections this node has established (`seen`: one inbound packet each, from the
 /// peer to our port), those whose verdict flips from pass to drop or back: the concrete
-/// sessions a change cuts or lets in. Each distinct packet is judged once.
+/// sessions a change cuts or lets in. Each distinct packet is judged once, as a segment of
+/// a connection under way.
 pub fn connections_cut(old: &Policy, new: &Policy, seen: &[Probe]) -> Vec<VerdictChange> {
+    flipped(old, new, seen, Model::explain_ongoing)
+}
+
+/// Of packets the daemon dropped lately (its drop samples, each judged as a new
+/// connection's first packet), those whose verdict flips: what the change does to traffic
+/// the node actually sees.
+pub fn recent_drops_flipped(old: &Policy, new: &Policy, seen: &[Probe]) -> Vec<VerdictChange> {
+    flipped(old, new, seen, Model::explain)
+}
+
+type Judge = fn(&Model, IpAddr, ProbeProtocol, u16) -> crate::model::Judgement;
+
+fn flipped(old: &Policy, new: &Policy, seen: &[Probe], judge: Judge) -> Vec<VerdictChange> {
     let (before, after) = (Model::new(old), Model::new(new));
     let verdict = |m: &Model, p: &Probe| {
-        let j = m.explain(p.src, p.proto, p.port);
+        let j = judge(m, p.src, p.proto, p.port);
         let by = j
             .rule
             .clone()
             .unwrap_or_else(|| j.reason.name().to_string());
         (j.pass && !j.would_drop, format!("{} ({by})", j.verdict()))
     };
-    seen.iter().fold(Vec::<VerdictChange>::new(), |mut out, p| {
+    let mut out: Vec<VerdictChange> = Vec::new();
+    for p in seen {
         if out.iter().any(|c| c.probe == *p) {
-            return out;
+            continue;
         }
         let ((pass_before, b), (pass_after, a)) = (verdict(&before, p), verdict(&after, p));
         if pass_before != pass_after {
@@ -594,8 +612,8 @@ pub fn connections_cut(old: &Policy, new: &Policy, seen: &[Probe]) -> Vec<Verdic
                 after: a,
             });
         }
-        out
-    })
+    }
+    out
 }
 
 #[cfg(test)]

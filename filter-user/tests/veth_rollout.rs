@@ -463,3 +463,32 @@ fn diff_names_the_open_flows_a_change_away_from_stateful_return_traffic_cuts() {
         "{out:?}"
     );
 }
+
+#[test]
+fn diff_judges_the_packets_the_daemon_dropped_lately() {
+    let env = Env::new("rb-seen");
+    let _daemon = start(&env, None);
+    // The peer tries the node's port 443: dropped, and sampled.
+    let tried = in_netns(&env.lab.peer_ns, || {
+        TcpStream::connect_timeout(
+            &"192.0.2.1:443".parse().unwrap(),
+            Duration::from_millis(300),
+        )
+    })
+    .unwrap();
+    assert!(tried.is_err(), "dropped under the running rules");
+    let opened =
+        format!("{OLD}  - {{name: peer-https, from: [lab-peer], protocol: tcp, ports: [443]}}\n");
+    let next = env.write_config("next.yaml", &opened);
+    let mut text = String::new();
+    wait_until(
+        "the drop sample reaches diff",
+        Duration::from_secs(10),
+        || {
+            text = String::from_utf8_lossy(&env.run(&["diff", next.to_str().unwrap()]).stdout)
+                .into_owned();
+            text.contains("seen      tcp from 192.0.2.9 to port/type 443 (dropped lately)")
+        },
+    );
+    assert!(text.contains("→ pass (peer-https)"), "{text}");
+}

@@ -194,6 +194,44 @@ pub struct DaemonStatus {
     /// still holds it.
     #[serde(default)]
     pub rollout: Option<super::rollout::RolloutStatus>,
+    /// Distinct packets the drop samples showed lately, newest last (`nodegate diff`
+    /// judges them under the new rules).
+    #[serde(default)]
+    pub recent_drops: Vec<SeenPacket>,
+}
+
+/// A dropped packet, as the drop samples show it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct SeenPacket {
+    /// Source address.
+    pub src: std::net::IpAddr,
+    /// IP protocol number.
+    pub proto: u8,
+    /// Destination port, or ICMP type.
+    pub port: u16,
+}
+
+/// The last [`RecentDrops::CAPACITY`] distinct dropped packets.
+#[derive(Debug, Default)]
+pub struct RecentDrops(std::collections::VecDeque<SeenPacket>);
+
+impl RecentDrops {
+    /// Packets kept.
+    pub const CAPACITY: usize = 256;
+
+    /// Remember `packet` as the newest (moving it up if known).
+    pub fn record(&mut self, packet: SeenPacket) {
+        self.0.retain(|p| *p != packet);
+        if self.0.len() == Self::CAPACITY {
+            self.0.pop_front();
+        }
+        self.0.push_back(packet);
+    }
+
+    /// Oldest first.
+    pub fn list(&self) -> Vec<SeenPacket> {
+        self.0.iter().copied().collect()
+    }
 }
 
 /// The daemon's answer.
@@ -416,6 +454,24 @@ fn exchange<T: serde::de::DeserializeOwned>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn recent_drops_keep_the_newest_distinct_packets() {
+        let mut recent = RecentDrops::default();
+        let packet = |n: u16| SeenPacket {
+            src: "192.0.2.9".parse().unwrap(),
+            proto: 6,
+            port: n,
+        };
+        for n in 0..300 {
+            recent.record(packet(n % 280));
+        }
+        let list = recent.list();
+        assert_eq!(list.len(), RecentDrops::CAPACITY);
+        assert_eq!(list.last(), Some(&packet(19)));
+        assert_eq!(list.iter().filter(|p| **p == packet(19)).count(), 1);
+        assert!(!list.contains(&packet(20)), "the oldest went first");
+    }
 
     #[tokio::test]
     async fn a_request_gets_its_answer_and_garbage_gets_an_error() {

@@ -343,7 +343,11 @@ fn after_request(
 }
 
 /// The daemon's own account of itself, for `nodegate status`.
-fn daemon_status(engine: &mut Engine, driver: &Driver) -> control::DaemonStatus {
+fn daemon_status(
+    engine: &mut Engine,
+    driver: &Driver,
+    recent: &Mutex<control::RecentDrops>,
+) -> control::DaemonStatus {
     let stats = engine.stats().clone();
     control::DaemonStatus {
         pid: std::process::id(),
@@ -382,6 +386,7 @@ fn daemon_status(engine: &mut Engine, driver: &Driver) -> control::DaemonStatus 
         history: engine.history(),
         sets: engine.active_sets().to_vec(),
         rollout: driver.status(),
+        recent_drops: recent.lock().map(|r| r.list()).unwrap_or_default(),
     }
 }
 
@@ -399,6 +404,7 @@ fn spawn_sample_logger(
     pins: &PinLayout,
     watch: Arc<Mutex<Option<Established>>>,
     cuts: tokio::sync::mpsc::Sender<Connection>,
+    recent: Arc<Mutex<control::RecentDrops>>,
 ) -> Option<tokio::task::JoinHandle<()>> {
     let path = pins.maps_dir().join(filter_common::MAP_SAMPLES);
     let ring = aya::maps::MapData::from_pin(&path)
@@ -429,6 +435,15 @@ fn spawn_sample_logger(
                 if let Some(conn) = cut {
                     // Full: a rollback is already on its way.
                     let _ = cuts.try_send(conn);
+                }
+                if let (Some(src), false) = (sample.src, sample.monitor) {
+                    if let Ok(mut recent) = recent.lock() {
+                        recent.record(control::SeenPacket {
+                            src,
+                            proto: sample.proto,
+                            port: sample.dport,
+                        });
+                    }
                 }
                 let rule = rule_names.as_ref().and_then(|names| {
                     names
@@ -605,7 +620,13 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
         None => None,
     };
     let (cuts_tx, mut cuts) = tokio::sync::mpsc::channel(4);
-    let _samples = spawn_sample_logger(&options.pins, driver.watch_handle(), cuts_tx);
+    let recent = Arc::new(Mutex::new(control::RecentDrops::default()));
+    let _samples = spawn_sample_logger(
+        &options.pins,
+        driver.watch_handle(),
+        cuts_tx,
+        recent.clone(),
+    );
     let _bpf_log = spawn_bpf_logger(&mut engine);
     info!(config = %options.config.display(), "running; reloads on file change, SIGHUP or `nodegate reload`");
     sd_notify("READY=1\nSTATUS=running");
@@ -626,7 +647,7 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
             Some((mut stream, request)) = requests.recv() => {
                 let answer = match request {
                     Request::Status => {
-                        let _ = control::reply(&mut stream, &daemon_status(&mut engine, &driver)).await;
+                        let _ = control::reply(&mut stream, &daemon_status(&mut engine, &driver, &recent)).await;
                         continue;
                     }
                     Request::ReloadNoWait => {

@@ -4,13 +4,16 @@
 //! generation (`/run/nodegate/<pin dir>.active.yaml`, kept when the daemon exits), or the
 //! file given with `--against`. Exit status as diff(1): 0 no change, 1 changes, 2 trouble.
 
-use std::{net::IpAddr, path::PathBuf, process::ExitCode};
+use std::{net::IpAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::{bail, Context};
 use filter_user::{
     config,
-    daemon::{established::Established, owner::RUN_DIR, run::active_rules_path},
-    diff::{connections_cut, diff_files, flows_cut, needed_on_this_node, Diff, Probe},
+    daemon::{control, established::Established, owner::RUN_DIR, run::active_rules_path},
+    diff::{
+        connections_cut, diff_files, flows_cut, needed_on_this_node, recent_drops_flipped, Diff,
+        Probe,
+    },
     loader::{pins::PinLayout, FilterMaps},
     model::ProbeProtocol,
 };
@@ -121,7 +124,25 @@ fn compare(args: &Args) -> anyhow::Result<Diff> {
     let mut d = diff_files(&old, &new, &args.probe, &needed);
     d.connections = connections_cut(&old.policy, &new.policy, &established_here());
     d.flows = flows_cut(&old.policy, &new.policy, &open_flows(&args.pins));
+    d.recent_drops = recent_drops_flipped(&old.policy, &new.policy, &recent_drops(&args.pins));
     Ok(d)
+}
+
+/// The packets the running daemon's drop samples showed lately (none without a daemon).
+fn recent_drops(pins: &PinArgs) -> Vec<Probe> {
+    let layout = PinLayout::new(&pins.pin_dir);
+    let Ok(status) = control::ask_status(RUN_DIR.as_ref(), &layout, Duration::from_secs(5)) else {
+        return Vec::new();
+    };
+    status
+        .recent_drops
+        .iter()
+        .map(|p| Probe {
+            src: p.src,
+            proto: ProbeProtocol::from_number(p.proto),
+            port: p.port,
+        })
+        .collect()
 }
 
 /// Flows kept in the pinned flow table, at most this many judged.
@@ -227,6 +248,19 @@ fn print_text(d: &Diff) {
             "session   TCP from {} to local port {}: {} → {}",
             c.probe.src, c.probe.port, c.before, c.after
         );
+    }
+    for v in d.recent_drops.iter().take(20) {
+        println!(
+            "seen      {} from {} to port/type {} (dropped lately): {} → {}",
+            probe_name(v.probe.proto),
+            v.probe.src,
+            v.probe.port,
+            v.before,
+            v.after
+        );
+    }
+    if d.recent_drops.len() > 20 {
+        println!("seen      … and {} more", d.recent_drops.len() - 20);
     }
     for f in d.flows.iter().take(20) {
         println!(
