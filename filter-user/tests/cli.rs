@@ -341,3 +341,41 @@ fn check_flags_a_file_that_drops_dns_replies() {
     let (_, out, _) = nodegate(&["check", "--resolv-conf", resolv.path(), stateful.path()]);
     assert!(!out.contains("lockout risk"), "{out}");
 }
+
+/// pcapng files whose option lists have no end marker (legal: the block length ends them)
+/// and an empty capture are read as libpcap reads them.
+#[test]
+fn replay_reads_what_libpcap_reads_from_the_corpus() {
+    let corpus =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus/tcpdump");
+    let fixture =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/testcases.yaml");
+    // (file, frames it holds; `None`: some)
+    for (file, frames) in [
+        ("ospf-sr.pcapng", None),
+        ("ospf-sr2.pcapng", None),
+        ("empty.pcap", Some(0)),
+    ] {
+        let path = corpus.join(file);
+        let (code, out, err) = nodegate(&[
+            "replay",
+            "--model-only",
+            path.to_str().unwrap(),
+            "--config",
+            fixture.to_str().unwrap(),
+        ]);
+        assert_eq!(code, 0, "{file}: {err}");
+        let said = out.lines().next().unwrap_or("");
+        assert!(said.starts_with("replayed "), "{file}: {out}");
+        let n: u64 = said["replayed ".len()..]
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        match frames {
+            Some(frames) => assert_eq!(n, frames, "{file}: {said}"),
+            None => assert!(n > 0, "{file}: {said}"),
+        }
+    }
+}

@@ -21,6 +21,9 @@ pub const PACKAGES: &[&str] = &[
     "iproute2",
     "iputils-ping",
     "bpftool",
+    // The capture tests record real tcpdump captures (snap lengths, nanosecond stamps,
+    // Linux cooked captures) and read them back.
+    "tcpdump",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

@@ -35,14 +35,17 @@
 //! ```
 
 pub mod capture;
+pub mod link;
 pub mod live;
 pub mod rawbpf;
 pub mod rawgen;
 pub mod rawlpm;
 pub mod run;
+pub mod snap;
 
 pub use capture::{
-    read_capture, write_capture, Capture, CaptureError, CaptureFormat, CapturedFrame,
+    parse_capture, read_capture, write_capture, Capture, CaptureError, CaptureFormat,
+    CapturedFrame, ParseError,
 };
 pub use run::{
     Answer, Disagreement, FrameResult, LoadedPolicy, ReplayError, ReplayOptions, Replayer, Summary,

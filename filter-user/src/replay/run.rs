@@ -117,6 +117,11 @@ pub struct Summary {
     pub disagreements: Vec<Disagreement>,
     /// Per-frame cost, when measured.
     pub timing: Option<Timing>,
+    /// Frames the snap length cut after their headers: judged padded to their length on
+    /// the wire (see [`super::snap`]).
+    pub cut_judged: u64,
+    /// Frames the snap length cut inside their headers: counted here, not judged.
+    pub cut_not_judged: u64,
 }
 
 impl Summary {
@@ -295,6 +300,18 @@ impl<'p> Replayer<'p> {
             model_time: Duration::ZERO,
             timing_repeat,
         })
+    }
+
+    /// Pass over the next frame of the capture without judging it: the snap length cut its
+    /// headers (it keeps its index; `cut_not_judged` counts it).
+    pub fn not_judged(&mut self) {
+        self.summary.frames += 1;
+        self.summary.cut_not_judged += 1;
+    }
+
+    /// Count the frame judged next as one the snap length cut after its headers.
+    pub fn judging_cut(&mut self) {
+        self.summary.cut_judged += 1;
     }
 
     /// Judge the next frame of the capture.

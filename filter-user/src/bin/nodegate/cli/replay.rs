@@ -14,7 +14,9 @@ use filter_user::{
     replay::{
         frame_json,
         live::{self, LiveOptions, LiveReport},
-        read_capture, summary_json, LoadedPolicy, Replayer, Summary,
+        read_capture,
+        snap::as_on_the_wire,
+        summary_json, LoadedPolicy, Replayer, Summary,
     },
 };
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -118,13 +120,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("failed to load {}", args.config.display()))?;
     let capture =
         read_capture(&args.pcap).with_context(|| "failed to read the capture".to_string())?;
-    let frames: Vec<&[u8]> = capture.frames.iter().map(|f| f.data.as_slice()).collect();
+    // What the filter saw on the wire: a frame the snap length cut after its headers,
+    // padded back to its length; one cut inside them, `None` (not judged).
+    let on_the_wire: Vec<Option<Vec<u8>>> = capture
+        .frames
+        .iter()
+        .map(|f| as_on_the_wire(&f.data, f.original_len))
+        .collect();
+    let frames: Vec<&[u8]> = on_the_wire.iter().flatten().map(Vec::as_slice).collect();
     if args.live {
         return run_live(&args, &loaded.policy, &frames);
     }
 
     let jsonl = args.format == ReplayFormat::Jsonl;
-    let bar = progress_bar(frames.len() as u64, !jsonl);
+    let bar = progress_bar(capture.frames.len() as u64, !jsonl);
     let mut kernel = if args.model_only {
         None
     } else {
@@ -136,12 +145,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    for frame in &frames {
+    for (captured, frame) in capture.frames.iter().zip(&on_the_wire) {
+        bar.inc(1);
+        let Some(frame) = frame else {
+            replayer.not_judged();
+            continue;
+        };
+        if captured.is_cut() {
+            replayer.judging_cut();
+        }
         let result = replayer.frame(frame)?;
         if jsonl {
             writeln!(out, "{}", frame_json(&result))?;
         }
-        bar.inc(1);
     }
     bar.finish_and_clear();
     let summary = replayer.finish(&frames)?;
@@ -168,6 +184,13 @@ fn print_text(out: &mut impl Write, args: &Args, s: &Summary) -> std::io::Result
         s.kernel_frames,
         s.model_only_frames
     )?;
+    if s.cut_judged + s.cut_not_judged > 0 {
+        writeln!(
+            out,
+            "cut by the snap length: {} judged as on the wire (headers captured, padded to their original length), {} not judged (headers cut)",
+            s.cut_judged, s.cut_not_judged
+        )?;
+    }
     let verdicts: Vec<String> = s.verdicts.iter().map(|(v, n)| format!("{v} {n}")).collect();
     writeln!(out, "verdicts: {}", verdicts.join(", "))?;
     writeln!(out, "reasons:")?;
