@@ -38,6 +38,8 @@ fn main() -> anyhow::Result<()> {
     println!("cargo::rustc-check-cfg=cfg(nodegate_ebpf_stub)");
 
     if let Ok(prebuilt) = env::var("NODEGATE_EBPF_OBJECT") {
+        // The same path with a new object in it (a data-path change) is a new object.
+        println!("cargo:rerun-if-changed={prebuilt}");
         fs::copy(&prebuilt, &object)?;
         return Ok(());
     }

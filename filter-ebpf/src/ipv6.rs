@@ -241,6 +241,17 @@ fn step(cur: &Cursor, w: &mut ExtWalk) -> ControlFlow<u32, u32> {
         if off + hdr_len > end {
             return stop(short);
         }
+        // RFC 8200 §4.4: with Segments Left ≠ 0 this node is not the packet's final
+        // destination (it would forward it on, or discard it for a type it does not run):
+        // never passed on a rule meant for this node.
+        if nh == IPPROTO_ROUTING {
+            let Some(r) = cur.read::<RH_FIXED_LEN>(off) else {
+                return internal();
+            };
+            if r[RH_SEGMENTS_LEFT] != 0 {
+                return stop(Reason::Ipv6ExtHeader);
+            }
+        }
         (e[EXT_NEXT_HDR], hdr_len)
     };
     w.nh = u32::from(next);

@@ -77,6 +77,10 @@ pub const EXT_NEXT_HDR: usize = offset_of!(Ipv6ExtHdr, next_hdr);
 pub const EXT_LEN: usize = offset_of!(Ipv6ExtHdr, hdr_ext_len);
 /// Bytes needed to read an extension header's length field.
 pub const EXT_MIN_LEN: usize = size_of::<Ipv6ExtHdr>();
+/// The Routing header's fixed part up to Segments Left (RFC 8200 §4.4).
+pub const RH_FIXED_LEN: usize = 4;
+/// Offset of Segments Left in the Routing header.
+pub const RH_SEGMENTS_LEFT: usize = 3;
 /// HBH / DestOpts / Routing: length in 8-octet units, not counting the first 8.
 pub const EXT_UNIT: usize = 8;
 /// AH: length in 4-octet units, minus 2.

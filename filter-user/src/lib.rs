@@ -32,6 +32,7 @@ pub mod config;
 pub mod craft;
 pub mod daemon;
 pub mod diff;
+pub mod fuzzing;
 pub mod gen;
 pub mod lab;
 pub mod loader;

@@ -43,7 +43,7 @@ use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use filter_common::{FragKey, Reason, MAP_FRAGS, MAX_RULES};
+use filter_common::{Reason, MAX_RULES};
 use filter_user::compiler::{compile, RuleSlots, Tables};
 use filter_user::config::{load_file_with, LoadOptions};
 use filter_user::craft::{tcp_flags, ExtHeader, Frame};
@@ -189,22 +189,9 @@ struct Published {
 
 /// Empties the kernel's fragment table (`NG_FRAGS`).
 fn clear_fragments(filter: &mut Filter) {
-    let map = filter
-        .ebpf_mut()
-        .map_mut(MAP_FRAGS)
-        .expect("the program has the NG_FRAGS map");
-    let mut frags: aya::maps::HashMap<&mut aya::maps::MapData, FragKey, u64> =
-        aya::maps::HashMap::try_from(map).expect("NG_FRAGS is a hash map of FragKey → u64");
-    let keys: Vec<FragKey> = frags.keys().filter_map(Result::ok).collect();
-    for key in keys {
-        // An entry the LRU evicted meanwhile is already gone.
-        let _ = frags.remove(&key);
-    }
-    assert_eq!(
-        frags.keys().count(),
-        0,
-        "NG_FRAGS could not be emptied between rule sets"
-    );
+    filter
+        .clear_fragments()
+        .expect("NG_FRAGS could not be emptied between rule sets");
 }
 
 impl Differ {

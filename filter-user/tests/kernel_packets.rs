@@ -1532,6 +1532,21 @@ fn e21_extension_headers() {
         AllowRule,
         CLIENTS_HTTPS,
     );
+    // A Routing header with Segments Left ≠ 0 sends the packet on (RFC 8200 §4.4): never
+    // passed on a rule meant for this node, whatever its type (0: RFC 5095, 2: Mobile IPv6,
+    // 4: SRv6, 253: experimental). Segments Left 0: the node is the final destination.
+    for routing_type in [0, 2, 4, 253] {
+        let routed = |segments_left| {
+            base().ipv6_ext(ExtHeader::Routing {
+                len: 2,
+                routing_type,
+                segments_left,
+            })
+        };
+        t.check(&routed(1), DROP, Ipv6ExtHeader, None);
+        t.check(&routed(255), DROP, Ipv6ExtHeader, None);
+        t.check(&routed(0), PASS, AllowRule, CLIENTS_HTTPS);
+    }
     // Destination Options twice: before Routing and before the upper layer.
     let d = ExtHeader::dest_opts;
     t.check(

@@ -4,6 +4,7 @@
 mod bench;
 mod cmd;
 mod demo;
+mod fuzz;
 mod image;
 mod install;
 mod kernels;
@@ -70,6 +71,17 @@ enum Command {
         #[arg(long)]
         quick: bool,
     },
+    /// Coverage-guided fuzzing (libFuzzer, stable rustc): the config decoder, the capture
+    /// reader, the reference model (with the snap-length oracle) and kernel vs model
+    /// (BPF_PROG_TEST_RUN; root). Prints executions and corpus sizes; fails on a crash.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 300)]
+        seconds: u64,
+        /// Only these targets (config, capture, model, kernel_vs_model).
+        #[arg(long = "target", value_name = "TARGET")]
+        targets: Vec<String>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -82,5 +94,6 @@ fn main() -> anyhow::Result<()> {
         Command::Bench { quick } => bench::run(quick),
         Command::Image { rootfs } => image::run(rootfs),
         Command::Install { destdir } => install::run(&destdir),
+        Command::Fuzz { seconds, targets } => fuzz::run(seconds, &targets),
     }
 }

@@ -50,6 +50,8 @@ pub fn run() -> anyhow::Result<()> {
         ]))?;
         eprintln!("== benchmark smoke (--quick): every benchmark runs once and prints a number; not a speed check");
         crate::bench::run(true)?;
+        eprintln!("== fuzzing (20 s per target): config decoder, capture reader, reference model, kernel vs model");
+        crate::fuzz::run(20, &[])?;
         eprintln!("== kernel matrix (--quick): the short suite inside Debian's 6.1 and 6.12 kernels under qemu");
         crate::kernels::run(true, &[])?;
     } else if is_ci() {

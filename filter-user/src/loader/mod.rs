@@ -265,4 +265,25 @@ impl Filter {
     pub fn ebpf_mut(&mut self) -> &mut Ebpf {
         &mut self.ebpf
     }
+
+    /// Empty the fragment table (`NG_FRAGS`): replays and differential runs start each trace
+    /// from nothing tracked, as the reference model's state does.
+    pub fn clear_fragments(&mut self) -> Result<(), LoaderError> {
+        let name = filter_common::MAP_FRAGS;
+        let map = self.ebpf.map_mut(name).ok_or(LoaderError::Map {
+            name,
+            source: aya::maps::MapError::InvalidName {
+                name: name.to_string(),
+            },
+        })?;
+        let mut frags: aya::maps::HashMap<&mut aya::maps::MapData, filter_common::FragKey, u64> =
+            aya::maps::HashMap::try_from(map)
+                .map_err(|source| LoaderError::Map { name, source })?;
+        let keys: Vec<filter_common::FragKey> = frags.keys().filter_map(Result::ok).collect();
+        for key in keys {
+            // An entry the LRU evicted meanwhile is already gone.
+            let _ = frags.remove(&key);
+        }
+        Ok(())
+    }
 }

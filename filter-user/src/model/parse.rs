@@ -317,6 +317,10 @@ fn parse_ipv6(l3: &[u8]) -> Result<Parsed, Reason> {
             }
         };
         let ext = rest.get(..header_len).ok_or(runs_past)?;
+        // RFC 8200 §4.4: Segments Left ≠ 0, the packet is bound elsewhere (VERDICTS §2b.3).
+        if nh == EXT_ROUTING && ext[3] != 0 {
+            return Err(Reason::Ipv6ExtHeader);
+        }
         if nh == EXT_FRAGMENT {
             let word = be16(ext, 2);
             let offset = word >> 3;

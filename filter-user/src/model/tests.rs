@@ -1156,6 +1156,20 @@ fn e21_extension_headers() {
         .ipv6_ext(ExtHeader::ah())
         .ipv6_ext(ExtHeader::DestOpts { len: 2 });
     ok(full);
+    // A Routing header with Segments Left ≠ 0 sends the packet on (RFC 8200 §4.4), whatever
+    // its type: Type 0 (deprecated, RFC 5095), Type 2 (Mobile IPv6), Type 4 (SRv6).
+    for routing_type in [0, 2, 4, 253] {
+        bad(base().ipv6_ext(ExtHeader::Routing {
+            len: 2,
+            routing_type,
+            segments_left: 1,
+        }));
+        ok(base().ipv6_ext(ExtHeader::Routing {
+            len: 2,
+            routing_type,
+            segments_left: 0,
+        }));
+    }
     // AH length is (len + 2) * 4: 12 bytes, not the 16 of (len + 1) * 8.
     ok(base().ipv6_ext(ExtHeader::Ah { len: 1 }));
     ok(base().ipv6_ext(ExtHeader::Ah { len: 5 }));

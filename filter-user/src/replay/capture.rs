@@ -234,7 +234,59 @@ fn pcapng_time(high: u32, low: u32, iface: &Interface) -> Duration {
     Duration::new(secs, nanos as u32)
 }
 
+/// Check every block's length before pcap-parser sees it: a length below the 12 bytes of
+/// a block's own framing makes pcap-parser 0.17 subtract past zero (a panic with overflow
+/// checks on; found by the `capture` fuzz target, fuzz/regressions/capture).
+fn check_pcapng_framing(bytes: &[u8]) -> Result<(), ParseError> {
+    const SHB: [u8; 4] = PCAPNG_MAGIC;
+    const BYTE_ORDER_LE: [u8; 4] = [0x4d, 0x3c, 0x2b, 0x1a];
+    const BYTE_ORDER_BE: [u8; 4] = [0x1a, 0x2b, 0x3c, 0x4d];
+    let mut at = 0;
+    let mut big_endian = false;
+    while at < bytes.len() {
+        let rest = &bytes[at..];
+        let cut = || {
+            ParseError::Format(format!(
+                "block at byte {at}: the file ends inside it (cut short?)"
+            ))
+        };
+        let head: [u8; 12] = rest
+            .get(..12)
+            .ok_or_else(cut)?
+            .try_into()
+            .expect("12 bytes");
+        if head[..4] == SHB {
+            big_endian = match head[8..12].try_into().expect("4 bytes") {
+                BYTE_ORDER_LE => false,
+                BYTE_ORDER_BE => true,
+                _ => {
+                    return Err(ParseError::Format(format!(
+                        "section header at byte {at}: no byte-order magic"
+                    )))
+                }
+            };
+        }
+        let word: [u8; 4] = head[4..8].try_into().expect("4 bytes");
+        let len = if big_endian {
+            u32::from_be_bytes(word)
+        } else {
+            u32::from_le_bytes(word)
+        } as usize;
+        if len < 12 {
+            return Err(ParseError::Format(format!(
+                "block at byte {at}: length {len} is shorter than a block's own 12 bytes"
+            )));
+        }
+        if len > rest.len() {
+            return Err(cut());
+        }
+        at += len;
+    }
+    Ok(())
+}
+
 fn parse_pcapng(bytes: &[u8]) -> Result<Capture, ParseError> {
+    check_pcapng_framing(bytes)?;
     let blocks = PcapNGSlice::from_slice(bytes)
         .map_err(|e| nom_error("the pcapng section header".into(), e))?;
     let mut interfaces: Vec<Interface> = Vec::new();

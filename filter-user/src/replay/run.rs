@@ -302,6 +302,17 @@ impl<'p> Replayer<'p> {
         })
     }
 
+    /// Forget every tracked fragment, in the model and in the kernel: what follows is a
+    /// new trace. (The kernel's table may hold what the model's does not: an entry the
+    /// model never made is still cleared.)
+    pub fn clear_fragments(&mut self) -> Result<(), ReplayError> {
+        self.state.clear();
+        if let Some(kernel) = self.kernel.as_mut() {
+            kernel.judge.filter().clear_fragments()?;
+        }
+        Ok(())
+    }
+
     /// Pass over the next frame of the capture without judging it: the snap length cut its
     /// headers (it keeps its index; `cut_not_judged` counts it).
     pub fn not_judged(&mut self) {

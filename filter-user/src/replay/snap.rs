@@ -44,8 +44,9 @@ pub fn headers_end(f: &[u8]) -> Option<usize> {
             let mut at = at + 40;
             for _ in 0..MAX_EXTENSIONS {
                 let len = match next {
-                    // Hop-by-Hop, Routing, Destination Options, Mobility, HIP, Shim6.
-                    0 | 43 | 60 | 135 | 139 | 140 => (usize::from(*f.get(at + 1)?) + 1) * 8,
+                    // Hop-by-Hop, Routing, Destination Options: what the filter walks
+                    // (VERDICTS §2b.3; anything else is the upper layer).
+                    0 | 43 | 60 => (usize::from(*f.get(at + 1)?) + 1) * 8,
                     // Authentication Header: its length is in 4-byte units, minus 2.
                     51 => (usize::from(*f.get(at + 1)?) + 2) * 4,
                     44 => {
