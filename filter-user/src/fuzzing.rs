@@ -25,9 +25,10 @@ fn fixture() -> Policy {
         .policy
 }
 
-/// The fixture and four variants covering the policy switches (as the differential test's
-/// corpus run): what `kernel_vs_model` picks from with its first byte.
-pub fn rule_sets() -> Vec<Policy> {
+/// The fixture and four variants covering the policy switches, by name: what the
+/// differential test's corpus run judges real traffic with, and what `kernel_vs_model`
+/// picks from with its first byte.
+pub fn rule_sets() -> Vec<(&'static str, Policy)> {
     let mut monitor = fixture();
     monitor.mode = Mode::Monitor;
     let mut open = fixture();
@@ -42,9 +43,16 @@ pub fn rule_sets() -> Vec<Policy> {
         icmp_errors: false,
     };
     strict.fragments = Fragments::Drop;
+    strict.return_traffic = ReturnTraffic::Off;
     let mut stateful = fixture();
     stateful.return_traffic = ReturnTraffic::Stateful;
-    vec![fixture(), monitor, open, strict, stateful]
+    vec![
+        ("enforce", fixture()),
+        ("monitor", monitor),
+        ("open (default pass, options, ethertypes)", open),
+        ("strict (no essentials, fragments drop)", strict),
+        ("stateful (empty flow table)", stateful),
+    ]
 }
 
 /// Config text → `check`'s front end: any text is accepted or rejected with diagnostics,
@@ -97,7 +105,7 @@ thread_local! {
     static JUDGES: RefCell<Vec<Replayer<'static>>> = RefCell::new(
         rule_sets()
             .iter()
-            .map(|policy| {
+            .map(|(_, policy)| {
                 let loaded: &'static mut LoadedPolicy = Box::leak(Box::new(
                     LoadedPolicy::load_on(policy, None)
                         .expect("load the XDP program (the kernel target needs root)"),

@@ -1319,31 +1319,9 @@ fn tcpdump_corpus_enforce_and_monitor() {
 
     let mut differ = Differ::new();
     // K37 asks for the fixture in enforce and monitor mode; three more variants of it cover
-    // the other policy switches on the same real traffic.
-    let mut monitor = fixture();
-    monitor.mode = Mode::Monitor;
-    let mut open = fixture();
-    open.default = DefaultAction::Pass;
-    open.ipv4_options_allow = true;
-    open.unknown_ethertypes_pass = true;
-    open.return_traffic = ReturnTraffic::Off;
-    let mut strict = fixture();
-    strict.essentials = Essentials {
-        arp: false,
-        neighbor_discovery: false,
-        icmp_errors: false,
-    };
-    strict.fragments = Fragments::Drop;
-    strict.return_traffic = ReturnTraffic::Off;
-    let mut stateful = fixture();
-    stateful.return_traffic = ReturnTraffic::Stateful;
-    let runs = [
-        ("enforce", fixture()),
-        ("monitor", monitor),
-        ("open (default pass, options, ethertypes)", open),
-        ("strict (no essentials, fragments drop)", strict),
-        ("stateful (empty flow table)", stateful),
-    ];
+    // the other policy switches on the same real traffic (the kernel_vs_model fuzz target's
+    // rule sets).
+    let runs = filter_user::fuzzing::rule_sets();
     for (mode, policy) in &runs {
         let t = Instant::now();
         let before = (

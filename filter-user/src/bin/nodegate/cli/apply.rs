@@ -77,11 +77,5 @@ fn ask(pins: &PinArgs, request: Request) -> anyhow::Result<ExitCode> {
         request,
         ANSWER_WITHIN,
     )?;
-    if answer.ok {
-        println!("{}", answer.message);
-        Ok(ExitCode::SUCCESS)
-    } else {
-        eprintln!("error: {}", answer.message);
-        Ok(ExitCode::FAILURE)
-    }
+    Ok(super::print_answer(&answer))
 }

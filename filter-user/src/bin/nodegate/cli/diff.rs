@@ -197,6 +197,23 @@ fn probe_name(p: ProbeProtocol) -> &'static str {
     }
 }
 
+/// At most 20 flipped packets of one kind, then how many more.
+fn print_flips(label: &str, what: &str, flips: &[filter_user::diff::VerdictChange]) {
+    for f in flips.iter().take(20) {
+        println!(
+            "{label:<9} {} from {} to port/type {} ({what}): {} → {}",
+            probe_name(f.probe.proto),
+            f.probe.src,
+            f.probe.port,
+            f.before,
+            f.after
+        );
+    }
+    if flips.len() > 20 {
+        println!("{label:<9} … and {} more", flips.len() - 20);
+    }
+}
+
 fn print_text(d: &Diff) {
     if d.is_empty() {
         println!("no change");
@@ -249,32 +266,8 @@ fn print_text(d: &Diff) {
             c.probe.src, c.probe.port, c.before, c.after
         );
     }
-    for v in d.recent_drops.iter().take(20) {
-        println!(
-            "seen      {} from {} to port/type {} (dropped lately): {} → {}",
-            probe_name(v.probe.proto),
-            v.probe.src,
-            v.probe.port,
-            v.before,
-            v.after
-        );
-    }
-    if d.recent_drops.len() > 20 {
-        println!("seen      … and {} more", d.recent_drops.len() - 20);
-    }
-    for f in d.flows.iter().take(20) {
-        println!(
-            "flow      {} from {} to local port/type {}: {} → {}",
-            probe_name(f.probe.proto),
-            f.probe.src,
-            f.probe.port,
-            f.before,
-            f.after
-        );
-    }
-    if d.flows.len() > 20 {
-        println!("flow      … and {} more open flows cut", d.flows.len() - 20);
-    }
+    print_flips("seen", "dropped lately", &d.recent_drops);
+    print_flips("flow", "an open flow", &d.flows);
     for risk in &d.lockout {
         println!("WARNING   {risk}");
     }

@@ -110,6 +110,17 @@ enum Command {
     },
 }
 
+/// A daemon's answer on stdout and exit 0, or on stderr and exit 1.
+pub fn print_answer(answer: &filter_user::daemon::control::Answer) -> ExitCode {
+    if answer.ok {
+        println!("{}", answer.message);
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("error: {}", answer.message);
+        ExitCode::FAILURE
+    }
+}
+
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Check(args) => check::run(args),

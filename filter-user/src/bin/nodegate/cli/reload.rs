@@ -40,11 +40,5 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         request,
         Duration::from_secs(args.timeout),
     )?;
-    if answer.ok {
-        println!("{}", answer.message);
-        Ok(ExitCode::SUCCESS)
-    } else {
-        eprintln!("error: {}", answer.message);
-        Ok(ExitCode::FAILURE)
-    }
+    Ok(super::print_answer(&answer))
 }
