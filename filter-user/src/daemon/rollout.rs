@@ -245,8 +245,10 @@ fn hex(hash: Option<u64>) -> String {
     hash.map(|h| format!("{h:016x}")).unwrap_or_default()
 }
 
+/// The content hash of the rule file at `path`, read as the engine reads it (a FIFO, a
+/// device or an oversized file is no rule file: `None`, never a wait).
 fn file_hash(path: &Path) -> Option<String> {
-    std::fs::read(path)
+    crate::config::read_rule_file(path)
         .ok()
         .map(|bytes| hex(Some(crate::config::content_hash(&bytes))))
 }
@@ -318,6 +320,7 @@ impl Driver {
     /// The rules the daemon starts with instead of the rule file's (`None`: the file's),
     /// deciding a probation that ran out while no daemon was running.
     pub fn start_text(&mut self) -> Option<Arc<str>> {
+        self.current.as_ref()?;
         let on_disk = file_hash(&self.config);
         let p = self.current.as_mut()?;
         match p.phase {
