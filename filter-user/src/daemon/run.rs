@@ -332,6 +332,18 @@ fn after_request(
     options: &RunOptions,
     published: bool,
 ) {
+    record_state(engine, driver, state, options, published);
+    sd_notify("READY=1");
+}
+
+/// Record the active text (when `published`) and refresh metrics and readiness.
+fn record_state(
+    engine: &mut Engine,
+    driver: &Driver,
+    state: &Mutex<DaemonState>,
+    options: &RunOptions,
+    published: bool,
+) {
     if published {
         record_active_rules(options, engine);
     }
@@ -339,7 +351,6 @@ fn after_request(
     if let Ok(mut s) = state.lock() {
         s.rollouts = driver.counts();
     }
-    sd_notify("READY=1");
 }
 
 /// The daemon's own account of itself, for `nodegate status`.
@@ -598,7 +609,8 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     })?;
     driver.started(&mut engine);
     let state = Arc::new(Mutex::new(DaemonState::default()));
-    after_request(&mut engine, &driver, &state, &options, true);
+    // systemd hears READY once everything below serves.
+    record_state(&mut engine, &driver, &state, &options, true);
 
     let _metrics = match listener {
         Some(listener) => {
