@@ -70,20 +70,20 @@ const _: () = assert!(
     ServiceKind::Other.key_offset() + ServiceKind::Other.key_space() == SERVICE_INDEX_SPACE
 );
 
-/// `NG_SEGMENTS` index of the chunk holding `service_index` in generation `gen`.
-pub const fn segment_chunk_index(gen: u32, service_index: u32) -> u32 {
-    gen * SERVICE_CHUNKS + service_index / SEGMENT_CHUNK
+/// `NG_SEGMENTS` index of the chunk holding `service_index` in generation `generation`.
+pub const fn segment_chunk_index(generation: u32, service_index: u32) -> u32 {
+    generation * SERVICE_CHUNKS + service_index / SEGMENT_CHUNK
 }
 
 /// `NG_CELLS` index of (generation, cell row, kind). Without rules that name interfaces the
 /// rows are the source classes themselves.
-pub const fn class_cells_index(gen: u32, row: u32, kind: ServiceKind) -> u32 {
-    (gen * MAX_CLASSES + row) * SERVICE_KINDS + kind as u32
+pub const fn class_cells_index(generation: u32, row: u32, kind: ServiceKind) -> u32 {
+    (generation * MAX_CLASSES + row) * SERVICE_KINDS + kind as u32
 }
 
 /// `NG_ROWS` index of (generation, profile, class).
-pub const fn class_row_index(gen: u32, profile: u32, class: u32) -> u32 {
-    (gen * MAX_PROFILES + profile) * MAX_CLASSES + class
+pub const fn class_row_index(generation: u32, profile: u32, class: u32) -> u32 {
+    (generation * MAX_PROFILES + profile) * MAX_CLASSES + class
 }
 
 /// Entries in `NG_ROWS`.

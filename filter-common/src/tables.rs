@@ -53,7 +53,7 @@ pub mod flags {
     pub const DEFAULT_PASS: u32 = 1 << 6;
 }
 
-/// `NG_GENCFG[gen]`: the settings of one rule generation.
+/// `NG_GENCFG[generation]`: the settings of one rule generation.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct GenConfig {
@@ -138,16 +138,16 @@ pub mod iface_override {
     const _: () = assert!(GENERATIONS * GEN_SHIFT <= u32::BITS && ALL < 1 << GEN_SHIFT);
     const _: () = assert!(crate::MAX_PROFILES.is_power_of_two());
 
-    /// The bits of generation slot `gen` (masked to a valid slot).
+    /// The bits of generation slot `generation` (masked to a valid slot).
     #[inline(always)]
-    pub const fn of_gen(overrides: u32, gen: u32) -> u32 {
-        (overrides >> ((gen & (GENERATIONS - 1)) * GEN_SHIFT)) & ALL
+    pub const fn of_gen(overrides: u32, generation: u32) -> u32 {
+        (overrides >> ((generation & (GENERATIONS - 1)) * GEN_SHIFT)) & ALL
     }
 
-    /// `overrides` with generation slot `gen`'s bits replaced by `bits`.
+    /// `overrides` with generation slot `generation`'s bits replaced by `bits`.
     #[inline(always)]
-    pub const fn with_gen(overrides: u32, gen: u32, bits: u32) -> u32 {
-        let shift = (gen & (GENERATIONS - 1)) * GEN_SHIFT;
+    pub const fn with_gen(overrides: u32, generation: u32, bits: u32) -> u32 {
+        let shift = (generation & (GENERATIONS - 1)) * GEN_SHIFT;
         (overrides & !(ALL << shift)) | ((bits & ALL) << shift)
     }
 }

@@ -70,7 +70,7 @@ pub fn record(ctx: &XdpContext, code: u32, rule: u32, sum: &Summary) -> u32 {
             ctx,
             "internal error on ifindex {}: a rule table lookup failed in generation slot {}; dropped",
             ifindex,
-            sum.settings.gen
+            sum.settings.generation
         );
     }
 
@@ -88,7 +88,7 @@ pub fn record(ctx: &XdpContext, code: u32, rule: u32, sum: &Summary) -> u32 {
         bump(&RULE_STATS, slot, bytes);
     }
     if configured {
-        bump(&GEN_STATS, sum.settings.gen, bytes);
+        bump(&GEN_STATS, sum.settings.generation, bytes);
     }
 
     if !drop {

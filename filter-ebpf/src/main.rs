@@ -62,7 +62,7 @@ pub fn nodegate(ctx: XdpContext) -> u32 {
     sum.reason = Reason::Internal as u32;
     parse(&ctx, sum);
     if knockout::STOP <= knockout::Stage::Parse {
-        return knockout::action_of(sum.reason ^ sum.settings.gen ^ sum.iface_slot);
+        return knockout::action_of(sum.reason ^ sum.settings.generation ^ sum.iface_slot);
     }
     finish::nodegate_finish(ctx.ctx, sum)
 }
@@ -82,12 +82,12 @@ fn parse(ctx: &XdpContext, sum: &mut Summary) {
         sum.reason = Reason::NotConfigured as u32;
         return;
     }
-    let gen = control.active_gen & (GENERATIONS - 1);
-    let Some(cfg) = maps::GEN_CONFIG.get(gen) else {
+    let generation = control.active_gen & (GENERATIONS - 1);
+    let Some(cfg) = maps::GEN_CONFIG.get(generation) else {
         return;
     };
-    let mut s = Settings::new(gen, cfg);
-    s.override_for_iface(iface_override::of_gen(iface.overrides, gen));
+    let mut s = Settings::new(generation, cfg);
+    s.override_for_iface(iface_override::of_gen(iface.overrides, generation));
     sum.settings = s;
     sum.configured = 1;
     if knockout::stops_after(knockout::Stage::Settings) {

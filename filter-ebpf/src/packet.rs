@@ -133,7 +133,7 @@ impl Service {
 #[derive(Clone, Copy)]
 pub struct Settings {
     /// Generation slot that judges this packet.
-    pub gen: u32,
+    pub generation: u32,
     /// 1 in monitor mode.
     pub monitor: u32,
     pub flags: u32,
@@ -157,9 +157,9 @@ const _: () = assert!(size_of::<Settings>() == 56);
 
 impl Settings {
     #[inline(always)]
-    pub fn new(gen: u32, cfg: &GenConfig) -> Self {
+    pub fn new(generation: u32, cfg: &GenConfig) -> Self {
         Settings {
-            gen,
+            generation,
             monitor: u32::from(cfg.mode == mode::MONITOR),
             flags: cfg.flags,
             return_mode: cfg.return_mode,

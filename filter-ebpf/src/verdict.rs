@@ -40,7 +40,7 @@ pub fn rules(s: &Settings, pkt: &Packet, svc: &Service) -> Flow<Reason> {
     }
     // The rules that apply on the arriving interface (its profile) and cover the source.
     let profile = s.profile & (MAX_PROFILES - 1);
-    let row = *need(ROWS.get(class_row_index(s.gen, profile, class)))?;
+    let row = *need(ROWS.get(class_row_index(s.generation, profile, class)))?;
     if row == NO_ROW {
         return Continue(Reason::NoSourceMatch);
     }
@@ -49,12 +49,12 @@ pub fn rules(s: &Settings, pkt: &Packet, svc: &Service) -> Flow<Reason> {
     }
     let kind = svc.kind();
     let index = kind.key_offset() + svc.key;
-    let chunk = need(SEGMENTS.get(segment_chunk_index(s.gen, index)))?;
+    let chunk = need(SEGMENTS.get(segment_chunk_index(s.generation, index)))?;
     let seg = u32::from(chunk.seg[(index % SEGMENT_CHUNK) as usize]);
     if seg >= MAX_SEGMENTS {
         return Verdict::stop(Reason::Internal);
     }
-    let cells = need(CELLS.get(class_cells_index(s.gen, row, kind)))?;
+    let cells = need(CELLS.get(class_cells_index(s.generation, row, kind)))?;
     // Verifier: the mask restates `seg < MAX_SEGMENTS` (a power of two) as an index bound.
     let cell = Cell(cells.cell[(seg & (MAX_SEGMENTS - 1)) as usize]);
     let reason = match cell.action() {

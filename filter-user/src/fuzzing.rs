@@ -141,7 +141,7 @@ pub fn kernel_vs_model(data: &[u8]) {
 
 /// Seed frames for the frame targets: generated Kubernetes-node traffic of every category.
 pub fn seed_frames(count: usize) -> Vec<Vec<u8>> {
-    crate::gen::generate(&crate::gen::Profile::default(), count, 1)
+    crate::traffic::generate(&crate::traffic::Profile::default(), count, 1)
         .into_iter()
         .map(|g| g.data)
         .collect()

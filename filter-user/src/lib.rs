@@ -33,7 +33,7 @@ pub mod craft;
 pub mod daemon;
 pub mod diff;
 pub mod fuzzing;
-pub mod gen;
+pub mod traffic;
 pub mod lab;
 pub mod loader;
 pub mod model;

@@ -261,7 +261,7 @@ fn interface_settings_flip_with_their_generation() {
         slots.commit(&tables);
         filter.maps().control().expect("control word").active_gen
     };
-    let bits = |filter: &Filter, gen: u32| {
+    let bits = |filter: &Filter, generation: u32| {
         let lo = filter.maps().test_run_slot();
         let (_, entry) = filter
             .maps()
@@ -269,7 +269,7 @@ fn interface_settings_flip_with_their_generation() {
             .into_iter()
             .find(|(_, e)| e.slot == lo)
             .expect("the loopback is registered");
-        iface_override::of_gen(entry.overrides, gen)
+        iface_override::of_gen(entry.overrides, generation)
     };
     let monitor_bits = iface_override::MODE | iface_override::MONITOR;
 

@@ -669,8 +669,8 @@ impl Tables {
             .map(|i| self.rule_names[i].1.as_str())
     }
 
-    /// `NG_SEGMENTS` entries of generation `gen`: (map index, chunk), all `SERVICE_CHUNKS`.
-    pub fn segment_entries(&self, gen: u32) -> impl Iterator<Item = (u32, SegmentChunk)> + '_ {
+    /// `NG_SEGMENTS` entries of generation `generation`: (map index, chunk), all `SERVICE_CHUNKS`.
+    pub fn segment_entries(&self, generation: u32) -> impl Iterator<Item = (u32, SegmentChunk)> + '_ {
         (0..SERVICE_CHUNKS).map(move |c| {
             let start = (c * SEGMENT_CHUNK) as usize;
             let mut chunk = SegmentChunk {
@@ -679,35 +679,35 @@ impl Tables {
             chunk
                 .seg
                 .copy_from_slice(&self.segments[start..start + SEGMENT_CHUNK as usize]);
-            (segment_chunk_index(gen, c * SEGMENT_CHUNK), chunk)
+            (segment_chunk_index(generation, c * SEGMENT_CHUNK), chunk)
         })
     }
 
-    /// `NG_ROWS` entries of generation `gen`: (map index, row) for every profile and class.
+    /// `NG_ROWS` entries of generation `generation`: (map index, row) for every profile and class.
     /// Entries of profiles past [`TableStats::profiles`] and classes past
     /// [`TableStats::classes`] are unreachable and need not be written.
-    pub fn row_entries(&self, gen: u32) -> impl Iterator<Item = (u32, u32)> + '_ {
+    pub fn row_entries(&self, generation: u32) -> impl Iterator<Item = (u32, u32)> + '_ {
         self.class_rows
             .iter()
             .enumerate()
             .flat_map(move |(profile, rows)| {
                 rows.iter().enumerate().map(move |(class, row)| {
-                    (class_row_index(gen, profile as u32, class as u32), *row)
+                    (class_row_index(generation, profile as u32, class as u32), *row)
                 })
             })
     }
 
-    /// `NG_CELLS` entries of generation `gen`: (map index, cells) for every row and kind.
+    /// `NG_CELLS` entries of generation `generation`: (map index, cells) for every row and kind.
     /// Entries of row ids past [`TableStats::rows`] are unreachable (no class maps to them)
     /// and need not be written.
-    pub fn cell_entries(&self, gen: u32) -> impl Iterator<Item = (u32, &ClassCells)> + '_ {
+    pub fn cell_entries(&self, generation: u32) -> impl Iterator<Item = (u32, &ClassCells)> + '_ {
         self.class_cells
             .iter()
             .enumerate()
             .flat_map(move |(class, per_kind)| {
                 ServiceKind::ALL.into_iter().map(move |kind| {
                     (
-                        class_cells_index(gen, class as u32, kind),
+                        class_cells_index(generation, class as u32, kind),
                         &per_kind[kind as usize],
                     )
                 })

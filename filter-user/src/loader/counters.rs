@@ -105,8 +105,8 @@ impl FilterMaps {
                 bytes: total.bytes,
             });
         }
-        for gen in 0..2u32 {
-            snap.generations[gen as usize] = FilterMaps::sum(&self.gen_stats, gen)?.packets;
+        for generation in 0..2u32 {
+            snap.generations[generation as usize] = FilterMaps::sum(&self.gen_stats, generation)?.packets;
         }
         Ok(snap)
     }

@@ -53,10 +53,10 @@ impl FilterMaps {
     /// `nodegate stats` can say it without the daemon).
     pub fn interface_states(&self) -> Result<Vec<InterfaceState>, LoaderError> {
         let control = self.control()?;
-        let gen = control.active_gen & 1;
+        let generation = control.active_gen & 1;
         let config = self
             .gen_config
-            .get(&gen, 0)
+            .get(&generation, 0)
             .map_err(|source| LoaderError::Map {
                 name: filter_common::MAP_GEN_CONFIG,
                 source,
@@ -65,7 +65,7 @@ impl FilterMaps {
             .interfaces()
             .into_iter()
             .map(|(ifindex, entry)| {
-                let bits = iface_override::of_gen(entry.overrides, gen);
+                let bits = iface_override::of_gen(entry.overrides, generation);
                 let monitor = if bits & iface_override::MODE != 0 {
                     bits & iface_override::MONITOR != 0
                 } else {
@@ -90,12 +90,12 @@ impl FilterMaps {
         Ok(states)
     }
 
-    /// Give every registered interface generation slot `gen`'s bits of `overrides` (by
+    /// Give every registered interface generation slot `generation`'s bits of `overrides` (by
     /// name; 0 for interfaces it does not name). Only that slot's byte changes, so with
-    /// `gen` inactive no packet sees the change before the flip.
+    /// `generation` inactive no packet sees the change before the flip.
     pub(crate) fn write_iface_overrides(
         &mut self,
-        gen: u32,
+        generation: u32,
         overrides: &InterfaceOverrides,
     ) -> Result<(), LoaderError> {
         for (ifindex, entry) in self.interfaces() {
@@ -104,14 +104,14 @@ impl FilterMaps {
                 .and_then(|name| overrides.get(&name).copied())
                 .unwrap_or(0);
             let updated = IfaceEntry {
-                overrides: iface_override::with_gen(entry.overrides, gen, bits),
+                overrides: iface_override::with_gen(entry.overrides, generation, bits),
                 ..entry
             };
             if updated != entry {
                 self.ifaces.insert(ifindex, updated, 0).map_err(map_err)?;
             }
         }
-        self.published_overrides[(gen & 1) as usize] = Some(overrides.clone());
+        self.published_overrides[(generation & 1) as usize] = Some(overrides.clone());
         Ok(())
     }
 
@@ -129,10 +129,10 @@ impl FilterMaps {
             }
         };
         let mut overrides = existing.map_or(0, |e| e.overrides);
-        for (gen, published) in (0u32..).zip(&self.published_overrides) {
+        for (generation, published) in (0u32..).zip(&self.published_overrides) {
             if let Some(published) = published {
                 let bits = published.get(name).copied().unwrap_or(0);
-                overrides = iface_override::with_gen(overrides, gen, bits);
+                overrides = iface_override::with_gen(overrides, generation, bits);
             }
         }
         let entry = IfaceEntry { slot, overrides };

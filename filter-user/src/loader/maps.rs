@@ -242,11 +242,11 @@ impl FilterMaps {
         })
     }
 
-    /// The first `words` words of generation slot `gen`'s IPv4 and IPv6 source tables.
-    pub fn read_tables(&self, gen: u32, words: (usize, usize)) -> (Vec<u32>, Vec<u32>) {
+    /// The first `words` words of generation slot `generation`'s IPv4 and IPv6 source tables.
+    pub fn read_tables(&self, generation: u32, words: (usize, usize)) -> (Vec<u32>, Vec<u32>) {
         (
-            self.src_v4.read(gen, words.0),
-            self.src_v6.read(gen, words.1),
+            self.src_v4.read(generation, words.0),
+            self.src_v6.read(generation, words.1),
         )
     }
 

@@ -97,35 +97,35 @@ impl MappedTable {
         self.words * 4
     }
 
-    /// Word offset of generation slot `gen`'s region (what the program adds to every index).
-    pub(crate) fn region_start(&self, gen: u32) -> u32 {
-        (gen as usize * self.words_per_gen()) as u32
+    /// Word offset of generation slot `generation`'s region (what the program adds to every index).
+    pub(crate) fn region_start(&self, generation: u32) -> u32 {
+        (generation as usize * self.words_per_gen()) as u32
     }
 
-    fn region(&self, gen: u32) -> &[u32] {
-        let start = self.region_start(gen) as usize;
+    fn region(&self, generation: u32) -> &[u32] {
+        let start = self.region_start(generation) as usize;
         // SAFETY: within the mapping; see the module comment for why nobody writes it
         // concurrently.
         unsafe { std::slice::from_raw_parts(self.base.as_ptr().add(start), self.words_per_gen()) }
     }
 
-    fn region_mut(&mut self, gen: u32) -> &mut [u32] {
-        let start = self.region_start(gen) as usize;
+    fn region_mut(&mut self, generation: u32) -> &mut [u32] {
+        let start = self.region_start(generation) as usize;
         // SAFETY: as `region`, and `&mut self` makes this the only slice of it we hand out.
         unsafe {
             std::slice::from_raw_parts_mut(self.base.as_ptr().add(start), self.words_per_gen())
         }
     }
 
-    /// Words of generation `gen`'s region (tests, `stats`).
-    pub(crate) fn read(&self, gen: u32, words: usize) -> Vec<u32> {
-        self.region(gen)[..words.min(self.words_per_gen())].to_vec()
+    /// Words of generation `generation`'s region (tests, `stats`).
+    pub(crate) fn read(&self, generation: u32, words: usize) -> Vec<u32> {
+        self.region(generation)[..words.min(self.words_per_gen())].to_vec()
     }
 
-    /// Make generation slot `gen` hold `table`, writing only the words that differ. The
+    /// Make generation slot `generation` hold `table`, writing only the words that differ. The
     /// caller guarantees no packet reads the slot (it is inactive and its grace period is
     /// over).
-    pub(crate) fn write(&mut self, gen: u32, table: &[u32]) -> Result<TableWrite, LoaderError> {
+    pub(crate) fn write(&mut self, generation: u32, table: &[u32]) -> Result<TableWrite, LoaderError> {
         let capacity = self.words_per_gen();
         if table.len() > capacity {
             return Err(LoaderError::TableFull {
@@ -134,7 +134,7 @@ impl MappedTable {
                 capacity,
             });
         }
-        let region = &mut self.region_mut(gen)[..table.len()];
+        let region = &mut self.region_mut(generation)[..table.len()];
         let mut words_written = 0;
         // Compare in blocks: equal blocks (most of a table after a small change) cost one
         // memcmp and no store, so their cache lines stay clean.

@@ -114,7 +114,7 @@ mod tests {
     use super::*;
     use crate::{
         config::{parse_str_with, LoadOptions},
-        gen::{generate, Profile},
+        traffic::{generate, Profile},
         model::Model,
     };
 

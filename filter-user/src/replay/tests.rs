@@ -210,7 +210,7 @@ mod privileged {
     #[test]
     fn generated_traffic_replays_through_the_kernel_without_disagreement() {
         let policy = eks_policy();
-        let frames = crate::gen::generate(&crate::gen::Profile::default(), 3000, 9);
+        let frames = crate::traffic::generate(&crate::traffic::Profile::default(), 3000, 9);
         let refs: Vec<&[u8]> = frames.iter().map(|f| f.data.as_slice()).collect();
         let mut loaded = crate::replay::LoadedPolicy::load(&policy).expect("load and publish");
         let mut replay = crate::replay::Replayer::with_kernel(&policy, &mut loaded, 1).unwrap();
@@ -303,7 +303,7 @@ mod privileged {
     #[test]
     fn live_replay_in_a_lab_counts_every_frame() {
         let policy = eks_policy();
-        let frames = crate::gen::generate(&crate::gen::Profile::default(), 500, 4);
+        let frames = crate::traffic::generate(&crate::traffic::Profile::default(), 500, 4);
         let refs: Vec<&[u8]> = frames
             .iter()
             .map(|f| f.data.as_slice())

@@ -5,7 +5,7 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 use anyhow::Context;
 use clap::ValueEnum;
 use filter_user::{
-    gen::{category_counts, generate, Profile},
+    traffic::{category_counts, generate, Profile},
     replay::{write_capture, CaptureFormat},
 };
 

@@ -187,7 +187,7 @@ fn print_table(
     snap: &Snapshot,
     previous: Option<&Snapshot>,
     names: &HashMap<u32, String>,
-    gen: u32,
+    generation: u32,
 ) {
     let rate = |now: u64, before: Option<u64>| {
         before
@@ -195,7 +195,7 @@ fn print_table(
             .unwrap_or_default()
     };
     println!(
-        "active generation slot {gen}; packets judged per slot: {:?}",
+        "active generation slot {generation}; packets judged per slot: {:?}",
         snap.generations
     );
     println!(

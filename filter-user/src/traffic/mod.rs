@@ -8,7 +8,7 @@
 //! replayed against that file exercises every rule.
 //!
 //! ```
-//! use filter_user::gen::{generate, Profile};
+//! use filter_user::traffic::{generate, Profile};
 //!
 //! let a = generate(&Profile::default(), 500, 7);
 //! let b = generate(&Profile::default(), 500, 7);
