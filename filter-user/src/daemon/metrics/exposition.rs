@@ -1,0 +1,343 @@
+//! The OpenMetrics exposition of one scrape: the kernel counters of a [`Snapshot`] and the
+//! daemon's [`DaemonState`], encoded with `prometheus-client`'s const metrics through a
+//! per-scrape [`Collector`].
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeGaugeValue, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::{Registry, Unit};
+
+use filter_common::Reason;
+
+use super::DaemonState;
+use crate::loader::counters::Snapshot;
+use crate::policy::{DefaultAction, Mode, RuleKind};
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+/// `Content-Type` of a successful scrape (what `prometheus-client`'s text encoder produces).
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+pub(super) const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Encode one scrape: the counters in `snapshot` and `state`, OpenMetrics text ending in
+/// `# EOF`.
+pub fn render(snapshot: &Snapshot, state: &DaemonState) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Scrape {
+        snapshot: snapshot.clone(),
+        state: state.clone(),
+    }));
+    let mut out = String::new();
+    // NB: writing to a String cannot fail, and our collector only fails when the writer does.
+    prometheus_client::encoding::text::encode(&mut out, &registry).expect("encoding to a String");
+    out
+}
+
+/// One scrape's data, encoded by [`Collector::encode`].
+#[derive(Debug)]
+struct Scrape {
+    snapshot: Snapshot,
+    state: DaemonState,
+}
+
+type Labels = Vec<(&'static str, String)>;
+
+fn verdict_of_reason(reason: &str, would_drop: bool) -> &'static str {
+    if would_drop {
+        "would_drop"
+    } else if Reason::from_name(reason).is_some_and(Reason::is_drop) {
+        "drop"
+    } else {
+        "pass"
+    }
+}
+
+fn verdict_of_rule(kind: Option<&RuleKind>, would_drop: bool) -> &'static str {
+    match (would_drop, kind) {
+        (true, _) => "would_drop",
+        (false, Some(RuleKind::Deny)) => "drop",
+        (false, Some(RuleKind::Allow | RuleKind::Failsafe)) => "pass",
+        (false, None) => "unknown",
+    }
+}
+
+fn counter_family(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    rows: impl IntoIterator<Item = (Labels, u64)>,
+) -> Result<(), std::fmt::Error> {
+    let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (labels, value) in rows {
+        ConstCounter::new(value).encode(metric.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+fn gauge_family<V: EncodeGaugeValue>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    rows: impl IntoIterator<Item = (Labels, V)>,
+) -> Result<(), std::fmt::Error> {
+    let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (labels, value) in rows {
+        ConstGauge::new(value).encode(metric.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+/// A gauge without labels; no sample at all when `value` is `None`.
+fn single_gauge<V: EncodeGaugeValue>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    value: Option<V>,
+) -> Result<(), std::fmt::Error> {
+    let metric = encoder.encode_descriptor(name, help, unit, MetricType::Gauge)?;
+    match value {
+        Some(value) => ConstGauge::new(value).encode(metric),
+        None => Ok(()),
+    }
+}
+
+impl Collector for Scrape {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let (snap, state) = (&self.snapshot, &self.state);
+
+        // Aggregate by label set (sorted, and never a duplicate series).
+        let mut reasons: BTreeMap<(String, &'static str, &'static str), (u64, u64)> =
+            BTreeMap::new();
+        for count in &snap.reasons {
+            let iface = state
+                .interfaces
+                .get(&count.iface_slot)
+                .cloned()
+                .unwrap_or_else(|| format!("slot{}", count.iface_slot));
+            let entry = reasons
+                .entry((
+                    iface,
+                    count.reason,
+                    verdict_of_reason(count.reason, count.would_drop),
+                ))
+                .or_default();
+            entry.0 += count.packets;
+            entry.1 += count.bytes;
+        }
+        let mut rules: BTreeMap<(String, &'static str), (u64, u64)> = BTreeMap::new();
+        for count in &snap.rules {
+            let name = if count.name.is_empty() {
+                format!("slot{}", count.slot)
+            } else {
+                count.name.clone()
+            };
+            let verdict = verdict_of_rule(state.rule_kinds.get(&count.name), count.would_drop);
+            let entry = rules.entry((name, verdict)).or_default();
+            entry.0 += count.packets;
+            entry.1 += count.bytes;
+        }
+        let reason_labels =
+            |(iface, reason, verdict): &(String, &'static str, &'static str)| -> Labels {
+                vec![
+                    ("interface", iface.clone()),
+                    ("reason", (*reason).to_owned()),
+                    ("verdict", (*verdict).to_owned()),
+                ]
+            };
+        let rule_labels = |(rule, verdict): &(String, &'static str)| -> Labels {
+            vec![("rule", rule.clone()), ("verdict", (*verdict).to_owned())]
+        };
+
+        counter_family(
+            &mut encoder,
+            "nodegate_packets",
+            "Packets judged by the XDP program, by interface, verdict reason and verdict.",
+            reasons.iter().map(|(k, v)| (reason_labels(k), v.0)),
+        )?;
+        counter_family(
+            &mut encoder,
+            "nodegate_bytes",
+            "Bytes (frame length at XDP) judged by the XDP program, by interface, verdict reason and verdict.",
+            reasons.iter().map(|(k, v)| (reason_labels(k), v.1)),
+        )?;
+        counter_family(
+            &mut encoder,
+            "nodegate_rule_packets",
+            "Packets decided by each rule.",
+            rules.iter().map(|(k, v)| (rule_labels(k), v.0)),
+        )?;
+        counter_family(
+            &mut encoder,
+            "nodegate_rule_bytes",
+            "Bytes decided by each rule.",
+            rules.iter().map(|(k, v)| (rule_labels(k), v.1)),
+        )?;
+        counter_family(
+            &mut encoder,
+            "nodegate_reloads",
+            "Rule reloads, by result; a failed reload leaves the previous rules active.",
+            [
+                (
+                    vec![("result", "success".to_owned())],
+                    state.reloads_succeeded,
+                ),
+                (vec![("result", "failure".to_owned())], state.reloads_failed),
+            ],
+        )?;
+        counter_family(
+            &mut encoder,
+            "nodegate_publishes",
+            "Rule generations published, by what asked: start, file change, SIGHUP, nodegate reload, nodegate apply, rollback (cause).",
+            state
+                .publishes
+                .iter()
+                .map(|(trigger, n)| (vec![("trigger", trigger.clone())], *n)),
+        )?;
+        counter_family(
+            &mut encoder,
+            "nodegate_drop_samples",
+            "Drop samples sent by the XDP program to the daemon, by outcome.",
+            [
+                (
+                    vec![("outcome", "emitted".to_owned())],
+                    state.samples_emitted,
+                ),
+                (vec![("outcome", "lost".to_owned())], state.samples_lost),
+            ],
+        )?;
+        counter_family(
+            &mut encoder,
+            "nodegate_flow_events",
+            "Flow table events of stateful return traffic (flows the node opened, learned on egress), by event.",
+            [
+                (
+                    vec![("event", "inserted".to_owned())],
+                    state.flows_inserted,
+                ),
+                (
+                    vec![("event", "refreshed".to_owned())],
+                    state.flows_refreshed,
+                ),
+                (vec![("event", "closing".to_owned())], state.flows_closing),
+            ],
+        )?;
+        single_gauge(
+            &mut encoder,
+            "nodegate_active_generation",
+            "Epoch of the active rule generation.",
+            None,
+            Some(state.active_generation),
+        )?;
+        gauge_family(
+            &mut encoder,
+            "nodegate_prefixes",
+            "Source prefixes loaded in the active rule generation, by address family.",
+            [
+                (vec![("family", "ipv4".to_owned())], state.prefixes_v4),
+                (vec![("family", "ipv6".to_owned())], state.prefixes_v6),
+            ],
+        )?;
+        let families = [("ipv4", state.tables.ipv4), ("ipv6", state.tables.ipv6)];
+        gauge_family(
+            &mut encoder,
+            "nodegate_lookup_table_kernel_bytes",
+            "Kernel memory of the source lookup table maps (both generations), by address family.",
+            families.map(|(f, t)| (vec![("family", f.to_owned())], t.kernel_bytes as i64)),
+        )?;
+        gauge_family(
+            &mut encoder,
+            "nodegate_lookup_table_fill_ratio",
+            "Share of a generation's source lookup table the active rules use (1 = full: a larger table needs a higher `capacity`), by address family.",
+            families.map(|(f, t)| (vec![("family", f.to_owned())], t.fill())),
+        )?;
+        let per_interface = |f: fn(&(Mode, DefaultAction)) -> bool| {
+            state
+                .interface_settings
+                .iter()
+                .map(move |(name, settings)| {
+                    (vec![("interface", name.clone())], i64::from(f(settings)))
+                })
+        };
+        gauge_family(
+            &mut encoder,
+            "nodegate_interface_monitor",
+            "1 when the active rule set runs the interface in monitor mode (would-drops pass), 0 when it enforces.",
+            per_interface(|(mode, _)| *mode == Mode::Monitor),
+        )?;
+        gauge_family(
+            &mut encoder,
+            "nodegate_interface_default_pass",
+            "1 when the interface's default verdict for unmatched IP traffic is pass, 0 when drop.",
+            per_interface(|(_, default)| *default == DefaultAction::Pass),
+        )?;
+        gauge_family(
+            &mut encoder,
+            "nodegate_interface_attached",
+            "1 when the filter is attached to the interface `--iface` asked for, 0 while it is not (interface missing, detached by another tool, or held by another XDP program).",
+            state
+                .interfaces_attached
+                .iter()
+                .map(|(name, up)| (vec![("interface", name.clone())], i64::from(*up))),
+        )?;
+        counter_family(
+            &mut encoder,
+            "nodegate_repairs",
+            "What the daemon put back after someone else removed it: pins removed by hand, attachments lost (interface re-created, link detached or updated).",
+            [
+                (vec![("what", "pin".to_owned())], state.pins_restored),
+                (vec![("what", "attachment".to_owned())], state.links_restored),
+            ],
+        )?;
+        counter_family(
+            &mut encoder,
+            "nodegate_rollbacks",
+            "Confirmed changes flipped back, by cause: a probe failed, nobody confirmed in time, the new rules dropped packets of a connection established before the change, or `nodegate rollback`.",
+            ["probe", "unconfirmed", "established_connection", "operator"].map(|cause| {
+                (
+                    vec![("cause", cause.to_owned())],
+                    state.rollouts.rolled_back.get(cause).copied().unwrap_or(0),
+                )
+            }),
+        )?;
+        let confirmations = encoder.encode_descriptor(
+            "nodegate_confirmations",
+            "Confirmed changes kept: by `nodegate confirm`, or by probes that passed through the window.",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(state.rollouts.confirmed).encode(confirmations)?;
+        single_gauge(
+            &mut encoder,
+            "nodegate_rollout_pending",
+            "1 while a change is on probation (rolls back unless confirmed or its probes pass), else 0.",
+            None,
+            Some(i64::from(state.rollouts.pending)),
+        )?;
+        let last_reload = state.last_reload.map(|t| {
+            t.duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64())
+        });
+        single_gauge(
+            &mut encoder,
+            "nodegate_last_reload_timestamp",
+            "Unix time of the last successful reload.",
+            Some(&Unit::Seconds),
+            last_reload,
+        )?;
+        let mut info = encoder.encode_descriptor(
+            "nodegate",
+            "nodegate build information.",
+            None,
+            MetricType::Info,
+        )?;
+        info.encode_info(&[
+            ("version", VERSION),
+            ("program_variant", state.program_variant),
+        ])?;
+        Ok(())
+    }
+}
