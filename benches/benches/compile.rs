@@ -5,33 +5,21 @@
 //! input: mostly disjoint /24../32 prefixes with some nesting, like a real blocklist or an
 //! authorized-ranges export.
 
+use rand::{Rng as _, SeedableRng as _};
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion};
 use filter_user::compiler::lookup::{self, Family, TablePrefix};
 use filter_user::compiler::{compile, compile_after, Compiled, RuleSlots, Tables};
 use filter_user::config::{parse_str_with, LoadOptions};
 use filter_user::policy::{Policy, Protocol, Rule, RuleKind};
 
-/// Deterministic pseudo-random numbers (Knuth's MMIX LCG).
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        self.0 >> 16
-    }
-}
-
 /// `n` distinct IPv4 CIDRs in 10.0.0.0/8 (lengths 20..=32, host bits clear).
 fn v4_cidrs(n: usize, seed: u64) -> Vec<String> {
-    let mut rng = Lcg(seed);
+    let mut rng = benches::Rng::seed_from_u64(seed);
     let mut seen = std::collections::HashSet::new();
     let mut out = Vec::with_capacity(n);
     while out.len() < n {
-        let len = 20 + (rng.next() % 13) as u32;
-        let addr = 0x0a00_0000 | (rng.next() as u32 & 0x00ff_ffff);
+        let len = 20 + (rng.next_u64() % 13) as u32;
+        let addr = 0x0a00_0000 | (rng.next_u64() as u32 & 0x00ff_ffff);
         let net = addr & (u32::MAX << (32 - len));
         if seen.insert((net, len)) {
             let o = net.to_be_bytes();
@@ -43,12 +31,12 @@ fn v4_cidrs(n: usize, seed: u64) -> Vec<String> {
 
 /// `n` distinct IPv6 CIDRs in 2001:db8::/32 (lengths 48..=64).
 fn v6_cidrs(n: usize, seed: u64) -> Vec<String> {
-    let mut rng = Lcg(seed);
+    let mut rng = benches::Rng::seed_from_u64(seed);
     let mut seen = std::collections::HashSet::new();
     let mut out = Vec::with_capacity(n);
     while out.len() < n {
-        let len = 48 + (rng.next() % 17) as u32;
-        let bits = (rng.next() as u32) & (u32::MAX << (64 - len));
+        let len = 48 + (rng.next_u64() % 17) as u32;
+        let bits = (rng.next_u64() as u32) & (u32::MAX << (64 - len));
         if seen.insert((bits, len)) {
             out.push(format!(
                 "2001:db8:{:x}:{:x}::/{len}",

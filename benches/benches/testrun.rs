@@ -10,6 +10,7 @@
 //! Needs root (or CAP_BPF + CAP_NET_ADMIN). Without privileges, or while the embedded object
 //! cannot be loaded, it prints why and measures nothing.
 
+use rand::SeedableRng as _;
 use std::time::Duration;
 
 use benches::{
@@ -39,7 +40,7 @@ fn bench_testrun(c: &mut Criterion) {
                 return;
             }
         };
-        let hot = syn_frame(benches::random_source(&mut Rng::new(5), &list));
+        let hot = syn_frame(benches::random_source(&mut Rng::seed_from_u64(5), &list));
         let random = random_frames(&list, RANDOM_FRAMES, 12);
 
         let mut g = c.benchmark_group("testrun");

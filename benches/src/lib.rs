@@ -15,31 +15,11 @@ use filter_user::{
     policy::{Policy, Protocol, ReturnTraffic, Rule, RuleKind},
 };
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use rand::{Rng as _, RngExt as _, SeedableRng as _};
 
-/// Deterministic pseudo-random numbers (SplitMix64): the same inputs in every run.
-#[derive(Clone, Debug)]
-pub struct Rng(u64);
-
-impl Rng {
-    /// Seeded.
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-
-    /// Next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform below `n` (n > 0).
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
-    }
-}
+/// Deterministic pseudo-random numbers: the same inputs in every run. The one generator
+/// of the workspace (the traffic generator's ChaCha8): seed with `Rng::seed_from_u64`.
+pub use rand::rngs::ChaCha8Rng as Rng;
 
 /// `n` distinct values drawn from `draw` (a seeded [`Rng`]), in the order drawn.
 fn distinct<T: Eq + std::hash::Hash + Copy>(
@@ -47,7 +27,7 @@ fn distinct<T: Eq + std::hash::Hash + Copy>(
     seed: u64,
     mut draw: impl FnMut(&mut Rng) -> T,
 ) -> Vec<T> {
-    let mut rng = Rng::new(seed);
+    let mut rng = Rng::seed_from_u64(seed);
     let mut seen = std::collections::HashSet::new();
     let mut out = Vec::with_capacity(n);
     while out.len() < n {
@@ -77,7 +57,7 @@ fn v6_net(bits: u128, len: u8) -> Ipv6Net {
 /// authorized-ranges export or a blocklist.
 pub fn v4_prefixes(n: usize, seed: u64) -> Vec<Ipv4Net> {
     distinct(n, seed, |rng| {
-        let len = if n == 1 { 24 } else { 16 + rng.below(17) as u8 };
+        let len = if n == 1 { 24 } else { 16 + rng.random_range(0..17) as u8 };
         v4_net(0x0a00_0000 | (rng.next_u64() as u32 & 0x00ff_ffff), len)
     })
 }
@@ -85,7 +65,7 @@ pub fn v4_prefixes(n: usize, seed: u64) -> Vec<Ipv4Net> {
 /// `n` distinct IPv6 prefixes (/48../64) inside 2001:db8::/32.
 pub fn v6_prefixes(n: usize, seed: u64) -> Vec<Ipv6Net> {
     distinct(n, seed, |rng| {
-        let len = 48 + rng.below(17) as u8;
+        let len = 48 + rng.random_range(0..17) as u8;
         v6_net(
             (0x2001_0db8u128 << 96) | (u128::from(rng.next_u64() as u32) << 64),
             len,
@@ -144,8 +124,8 @@ pub const NODE_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 
 /// A random source: half of them inside a listed prefix, half anywhere in IPv4.
 pub fn random_source(rng: &mut Rng, list: &[Ipv4Net]) -> Ipv4Addr {
-    if rng.below(2) == 0 && !list.is_empty() {
-        let net = list[rng.below(list.len() as u64) as usize];
+    if rng.random_range(0..2) == 0 && !list.is_empty() {
+        let net = list[rng.random_range(0..list.len() as u64) as usize];
         let host = rng.next_u64() as u32 & !u32::from(net.netmask());
         Ipv4Addr::from(u32::from(net.network()) | host)
     } else {
@@ -163,7 +143,7 @@ pub fn syn_frame(src: Ipv4Addr) -> Vec<u8> {
 
 /// `count` frames from random sources (see [`random_source`]).
 pub fn random_frames(list: &[Ipv4Net], count: usize, seed: u64) -> Vec<Vec<u8>> {
-    let mut rng = Rng::new(seed);
+    let mut rng = Rng::seed_from_u64(seed);
     (0..count)
         .map(|_| syn_frame(random_source(&mut rng, list)))
         .collect()
@@ -176,7 +156,7 @@ pub const SIZES: [usize; 3] = [1, 1_000, 100_000];
 /// shape that costs a trie the most (deep, unclustered), next to [`v4_prefixes`]'s.
 pub fn v4_mixed_prefixes(n: usize, seed: u64) -> Vec<Ipv4Net> {
     distinct(n, seed, |rng| {
-        let len = 8 + rng.below(25) as u8;
+        let len = 8 + rng.random_range(0..25) as u8;
         v4_net(rng.next_u64() as u32, len)
     })
 }
@@ -184,7 +164,7 @@ pub fn v4_mixed_prefixes(n: usize, seed: u64) -> Vec<Ipv4Net> {
 /// `n` distinct IPv6 prefixes anywhere with random lengths /32–/128.
 pub fn v6_mixed_prefixes(n: usize, seed: u64) -> Vec<Ipv6Net> {
     distinct(n, seed, |rng| {
-        let len = 32 + rng.below(97) as u8;
+        let len = 32 + rng.random_range(0..97) as u8;
         v6_net(
             (u128::from(rng.next_u64()) << 64) | u128::from(rng.next_u64()),
             len,
@@ -198,12 +178,12 @@ pub const NODE_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
 /// `count` 74-byte IPv6 TCP SYNs from random sources: half inside a listed prefix, half
 /// anywhere.
 pub fn random_v6_frames(list: &[Ipv6Net], count: usize, seed: u64) -> Vec<Vec<u8>> {
-    let mut rng = Rng::new(seed);
+    let mut rng = Rng::seed_from_u64(seed);
     (0..count)
         .map(|_| {
             let any = (u128::from(rng.next_u64()) << 64) | u128::from(rng.next_u64());
-            let src = if rng.below(2) == 0 && !list.is_empty() {
-                let net = list[rng.below(list.len() as u64) as usize];
+            let src = if rng.random_range(0..2) == 0 && !list.is_empty() {
+                let net = list[rng.random_range(0..list.len() as u64) as usize];
                 u128::from(net.network()) | (any & !u128::from(net.netmask()))
             } else {
                 any

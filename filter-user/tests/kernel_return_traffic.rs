@@ -315,13 +315,15 @@ fn load_check_and_match(what: &'static str) {
     check(&mut f, what, &live, XdpAction::Pass, Reason::ReturnTraffic);
 }
 
-/// The least-privilege sets the README promises, per kernel: CAP_BPF + CAP_NET_ADMIN alone
+/// The library (private maps, as an embedder or `replay` loads them) under the least-privilege
+/// sets the README promises, per kernel: CAP_BPF + CAP_NET_ADMIN alone
 /// from 6.18 (the spectre-hardened variant); CAP_PERFMON as well before that, where CAP_BPF + CAP_NET_ADMIN alone is refused
 /// by the verifier with EACCES (so the README's statement is checked both ways on every
 /// kernel of the matrix). Either way the programs judge correctly and stay within the
-/// verifier budget.
+/// verifier budget. The daemon's own configuration (pinned maps, every BPF log level, the
+/// shipped binary under `setpriv`) is `veth_privileges`' to check.
 #[test]
-fn loads_and_matches_with_the_least_privilege_the_docs_promise() {
+fn the_library_loads_and_matches_with_the_least_privilege_the_docs_promise() {
     common::require_root();
     if common::kernel_at_least(common::LEAST_PRIVILEGE_FROM) {
         with_capabilities(&[CAP_NET_ADMIN, CAP_BPF], || {

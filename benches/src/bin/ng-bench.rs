@@ -21,6 +21,7 @@
 //!
 //! Usage: `ng-bench [--quick] [pipeline|reload|tables|stages]...` (default all). Needs root.
 
+use rand::{Rng as _, RngExt as _, SeedableRng as _};
 use std::{
     net::{IpAddr, Ipv4Addr},
     sync::Arc,
@@ -321,7 +322,7 @@ fn pipeline_random_sources(quick: bool) -> anyhow::Result<usize> {
     let mut failed = 0;
     let lab = Lab::new("bcr", LabAddrs::default()).context("failed to create the bench lab")?;
     let list = v4_prefixes(100_000, 31);
-    let mut rng = benches::Rng::new(41);
+    let mut rng = benches::Rng::seed_from_u64(41);
     let template = |src: Ipv4Addr| {
         Frame::tcp(IpAddr::V4(src), IpAddr::V4(NODE_V4), 40000, 443)
             .syn()
@@ -332,7 +333,7 @@ fn pipeline_random_sources(quick: bool) -> anyhow::Result<usize> {
     // One address in each of XDP_FILTER_MAX distinct CIDRs.
     let mut picked = std::collections::BTreeSet::new();
     while picked.len() < XDP_FILTER_MAX {
-        picked.insert(rng.below(list.len() as u64) as usize);
+        picked.insert(rng.random_range(0..list.len() as u64) as usize);
     }
     let inside: Vec<Ipv4Addr> = picked
         .iter()
