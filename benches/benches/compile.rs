@@ -5,12 +5,12 @@
 //! input: mostly disjoint /24../32 prefixes with some nesting, like a real blocklist or an
 //! authorized-ranges export.
 
-use rand::{Rng as _, SeedableRng as _};
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion};
 use filter_user::compiler::lookup::{self, Family, TablePrefix};
 use filter_user::compiler::{compile, compile_after, Compiled, RuleSlots, Tables};
 use filter_user::config::{parse_str_with, LoadOptions};
 use filter_user::policy::{Policy, Protocol, Rule, RuleKind};
+use rand::{Rng as _, SeedableRng as _};
 
 /// `n` distinct IPv4 CIDRs in 10.0.0.0/8 (lengths 20..=32, host bits clear).
 fn v4_cidrs(n: usize, seed: u64) -> Vec<String> {

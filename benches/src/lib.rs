@@ -57,7 +57,11 @@ fn v6_net(bits: u128, len: u8) -> Ipv6Net {
 /// authorized-ranges export or a blocklist.
 pub fn v4_prefixes(n: usize, seed: u64) -> Vec<Ipv4Net> {
     distinct(n, seed, |rng| {
-        let len = if n == 1 { 24 } else { 16 + rng.random_range(0..17) as u8 };
+        let len = if n == 1 {
+            24
+        } else {
+            16 + rng.random_range(0..17) as u8
+        };
         v4_net(0x0a00_0000 | (rng.next_u64() as u32 & 0x00ff_ffff), len)
     })
 }

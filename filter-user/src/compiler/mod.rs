@@ -670,7 +670,10 @@ impl Tables {
     }
 
     /// `NG_SEGMENTS` entries of generation `generation`: (map index, chunk), all `SERVICE_CHUNKS`.
-    pub fn segment_entries(&self, generation: u32) -> impl Iterator<Item = (u32, SegmentChunk)> + '_ {
+    pub fn segment_entries(
+        &self,
+        generation: u32,
+    ) -> impl Iterator<Item = (u32, SegmentChunk)> + '_ {
         (0..SERVICE_CHUNKS).map(move |c| {
             let start = (c * SEGMENT_CHUNK) as usize;
             let mut chunk = SegmentChunk {
@@ -692,7 +695,10 @@ impl Tables {
             .enumerate()
             .flat_map(move |(profile, rows)| {
                 rows.iter().enumerate().map(move |(class, row)| {
-                    (class_row_index(generation, profile as u32, class as u32), *row)
+                    (
+                        class_row_index(generation, profile as u32, class as u32),
+                        *row,
+                    )
                 })
             })
     }

@@ -15,7 +15,7 @@
 
 use std::collections::BTreeMap;
 
-use super::decode::{decode_default, decode_mode, fields, list, map_entries, scalar, Cx};
+use super::node::{decode_default, decode_mode, fields, list, map_entries, scalar, Cx};
 use super::yaml::{Node, Pos};
 use crate::policy::InterfaceSettings;
 

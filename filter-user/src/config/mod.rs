@@ -2,8 +2,13 @@
 //! `file:line:column` and a hint.
 //!
 //! The file is parsed with `saphyr-parser` into a small node tree that keeps positions,
-//! duplicate keys and scalar styles (`config::yaml`), then decoded by hand (`config::decode`): every
-//! unknown key, duplicate key, wrong type and semantic error points at the node it is about.
+//! duplicate keys and scalar styles (`config::yaml`), then decoded by hand: every unknown key,
+//! duplicate key, wrong type and semantic error points at the node it is about.
+//!
+//! The stages, one module each, form a chain (`config::pipeline` runs them): decoding
+//! primitives (`node`, a leaf) → values: ports, CIDRs, set names (`values`) → rule entries
+//! (`rules`, with `interfaces` and `rollout` for their sections) → the document (`document`)
+//! → cross-entry resolution (`resolve`) → compile → warnings (`warnings`).
 //! Capacity limits that only the compiler can see (source classes, port segments) are checked
 //! by compiling once; the warnings (overlapping CIDRs, shadowed rules, lockout risk) come from
 //! the same pass. Nothing here touches the kernel.
@@ -64,14 +69,21 @@
 //! `10:30` = 630) is an error, quoted or not. Set names start with a letter and use letters,
 //! digits, `-` and `_`, which is how a `from` entry is told apart from a CIDR.
 
-mod decode;
+mod document;
 mod file;
 mod interfaces;
+mod node;
+mod pipeline;
+mod resolve;
 mod rollout;
+mod rules;
+mod values;
+mod warnings;
 mod yaml;
 
-pub use decode::{key_paths, Sets};
+pub use document::key_paths;
 pub use file::{content_hash, read_rule_file, MAX_RULE_FILE_BYTES};
+pub use pipeline::Sets;
 pub use rollout::parse_window;
 
 #[cfg(test)]
@@ -317,7 +329,7 @@ pub fn parse_str(name: &str, text: &str) -> Result<Loaded, ConfigError> {
 /// Validate config text with explicit [`LoadOptions`].
 pub fn parse_str_with(name: &str, text: &str, opts: &LoadOptions) -> Result<Loaded, ConfigError> {
     let mut issues = Vec::new();
-    let outcome = decode::load(text, opts, &mut issues);
+    let outcome = pipeline::load(text, opts, &mut issues);
     let mut errors = Vec::new();
     let mut warnings = Vec::new();
     issues.sort_by_key(|i| i.pos);

@@ -13,7 +13,7 @@
 
 use std::time::Duration;
 
-use super::decode::{boolean, fields, list, scalar, Cx};
+use super::node::{boolean, fields, list, scalar, Cx};
 use super::yaml::Node;
 use crate::{policy::Rollout, probe::ReachProbe};
 

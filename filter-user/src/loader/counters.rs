@@ -106,7 +106,8 @@ impl FilterMaps {
             });
         }
         for generation in 0..2u32 {
-            snap.generations[generation as usize] = FilterMaps::sum(&self.gen_stats, generation)?.packets;
+            snap.generations[generation as usize] =
+                FilterMaps::sum(&self.gen_stats, generation)?.packets;
         }
         Ok(snap)
     }

@@ -125,7 +125,11 @@ impl MappedTable {
     /// Make generation slot `generation` hold `table`, writing only the words that differ. The
     /// caller guarantees no packet reads the slot (it is inactive and its grace period is
     /// over).
-    pub(crate) fn write(&mut self, generation: u32, table: &[u32]) -> Result<TableWrite, LoaderError> {
+    pub(crate) fn write(
+        &mut self,
+        generation: u32,
+        table: &[u32],
+    ) -> Result<TableWrite, LoaderError> {
         let capacity = self.words_per_gen();
         if table.len() > capacity {
             return Err(LoaderError::TableFull {

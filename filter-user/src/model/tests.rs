@@ -1898,7 +1898,8 @@ fn prefix_set_agrees_with_ipnet_contains() {
     let mut nets = Vec::new();
     for _ in 0..300 {
         let len = rng.random_range(0..33) as u8;
-        let a = (u32::from(rng.random_range(0..4) as u8 + 10) << 24) | rng.next_u64() as u32 & 0x00ff_ffff;
+        let a = (u32::from(rng.random_range(0..4) as u8 + 10) << 24)
+            | rng.next_u64() as u32 & 0x00ff_ffff;
         nets.push(IpNet::V4(
             ipnet::Ipv4Net::new(Ipv4Addr::from(a), len).unwrap().trunc(),
         ));
@@ -1930,8 +1931,8 @@ fn prefix_set_agrees_with_ipnet_contains() {
                 IpNet::V6(n) => u128::from(n.addr()),
                 IpNet::V4(_) => 0x2001_0db8u128 << 96,
             };
-            let flip =
-                (u128::from(rng.next_u64()) << 64 | u128::from(rng.next_u64())) >> rng.random_range(0..129).min(127);
+            let flip = (u128::from(rng.next_u64()) << 64 | u128::from(rng.next_u64()))
+                >> rng.random_range(0..129).min(127);
             IpAddr::V6(Ipv6Addr::from(base ^ flip))
         };
         let expected = nets.iter().any(|n| n.contains(&addr));
@@ -2012,7 +2013,9 @@ fn mutated_frames_never_panic() {
     let mut state = ModelState::new();
     for i in 0..200_000u32 {
         let mut frame = if i % 10 == 0 {
-            (0..rng.random_range(0..120)).map(|_| rng.next_u64() as u8).collect()
+            (0..rng.random_range(0..120))
+                .map(|_| rng.next_u64() as u8)
+                .collect()
         } else {
             seeds[rng.random_range(0..seeds.len() as u64) as usize].clone()
         };

@@ -114,8 +114,8 @@ mod tests {
     use super::*;
     use crate::{
         config::{parse_str_with, LoadOptions},
-        traffic::{generate, Profile},
         model::Model,
+        traffic::{generate, Profile},
     };
 
     #[test]

@@ -6,7 +6,6 @@
 //! malformed clients are bounded by a per-connection deadline, a request size limit and a
 //! cap on concurrent connections.
 
-
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -4,7 +4,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use filter_common::{ServiceKind, MAX_CLASSES, MAX_PROFILES, MAX_RULES, MAX_SEGMENTS};
 use filter_user::{
-    compiler::{compile, kind_name, RuleSlots},
+    compiler::kind_name,
     config::{self, ConfigError, Diagnostic},
     diff::{lockout_risks, needed_on_this_node},
     policy::{Protocol, RuleKind},
@@ -65,13 +65,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
-    let tables = match compile(&loaded.policy, &RuleSlots::new()) {
-        Ok(t) => t,
-        Err(err) => {
-            eprintln!("{}: {err}", args.file.display());
-            return Ok(ExitCode::FAILURE);
-        }
-    };
+    // The load compiled the tables (capacity errors are config errors there): no second compile.
+    let tables = &loaded.tables;
     let s = &tables.stats;
     let policy = &loaded.policy;
     let needed = needed_on_this_node(&args.resolv_conf, &args.proc_net, &[&loaded]);

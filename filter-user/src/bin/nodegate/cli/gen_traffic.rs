@@ -5,8 +5,8 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 use anyhow::Context;
 use clap::ValueEnum;
 use filter_user::{
-    traffic::{category_counts, generate, Profile},
     replay::{write_capture, CaptureFormat},
+    traffic::{category_counts, generate, Profile},
 };
 
 /// Capture format to write.
