@@ -30,11 +30,14 @@ use aya_ebpf::{
     macros::classifier,
     programs::TcContext,
 };
-use filter_common::{flow_flags, flow_stat, FlowKey, FlowState, VLAN_MAX_DEPTH};
+use filter_common::{flow_flags, flow_stat, FlowKey, FlowState};
 
 use crate::{
     cursor::be16,
-    eth::is_vlan,
+    headers::{
+        extension_len, ipv4_fragment_offset, ipv4_header_len, ipv6_fragment_offset, is_ipv6, ports,
+        skip_vlans, ReadBytes,
+    },
     maps::FLOWS,
     packet::{zeroed, Words, FAMILY_V4, FAMILY_V6},
     proto::*,
@@ -64,22 +67,20 @@ fn record(ctx: &TcContext) -> Option<()> {
     let mut tcp_flags = 0u8;
     match key.proto {
         IPPROTO_TCP => {
-            let t = ctx.load::<[u8; TCP_PARSED_LEN]>(l4).ok()?;
-            key.local_port = be16(&t, TCP_SOURCE);
-            key.remote_port = be16(&t, TCP_DEST);
+            let t = ctx.bytes::<TCP_PARSED_LEN>(l4)?;
+            (key.local_port, key.remote_port) = ports(&t);
             tcp_flags = t[TCP_FLAGS];
         }
         IPPROTO_UDP => {
-            let u = ctx.load::<[u8; UDP_HDR_LEN]>(l4).ok()?;
-            key.local_port = be16(&u, UDP_SOURCE);
-            key.remote_port = be16(&u, UDP_DEST);
+            let u = ctx.bytes::<UDP_HDR_LEN>(l4)?;
+            (key.local_port, key.remote_port) = ports(&u);
         }
         IPPROTO_ICMP | IPPROTO_ICMPV6 => {
             // ICMP in the wrong family is no echo.
             if (key.proto == IPPROTO_ICMP) != (key.family == FAMILY_V4) {
                 return None;
             }
-            let i = ctx.load::<[u8; ICMP_HDR_LEN]>(l4).ok()?;
+            let i = ctx.bytes::<ICMP_HDR_LEN>(l4)?;
             let request = if key.family == FAMILY_V4 {
                 ICMP_ECHO_REQUEST
             } else {
@@ -148,46 +149,32 @@ fn zeroed_key(slot: &mut MaybeUninit<[u64; KEY_WORDS]>) -> &mut FlowKey {
 /// The ethertype after any VLAN tags in the frame, and where the network header starts.
 #[inline(always)]
 fn network(ctx: &TcContext) -> Option<(u16, usize)> {
-    let mut ethertype = be16(&ctx.load::<[u8; 2]>(ETH_TYPE).ok()?, 0);
-    let mut off = ETH_HDR_LEN;
-    for _ in 0..VLAN_MAX_DEPTH {
-        if !is_vlan(ethertype) {
-            break;
-        }
-        ethertype = be16(&ctx.load::<[u8; 2]>(off + VLAN_TYPE).ok()?, 0);
-        off += VLAN_HDR_LEN;
-    }
-    Some((ethertype, off))
+    // More tags than VLAN_MAX_DEPTH leave a TPID here, which `record` does not learn.
+    skip_vlans(ctx, be16(&ctx.bytes::<2>(ETH_TYPE)?, 0), || {})
 }
 
 /// Family, protocol and addresses of an outgoing IPv4 packet at `l3` into `key` (swapped:
 /// the destination is the remote); the transport header's offset.
 #[inline(always)]
 fn ipv4(ctx: &TcContext, l3: usize, key: &mut FlowKey) -> Option<usize> {
-    let h = ctx.load::<[u8; IPV4_HDR_LEN]>(l3).ok()?;
-    if h[IPV4_VIHL] >> IP_VERSION_SHIFT != IPV4_VERSION {
-        return None;
-    }
-    let ihl = (h[IPV4_VIHL] & IPV4_IHL_MASK) as usize;
-    if ihl < IPV4_MIN_IHL {
-        return None;
-    }
+    let h = ctx.bytes::<IPV4_HDR_LEN>(l3)?;
+    let hdr_len = ipv4_header_len(h[IPV4_VIHL])?;
     // A non-first fragment carries no transport header.
-    if be16(&h, IPV4_FRAGS) & IPV4_FRAG_OFFSET_MASK != 0 {
+    if ipv4_fragment_offset(be16(&h, IPV4_FRAGS)) != 0 {
         return None;
     }
     key.family = FAMILY_V4;
     key.proto = h[IPV4_PROTO];
     key.local[..4].copy_from_slice(&h[IPV4_SRC..IPV4_SRC + 4]);
     key.remote[..4].copy_from_slice(&h[IPV4_DST..IPV4_DST + 4]);
-    Some(l3 + ihl * IPV4_IHL_UNIT)
+    Some(l3 + hdr_len)
 }
 
 /// The same for IPv6, past its extension headers.
 #[inline(always)]
 fn ipv6(ctx: &TcContext, l3: usize, key: &mut FlowKey) -> Option<usize> {
-    let h = ctx.load::<[u8; IPV6_HDR_LEN]>(l3).ok()?;
-    if h[IPV6_VCF] >> IP_VERSION_SHIFT != IPV6_VERSION {
+    let h = ctx.bytes::<IPV6_HDR_LEN>(l3)?;
+    if !is_ipv6(h[IPV6_VCF]) {
         return None;
     }
     key.family = FAMILY_V6;
@@ -258,27 +245,19 @@ pub extern "C" fn nodegate_egress_ext(skb: *mut __sk_buff, w: *mut EgressWalk) -
         return EXT_GIVE_UP;
     };
     let off = w.off as usize;
-    let (next, len) = match w.next as u8 {
-        IPPROTO_HOPOPTS | IPPROTO_DSTOPTS | IPPROTO_ROUTING => {
-            let Ok(e) = ctx.load::<[u8; EXT_MIN_LEN]>(off) else {
+    let nh = w.next as u8;
+    let (next, len) = match nh {
+        IPPROTO_HOPOPTS | IPPROTO_DSTOPTS | IPPROTO_ROUTING | IPPROTO_AH => {
+            let Some(e) = ctx.bytes::<EXT_MIN_LEN>(off) else {
                 return EXT_GIVE_UP;
             };
-            (e[EXT_NEXT_HDR], (usize::from(e[EXT_LEN]) + 1) * EXT_UNIT)
-        }
-        IPPROTO_AH => {
-            let Ok(e) = ctx.load::<[u8; EXT_MIN_LEN]>(off) else {
-                return EXT_GIVE_UP;
-            };
-            (
-                e[EXT_NEXT_HDR],
-                (usize::from(e[EXT_LEN]) + AH_LEN_BIAS) * AH_UNIT,
-            )
+            (e[EXT_NEXT_HDR], extension_len(nh, e[EXT_LEN]))
         }
         IPPROTO_FRAGMENT => {
-            let Ok(f) = ctx.load::<[u8; FRAG_HDR_LEN]>(off) else {
+            let Some(f) = ctx.bytes::<FRAG_HDR_LEN>(off) else {
                 return EXT_GIVE_UP;
             };
-            if be16(&f, FRAG_OFF) >> FRAG_OFFSET_SHIFT != 0 {
+            if ipv6_fragment_offset(be16(&f, FRAG_OFF)) != 0 {
                 return EXT_GIVE_UP;
             }
             (f[FRAG_NEXT_HDR], FRAG_HDR_LEN)

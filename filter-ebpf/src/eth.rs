@@ -2,10 +2,11 @@
 
 use core::ops::ControlFlow::Continue;
 
-use filter_common::{flags, Reason, VLAN_MAX_DEPTH};
+use filter_common::{flags, Reason};
 
 use crate::{
-    cursor::{be16, Cursor, Front},
+    cursor::{Cursor, Front},
+    headers::{is_vlan, skip_vlans},
     packet::{need, Flow, Settings, Verdict},
     proto::*,
 };
@@ -16,18 +17,6 @@ pub enum Network {
     Ipv6(usize),
 }
 
-/// Whether an ethertype field holds a VLAN tag's TPID (802.1Q, 802.1ad, the old 0x9100).
-#[inline(always)]
-pub fn is_vlan(ethertype: u16) -> bool {
-    matches!(ethertype, ETH_P_8021Q | ETH_P_8021AD | ETH_P_QINQ1)
-}
-
-/// The ethertype (or TPID) field at `off`.
-#[inline(always)]
-fn ethertype_at(cur: &Cursor, off: usize) -> Flow<u16> {
-    Continue(be16(&need(cur.read::<2>(off))?, 0))
-}
-
 /// Parse up to the network header; non-IP frames end here. `front` gets the ethertype
 /// read, which for an untagged frame also brings the network header.
 #[inline(always)]
@@ -35,20 +24,12 @@ pub fn parse(cur: &Cursor, s: &Settings, front: &mut Front) -> Flow<Network> {
     if cur.end() < ETH_HDR_LEN {
         return Verdict::stop(Reason::EthTruncated);
     }
-    let mut ethertype = need(front.read_ethertype(cur, ETH_TYPE))?;
-    let mut off = ETH_HDR_LEN;
-    for _ in 0..VLAN_MAX_DEPTH {
-        if !is_vlan(ethertype) {
-            break;
-        }
-        if off + VLAN_HDR_LEN > cur.end() {
-            return Verdict::stop(Reason::VlanDepth);
-        }
-        ethertype = ethertype_at(cur, off + VLAN_TYPE)?;
-        off += VLAN_HDR_LEN;
-        // The bytes read with the ethertype are not where the tag moved the header.
-        front.forget();
-    }
+    let ethertype = need(front.read_ethertype(cur, ETH_TYPE))?;
+    // A tag cut off by the end of the frame is as bad as one too many. The bytes read with
+    // the ethertype are not where a tag moved the header: `front` forgets them.
+    let Some((ethertype, off)) = skip_vlans(cur, ethertype, || front.forget()) else {
+        return Verdict::stop(Reason::VlanDepth);
+    };
     // Still a tag after VLAN_MAX_DEPTH of them: deeper than we follow.
     if is_vlan(ethertype) {
         return Verdict::stop(Reason::VlanDepth);

@@ -7,19 +7,10 @@ use filter_common::{flags, Reason};
 use crate::{
     cursor::{be16, Cursor, Front},
     frags,
-    packet::{need, Flow, Packet, Settings, Verdict, FAMILY_V4},
+    headers::{ipv4_fragment_offset, ipv4_header_len},
+    packet::{need, Flow, Packet, Settings, Verdict, FAMILY_V4, L3},
     proto::*,
 };
-
-/// Where L4 starts, where the IP packet ends, and the protocol found there.
-pub struct L3 {
-    pub l4: usize,
-    pub end: usize,
-    pub proto: u8,
-    /// The first bytes at `l4`, when they came with the IP header's read. They may run past
-    /// `end`; the L4 parser only uses what its length checks allow.
-    pub l4_head: Option<[u8; L4_HEAD]>,
-}
 
 /// Validate the IPv4 header at `l3` (`front` may hold it already). Narrows `cur` to the IP
 /// packet. Non-first fragments end here (§3).
@@ -38,12 +29,9 @@ pub fn parse(
     // The fixed header; options (if any) are skipped, never read.
     need(front.network::<IPV4_HDR_LEN, IPV4_HEAD>(cur, l3))?;
     let h = need(front.view::<0, IPV4_HDR_LEN>())?;
-    let vihl = h[IPV4_VIHL];
-    let ihl = (vihl & IPV4_IHL_MASK) as usize;
-    if vihl >> IP_VERSION_SHIFT != IPV4_VERSION || ihl < IPV4_MIN_IHL {
+    let Some(hdr_len) = ipv4_header_len(h[IPV4_VIHL]) else {
         return Verdict::stop(Reason::Ipv4Header);
-    }
-    let hdr_len = ihl * IPV4_IHL_UNIT;
+    };
     if l3 + hdr_len > cur.end() {
         return Verdict::stop(Reason::Ipv4Truncated);
     }
@@ -61,7 +49,7 @@ pub fn parse(
     if word & IPV4_FLAG_RESERVED != 0 {
         return Verdict::stop(Reason::Ipv4Header);
     }
-    if ihl > IPV4_MIN_IHL && !s.has(flags::IPV4_OPTIONS_ALLOW) {
+    if hdr_len > IPV4_HDR_LEN && !s.has(flags::IPV4_OPTIONS_ALLOW) {
         return Verdict::stop(Reason::Ipv4Options);
     }
 
@@ -71,7 +59,7 @@ pub fn parse(
     pkt.src[..4].copy_from_slice(&h[IPV4_SRC..IPV4_SRC + 4]);
     pkt.dst[..4].copy_from_slice(&h[IPV4_DST..IPV4_DST + 4]);
 
-    let frag_offset = word & IPV4_FRAG_OFFSET_MASK;
+    let frag_offset = ipv4_fragment_offset(word);
     let more = word & IPV4_FLAG_MF != 0;
     if frag_offset > 0 || more {
         pkt.frag_proto = proto;
@@ -86,7 +74,7 @@ pub fn parse(
         end,
         proto,
         // Without options, L4 starts right after the header in `front`.
-        l4_head: if ihl == IPV4_MIN_IHL {
+        l4_head: if hdr_len == IPV4_HDR_LEN {
             front.view::<IPV4_HDR_LEN, L4_HEAD>().copied()
         } else {
             None

@@ -12,8 +12,8 @@ use filter_common::Reason;
 use crate::{
     cursor::{be16, be32, Cursor, Front},
     frags,
-    ipv4::L3,
-    packet::{need, zeroed, Flow, Packet, Settings, Verdict, Words, FAMILY_V6},
+    headers::{extension_len, ipv6_fragment_offset, is_ipv6},
+    packet::{need, zeroed, Flow, Packet, Settings, Verdict, Words, FAMILY_V6, L3},
     proto::*,
 };
 
@@ -87,7 +87,7 @@ pub fn parse(
     }
     need(front.network::<IPV6_HDR_LEN, IPV6_HEAD>(cur, l3))?;
     let h = need(front.view::<0, IPV6_HDR_LEN>())?;
-    if h[IPV6_VCF] >> IP_VERSION_SHIFT != IPV6_VERSION {
+    if !is_ipv6(h[IPV6_VCF]) {
         return Verdict::stop(Reason::Ipv6Header);
     }
     let payload_len = be16(h, IPV6_PAYLOAD_LEN) as usize;
@@ -217,7 +217,7 @@ fn step(cur: &Cursor, w: &mut ExtWalk) -> ControlFlow<u32, u32> {
         w.fragmented = 1;
         w.frag_proto = u32::from(next);
         w.frag_id = be32(&f, FRAG_ID);
-        let frag_offset = word >> FRAG_OFFSET_SHIFT;
+        let frag_offset = ipv6_fragment_offset(word);
         if frag_offset > 0 {
             w.frag_offset = u32::from(frag_offset);
             return Break(STEP_NON_FIRST);
@@ -232,12 +232,7 @@ fn step(cur: &Cursor, w: &mut ExtWalk) -> ControlFlow<u32, u32> {
         let Some(e) = cur.read::<EXT_MIN_LEN>(off) else {
             return internal();
         };
-        let units = e[EXT_LEN] as usize;
-        let hdr_len = if nh == IPPROTO_AH {
-            (units + AH_LEN_BIAS) * AH_UNIT
-        } else {
-            (units + 1) * EXT_UNIT
-        };
+        let hdr_len = extension_len(nh, e[EXT_LEN]);
         if off + hdr_len > end {
             return stop(short);
         }

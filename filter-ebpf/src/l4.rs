@@ -7,10 +7,20 @@ use filter_common::{Reason, ServiceKind};
 
 use crate::{
     cursor::{be16, prefix, Cursor},
-    ipv4::L3,
-    packet::{need, Flow, Packet, Service, Verdict, FAMILY_V4, FAMILY_V6},
+    headers::ports,
+    packet::{need, Flow, Packet, Service, Verdict, FAMILY_V4, FAMILY_V6, L3},
     proto::*,
 };
+
+/// The first `N` bytes of the transport header: from the copy the IP header's read brought
+/// along when there is one, else read now. Callers have checked that `N` bytes are there.
+#[inline(always)]
+fn transport_head<const N: usize>(cur: &Cursor, l3: &L3) -> Flow<[u8; N]> {
+    Continue(match &l3.l4_head {
+        Some(b) => prefix(b),
+        None => need(cur.read(l3.l4))?,
+    })
+}
 
 /// Identifier of an echo reply whose whole ICMP header is in the packet (`avail` bytes).
 #[inline(always)]
@@ -18,20 +28,8 @@ fn echo_id(cur: &Cursor, l3: &L3, avail: usize) -> Flow<u16> {
     if avail < ICMP_HDR_LEN {
         return Continue(0);
     }
-    let h: [u8; ICMP_HDR_LEN] = match &l3.l4_head {
-        Some(b) => prefix(b),
-        None => need(cur.read(l3.l4))?,
-    };
+    let h = transport_head::<ICMP_HDR_LEN>(cur, l3)?;
     Continue(be16(&h, ICMP_ECHO_ID))
-}
-
-/// Type and code of an ICMP/ICMPv6 header.
-#[inline(always)]
-fn icmp_head(cur: &Cursor, l3: &L3) -> Flow<[u8; ICMP_PARSED_LEN]> {
-    Continue(match &l3.l4_head {
-        Some(b) => prefix(b),
-        None => need(cur.read(l3.l4))?,
-    })
 }
 
 #[inline(always)]
@@ -56,10 +54,7 @@ pub fn parse(cur: &Cursor, l3: &L3, pkt: &mut Packet) -> Flow<Service> {
                 return Verdict::stop(short);
             }
             // Ports through the flags byte; options are never read.
-            let t: [u8; TCP_PARSED_LEN] = match &l3.l4_head {
-                Some(b) => prefix(b),
-                None => need(cur.read(l4))?,
-            };
+            let t = transport_head::<TCP_PARSED_LEN>(cur, l3)?;
             let doff = (t[TCP_DOFF] >> TCP_DOFF_SHIFT) as usize;
             if doff < TCP_MIN_DOFF {
                 return Verdict::stop(Reason::TcpHeader);
@@ -71,8 +66,7 @@ pub fn parse(cur: &Cursor, l3: &L3, pkt: &mut Packet) -> Flow<Service> {
                     Reason::TcpHeader
                 });
             }
-            pkt.sport = be16(&t, TCP_SOURCE);
-            pkt.dport = be16(&t, TCP_DEST);
+            (pkt.sport, pkt.dport) = ports(&t);
             svc.kind = ServiceKind::Tcp as u32;
             svc.key = u32::from(pkt.dport);
             svc.tcp_flags = t[TCP_FLAGS];
@@ -81,17 +75,13 @@ pub fn parse(cur: &Cursor, l3: &L3, pkt: &mut Packet) -> Flow<Service> {
             if avail < UDP_HDR_LEN {
                 return Verdict::stop(short);
             }
-            let u: [u8; UDP_HDR_LEN] = match &l3.l4_head {
-                Some(b) => prefix(b),
-                None => need(cur.read(l4))?,
-            };
+            let u = transport_head::<UDP_HDR_LEN>(cur, l3)?;
             let ulen = be16(&u, UDP_LEN) as usize;
             // A first fragment's UDP length covers the whole datagram, not this fragment.
             if ulen < UDP_HDR_LEN || (!pkt.is_first_frag() && ulen > avail) {
                 return Verdict::stop(Reason::UdpHeader);
             }
-            pkt.sport = be16(&u, UDP_SOURCE);
-            pkt.dport = be16(&u, UDP_DEST);
+            (pkt.sport, pkt.dport) = ports(&u);
             svc.kind = ServiceKind::Udp as u32;
             svc.key = u32::from(pkt.dport);
         }
@@ -99,7 +89,7 @@ pub fn parse(cur: &Cursor, l3: &L3, pkt: &mut Packet) -> Flow<Service> {
             if avail < ICMP_HDR_LEN {
                 return Verdict::stop(short);
             }
-            let i = icmp_head(cur, l3)?;
+            let i = transport_head::<ICMP_PARSED_LEN>(cur, l3)?;
             pkt.dport = u16::from(i[ICMP_TYPE]);
             svc.kind = ServiceKind::Icmp as u32;
             svc.key = u32::from(i[ICMP_TYPE]);
@@ -112,7 +102,7 @@ pub fn parse(cur: &Cursor, l3: &L3, pkt: &mut Packet) -> Flow<Service> {
             if avail < ICMPV6_HDR_LEN {
                 return Verdict::stop(short);
             }
-            let i = icmp_head(cur, l3)?;
+            let i = transport_head::<ICMP_PARSED_LEN>(cur, l3)?;
             pkt.dport = u16::from(i[ICMPV6_TYPE]);
             svc.kind = ServiceKind::Icmpv6 as u32;
             svc.key = u32::from(i[ICMPV6_TYPE]);

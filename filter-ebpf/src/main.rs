@@ -28,6 +28,7 @@ mod essentials;
 mod eth;
 mod finish;
 mod frags;
+mod headers;
 mod ipv4;
 mod ipv6;
 mod knockout;

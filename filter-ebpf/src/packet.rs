@@ -9,6 +9,8 @@ use core::{
 
 use filter_common::{flags, iface_override, mode, GenConfig, Reason, ServiceKind};
 
+use crate::proto::L4_HEAD;
+
 /// A stage either ends the evaluation with a verdict (`Break`) or hands its result to the
 /// next stage (`Continue`), so `?` reads like the document: "the first stage that reaches a
 /// reason ends the evaluation".
@@ -267,4 +269,15 @@ pub unsafe fn copy_address(dst: *mut [u8; 16], src: &[u8; 16]) {
             core::ptr::write_volatile(dst.add(i), word);
         }
     }
+}
+
+/// What the IPv4 and IPv6 parsers hand the transport parser: where L4 starts, where the IP
+/// packet ends, and the protocol found there.
+pub struct L3 {
+    pub l4: usize,
+    pub end: usize,
+    pub proto: u8,
+    /// The first bytes at `l4`, when they came with the IP header's read. They may run past
+    /// `end`; the L4 parser only uses what its length checks allow.
+    pub l4_head: Option<[u8; L4_HEAD]>,
 }

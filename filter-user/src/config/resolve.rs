@@ -73,8 +73,6 @@ fn any_source_allowed(cx: &mut Cx, r: &RawRule, sources: &[IpNet], allowed: bool
     }
 }
 
-/// Characters that print as nothing or reorder what follows (Unicode format characters and
-
 /// A rule of the policy with the positions of its sources.
 pub(super) struct Resolved {
     pub(super) rule: Rule,

@@ -8,6 +8,7 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use super::node::{list, Cx};
 use super::yaml::{Node, NodeKind};
 
+/// Characters that print as nothing or reorder what follows (Unicode format characters and
 /// line/paragraph separators): `web` and `web` + U+200B would be two rules that look alike.
 pub(super) fn is_invisible(c: char) -> bool {
     matches!(c,
