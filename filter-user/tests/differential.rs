@@ -37,7 +37,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
@@ -80,21 +79,6 @@ fn fixture() -> Policy {
     load_file_with(FIXTURE, &LoadOptions::fixed_ephemeral(32768..=60999))
         .unwrap_or_else(|e| panic!("the TESTCASES fixture does not load: {e}"))
         .policy
-}
-
-/// Hex of a frame, cut after 256 bytes (the headers are what matters).
-fn hex(bytes: &[u8]) -> String {
-    const SHOWN: usize = 256;
-    let mut s = bytes[..bytes.len().min(SHOWN)]
-        .iter()
-        .fold(String::new(), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        });
-    if bytes.len() > SHOWN {
-        let _ = write!(s, "… ({} more bytes)", bytes.len() - SHOWN);
-    }
-    s
 }
 
 fn env_number(name: &str) -> Option<u64> {
@@ -287,7 +271,7 @@ impl Tally {
             "{} ({} bytes)\n    hex    {}\n    model  {model}\n    kernel {kernel}",
             context(),
             frame.len(),
-            hex(frame)
+            common::hex(frame)
         );
         self.push(text);
     }

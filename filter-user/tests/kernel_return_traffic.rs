@@ -9,8 +9,6 @@ mod common;
 use common::flows::{ip, key};
 
 use filter_common::{flow_flags, FlowState, Reason};
-use filter_user::compiler::{compile, RuleSlots};
-use filter_user::config::{parse_str_with, LoadOptions};
 use filter_user::craft::Frame;
 use filter_user::loader::testrun::{reason_counter, XdpAction};
 use filter_user::loader::Filter;
@@ -52,17 +50,7 @@ fn state(age_secs: u64, flags: u32) -> FlowState {
 }
 
 fn setup() -> Filter {
-    let mut filter = common::load_private();
-    let policy = parse_str_with(
-        "rt.yaml",
-        CONFIG,
-        &LoadOptions::fixed_ephemeral(32768..=60999),
-    )
-    .expect("config loads")
-    .policy;
-    let tables = compile(&policy, &RuleSlots::new()).expect("compiles");
-    filter.maps_mut().publish(&tables).expect("publish");
-    filter
+    common::published(&common::policy_of("rt.yaml", CONFIG)).0
 }
 
 /// Run `frame`, expect `action`, and expect exactly one packet on `reason`.
@@ -227,21 +215,11 @@ fn echo_replies_match_by_identifier() {
 
 #[test]
 fn ephemeral_and_off_modes_ignore_the_flow_table() {
-    let mut f = common::load_private();
     let text = CONFIG.replace(
         "return_traffic:\n  mode: stateful\n  timeouts: { tcp: 60, tcp_closing: 5, udp: 2, icmp: 30 }\n",
         "return_traffic: off\n",
     );
-    let policy = parse_str_with(
-        "rt-off.yaml",
-        &text,
-        &LoadOptions::fixed_ephemeral(32768..=60999),
-    )
-    .expect("config loads")
-    .policy;
-    f.maps_mut()
-        .publish(&compile(&policy, &RuleSlots::new()).unwrap())
-        .unwrap();
+    let (mut f, _) = common::published(&common::policy_of("rt-off.yaml", &text));
     f.maps_mut()
         .insert_flow(key(17, PEER4, 5353, NODE4, 40000), state(0, 0))
         .unwrap();

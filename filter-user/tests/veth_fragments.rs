@@ -10,8 +10,6 @@ use std::{net::UdpSocket, time::Duration};
 
 use common::daemon::reason_total;
 use filter_user::{
-    compiler::{compile, RuleSlots},
-    config::{parse_str_with, LoadOptions},
     craft::Frame,
     lab::{in_netns, ip, Lab, LabAddrs},
 };
@@ -32,19 +30,8 @@ const DATAGRAM: usize = 4000;
 
 #[test]
 fn oversized_udp_is_reassembled_only_from_allowed_sources() {
-    let mut filter = common::load_private();
+    let (mut filter, _) = common::published(&common::policy_of("rules.yaml", RULES));
     let lab = Lab::new("frg", LabAddrs::default()).unwrap();
-    let policy = parse_str_with(
-        "rules.yaml",
-        RULES,
-        &LoadOptions::fixed_ephemeral(32768..=60999),
-    )
-    .unwrap()
-    .policy;
-    filter
-        .maps_mut()
-        .publish(&compile(&policy, &RuleSlots::new()).unwrap())
-        .unwrap();
     let link = common::attach_to_lab(&mut filter, &lab);
     // The disallowed source lives on the peer too; the node needs no route back for UDP.
     ip(&[

@@ -1,7 +1,12 @@
 //! Shared set-up for the privileged tests.
 #![allow(dead_code)]
 
+use std::fmt::Write as _;
+
+use filter_user::compiler::{compile, RuleSlots, Tables};
+use filter_user::config::parse_str_with;
 use filter_user::loader::{Filter, LoadOptions};
+use filter_user::policy::Policy;
 
 pub mod daemon;
 pub mod flows;
@@ -131,4 +136,42 @@ pub fn send_paced(sender: &filter_user::lab::RawSender, frame: &[u8], count: usi
             std::thread::sleep(std::time::Duration::from_micros(200));
         }
     }
+}
+
+/// `text` validated as the config front end does, with the ephemeral port range pinned so
+/// nothing depends on this machine's `ip_local_port_range`; `name` names it in errors.
+pub fn policy_of(name: &str, text: &str) -> Policy {
+    let options = filter_user::config::LoadOptions::fixed_ephemeral(32768..=60999);
+    parse_str_with(name, text, &options)
+        .unwrap_or_else(|e| panic!("{name} does not load:\n{e}\n--- text ---\n{text}"))
+        .policy
+}
+
+/// A freshly loaded program (private maps) with `policy` compiled and published as its
+/// active generation; the tables, for rule slot names and stats.
+pub fn published(policy: &Policy) -> (Filter, Tables) {
+    let mut filter = load_private();
+    let mut slots = RuleSlots::new();
+    let tables = compile(policy, &slots).expect("the policy compiles");
+    filter
+        .maps_mut()
+        .publish(&tables)
+        .expect("publish the generation");
+    slots.commit(&tables);
+    (filter, tables)
+}
+
+/// Hex of a frame, cut after 256 bytes (the headers are what matters).
+pub fn hex(bytes: &[u8]) -> String {
+    const SHOWN: usize = 256;
+    let mut s = bytes[..bytes.len().min(SHOWN)]
+        .iter()
+        .fold(String::new(), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        });
+    if bytes.len() > SHOWN {
+        let _ = write!(s, "… ({} more bytes)", bytes.len() - SHOWN);
+    }
+    s
 }
