@@ -33,6 +33,7 @@ pub mod craft;
 pub mod daemon;
 pub mod diff;
 pub mod fuzzing;
+pub mod hint;
 pub mod lab;
 pub mod loader;
 pub mod model;

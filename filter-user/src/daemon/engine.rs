@@ -104,6 +104,20 @@ pub enum EngineError {
     Attach(#[from] AttachError),
 }
 
+// Transparent variants forward `source()` past the error they wrap, so the hint of that
+// error is asked for here.
+impl crate::hint::Hint for EngineError {
+    fn hint(&self) -> Option<&str> {
+        match self {
+            EngineError::Privileges(e) => e.hint(),
+            EngineError::Kernel(e) => e.hint(),
+            EngineError::Loader(e) => e.hint(),
+            EngineError::Attach(e) => e.hint(),
+            _ => None,
+        }
+    }
+}
+
 /// Counters about the daemon itself (for logs and metrics).
 #[derive(Clone, Debug, Default)]
 pub struct EngineStats {

@@ -94,6 +94,17 @@ pub enum RunError {
     },
 }
 
+impl crate::hint::Hint for RunError {
+    fn hint(&self) -> Option<&str> {
+        match self {
+            RunError::Engine(e) => e.hint(),
+            RunError::Metrics(e) => e.hint(),
+            RunError::Watch(e) => e.hint(),
+            _ => None,
+        }
+    }
+}
+
 /// Metrics source: its own handles on the pinned maps, so scrapes never wait for a reload.
 struct Source {
     maps: FilterMaps,
@@ -651,7 +662,7 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
                 Ok(()) => {
                     reload(&mut engine, &mut driver, &state, &options, FILE_CHANGE).await;
                 }
-                Err(err) => warn!("config watcher: {err}; SIGHUP still reloads"),
+                Err(err) => warn!(hint = crate::hint::of(&err), "config watcher: {err}; SIGHUP still reloads"),
             },
             _ = hup.recv() => {
                 reload(&mut engine, &mut driver, &state, &options, "SIGHUP").await;

@@ -82,7 +82,7 @@ const WATCH_FLAGS: WatchMask = WatchMask::ONLYDIR
 #[derive(Debug, thiserror::Error)]
 pub enum WatchError {
     /// inotify itself could not be set up.
-    #[error("cannot set up inotify: {source}{hint}")]
+    #[error("cannot set up inotify: {source}")]
     Init {
         /// The OS error.
         source: io::Error,
@@ -98,7 +98,7 @@ pub enum WatchError {
         source: io::Error,
     },
     /// A directory on the way to the file could not be watched.
-    #[error("cannot watch {path}: {source}{hint}")]
+    #[error("cannot watch {path}: {source}")]
     Watch {
         /// The directory.
         path: PathBuf,
@@ -115,10 +115,21 @@ pub enum WatchError {
     },
 }
 
+impl crate::hint::Hint for WatchError {
+    fn hint(&self) -> Option<&str> {
+        match self {
+            WatchError::Init { hint, .. } | WatchError::Watch { hint, .. } => {
+                crate::hint::non_empty(hint)
+            }
+            _ => None,
+        }
+    }
+}
+
 fn init_hint(err: &io::Error) -> &'static str {
     match err.raw_os_error() {
         Some(libc::EMFILE) => {
-            " (hint: the per-user inotify instance limit is exhausted; raise fs.inotify.max_user_instances)"
+            "the per-user inotify instance limit is exhausted; raise fs.inotify.max_user_instances"
         }
         _ => "",
     }
@@ -127,9 +138,9 @@ fn init_hint(err: &io::Error) -> &'static str {
 fn watch_hint(err: &io::Error) -> &'static str {
     match err.raw_os_error() {
         Some(libc::ENOSPC) => {
-            " (hint: the per-user inotify watch limit is exhausted; raise fs.inotify.max_user_watches)"
+            "the per-user inotify watch limit is exhausted; raise fs.inotify.max_user_watches"
         }
-        Some(libc::EACCES) => " (hint: nodegate needs search permission on every directory on the way)",
+        Some(libc::EACCES) => "nodegate needs search permission on every directory on the way",
         _ => "",
     }
 }
@@ -407,7 +418,7 @@ impl ConfigWatcher {
     /// After a quiet period: follow the chain again and tell whether the content changed.
     fn settle(&mut self) -> bool {
         if let Err(err) = self.rearm() {
-            tracing::warn!(path = %self.path.display(), error = %err, "cannot watch the config path fully; changes may be missed until the next event");
+            tracing::warn!(path = %self.path.display(), error = %err, hint = crate::hint::of(&err), "cannot watch the config path fully; changes may be missed until the next event");
         }
         let now = fingerprint(&self.path);
         match now {

@@ -15,11 +15,17 @@ use std::{
 pub use netns::in_netns;
 pub use rawsock::RawSender;
 
+impl crate::hint::Hint for LabError {
+    fn hint(&self) -> Option<&str> {
+        matches!(self, LabError::Ip { .. }).then_some("the lab needs root and iproute2")
+    }
+}
+
 /// Errors from setting up or using a lab.
 #[derive(Debug, thiserror::Error)]
 pub enum LabError {
     /// An `ip` command failed.
-    #[error("`ip {args}` failed: {stderr} (hint: the lab needs root and iproute2)")]
+    #[error("`ip {args}` failed: {stderr}")]
     Ip {
         /// The arguments.
         args: String,

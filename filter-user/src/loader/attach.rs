@@ -117,6 +117,15 @@ pub enum AttachError {
     Loader(#[from] LoaderError),
 }
 
+impl crate::hint::Hint for AttachError {
+    fn hint(&self) -> Option<&str> {
+        match self {
+            AttachError::Loader(e) => crate::hint::Hint::hint(e),
+            _ => None,
+        }
+    }
+}
+
 /// Interface index by name, in the current network namespace.
 pub fn ifindex(ifname: &str) -> Option<u32> {
     let c = std::ffi::CString::new(ifname).ok()?;

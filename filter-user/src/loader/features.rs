@@ -120,7 +120,7 @@ pub struct KernelFeatures {
 #[error(
     "this kernel ({release}) lacks {feature}, which nodegate needs and has no fallback for \
      (first in Linux {since}); nodegate runs on Linux ≥ {minimum} (tested on 6.1, 6.12 and newer: \
-     README \"Kernel compatibility\"). Nothing was attached or changed. Boot a newer kernel{hint}"
+     README \"Kernel compatibility\"). Nothing was attached or changed"
 )]
 pub struct MissingFeature {
     /// Kernel release found.
@@ -131,8 +131,18 @@ pub struct MissingFeature {
     pub since: &'static str,
     /// nodegate's minimum.
     pub minimum: &'static str,
-    /// Extra advice.
-    pub hint: &'static str,
+    /// What to do instead of booting a newer kernel, when there is something.
+    pub alternative: &'static str,
+}
+
+impl crate::hint::Hint for MissingFeature {
+    fn hint(&self) -> Option<&str> {
+        Some(if self.alternative.is_empty() {
+            "boot a newer kernel"
+        } else {
+            self.alternative
+        })
+    }
 }
 
 /// The oldest mainline kernel with everything nodegate needs without a fallback
@@ -171,18 +181,18 @@ impl KernelFeatures {
 
     /// Refuse a kernel that lacks a feature without a fallback.
     pub fn require(&self) -> Result<(), MissingFeature> {
-        let missing = |feature, since, hint| MissingFeature {
+        let missing = |feature, since, alternative| MissingFeature {
             release: self.release.clone(),
             feature,
             since,
             minimum: MINIMUM_KERNEL,
-            hint,
+            alternative,
         };
         if !self.xdp_load_bytes.present() {
             return Err(missing(
                 "the bpf_xdp_load_bytes helper (every header read of the XDP parser)",
                 "5.18",
-                " (Ubuntu 22.04: the HWE kernel 6.8; Amazon Linux 2: AL2023)",
+                "boot a newer kernel (Ubuntu 22.04: the HWE kernel 6.8; Amazon Linux 2: AL2023)",
             ));
         }
         if !self.xdp_links.present() {
@@ -210,7 +220,7 @@ impl KernelFeatures {
                 feature: "TCX links (asked for with --egress-attach tcx)",
                 since: "6.6",
                 minimum: "6.6 with --egress-attach tcx",
-                hint: ", or leave --egress-attach at auto: clsact works on every kernel",
+                alternative: "boot a newer kernel, or leave --egress-attach at auto: clsact works on every kernel",
             }),
         }
     }

@@ -36,7 +36,7 @@ pub enum LoaderError {
     #[error(transparent)]
     MissingObject(#[from] crate::object::MissingObject),
     /// The kernel refused the object or program.
-    #[error("failed to load the XDP program: {source}{hint}")]
+    #[error("failed to load the XDP program: {source}")]
     Load {
         /// aya's error (contains the verifier log when there is one).
         source: Box<aya::EbpfError>,
@@ -44,7 +44,7 @@ pub enum LoaderError {
         hint: &'static str,
     },
     /// The program did not pass the verifier or could not be loaded.
-    #[error("the kernel rejected the XDP program: {source}{hint}")]
+    #[error("the kernel rejected the XDP program: {source}")]
     Program {
         /// aya's error.
         source: Box<aya::programs::ProgramError>,
@@ -113,21 +113,32 @@ pub enum LoaderError {
     TooManyInterfaces,
 }
 
-/// Hint appended to load errors caused by missing privileges.
+impl crate::hint::Hint for LoaderError {
+    fn hint(&self) -> Option<&str> {
+        match self {
+            LoaderError::Load { hint, .. } | LoaderError::Program { hint, .. } => {
+                crate::hint::non_empty(hint)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The hint of load errors caused by missing privileges (`""` for other causes).
 pub(crate) fn privilege_hint(err: &dyn std::error::Error) -> &'static str {
     let text = format!("{err:?}");
     if text.contains("EPERM")
         || text.contains("Operation not permitted")
         || text.contains("os error 1)")
     {
-        " (hint: nodegate needs root or CAP_BPF + CAP_NET_ADMIN + CAP_PERFMON; run it as root or grant them, e.g. `setcap cap_bpf,cap_net_admin,cap_perfmon+ep nodegate`)"
+        "nodegate needs root or CAP_BPF + CAP_NET_ADMIN + CAP_PERFMON; run it as root or grant them, e.g. `setcap cap_bpf,cap_net_admin,cap_perfmon+ep nodegate`"
     } else if (text.contains("Permission denied") || text.contains("os error 13)"))
         && !privileges::has_perfmon()
     {
         // EACCES from the verifier: measured on 6.1 and 6.12, whose verifiers refuse the
         // programs for a loader without CAP_PERFMON (the daemon checks for it up front;
         // this is for library callers).
-        " (hint: this kernel's verifier refuses nodegate's programs without CAP_PERFMON; nodegate needs CAP_BPF + CAP_NET_ADMIN + CAP_PERFMON: run it as root, `setcap cap_bpf,cap_net_admin,cap_perfmon+ep nodegate`, or in Kubernetes capabilities.add: [BPF, NET_ADMIN, PERFMON])"
+        "this kernel's verifier refuses nodegate's programs without CAP_PERFMON; nodegate needs CAP_BPF + CAP_NET_ADMIN + CAP_PERFMON: run it as root, `setcap cap_bpf,cap_net_admin,cap_perfmon+ep nodegate`, or in Kubernetes capabilities.add: [BPF, NET_ADMIN, PERFMON]"
     } else {
         ""
     }

@@ -14,13 +14,20 @@ pub const CAP_BPF: u32 = 39;
 #[derive(Debug, thiserror::Error)]
 #[error(
     "missing {missing}: nodegate needs CAP_BPF and CAP_NET_ADMIN (or root) to load and attach its XDP \
-     program, and CAP_PERFMON as well to run it at full speed (and at all before 6.18); run it as root, or \
-     grant them: `setcap cap_bpf,cap_net_admin,cap_perfmon+ep $(which nodegate)` \
-     (in Kubernetes: securityContext.capabilities.add: [BPF, NET_ADMIN, PERFMON])"
+     program, and CAP_PERFMON as well to run it at full speed (and at all before 6.18)"
 )]
 pub struct MissingCapabilities {
     /// Names of the missing capabilities.
     pub missing: String,
+}
+
+impl crate::hint::Hint for MissingCapabilities {
+    fn hint(&self) -> Option<&str> {
+        Some(
+            "run it as root, or grant them: `setcap cap_bpf,cap_net_admin,cap_perfmon+ep $(which nodegate)` \
+             (in Kubernetes: securityContext.capabilities.add: [BPF, NET_ADMIN, PERFMON])",
+        )
+    }
 }
 
 /// Effective capability set of this process.

@@ -57,6 +57,16 @@ pub enum LiveError {
     },
 }
 
+impl crate::hint::Hint for LiveError {
+    fn hint(&self) -> Option<&str> {
+        match self {
+            LiveError::Lab(e) => e.hint(),
+            LiveError::Loader(e) => e.hint(),
+            _ => None,
+        }
+    }
+}
+
 /// How to send.
 #[derive(Clone, Copy, Debug)]
 pub struct LiveOptions {

@@ -34,10 +34,10 @@ pub(super) const MAX_CONNECTIONS: usize = 256;
 fn bind_hint(err: &io::Error) -> &'static str {
     match err.raw_os_error() {
         Some(libc::EADDRINUSE) => {
-            " (hint: another process, perhaps another `nodegate run`, holds that port; choose another with --metrics ADDR)"
+            "another process, perhaps another `nodegate run`, holds that port; choose another with --metrics ADDR"
         }
-        Some(libc::EADDRNOTAVAIL) => " (hint: no interface of this host has that address)",
-        Some(libc::EACCES) => " (hint: ports below 1024 need CAP_NET_BIND_SERVICE; use a higher port)",
+        Some(libc::EADDRNOTAVAIL) => "no interface of this host has that address",
+        Some(libc::EACCES) => "ports below 1024 need CAP_NET_BIND_SERVICE; use a higher port",
         _ => "",
     }
 }
@@ -55,11 +55,16 @@ pub fn serve(
 /// Bind `addr` for [`serve_listener`]: `run` binds before it changes anything, so a taken
 /// port fails the start while the kernel is as it was.
 pub fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, MetricsError> {
-    std::net::TcpListener::bind(addr).map_err(|source| MetricsError::Bind {
+    std::net::TcpListener::bind(addr).map_err(|source| bind_error(addr, source))
+}
+
+/// The error of a listening socket on `addr` that could not be set up, with its hint.
+pub fn bind_error(addr: SocketAddr, source: io::Error) -> MetricsError {
+    MetricsError::Bind {
         addr,
         hint: bind_hint(&source),
         source,
-    })
+    }
 }
 
 /// [`serve`] on a socket that is already bound (an ephemeral port in tests, or one handed
@@ -79,11 +84,7 @@ pub(super) fn serve_with_deadline(
     let addr = listener
         .local_addr()
         .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
-    let bind_error = |source: io::Error| MetricsError::Bind {
-        addr,
-        hint: bind_hint(&source),
-        source,
-    };
+    let bind_error = |source: io::Error| bind_error(addr, source);
     listener.set_nonblocking(true).map_err(bind_error)?;
     let listener = TcpListener::from_std(listener).map_err(bind_error)?;
     tracing::debug!(%addr, "metrics endpoint listening");

@@ -46,7 +46,7 @@ pub mod exposition;
 pub mod http;
 
 pub use exposition::{render, CONTENT_TYPE};
-pub use http::{bind, serve, serve_listener};
+pub use http::{bind, bind_error, serve, serve_listener};
 
 /// Where `/metrics` is served unless `--metrics ADDR` says otherwise: loopback only.
 pub const DEFAULT_METRICS_ADDR: SocketAddr =
@@ -66,7 +66,7 @@ pub enum MetricsError {
         addr: SocketAddr,
     },
     /// The listening socket could not be set up.
-    #[error("cannot listen for metrics on {addr}: {source}{hint}")]
+    #[error("cannot listen for metrics on {addr}: {source}")]
     Bind {
         /// The address (or `0.0.0.0:0` when unknown).
         addr: SocketAddr,
@@ -75,6 +75,15 @@ pub enum MetricsError {
         /// What to do about it.
         hint: &'static str,
     },
+}
+
+impl crate::hint::Hint for MetricsError {
+    fn hint(&self) -> Option<&str> {
+        match self {
+            MetricsError::Bind { hint, .. } => crate::hint::non_empty(hint),
+            MetricsError::NotLoopback { .. } => None,
+        }
+    }
 }
 
 /// Refuse a non-loopback metrics address unless it was given explicitly (`--metrics ADDR`).
