@@ -232,17 +232,29 @@ const _: () = assert!(size_of::<SampleBucket>() == 16);
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: all of these are repr(C), Copy, and free of padding (sizes asserted above).
+    // SAFETY (for each impl below): all of these are repr(C), Copy, and free of padding
+    // (sizes asserted above), so any bit pattern is a valid value.
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::Control {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::GenConfig {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::IfaceEntry {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::SegmentChunk {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::ClassCells {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::Counter {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::RuleName {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::DropSample {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::SampleBucket {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::FlowKey {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::FlowState {}
 }
 

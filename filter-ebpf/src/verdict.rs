@@ -121,7 +121,8 @@ fn stateful_flow_match(s: &Settings, pkt: &Packet, svc: &Service) -> bool {
     };
     // Verifier: volatile reads keep LLVM from turning "pick one of these fields" into a
     // variable offset from the `Summary` pointer (pointer arithmetic the verifier refuses
-    // without CAP_PERFMON). SAFETY (all four): plain reads of fields of a live reference.
+    // without CAP_PERFMON).
+    // SAFETY: plain reads of fields of a live reference.
     let (tcp, udp, icmp) = unsafe {
         (
             read_volatile(&s.flow_tcp_secs),

@@ -507,6 +507,7 @@ mod tests {
             Ok(answer) => assert!(answer.contains("echo reply from 127.0.0.1"), "{answer}"),
             Err(err) => {
                 assert!(
+                    // SAFETY: geteuid has no preconditions.
                     unsafe { libc::geteuid() } != 0,
                     "root must get an echo reply: {err}"
                 );

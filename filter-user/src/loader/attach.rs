@@ -191,8 +191,8 @@ pub fn ifname(ifindex: u32) -> Option<String> {
     let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
     // SAFETY: buf holds IF_NAMESIZE bytes as if_indextoname requires.
     let p = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr()) };
-    // SAFETY: on success p points into buf, NUL-terminated.
     (!p.is_null()).then(|| {
+        // SAFETY: on success p points into buf, NUL-terminated.
         unsafe { std::ffi::CStr::from_ptr(p) }
             .to_string_lossy()
             .into_owned()

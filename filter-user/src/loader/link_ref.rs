@@ -118,6 +118,7 @@ impl LinkRef {
             t if t == bpf_link_type::BPF_LINK_TYPE_XDP as u32 => unsafe {
                 Some(info.__bindgen_anon_1.xdp.ifindex)
             },
+            // SAFETY: as above, for the TCX member.
             t if t == bpf_link_type::BPF_LINK_TYPE_TCX as u32 => unsafe {
                 Some(info.__bindgen_anon_1.tcx.ifindex)
             },

@@ -244,8 +244,8 @@ impl RawProgram {
             ..Default::default()
         };
         let fd = sys_bpf(BPF_LINK_CREATE, &mut attr)?;
-        // SAFETY: fresh descriptor owned by nobody else.
         Ok(RawLink {
+            // SAFETY: fresh descriptor owned by nobody else.
             _fd: unsafe { OwnedFd::from_raw_fd(fd as i32) },
         })
     }

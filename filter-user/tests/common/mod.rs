@@ -1,5 +1,8 @@
 //! Shared set-up for the privileged tests.
-#![allow(dead_code)]
+#![allow(
+    dead_code,
+    reason = "each test crate includes this module and uses a different part of it"
+)]
 
 use std::fmt::Write as _;
 

@@ -9,7 +9,10 @@
 //! in order (fragment state carries from one check to the next, as in the kernel's
 //! `NG_FRAGS`), each with the verdict, reason and rule it must get. [`testcases!`] makes one
 //! `#[test]` per case for a bed type.
-#![allow(dead_code)]
+#![allow(
+    dead_code,
+    reason = "included by two test crates; each uses the cases, not every helper"
+)]
 
 use std::net::IpAddr;
 

@@ -1,5 +1,8 @@
 //! What the deployment tests share: the kit's paths and its rendering by kubectl.
-#![allow(dead_code)]
+#![allow(
+    dead_code,
+    reason = "each test crate includes this module and uses a different part of it"
+)]
 
 use std::{
     path::{Path, PathBuf},
