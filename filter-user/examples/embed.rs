@@ -1,20 +1,16 @@
-//! Embedding nodegate in another Rust agent: compile a rule file, load the XDP program with
-//! private maps, publish the rules, attach to an interface, print counters, and reload.
+//! Embedding nodegate in another Rust agent through `filter_user::firewall`: load a rule
+//! file, publish it, attach to an interface, print counters, reload, detach.
 //!
 //! ```sh
 //! cargo run -p filter-user --example embed -- examples/eks-node.yaml eth0
 //! ```
-//! (root or CAP_BPF + CAP_NET_ADMIN; detaches when it exits because nothing is pinned —
+//! (root or CAP_BPF + CAP_NET_ADMIN + CAP_PERFMON; everything is detached when it exits —
 //! `nodegate run` is the way to keep a filter enforcing beyond its loader.)
 
 use std::time::Duration;
 
 use anyhow::Context;
-use filter_user::{
-    compiler::{compile, RuleSlots},
-    config,
-    loader::{Filter, LoadOptions},
-};
+use filter_user::firewall::{Firewall, RuleSet};
 
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
@@ -22,33 +18,22 @@ fn main() -> anyhow::Result<()> {
         anyhow::bail!("usage: embed RULES.yaml IFACE");
     };
 
-    // 1. YAML → validated Policy (errors carry file:line:column and a hint).
-    let loaded = config::load_file(&rules).with_context(|| format!("failed to load {rules}"))?;
-    for warning in &loaded.warnings {
+    // YAML → a validated rule set (errors carry file:line:column and a hint).
+    let rule_set = RuleSet::from_file(&rules).with_context(|| format!("failed to load {rules}"))?;
+    for warning in rule_set.warnings() {
         eprintln!("{warning}");
     }
 
-    // 2. Policy → kernel tables; rule slots keep counters stable across reloads.
-    let mut slots = RuleSlots::new();
-    let tables = compile(&loaded.policy, &slots)?;
+    // Load, publish (compile, fill the inactive generation, flip), attach.
+    let mut firewall = Firewall::load()?;
+    let report = firewall.publish(&rule_set)?;
+    println!("generation {} active", report.epoch);
+    let mode = firewall.attach(&iface)?;
+    println!("attached to {iface} in {mode} mode");
 
-    // 3. Load the program (private maps: nothing outlives this process) and publish.
-    let mut filter = Filter::load(&LoadOptions::default())?;
-    let report = filter.maps_mut().publish(&tables)?;
-    slots.commit(&tables);
-    println!(
-        "generation {} active ({} IPv4 / {} IPv6 prefixes)",
-        report.epoch, tables.stats.v4_prefixes, tables.stats.v6_prefixes
-    );
-
-    // 4. Attach (driver mode, generic fallback) and watch the counters.
-    let ifindex = filter_user::loader::attach::ifindex(&iface).context("no such interface")?;
-    let link = filter
-        .program()
-        .attach_to_if_index(ifindex, aya::programs::XdpMode::Skb)?;
     for _ in 0..5 {
         std::thread::sleep(Duration::from_secs(1));
-        for r in filter.maps().snapshot()?.reasons {
+        for r in firewall.counters()?.reasons {
             println!(
                 "{:<24} {:>10} packets {:>12} bytes",
                 r.reason, r.packets, r.bytes
@@ -56,10 +41,8 @@ fn main() -> anyhow::Result<()> {
         }
     }
 
-    // 5. Reload: compile again and publish; the flip is atomic.
-    let again = compile(&config::load_file(&rules)?.policy, &slots)?;
-    filter.maps_mut().publish(&again)?;
-    slots.commit(&again);
-    filter.program().detach(link)?;
+    // A reload is another publish; the flip is atomic and rule counters keep their slots.
+    firewall.publish(&RuleSet::from_file(&rules)?)?;
+    firewall.detach(&iface)?;
     Ok(())
 }

@@ -38,23 +38,26 @@ pub fn of<'e>(err: &'e (dyn Error + 'static)) -> Option<&'e str> {
 /// `e` as a [`Hint`], when it is one of the library's error types that carry hints.
 fn known<'e>(e: &'e (dyn Error + 'static)) -> Option<&'e dyn Hint> {
     macro_rules! first_of {
-        ($($ty:ty),* $(,)?) => {
-            $(if let Some(h) = e.downcast_ref::<$ty>() {
+        ($($(#[$cfg:meta])* $ty:ty),* $(,)?) => {
+            $($(#[$cfg])* if let Some(h) = e.downcast_ref::<$ty>() {
                 return Some(h);
             })*
         };
     }
     // Wrappers with transparent variants first: their `source()` skips the wrapped error.
     first_of!(
+        crate::firewall::FirewallError,
         crate::daemon::run::RunError,
         crate::daemon::engine::EngineError,
         crate::loader::attach::AttachError,
+        #[cfg(feature = "tools")]
         crate::replay::live::LiveError,
         crate::loader::LoaderError,
         crate::loader::features::MissingFeature,
         crate::loader::privileges::MissingCapabilities,
         crate::daemon::metrics::MetricsError,
         crate::daemon::watch::WatchError,
+        #[cfg(feature = "tools")]
         crate::lab::LabError,
     );
     None

@@ -23,6 +23,18 @@ pub fn run() -> anyhow::Result<()> {
         "-D",
         "warnings",
     ]))?;
+    // The library as an embedder builds it: without the test and bench tools.
+    sh(Command::new("cargo").current_dir(&root).args([
+        "clippy",
+        "--locked",
+        "-p",
+        "filter-user",
+        "--lib",
+        "--no-default-features",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
     // The BPF pass needs a clippy that matches the BPF compiler: Debian's rust-web-clippy
     // for rustc-web (rustup's clippy has no bpfel `core`).
     crate::setup::install_debian_packages(&["rust-web-clippy"], &mut Vec::new())?;

@@ -495,7 +495,7 @@ impl Filter {
         }
     }
 
-    fn attach_new(
+    pub(crate) fn attach_new(
         &mut self,
         ifname: &str,
         ifindex: u32,

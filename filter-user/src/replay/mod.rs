@@ -36,9 +36,12 @@
 
 pub mod capture;
 pub mod link;
+#[cfg(feature = "tools")]
 pub mod live;
 pub mod rawbpf;
+#[cfg(feature = "tools")]
 pub mod rawgen;
+#[cfg(feature = "tools")]
 pub mod rawlpm;
 pub mod run;
 pub mod snap;
