@@ -16,6 +16,7 @@ pub mod lookup;
 pub mod maps;
 pub mod reason;
 pub mod tables;
+pub mod wire;
 
 pub use layout::*;
 pub use maps::*;

@@ -1,7 +1,10 @@
 //! Wire constants and header field offsets, from `network-types` structs and `offset_of!`
-//! where a struct exists, named here otherwise. No other module spells a header offset.
+//! where a struct exists, named here otherwise; wire numbers from `filter_common::wire`,
+//! which userspace shares. No other module spells a header offset.
 
 use core::mem::{offset_of, size_of};
+
+use filter_common::wire;
 
 use network_types::{
     eth::{EthHdr, EtherType},
@@ -23,15 +26,24 @@ pub const ETH_TYPE: usize = offset_of!(EthHdr, ether_type);
 pub const VLAN_HDR_LEN: usize = VlanHdr::LEN;
 pub const VLAN_TYPE: usize = offset_of!(VlanHdr, ether_type);
 
-pub const ETH_P_IPV4: u16 = ethertype(EtherType::Ipv4);
-pub const ETH_P_IPV6: u16 = ethertype(EtherType::Ipv6);
-pub const ETH_P_ARP: u16 = ethertype(EtherType::Arp);
+pub const ETH_P_IPV4: u16 = wire::ethertype::IPV4;
+pub const ETH_P_IPV6: u16 = wire::ethertype::IPV6;
+pub const ETH_P_ARP: u16 = wire::ethertype::ARP;
 /// 802.1Q.
-pub const ETH_P_8021Q: u16 = ethertype(EtherType::Ieee8021q);
+pub const ETH_P_8021Q: u16 = wire::ethertype::VLAN_8021Q;
 /// 802.1ad (QinQ outer tag).
-pub const ETH_P_8021AD: u16 = ethertype(EtherType::Ieee8021ad);
+pub const ETH_P_8021AD: u16 = wire::ethertype::VLAN_8021AD;
 /// Legacy QinQ outer tag.
-pub const ETH_P_QINQ1: u16 = ethertype(EtherType::Ieee8021QinQ1);
+pub const ETH_P_QINQ1: u16 = wire::ethertype::VLAN_QINQ_9100;
+// The numbers are filter-common's (userspace builds frames with them); network-types agrees.
+const _: () = assert!(
+    ETH_P_IPV4 == ethertype(EtherType::Ipv4)
+        && ETH_P_IPV6 == ethertype(EtherType::Ipv6)
+        && ETH_P_ARP == ethertype(EtherType::Arp)
+        && ETH_P_8021Q == ethertype(EtherType::Ieee8021q)
+        && ETH_P_8021AD == ethertype(EtherType::Ieee8021ad)
+        && ETH_P_QINQ1 == ethertype(EtherType::Ieee8021QinQ1)
+);
 
 // ---- IPv4 ----
 pub const IPV4_HDR_LEN: usize = Ipv4Hdr::LEN;
@@ -109,15 +121,26 @@ pub const FRAG_FLAG_M: u16 = 1;
 pub const FRAG_OFFSET_UNIT: u32 = 8;
 
 // ---- IP protocol numbers ----
-pub const IPPROTO_HOPOPTS: u8 = IpProto::HopOpt as u8;
-pub const IPPROTO_ICMP: u8 = IpProto::Icmp as u8;
-pub const IPPROTO_TCP: u8 = IpProto::Tcp as u8;
-pub const IPPROTO_UDP: u8 = IpProto::Udp as u8;
-pub const IPPROTO_ROUTING: u8 = IpProto::Ipv6Route as u8;
-pub const IPPROTO_FRAGMENT: u8 = IpProto::Ipv6Frag as u8;
-pub const IPPROTO_AH: u8 = IpProto::Ah as u8;
-pub const IPPROTO_ICMPV6: u8 = IpProto::Ipv6Icmp as u8;
-pub const IPPROTO_DSTOPTS: u8 = IpProto::Ipv6Opts as u8;
+pub const IPPROTO_HOPOPTS: u8 = wire::ip_proto::HOP_BY_HOP;
+pub const IPPROTO_ICMP: u8 = wire::ip_proto::ICMP;
+pub const IPPROTO_TCP: u8 = wire::ip_proto::TCP;
+pub const IPPROTO_UDP: u8 = wire::ip_proto::UDP;
+pub const IPPROTO_ROUTING: u8 = wire::ip_proto::ROUTING;
+pub const IPPROTO_FRAGMENT: u8 = wire::ip_proto::FRAGMENT;
+pub const IPPROTO_AH: u8 = wire::ip_proto::AH;
+pub const IPPROTO_ICMPV6: u8 = wire::ip_proto::ICMPV6;
+pub const IPPROTO_DSTOPTS: u8 = wire::ip_proto::DEST_OPTS;
+const _: () = assert!(
+    IPPROTO_HOPOPTS == IpProto::HopOpt as u8
+        && IPPROTO_ICMP == IpProto::Icmp as u8
+        && IPPROTO_TCP == IpProto::Tcp as u8
+        && IPPROTO_UDP == IpProto::Udp as u8
+        && IPPROTO_ROUTING == IpProto::Ipv6Route as u8
+        && IPPROTO_FRAGMENT == IpProto::Ipv6Frag as u8
+        && IPPROTO_AH == IpProto::Ah as u8
+        && IPPROTO_ICMPV6 == IpProto::Ipv6Icmp as u8
+        && IPPROTO_DSTOPTS == IpProto::Ipv6Opts as u8
+);
 
 // ---- TCP ----
 pub const TCP_HDR_LEN: usize = TcpHdr::LEN;
@@ -132,10 +155,10 @@ pub const TCP_DOFF_SHIFT: u32 = 4;
 /// Data offset counts 32-bit words.
 pub const TCP_DOFF_UNIT: usize = 4;
 pub const TCP_MIN_DOFF: usize = TCP_HDR_LEN / TCP_DOFF_UNIT;
-pub const TCP_FLAG_FIN: u8 = 0x01;
-pub const TCP_FLAG_SYN: u8 = 0x02;
-pub const TCP_FLAG_RST: u8 = 0x04;
-pub const TCP_FLAG_ACK: u8 = 0x10;
+pub const TCP_FLAG_FIN: u8 = wire::tcp_flags::FIN;
+pub const TCP_FLAG_SYN: u8 = wire::tcp_flags::SYN;
+pub const TCP_FLAG_RST: u8 = wire::tcp_flags::RST;
+pub const TCP_FLAG_ACK: u8 = wire::tcp_flags::ACK;
 
 // ---- UDP ----
 pub const UDP_HDR_LEN: usize = UdpHdr::LEN;

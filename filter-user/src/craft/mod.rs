@@ -39,68 +39,24 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-/// Ethertype of IPv4.
-pub const ETHERTYPE_IPV4: u16 = 0x0800;
-/// Ethertype of ARP.
-pub const ETHERTYPE_ARP: u16 = 0x0806;
-/// Ethertype of IPv6.
-pub const ETHERTYPE_IPV6: u16 = 0x86DD;
-/// TPID of an 802.1Q (customer) VLAN tag.
-pub const TPID_8021Q: u16 = 0x8100;
-/// TPID of an 802.1ad (service, QinQ outer) VLAN tag.
-pub const TPID_8021AD: u16 = 0x88A8;
-/// Legacy pre-standard QinQ TPID.
-pub const TPID_9100: u16 = 0x9100;
-
-/// TCP flag bits, for [`Frame::flags`].
-pub mod tcp_flags {
-    /// FIN.
-    pub const FIN: u8 = 0x01;
-    /// SYN.
-    pub const SYN: u8 = 0x02;
-    /// RST.
-    pub const RST: u8 = 0x04;
-    /// PSH.
-    pub const PSH: u8 = 0x08;
-    /// ACK.
-    pub const ACK: u8 = 0x10;
-    /// URG.
-    pub const URG: u8 = 0x20;
-    /// ECE.
-    pub const ECE: u8 = 0x40;
-    /// CWR.
-    pub const CWR: u8 = 0x80;
-}
-
+use filter_common::wire::ethertype;
 /// IP protocol numbers used by the builder.
-pub mod proto {
-    /// IPv6 Hop-by-Hop Options.
-    pub const HOP_BY_HOP: u8 = 0;
-    /// ICMP.
-    pub const ICMP: u8 = 1;
-    /// TCP.
-    pub const TCP: u8 = 6;
-    /// UDP.
-    pub const UDP: u8 = 17;
-    /// IPv6 Routing.
-    pub const ROUTING: u8 = 43;
-    /// IPv6 Fragment.
-    pub const FRAGMENT: u8 = 44;
-    /// GRE.
-    pub const GRE: u8 = 47;
-    /// ESP.
-    pub const ESP: u8 = 50;
-    /// Authentication Header.
-    pub const AH: u8 = 51;
-    /// ICMPv6.
-    pub const ICMPV6: u8 = 58;
-    /// IPv6 No Next Header.
-    pub const NO_NEXT_HEADER: u8 = 59;
-    /// IPv6 Destination Options.
-    pub const DEST_OPTS: u8 = 60;
-    /// SCTP.
-    pub const SCTP: u8 = 132;
-}
+pub use filter_common::wire::ip_proto as proto;
+/// TCP flag bits, for [`Frame::flags`].
+pub use filter_common::wire::tcp_flags;
+
+/// Ethertype of IPv4.
+pub const ETHERTYPE_IPV4: u16 = ethertype::IPV4;
+/// Ethertype of ARP.
+pub const ETHERTYPE_ARP: u16 = ethertype::ARP;
+/// Ethertype of IPv6.
+pub const ETHERTYPE_IPV6: u16 = ethertype::IPV6;
+/// TPID of an 802.1Q (customer) VLAN tag.
+pub const TPID_8021Q: u16 = ethertype::VLAN_8021Q;
+/// TPID of an 802.1ad (service, QinQ outer) VLAN tag.
+pub const TPID_8021AD: u16 = ethertype::VLAN_8021AD;
+/// Legacy pre-standard QinQ TPID.
+pub const TPID_9100: u16 = ethertype::VLAN_QINQ_9100;
 
 /// An IPv6 extension header, for [`Frame::ipv6_ext`]. The builder fills in each header's
 /// Next Header byte from the header (or transport) that follows it.
