@@ -9,7 +9,7 @@
 //!
 //! ```
 //! use filter_user::firewall::RuleSet;
-//! use filter_user::policy::{DefaultAction, Protocol};
+//! use filter_user::policy::{DefaultAction, Protocol, RuleKind};
 //!
 //! // From YAML, with every error at file:line:column.
 //! let from_yaml = RuleSet::from_yaml(
@@ -21,6 +21,9 @@
 //!     .allow("api", ["10.0.0.0/24".parse()?], Protocol::Tcp, [443..=443])
 //!     .default_action(DefaultAction::Drop);
 //! assert_eq!(from_yaml.policy().rules, in_code.policy().rules);
+//! // Other kinds: failsafe beats deny beats allow.
+//! let guarded = in_code.rule(RuleKind::Failsafe, "ssh", ["10.0.0.0/24".parse()?], Protocol::Tcp, [22..=22]);
+//! assert_eq!(guarded.policy().rules.len(), 2);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
@@ -100,41 +103,9 @@ impl RuleSet {
         }
     }
 
-    /// Add an allow rule: `protocol` traffic from `sources` to `ports` (ICMP types for ICMP;
-    /// empty for every port).
-    pub fn allow(
-        self,
-        name: &str,
-        sources: impl IntoIterator<Item = IpNet>,
-        protocol: Protocol,
-        ports: impl IntoIterator<Item = RangeInclusive<u16>>,
-    ) -> RuleSet {
-        self.rule(RuleKind::Allow, name, sources, protocol, ports)
-    }
-
-    /// Add a deny rule: it beats every allow rule, and loses to failsafe rules.
-    pub fn deny(
-        self,
-        name: &str,
-        sources: impl IntoIterator<Item = IpNet>,
-        protocol: Protocol,
-        ports: impl IntoIterator<Item = RangeInclusive<u16>>,
-    ) -> RuleSet {
-        self.rule(RuleKind::Deny, name, sources, protocol, ports)
-    }
-
-    /// Add a failsafe rule: lockout protection that nothing else overrides.
-    pub fn failsafe(
-        self,
-        name: &str,
-        sources: impl IntoIterator<Item = IpNet>,
-        protocol: Protocol,
-        ports: impl IntoIterator<Item = RangeInclusive<u16>>,
-    ) -> RuleSet {
-        self.rule(RuleKind::Failsafe, name, sources, protocol, ports)
-    }
-
-    fn rule(
+    /// Add a rule: `protocol` traffic from `sources` to `ports` (ICMP types for ICMP; empty
+    /// for every port). `kind` orders it as in a rule file: failsafe beats deny beats allow.
+    pub fn rule(
         mut self,
         kind: RuleKind,
         name: &str,
@@ -151,6 +122,17 @@ impl RuleSet {
             interfaces: Vec::new(),
         });
         self
+    }
+
+    /// Add an allow rule, the common kind: [`RuleSet::rule`] with [`RuleKind::Allow`].
+    pub fn allow(
+        self,
+        name: &str,
+        sources: impl IntoIterator<Item = IpNet>,
+        protocol: Protocol,
+        ports: impl IntoIterator<Item = RangeInclusive<u16>>,
+    ) -> RuleSet {
+        self.rule(RuleKind::Allow, name, sources, protocol, ports)
     }
 
     /// The verdict for packets no rule matches.

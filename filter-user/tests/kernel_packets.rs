@@ -67,7 +67,7 @@ struct TestBed {
     policy: Policy,
     model: Model,
     state: ModelState,
-    failures: Vec<String>,
+    failures: testcases::Failures,
     kernel_frames: usize,
     model_only_frames: usize,
 }
@@ -96,7 +96,7 @@ impl Bed for TestBed {
             model: Model::new(&policy),
             policy,
             state: ModelState::new(),
-            failures: Vec::new(),
+            failures: testcases::Failures::default(),
             kernel_frames: 0,
             model_only_frames: 0,
         }
@@ -216,30 +216,12 @@ impl Bed for TestBed {
         }
     }
 
-    /// Panics listing every failed check.
     fn finish(mut self) {
-        let failures = std::mem::take(&mut self.failures);
         println!(
             "{} frames checked in the kernel and the model, {} (< {MIN_TEST_RUN_FRAME} bytes) in the model only",
             self.kernel_frames, self.model_only_frames
         );
-        assert!(
-            failures.is_empty(),
-            "{} failed checks:\n{}",
-            failures.len(),
-            failures.join("\n")
-        );
-    }
-}
-
-impl Drop for TestBed {
-    fn drop(&mut self) {
-        if !self.failures.is_empty() && !std::thread::panicking() {
-            panic!(
-                "test bed dropped without finish(); {} failed checks:\n{}",
-                self.failures.len(),
-                self.failures.join("\n")
-            );
-        }
+        self.failures
+            .finish(self.kernel_frames + self.model_only_frames);
     }
 }

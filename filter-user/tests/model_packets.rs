@@ -22,7 +22,7 @@ struct ModelBed {
     model: Model,
     state: ModelState,
     checks: usize,
-    failures: Vec<String>,
+    failures: testcases::Failures,
 }
 
 impl Bed for ModelBed {
@@ -32,7 +32,7 @@ impl Bed for ModelBed {
             policy,
             state: ModelState::new(),
             checks: 0,
-            failures: Vec::new(),
+            failures: testcases::Failures::default(),
         }
     }
 
@@ -58,26 +58,6 @@ impl Bed for ModelBed {
     }
 
     fn finish(mut self) {
-        let failures = std::mem::take(&mut self.failures);
-        assert!(self.checks > 0, "a case without checks");
-        assert!(
-            failures.is_empty(),
-            "{} of {} checks failed:\n{}",
-            failures.len(),
-            self.checks,
-            failures.join("\n")
-        );
-    }
-}
-
-impl Drop for ModelBed {
-    fn drop(&mut self) {
-        if !self.failures.is_empty() && !std::thread::panicking() {
-            panic!(
-                "model bed dropped without finish(); {} failed checks:\n{}",
-                self.failures.len(),
-                self.failures.join("\n")
-            );
-        }
+        self.failures.finish(self.checks);
     }
 }

@@ -58,6 +58,42 @@ pub fn expected(pass: bool, reason: Reason, rule: Option<&str>, would_drop: bool
     )
 }
 
+/// A bed's failed checks, collected so that one run reports every disagreement of a case.
+/// [`Failures::finish`] panics listing them; so does dropping it unfinished with some.
+#[derive(Default)]
+pub struct Failures(Vec<String>);
+
+impl Failures {
+    /// Record one failed check.
+    pub fn push(&mut self, failure: String) {
+        self.0.push(failure);
+    }
+
+    /// Panic listing every failed check, if any; `checks` is how many there were.
+    pub fn finish(&mut self, checks: usize) {
+        let failures = std::mem::take(&mut self.0);
+        assert!(checks > 0, "a case without checks");
+        assert!(
+            failures.is_empty(),
+            "{} of {checks} checks failed:\n{}",
+            failures.len(),
+            failures.join("\n")
+        );
+    }
+}
+
+impl Drop for Failures {
+    fn drop(&mut self) {
+        if !self.0.is_empty() && !std::thread::panicking() {
+            panic!(
+                "a bed dropped without finish(); {} failed checks:\n{}",
+                self.0.len(),
+                self.0.join("\n")
+            );
+        }
+    }
+}
+
 /// One `#[test]` per case, judged by `$bed`.
 #[macro_export]
 macro_rules! testcases {
