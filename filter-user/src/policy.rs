@@ -254,6 +254,29 @@ pub enum Fragments {
     Drop,
 }
 
+impl Fragments {
+    /// The word the rule file uses (`fragments: track | drop`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Fragments::Track => "track",
+            Fragments::Drop => "drop",
+        }
+    }
+}
+
+impl ReturnTraffic {
+    /// As the rule file says it: `off`, `stateful`, or `ephemeral` with its port range.
+    pub fn describe(&self) -> String {
+        match self {
+            ReturnTraffic::Off => "off".into(),
+            ReturnTraffic::Ephemeral { ports } => {
+                format!("ephemeral (ports {}-{})", ports.start(), ports.end())
+            }
+            ReturnTraffic::Stateful => "stateful".into(),
+        }
+    }
+}
+
 /// What the config's `interfaces:` section says for one interface: its own mode and default
 /// verdict instead of the file's. (Which rules apply there is said by the rules themselves:
 /// [`Rule::interfaces`].)

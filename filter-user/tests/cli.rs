@@ -79,6 +79,28 @@ fn check_accepts_the_examples() {
 }
 
 #[test]
+fn check_speaks_the_rule_file_s_words_in_aligned_columns() {
+    let path = example("eks-node.yaml");
+    let (code, out, err) = nodegate(&["check", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    // YAML words, not Rust enum names.
+    assert!(out.contains("fragments track"), "{out}");
+    assert!(
+        !out.contains("Track") && !out.contains("Stateful") && !out.contains("Ephemeral {"),
+        "{out}"
+    );
+    // The capacity rows put their `/` in one column.
+    let columns: std::collections::BTreeSet<usize> = out
+        .lines()
+        .skip_while(|l| !l.contains("compiled tables"))
+        .skip(1)
+        .take_while(|l| !l.contains("kernel memory"))
+        .filter_map(|l| l.find(" / "))
+        .collect();
+    assert_eq!(columns.len(), 1, "misaligned capacity table:\n{out}");
+}
+
+#[test]
 fn check_rejects_a_bad_file_with_its_position() {
     let file = TempFile::new(
         "version: 1\nrules:\n  - {name: a, from: [10.0.0.0/8], protocol: any, interfaces: [\"eth 0\"]}\n",
@@ -131,12 +153,15 @@ fn explain_judges_as_the_interface_would() {
             .copied()
             .collect();
         let (code, out, err) = nodegate(&args);
-        assert_eq!(code, 0, "{out}{err}");
         let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
-        (
-            v["verdict"].as_str().unwrap().to_owned(),
-            v["reason"].as_str().unwrap().to_owned(),
-        )
+        // Exit status 0 for a pass, 1 for a drop.
+        let verdict = v["verdict"].as_str().unwrap().to_owned();
+        assert_eq!(code, i32::from(verdict == "drop"), "{out}{err}");
+        // The judged packet is echoed.
+        assert_eq!(v["packet"]["src"], "10.0.0.5", "{out}");
+        assert_eq!(v["packet"]["proto"], "udp", "{out}");
+        assert_eq!(v["packet"]["port"], 53, "{out}");
+        (verdict, v["reason"].as_str().unwrap().to_owned())
     };
     // `pods` exists only on eth1; eth2 monitors.
     assert_eq!(explain(&[]), ("drop".into(), "no-source-match".into()));
@@ -154,6 +179,35 @@ fn explain_judges_as_the_interface_would() {
         text.contains("not applying on interfaces no rule names: rule(s) pods"),
         "{text}"
     );
+    assert!(text.starts_with("packet: udp from 10.0.0.5 to "), "{text}");
+    // What it needs is required (exit status 2, nothing judged) ...
+    let (code, out, err) = nodegate(&probe[..6]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("--port is missing"), "{err}");
+    assert!(out.is_empty(), "{out}");
+    // ... and what it assumes is said.
+    let (_, text, _) = nodegate(&[
+        "explain",
+        file.path(),
+        "--from",
+        "10.0.0.5",
+        "--proto",
+        "icmp",
+    ]);
+    assert!(
+        text.contains("assumed: ICMP type 8 (echo request)"),
+        "{text}"
+    );
+    // An unreadable file cannot be judged either.
+    let (code, _, err) = nodegate(&[
+        "explain",
+        "/nonexistent.yaml",
+        "--from",
+        "10.0.0.5",
+        "--port",
+        "1",
+    ]);
+    assert_eq!(code, 2, "{err}");
 }
 
 const DIFF_BASE: &str = "version: 1

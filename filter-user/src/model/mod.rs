@@ -199,6 +199,19 @@ impl ProbeProtocol {
     }
 }
 
+/// The name `FromStr` reads back: `tcp`, `udp`, `icmp`, `icmpv6`, or the number.
+impl fmt::Display for ProbeProtocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProbeProtocol::Tcp => f.write_str("tcp"),
+            ProbeProtocol::Udp => f.write_str("udp"),
+            ProbeProtocol::Icmp => f.write_str("icmp"),
+            ProbeProtocol::Icmpv6 => f.write_str("icmpv6"),
+            ProbeProtocol::Ip(n) => write!(f, "{n}"),
+        }
+    }
+}
+
 /// A string that is neither a protocol name nor a protocol number.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("unknown protocol {given:?}: expected tcp, udp, icmp, icmpv6 or a number 0-255")]

@@ -12,12 +12,17 @@ fn main() -> ExitCode {
     match cli::dispatch(args) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {}", describe(&err));
-            if let Some(hint) = filter_user::hint::of(err.as_ref()) {
-                eprintln!("  hint: {hint}");
-            }
+            report(&err);
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Print `err` on stderr: `error: …` with its causes, then its hint, if it has one.
+fn report(err: &anyhow::Error) {
+    eprintln!("error: {}", describe(err));
+    if let Some(hint) = filter_user::hint::of(err.as_ref()) {
+        eprintln!("  hint: {hint}");
     }
 }
 

@@ -105,11 +105,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     println!("{}: valid", args.file.display());
     println!(
-        "  mode {}, default {}, return traffic {:?}, fragments {:?}",
+        "  mode {}, default {}, return traffic {}, fragments {}",
         policy.mode.name(),
         policy.default.name(),
-        policy.return_traffic,
-        policy.fragments
+        policy.return_traffic.describe(),
+        policy.fragments.name()
     );
     for name in policy.interfaces.keys() {
         println!(
@@ -151,50 +151,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             keys
         );
     }
-    let pct = |used: usize, cap: u32| 100.0 * used as f64 / cap as f64;
-    println!("\n  compiled tables (used / capacity):");
-    println!(
-        "    IPv4 prefixes  {:>7} / {:<7} ({:.1}%)",
-        s.v4_prefixes,
-        cap.ipv4,
-        pct(s.v4_prefixes, cap.ipv4)
-    );
-    println!(
-        "    IPv6 prefixes  {:>7} / {:<7} ({:.1}%)",
-        s.v6_prefixes,
-        cap.ipv6,
-        pct(s.v6_prefixes, cap.ipv6)
-    );
-    let kib = |words: usize| words as f64 * 4.0 / 1024.0;
-    for (family, used, room) in [
-        ("IPv4", s.v4_table_words, room.0),
-        ("IPv6", s.v6_table_words, room.1),
-    ] {
-        println!(
-            "    {family} table     {:>7.0} / {:<7.0} KiB per generation ({:.1}%)",
-            kib(used),
-            kib(room),
-            100.0 * used as f64 / room as f64
-        );
-    }
-    println!(
-        "    kernel memory of the lookup tables (both generations): {:.1} MiB",
-        cap.table_bytes() as f64 / (1024.0 * 1024.0)
-    );
-    println!("    source classes {:>7} / {:<7}", s.classes, MAX_CLASSES);
-    if s.profiles > 1 {
-        println!("    cell rows      {:>7} / {:<7}", s.rows, MAX_CLASSES);
-        println!("    rule profiles  {:>7} / {:<7}", s.profiles, MAX_PROFILES);
-    }
-    println!("    rules          {:>7} / {:<7}", s.rules, MAX_RULES - 1);
-    for kind in ServiceKind::ALL {
-        println!(
-            "    segments {:<6}{:>6} / {:<7}",
-            kind_name(kind),
-            s.segments[kind as usize],
-            MAX_SEGMENTS
-        );
-    }
+    print_capacity(s, &cap);
     if loaded.warnings.is_empty() {
         println!("\n  no warnings");
     } else {
@@ -214,4 +171,80 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The compiled tables against their capacity, one aligned row each.
+fn print_capacity(
+    s: &filter_user::compiler::TableStats,
+    cap: &filter_user::policy::PrefixCapacity,
+) {
+    let row = |what: &str, used: String, room: String, note: String| {
+        let line = format!("    {what:<18} {used:>9} / {room:<9} {note}");
+        println!("{}", line.trim_end());
+    };
+    let share = |used: f64, room: f64| format!("({:.1}%)", 100.0 * used / room);
+    println!("\n  compiled tables:");
+    row("", "used".into(), "capacity".into(), String::new());
+    for (what, used, room) in [
+        ("IPv4 prefixes", s.v4_prefixes, cap.ipv4),
+        ("IPv6 prefixes", s.v6_prefixes, cap.ipv6),
+    ] {
+        row(
+            what,
+            used.to_string(),
+            room.to_string(),
+            share(used as f64, f64::from(room)),
+        );
+    }
+    let (room4, room6) = cap.table_words_per_gen();
+    let kib = |words: usize| words as f64 * 4.0 / 1024.0;
+    for (what, used, room) in [
+        ("IPv4 table (KiB)", s.v4_table_words, room4),
+        ("IPv6 table (KiB)", s.v6_table_words, room6),
+    ] {
+        row(
+            what,
+            format!("{:.0}", kib(used)),
+            format!("{:.0}", kib(room)),
+            format!("{} per generation", share(used as f64, room as f64)),
+        );
+    }
+    row(
+        "source classes",
+        s.classes.to_string(),
+        MAX_CLASSES.to_string(),
+        String::new(),
+    );
+    if s.profiles > 1 {
+        row(
+            "cell rows",
+            s.rows.to_string(),
+            MAX_CLASSES.to_string(),
+            String::new(),
+        );
+        row(
+            "rule profiles",
+            s.profiles.to_string(),
+            MAX_PROFILES.to_string(),
+            String::new(),
+        );
+    }
+    row(
+        "rules",
+        s.rules.to_string(),
+        (MAX_RULES - 1).to_string(),
+        String::new(),
+    );
+    for kind in ServiceKind::ALL {
+        row(
+            &format!("segments {}", kind_name(kind)),
+            s.segments[kind as usize].to_string(),
+            MAX_SEGMENTS.to_string(),
+            String::new(),
+        );
+    }
+    println!(
+        "    kernel memory of the lookup tables (both generations): {:.1} MiB",
+        cap.table_bytes() as f64 / (1024.0 * 1024.0)
+    );
 }

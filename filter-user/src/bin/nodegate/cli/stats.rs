@@ -1,5 +1,6 @@
 //! `nodegate stats`: counters from the pinned maps.
 
+use std::io::IsTerminal as _;
 use std::{collections::HashMap, process::ExitCode, time::Duration};
 
 use anyhow::Context;
@@ -100,8 +101,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         previous = Some(snap);
         std::thread::sleep(Duration::from_secs(1));
-        if !args.json {
+        if args.json {
+            // One JSON object a line already separates the snapshots.
+        } else if std::io::stdout().is_terminal() {
             print!("\x1b[2J\x1b[H");
+        } else {
+            // A pipe or a file: no escape sequences, a separator between snapshots.
+            println!("\n---");
         }
     }
 }
