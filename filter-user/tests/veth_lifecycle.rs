@@ -1065,8 +1065,13 @@ fn j35_metrics_on_loopback_and_private_pins() {
         ),
         25
     );
+    // The start is a load, not a reload.
     assert_eq!(
         metric(&text, "nodegate_reloads_total", &[("result", "success")]),
+        0
+    );
+    assert_eq!(
+        metric(&text, "nodegate_publishes_total", &[("trigger", "start")]),
         1
     );
 

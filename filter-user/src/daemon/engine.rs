@@ -700,7 +700,10 @@ impl Engine {
             publish_ms = report.total.as_secs_f64() * 1e3,
             "rule generation active"
         );
-        self.stats.reloads_ok += 1;
+        // The start is the first load, not a reload (publishes_total{trigger="start"} counts it).
+        if trigger != "start" {
+            self.stats.reloads_ok += 1;
+        }
         *self.stats.publishes.entry(trigger.to_string()).or_default() += 1;
         self.stats.last_reload = Some(SystemTime::now());
         self.stats.epoch = report.epoch;

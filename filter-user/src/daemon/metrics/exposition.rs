@@ -1,6 +1,11 @@
-//! The OpenMetrics exposition of one scrape: the kernel counters of a [`Snapshot`] and the
-//! daemon's [`DaemonState`], encoded with `prometheus-client`'s const metrics through a
-//! per-scrape [`Collector`].
+//! The exposition of one scrape: the kernel counters of a [`Snapshot`] and the daemon's
+//! [`DaemonState`], encoded with `prometheus-client`'s const metrics through a per-scrape
+//! [`Collector`] as OpenMetrics text, and rewritten into the classic Prometheus text format
+//! (0.0.4) for a scraper that does not ask for OpenMetrics ([`Format::negotiate`]).
+//!
+//! Every rule of the active rule set and every interface has its series from the first
+//! scrape, at zero until something is counted: a rule that never matches is visible, and
+//! `rate()` has a first sample to start from.
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeGaugeValue, EncodeMetric};
@@ -17,8 +22,110 @@ use crate::policy::{DefaultAction, Mode, RuleKind};
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
-/// `Content-Type` of a successful scrape (what `prometheus-client`'s text encoder produces).
+/// `Content-Type` of an OpenMetrics scrape (what `prometheus-client`'s text encoder produces).
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// `Content-Type` of a scrape in the classic Prometheus text format.
+pub const CLASSIC_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The two exposition formats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// OpenMetrics 1.0 text (Prometheus asks for it first).
+    OpenMetrics,
+    /// The classic Prometheus text format 0.0.4 (older scrapers, curl).
+    Classic,
+}
+
+impl Format {
+    /// The format an `Accept` header asks for: OpenMetrics when it names
+    /// `application/openmetrics-text` with a non-zero quality, the classic format otherwise
+    /// (no header, `text/plain`, `*/*`).
+    pub fn negotiate(accept: Option<&str>) -> Format {
+        let wants_openmetrics = accept.is_some_and(|accept| {
+            accept.split(',').any(|range| {
+                let mut params = range.split(';').map(str::trim);
+                let media = params.next().unwrap_or_default();
+                let zero_quality = params.any(|p| {
+                    p.strip_prefix("q=")
+                        .and_then(|q| q.parse::<f32>().ok())
+                        .is_some_and(|q| q <= 0.0)
+                });
+                media.eq_ignore_ascii_case("application/openmetrics-text") && !zero_quality
+            })
+        });
+        if wants_openmetrics {
+            Format::OpenMetrics
+        } else {
+            Format::Classic
+        }
+    }
+
+    /// The `Content-Type` of a scrape in this format.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::OpenMetrics => CONTENT_TYPE,
+            Format::Classic => CLASSIC_CONTENT_TYPE,
+        }
+    }
+}
+
+/// [`render`] in `format`.
+pub fn render_as(snapshot: &Snapshot, state: &DaemonState, format: Format) -> String {
+    let openmetrics = render(snapshot, state);
+    match format {
+        Format::OpenMetrics => openmetrics,
+        Format::Classic => to_classic(&openmetrics),
+    }
+}
+
+/// OpenMetrics text → the classic text format: a counter family `x` is declared as
+/// `x_total` (its samples' name), an info family `x` as the gauge `x_info`, `# UNIT` lines
+/// and the `# EOF` marker go. Samples are the same lines.
+fn to_classic(openmetrics: &str) -> String {
+    let mut renamed: BTreeMap<&str, (String, &str)> = BTreeMap::new();
+    for line in openmetrics.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            if let Some((name, kind)) = rest.split_once(' ') {
+                let classic = match kind {
+                    "counter" => (format!("{name}_total"), "counter"),
+                    "info" => (format!("{name}_info"), "gauge"),
+                    other => (name.to_owned(), other),
+                };
+                renamed.insert(name, classic);
+            }
+        }
+    }
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let declared = line
+            .strip_prefix("# HELP ")
+            .map(|rest| ("HELP", rest))
+            .or_else(|| line.strip_prefix("# TYPE ").map(|rest| ("TYPE", rest)));
+        match declared {
+            Some((what, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                let (classic, kind) = renamed
+                    .get(name)
+                    .map_or((name, None), |(n, k)| (n.as_str(), Some(*k)));
+                let tail = if what == "TYPE" {
+                    kind.unwrap_or(tail)
+                } else {
+                    tail
+                };
+                out.push_str(&format!("# {what} {classic} {tail}\n"));
+            }
+            None => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
 
 pub(super) const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -112,6 +219,29 @@ impl Collector for Scrape {
         // Aggregate by label set (sorted, and never a duplicate series).
         let mut reasons: BTreeMap<(String, &'static str, &'static str), (u64, u64)> =
             BTreeMap::new();
+        // Every interface and reason from the first scrape (would-drop too where the
+        // interface monitors), at zero until counted.
+        for name in state.interfaces.values() {
+            let monitors = state
+                .interface_settings
+                .get(name)
+                .is_some_and(|(mode, _)| *mode == Mode::Monitor);
+            for reason in Reason::ALL {
+                let reason_name = reason.name();
+                reasons
+                    .entry((
+                        name.clone(),
+                        reason_name,
+                        verdict_of_reason(reason_name, false),
+                    ))
+                    .or_default();
+                if monitors && reason.is_drop() {
+                    reasons
+                        .entry((name.clone(), reason_name, "would_drop"))
+                        .or_default();
+                }
+            }
+        }
         for count in &snap.reasons {
             let iface = state
                 .interfaces
@@ -129,6 +259,13 @@ impl Collector for Scrape {
             entry.1 += count.bytes;
         }
         let mut rules: BTreeMap<(String, &'static str), (u64, u64)> = BTreeMap::new();
+        // Every rule of the active rule set from the first scrape: one that never matches
+        // shows as 0 instead of not at all.
+        for (name, kind) in &state.rule_kinds {
+            rules
+                .entry((name.clone(), verdict_of_rule(Some(kind), false)))
+                .or_default();
+        }
         for count in &snap.rules {
             let name = if count.name.is_empty() {
                 format!("slot{}", count.slot)

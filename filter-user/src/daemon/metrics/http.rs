@@ -16,7 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
-use super::exposition::{render, CONTENT_TYPE};
+use super::exposition::{render_as, Format};
 use super::{MetricsError, MetricsSource};
 use crate::loader::LoaderError;
 
@@ -233,23 +233,41 @@ async fn respond(head: &[u8], source: Arc<dyn MetricsSource + Send + Sync>) -> R
                 Err(_) => Response::text("500 Internal Server Error", "state unavailable\n"),
             }
         }
-        _ => return scrape(source, head_request).await,
+        _ => return scrape(source, head_request, Format::negotiate(accept_header(head))).await,
     };
     probe.head_only = head_request;
     probe
 }
 
-/// `GET /metrics`.
-async fn scrape(source: Arc<dyn MetricsSource + Send + Sync>, head_request: bool) -> Response {
+/// The value of the request's `Accept` header, if it has one.
+fn accept_header(head: &[u8]) -> Option<&str> {
+    std::str::from_utf8(head)
+        .ok()?
+        .lines()
+        .skip(1)
+        .find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.trim()
+                .eq_ignore_ascii_case("accept")
+                .then(|| value.trim())
+        })
+}
+
+/// `GET /metrics`, in the format the request's `Accept` header asks for.
+async fn scrape(
+    source: Arc<dyn MetricsSource + Send + Sync>,
+    head_request: bool,
+    format: Format,
+) -> Response {
     let rendered = tokio::task::spawn_blocking(move || {
         let snapshot = source.snapshot()?;
-        Ok::<_, LoaderError>(render(&snapshot, &source.daemon_state()))
+        Ok::<_, LoaderError>(render_as(&snapshot, &source.daemon_state(), format))
     })
     .await;
     match rendered {
         Ok(Ok(body)) => Response {
             status: "200 OK",
-            content_type: CONTENT_TYPE,
+            content_type: format.content_type(),
             body,
             extra_headers: "",
             head_only: head_request,

@@ -1,5 +1,8 @@
-//! Prometheus metrics: the kernel counters and the daemon's state in the OpenMetrics text
-//! format, served at `GET /metrics` on loopback unless another address is asked for.
+//! Prometheus metrics: the kernel counters and the daemon's state, served at `GET /metrics`
+//! on loopback unless another address is asked for, in OpenMetrics text when the scraper's
+//! `Accept` header asks for it (Prometheus does) and in the classic text format 0.0.4
+//! otherwise. Every active rule and attached interface has its series from the first
+//! scrape, at zero until counted.
 //!
 //! The counters live in per-CPU kernel maps and are absolute, so nothing is accumulated here:
 //! every scrape takes a fresh [`Snapshot`] from the [`MetricsSource`] and encodes it with
@@ -12,7 +15,7 @@
 //! | --- | --- |
 //! | `nodegate_packets_total`, `nodegate_bytes_total` | `interface`, `reason`, `verdict` = `pass`/`drop`/`would_drop` |
 //! | `nodegate_rule_packets_total`, `nodegate_rule_bytes_total` | `rule`, `verdict` = `pass`/`drop`/`would_drop` (`unknown` for a rule not in the active rule set) |
-//! | `nodegate_reloads_total` | `result` = `success`/`failure` |
+//! | `nodegate_reloads_total` | `result` = `success`/`failure` (the start is a load, not a reload: `nodegate_publishes_total{trigger="start"}`) |
 //! | `nodegate_publishes_total` | `trigger` = `start`/`file change`/`SIGHUP`/`nodegate reload`/`nodegate apply`/`rollback (CAUSE)` |
 //! | `nodegate_drop_samples_total` | `outcome` = `emitted`/`lost` |
 //! | `nodegate_flow_events_total` | `event` = `inserted`/`refreshed`/`closing` (stateful return traffic: flows the TC egress program learned) |
@@ -45,7 +48,7 @@ use crate::policy::{DefaultAction, Mode, RuleKind};
 pub mod exposition;
 pub mod http;
 
-pub use exposition::{render, CONTENT_TYPE};
+pub use exposition::{render, render_as, Format, CLASSIC_CONTENT_TYPE, CONTENT_TYPE};
 pub use http::{bind, bind_error, serve, serve_listener};
 
 /// Where `/metrics` is served unless `--metrics ADDR` says otherwise: loopback only.

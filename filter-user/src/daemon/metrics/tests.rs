@@ -165,15 +165,24 @@ async fn exchange(addr: SocketAddr, request: &str) -> (String, String, String) {
     (status.to_owned(), headers.to_owned(), body.to_owned())
 }
 
+/// The `Accept` header Prometheus 2.x/3.x sends.
+const PROMETHEUS_ACCEPT: &str = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+
+/// Scrape as Prometheus does: OpenMetrics.
 async fn scrape(addr: SocketAddr) -> String {
+    scrape_accepting(addr, PROMETHEUS_ACCEPT, CONTENT_TYPE).await
+}
+
+/// Scrape with `accept`, expecting `content_type`.
+async fn scrape_accepting(addr: SocketAddr, accept: &str, content_type: &str) -> String {
     let (status, headers, body) = exchange(
         addr,
-        "GET /metrics HTTP/1.1\r\nHost: localhost\r\nAccept: */*\r\n\r\n",
+        &format!("GET /metrics HTTP/1.1\r\nHost: localhost\r\nAccept: {accept}\r\n\r\n"),
     )
     .await;
     assert_eq!(status, "HTTP/1.1 200 OK");
     assert!(
-        headers.contains(&format!("Content-Type: {CONTENT_TYPE}")),
+        headers.contains(&format!("Content-Type: {content_type}")),
         "{headers}"
     );
     assert!(
@@ -406,4 +415,281 @@ fn rule_names_are_escaped() {
         &text,
         r#"nodegate_rule_packets_total{rule="we\"ird\\name",verdict="would_drop"} 1"#,
     );
+}
+
+// ------------------------------------------------------------------ the formats, checked
+// by a parser of their own (written from the two specifications, sharing nothing with the
+// encoder): every sample belongs to a declared family of a known type, with a name that
+// type allows; labels and values parse; OpenMetrics ends in `# EOF`, the classic format
+// has neither `# EOF` nor `# UNIT`.
+
+/// A family's declared type, by the name its declaration uses.
+type Declared = BTreeMap<String, String>;
+
+/// Samples as parsed: name and labels.
+type Samples = Vec<(String, Vec<(String, String)>)>;
+
+/// Parse `name{label="value",...} value`: the name and the labels.
+fn parse_sample(line: &str) -> Result<(String, Vec<(String, String)>), String> {
+    let bad = |what: &str| format!("{what} in {line:?}");
+    let name_end = line
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+        .unwrap_or(line.len());
+    let name = &line[..name_end];
+    if name.is_empty() || name.starts_with(|c: char| c.is_ascii_digit()) {
+        return Err(bad("bad metric name"));
+    }
+    let chars: Vec<char> = line[name_end..].chars().collect();
+    let mut i = 0;
+    let mut labels = Vec::new();
+    if chars.first() == Some(&'{') {
+        i = 1;
+        loop {
+            if chars.get(i) == Some(&'}') {
+                i += 1;
+                break;
+            }
+            let start = i;
+            while chars
+                .get(i)
+                .is_some_and(|c| c.is_ascii_alphanumeric() || *c == '_')
+            {
+                i += 1;
+            }
+            let key: String = chars[start..i].iter().collect();
+            if key.is_empty() || chars.get(i) != Some(&'=') || chars.get(i + 1) != Some(&'"') {
+                return Err(bad("bad label"));
+            }
+            i += 2;
+            let mut value = String::new();
+            loop {
+                match chars.get(i) {
+                    None | Some('\n') => return Err(bad("unterminated label value")),
+                    Some('"') => {
+                        i += 1;
+                        break;
+                    }
+                    Some('\\') => {
+                        match chars.get(i + 1) {
+                            Some('n') => value.push('\n'),
+                            Some(c @ ('\\' | '"')) => value.push(*c),
+                            _ => return Err(bad("bad escape")),
+                        }
+                        i += 2;
+                    }
+                    Some(c) => {
+                        value.push(*c);
+                        i += 1;
+                    }
+                }
+            }
+            labels.push((key, value));
+            if chars.get(i) == Some(&',') {
+                i += 1;
+            }
+        }
+    }
+    let rest: String = chars[i..].iter().collect();
+    let value = rest
+        .strip_prefix(' ')
+        .ok_or_else(|| bad("no space before the value"))?
+        .split(' ')
+        .next()
+        .unwrap_or_default();
+    if value.parse::<f64>().is_err() && !matches!(value, "NaN" | "+Inf" | "-Inf") {
+        return Err(bad("bad value"));
+    }
+    Ok((name.to_owned(), labels))
+}
+
+/// Check `text` against the classic text format 0.0.4; the samples by name.
+fn parse_classic(text: &str) -> Result<Samples, String> {
+    let mut declared = Declared::new();
+    let mut samples = Vec::new();
+    for line in text.lines() {
+        if line.is_empty() {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').ok_or(format!("bad TYPE {line:?}"))?;
+            if !matches!(
+                kind,
+                "counter" | "gauge" | "histogram" | "summary" | "untyped"
+            ) {
+                return Err(format!(
+                    "type {kind:?} is not in the classic format: {line:?}"
+                ));
+            }
+            if declared.insert(name.to_owned(), kind.to_owned()).is_some() {
+                return Err(format!("{name} declared twice"));
+            }
+        } else if line.starts_with("# HELP ") {
+        } else if line.starts_with('#') {
+            return Err(format!("not in the classic format: {line:?}"));
+        } else {
+            let (name, labels) = parse_sample(line)?;
+            // Counters and gauges: the sample's name is the declared name, or it is untyped.
+            if !declared.contains_key(&name) {
+                return Err(format!(
+                    "sample {name} has no TYPE (a scraper types it unknown)"
+                ));
+            }
+            samples.push((name, labels));
+        }
+    }
+    Ok(samples)
+}
+
+/// Check `text` against OpenMetrics 1.0; the samples by name.
+fn parse_openmetrics(text: &str) -> Result<Samples, String> {
+    let mut declared = Declared::new();
+    let mut samples = Vec::new();
+    let mut ended = false;
+    for line in text.lines() {
+        if ended {
+            return Err(format!("text after # EOF: {line:?}"));
+        }
+        if line == "# EOF" {
+            ended = true;
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').ok_or(format!("bad TYPE {line:?}"))?;
+            if !matches!(
+                kind,
+                "counter"
+                    | "gauge"
+                    | "info"
+                    | "stateset"
+                    | "histogram"
+                    | "gaugehistogram"
+                    | "summary"
+                    | "unknown"
+            ) {
+                return Err(format!("unknown type {kind:?}"));
+            }
+            declared.insert(name.to_owned(), kind.to_owned());
+        } else if let Some(rest) = line.strip_prefix("# UNIT ") {
+            let (name, unit) = rest.split_once(' ').ok_or(format!("bad UNIT {line:?}"))?;
+            if !name.ends_with(&format!("_{unit}")) {
+                return Err(format!("family {name} does not end in its unit {unit}"));
+            }
+        } else if line.starts_with("# HELP ") {
+        } else if line.starts_with('#') || line.is_empty() {
+            return Err(format!("not OpenMetrics: {line:?}"));
+        } else {
+            let (name, labels) = parse_sample(line)?;
+            let family = [
+                ("_total", "counter"),
+                ("_created", "counter"),
+                ("_info", "info"),
+                ("", "gauge"),
+                ("", "unknown"),
+            ]
+            .iter()
+            .find_map(|(suffix, kind)| {
+                let family = name.strip_suffix(suffix)?;
+                (declared.get(family).map(String::as_str) == Some(*kind)).then_some(family)
+            });
+            if family.is_none() {
+                return Err(format!(
+                    "sample {name} belongs to no declared family of a type that allows that name"
+                ));
+            }
+            samples.push((name, labels));
+        }
+    }
+    if !ended {
+        return Err("no # EOF".into());
+    }
+    Ok(samples)
+}
+
+#[test]
+fn accept_header_picks_the_format() {
+    assert_eq!(
+        Format::negotiate(Some(PROMETHEUS_ACCEPT)),
+        Format::OpenMetrics
+    );
+    assert_eq!(
+        Format::negotiate(Some("application/openmetrics-text; version=1.0.0")),
+        Format::OpenMetrics
+    );
+    assert_eq!(Format::negotiate(None), Format::Classic);
+    assert_eq!(Format::negotiate(Some("*/*")), Format::Classic);
+    assert_eq!(
+        Format::negotiate(Some("text/plain;version=0.0.4")),
+        Format::Classic
+    );
+    assert_eq!(
+        Format::negotiate(Some("application/openmetrics-text;q=0,text/plain")),
+        Format::Classic
+    );
+}
+
+#[tokio::test]
+async fn both_formats_parse_with_an_independent_parser_and_carry_the_same_samples() {
+    let (addr, server) = start(fake(), CONNECTION_DEADLINE);
+    let openmetrics = scrape(addr).await;
+    let classic = scrape_accepting(addr, "text/plain;version=0.0.4", CLASSIC_CONTENT_TYPE).await;
+    let no_header = exchange(addr, "GET /metrics HTTP/1.0\r\n\r\n").await;
+    assert!(
+        no_header.1.contains(CLASSIC_CONTENT_TYPE),
+        "{}",
+        no_header.1
+    );
+    let om = parse_openmetrics(&openmetrics).unwrap_or_else(|e| panic!("{e}\n{openmetrics}"));
+    let cl = parse_classic(&classic).unwrap_or_else(|e| panic!("{e}\n{classic}"));
+    assert_eq!(om, cl, "the same samples in both formats");
+    assert!(om.len() > 100, "{} samples", om.len());
+    // A classic scraper sees counters typed as counters.
+    assert_line(&classic, "# TYPE nodegate_packets_total counter");
+    assert_line(&classic, "# TYPE nodegate_info gauge");
+    server.abort();
+}
+
+#[test]
+fn the_parsers_reject_what_a_scraper_would_mistype() {
+    // The bug the classic format had: an OpenMetrics counter declaration under text/plain.
+    let openmetrics_under_text = "# TYPE x counter\nx_total 1\n";
+    assert!(parse_classic(openmetrics_under_text).is_err());
+    assert!(
+        parse_openmetrics("# TYPE x counter\nx_total 1\n").is_err(),
+        "no # EOF"
+    );
+    assert!(parse_openmetrics("# TYPE x gauge\nx_total 1\n# EOF\n").is_err());
+    assert!(
+        parse_classic("# TYPE x counter\nx{a=\"b\\q\"} 1\n").is_err(),
+        "bad escape"
+    );
+    assert!(parse_classic("# TYPE x counter\nx 1\n").is_ok());
+}
+
+#[tokio::test]
+async fn every_rule_and_interface_has_series_from_the_first_scrape() {
+    let source = fake();
+    {
+        let mut state = source.state.lock().unwrap();
+        state
+            .rule_kinds
+            .insert("never-matched".into(), RuleKind::Allow);
+    }
+    let (addr, server) = start(source, CONNECTION_DEADLINE);
+    let text = scrape(addr).await;
+    assert_line(
+        &text,
+        r#"nodegate_rule_packets_total{rule="never-matched",verdict="pass"} 0"#,
+    );
+    // eth0 counted no ARP, eth1 (monitor) no deny-rule drops as drops: zero series all the same.
+    assert_line(
+        &text,
+        r#"nodegate_packets_total{interface="eth0",reason="essential-arp",verdict="pass"} 0"#,
+    );
+    assert_line(
+        &text,
+        r#"nodegate_packets_total{interface="eth1",reason="no-rule-match",verdict="would_drop"} 0"#,
+    );
+    assert_line(
+        &text,
+        r#"nodegate_packets_total{interface="eth0",reason="no-rule-match",verdict="drop"} 0"#,
+    );
+    server.abort();
 }
