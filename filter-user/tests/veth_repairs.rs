@@ -189,6 +189,17 @@ fn lost_attachments_are_put_back(tag: &str, port_offset: u16, extra: &[&str]) {
     dropped_by_the_filter(&env, 10);
     let text = env.scrape(port);
     assert_eq!(metric(&text, "nodegate_interface_attached", &iface), 1);
+    // Attached again in driver mode (veth has native XDP), by the program variant that runs.
+    let driver = [
+        ("interface", env.lab.node_if.as_str()),
+        ("xdp_mode", "driver"),
+        ("variant", "native"),
+    ];
+    assert_eq!(
+        metric(&text, "nodegate_interface_attached", &driver),
+        1,
+        "{text}"
+    );
     assert_eq!(
         metric(&text, "nodegate_repairs_total", &[("what", "attachment")]),
         3,

@@ -121,10 +121,12 @@ impl crate::hint::Hint for EngineError {
 /// Counters about the daemon itself (for logs and metrics).
 #[derive(Clone, Debug, Default)]
 pub struct EngineStats {
-    /// Successful reloads (the initial load counts).
+    /// Successful reloads (the initial load does not count).
     pub reloads_ok: u64,
     /// Rejected reloads.
     pub reloads_failed: u64,
+    /// Wall-clock time of the last rejected reload.
+    pub last_failure: Option<SystemTime>,
     /// Wall-clock time of the last successful publish.
     pub last_reload: Option<SystemTime>,
     /// Active epoch.
@@ -619,6 +621,7 @@ impl Engine {
     /// Count, remember and audit a rejected reload.
     pub fn rejected(&mut self, trigger: &str, err: EngineError) -> EngineError {
         self.stats.reloads_failed += 1;
+        self.stats.last_failure = Some(SystemTime::now());
         self.stats.last_reload_error = Some(err.to_string());
         self.audit(trigger, false, None, err.to_string());
         err

@@ -127,6 +127,7 @@ impl MetricsSource for Source {
             state.flows_refreshed = flows.refreshes;
             state.flows_closing = flows.closing;
         }
+        state.flow_capacity = self.maps.flow_capacity().ok();
         state
     }
 }
@@ -159,10 +160,13 @@ fn refresh_state(engine: &mut Engine, state: &Mutex<DaemonState>) {
     let tables = engine.filter().maps().table_usage().unwrap_or_default();
     let variant = engine.variant().name();
     let not_ready = engine.not_ready();
-    let attached: std::collections::BTreeMap<String, bool> = engine
+    let attached: std::collections::BTreeMap<String, Option<&'static str>> = engine
         .requested_ifaces()
         .iter()
-        .map(|i| (i.clone(), engine.attached().iter().any(|a| &a.ifname == i)))
+        .map(|i| {
+            let mode = engine.attached().iter().find(|a| &a.ifname == i);
+            (i.clone(), mode.map(|a| a.xdp_mode))
+        })
         .collect();
     if let Ok(mut s) = state.lock() {
         s.interfaces_attached = attached;
@@ -181,6 +185,7 @@ fn refresh_state(engine: &mut Engine, state: &Mutex<DaemonState>) {
         s.prefixes_v4 = stats.v4_prefixes as u64;
         s.prefixes_v6 = stats.v6_prefixes as u64;
         s.last_reload = stats.last_reload;
+        s.last_failure = stats.last_failure;
     }
 }
 

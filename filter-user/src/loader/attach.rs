@@ -44,6 +44,9 @@ pub struct Attached {
     pub ifindex: u32,
     /// "driver", "generic", or "adopted" (a pinned link now runs this program).
     pub how: &'static str,
+    /// The XDP mode the kernel runs it in: "driver" or "generic" ("offload", or "unknown"
+    /// when an adopted link's mode cannot be read).
+    pub xdp_mode: &'static str,
     /// The TC egress recorder: "attached" or "adopted".
     pub egress: &'static str,
     /// How the TC egress recorder is attached (TCX link or clsact filter).
@@ -271,6 +274,8 @@ impl Filter {
                 ifname: ifname.into(),
                 ifindex,
                 how: "adopted",
+                // Read once here: the link keeps the mode it was attached with.
+                xdp_mode: attached_mode(ifname).unwrap_or("unknown"),
                 egress: "",
                 egress_hook,
                 fallback_reason: None,
@@ -302,6 +307,7 @@ impl Filter {
                 ifname: ifname.into(),
                 ifindex,
                 how,
+                xdp_mode: how,
                 egress: "",
                 egress_hook,
                 fallback_reason,

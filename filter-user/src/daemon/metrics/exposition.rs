@@ -414,11 +414,24 @@ impl Collector for Scrape {
         gauge_family(
             &mut encoder,
             "nodegate_interface_attached",
-            "1 when the filter is attached to the interface `--iface` asked for, 0 while it is not (interface missing, detached by another tool, or held by another XDP program).",
-            state
-                .interfaces_attached
-                .iter()
-                .map(|(name, up)| (vec![("interface", name.clone())], i64::from(*up))),
+            "1 when the filter is attached to the interface `--iface` asked for, 0 while it is not (interface missing, detached by another tool, or held by another XDP program); with the XDP mode it runs in and the program variant.",
+            state.interfaces_attached.iter().map(|(name, mode)| {
+                (
+                    vec![
+                        ("interface", name.clone()),
+                        ("xdp_mode", mode.unwrap_or("none").to_owned()),
+                        ("variant", state.program_variant.to_owned()),
+                    ],
+                    i64::from(mode.is_some()),
+                )
+            }),
+        )?;
+        single_gauge(
+            &mut encoder,
+            "nodegate_flow_table_capacity",
+            "Entries the flow table of stateful return traffic holds (the least recently used go first when it is full).",
+            None,
+            state.flow_capacity.map(i64::from),
         )?;
         counter_family(
             &mut encoder,
@@ -458,6 +471,17 @@ impl Collector for Scrape {
             t.duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0.0, |d| d.as_secs_f64())
         });
+        let last_failure = state.last_failure.map(|t| {
+            t.duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64())
+        });
+        single_gauge(
+            &mut encoder,
+            "nodegate_last_reload_failure_timestamp",
+            "Unix time of the last rejected reload (the previous rules stayed).",
+            Some(&Unit::Seconds),
+            last_failure,
+        )?;
         single_gauge(
             &mut encoder,
             "nodegate_last_reload_timestamp",

@@ -25,7 +25,9 @@
 //! | `nodegate_lookup_table_fill_ratio` | `family` (share of one generation's table the active rules use) |
 //! | `nodegate_interface_monitor` | `interface` (1: monitor mode on it, 0: enforce; `interfaces:` in the rule file may differ from the file's `mode`) |
 //! | `nodegate_interface_default_pass` | `interface` (1: default pass on it, 0: default drop) |
-//! | `nodegate_interface_attached` | `interface` (1: attached to an interface `--iface` asked for, 0: not, see `/readyz`) |
+//! | `nodegate_interface_attached` | `interface`, `xdp_mode` = `driver`/`generic`/`none`, `variant` = `native`/`spectre-hardened` (1: attached to an interface `--iface` asked for, 0: not, see `/readyz`) |
+//! | `nodegate_flow_table_capacity` | — (entries the flow table of stateful return traffic holds) |
+//! | `nodegate_last_reload_failure_timestamp_seconds` | — (absent until a reload is rejected) |
 //! | `nodegate_repairs_total` | `what` = `pin`/`attachment` (put back after someone else removed it) |
 //! | `nodegate_rollbacks_total` | `cause` = `probe`/`unconfirmed`/`established_connection`/`operator` (confirmed changes flipped back) |
 //! | `nodegate_confirmations_total` | — (confirmed changes kept) |
@@ -136,8 +138,13 @@ pub struct DaemonState {
     pub program_variant: &'static str,
     /// Why the daemon is not ready (`/readyz` answers 503 with it); `None` when it is.
     pub not_ready: Option<String>,
-    /// Each interface `--iface` asked for, and whether the filter is attached to it now.
-    pub interfaces_attached: BTreeMap<String, bool>,
+    /// Each interface `--iface` asked for, and the XDP mode the filter runs in there (`None`:
+    /// not attached now).
+    pub interfaces_attached: BTreeMap<String, Option<&'static str>>,
+    /// Capacity of the flow table (stateful return traffic), when it could be read.
+    pub flow_capacity: Option<u32>,
+    /// When the last reload was rejected, if one was.
+    pub last_failure: Option<SystemTime>,
     /// Pins put back after they were removed by hand.
     pub pins_restored: u64,
     /// Interfaces attached again after their attachment was lost.
