@@ -697,3 +697,62 @@ async fn every_rule_and_interface_has_series_from_the_first_scrape() {
     );
     server.abort();
 }
+
+/// The Grafana dashboard shipped under `deploy/grafana/` may only query metrics this
+/// exposition has: every `nodegate_…` name in a panel or variable query is a sample name of
+/// a full scrape.
+#[test]
+fn the_grafana_dashboard_queries_only_metrics_that_exist() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/grafana/nodegate.json"
+    );
+    let text = std::fs::read_to_string(path).expect("the dashboard");
+    let dashboard: serde_json::Value = serde_json::from_str(&text).expect("dashboard JSON");
+    let fake = fake();
+    let exposition = render_as(
+        &fake.snapshot.lock().unwrap(),
+        &fake.state.lock().unwrap(),
+        Format::Classic,
+    );
+    let exported: std::collections::BTreeSet<String> = parse_classic(&exposition)
+        .expect("classic exposition")
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    let mut queries = Vec::new();
+    let mut stack = vec![&dashboard];
+    while let Some(v) = stack.pop() {
+        match v {
+            serde_json::Value::Object(map) => {
+                for (key, value) in map {
+                    match (key.as_str(), value) {
+                        ("expr" | "query", serde_json::Value::String(q)) => queries.push(q.clone()),
+                        _ => stack.push(value),
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => stack.extend(items),
+            _ => {}
+        }
+    }
+    assert!(queries.len() >= 10, "{queries:?}");
+    let mut used = 0;
+    for query in &queries {
+        let mut rest = query.as_str();
+        while let Some(at) = rest.find("nodegate_") {
+            let tail = &rest[at..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(tail.len());
+            let name = &tail[..end];
+            assert!(
+                exported.contains(name),
+                "the dashboard queries {name}, which nodegate does not export (query: {query})"
+            );
+            used += 1;
+            rest = &tail[end..];
+        }
+    }
+    assert!(used >= 10, "{used} metric references");
+}
