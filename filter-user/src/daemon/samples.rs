@@ -136,6 +136,53 @@ const IPPROTO_UDP: u8 = 17;
 const IPPROTO_ICMPV6: u8 = 58;
 
 impl DecodedSample {
+    /// The protocol's name (`tcp`, `udp`, `icmp`, `icmpv6`), its number otherwise; `None`
+    /// for a non-IP frame.
+    pub fn proto_name(&self) -> Option<String> {
+        (self.family != 0).then(|| match self.proto {
+            IPPROTO_TCP => "tcp".to_owned(),
+            IPPROTO_UDP => "udp".to_owned(),
+            IPPROTO_ICMP => "icmp".to_owned(),
+            IPPROTO_ICMPV6 => "icmpv6".to_owned(),
+            other => other.to_string(),
+        })
+    }
+
+    /// The reason's name, or `code-N` for a code this build does not know.
+    pub fn reason_name(&self) -> String {
+        self.reason.map_or_else(
+            || format!("code-{}", self.reason_code),
+            |r| r.name().to_owned(),
+        )
+    }
+
+    /// Log the sample at `info` (target `nodegate::drop`) as structured fields: `reason`,
+    /// `src`, `dst`, `proto`, `sport`/`dport` (TCP, UDP) or `icmp_type`, `rule`, `interface`
+    /// (names where known) and `would_drop` (monitor mode). The text log shows them as
+    /// `key=value`, the JSON log as keys of `fields`.
+    pub fn log(&self, rule: Option<&str>, iface: Option<&str>) {
+        let ports = matches!(self.proto, IPPROTO_TCP | IPPROTO_UDP) && self.family != 0;
+        let icmp = matches!(self.proto, IPPROTO_ICMP | IPPROTO_ICMPV6) && self.family != 0;
+        let rule = rule
+            .map(str::to_owned)
+            .or_else(|| self.rule_slot.map(|slot| format!("#{slot}")));
+        let iface = iface.map_or_else(|| self.ifindex.to_string(), str::to_owned);
+        tracing::info!(
+            target: "nodegate::drop",
+            reason = %self.reason_name(),
+            src = self.src.map(tracing::field::display),
+            dst = self.dst.map(tracing::field::display),
+            proto = self.proto_name(),
+            sport = ports.then_some(self.sport),
+            dport = ports.then_some(self.dport),
+            icmp_type = icmp.then_some(self.dport),
+            rule,
+            interface = %iface,
+            would_drop = self.monitor,
+            "drop sample"
+        );
+    }
+
     /// The log line with rule and interface names instead of numbers, where known.
     pub fn labeled<'a>(&'a self, rule: Option<&'a str>, iface: Option<&'a str>) -> Labeled<'a> {
         Labeled {
@@ -309,7 +356,7 @@ impl SampleReader {
             match self.recv().await {
                 Ok(sample) => {
                     let (rule, iface) = name_of(&sample);
-                    tracing::info!(target: "nodegate::drop", "{}", sample.labeled(rule.as_deref(), iface.as_deref()));
+                    sample.log(rule.as_deref(), iface.as_deref());
                 }
                 Err(err) => return err,
             }
@@ -480,5 +527,48 @@ mod tests {
         };
         let line = decode(&bytes_of(&raw)).unwrap().to_string();
         assert!(line.contains(" proto=47 rule=-"), "{line}");
+    }
+
+    /// A writer the test reads back: what the JSON log layer wrote.
+    #[derive(Clone, Default)]
+    struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn json_logs_carry_the_sample_as_structured_fields() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_writer(move || writer.clone())
+            .finish();
+        let mut monitored = sample_v4();
+        monitored.monitor = 1;
+        let sample = decode(&bytes_of(&monitored)).unwrap();
+        tracing::subscriber::with_default(subscriber, || sample.log(Some("web"), Some("eth0")));
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let line: serde_json::Value = serde_json::from_str(text.trim()).expect("one JSON line");
+        let fields = &line["fields"];
+        assert_eq!(line["target"], "nodegate::drop", "{text}");
+        assert_eq!(fields["message"], "drop sample", "{text}");
+        assert_eq!(fields["reason"], "no-source-match", "{text}");
+        assert_eq!(fields["src"], "198.51.100.7", "{text}");
+        assert_eq!(fields["dst"], "192.0.2.10", "{text}");
+        assert_eq!(fields["proto"], "tcp", "{text}");
+        assert_eq!(fields["sport"], 40312, "{text}");
+        assert_eq!(fields["dport"], 443, "{text}");
+        assert_eq!(fields["rule"], "web", "{text}");
+        assert_eq!(fields["interface"], "eth0", "{text}");
+        assert_eq!(fields["would_drop"], true, "{text}");
+        assert!(fields.get("icmp_type").is_none(), "{text}");
     }
 }
