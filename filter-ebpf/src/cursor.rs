@@ -25,7 +25,10 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 
-use crate::proto::{ETH_TYPE, IPV4_HEAD, IPV6_HEAD};
+use crate::{
+    packet::{zeroed, Words},
+    proto::{ETH_TYPE, IPV4_HEAD, IPV6_HEAD},
+};
 
 /// Bounds-checked reader over the frame of one XDP context.
 pub struct Cursor<'a> {
@@ -116,7 +119,10 @@ pub struct Front {
 /// The copy, 8-byte aligned: the verifier refuses misaligned stack stores, and the direct
 /// read copies in words.
 #[repr(C, align(8))]
-struct FrontBytes([u8; FRONT_LEN]);
+pub struct FrontBytes([u8; FRONT_LEN]);
+// SAFETY: bytes only (any pattern is valid); align(8), and `zeroed` asserts the size is a
+// multiple of 8.
+unsafe impl Words for FrontBytes {}
 
 /// Ethertype + IPv6 header + L4 head.
 const FRONT_LEN: usize = Front::L3 + IPV6_HEAD;
@@ -125,12 +131,24 @@ impl Front {
     /// Where the network header sits in the copy: after the 2-byte ethertype.
     const L3: usize = size_of::<u16>();
 
+    /// An empty copy. Call [`Front::clear`] on it where it will live before any read.
     #[inline(always)]
     pub fn new() -> Self {
         Front {
             held: 0,
             bytes: MaybeUninit::uninit(),
         }
+    }
+
+    /// Write every byte of the copy (seven word stores). [`Front::view`] checks `held`
+    /// before it hands bytes out, but LLVM may load them speculatively, ahead of that check
+    /// (a select instead of a branch), and without CAP_PERFMON the verifier refuses any read
+    /// of stack it has not seen written: measured on 6.18, a build whose layout hoisted the
+    /// L4-head copy above the check was refused ("invalid read from stack").
+    #[inline(always)]
+    pub fn clear(&mut self) {
+        zeroed(&mut self.bytes);
+        self.held = 0;
     }
 
     /// Read the `N` bytes at packet offset `off` into the copy at `AT`.

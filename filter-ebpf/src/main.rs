@@ -140,6 +140,7 @@ impl Interface {
 #[inline(always)]
 fn headers(cur: &mut Cursor, s: &Settings, pkt: &mut Packet) -> Flow<Service> {
     let mut front = Front::new();
+    front.clear();
     let l3 = match eth::parse(cur, s, &mut front)? {
         Network::Ipv4(off) => ipv4::parse(cur, off, &mut front, s, pkt)?,
         Network::Ipv6(off) => ipv6::parse(cur, off, &mut front, s, pkt)?,
