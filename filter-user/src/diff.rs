@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::{
     config::Loaded,
-    model::{Model, ProbeProtocol},
+    model::{Model, Outcome, ProbeProtocol},
     policy::{Policy, Protocol, Rule},
 };
 
@@ -58,16 +58,27 @@ impl std::fmt::Display for Probe {
 pub struct VerdictChange {
     /// The packet.
     pub probe: Probe,
-    /// Verdict and deciding rule (or reason) under the running rules.
-    pub before: String,
+    /// The verdict under the running rules.
+    pub before: Outcome,
     /// The same under the new file.
-    pub after: String,
+    pub after: Outcome,
+}
+
+/// A probe whose verdict the change keeps.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SameVerdict {
+    /// The packet.
+    pub probe: Probe,
+    /// Its verdict under both.
+    #[serde(flatten)]
+    pub outcome: Outcome,
 }
 
 /// One rule present in both, changed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct RuleChange {
-    /// Its name.
+    /// Its name (`rule`, as everywhere in JSON output).
+    #[serde(rename = "rule")]
     pub name: String,
     /// Which of kind, protocol, ports/types, interfaces changed, as "field: old → new".
     pub fields: Vec<String>,
@@ -108,7 +119,7 @@ pub struct Diff {
     /// Packets whose verdict flips.
     pub verdicts: Vec<VerdictChange>,
     /// Probes given whose verdict stays (with it), so a probe is never silently ignored.
-    pub unchanged_probes: Vec<(Probe, String)>,
+    pub unchanged_probes: Vec<SameVerdict>,
     /// What the new rules would cut off ([`lockout_risks`]).
     pub lockout: Vec<String>,
     /// TCP connections established on this node now whose packets' verdict flips (see
@@ -135,52 +146,138 @@ impl Diff {
     }
 }
 
-fn setting<T: PartialEq + std::fmt::Debug>(out: &mut Vec<String>, name: &str, old: T, new: T) {
+/// `key: old → new` when they differ, in the rule file's words.
+fn setting(out: &mut Vec<String>, key: &str, old: impl ToString, new: impl ToString) {
+    let (old, new) = (old.to_string(), new.to_string());
     if old != new {
-        out.push(format!("{name}: {old:?} → {new:?}"));
+        out.push(format!("{key}: {old} → {new}"));
     }
+}
+
+/// An interface's `interfaces:` entry as the file writes it; `-` when it has none.
+fn interface_entry(settings: Option<&crate::policy::InterfaceSettings>) -> String {
+    let Some(s) = settings else {
+        return "-".into();
+    };
+    let mut parts = Vec::new();
+    if let Some(mode) = s.mode {
+        parts.push(format!("mode: {}", mode.name()));
+    }
+    if let Some(default) = s.default {
+        parts.push(format!("default: {}", default.name()));
+    }
+    format!("{{{}}}", parts.join(", "))
 }
 
 fn compare_settings(old: &Policy, new: &Policy) -> Vec<String> {
     let mut out = Vec::new();
-    setting(&mut out, "mode", old.mode, new.mode);
-    setting(&mut out, "default", old.default, new.default);
-    setting(&mut out, "essentials", old.essentials, new.essentials);
+    let on_off = |allow: bool, yes: &'static str, no: &'static str| if allow { yes } else { no };
+    setting(&mut out, "mode", old.mode.name(), new.mode.name());
+    setting(&mut out, "default", old.default.name(), new.default.name());
+    for (key, a, b) in [
+        ("essentials.arp", old.essentials.arp, new.essentials.arp),
+        (
+            "essentials.neighbor_discovery",
+            old.essentials.neighbor_discovery,
+            new.essentials.neighbor_discovery,
+        ),
+        (
+            "essentials.icmp_errors",
+            old.essentials.icmp_errors,
+            new.essentials.icmp_errors,
+        ),
+    ] {
+        setting(&mut out, key, a, b);
+    }
     setting(
         &mut out,
         "return_traffic",
-        &old.return_traffic,
-        &new.return_traffic,
+        old.return_traffic.describe(),
+        new.return_traffic.describe(),
     );
-    setting(&mut out, "return_traffic flows", old.flows, new.flows);
-    setting(&mut out, "fragments", old.fragments, new.fragments);
+    for (key, a, b) in [
+        (
+            "return_traffic.timeouts.tcp",
+            old.flows.tcp_secs,
+            new.flows.tcp_secs,
+        ),
+        (
+            "return_traffic.timeouts.tcp_closing",
+            old.flows.tcp_closing_secs,
+            new.flows.tcp_closing_secs,
+        ),
+        (
+            "return_traffic.timeouts.udp",
+            old.flows.udp_secs,
+            new.flows.udp_secs,
+        ),
+        (
+            "return_traffic.timeouts.icmp",
+            old.flows.icmp_secs,
+            new.flows.icmp_secs,
+        ),
+        (
+            "return_traffic.capacity",
+            old.flows.capacity,
+            new.flows.capacity,
+        ),
+        (
+            "drop_samples_per_sec",
+            old.samples_per_sec,
+            new.samples_per_sec,
+        ),
+        (
+            "capacity.ipv4_prefixes",
+            old.capacity.ipv4,
+            new.capacity.ipv4,
+        ),
+        (
+            "capacity.ipv6_prefixes",
+            old.capacity.ipv6,
+            new.capacity.ipv6,
+        ),
+    ] {
+        setting(&mut out, key, a, b);
+    }
     setting(
         &mut out,
-        "ipv4_options allow",
-        old.ipv4_options_allow,
-        new.ipv4_options_allow,
+        "fragments",
+        old.fragments.name(),
+        new.fragments.name(),
     );
     setting(
         &mut out,
-        "unknown_ethertypes pass",
-        old.unknown_ethertypes_pass,
-        new.unknown_ethertypes_pass,
+        "ipv4_options",
+        on_off(old.ipv4_options_allow, "allow", "drop"),
+        on_off(new.ipv4_options_allow, "allow", "drop"),
     );
     setting(
         &mut out,
-        "drop_samples_per_sec",
-        old.samples_per_sec,
-        new.samples_per_sec,
+        "unknown_ethertypes",
+        on_off(old.unknown_ethertypes_pass, "pass", "drop"),
+        on_off(new.unknown_ethertypes_pass, "pass", "drop"),
     );
-    setting(&mut out, "capacity", old.capacity, new.capacity);
-    setting(&mut out, "interfaces", &old.interfaces, &new.interfaces);
+    let names: BTreeSet<&String> = old.interfaces.keys().chain(new.interfaces.keys()).collect();
+    for name in names {
+        setting(
+            &mut out,
+            &format!("interfaces.{name}"),
+            interface_entry(old.interfaces.get(name)),
+            interface_entry(new.interfaces.get(name)),
+        );
+    }
     out
 }
 
 fn compare_rule(old: &Rule, new: &Rule) -> Option<RuleChange> {
     let mut fields = Vec::new();
-    setting(&mut fields, "kind", old.kind, new.kind);
-    setting(&mut fields, "protocol", old.protocol, new.protocol);
+    setting(&mut fields, "kind", old.kind.name(), new.kind.name());
+    setting(
+        &mut fields,
+        "protocol",
+        old.protocol.name(),
+        new.protocol.name(),
+    );
     if old.keys != new.keys {
         fields.push(format!(
             "ports/types: {} → {}",
@@ -188,7 +285,12 @@ fn compare_rule(old: &Rule, new: &Rule) -> Option<RuleChange> {
             new.keys_text()
         ));
     }
-    setting(&mut fields, "interfaces", &old.interfaces, &new.interfaces);
+    setting(
+        &mut fields,
+        "interfaces",
+        format!("[{}]", old.interfaces.join(", ")),
+        format!("[{}]", new.interfaces.join(", ")),
+    );
     let before: BTreeSet<&IpNet> = old.sources.iter().collect();
     let after: BTreeSet<&IpNet> = new.sources.iter().collect();
     let sources_added: Vec<IpNet> = after.difference(&before).map(|n| **n).collect();
@@ -477,13 +579,7 @@ pub fn diff(old: &Policy, new: &Policy, probes: &[Probe]) -> Diff {
         }
     }
     let (before, after) = (Model::new(old), Model::new(new));
-    let judge = |m: &Model, p: &Probe| {
-        let j = m.explain(p.src, p.proto, p.port);
-        match &j.rule {
-            Some(rule) => format!("{} ({rule})", j.verdict()),
-            None => format!("{} ({})", j.verdict(), j.reason.name()),
-        }
-    };
+    let judge = |m: &Model, p: &Probe| m.explain(p.src, p.proto, p.port).outcome();
     for probe in probes {
         let (b, a) = (judge(&before, probe), judge(&after, probe));
         if b != a {
@@ -493,14 +589,17 @@ pub fn diff(old: &Policy, new: &Policy, probes: &[Probe]) -> Diff {
                 after: a,
             });
         } else {
-            d.unchanged_probes.push((*probe, a));
+            d.unchanged_probes.push(SameVerdict {
+                probe: *probe,
+                outcome: a,
+            });
         }
     }
     samples.dedup();
     for probe in samples.iter().take(MAX_SAMPLES) {
         let (b, a) = (judge(&before, probe), judge(&after, probe));
         // Only a flipped verdict is a consequence worth showing for a sample.
-        if b.split(' ').next() != a.split(' ').next() {
+        if b.stopped() != a.stopped() {
             d.verdicts.push(VerdictChange {
                 probe: *probe,
                 before: b,
@@ -559,14 +658,16 @@ pub fn flows_cut(old: &Policy, new: &Policy, flows: &[Probe]) -> Vec<VerdictChan
         if (j.pass && !j.would_drop) || out.iter().any(|c| c.probe == *p) {
             continue;
         }
-        let by = j
-            .rule
-            .clone()
-            .unwrap_or_else(|| j.reason.name().to_string());
         out.push(VerdictChange {
             probe: *p,
-            before: "pass (return-traffic, an open flow)".into(),
-            after: format!("{} ({by})", j.verdict()),
+            // An open flow's replies pass as return traffic while the table is in use.
+            before: Outcome {
+                verdict: "pass",
+                reason: filter_common::Reason::ReturnTraffic.name(),
+                rule: None,
+                would_drop: false,
+            },
+            after: j.outcome(),
         });
     }
     out
@@ -592,12 +693,8 @@ type Judge = fn(&Model, IpAddr, ProbeProtocol, u16) -> crate::model::Judgement;
 fn flipped(old: &Policy, new: &Policy, seen: &[Probe], judge: Judge) -> Vec<VerdictChange> {
     let (before, after) = (Model::new(old), Model::new(new));
     let verdict = |m: &Model, p: &Probe| {
-        let j = judge(m, p.src, p.proto, p.port);
-        let by = j
-            .rule
-            .clone()
-            .unwrap_or_else(|| j.reason.name().to_string());
-        (j.pass && !j.would_drop, format!("{} ({by})", j.verdict()))
+        let outcome = judge(m, p.src, p.proto, p.port).outcome();
+        (!outcome.stopped(), outcome)
     };
     let mut out: Vec<VerdictChange> = Vec::new();
     for p in seen {
@@ -694,7 +791,11 @@ mod tests {
         );
         let cut = flows_cut(&stateful, &off, &[flow, flow]);
         assert_eq!(cut.len(), 1);
-        assert!(cut[0].after.starts_with("drop"), "{}", cut[0].after);
+        assert!(
+            cut[0].after.to_string().starts_with("drop"),
+            "{}",
+            cut[0].after
+        );
         let ephemeral = policy(&BASE.replace(
             "return_traffic: off",
             "return_traffic:\n  mode: ephemeral\n  ports: \"32768-60999\"",
@@ -723,8 +824,16 @@ mod tests {
         let cut = connections_cut(&old, &new, &seen);
         assert_eq!(cut.len(), 1, "{cut:?}");
         assert_eq!(cut[0].probe, conn("10.0.1.7", 443));
-        assert!(cut[0].before.starts_with("pass (api)"), "{}", cut[0].before);
-        assert!(cut[0].after.starts_with("drop"), "{}", cut[0].after);
+        assert!(
+            cut[0].before.to_string().starts_with("pass (api)"),
+            "{}",
+            cut[0].before
+        );
+        assert!(
+            cut[0].after.to_string().starts_with("drop"),
+            "{}",
+            cut[0].after
+        );
     }
 
     #[test]
@@ -737,7 +846,9 @@ mod tests {
         };
         let d = diff(&p, &p, &[probe]);
         assert!(d.is_empty() && d.verdicts.is_empty(), "{d:?}");
-        assert_eq!(d.unchanged_probes, vec![(probe, "pass (api)".to_string())]);
+        assert_eq!(d.unchanged_probes.len(), 1);
+        assert_eq!(d.unchanged_probes[0].probe, probe);
+        assert_eq!(d.unchanged_probes[0].outcome.to_string(), "pass (api)");
     }
 
     #[test]
@@ -755,8 +866,8 @@ mod tests {
             d.verdicts[0].probe.src,
             "10.0.1.0".parse::<IpAddr>().unwrap()
         );
-        assert_eq!(d.verdicts[0].before, "pass (api)");
-        assert!(d.verdicts[0].after.starts_with("drop"), "{d:?}");
+        assert_eq!(d.verdicts[0].before.to_string(), "pass (api)");
+        assert!(d.verdicts[0].after.to_string().starts_with("drop"), "{d:?}");
     }
 
     #[test]
@@ -829,7 +940,7 @@ mod tests {
                 .replace("ports: [443]", "ports: [443, 6443]")
         ));
         let d = diff(&policy(BASE), &new, &[]);
-        assert_eq!(d.settings, vec!["mode: Enforce → Monitor".to_string()]);
+        assert_eq!(d.settings, vec!["mode: enforce → monitor".to_string()]);
         assert_eq!(d.rules_added, vec!["dns".to_string()]);
         assert_eq!(
             d.rules_changed[0].fields,
@@ -837,6 +948,22 @@ mod tests {
         );
         let gone = diff(&new, &policy(BASE), &[]);
         assert_eq!(gone.rules_removed, vec!["dns".to_string()]);
+        // Every setting in the rule file's own words and keys.
+        let other = policy(
+            &BASE.replace(
+                "return_traffic: off",
+                "return_traffic: stateful\nfragments: drop\nessentials: {arp: false}\ninterfaces:\n  eth1: {mode: monitor}",
+            ),
+        );
+        assert_eq!(
+            diff(&policy(BASE), &other, &[]).settings,
+            [
+                "essentials.arp: true → false",
+                "return_traffic: off → stateful",
+                "fragments: track → drop",
+                "interfaces.eth1: - → {mode: monitor}",
+            ]
+        );
         assert_eq!(
             summary(&policy(BASE), &new),
             "1 rule(s) added, 0 removed, 1 changed, 1 setting(s) changed"

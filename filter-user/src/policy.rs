@@ -59,6 +59,17 @@ pub enum RuleKind {
     Allow,
 }
 
+impl RuleKind {
+    /// The word the rule file uses (`failsafe`, `deny`, `allow`).
+    pub fn name(self) -> &'static str {
+        match self {
+            RuleKind::Failsafe => "failsafe",
+            RuleKind::Deny => "deny",
+            RuleKind::Allow => "allow",
+        }
+    }
+}
+
 /// The protocol a rule covers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Protocol {
@@ -72,6 +83,19 @@ pub enum Protocol {
     Icmpv6,
     /// Every IP protocol, every port and type.
     Any,
+}
+
+impl Protocol {
+    /// The word the rule file uses (`tcp`, `udp`, `icmp`, `icmpv6`, `any`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+            Protocol::Icmp => "icmp",
+            Protocol::Icmpv6 => "icmpv6",
+            Protocol::Any => "any",
+        }
+    }
 }
 
 /// One rule, with set names already expanded to CIDRs.

@@ -44,9 +44,9 @@ fn ping_answered(env: &Env, addr: &str) -> bool {
     out.status.success()
 }
 
-/// `nodegate stats --json`: the counters and each interface's settings.
+/// `nodegate stats -o json`: the counters and each interface's settings.
 fn stats(env: &Env) -> serde_json::Value {
-    let out = env.run(&["stats", "--json"]);
+    let out = env.run(&["stats", "-o", "json"]);
     assert!(
         out.status.success(),
         "stats: {}",
@@ -59,11 +59,11 @@ fn stats(env: &Env) -> serde_json::Value {
 /// `interfaces:` set it) — and returns its counter slot.
 #[track_caller]
 fn expect_settings(stats: &serde_json::Value, name: &str, want: (&str, &str, bool)) -> u32 {
-    let entry = stats["interface_settings"]
+    let entry = stats["interfaces"]
         .as_array()
-        .expect("interface_settings")
+        .expect("interfaces")
         .iter()
-        .find(|s| s["name"] == name)
+        .find(|s| s["interface"] == name)
         .unwrap_or_else(|| panic!("{name} not in {stats}"));
     let got = (
         entry["mode"].as_str().expect("mode"),

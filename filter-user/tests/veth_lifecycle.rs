@@ -755,7 +755,7 @@ fn status_tells_what_is_loaded_and_whether_it_is_healthy() {
     let packets = |name: &str| {
         rules
             .iter()
-            .find(|r| r["name"] == name)
+            .find(|r| r["rule"] == name)
             .unwrap_or_else(|| panic!("rule {name} listed: {json:#}"))["packets"]
             .as_u64()
             .unwrap()
@@ -763,7 +763,7 @@ fn status_tells_what_is_loaded_and_whether_it_is_healthy() {
     assert_eq!(packets("control-plane-api"), 7);
     let api = rules
         .iter()
-        .find(|r| r["name"] == "control-plane-api")
+        .find(|r| r["rule"] == "control-plane-api")
         .unwrap();
     assert_eq!(api["sources"], serde_json::json!([1, 1]), "{api}");
     let sets = json["daemon"]["sets"].as_array().unwrap();

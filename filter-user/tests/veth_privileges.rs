@@ -89,7 +89,7 @@ fn runs_and_judges(env: &Env, caps: Option<&[&str]>, level: &str, variant: &str)
         env.xdp_prog_id().is_some(),
         "{what}: no XDP program attached"
     );
-    let stats = env.run(&["stats", "--json"]);
+    let stats = env.run(&["stats", "-o", "json"]);
     let json: serde_json::Value = serde_json::from_slice(&stats.stdout).unwrap_or_else(|e| {
         panic!(
             "{what}: stats --json: {e}: {}",

@@ -268,7 +268,7 @@ fn stateful_replies_pass_new_inbound_drops_idle_flows_expire() {
     assert!(flows.inserts >= 4, "flows were learned: {flows:?}");
     assert_eq!(flows.evictions, 0, "nothing evicted: {flows:?}");
     // `nodegate stats --json` reports the flow table.
-    let out = env.run(&["stats", "--json"]);
+    let out = env.run(&["stats", "-o", "json"]);
     assert!(
         out.status.success(),
         "stats: {}",
@@ -384,7 +384,7 @@ fn clsact_form_attaches_records_is_adopted_and_detaches() {
         "still exactly one recorder, in its pinned form"
     );
     ping("adopted clsact");
-    let out = env.run(&["stats", "--json"]);
+    let out = env.run(&["stats", "-o", "json"]);
     assert!(
         out.status.success(),
         "stats: {}",

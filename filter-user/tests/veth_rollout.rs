@@ -452,7 +452,7 @@ fn diff_names_the_open_flows_a_change_away_from_stateful_return_traffic_cuts() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains(&format!(
-            "flow      tcp from 192.0.2.9 to port/type {local_port} (an open flow): pass (return-traffic, an open flow) → drop"
+            "flow      tcp from 192.0.2.9 to port/type {local_port} (an open flow): pass (return-traffic) → drop"
         )),
         "{text}"
     );

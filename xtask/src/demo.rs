@@ -187,7 +187,25 @@ pub fn run() -> anyhow::Result<()> {
             "dropped, as the new rules say"
         }
     );
+    eprintln!("\n== observe: follow the drop samples live while the capture is sent again");
+    // The daemon relays the samples it reads (it stays the ring's only reader).
+    let mut observe = in_ns(NODE_NS, &nodegate)
+        .args([
+            "observe",
+            "--pin-dir",
+            PIN_DIR,
+            "--count",
+            "8",
+            "--duration",
+            "20",
+        ])
+        .spawn()
+        .context("failed to start nodegate observe")?;
+    // Let it subscribe before the traffic starts.
+    std::thread::sleep(std::time::Duration::from_millis(300));
     send(&nodegate, &pcap, &live_config)?;
+    let observed = observe.wait()?;
+    anyhow::ensure!(observed.success(), "nodegate observe failed: {observed}");
     stats(&nodegate)?;
     drop(lab);
     eprintln!("\ndemo: done");

@@ -262,13 +262,7 @@ pub(super) fn decode_rule_fields(
     };
     let mut keys = Vec::new();
     if let Some(protocol) = protocol {
-        let pname = match protocol {
-            Protocol::Tcp => "tcp",
-            Protocol::Udp => "udp",
-            Protocol::Icmp => "icmp",
-            Protocol::Icmpv6 => "icmpv6",
-            Protocol::Any => "any",
-        };
+        let pname = protocol.name();
         let ports_ok = matches!(protocol, Protocol::Tcp | Protocol::Udp);
         let types_ok = matches!(protocol, Protocol::Icmp | Protocol::Icmpv6);
         if let Some(n) = f.get("ports") {

@@ -16,6 +16,8 @@
 //! → confirm           ← {"ok":true,"epoch":8,"message":"confirmed: …"}
 //! → rollback          ← {"ok":true,"epoch":9,"message":"rolled back …"}
 //! → status            ← {"pid":…}  (a DaemonStatus)
+//! → observe           ← {"time_ms":…,"reason":…}  one line per drop sample, until the client
+//!                       hangs up (see [`super::observe`])
 //! ```
 
 use std::{
@@ -58,6 +60,8 @@ pub enum Request {
     Confirm,
     /// Flip back now (`nodegate rollback`).
     Rollback,
+    /// Stream drop samples until the client hangs up (`nodegate observe`).
+    Observe,
 }
 
 /// `nodegate apply`'s request.
@@ -86,6 +90,7 @@ impl Request {
             ),
             Request::Confirm => "confirm\n".into(),
             Request::Rollback => "rollback\n".into(),
+            Request::Observe => "observe\n".into(),
         }
     }
 
@@ -96,13 +101,14 @@ impl Request {
             "status" => Request::Status,
             "confirm" => Request::Confirm,
             "rollback" => Request::Rollback,
+            "observe" => Request::Observe,
             other => match other.strip_prefix("apply ") {
                 Some(json) => Request::Apply(
                     serde_json::from_str(json).map_err(|e| format!("unreadable apply request: {e}"))?,
                 ),
                 None => {
                     return Err(format!(
-                        "unknown request {other:?}; this nodegate understands `reload`, `reload-nowait`, `status`, `apply`, `confirm` and `rollback`"
+                        "unknown request {other:?}; this nodegate understands `reload`, `reload-nowait`, `status`, `apply`, `confirm`, `rollback` and `observe`"
                     ))
                 }
             },
@@ -515,6 +521,7 @@ mod tests {
         .unwrap();
         assert!(garbage.contains("unknown request"), "{garbage}");
         for request in [
+            Request::Observe,
             Request::Confirm,
             Request::Rollback,
             Request::Apply(ApplyRequest {

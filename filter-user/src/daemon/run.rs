@@ -403,7 +403,7 @@ fn daemon_status(
                 let (ipv4_sources, ipv6_sources) = crate::policy::family_counts(&r.sources);
                 control::RuleSummary {
                     name: r.name.clone(),
-                    kind: format!("{:?}", r.kind).to_lowercase(),
+                    kind: r.kind.name().to_owned(),
                     ipv4_sources,
                     ipv6_sources,
                 }
@@ -424,14 +424,16 @@ fn sd_notify(state: &str) {
     }
 }
 
-/// Log drop samples from the pinned ring as structured lines, naming rule and interface;
-/// a sample of a connection in `watch` (a confirmed change's established connections) is
-/// also sent to `cuts`.
+/// Log drop samples from the pinned ring as structured lines, naming rule and interface,
+/// and relay each to the `nodegate observe` subscribers of `relay`; a sample of a
+/// connection in `watch` (a confirmed change's established connections) is also sent to
+/// `cuts`.
 fn spawn_sample_logger(
     pins: &PinLayout,
     watch: Arc<Mutex<Option<Established>>>,
     cuts: tokio::sync::mpsc::Sender<Connection>,
     recent: Arc<Mutex<control::RecentDrops>>,
+    relay: tokio::sync::broadcast::Sender<super::observe::Observed>,
 ) -> Option<tokio::task::JoinHandle<()>> {
     let path = pins.maps_dir().join(filter_common::MAP_SAMPLES);
     let ring = aya::maps::MapData::from_pin(&path)
@@ -442,47 +444,45 @@ fn spawn_sample_logger(
         warn!(path = %path.display(), "cannot open the drop-sample ring; drops are still counted, not sampled");
         return None;
     };
-    let reader = match super::samples::SampleReader::new(ring) {
+    let mut reader = match super::samples::SampleReader::new(ring) {
         Ok(r) => r,
         Err(err) => {
             warn!("drop samples unavailable: {err}");
             return None;
         }
     };
-    let rule_names = FilterMaps::open_pinned(&pins.maps_dir())
-        .ok()
-        .map(|m| m.pinned_rule_slots());
+    let mut namer = super::observe::SampleNamer::pinned(pins);
     Some(tokio::spawn(async move {
-        let err = reader
-            .log_forever(move |sample| {
-                let cut = watch
-                    .lock()
-                    .ok()
-                    .and_then(|w| w.as_ref().and_then(|w| w.cut_by(sample)));
-                if let Some(conn) = cut {
-                    // Full: a rollback is already on its way.
-                    let _ = cuts.try_send(conn);
+        loop {
+            let sample = match reader.recv().await {
+                Ok(sample) => sample,
+                Err(err) => {
+                    warn!("drop-sample logging stopped: {err}");
+                    return;
                 }
-                if let (Some(src), false) = (sample.src, sample.monitor) {
-                    if let Ok(mut recent) = recent.lock() {
-                        recent.record(control::SeenPacket {
-                            src,
-                            proto: sample.proto,
-                            port: sample.dport,
-                        });
-                    }
+            };
+            let cut = watch
+                .lock()
+                .ok()
+                .and_then(|w| w.as_ref().and_then(|w| w.cut_by(&sample)));
+            if let Some(conn) = cut {
+                // Full: a rollback is already on its way.
+                let _ = cuts.try_send(conn);
+            }
+            if let (Some(src), false) = (sample.src, sample.monitor) {
+                if let Ok(mut recent) = recent.lock() {
+                    recent.record(control::SeenPacket {
+                        src,
+                        proto: sample.proto,
+                        port: sample.dport,
+                    });
                 }
-                let rule = rule_names.as_ref().and_then(|names| {
-                    names
-                        .iter()
-                        .find(|(_, slot)| Some(u32::from(*slot)) == sample.rule_slot)
-                        .map(|(n, _)| n.clone())
-                });
-                let iface = crate::loader::attach::ifname(sample.ifindex);
-                (rule, iface)
-            })
-            .await;
-        warn!("drop-sample logging stopped: {err}");
+            }
+            let observed = namer.observe(&sample);
+            sample.log(observed.rule.as_deref(), Some(&observed.interface));
+            // No subscriber is the usual case, not an error.
+            let _ = relay.send(observed);
+        }
     }))
 }
 
@@ -649,11 +649,13 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
     };
     let (cuts_tx, mut cuts) = tokio::sync::mpsc::channel(4);
     let recent = Arc::new(Mutex::new(control::RecentDrops::default()));
+    let (relay, _) = tokio::sync::broadcast::channel(super::observe::RELAY_CAPACITY);
     let _samples = spawn_sample_logger(
         &options.pins,
         driver.watch_handle(),
         cuts_tx,
         recent.clone(),
+        relay.clone(),
     );
     let _bpf_log = spawn_bpf_logger(&mut engine);
     info!(config = %options.config.display(), "running; reloads on file change, SIGHUP or `nodegate reload`");
@@ -676,6 +678,10 @@ pub async fn run(options: RunOptions) -> Result<(), RunError> {
                 let answer = match request {
                     Request::Status => {
                         let _ = control::reply(&mut stream, &daemon_status(&mut engine, &driver, &recent)).await;
+                        continue;
+                    }
+                    Request::Observe => {
+                        tokio::spawn(super::observe::relay(stream, relay.subscribe()));
                         continue;
                     }
                     Request::ReloadNoWait => {

@@ -6,7 +6,7 @@
 //! records as they come. The `Display` of a sample is a `key=value` log line:
 //!
 //! ```text
-//! reason=no-source-match src=198.51.100.7 dst=192.0.2.10 proto=tcp sport=40312 dport=443 rule=- iface=3 mode=enforce
+//! reason=no-source-match src=198.51.100.7 dst=192.0.2.10 proto=tcp sport=40312 dport=443 rule=- interface=3 would_drop=false
 //! ```
 
 use std::fmt;
@@ -230,14 +230,10 @@ impl DecodedSample {
             (None, None) => f.write_str(" rule=-")?,
         }
         match iface {
-            Some(name) => write!(f, " iface={}", LogValue(name))?,
-            None => write!(f, " iface={}", self.ifindex)?,
+            Some(name) => write!(f, " interface={}", LogValue(name))?,
+            None => write!(f, " interface={}", self.ifindex)?,
         }
-        f.write_str(if self.monitor {
-            " mode=monitor"
-        } else {
-            " mode=enforce"
-        })
+        write!(f, " would_drop={}", self.monitor)
     }
 }
 
@@ -345,23 +341,6 @@ impl SampleReader {
             guard.clear_ready();
         }
     }
-
-    /// Log every sample at `info` (target `nodegate::drop`), forever. `name_of` turns an
-    /// (ifindex, rule slot) into names for the line. Returns only when waiting fails.
-    pub async fn log_forever<F>(mut self, mut name_of: F) -> SampleError
-    where
-        F: FnMut(&DecodedSample) -> (Option<String>, Option<String>),
-    {
-        loop {
-            match self.recv().await {
-                Ok(sample) => {
-                    let (rule, iface) = name_of(&sample);
-                    sample.log(rule.as_deref(), iface.as_deref());
-                }
-                Err(err) => return err,
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -421,7 +400,7 @@ mod tests {
         );
         assert_eq!(
             sample.to_string(),
-            "reason=no-source-match src=198.51.100.7 dst=192.0.2.10 proto=tcp sport=40312 dport=443 rule=- iface=3 mode=enforce"
+            "reason=no-source-match src=198.51.100.7 dst=192.0.2.10 proto=tcp sport=40312 dport=443 rule=- interface=3 would_drop=false"
         );
     }
 
@@ -448,11 +427,11 @@ mod tests {
         assert!(sample.monitor);
         assert_eq!(
             sample.to_string(),
-            "reason=deny-rule src=2001:db8::7 dst=2001:db8::1 proto=icmpv6 type=128 rule=#12 iface=7 mode=monitor"
+            "reason=deny-rule src=2001:db8::7 dst=2001:db8::1 proto=icmpv6 type=128 rule=#12 interface=7 would_drop=true"
         );
         assert_eq!(
             sample.labeled(Some("block scanners"), Some("eth0")).to_string(),
-            "reason=deny-rule src=2001:db8::7 dst=2001:db8::1 proto=icmpv6 type=128 rule=\"block scanners\" iface=eth0 mode=monitor"
+            "reason=deny-rule src=2001:db8::7 dst=2001:db8::1 proto=icmpv6 type=128 rule=\"block scanners\" interface=eth0 would_drop=true"
         );
     }
 
@@ -472,7 +451,7 @@ mod tests {
         assert_eq!((sample.src, sample.dst, sample.reason), (None, None, None));
         assert_eq!(
             sample.to_string(),
-            "reason=code-63 src=- dst=- proto=- rule=- iface=3 mode=enforce"
+            "reason=code-63 src=- dst=- proto=- rule=- interface=3 would_drop=false"
         );
     }
 

@@ -125,6 +125,54 @@ impl Judgement {
     }
 }
 
+/// A verdict as every command reports it: `verdict`, `reason`, `rule`, `would_drop`
+/// (docs/OUTPUT.md). `Display` is the short text form, `pass (rule-name)`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Outcome {
+    /// `"pass"` or `"drop"`: what happened to the packet.
+    pub verdict: &'static str,
+    /// Reason name (docs/VERDICTS.md).
+    pub reason: &'static str,
+    /// Deciding rule, if one decided.
+    pub rule: Option<String>,
+    /// Monitor mode and a drop reason: passed, and enforcing would drop it.
+    pub would_drop: bool,
+}
+
+impl Outcome {
+    /// Whether the packet is dropped, or would be once the rules are enforced.
+    pub fn stopped(&self) -> bool {
+        self.verdict == "drop" || self.would_drop
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} ({})",
+            self.verdict,
+            self.rule.as_deref().unwrap_or(self.reason)
+        )?;
+        if self.would_drop {
+            f.write_str(" would_drop")?;
+        }
+        Ok(())
+    }
+}
+
+impl Judgement {
+    /// The verdict as reported.
+    pub fn outcome(&self) -> Outcome {
+        Outcome {
+            verdict: self.verdict(),
+            reason: self.reason.name(),
+            rule: self.rule.clone(),
+            would_drop: self.would_drop,
+        }
+    }
+}
+
 impl fmt::Display for Judgement {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} ({})", self.verdict(), self.reason.name())?;
@@ -132,7 +180,7 @@ impl fmt::Display for Judgement {
             write!(f, " rule {rule}")?;
         }
         if self.would_drop {
-            write!(f, " [monitor: would drop]")?;
+            write!(f, " would_drop (monitor mode)")?;
         }
         if self.stateful_unknown {
             write!(f, " [unless a live outgoing flow matches: return-traffic]")?;

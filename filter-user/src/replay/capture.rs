@@ -82,6 +82,14 @@ pub enum CaptureFormat {
 }
 
 impl CaptureFormat {
+    /// `pcap` or `pcapng`.
+    pub fn name(self) -> &'static str {
+        match self {
+            CaptureFormat::Pcap => "pcap",
+            CaptureFormat::PcapNg => "pcapng",
+        }
+    }
+
     /// pcapng for a `.pcapng` file name, pcap otherwise.
     pub fn from_path(path: &Path) -> CaptureFormat {
         match path.extension().and_then(|e| e.to_str()) {

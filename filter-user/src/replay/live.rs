@@ -286,8 +286,13 @@ pub struct LiveReport {
     pub passed: u64,
     /// Frames it dropped.
     pub dropped: u64,
-    /// Frames per reason (`would-drop:` prefix for monitor-mode would-drops).
+    /// Frames it passed that it would have dropped if enforcing (monitor mode); part of
+    /// `passed`.
+    pub would_drop: u64,
+    /// Frames per reason, monitor-mode would-drops not included.
     pub reasons: BTreeMap<String, u64>,
+    /// Monitor-mode would-drops per reason.
+    pub would_drop_reasons: BTreeMap<String, u64>,
     /// Frames per deciding rule.
     pub rules: BTreeMap<String, u64>,
     /// Send loop wall-clock time.
@@ -304,25 +309,24 @@ impl LiveReport {
             elapsed: sent.elapsed,
             ..Default::default()
         };
-        let key = |reason: &str, would_drop: bool| {
-            if would_drop {
-                format!("would-drop:{reason}")
-            } else {
-                reason.to_string()
-            }
-        };
-        let mut old: BTreeMap<String, u64> = BTreeMap::new();
+        let mut old: BTreeMap<(&str, bool), u64> = BTreeMap::new();
         for r in &before.reasons {
-            *old.entry(key(r.reason, r.would_drop)).or_default() += r.packets;
+            *old.entry((r.reason, r.would_drop)).or_default() += r.packets;
         }
         for r in &after.reasons {
-            let k = key(r.reason, r.would_drop);
+            let k = (r.reason, r.would_drop);
             let delta = r.packets - old.get(&k).copied().unwrap_or(0).min(r.packets);
-            old.insert(k.clone(), r.packets);
+            old.insert(k, r.packets);
             if delta == 0 {
                 continue;
             }
-            *report.reasons.entry(k).or_default() += delta;
+            let by_reason = if r.would_drop {
+                report.would_drop += delta;
+                &mut report.would_drop_reasons
+            } else {
+                &mut report.reasons
+            };
+            *by_reason.entry(r.reason.to_owned()).or_default() += delta;
             report.delivered += delta;
             let drop = filter_common::Reason::from_name(r.reason).is_some_and(|x| x.is_drop())
                 && !r.would_drop;

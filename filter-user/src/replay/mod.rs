@@ -51,8 +51,7 @@ pub use capture::{
     CapturedFrame, ParseError,
 };
 pub use run::{
-    Answer, Disagreement, FrameResult, LoadedPolicy, ReplayError, ReplayOptions, Replayer, Summary,
-    Timing,
+    Disagreement, FrameResult, LoadedPolicy, ReplayError, ReplayOptions, Replayer, Summary, Timing,
 };
 
 /// Frames shorter than an Ethernet header cannot be run through the kernel (EINVAL); the
@@ -69,17 +68,19 @@ pub fn frame_json(result: &FrameResult) -> String {
         verdict: &'a str,
         reason: &'a str,
         rule: Option<&'a str>,
+        would_drop: bool,
     }
     let line = Line {
         index: result.index,
         verdict: result.answer.verdict,
         reason: result.answer.reason,
         rule: result.answer.rule.as_deref(),
+        would_drop: result.answer.would_drop,
     };
     serde_json::to_string(&line).expect("plain strings and numbers serialize")
 }
 
-/// The final `--format jsonl` object: `{"summary":{…}}` with the totals, every
+/// The final `-o json` object: `{"summary":{…}}` with the totals, every
 /// disagreement and the timing.
 pub fn summary_json(summary: &Summary) -> String {
     #[derive(serde::Serialize)]

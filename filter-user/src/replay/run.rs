@@ -20,7 +20,7 @@ use crate::{
         },
         Filter, FilterMaps, LoadOptions, LoaderError,
     },
-    model::{Judgement, Model, ModelState},
+    model::{Judgement, Model, ModelState, Outcome},
     policy::{Mode, Policy},
 };
 
@@ -38,36 +38,15 @@ pub enum ReplayError {
     Baseline(#[source] std::io::Error),
 }
 
-/// One side's answer for one frame.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Answer {
-    /// `"pass"` or `"drop"`.
-    pub verdict: &'static str,
-    /// Reason name (docs/VERDICTS.md).
-    pub reason: &'static str,
-    /// Deciding rule, if any.
-    pub rule: Option<String>,
-}
-
-impl Answer {
-    fn of_model(j: &Judgement) -> Answer {
-        Answer {
-            verdict: j.verdict(),
-            reason: j.reason.name(),
-            rule: j.rule.clone(),
-        }
-    }
-}
-
 /// Where the kernel and the model differ.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Disagreement {
     /// Frame index in the capture (0-based).
     pub index: u64,
     /// The XDP program's answer.
-    pub kernel: Answer,
+    pub kernel: Outcome,
     /// The reference model's answer.
-    pub model: Answer,
+    pub model: Outcome,
 }
 
 /// The verdict reported for one frame.
@@ -78,7 +57,7 @@ pub struct FrameResult {
     /// The answer reported: the XDP program's, or the model's when the kernel was not asked
     /// or refused the frame (model-only replay, a frame shorter than [`MIN_TEST_RUN_FRAME`],
     /// or one too long for XDP frags: see [`MAX_LINEAR_TEST_RUN_FRAME`]).
-    pub answer: Answer,
+    pub answer: Outcome,
     /// The model's answer when it differs from the kernel's.
     pub disagreement: Option<Disagreement>,
 }
@@ -107,8 +86,10 @@ pub struct Summary {
     pub model_only_frames: u64,
     /// Frames per verdict (`pass`, `drop`).
     pub verdicts: BTreeMap<&'static str, u64>,
-    /// Frames per reason.
+    /// Frames per reason, monitor-mode would-drops not included.
     pub reasons: BTreeMap<&'static str, u64>,
+    /// Monitor-mode would-drops (passed; enforcing would drop them) per reason.
+    pub would_drop_reasons: BTreeMap<&'static str, u64>,
     /// Frames per deciding rule.
     pub rules: BTreeMap<String, u64>,
     /// Number of disagreements.
@@ -128,7 +109,12 @@ impl Summary {
     fn count(&mut self, result: &FrameResult) {
         self.frames += 1;
         *self.verdicts.entry(result.answer.verdict).or_default() += 1;
-        *self.reasons.entry(result.answer.reason).or_default() += 1;
+        let by_reason = if result.answer.would_drop {
+            &mut self.would_drop_reasons
+        } else {
+            &mut self.reasons
+        };
+        *by_reason.entry(result.answer.reason).or_default() += 1;
         if let Some(rule) = &result.answer.rule {
             *self.rules.entry(rule.clone()).or_default() += 1;
         }
@@ -331,7 +317,7 @@ impl<'p> Replayer<'p> {
         let t = Instant::now();
         let judgement = self.model.judge_tracked(frame, &mut self.state);
         self.model_time += t.elapsed();
-        let model = Answer::of_model(&judgement);
+        let model = judgement.outcome();
 
         let result = match &mut self.kernel {
             Some(kernel) if frame.len() >= MIN_TEST_RUN_FRAME => {
@@ -404,7 +390,7 @@ impl KernelSide<'_> {
         frame: &[u8],
         model: &Judgement,
         monitor: bool,
-    ) -> Result<Answer, ReplayError> {
+    ) -> Result<Outcome, ReplayError> {
         let expect_slot = model.reason.stat_slot(monitor);
         let expect_rule = model
             .rule
@@ -436,10 +422,11 @@ impl KernelSide<'_> {
             XdpAction::Pass => "pass",
             XdpAction::Drop | XdpAction::Aborted | XdpAction::Other(_) => "drop",
         };
-        Ok(Answer {
+        Ok(Outcome {
             verdict: verdict_name,
             reason: verdict.reason.name(),
             rule,
+            would_drop: verdict.would_drop,
         })
     }
 }

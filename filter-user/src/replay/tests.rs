@@ -49,15 +49,15 @@ fn jsonl_lines_have_the_spec_keys_in_order() {
     let short = replay.frame(&[0u8; 10]).unwrap();
     assert_eq!(
         frame_json(&pass),
-        r#"{"index":0,"verdict":"pass","reason":"allow-rule","rule":"https"}"#
+        r#"{"index":0,"verdict":"pass","reason":"allow-rule","rule":"https","would_drop":false}"#
     );
     assert_eq!(
         frame_json(&drop),
-        r#"{"index":1,"verdict":"drop","reason":"no-source-match","rule":null}"#
+        r#"{"index":1,"verdict":"drop","reason":"no-source-match","rule":null,"would_drop":false}"#
     );
     assert_eq!(
         frame_json(&short),
-        r#"{"index":2,"verdict":"drop","reason":"eth-truncated","rule":null}"#
+        r#"{"index":2,"verdict":"drop","reason":"eth-truncated","rule":null,"would_drop":false}"#
     );
     let summary = replay.finish(&[]).unwrap();
     assert_eq!(
@@ -116,8 +116,8 @@ fn monitor_mode_passes_would_drops() {
         )
         .unwrap();
     assert_eq!(
-        (r.answer.verdict, r.answer.reason),
-        ("pass", "no-source-match")
+        (r.answer.verdict, r.answer.reason, r.answer.would_drop),
+        ("pass", "no-source-match", true)
     );
 }
 

@@ -152,9 +152,11 @@ struct Scrape {
 
 type Labels = Vec<(&'static str, String)>;
 
+/// What happened to the packets: a monitor-mode would-drop passed (its `would_drop` label
+/// says what enforcing would do, docs/OUTPUT.md).
 fn verdict_of_reason(reason: &str, would_drop: bool) -> &'static str {
     if would_drop {
-        "would_drop"
+        "pass"
     } else if Reason::from_name(reason).is_some_and(Reason::is_drop) {
         "drop"
     } else {
@@ -164,7 +166,7 @@ fn verdict_of_reason(reason: &str, would_drop: bool) -> &'static str {
 
 fn verdict_of_rule(kind: Option<&RuleKind>, would_drop: bool) -> &'static str {
     match (would_drop, kind) {
-        (true, _) => "would_drop",
+        (true, _) => "pass",
         (false, Some(RuleKind::Deny)) => "drop",
         (false, Some(RuleKind::Allow | RuleKind::Failsafe)) => "pass",
         (false, None) => "unknown",
@@ -217,7 +219,7 @@ impl Collector for Scrape {
         let (snap, state) = (&self.snapshot, &self.state);
 
         // Aggregate by label set (sorted, and never a duplicate series).
-        let mut reasons: BTreeMap<(String, &'static str, &'static str), (u64, u64)> =
+        let mut reasons: BTreeMap<(String, &'static str, &'static str, bool), (u64, u64)> =
             BTreeMap::new();
         // Every interface and reason from the first scrape (would-drop too where the
         // interface monitors), at zero until counted.
@@ -233,11 +235,17 @@ impl Collector for Scrape {
                         name.clone(),
                         reason_name,
                         verdict_of_reason(reason_name, false),
+                        false,
                     ))
                     .or_default();
                 if monitors && reason.is_drop() {
                     reasons
-                        .entry((name.clone(), reason_name, "would_drop"))
+                        .entry((
+                            name.clone(),
+                            reason_name,
+                            verdict_of_reason(reason_name, true),
+                            true,
+                        ))
                         .or_default();
                 }
             }
@@ -253,17 +261,18 @@ impl Collector for Scrape {
                     iface,
                     count.reason,
                     verdict_of_reason(count.reason, count.would_drop),
+                    count.would_drop,
                 ))
                 .or_default();
             entry.0 += count.packets;
             entry.1 += count.bytes;
         }
-        let mut rules: BTreeMap<(String, &'static str), (u64, u64)> = BTreeMap::new();
+        let mut rules: BTreeMap<(String, &'static str, bool), (u64, u64)> = BTreeMap::new();
         // Every rule of the active rule set from the first scrape: one that never matches
         // shows as 0 instead of not at all.
         for (name, kind) in &state.rule_kinds {
             rules
-                .entry((name.clone(), verdict_of_rule(Some(kind), false)))
+                .entry((name.clone(), verdict_of_rule(Some(kind), false), false))
                 .or_default();
         }
         for count in &snap.rules {
@@ -273,20 +282,30 @@ impl Collector for Scrape {
                 count.name.clone()
             };
             let verdict = verdict_of_rule(state.rule_kinds.get(&count.name), count.would_drop);
-            let entry = rules.entry((name, verdict)).or_default();
+            let entry = rules.entry((name, verdict, count.would_drop)).or_default();
             entry.0 += count.packets;
             entry.1 += count.bytes;
         }
-        let reason_labels =
-            |(iface, reason, verdict): &(String, &'static str, &'static str)| -> Labels {
-                vec![
-                    ("interface", iface.clone()),
-                    ("reason", (*reason).to_owned()),
-                    ("verdict", (*verdict).to_owned()),
-                ]
-            };
-        let rule_labels = |(rule, verdict): &(String, &'static str)| -> Labels {
-            vec![("rule", rule.clone()), ("verdict", (*verdict).to_owned())]
+        let reason_labels = |(iface, reason, verdict, would_drop): &(
+            String,
+            &'static str,
+            &'static str,
+            bool,
+        )|
+         -> Labels {
+            vec![
+                ("interface", iface.clone()),
+                ("reason", (*reason).to_owned()),
+                ("verdict", (*verdict).to_owned()),
+                ("would_drop", would_drop.to_string()),
+            ]
+        };
+        let rule_labels = |(rule, verdict, would_drop): &(String, &'static str, bool)| -> Labels {
+            vec![
+                ("rule", rule.clone()),
+                ("verdict", (*verdict).to_owned()),
+                ("would_drop", would_drop.to_string()),
+            ]
         };
 
         counter_family(

@@ -13,8 +13,8 @@
 //!
 //! | metric | labels |
 //! | --- | --- |
-//! | `nodegate_packets_total`, `nodegate_bytes_total` | `interface`, `reason`, `verdict` = `pass`/`drop`/`would_drop` |
-//! | `nodegate_rule_packets_total`, `nodegate_rule_bytes_total` | `rule`, `verdict` = `pass`/`drop`/`would_drop` (`unknown` for a rule not in the active rule set) |
+//! | `nodegate_packets_total`, `nodegate_bytes_total` | `interface`, `reason`, `verdict` = `pass`/`drop`, `would_drop` = `true` for a monitor-mode would-drop (which passed) |
+//! | `nodegate_rule_packets_total`, `nodegate_rule_bytes_total` | `rule`, `verdict` = `pass`/`drop` (`unknown` for a rule not in the active rule set), `would_drop` |
 //! | `nodegate_reloads_total` | `result` = `success`/`failure` (the start is a load, not a reload: `nodegate_publishes_total{trigger="start"}`) |
 //! | `nodegate_publishes_total` | `trigger` = `start`/`file change`/`SIGHUP`/`nodegate reload`/`nodegate apply`/`rollback (CAUSE)` |
 //! | `nodegate_drop_samples_total` | `outcome` = `emitted`/`lost` |

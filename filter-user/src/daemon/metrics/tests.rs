@@ -207,15 +207,15 @@ async fn scrape_exports_counters_and_state() {
     let text = scrape(addr).await;
     for line in [
         "# TYPE nodegate_packets counter",
-        r#"nodegate_packets_total{interface="eth0",reason="no-source-match",verdict="drop"} 7"#,
-        r#"nodegate_packets_total{interface="eth0",reason="allow-rule",verdict="pass"} 40"#,
-        r#"nodegate_packets_total{interface="eth1",reason="deny-rule",verdict="would_drop"} 3"#,
-        r#"nodegate_packets_total{interface="slot9",reason="essential-arp",verdict="pass"} 1"#,
-        r#"nodegate_bytes_total{interface="eth0",reason="no-source-match",verdict="drop"} 700"#,
-        r#"nodegate_rule_packets_total{rule="ssh-admins",verdict="pass"} 40"#,
-        r#"nodegate_rule_packets_total{rule="block-bad",verdict="drop"} 5"#,
-        r#"nodegate_rule_packets_total{rule="block-bad",verdict="would_drop"} 3"#,
-        r#"nodegate_rule_packets_total{rule="gone",verdict="unknown"} 2"#,
+        r#"nodegate_packets_total{interface="eth0",reason="no-source-match",verdict="drop",would_drop="false"} 7"#,
+        r#"nodegate_packets_total{interface="eth0",reason="allow-rule",verdict="pass",would_drop="false"} 40"#,
+        r#"nodegate_packets_total{interface="eth1",reason="deny-rule",verdict="pass",would_drop="true"} 3"#,
+        r#"nodegate_packets_total{interface="slot9",reason="essential-arp",verdict="pass",would_drop="false"} 1"#,
+        r#"nodegate_bytes_total{interface="eth0",reason="no-source-match",verdict="drop",would_drop="false"} 700"#,
+        r#"nodegate_rule_packets_total{rule="ssh-admins",verdict="pass",would_drop="false"} 40"#,
+        r#"nodegate_rule_packets_total{rule="block-bad",verdict="drop",would_drop="false"} 5"#,
+        r#"nodegate_rule_packets_total{rule="block-bad",verdict="pass",would_drop="true"} 3"#,
+        r#"nodegate_rule_packets_total{rule="gone",verdict="unknown",would_drop="false"} 2"#,
         r#"nodegate_interface_attached{interface="eth0",xdp_mode="driver",variant="native"} 1"#,
         r#"nodegate_interface_attached{interface="eth1",xdp_mode="none",variant="native"} 0"#,
         "nodegate_flow_table_capacity 65536",
@@ -227,7 +227,7 @@ async fn scrape_exports_counters_and_state() {
         "nodegate_confirmations_total 4",
         r#"nodegate_publishes_total{trigger="nodegate apply"} 2"#,
         "nodegate_rollout_pending 1",
-        r#"nodegate_rule_bytes_total{rule="ssh-admins",verdict="pass"} 6000"#,
+        r#"nodegate_rule_bytes_total{rule="ssh-admins",verdict="pass",would_drop="false"} 6000"#,
         r#"nodegate_reloads_total{result="success"} 3"#,
         r#"nodegate_reloads_total{result="failure"} 1"#,
         r#"nodegate_drop_samples_total{outcome="emitted"} 11"#,
@@ -256,8 +256,7 @@ async fn scrape_exports_counters_and_state() {
 async fn counters_move_between_scrapes() {
     let source = fake();
     let (addr, server) = start(source.clone(), CONNECTION_DEADLINE);
-    let line =
-        r#"nodegate_packets_total{interface="eth0",reason="no-source-match",verdict="drop"}"#;
+    let line = r#"nodegate_packets_total{interface="eth0",reason="no-source-match",verdict="drop",would_drop="false"}"#;
     assert_line(&scrape(addr).await, &format!("{line} 7"));
     source.snapshot.lock().unwrap().reasons[0].packets = 19;
     source.state.lock().unwrap().reloads_succeeded = 4;
@@ -417,7 +416,7 @@ fn rule_names_are_escaped() {
     let text = render(&snapshot, &DaemonState::default());
     assert_line(
         &text,
-        r#"nodegate_rule_packets_total{rule="we\"ird\\name",verdict="would_drop"} 1"#,
+        r#"nodegate_rule_packets_total{rule="we\"ird\\name",verdict="pass",would_drop="true"} 1"#,
     );
 }
 
@@ -680,20 +679,20 @@ async fn every_rule_and_interface_has_series_from_the_first_scrape() {
     let text = scrape(addr).await;
     assert_line(
         &text,
-        r#"nodegate_rule_packets_total{rule="never-matched",verdict="pass"} 0"#,
+        r#"nodegate_rule_packets_total{rule="never-matched",verdict="pass",would_drop="false"} 0"#,
     );
     // eth0 counted no ARP, eth1 (monitor) no deny-rule drops as drops: zero series all the same.
     assert_line(
         &text,
-        r#"nodegate_packets_total{interface="eth0",reason="essential-arp",verdict="pass"} 0"#,
+        r#"nodegate_packets_total{interface="eth0",reason="essential-arp",verdict="pass",would_drop="false"} 0"#,
     );
     assert_line(
         &text,
-        r#"nodegate_packets_total{interface="eth1",reason="no-rule-match",verdict="would_drop"} 0"#,
+        r#"nodegate_packets_total{interface="eth1",reason="no-rule-match",verdict="pass",would_drop="true"} 0"#,
     );
     assert_line(
         &text,
-        r#"nodegate_packets_total{interface="eth0",reason="no-rule-match",verdict="drop"} 0"#,
+        r#"nodegate_packets_total{interface="eth0",reason="no-rule-match",verdict="drop",would_drop="false"} 0"#,
     );
     server.abort();
 }

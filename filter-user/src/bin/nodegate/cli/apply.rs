@@ -14,7 +14,7 @@ use filter_user::{
     probe::ReachProbe,
 };
 
-use super::PinArgs;
+use super::{output::Output, PinArgs};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -48,7 +48,7 @@ pub struct ConfirmArgs {
 /// How long the daemon may take: its probes run once before the change, each up to 2 s.
 const ANSWER_WITHIN: Duration = Duration::from_secs(120);
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub fn run(args: Args, out: Output) -> anyhow::Result<ExitCode> {
     let file = std::path::absolute(&args.file)
         .with_context(|| format!("cannot resolve {}", args.file.display()))?;
     anyhow::ensure!(file.is_file(), "{} is not a readable file", file.display());
@@ -58,24 +58,24 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         probes: args.probe,
         watch_established: !args.allow_cutting_connections,
     });
-    ask(&args.pins, request)
+    ask(&args.pins, request, out)
 }
 
-pub fn confirm(args: ConfirmArgs) -> anyhow::Result<ExitCode> {
-    ask(&args.pins, Request::Confirm)
+pub fn confirm(args: ConfirmArgs, out: Output) -> anyhow::Result<ExitCode> {
+    ask(&args.pins, Request::Confirm, out)
 }
 
-pub fn rollback(args: ConfirmArgs) -> anyhow::Result<ExitCode> {
-    ask(&args.pins, Request::Rollback)
+pub fn rollback(args: ConfirmArgs, out: Output) -> anyhow::Result<ExitCode> {
+    ask(&args.pins, Request::Rollback, out)
 }
 
 /// Exit 0 when the daemon did it, 1 (with its reason) when not.
-fn ask(pins: &PinArgs, request: Request) -> anyhow::Result<ExitCode> {
+fn ask(pins: &PinArgs, request: Request, out: Output) -> anyhow::Result<ExitCode> {
     let answer: Answer = control::ask(
         RUN_DIR.as_ref(),
         &PinLayout::new(&pins.pin_dir),
         request,
         ANSWER_WITHIN,
     )?;
-    Ok(super::print_answer(&answer))
+    Ok(super::print_answer(&answer, out))
 }

@@ -7,10 +7,9 @@ use filter_user::{
     compiler::kind_name,
     config::{self, ConfigError, Diagnostic},
     diff::{lockout_risks, needed_on_this_node},
-    policy::{Protocol, RuleKind},
 };
 
-use super::Format;
+use super::output::Output;
 
 /// Validate a rule file.
 #[derive(clap::Args)]
@@ -29,28 +28,22 @@ pub struct Args {
     /// the control plane (a `control-plane` set) on tcp 443/10250; without it a warning.
     #[arg(long)]
     strict: bool,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = Format::Text)]
-    format: Format,
 }
 
 fn diag_json(d: &Diagnostic) -> serde_json::Value {
     serde_json::json!({"file": d.file, "line": d.line, "column": d.column, "severity": d.severity.to_string(), "message": d.message, "hint": d.hint})
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub fn run(args: Args, out: Output) -> anyhow::Result<ExitCode> {
     let loaded = match config::load_file(&args.file) {
         Ok(loaded) => loaded,
         Err(err) => {
-            match (&err, args.format) {
-                (ConfigError::Invalid { errors, warnings }, Format::Json) => {
+            match &err {
+                ConfigError::Invalid { errors, warnings } if out.is_json() => {
                     let all: Vec<_> = errors.iter().chain(warnings).map(diag_json).collect();
-                    println!(
-                        "{}",
-                        serde_json::json!({"valid": false, "diagnostics": all})
-                    );
+                    out.document(&serde_json::json!({"valid": false, "diagnostics": all}))?;
                 }
-                (ConfigError::Invalid { errors, warnings }, Format::Text) => {
+                ConfigError::Invalid { errors, warnings } => {
                     for d in errors.iter().chain(warnings) {
                         eprintln!("{d}");
                     }
@@ -60,7 +53,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                         errors.len()
                     );
                 }
-                (ConfigError::Read { .. }, _) => eprintln!("error: {err}"),
+                ConfigError::Read { .. } => super::output::report(&err.into(), out),
             }
             return Ok(ExitCode::FAILURE);
         }
@@ -74,14 +67,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let refused = args.strict && !lockout.is_empty();
     let cap = policy.capacity;
     let room = cap.table_words_per_gen();
-    if args.format == Format::Json {
+    if out.is_json() {
         let rules: Vec<_> = policy
             .rules_in_precedence()
-            .map(|r| serde_json::json!({"name": r.name, "kind": format!("{:?}", r.kind).to_lowercase(), "protocol": format!("{:?}", r.protocol).to_lowercase(), "sources": r.sources.len(), "interfaces": r.interfaces, "keys": r.keys.iter().map(|k| format!("{}-{}", k.start(), k.end())).collect::<Vec<_>>()}))
+            .map(|r| serde_json::json!({"rule": r.name, "kind": r.kind.name(), "protocol": r.protocol.name(), "sources": r.sources.len(), "interfaces": r.interfaces, "keys": r.keys.iter().map(|k| format!("{}-{}", k.start(), k.end())).collect::<Vec<_>>()}))
             .collect();
-        println!(
-            "{}",
-            serde_json::json!({
+        out.document(&serde_json::json!({
                 "valid": true,
                 "mode": policy.mode.name(),
                 "default": policy.default.name(),
@@ -95,8 +86,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 "diagnostics": loaded.warnings.iter().map(diag_json).collect::<Vec<_>>(),
                 "lockout": lockout,
                 "refused": refused,
-            })
-        );
+        }))?;
         return Ok(if refused {
             ExitCode::FAILURE
         } else {
@@ -123,18 +113,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         "#", "rule (evaluation order)", "kind", "proto", "sources"
     );
     for (i, r) in policy.rules_in_precedence().enumerate() {
-        let kind = match r.kind {
-            RuleKind::Failsafe => "failsafe",
-            RuleKind::Deny => "deny",
-            RuleKind::Allow => "allow",
-        };
-        let proto = match r.protocol {
-            Protocol::Tcp => "tcp",
-            Protocol::Udp => "udp",
-            Protocol::Icmp => "icmp",
-            Protocol::Icmpv6 => "icmpv6",
-            Protocol::Any => "any",
-        };
+        let (kind, proto) = (r.kind.name(), r.protocol.name());
         let keys = r.keys_text();
         let on = if r.interfaces.is_empty() {
             String::new()

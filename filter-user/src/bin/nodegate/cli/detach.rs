@@ -11,7 +11,34 @@ use filter_user::{
     loader::{attach, pins::PinLayout},
 };
 
-use super::PinArgs;
+use super::{output::Output, PinArgs};
+
+/// What `detach` and `uninstall` removed, as `-o json` prints it.
+#[derive(serde::Serialize, Default)]
+struct Removed {
+    /// Interfaces the filter was detached from.
+    detached: Vec<String>,
+    /// The pinned state removed with the last interface, if it was.
+    removed: Option<String>,
+}
+
+impl Removed {
+    fn print(&self, out: Output) -> anyhow::Result<ExitCode> {
+        if out.is_json() {
+            out.document(self)?;
+        } else {
+            for name in &self.detached {
+                println!("detached from {name}");
+            }
+            match &self.removed {
+                Some(dir) => println!("removed {dir}"),
+                None if self.detached.is_empty() => println!("nothing to remove"),
+                None => {}
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+}
 
 /// Detach from one interface.
 #[derive(clap::Args)]
@@ -37,11 +64,11 @@ pub struct UninstallArgs {
 /// writing maps and reloading into a filter that is gone.
 fn exclusive(layout: &PinLayout) -> anyhow::Result<OwnerLock> {
     OwnerLock::acquire(RUN_DIR.as_ref(), layout, std::time::Duration::ZERO).context(
-        "the running `nodegate run` must stop first (SIGTERM leaves the filter attached); then          detach or uninstall",
+        "the running `nodegate run` must stop first (SIGTERM leaves the filter attached); then detach or uninstall",
     )
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub fn run(args: Args, out: Output) -> anyhow::Result<ExitCode> {
     let layout = PinLayout::new(&args.pins.pin_dir);
     layout.check()?;
     // Missing privileges first: they would also deny the lock, with a less useful message.
@@ -55,26 +82,25 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let _owner = exclusive(&layout)?;
     let last = attach::detach(&layout, &args.iface)
         .with_context(|| format!("failed to detach from {}", args.iface))?;
-    println!(
-        "detached from {}{}",
-        args.iface,
-        if last {
-            "; no interface left, removed all pins"
-        } else {
-            ""
-        }
-    );
-    Ok(ExitCode::SUCCESS)
+    // The last interface takes every pin with it.
+    Removed {
+        detached: vec![args.iface],
+        removed: last.then(|| layout.version_dir().display().to_string()),
+    }
+    .print(out)
 }
 
-pub fn uninstall(args: UninstallArgs) -> anyhow::Result<ExitCode> {
+pub fn uninstall(args: UninstallArgs, out: Output) -> anyhow::Result<ExitCode> {
     let layout = PinLayout::new(&args.pins.pin_dir);
     if args.discard_foreign_layout {
         layout
             .remove_foreign()
             .context("failed to remove pinned state")?;
-        println!("removed everything under {}", layout.root().display());
-        return Ok(ExitCode::SUCCESS);
+        return Removed {
+            detached: Vec::new(),
+            removed: Some(layout.root().display().to_string()),
+        }
+        .print(out);
     }
     layout.check()?;
     let denied = |path: &std::path::Path, e: std::io::Error| {
@@ -88,23 +114,20 @@ pub fn uninstall(args: UninstallArgs) -> anyhow::Result<ExitCode> {
         .try_exists()
         .map_err(|e| denied(&version_dir, e))?
     {
-        println!(
-            "nothing to remove: no nodegate state under {}",
-            layout.root().display()
-        );
-        return Ok(ExitCode::SUCCESS);
+        return Removed::default().print(out);
     }
     let links = layout
         .try_pinned_links()
         .map_err(|e| denied(&layout.links_dir(), e))?;
     let owner = exclusive(&layout)?;
+    let mut removed = Removed::default();
     for ifname in links {
         attach::detach(&layout, &ifname)
             .with_context(|| format!("failed to detach from {ifname}"))?;
-        println!("detached from {ifname}");
+        removed.detached.push(ifname);
     }
     layout.remove().context("failed to remove pins")?;
-    println!("removed {}", version_dir.display());
+    removed.removed = Some(version_dir.display().to_string());
     // The run directory's files for these pins go too: nothing owns them any more.
     let _ = std::fs::remove_file(control::socket_path(RUN_DIR.as_ref(), &layout));
     let _ = std::fs::remove_file(filter_user::daemon::run::active_rules_path(
@@ -112,5 +135,5 @@ pub fn uninstall(args: UninstallArgs) -> anyhow::Result<ExitCode> {
         &layout,
     ));
     let _ = std::fs::remove_file(owner.path());
-    Ok(ExitCode::SUCCESS)
+    removed.print(out)
 }

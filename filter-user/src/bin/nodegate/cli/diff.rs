@@ -18,7 +18,7 @@ use filter_user::{
     model::ProbeProtocol,
 };
 
-use super::{Format, PinArgs};
+use super::{output::Output, PinArgs};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -46,9 +46,6 @@ pub struct Args {
     /// the control plane (a `control-plane` set) on tcp 443/10250; without it a warning.
     #[arg(long)]
     strict: bool,
-    /// Output format.
-    #[arg(short = 'o', long, value_enum, default_value_t = Format::Text)]
-    output: Format,
 }
 
 fn parse_probe(text: &str) -> Result<Probe, String> {
@@ -81,21 +78,23 @@ fn parse_probe(text: &str) -> Result<Probe, String> {
     Ok(Probe { src, proto, port })
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub fn run(args: Args, out: Output) -> anyhow::Result<ExitCode> {
     match compare(&args) {
         Ok(d) => {
-            match args.output {
-                Format::Json => println!("{}", serde_json::to_string_pretty(&d)?),
-                Format::Text => print_text(&d),
+            if out.is_json() {
+                out.document(&d)?;
+            } else {
+                print_text(&d);
             }
             if args.strict && !d.lockout.is_empty() {
-                eprintln!("refused (--strict): the new rules would cut off what this node needs (see the lockout warnings)");
+                let refused = anyhow::anyhow!("refused (--strict): the new rules would cut off what this node needs (see the lockout warnings)");
+                super::output::report(&refused, out);
                 return Ok(ExitCode::from(2));
             }
             Ok(ExitCode::from(if d.is_empty() { 0 } else { 1 }))
         }
         Err(err) => {
-            eprintln!("error: {err:#}");
+            super::output::report(&err, out);
             Ok(ExitCode::from(2))
         }
     }
@@ -257,8 +256,8 @@ fn print_text(d: &Diff) {
     for v in &d.verdicts {
         println!("verdict   {}: {} → {}", v.probe, v.before, v.after);
     }
-    for (p, verdict) in &d.unchanged_probes {
-        println!("same      {p}: {verdict}");
+    for same in &d.unchanged_probes {
+        println!("same      {}: {}", same.probe, same.outcome);
     }
     for c in &d.connections {
         println!(

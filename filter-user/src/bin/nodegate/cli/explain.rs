@@ -12,7 +12,7 @@ use filter_user::{
     model::{Model, ProbeProtocol, PROBE_DST_V4, PROBE_DST_V6, PROBE_SPORT},
 };
 
-use super::Format;
+use super::output::Output;
 
 /// Judge one synthetic packet with the reference model.
 #[derive(clap::Args)]
@@ -34,19 +34,16 @@ pub struct Args {
     /// name).
     #[arg(long, value_name = "IF")]
     on_iface: Option<String>,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = Format::Text)]
-    format: Format,
 }
 
 /// Exit status of a packet that could not be judged.
 const EXIT_NOT_JUDGED: u8 = 2;
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    match judge(args) {
+pub fn run(args: Args, out: Output) -> anyhow::Result<ExitCode> {
+    match judge(args, out) {
         Ok(code) => Ok(code),
         Err(err) => {
-            crate::report(&err);
+            super::output::report(&err, out);
             Ok(ExitCode::from(EXIT_NOT_JUDGED))
         }
     }
@@ -85,7 +82,7 @@ fn packet_json(from: IpAddr, proto: &str, port: u16, assumed: Option<&str>) -> s
     })
 }
 
-fn judge(args: Args) -> anyhow::Result<ExitCode> {
+fn judge(args: Args, out: Output) -> anyhow::Result<ExitCode> {
     let (port, assumed) = port_of(args.proto, args.port)?;
     let proto = args.proto.to_string();
     let loaded = config::load_file(&args.file)
@@ -98,12 +95,12 @@ fn judge(args: Args) -> anyhow::Result<ExitCode> {
     };
     let j = model.explain(args.from, args.proto, port);
     let packet = packet_json(args.from, &proto, port, assumed);
-    match args.format {
-        Format::Json => println!(
-            "{}",
-            serde_json::json!({"packet": packet, "verdict": j.verdict(), "reason": j.reason.name(), "rule": j.rule, "would_drop": j.would_drop, "stateful_unknown": j.stateful_unknown, "interface": iface})
-        ),
-        Format::Text => {
+    match out {
+        Output::Json | Output::Jsonl => out.document(&serde_json::json!({
+            "packet": packet, "verdict": j.verdict(), "reason": j.reason.name(), "rule": j.rule,
+            "would_drop": j.would_drop, "stateful_unknown": j.stateful_unknown, "interface": iface,
+        }))?,
+        Output::Text => {
             println!(
                 "packet: {proto} from {} to {} port/type {port}{}",
                 packet["src"].as_str().unwrap_or_default(),

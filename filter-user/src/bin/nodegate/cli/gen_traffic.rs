@@ -24,8 +24,9 @@ pub enum OutFormat {
 /// examples/eks-node.yaml. The same seed writes the same bytes.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Output file.
-    output: PathBuf,
+    /// The capture file to write.
+    #[arg(value_name = "FILE")]
+    file: PathBuf,
     /// Number of frames.
     #[arg(long, default_value_t = 10_000)]
     count: usize,
@@ -40,7 +41,7 @@ pub struct Args {
     format: Option<OutFormat>,
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub fn run(args: Args, out: super::output::Output) -> anyhow::Result<ExitCode> {
     let profile = Profile {
         ipv6_per_mille: args.ipv6 * 10,
         ..Profile::default()
@@ -49,26 +50,34 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let format = match args.format {
         Some(OutFormat::Pcap) => CaptureFormat::Pcap,
         Some(OutFormat::Pcapng) => CaptureFormat::PcapNg,
-        None => CaptureFormat::from_path(&args.output),
+        None => CaptureFormat::from_path(&args.file),
     };
     let data: Vec<Vec<u8>> = frames.iter().map(|f| f.data.clone()).collect();
     // A fixed start time keeps the file byte-identical for a seed.
     write_capture(
-        &args.output,
+        &args.file,
         format,
         &data,
         Duration::from_secs(1_700_000_000),
         Duration::from_micros(10),
     )
     .context("failed to write the capture")?;
-    let counts: Vec<String> = category_counts(&frames)
-        .iter()
-        .map(|(c, n)| format!("{c} {n}"))
-        .collect();
+    let categories = category_counts(&frames);
+    if out.is_json() {
+        out.document(&serde_json::json!({
+            "file": args.file,
+            "format": format.name(),
+            "frames": frames.len(),
+            "seed": args.seed,
+            "categories": categories,
+        }))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let counts: Vec<String> = categories.iter().map(|(c, n)| format!("{c} {n}")).collect();
     eprintln!(
         "wrote {} frames to {} (seed {}): {}",
         frames.len(),
-        args.output.display(),
+        args.file.display(),
         args.seed,
         counts.join(", ")
     );

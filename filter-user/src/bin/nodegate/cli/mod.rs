@@ -7,6 +7,8 @@ mod diff;
 mod explain;
 mod gen_traffic;
 mod mount_bpffs;
+mod observe;
+pub mod output;
 mod reload;
 mod replay;
 mod run;
@@ -17,6 +19,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use filter_user::loader::pins::DEFAULT_PIN_ROOT;
+use output::Output;
 
 /// nodegate: an XDP node firewall. Enforces source-CIDR allow-lists and protocol/port rules
 /// in the NIC driver, hot-reloads its YAML rules atomically, and keeps enforcing when it exits.
@@ -28,6 +31,10 @@ pub struct Cli {
     /// Log format for `run` and diagnostics.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Output format of results (docs/OUTPUT.md): text, json (one document; streams one
+    /// object per line) or jsonl (one object per line). Errors follow it on stderr.
+    #[arg(short = 'o', long, global = true, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
     /// More log detail (-v debug, -vv trace).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -39,16 +46,6 @@ pub enum LogFormat {
     /// Human-readable lines.
     Text,
     /// One JSON object per line (for log shippers).
-    Json,
-}
-
-/// Output format of reports.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
-pub enum Format {
-    /// Human-readable.
-    #[default]
-    Text,
-    /// JSON.
     Json,
 }
 
@@ -98,6 +95,9 @@ enum Command {
     /// Replay a pcap/pcapng capture through the real XDP program (BPF_PROG_TEST_RUN) and the
     /// reference model: counts, disagreements, ns/frame; or --live onto a veth pair.
     Replay(replay::Args),
+    /// Follow drop samples live (daemon running or not), filtered by reason, rule, source
+    /// prefix or interface; text or JSON lines.
+    Observe(observe::Args),
     /// Write a realistic, seeded Kubernetes-node traffic capture (pcap or pcapng).
     GenTraffic(gen_traffic::Args),
     /// Mount a BPF filesystem at PATH unless one is there (what the Kubernetes kit's init
@@ -110,35 +110,49 @@ enum Command {
     },
 }
 
-/// A daemon's answer on stdout and exit 0, or on stderr and exit 1.
-pub fn print_answer(answer: &filter_user::daemon::control::Answer) -> ExitCode {
+/// A daemon's answer: on stdout and exit 0, or as an error on stderr and exit 1.
+pub fn print_answer(answer: &filter_user::daemon::control::Answer, output: Output) -> ExitCode {
+    match (answer.ok, output.is_json()) {
+        (true, true) => {
+            println!(
+                "{}",
+                serde_json::to_string(answer).expect("plain data serializes")
+            );
+        }
+        (true, false) => println!("{}", answer.message),
+        (false, _) => output::report(&anyhow::anyhow!("{}", answer.message), output),
+    }
     if answer.ok {
-        println!("{}", answer.message);
         ExitCode::SUCCESS
     } else {
-        eprintln!("error: {}", answer.message);
         ExitCode::FAILURE
     }
 }
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    let out = cli.output;
     match cli.command {
-        Command::Check(args) => check::run(args),
-        Command::Explain(args) => explain::run(args),
-        Command::Run(args) => run::run(args),
-        Command::Reload(args) => reload::run(args),
-        Command::Stats(args) => stats::run(args),
-        Command::Status(args) => status::run(args),
-        Command::Diff(args) => diff::run(args),
-        Command::Apply(args) => apply::run(args),
-        Command::Confirm(args) => apply::confirm(args),
-        Command::Rollback(args) => apply::rollback(args),
-        Command::Detach(args) => detach::run(args),
-        Command::Uninstall(args) => detach::uninstall(args),
-        Command::Replay(args) => replay::run(args),
-        Command::GenTraffic(args) => gen_traffic::run(args),
-        Command::MountBpffs(args) => mount_bpffs::run(args),
+        Command::Check(args) => check::run(args, out),
+        Command::Explain(args) => explain::run(args, out),
+        Command::Run(args) => {
+            text_only(out, "run", "its logs follow --log-format json")?;
+            run::run(args)
+        }
+        Command::Reload(args) => reload::run(args, out),
+        Command::Stats(args) => stats::run(args, out),
+        Command::Status(args) => status::run(args, out),
+        Command::Diff(args) => diff::run(args, out),
+        Command::Apply(args) => apply::run(args, out),
+        Command::Confirm(args) => apply::confirm(args, out),
+        Command::Rollback(args) => apply::rollback(args, out),
+        Command::Detach(args) => detach::run(args, out),
+        Command::Uninstall(args) => detach::uninstall(args, out),
+        Command::Replay(args) => replay::run(args, out),
+        Command::Observe(args) => observe::run(args, out),
+        Command::GenTraffic(args) => gen_traffic::run(args, out),
+        Command::MountBpffs(args) => mount_bpffs::run(args, out),
         Command::Completions { shell } => {
+            text_only(out, "completions", "it prints a shell script")?;
             clap_complete::generate(
                 shell,
                 &mut Cli::command(),
@@ -148,6 +162,15 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Refuse `-o json` for a command whose output is not a result.
+fn text_only(out: Output, command: &str, why: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !out.is_json(),
+        "`nodegate {command}` has no JSON output ({why}); leave out -o"
+    );
+    Ok(())
 }
 
 pub fn init_logging(format: LogFormat, verbose: u8) {

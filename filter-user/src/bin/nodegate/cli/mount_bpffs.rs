@@ -14,11 +14,10 @@ pub struct Args {
     path: PathBuf,
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub fn run(args: Args, out: super::output::Output) -> anyhow::Result<ExitCode> {
     let path = &args.path;
     if is_bpffs(path) {
-        println!("{} is already a BPF filesystem", path.display());
-        return Ok(ExitCode::SUCCESS);
+        return done(path, false, out);
     }
     std::fs::create_dir_all(path).with_context(|| format!("cannot create {}", path.display()))?;
     let target = CString::new(path.as_os_str().as_encoded_bytes())?;
@@ -40,6 +39,21 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             std::io::Error::last_os_error()
         );
     }
-    println!("mounted a BPF filesystem at {}", path.display());
+    done(path, true, out)
+}
+
+/// Say what was done: `mounted` is false when a BPF filesystem was already there.
+fn done(
+    path: &std::path::Path,
+    mounted: bool,
+    out: super::output::Output,
+) -> anyhow::Result<ExitCode> {
+    if out.is_json() {
+        out.document(&serde_json::json!({"path": path, "mounted": mounted}))?;
+    } else if mounted {
+        println!("mounted a BPF filesystem at {}", path.display());
+    } else {
+        println!("{} is already a BPF filesystem", path.display());
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -27,7 +27,7 @@ pub struct Args {
 
 /// Exit 0 once the new generation is active; 1 with the daemon's diagnostics when it
 /// rejected the file (the previous rules stay active), or when no daemon answers.
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub fn run(args: Args, out: super::output::Output) -> anyhow::Result<ExitCode> {
     let pins = PinLayout::new(&args.pins.pin_dir);
     let request = if args.no_wait {
         Request::ReloadNoWait
@@ -40,5 +40,5 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         request,
         Duration::from_secs(args.timeout),
     )?;
-    Ok(super::print_answer(&answer))
+    Ok(super::print_answer(&answer, out))
 }

@@ -7,7 +7,6 @@ use std::{
 };
 
 use anyhow::Context;
-use clap::ValueEnum;
 use filter_user::{
     config,
     loader::FilterMaps,
@@ -21,19 +20,7 @@ use filter_user::{
 };
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::PinArgs;
-
-/// Output format of `replay`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
-pub enum ReplayFormat {
-    /// Counts, disagreements and timing for people.
-    #[default]
-    Text,
-    /// One JSON object per frame in capture order
-    /// (`{"index":N,"verdict":"pass"|"drop","reason":"…","rule":"…"|null}`), then one
-    /// `{"summary":{…}}` object.
-    Jsonl,
-}
+use super::{output::Output, PinArgs};
 
 /// Replay a capture through the real XDP program and the reference model.
 ///
@@ -44,6 +31,10 @@ pub enum ReplayFormat {
 /// run. Exit status 1 when any frame disagrees. Needs root (or CAP_BPF + CAP_NET_ADMIN)
 /// unless --model-only.
 ///
+/// With `-o json` (or `jsonl`), one object per frame in capture order
+/// (`{"index":N,"verdict":"pass"|"drop","reason":"…","rule":"…"|null,"would_drop":bool}`),
+/// then one `{"summary":{…}}` object; with --live, one `{"live":{…}}` object.
+///
 /// With --live, the capture is sent at full rate onto a veth pair by an XDP live-frames
 /// generator instead, and the filter's counters report what happened.
 #[derive(clap::Args)]
@@ -53,9 +44,6 @@ pub struct Args {
     /// The rule file to judge with.
     #[arg(long, value_name = "FILE")]
     config: PathBuf,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = ReplayFormat::Text)]
-    format: ReplayFormat,
     /// Judge with the reference model only (no kernel, no privileges).
     #[arg(long, conflicts_with = "live")]
     model_only: bool,
@@ -115,7 +103,7 @@ fn progress_bar(total: u64, enabled: bool) -> ProgressBar {
     bar
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub fn run(args: Args, out: Output) -> anyhow::Result<ExitCode> {
     let loaded = config::load_file(&args.config)
         .with_context(|| format!("failed to load {}", args.config.display()))?;
     let capture =
@@ -129,10 +117,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .collect();
     let frames: Vec<&[u8]> = on_the_wire.iter().flatten().map(Vec::as_slice).collect();
     if args.live {
-        return run_live(&args, &loaded.policy, &frames);
+        return run_live(&args, out, &loaded.policy, &frames);
     }
 
-    let jsonl = args.format == ReplayFormat::Jsonl;
+    let jsonl = out.is_json();
     let bar = progress_bar(capture.frames.len() as u64, !jsonl);
     let mut kernel = if args.model_only {
         None
@@ -210,7 +198,7 @@ fn print_text(out: &mut impl Write, args: &Args, s: &Summary) -> std::io::Result
             s.disagreement_count
         )?;
         for d in &s.disagreements {
-            let show = |a: &filter_user::replay::Answer| match &a.rule {
+            let show = |a: &filter_user::model::Outcome| match &a.rule {
                 Some(rule) => format!("{} ({}, rule {rule})", a.verdict, a.reason),
                 None => format!("{} ({})", a.verdict, a.reason),
             };
@@ -240,6 +228,7 @@ fn print_text(out: &mut impl Write, args: &Args, s: &Summary) -> std::io::Result
 
 fn run_live(
     args: &Args,
+    out: Output,
     policy: &filter_user::policy::Policy,
     frames: &[&[u8]],
 ) -> anyhow::Result<ExitCode> {
@@ -255,7 +244,7 @@ fn run_live(
         .filter(|f| f.len() >= filter_user::replay::MIN_FRAME)
         .count() as u64
         * args.loops;
-    let bar = progress_bar(total, args.format == ReplayFormat::Text);
+    let bar = progress_bar(total, !out.is_json());
     let mut progress = |sent: u64| bar.set_position(sent);
     let report = match &args.iface {
         None => live::replay_in_lab(policy, frames, &opts, &mut progress)
@@ -275,9 +264,10 @@ fn run_live(
         }
     };
     bar.finish_and_clear();
-    match args.format {
-        ReplayFormat::Jsonl => println!("{}", serde_json::json!({ "live": report })),
-        ReplayFormat::Text => print_live(&report, args.iface.is_some()),
+    if out.is_json() {
+        out.document(&serde_json::json!({ "live": report }))?;
+    } else {
+        print_live(&report, args.iface.is_some());
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -296,10 +286,11 @@ fn print_live(r: &LiveReport, external: bool) {
         return;
     }
     println!(
-        "delivered {} ({:.3} Mpps): passed {}, dropped {}; {} not delivered (receiver ring full)",
+        "delivered {} ({:.3} Mpps): passed {} (would_drop {}), dropped {}; {} not delivered (receiver ring full)",
         r.delivered,
         r.mpps,
         r.passed,
+        r.would_drop,
         r.dropped,
         r.sent.saturating_sub(r.delivered)
     );
@@ -308,6 +299,12 @@ fn print_live(r: &LiveReport, external: bool) {
     reasons.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
     for (reason, n) in reasons {
         println!("  {reason:<30} {n:>12}");
+    }
+    if !r.would_drop_reasons.is_empty() {
+        println!("would_drop (monitor mode: passed, enforcing would drop):");
+        for (reason, n) in &r.would_drop_reasons {
+            println!("  {reason:<30} {n:>12}");
+        }
     }
     if !r.rules.is_empty() {
         println!("rules:");

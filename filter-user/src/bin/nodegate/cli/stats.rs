@@ -9,22 +9,19 @@ use filter_user::loader::{
     interfaces::InterfaceState, pins::PinLayout, FilterMaps, EGRESS_PROGRAM,
 };
 
-use super::PinArgs;
+use super::{output::Output, PinArgs};
 
 /// Print counters.
 #[derive(clap::Args)]
 pub struct Args {
     #[command(flatten)]
     pins: PinArgs,
-    /// JSON instead of a table.
-    #[arg(long)]
-    json: bool,
     /// Refresh every second with per-second rates, until interrupted.
     #[arg(long)]
     watch: bool,
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub fn run(args: Args, out: Output) -> anyhow::Result<ExitCode> {
     let layout = PinLayout::new(&args.pins.pin_dir);
     layout.check()?;
     let maps = FilterMaps::open_pinned(&layout.maps_dir()).with_context(|| {
@@ -53,28 +50,44 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .table_usage()
             .context("failed to read the lookup table settings")?;
         let variant = layout.recorded_variant().map(|v| v.name());
-        if args.json {
-            println!(
-                "{}",
-                serde_json::json!({
-                    "kernel": features,
-                    "program_variant": variant,
-                    "attachments": attachments,
-                    "active_generation_slot": control.active_gen,
-                    "ready": control.ready != 0,
-                    "interfaces": names,
-                    "interface_settings": states,
-                    "counters": snap,
-                    "lookup_tables": tables,
-                    "flows": {
-                        "entries": flows.entries,
-                        "inserted": flows.inserts,
-                        "refreshed": flows.refreshes,
-                        "closing": flows.closing,
-                        "evicted": flows.evictions,
-                    },
-                })
-            );
+        if out.is_json() {
+            let report = serde_json::json!({
+                "kernel": features,
+                "program_variant": variant,
+                "attachments": attachments,
+                "active_generation_slot": control.active_gen,
+                "ready": control.ready != 0,
+                "generations": snap.generations,
+                "interfaces": states.iter().map(|s| serde_json::json!({
+                    "interface": s.name, "ifindex": s.ifindex, "slot": s.slot, "mode": s.mode,
+                    "default": s.default, "overridden": s.overridden,
+                })).collect::<Vec<_>>(),
+                "reasons": snap.reasons.iter().map(|r| serde_json::json!({
+                    "interface": iface_name(&names, r.iface_slot), "reason": r.reason,
+                    "verdict": verdict_of(r), "would_drop": r.would_drop,
+                    "packets": r.packets, "bytes": r.bytes,
+                })).collect::<Vec<_>>(),
+                "rules": snap.rules.iter().map(|r| serde_json::json!({
+                    "rule": r.name, "slot": r.slot, "would_drop": r.would_drop,
+                    "packets": r.packets, "bytes": r.bytes,
+                })).collect::<Vec<_>>(),
+                "lookup_tables": tables,
+                "flows": {
+                    "entries": flows.entries,
+                    "inserted": flows.inserts,
+                    "refreshed": flows.refreshes,
+                    "closing": flows.closing,
+                    "evicted": flows.evictions,
+                },
+            });
+            if args.watch {
+                // A stream: one snapshot a line, whichever JSON spelling.
+                let mut stdout = std::io::stdout().lock();
+                super::output::line(&mut stdout, &report)?;
+                std::io::Write::flush(&mut stdout)?;
+            } else {
+                out.document(&report)?;
+            }
         } else {
             println!("{}", features.summary());
             println!("{}", variant_line(variant));
@@ -101,7 +114,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         previous = Some(snap);
         std::thread::sleep(Duration::from_secs(1));
-        if args.json {
+        if out.is_json() {
             // One JSON object a line already separates the snapshots.
         } else if std::io::stdout().is_terminal() {
             print!("\x1b[2J\x1b[H");
@@ -175,6 +188,25 @@ fn iface_names(states: &[InterfaceState]) -> HashMap<u32, String> {
     names
 }
 
+/// The name of interface counter slot `slot`.
+fn iface_name(names: &HashMap<u32, String>, slot: u32) -> String {
+    names
+        .get(&slot)
+        .cloned()
+        .unwrap_or_else(|| format!("slot {slot}"))
+}
+
+/// What happened to the packets a reason counter counts: `pass` or `drop` (a monitor-mode
+/// would-drop passes; its `would_drop` flag says what enforcing would do).
+fn verdict_of(r: &filter_user::loader::counters::ReasonCount) -> &'static str {
+    let drop = filter_common::Reason::from_name(r.reason).is_some_and(|x| x.is_drop());
+    if drop && !r.would_drop {
+        "drop"
+    } else {
+        "pass"
+    }
+}
+
 fn print_interfaces(states: &[InterfaceState]) {
     for s in states {
         let source = if s.overridden {
@@ -210,11 +242,9 @@ fn print_table(
     );
     for r in &snap.reasons {
         let verdict = if r.would_drop {
-            "would-drop"
-        } else if filter_common::Reason::from_name(r.reason).is_some_and(|x| x.is_drop()) {
-            "drop"
+            "would_drop"
         } else {
-            "pass"
+            verdict_of(r)
         };
         let before = previous
             .and_then(|p| {
@@ -225,10 +255,7 @@ fn print_table(
                 })
             })
             .map(|x| x.packets);
-        let iface = names
-            .get(&r.iface_slot)
-            .cloned()
-            .unwrap_or_else(|| format!("slot {}", r.iface_slot));
+        let iface = iface_name(names, r.iface_slot);
         println!(
             "{:<18} {:<22} {:<10} {:>14} {:>16} {}",
             iface,
@@ -260,7 +287,7 @@ fn print_table(
             "{:<40} {:<10} {:>14} {:>16} {}",
             name,
             if r.would_drop {
-                "would-drop"
+                "would_drop"
             } else {
                 "matched"
             },

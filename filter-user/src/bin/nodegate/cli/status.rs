@@ -22,27 +22,20 @@ use filter_user::{
 };
 use serde::Serialize;
 
-use super::PinArgs;
+use super::{output::Output, PinArgs};
 
 /// Show what is loaded and whether it is healthy.
 #[derive(clap::Args)]
 pub struct Args {
     #[command(flatten)]
     pins: PinArgs,
-    /// Output format.
-    #[arg(short = 'o', long, value_enum, default_value_t = Format::Text)]
-    output: Format,
-}
-
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum Format {
-    Text,
-    Json,
 }
 
 /// One rule's counters (every rule of the active generation, also those that never matched).
 #[derive(Serialize)]
 struct RuleStatus {
+    /// Its name (`rule`, as everywhere in JSON output).
+    #[serde(rename = "rule")]
     name: String,
     kind: Option<String>,
     /// IPv4 and IPv6 source prefixes it lists (known with a daemon).
@@ -75,7 +68,7 @@ struct Status {
     problems: Vec<String>,
 }
 
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+pub fn run(args: Args, out: Output) -> anyhow::Result<ExitCode> {
     let layout = PinLayout::new(&args.pins.pin_dir);
     layout.check()?;
     let installed = layout
@@ -197,9 +190,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     status.healthy = status.installed && status.daemon.is_some() && status.problems.is_empty();
 
-    match args.output {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&status)?),
-        Format::Text => print_text(&status),
+    if out.is_json() {
+        out.document(&status)?;
+    } else {
+        print_text(&status);
     }
     Ok(ExitCode::from(if status.healthy {
         0

@@ -1,5 +1,10 @@
 //! The `nodegate` commands that need no privileges, run as an operator would: `check` and
-//! `explain`, on the shipped examples and on files with per-interface settings and rules.
+//! `explain`, on the shipped examples and on files with per-interface settings and rules;
+//! their JSON against the output contract in [`output`].
+
+mod output;
+#[path = "../schema/mod.rs"]
+mod schema;
 
 use std::{
     path::PathBuf,
@@ -125,7 +130,7 @@ fn check_lists_interface_settings_and_scoped_rules() {
     );
     assert!(out.contains("(only on eth1)"), "{out}");
     assert!(out.contains("rule profiles"), "{out}");
-    let (code, json, _) = nodegate(&["check", file.path(), "--format", "json"]);
+    let (code, json, _) = nodegate(&["check", file.path(), "-o", "json"]);
     assert_eq!(code, 0);
     let v: serde_json::Value = serde_json::from_str(&json).expect("JSON");
     assert_eq!(v["interfaces"]["eth2"]["mode"], "monitor");
@@ -148,7 +153,7 @@ fn explain_judges_as_the_interface_would() {
     let explain = |extra: &[&str]| {
         let args: Vec<&str> = probe
             .iter()
-            .chain(["--format", "json"].iter())
+            .chain(["-o", "json"].iter())
             .chain(extra)
             .copied()
             .collect();
