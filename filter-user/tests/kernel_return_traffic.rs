@@ -241,6 +241,26 @@ const VERIFIER_LIMIT: u32 = 1_000_000;
 /// doubles the verifier's work fails here, not at a customer's load.
 const VERIFIER_BUDGET: u32 = VERIFIER_LIMIT / 2;
 
+/// A full flow table is counted exactly, and the walk (what the daemon's
+/// `nodegate_flow_table_entries` costs, at most every 30 s) is timed.
+#[test]
+fn a_full_flow_table_is_counted_by_its_walk() {
+    let mut f = setup();
+    let capacity = f.maps().flow_capacity().unwrap();
+    for i in 0..capacity {
+        let port = u16::try_from(i % 60000).unwrap() + 1024;
+        let peer = format!("192.0.{}.{}", 2 + i / 60000 / 250, 1 + i / 60000 % 250);
+        f.maps_mut()
+            .insert_flow(key(6, &peer, 443, NODE4, port), state(0, 0))
+            .unwrap();
+    }
+    let started = std::time::Instant::now();
+    let counts = f.maps().flow_counts().unwrap();
+    let walk = started.elapsed();
+    assert_eq!(counts.entries, u64::from(capacity));
+    eprintln!("walked a full flow table of {capacity} entries in {walk:?}");
+}
+
 fn assert_headroom(what: &str, f: &mut Filter) {
     let xdp = f.program().info().unwrap().verified_instruction_count();
     let tc = f

@@ -121,7 +121,9 @@ fn peer_tcp_echo(env: &Env, port: u16, conns: usize) -> std::thread::JoinHandle<
 fn stateful_replies_pass_new_inbound_drops_idle_flows_expire() {
     let env = Env::new("rt28");
     let config = env.write_config("rules.yaml", CONFIG);
-    let _daemon = env.start_daemon(&config, &[]);
+    let port = 20000 + (std::process::id() % 20000) as u16 + 7;
+    let daemon = env.start_daemon(&config, &["--metrics", &format!("127.0.0.1:{port}")]);
+    daemon.wait_for_log("serving Prometheus metrics", Duration::from_secs(10));
     assert_eq!(
         egress_hooks(&env),
         [(native_hook(), "nodegate_egress".to_string())],
@@ -281,6 +283,17 @@ fn stateful_replies_pass_new_inbound_drops_idle_flows_expire() {
         json["flows"]
     );
     assert!(json["flows"]["entries"].as_u64() >= Some(4));
+    // ... and so do the metrics, entries and capacity.
+    let text = env.scrape(port);
+    assert!(
+        common::daemon::metric(&text, "nodegate_flow_table_entries", &[]) >= 4,
+        "{text}"
+    );
+    assert_eq!(
+        common::daemon::metric(&text, "nodegate_flow_table_capacity", &[]),
+        4096,
+        "CONFIG's return_traffic.capacity"
+    );
 }
 
 #[test]

@@ -452,6 +452,13 @@ impl Collector for Scrape {
             None,
             state.flow_capacity.map(i64::from),
         )?;
+        single_gauge(
+            &mut encoder,
+            "nodegate_flow_table_entries",
+            "Entries in the flow table of stateful return traffic (counted by walking the table, at most every 30 s).",
+            None,
+            state.flow_entries.and_then(|n| i64::try_from(n).ok()),
+        )?;
         counter_family(
             &mut encoder,
             "nodegate_repairs",

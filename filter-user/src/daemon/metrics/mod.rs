@@ -27,6 +27,7 @@
 //! | `nodegate_interface_default_pass` | `interface` (1: default pass on it, 0: default drop) |
 //! | `nodegate_interface_attached` | `interface`, `xdp_mode` = `driver`/`generic`/`none`, `variant` = `native`/`spectre-hardened` (1: attached to an interface `--iface` asked for, 0: not, see `/readyz`) |
 //! | `nodegate_flow_table_capacity` | — (entries the flow table of stateful return traffic holds) |
+//! | `nodegate_flow_table_entries` | — (entries it holds now; counted by a walk at most every 30 s) |
 //! | `nodegate_last_reload_failure_timestamp_seconds` | — (absent until a reload is rejected) |
 //! | `nodegate_repairs_total` | `what` = `pin`/`attachment` (put back after someone else removed it) |
 //! | `nodegate_rollbacks_total` | `cause` = `probe`/`unconfirmed`/`established_connection`/`operator` (confirmed changes flipped back) |
@@ -143,6 +144,8 @@ pub struct DaemonState {
     pub interfaces_attached: BTreeMap<String, Option<&'static str>>,
     /// Capacity of the flow table (stateful return traffic), when it could be read.
     pub flow_capacity: Option<u32>,
+    /// Entries in the flow table, when counted (a walk of the table, so not every scrape).
+    pub flow_entries: Option<u64>,
     /// When the last reload was rejected, if one was.
     pub last_failure: Option<SystemTime>,
     /// Pins put back after they were removed by hand.
