@@ -57,6 +57,7 @@ fn known<'e>(e: &'e (dyn Error + 'static)) -> Option<&'e dyn Hint> {
         crate::loader::privileges::MissingCapabilities,
         crate::daemon::metrics::MetricsError,
         crate::daemon::watch::WatchError,
+        crate::import::ImportError,
         #[cfg(feature = "tools")]
         crate::lab::LabError,
     );

@@ -21,6 +21,7 @@ pub mod firewall;
 #[cfg(feature = "tools")]
 pub mod fuzzing;
 pub mod hint;
+pub mod import;
 #[cfg(feature = "tools")]
 pub mod lab;
 pub mod loader;

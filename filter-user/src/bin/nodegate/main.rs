@@ -16,6 +16,14 @@ fn main() -> ExitCode {
         Ok(args) => args,
         Err(err) => return usage_error(&err, output::requested(&raw)),
     };
+    if !args.is_daemon() {
+        // A command whose reader went away (`nodegate check f | head`) ends quietly, as
+        // other Unix tools do, instead of panicking on the failed write. Not the daemon:
+        // a control-socket client hanging up must cost it one failed write, not its life.
+        // SAFETY: resetting a signal's disposition to its default has no preconditions;
+        // no other thread runs yet.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     cli::init_logging(args.log_format, args.verbose);
     let output = args.output;
     match cli::dispatch(args) {

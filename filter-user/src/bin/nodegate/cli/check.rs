@@ -14,7 +14,7 @@ use super::output::Output;
 /// Validate a rule file.
 #[derive(clap::Args)]
 pub struct Args {
-    /// The rule file.
+    /// The rule file; `-` reads it from stdin (`nodegate import … | nodegate check -`).
     file: PathBuf,
     /// The resolver configuration whose nameservers' DNS replies must keep passing.
     #[arg(long, value_name = "FILE", default_value = "/etc/resolv.conf")]
@@ -30,12 +30,27 @@ pub struct Args {
     strict: bool,
 }
 
+/// The rule file at `file`, or on stdin for `-`.
+fn load(file: &std::path::Path) -> Result<config::Loaded, ConfigError> {
+    if file != std::path::Path::new("-") {
+        return config::load_file(file);
+    }
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).map_err(|source| {
+        ConfigError::Read {
+            path: file.to_path_buf(),
+            source,
+        }
+    })?;
+    config::parse_str("<stdin>", &text)
+}
+
 fn diag_json(d: &Diagnostic) -> serde_json::Value {
     serde_json::json!({"file": d.file, "line": d.line, "column": d.column, "severity": d.severity.to_string(), "message": d.message, "hint": d.hint})
 }
 
 pub fn run(args: Args, out: Output) -> anyhow::Result<ExitCode> {
-    let loaded = match config::load_file(&args.file) {
+    let loaded = match load(&args.file) {
         Ok(loaded) => loaded,
         Err(err) => {
             match &err {

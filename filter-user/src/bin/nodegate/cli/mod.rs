@@ -6,6 +6,7 @@ mod detach;
 mod diff;
 mod explain;
 mod gen_traffic;
+mod import;
 mod mount_bpffs;
 mod observe;
 pub mod output;
@@ -100,6 +101,9 @@ enum Command {
     Observe(observe::Args),
     /// Write a realistic, seeded Kubernetes-node traffic capture (pcap or pcapng).
     GenTraffic(gen_traffic::Args),
+    /// Write a rule file from the cloud's own policy: AWS security groups, an EKS cluster,
+    /// AKS authorized IP ranges or an Azure NSG (exactly, or refused naming why).
+    Import(import::Args),
     /// Mount a BPF filesystem at PATH unless one is there (what the Kubernetes kit's init
     /// container runs).
     MountBpffs(mount_bpffs::Args),
@@ -129,6 +133,13 @@ pub fn print_answer(answer: &filter_user::daemon::control::Answer, output: Outpu
     }
 }
 
+impl Cli {
+    /// Whether this is `nodegate run`, the daemon.
+    pub fn is_daemon(&self) -> bool {
+        matches!(self.command, Command::Run(_))
+    }
+}
+
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let out = cli.output;
     match cli.command {
@@ -150,6 +161,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Replay(args) => replay::run(args, out),
         Command::Observe(args) => observe::run(args, out),
         Command::GenTraffic(args) => gen_traffic::run(args, out),
+        Command::Import(args) => import::run(args, out),
         Command::MountBpffs(args) => mount_bpffs::run(args, out),
         Command::Completions { shell } => {
             text_only(out, "completions", "it prints a shell script")?;
@@ -165,7 +177,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 /// Refuse `-o json` for a command whose output is not a result.
-fn text_only(out: Output, command: &str, why: &str) -> anyhow::Result<()> {
+pub(crate) fn text_only(out: Output, command: &str, why: &str) -> anyhow::Result<()> {
     anyhow::ensure!(
         !out.is_json(),
         "`nodegate {command}` has no JSON output ({why}); leave out -o"
