@@ -2,6 +2,7 @@
 //! `explain`, on the shipped examples and on files with per-interface settings and rules;
 //! their JSON against the output contract in [`output`].
 
+mod import;
 mod output;
 #[path = "../schema/mod.rs"]
 mod schema;
