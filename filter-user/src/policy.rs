@@ -123,23 +123,27 @@ pub fn family_counts(nets: &[IpNet]) -> (usize, usize) {
     (v4, nets.len() - v4)
 }
 
+/// Ports or types as written in a rule file (`22,8000-8080`), `all` for none.
+pub fn keys_text(keys: &[RangeInclusive<u16>]) -> String {
+    if keys.is_empty() {
+        return "all".into();
+    }
+    keys.iter()
+        .map(|k| {
+            if k.start() == k.end() {
+                k.start().to_string()
+            } else {
+                format!("{}-{}", k.start(), k.end())
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 impl Rule {
     /// Its ports or types as written in a rule file (`22,8000-8080`), `all` when it has none.
     pub fn keys_text(&self) -> String {
-        if self.keys.is_empty() {
-            return "all".into();
-        }
-        self.keys
-            .iter()
-            .map(|k| {
-                if k.start() == k.end() {
-                    k.start().to_string()
-                } else {
-                    format!("{}-{}", k.start(), k.end())
-                }
-            })
-            .collect::<Vec<_>>()
-            .join(",")
+        keys_text(&self.keys)
     }
 
     /// Whether the rule applies to packets arriving on `ifname` (`None`: an interface no

@@ -12,7 +12,7 @@ use std::{collections::BTreeMap, ops::RangeInclusive};
 use serde::Deserialize;
 
 use super::{
-    add_source, json, name_of, parse_net, ImportError, Imported, Problems, Rule, Set, Source,
+    add_parsed, add_source, json, name_of, ImportError, Imported, Problems, Rule, Set, Source,
 };
 use crate::policy::{Mode, Protocol, RuleKind};
 
@@ -258,16 +258,13 @@ impl Resolver {
                 .map(|b| &b.ipv6_cidr_block),
         );
         for block in blocks {
-            match parse_net(block) {
-                Ok(net) => add_source(
-                    out,
-                    Source {
-                        net,
-                        note: format!("subnet {id}"),
-                    },
-                ),
-                Err(e) => problems.push(format!("subnet {id}: {e}")),
-            }
+            add_parsed(
+                out,
+                block,
+                &format!("subnet {id}"),
+                &format!("subnet {id}"),
+                problems,
+            );
         }
     }
 
@@ -280,16 +277,13 @@ impl Resolver {
                     self.subnet(value, &format!("--group-cidrs {id}"), &mut out, problems);
                     continue;
                 }
-                match parse_net(value) {
-                    Ok(net) => add_source(
-                        &mut out,
-                        Source {
-                            net,
-                            note: format!("{id} (--group-cidrs)"),
-                        },
-                    ),
-                    Err(e) => problems.push(format!("--group-cidrs {id}: {e}")),
-                }
+                add_parsed(
+                    &mut out,
+                    value,
+                    &format!("{id} (--group-cidrs)"),
+                    &format!("--group-cidrs {id}"),
+                    problems,
+                );
             }
             return out;
         }
@@ -305,16 +299,13 @@ impl Resolver {
                     .map(|a| &a.private_ip_address)
                     .chain(eni.ipv6_addresses.iter().map(|a| &a.ipv6_address));
                 for address in addresses {
-                    match parse_net(address) {
-                        Ok(net) => add_source(
-                            &mut out,
-                            Source {
-                                net,
-                                note: format!("{} ({id})", eni.network_interface_id),
-                            },
-                        ),
-                        Err(e) => problems.push(format!("{}: {e}", eni.network_interface_id)),
-                    }
+                    add_parsed(
+                        &mut out,
+                        address,
+                        &format!("{} ({id})", eni.network_interface_id),
+                        &eni.network_interface_id,
+                        problems,
+                    );
                 }
             }
             if out.is_empty() {
@@ -374,20 +365,9 @@ fn protocol_of(p: &IpPermission) -> Result<(Protocol, Vec<RangeInclusive<u16>>),
 
 /// What a permission allows, for its description.
 fn describe(protocol: Protocol, keys: &[RangeInclusive<u16>]) -> String {
-    let keys: Vec<String> = keys
-        .iter()
-        .map(|k| {
-            if k.start() == k.end() {
-                k.start().to_string()
-            } else {
-                format!("{}-{}", k.start(), k.end())
-            }
-        })
-        .collect();
-    match (protocol, keys.is_empty()) {
-        (Protocol::Any, _) => "all traffic".into(),
-        (p, true) => format!("{} all", p.name()),
-        (p, false) => format!("{} {}", p.name(), keys.join(",")),
+    match protocol {
+        Protocol::Any => "all traffic".into(),
+        p => format!("{} {}", p.name(), crate::policy::keys_text(keys)),
     }
 }
 
@@ -425,31 +405,18 @@ pub fn security_groups(
                 }
             };
             let mut sources = Vec::new();
-            for r in &p.ip_ranges {
-                let note = format!("IpRanges {}", r.description.as_deref().unwrap_or(""));
-                match parse_net(&r.cidr_ip) {
-                    Ok(net) => add_source(
-                        &mut sources,
-                        Source {
-                            net,
-                            note: note.trim().to_owned(),
-                        },
-                    ),
-                    Err(e) => problems.push(format!("{at}: {e}")),
-                }
-            }
-            for r in &p.ipv6_ranges {
-                let note = format!("Ipv6Ranges {}", r.description.as_deref().unwrap_or(""));
-                match parse_net(&r.cidr_ipv6) {
-                    Ok(net) => add_source(
-                        &mut sources,
-                        Source {
-                            net,
-                            note: note.trim().to_owned(),
-                        },
-                    ),
-                    Err(e) => problems.push(format!("{at}: {e}")),
-                }
+            let ranges = p
+                .ip_ranges
+                .iter()
+                .map(|r| ("IpRanges", &r.cidr_ip, &r.description))
+                .chain(
+                    p.ipv6_ranges
+                        .iter()
+                        .map(|r| ("Ipv6Ranges", &r.cidr_ipv6, &r.description)),
+                );
+            for (field, cidr, description) in ranges {
+                let note = format!("{field} {}", description.as_deref().unwrap_or(""));
+                add_parsed(&mut sources, cidr, note.trim(), &at, &mut problems);
             }
             for pl in &p.prefix_list_ids {
                 for s in resolver.group(&pl.prefix_list_id, &at, &mut problems) {

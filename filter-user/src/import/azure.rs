@@ -15,8 +15,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use super::{
-    add_source, json, name_of, nets_overlap, parse_net, ImportError, Imported, Problems, Rule, Set,
-    Source,
+    add_parsed, json, name_of, nets_overlap, ImportError, Imported, Problems, Rule, Set, Source,
 };
 use crate::{
     import::aws::JsonFile,
@@ -153,28 +152,22 @@ pub fn aks_cluster(file: &JsonFile, opts: &AksOptions) -> Result<Imported, Impor
             outbound_only = true;
             continue;
         }
-        match parse_net(range) {
-            Ok(net) => add_source(
-                &mut authorized,
-                Source {
-                    net,
-                    note: format!("authorizedIpRanges[{i}]"),
-                },
-            ),
-            Err(e) => problems.push(format!("{what} authorizedIpRanges[{i}]: {e}")),
-        }
+        add_parsed(
+            &mut authorized,
+            range,
+            &format!("authorizedIpRanges[{i}]"),
+            &format!("{what} authorizedIpRanges[{i}]"),
+            &mut problems,
+        );
     }
     for ip in &opts.outbound_ips {
-        match parse_net(ip) {
-            Ok(net) => add_source(
-                &mut authorized,
-                Source {
-                    net,
-                    note: "the cluster's outbound IP (--outbound-ip)".into(),
-                },
-            ),
-            Err(e) => problems.push(format!("--outbound-ip: {e}")),
-        }
+        add_parsed(
+            &mut authorized,
+            ip,
+            "the cluster's outbound IP (--outbound-ip)",
+            "--outbound-ip",
+            &mut problems,
+        );
     }
     if outbound_only {
         if opts.outbound_ips.is_empty() {
@@ -270,16 +263,13 @@ fn api_server_subnet(
     };
     let mut out = Vec::new();
     for prefix in subnet.address_prefix.iter().chain(&subnet.address_prefixes) {
-        match parse_net(prefix) {
-            Ok(net) => add_source(
-                &mut out,
-                Source {
-                    net,
-                    note: "API server subnet".into(),
-                },
-            ),
-            Err(e) => problems.push(format!("subnet {id}: {e}")),
-        }
+        add_parsed(
+            &mut out,
+            prefix,
+            "API server subnet",
+            &format!("subnet {id}"),
+            problems,
+        );
     }
     Ok(out)
 }
@@ -402,16 +392,7 @@ fn prefixes(
             },
         };
         for value in values {
-            match parse_net(&value) {
-                Ok(net) => add_source(
-                    &mut out,
-                    Source {
-                        net,
-                        note: note.clone(),
-                    },
-                ),
-                Err(e) => problems.push(format!("{at}: {e}")),
-            }
+            add_parsed(&mut out, &value, &note, at, problems);
         }
     }
     out

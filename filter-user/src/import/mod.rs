@@ -170,6 +170,26 @@ pub(crate) fn add_source(sources: &mut Vec<Source>, source: Source) {
     }
 }
 
+/// Add the block `text` names with `note`, or the problem `at: why not`.
+pub(crate) fn add_parsed(
+    out: &mut Vec<Source>,
+    text: &str,
+    note: &str,
+    at: &str,
+    problems: &mut Problems,
+) {
+    match parse_net(text) {
+        Ok(net) => add_source(
+            out,
+            Source {
+                net,
+                note: note.to_owned(),
+            },
+        ),
+        Err(e) => problems.push(format!("{at}: {e}")),
+    }
+}
+
 /// The host-bits-free block of `text` (a CIDR or a bare address), or why not.
 pub(crate) fn parse_net(text: &str) -> Result<IpNet, String> {
     let net: IpNet = match text.parse() {
