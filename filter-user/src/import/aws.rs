@@ -447,18 +447,15 @@ pub fn security_groups(
                 continue;
             }
             let name = name_of(&[&group.group_id, "in", &i.to_string()]);
-            sets.push(Set {
-                name: name.clone(),
-                sources,
-            });
-            rules.push(Rule {
+            let rule = Rule {
                 from: name.clone(),
                 name,
                 action: RuleKind::Allow,
                 protocol,
                 keys: keys.clone(),
                 origin: format!("{at}: {}", describe(protocol, &keys)),
-            });
+            };
+            Imported::push_with_own_set(&mut sets, &mut rules, rule, sources);
         }
     }
     if rules.is_empty() && problems.0.is_empty() {

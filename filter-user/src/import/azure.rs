@@ -664,11 +664,7 @@ pub fn network_security_group(file: &JsonFile, opts: &NsgOptions) -> Result<Impo
             if sources.is_empty() {
                 return;
             }
-            sets.push(Set {
-                name: name.clone(),
-                sources,
-            });
-            rules.push(Rule {
+            let rule = Rule {
                 from: name.clone(),
                 name,
                 action: if p.allow {
@@ -679,7 +675,8 @@ pub fn network_security_group(file: &JsonFile, opts: &NsgOptions) -> Result<Impo
                 protocol,
                 keys: p.ports.clone(),
                 origin: p.label.clone(),
-            });
+            };
+            Imported::push_with_own_set(&mut sets, &mut rules, rule, sources);
         };
         match p.protocol {
             Some(Protocol::Icmp) => {

@@ -238,6 +238,20 @@ fn keys_yaml(keys: &[RangeInclusive<u16>]) -> String {
 }
 
 impl Imported {
+    /// Add `rule` with a set of its own, named as it is, holding `sources`.
+    pub(crate) fn push_with_own_set(
+        sets: &mut Vec<Set>,
+        rules: &mut Vec<Rule>,
+        rule: Rule,
+        sources: Vec<Source>,
+    ) {
+        sets.push(Set {
+            name: rule.from.clone(),
+            sources,
+        });
+        rules.push(rule);
+    }
+
     /// Whether a rule lists a block covering every address of a family.
     fn any_source(&self) -> bool {
         self.sets

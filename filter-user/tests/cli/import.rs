@@ -86,7 +86,7 @@ fn every_importer_round_trips_through_check() {
         );
         let (code, checked) = check_stdin(&yaml);
         assert_eq!(code, 0, "{case:?}: check - says:\n{checked}\n{yaml}");
-        assert!(checked.starts_with("-: valid"), "{checked}");
+        assert!(checked.starts_with("stdin: valid"), "{checked}");
         let mode = if case.contains(&"enforce".to_string()) {
             "enforce"
         } else {

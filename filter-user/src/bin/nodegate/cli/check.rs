@@ -30,6 +30,15 @@ pub struct Args {
     strict: bool,
 }
 
+/// How the file is named in messages: `stdin` for `-`.
+fn shown(file: &std::path::Path) -> std::borrow::Cow<'_, str> {
+    if file == std::path::Path::new("-") {
+        "stdin".into()
+    } else {
+        file.to_string_lossy()
+    }
+}
+
 /// The rule file at `file`, or on stdin for `-`.
 fn load(file: &std::path::Path) -> Result<config::Loaded, ConfigError> {
     if file != std::path::Path::new("-") {
@@ -42,7 +51,7 @@ fn load(file: &std::path::Path) -> Result<config::Loaded, ConfigError> {
             source,
         }
     })?;
-    config::parse_str("<stdin>", &text)
+    config::parse_str("stdin", &text)
 }
 
 fn diag_json(d: &Diagnostic) -> serde_json::Value {
@@ -62,11 +71,7 @@ pub fn run(args: Args, out: Output) -> anyhow::Result<ExitCode> {
                     for d in errors.iter().chain(warnings) {
                         eprintln!("{d}");
                     }
-                    eprintln!(
-                        "{}: {} error(s); rejected",
-                        args.file.display(),
-                        errors.len()
-                    );
+                    eprintln!("{}: {} error(s); rejected", shown(&args.file), errors.len());
                 }
                 ConfigError::Read { .. } => super::output::report(&err.into(), out),
             }
@@ -108,7 +113,7 @@ pub fn run(args: Args, out: Output) -> anyhow::Result<ExitCode> {
             ExitCode::SUCCESS
         });
     }
-    println!("{}: valid", args.file.display());
+    println!("{}: valid", shown(&args.file));
     println!(
         "  mode {}, default {}, return traffic {}, fragments {}",
         policy.mode.name(),
@@ -160,7 +165,7 @@ pub fn run(args: Args, out: Output) -> anyhow::Result<ExitCode> {
     if refused {
         eprintln!(
             "{}: refused (--strict): it would cut off what this node needs (see the lockout warnings)",
-            args.file.display()
+            shown(&args.file)
         );
         return Ok(ExitCode::FAILURE);
     }
