@@ -6,7 +6,7 @@
 //!   timing pass next to an empty XDP program;
 //! - [`live`]: the capture onto a veth pair at full rate with an XDP live-frames generator;
 //! - [`rawbpf`]: the two-instruction helper programs (empty, drop, transmit) those need;
-//! - [`frame_json`] / [`summary_json`]: the `--format jsonl` lines (one object per frame in
+//! - [`frame_json`] / [`summary_json`]: the `-o json` lines (one object per frame in
 //!   capture order, then one summary object).
 //!
 //! ```
@@ -28,7 +28,7 @@
 //! let mut replay = Replayer::model_only(&policy);
 //! let frame = Frame::tcp("192.0.2.9".parse()?, "10.1.1.1".parse()?, 40000, 443).syn().build();
 //! let result = replay.frame(&frame)?;
-//! assert_eq!(frame_json(&result), r#"{"index":0,"verdict":"pass","reason":"allow-rule","rule":"https"}"#);
+//! assert_eq!(frame_json(&result), r#"{"index":0,"verdict":"pass","reason":"allow-rule","rule":"https","would_drop":false}"#);
 //! let summary = replay.finish(&[])?;
 //! assert_eq!(summary.reasons["allow-rule"], 1);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
@@ -58,8 +58,8 @@ pub use run::{
 /// replay judges them with the model only and the live mode skips them.
 pub const MIN_FRAME: usize = crate::loader::testrun::MIN_TEST_RUN_FRAME;
 
-/// The `--format jsonl` object of one frame:
-/// `{"index":N,"verdict":"pass"|"drop","reason":"…","rule":"…"|null}`.
+/// The `-o json` object of one frame:
+/// `{"index":N,"verdict":"pass"|"drop","reason":"…","rule":"…"|null,"would_drop":bool}`.
 pub fn frame_json(result: &FrameResult) -> String {
     // A struct, not `json!`: serde_json's map would sort the keys, the spec fixes the order.
     #[derive(serde::Serialize)]
