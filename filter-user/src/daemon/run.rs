@@ -106,8 +106,9 @@ impl crate::hint::Hint for RunError {
 }
 
 /// How long a count of the flow table's entries is reused, at least. Counting walks the
-/// table, one syscall per entry: 146 ms for a full 65536-entry table on the CI machine
-/// (`a_full_flow_table_is_counted_by_its_walk`), about 2 s at the largest capacity.
+/// table, one syscall per entry: 146 ms for a full 65536-entry table, measured here in the
+/// test build (`a_full_flow_table_is_counted_by_its_walk`); the largest capacity holds 16
+/// times as many entries, and the walk grows with them.
 const FLOW_COUNT_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 /// ...and at least this many times as long as the last walk took, so walking never takes
 /// more than 1% of a core however large the table and however often someone scrapes.
