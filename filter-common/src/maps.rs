@@ -6,7 +6,7 @@
 
 /// Version of the pinned layout (maps, their key/value types, the program's contract).
 /// A loader refuses to adopt pins written under another version.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// Rule tables exist twice: the program reads the active one, the loader fills the other
 /// and flips once.
@@ -19,6 +19,15 @@ pub const MAP_GEN_CONFIG: &str = "NG_GENCFG";
 /// Interfaces the loader attached to: ifindex → counter slot and the config's per-interface
 /// overrides. `HashMap<u32, IfaceEntry>`.
 pub const MAP_IFACES: &str = "NG_IFACES";
+/// The same entries as [`MAP_IFACES`] for every ifindex below [`DIRECT_IFINDEXES`], in an
+/// array indexed by ifindex (0 = not registered): the program reads it with an array lookup
+/// the verifier inlines, where the hash lookup costs ~30 ns a packet (docs/BENCHMARKS.md).
+/// Larger ifindexes are looked up in the hash. `Array<IfaceEntry>[DIRECT_IFINDEXES]`.
+pub const MAP_IFACE_INDEX: &str = "NG_IFINDEX";
+/// Interfaces with an ifindex below this are found through [`MAP_IFACE_INDEX`]. Host NICs get
+/// small indexes at boot; the bound only decides which lookup a frame costs, not whether an
+/// interface can be filtered. 512 KiB of kernel memory.
+pub const DIRECT_IFINDEXES: u32 = 65_536;
 /// IPv4 source lookup tables of both generations (`crate::lookup`): a `BPF_F_MMAPABLE`
 /// `Array<u64>` of two table words per element, sized from the IPv4 prefix capacity.
 pub const MAP_SRC_V4: &str = "NG_SRC4";
@@ -81,6 +90,7 @@ pub const ALL_MAPS: &[&str] = &[
     MAP_CONTROL,
     MAP_GEN_CONFIG,
     MAP_IFACES,
+    MAP_IFACE_INDEX,
     MAP_SRC_V4,
     MAP_SRC_V6,
     MAP_SEGMENTS,

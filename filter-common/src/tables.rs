@@ -91,7 +91,7 @@ pub struct GenConfig {
 }
 const _: () = assert!(size_of::<GenConfig>() == 64);
 
-/// `NG_IFACES[ifindex]`.
+/// `NG_IFACES[ifindex]`, and `NG_IFINDEX[ifindex]` for small ifindexes (all zero: none).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct IfaceEntry {

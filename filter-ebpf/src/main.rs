@@ -46,7 +46,7 @@ use core::{
 };
 
 use aya_ebpf::{macros::xdp, programs::XdpContext};
-use filter_common::{iface_override, Reason, GENERATIONS, MAX_IFACES};
+use filter_common::{iface_override, Reason, DIRECT_IFINDEXES, GENERATIONS, MAX_IFACES};
 
 use crate::{
     cursor::{Cursor, Front},
@@ -116,16 +116,23 @@ struct Interface {
 }
 
 impl Interface {
+    /// Small ifindexes (every host NIC in practice) come from the array the verifier inlines
+    /// into a bounds check and an address computation; the rest from the hash, which costs a
+    /// helper call and a hash of the key (~30 ns, docs/BENCHMARKS.md). The loader writes
+    /// both (`loader/interfaces.rs`).
     #[inline(always)]
     fn of(ctx: &XdpContext) -> Interface {
-        match maps::IFACES.get_ptr(ctx.ingress_ifindex() as u32) {
+        let ifindex = ctx.ingress_ifindex() as u32;
+        let entry = if ifindex < DIRECT_IFINDEXES {
+            maps::IFACE_INDEX.get(ifindex).copied()
+        } else {
             // SAFETY: plain u32 reads from a live map value.
-            Some(entry) => unsafe {
-                let slot = (*entry).slot;
-                Interface {
-                    slot: if slot < MAX_IFACES { slot } else { 0 },
-                    overrides: (*entry).overrides,
-                }
+            maps::IFACES.get_ptr(ifindex).map(|e| unsafe { *e })
+        };
+        match entry {
+            Some(entry) => Interface {
+                slot: if entry.slot < MAX_IFACES { entry.slot } else { 0 },
+                overrides: entry.overrides,
             },
             None => Interface {
                 slot: 0,

@@ -11,9 +11,9 @@ use filter_common::{
     flow_stat,
     lookup::{table_elements, V4_WORDS_PER_PREFIX, V6_WORDS_PER_PREFIX},
     ClassCells, Control, Counter, FlowKey, FlowState, FragKey, GenConfig, IfaceEntry, RuleName,
-    SampleBucket, SegmentChunk, CLASS_CELLS_ENTRIES, CLASS_ROW_ENTRIES, DEFAULT_FLOW_CAPACITY,
+    SampleBucket, SegmentChunk, CLASS_CELLS_ENTRIES, CLASS_ROW_ENTRIES, DEFAULT_FLOW_CAPACITY, DIRECT_IFINDEXES,
     GENERATIONS, MAP_CLASS_CELLS, MAP_CLASS_ROWS, MAP_CONTROL, MAP_FLOWS, MAP_FLOW_STATS,
-    MAP_FRAGS, MAP_GEN_CONFIG, MAP_GEN_STATS, MAP_IFACES, MAP_REASON_STATS, MAP_RULE_NAMES,
+    MAP_FRAGS, MAP_GEN_CONFIG, MAP_GEN_STATS, MAP_IFACES, MAP_IFACE_INDEX, MAP_REASON_STATS, MAP_RULE_NAMES,
     MAP_RULE_STATS, MAP_SAMPLES, MAP_SAMPLE_RATE, MAP_SAMPLE_STATS, MAP_SEGMENTS, MAP_SRC_V4,
     MAP_SRC_V6, MAX_IFACES, MAX_RULES, MAX_TRACKED_FRAGMENTS, MAX_V4_PREFIXES, MAX_V6_PREFIXES,
     SAMPLE_RING_BYTES, SEGMENT_CHUNK_ENTRIES, STAT_SLOTS,
@@ -56,6 +56,10 @@ pub static GEN_CONFIG: Array<GenConfig> = Array::with_max_entries(GENERATIONS, 0
 same_name!(MAP_IFACES, "NG_IFACES");
 #[map(name = "NG_IFACES")]
 pub static IFACES: HashMap<u32, IfaceEntry> = HashMap::with_max_entries(MAX_IFACES, 0);
+
+same_name!(MAP_IFACE_INDEX, "NG_IFINDEX");
+#[map(name = "NG_IFINDEX")]
+pub static IFACE_INDEX: Array<IfaceEntry> = Array::with_max_entries(DIRECT_IFINDEXES, 0);
 
 // Source lookup tables (filter_common::lookup), two table words per element. Mmapable so the
 // loader writes a generation with plain stores; sized here for the default capacity, and

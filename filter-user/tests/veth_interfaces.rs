@@ -103,9 +103,15 @@ fn wait_for_generations(daemon: &Daemon, count: usize) {
 #[test]
 fn each_interface_gets_its_own_mode_and_default() {
     let env = Env::new("ifs");
+    // B's index lies above the program's direct interface index: its entry is found in the
+    // NG_IFACES hash, A's in the NG_IFINDEX array, and both must give their settings.
     let (node_b, _) = env
         .lab
-        .add_link(&format!("{NODE_B}/24"), "198.51.100.9/24")
+        .add_link(
+            &format!("{NODE_B}/24"),
+            "198.51.100.9/24",
+            Some(filter_common::DIRECT_IFINDEXES + 34_464),
+        )
         .expect("second veth pair");
     let node_a = env.lab.node_if.clone();
 

@@ -1181,21 +1181,24 @@ fn configmap_swap_and_reload_command_trigger_reloads() {
     common::daemon::assert_success(&env.run(&["reload"]));
 }
 
-/// Upgrade from layout 1 (LPM tries): a pin directory holding another layout version's state
-/// is refused with a message naming both versions and how to proceed, and the program that
-/// state belongs to keeps enforcing throughout: traffic sent before, during and after the
-/// refused start is judged by it, none unfiltered. (The old program is this build's, attached
-/// by the test, with its program pinned under `v1/`: the refusal depends on the version
-/// directory alone, never on reading the old maps.)
+/// Upgrade from a layout `run` cannot take over (1: LPM tries): a pin directory holding
+/// another layout version's state is refused with a message naming both versions and how to
+/// proceed, and the program that state belongs to keeps enforcing throughout: traffic sent
+/// before, during and after the refused start is judged by it, none unfiltered. (The old
+/// program is this build's, attached by the test, with its program pinned under `v1/`: the
+/// refusal depends on the version directory alone, never on reading the old maps.)
 #[test]
-fn previous_layout_is_refused_while_it_keeps_enforcing() {
+fn an_older_layout_is_refused_while_it_keeps_enforcing() {
+    let previous = 1;
+    assert_ne!(previous, filter_user::loader::pins::ADOPTABLE_LAYOUT);
+    let old_dir = format!("v{previous}");
     let env = Env::new("mig");
     let mut old = common::load_private();
     let slots = RuleSlots::new();
     old.maps_mut().publish(&tables(FIXTURE, &slots)).unwrap();
     let root = env.pins.version_dir().parent().unwrap().to_path_buf();
-    std::fs::create_dir_all(root.join("v1")).unwrap();
-    old.program().pin(root.join("v1").join("prog")).unwrap();
+    std::fs::create_dir_all(root.join(&old_dir)).unwrap();
+    old.program().pin(root.join(&old_dir).join("prog")).unwrap();
     let link = common::attach_to_lab(&mut old, &env.lab);
     let traffic = Traffic::start(env.lab.peer_sender().unwrap(), 4);
     std::thread::sleep(Duration::from_millis(200));
@@ -1206,12 +1209,16 @@ fn previous_layout_is_refused_while_it_keeps_enforcing() {
     std::thread::sleep(Duration::from_millis(200));
 
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "run must refuse layout 1 state");
     assert!(
-        stderr.contains("layout version 1") && stderr.contains("speaks version 2"),
+        !out.status.success(),
+        "run must refuse layout {previous} state"
+    );
+    assert!(
+        stderr.contains(&format!("layout version {previous}"))
+            && stderr.contains(&format!("speaks version {}", filter_common::LAYOUT_VERSION)),
         "the message names both versions: {stderr}"
     );
-    assert!(root.join("v1").exists(), "the old state is left alone");
+    assert!(root.join(&old_dir).exists(), "the old state is left alone");
     assert!(
         !env.pins.version_dir().join("links").exists(),
         "nothing was attached"
@@ -1229,5 +1236,84 @@ fn previous_layout_is_refused_while_it_keeps_enforcing() {
         "every disallowed packet was dropped by the old program"
     );
     old.program().detach(link).unwrap();
-    let _ = std::fs::remove_dir_all(root.join("v1"));
+    let _ = std::fs::remove_dir_all(root.join(&old_dir));
+}
+
+/// Upgrade from layout 2, which `run` takes over in place: layout 2 is layout 3 without
+/// `NG_IFINDEX` (the daemon's state after SIGTERM, that map's pin removed and the directory
+/// named `v2`, stands in for a layout-2 node). A start that fails gives the directory its
+/// old name back; a start that succeeds renames it, creates and fills the index before its
+/// program goes live, and swaps the program in on the same link: every packet sent across
+/// the take-over is judged, counters carry over, and every packet is counted on the lab
+/// interface's slot (an index left empty would count them in slot 0).
+#[test]
+fn layout_2_is_taken_over_in_place_without_a_gap() {
+    use filter_user::loader::pins::ADOPTABLE_LAYOUT;
+    let env = Env::new("takeover");
+    let config = env.write_config("rules.yaml", FIXTURE);
+    let sender = env.lab.peer_sender().unwrap();
+    let mut daemon = env.start_daemon(&config, &[]);
+    let old_prog = env.xdp_prog_id().expect("attached");
+    common::send_paced(&sender, &disallowed_frame(), 20);
+    env.wait_counted("no-source-match", 20);
+    daemon.signal(libc::SIGTERM);
+    assert!(daemon.wait(Duration::from_secs(10)).success());
+
+    let ours = env.pins.version_dir();
+    let previous = ours.with_file_name(format!("v{ADOPTABLE_LAYOUT}"));
+    std::fs::remove_file(env.pins.maps_dir().join(filter_common::MAP_IFACE_INDEX)).unwrap();
+    std::fs::rename(&ours, &previous).unwrap();
+
+    let failed = env.run_to_exit(&config, &["--iface", "ngmissing0"]);
+    assert!(
+        !failed.status.success(),
+        "a start on a missing interface fails"
+    );
+    assert!(
+        previous.is_dir() && !ours.exists(),
+        "the failed start gave the layout-2 state its name back"
+    );
+    assert_eq!(
+        env.xdp_prog_id(),
+        Some(old_prog),
+        "and changed nothing attached"
+    );
+
+    let traffic = DroppedFlow::start(&env);
+    let mut daemon = env.start_daemon(&config, &[]);
+    daemon.wait_for_log("attached", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(200));
+    let during = traffic.stop();
+    let log = daemon.log_text();
+    assert!(log.contains("taking over the previous layout"), "{log}");
+    assert!(!previous.exists(), "the layout-2 directory is gone");
+    assert!(env
+        .pins
+        .maps_dir()
+        .join(filter_common::MAP_IFACE_INDEX)
+        .exists());
+    let new_prog = env.xdp_prog_id().expect("still attached");
+    assert_ne!(new_prog, old_prog, "this build's program was swapped in");
+    let snap = env.snapshot();
+    assert_eq!(
+        reason_total(&snap, "no-source-match").0,
+        20 + during,
+        "counters carried over and every packet sent across the take-over was judged"
+    );
+    let unregistered: u64 = snap
+        .reasons
+        .iter()
+        .filter(|r| r.iface_slot == 0)
+        .map(|r| r.packets)
+        .sum();
+    assert_eq!(
+        unregistered, 0,
+        "every packet counted on the lab interface's slot"
+    );
+
+    common::send_paced(&sender, &disallowed_frame(), 10);
+    env.wait_counted("no-source-match", 30 + during);
+    daemon.signal(libc::SIGTERM);
+    assert!(daemon.wait(Duration::from_secs(10)).success());
+    common::daemon::assert_success(&env.run(&["detach", "--iface", &env.lab.node_if]));
 }

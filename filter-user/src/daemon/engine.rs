@@ -19,7 +19,7 @@ use crate::{
         attach::{ifname, AttachError, Attached, XdpModeChoice},
         features::{EgressChoice, EgressHook, KernelFeatures, MissingFeature},
         holds::{Holds, LinkTrouble},
-        pins::{PinError, PinLayout},
+        pins::{PinError, PinLayout, TakenOver},
         privileges::{check_attach_privileges, MissingCapabilities, ProgramVariant},
         publish::PublishReport,
         Filter, LoadOptions, LoaderError,
@@ -336,8 +336,41 @@ impl Engine {
     /// Validate the rule file, then load (reusing pinned maps: counters and tables survive a
     /// restart), publish, and attach to every interface — adopting links a previous loader
     /// pinned with an atomic program swap. Nothing is attached when anything before fails.
+    ///
+    /// State pinned by the previous layout version is taken over in place
+    /// ([`PinLayout::take_over_previous`]); a start that fails before its program is pinned
+    /// gives it back its old name.
     pub fn start(options: EngineOptions) -> Result<Engine, EngineError> {
         check_attach_privileges()?;
+        let mut taken_over = options.pins.take_over_previous()?;
+        if let Some(t) = &taken_over {
+            info!(
+                from = %t.from.display(),
+                to = %t.to.display(),
+                "taking over the previous layout's pinned state in place; its program keeps enforcing until this one is swapped in on its links"
+            );
+        }
+        let started = Self::start_on_pins(options, &mut taken_over);
+        if let (Err(_), Some(t)) = (&started, taken_over) {
+            let from = t.from.clone();
+            match t.undo() {
+                Ok(()) => {
+                    info!(dir = %from.display(), "start failed: the previous layout's state has its old name back")
+                }
+                Err(e) => {
+                    warn!(error = %e, "start failed and the previous layout's state could not be renamed back; the next `nodegate run` adopts it as it is")
+                }
+            }
+        }
+        started
+    }
+
+    /// [`Engine::start`] once the pin directory holds at most this layout's state;
+    /// `taken_over` is cleared at the point after which the state belongs to this layout.
+    fn start_on_pins(
+        options: EngineOptions,
+        taken_over: &mut Option<TakenOver>,
+    ) -> Result<Engine, EngineError> {
         options.pins.check()?;
         options.pins.check_ownership()?;
         // Probe the kernel and validate the file before touching anything.
@@ -378,6 +411,9 @@ impl Engine {
                  (Kubernetes: capabilities.add: [BPF, NET_ADMIN, PERFMON]) or run as root for full speed"
             ),
         }
+        // NG_IFINDEX mirrors NG_IFACES; state taken over from layout 2 has only the hash,
+        // and the program must find every registered interface before it goes live.
+        filter.maps_mut().index_interfaces()?;
         warn_flow_capacity(&filter, first.flows.capacity);
         warn_table_capacity(&filter, first.capacity);
         let slots = RuleSlots::from_pairs(filter.maps().pinned_rule_slots());
@@ -411,6 +447,9 @@ impl Engine {
             held_back: None,
         };
         engine.apply(prepared, "start")?;
+        // From here the pins change hands (program pin, then links): a failure leaves the
+        // state in this layout, which the next start adopts.
+        taken_over.take();
         engine.pin_program()?;
         for ifname in engine.options.ifaces.clone() {
             let attached = engine.filter.attach(

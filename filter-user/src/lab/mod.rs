@@ -192,9 +192,15 @@ impl Lab {
     }
 
     /// A second veth pair between the same two namespaces, IPv4 only (IPv6 off, as in
-    /// [`LabAddrs`]), for tests of a node with several interfaces. Returns the (node, peer)
-    /// interface names; the pair goes with the namespaces.
-    pub fn add_link(&self, node_v4: &str, peer_v4: &str) -> Result<(String, String), LabError> {
+    /// [`LabAddrs`]), for tests of a node with several interfaces; the node end gets
+    /// `node_ifindex` when given (indexes are per namespace, and the lab's are fresh).
+    /// Returns the (node, peer) interface names; the pair goes with the namespaces.
+    pub fn add_link(
+        &self,
+        node_v4: &str,
+        peer_v4: &str,
+        node_ifindex: Option<u32>,
+    ) -> Result<(String, String), LabError> {
         let id = format!(
             "{}{}",
             std::process::id() % 100_000,
@@ -202,12 +208,12 @@ impl Lab {
         );
         // At most 15 bytes: "ngl" + 5 + a few digits + 1.
         let (node_if, peer_if) = (format!("ngl{id}n"), format!("ngl{id}p"));
-        ip(&[
-            "link",
-            "add",
-            &node_if,
-            "netns",
-            &self.node_ns,
+        let index = node_ifindex.map(|i| i.to_string());
+        let mut args = vec!["link", "add", &node_if, "netns", &self.node_ns];
+        if let Some(index) = &index {
+            args.extend(["index", index]);
+        }
+        args.extend([
             "type",
             "veth",
             "peer",
@@ -215,7 +221,8 @@ impl Lab {
             &peer_if,
             "netns",
             &self.peer_ns,
-        ])?;
+        ]);
+        ip(&args)?;
         configure_end(&self.node_ns, &node_if, node_v4, &None)?;
         configure_end(&self.peer_ns, &peer_if, peer_v4, &None)?;
         Ok((node_if, peer_if))

@@ -598,7 +598,7 @@ pub fn detach(pins: &PinLayout, ifname: &str) -> Result<bool, AttachError> {
     if let (Some(index), Ok(mut maps)) =
         (ifindex(ifname), FilterMaps::open_pinned(&pins.maps_dir()))
     {
-        let _ = maps.ifaces.remove(&index);
+        maps.forget_iface(index);
     }
     let last = pins.pinned_links().is_empty();
     if last {

@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use filter_common::{flags, iface_override, mode, IfaceEntry, MAX_IFACES};
+use filter_common::{flags, iface_override, mode, IfaceEntry, DIRECT_IFINDEXES, MAX_IFACES};
 
 use super::{
     attach::{ifindex, ifname},
@@ -36,11 +36,8 @@ pub struct InterfaceState {
 /// Per-interface override bits by interface name, as one generation has them.
 pub type InterfaceOverrides = BTreeMap<String, u32>;
 
-fn map_err(source: aya::maps::MapError) -> LoaderError {
-    LoaderError::Map {
-        name: filter_common::MAP_IFACES,
-        source,
-    }
+fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> LoaderError {
+    move |source| LoaderError::Map { name, source }
 }
 
 impl FilterMaps {
@@ -108,7 +105,7 @@ impl FilterMaps {
                 ..entry
             };
             if updated != entry {
-                self.ifaces.insert(ifindex, updated, 0).map_err(map_err)?;
+                self.put_iface(ifindex, updated)?;
             }
         }
         self.published_overrides[(generation & 1) as usize] = Some(overrides.clone());
@@ -137,7 +134,7 @@ impl FilterMaps {
         }
         let entry = IfaceEntry { slot, overrides };
         if existing != Some(entry) {
-            self.ifaces.insert(ifindex, entry, 0).map_err(map_err)?;
+            self.put_iface(ifindex, entry)?;
         }
         Ok(slot)
     }
@@ -145,7 +142,40 @@ impl FilterMaps {
     /// Free the counter slot of an interface that is gone (its index is never reused for
     /// it: a re-created interface gets a new one).
     pub(crate) fn forget_iface(&mut self, ifindex: u32) {
+        if ifindex < DIRECT_IFINDEXES {
+            let _ = self.iface_index.set(ifindex, IfaceEntry::default(), 0);
+        }
         let _ = self.ifaces.remove(&ifindex);
+    }
+
+    /// Copy every registered interface with a small ifindex into `NG_IFINDEX`, where the
+    /// program looks it up. Needed once after adopting state whose index may lag the hash
+    /// (layout 2 had no index); idempotent.
+    pub fn index_interfaces(&mut self) -> Result<(), LoaderError> {
+        for (ifindex, entry) in self.interfaces() {
+            if ifindex < DIRECT_IFINDEXES {
+                self.iface_index
+                    .set(ifindex, entry, 0)
+                    .map_err(map_err(filter_common::MAP_IFACE_INDEX))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Write `ifindex`'s entry where the program reads it: `NG_IFINDEX` for a small ifindex
+    /// (the program's fast path), and `NG_IFACES` always (the list `interfaces()` walks, and
+    /// what the program reads for the rest). Each is one 8-byte value written whole, so a
+    /// packet sees the old entry or the new one.
+    fn put_iface(&mut self, ifindex: u32, entry: IfaceEntry) -> Result<(), LoaderError> {
+        self.ifaces
+            .insert(ifindex, entry, 0)
+            .map_err(map_err(filter_common::MAP_IFACES))?;
+        if ifindex < DIRECT_IFINDEXES {
+            self.iface_index
+                .set(ifindex, entry, 0)
+                .map_err(map_err(filter_common::MAP_IFACE_INDEX))?;
+        }
+        Ok(())
     }
 
     /// The name the config knows `ifindex` by: its stand-in name if it has one, else the

@@ -28,6 +28,8 @@ pub struct FilterMaps {
     pub(crate) control: Array<MapData, Control>,
     pub(crate) gen_config: Array<MapData, GenConfig>,
     pub(crate) ifaces: HashMap<MapData, u32, IfaceEntry>,
+    /// `NG_IFINDEX`: the entries of `ifaces` with a small ifindex, indexed by it.
+    pub(crate) iface_index: Array<MapData, IfaceEntry>,
     pub(crate) src_v4: super::table::MappedTable,
     pub(crate) src_v6: super::table::MappedTable,
     pub(crate) segments: Array<MapData, SegmentChunk>,
@@ -81,6 +83,7 @@ impl FilterMaps {
             control: typed!(MAP_CONTROL),
             gen_config: typed!(MAP_GEN_CONFIG),
             ifaces: typed!(MAP_IFACES),
+            iface_index: typed!(filter_common::MAP_IFACE_INDEX),
             src_v4: super::table::MappedTable::new(MAP_SRC_V4, get(MAP_SRC_V4)?)?,
             src_v6: super::table::MappedTable::new(MAP_SRC_V6, get(MAP_SRC_V6)?)?,
             segments: typed!(MAP_SEGMENTS),

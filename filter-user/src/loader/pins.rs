@@ -40,7 +40,7 @@ pub enum PinError {
     /// Pins from another layout version exist.
     #[error(
         "{path} holds nodegate state of layout version {found}, this nodegate speaks version {ours}; \
-         it will not reinterpret it. Remove it with the nodegate that wrote it (`nodegate uninstall`), \
+         it will not reinterpret it.{takeover} Remove it with the nodegate that wrote it (`nodegate uninstall`), \
          or, to discard it, `nodegate uninstall --pin-dir {root}` with --discard-foreign-layout"
     )]
     IncompatibleLayout {
@@ -52,6 +52,8 @@ pub enum PinError {
         found: String,
         /// Ours.
         ours: u32,
+        /// How `run` takes this version over, when it can (else empty).
+        takeover: &'static str,
     },
     /// A directory of the layout is not one nodegate's user made: whoever owns it can
     /// remove or replace the pins in it, wedging the filter.
@@ -92,6 +94,32 @@ fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -
 #[derive(Clone, Debug)]
 pub struct PinLayout {
     root: PathBuf,
+}
+
+/// The earlier layout that `nodegate run` takes over in place ([`PinLayout::take_over_previous`]).
+/// Layout 3 only added `NG_IFINDEX` beside layout 2's maps, which are unchanged (names, key and
+/// value types, sizes), so layout 2's maps, program pin and links are this layout's state
+/// minus one map, which the loader creates and fills from `NG_IFACES` before its program goes
+/// live.
+pub const ADOPTABLE_LAYOUT: u32 = 2;
+
+/// A previous layout's directory renamed to this version's by
+/// [`PinLayout::take_over_previous`].
+#[derive(Debug)]
+pub struct TakenOver {
+    /// The previous layout's directory.
+    pub from: PathBuf,
+    /// This layout's.
+    pub to: PathBuf,
+}
+
+impl TakenOver {
+    /// Give the directory its old name back: the start failed before the new program was
+    /// pinned or attached, so the state is still entirely the previous layout's, and a
+    /// nodegate of that version can adopt it again.
+    pub fn undo(self) -> Result<(), PinError> {
+        fs::rename(&self.to, &self.from).map_err(io("rename back", &self.to))
+    }
 }
 
 impl Default for PinLayout {
@@ -276,6 +304,21 @@ impl PinLayout {
         Ok(())
     }
 
+    /// Take layout [`ADOPTABLE_LAYOUT`]'s state over as this version's: one `rename(2)` of its
+    /// directory on bpffs, atomic, so there is never a moment with both or neither. Nothing
+    /// is unpinned: the old program keeps enforcing through its links until the new one is
+    /// swapped in on them. `None` when there is nothing to take over (or this version's
+    /// directory exists already; `check` then refuses the old one).
+    pub fn take_over_previous(&self) -> Result<Option<TakenOver>, PinError> {
+        let from = self.root.join(format!("v{ADOPTABLE_LAYOUT}"));
+        let to = self.version_dir();
+        if !from.is_dir() || to.exists() {
+            return Ok(None);
+        }
+        fs::rename(&from, &to).map_err(io("rename", &from))?;
+        Ok(Some(TakenOver { from, to }))
+    }
+
     /// Check the root is on bpffs and holds no foreign layout version.
     pub fn check(&self) -> Result<(), PinError> {
         let probe = if self.root.exists() {
@@ -295,6 +338,11 @@ impl PinLayout {
                         root: self.root.clone(),
                         found: name[1..].to_string(),
                         ours: LAYOUT_VERSION,
+                        takeover: if name[1..] == ADOPTABLE_LAYOUT.to_string() {
+                            " `nodegate run` of this version takes it over in place, without a gap in filtering."
+                        } else {
+                            ""
+                        },
                     });
                 }
             }
