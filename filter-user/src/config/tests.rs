@@ -674,6 +674,25 @@ fn too_many_ipv4_prefixes() {
     );
 }
 
+/// Several rules on one set count its prefixes once: within capacity however many rules
+/// name it, and past it as soon as the set itself is.
+#[test]
+fn rules_sharing_a_set_count_its_prefixes_once() {
+    let rules = "rules:\n  - { name: a, from: [s], protocol: tcp, ports: [443] }\n  - { name: b, from: [s], protocol: udp, ports: [53] }\n  - { name: c, from: [s], protocol: icmp }\n";
+    let set = "sets:\n  s: [10.0.0.0/16, 10.1.0.0/16, 10.2.0.0/16, 10.3.0.0/16, 10.4.0.0/16]\n";
+    // The failsafe's prefix and the set's five: 6, whatever the number of rules on the set.
+    let fits = format!("{HEAD}capacity: {{ ipv4_prefixes: 8 }}\n{set}{rules}");
+    assert!(load(&fits).is_ok(), "{}", render(&errors(&fits)));
+    let over = format!("{HEAD}capacity: {{ ipv4_prefixes: 5 }}\n{set}{rules}");
+    expect_error(
+        &over,
+        5,
+        "10.4.0.0/16",
+        "too many IPv4 prefixes: this is number 6, the kernel table holds 5",
+        "capacity.ipv4_prefixes",
+    );
+}
+
 #[test]
 fn capacity_sets_the_prefix_limits() {
     let rule = "rules: [{ name: a, from: [10.0.0.0/24, 10.0.1.0/24], protocol: any }]\n";
