@@ -87,14 +87,17 @@ fn parse(ctx: &XdpContext, sum: &mut Summary) {
     let Some(cfg) = maps::GEN_CONFIG.get(generation) else {
         return;
     };
-    let mut s = Settings::new(generation, cfg);
-    s.override_for_iface(iface_override::of_gen(iface.overrides, generation));
-    sum.settings = s;
+    // Written where `finish` reads them, field by field: a local copy stored whole
+    // afterwards kept a dozen fields in registers across the lookups above and spilled them
+    // (~40 instructions a packet).
+    sum.settings.load(generation, cfg);
+    sum.settings
+        .override_for_iface(iface_override::of_gen(iface.overrides, generation));
     sum.configured = 1;
     if knockout::stops_after(knockout::Stage::Settings) {
         return;
     }
-    match headers(&mut cur, &s, &mut sum.packet) {
+    match headers(&mut cur, &sum.settings, &mut sum.packet) {
         Continue(svc) => {
             sum.reason = PENDING;
             sum.service = svc;
