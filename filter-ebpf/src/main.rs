@@ -134,7 +134,11 @@ impl Interface {
         };
         match entry {
             Some(entry) => Interface {
-                slot: if entry.slot < MAX_IFACES { entry.slot } else { 0 },
+                slot: if entry.slot < MAX_IFACES {
+                    entry.slot
+                } else {
+                    0
+                },
                 overrides: entry.overrides,
             },
             None => Interface {
