@@ -94,7 +94,8 @@ impl Observed {
     }
 }
 
-/// `HH:MM:SS.mmm` (UTC) and the sample's fields as `key=value`, the log line's order.
+/// `HH:MM:SS.mmm` (UTC) and the sample's fields as `key=value`, the log line's order: the one
+/// text form of a sample.
 impl fmt::Display for Observed {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms_of_day = self.time_ms % 86_400_000;
@@ -119,10 +120,28 @@ impl fmt::Display for Observed {
         write!(
             f,
             " rule={} interface={} would_drop={}",
-            self.rule.as_deref().unwrap_or("-"),
-            self.interface,
+            LogValue(self.rule.as_deref().unwrap_or("-")),
+            LogValue(&self.interface),
             self.would_drop
         )
+    }
+}
+
+/// A user-supplied name in a `key=value` line: quoted (Debug-escaped) unless it is plain, so
+/// a rule named `block scanners` cannot read as two fields.
+struct LogValue<'a>(&'a str);
+
+impl fmt::Display for LogValue<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let plain = !self.0.is_empty()
+            && self.0.bytes().all(|b| {
+                b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'/' | b'#')
+            });
+        if plain {
+            f.write_str(self.0)
+        } else {
+            write!(f, "{:?}", self.0)
+        }
     }
 }
 

@@ -182,96 +182,6 @@ impl DecodedSample {
             "drop sample"
         );
     }
-
-    /// The log line with rule and interface names instead of numbers, where known.
-    pub fn labeled<'a>(&'a self, rule: Option<&'a str>, iface: Option<&'a str>) -> Labeled<'a> {
-        Labeled {
-            sample: self,
-            rule,
-            iface,
-        }
-    }
-
-    fn write(
-        &self,
-        f: &mut fmt::Formatter<'_>,
-        rule: Option<&str>,
-        iface: Option<&str>,
-    ) -> fmt::Result {
-        match self.reason {
-            Some(reason) => write!(f, "reason={}", reason.name())?,
-            None => write!(f, "reason=code-{}", self.reason_code)?,
-        }
-        match (self.src, self.dst) {
-            (Some(src), Some(dst)) => write!(f, " src={src} dst={dst}")?,
-            _ => f.write_str(" src=- dst=-")?,
-        }
-        if self.family != 0 {
-            match self.proto {
-                IPPROTO_TCP => f.write_str(" proto=tcp")?,
-                IPPROTO_UDP => f.write_str(" proto=udp")?,
-                IPPROTO_ICMP => f.write_str(" proto=icmp")?,
-                IPPROTO_ICMPV6 => f.write_str(" proto=icmpv6")?,
-                other => write!(f, " proto={other}")?,
-            }
-            match self.proto {
-                IPPROTO_ICMP | IPPROTO_ICMPV6 => write!(f, " type={}", self.dport)?,
-                IPPROTO_TCP | IPPROTO_UDP => {
-                    write!(f, " sport={} dport={}", self.sport, self.dport)?
-                }
-                _ => {}
-            }
-        } else {
-            f.write_str(" proto=-")?;
-        }
-        match (rule, self.rule_slot) {
-            (Some(name), _) => write!(f, " rule={}", LogValue(name))?,
-            (None, Some(slot)) => write!(f, " rule=#{slot}")?,
-            (None, None) => f.write_str(" rule=-")?,
-        }
-        match iface {
-            Some(name) => write!(f, " interface={}", LogValue(name))?,
-            None => write!(f, " interface={}", self.ifindex)?,
-        }
-        write!(f, " would_drop={}", self.monitor)
-    }
-}
-
-impl fmt::Display for DecodedSample {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.write(f, None, None)
-    }
-}
-
-/// A [`DecodedSample`] displayed with names; see [`DecodedSample::labeled`].
-#[derive(Clone, Copy, Debug)]
-pub struct Labeled<'a> {
-    sample: &'a DecodedSample,
-    rule: Option<&'a str>,
-    iface: Option<&'a str>,
-}
-
-impl fmt::Display for Labeled<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.sample.write(f, self.rule, self.iface)
-    }
-}
-
-/// A user-supplied name in a `key=value` line: quoted (Debug-escaped) unless it is plain.
-struct LogValue<'a>(&'a str);
-
-impl fmt::Display for LogValue<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let plain = !self.0.is_empty()
-            && self.0.bytes().all(|b| {
-                b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'/')
-            });
-        if plain {
-            f.write_str(self.0)
-        } else {
-            write!(f, "{:?}", self.0)
-        }
-    }
 }
 
 /// Reads drop samples from the `NG_SAMPLES` ring buffer as they arrive.
@@ -346,6 +256,15 @@ impl SampleReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::daemon::observe::Observed;
+
+    /// The sample's text line (`nodegate observe`) without its time stamp.
+    fn line(sample: &DecodedSample, rule: Option<&str>, iface: Option<&str>) -> String {
+        let text =
+            Observed::new(sample, rule.map(str::to_owned), iface.map(str::to_owned)).to_string();
+        let (_time, rest) = text.split_once(' ').expect("a time stamp first");
+        rest.to_owned()
+    }
 
     fn bytes_of(sample: &DropSample) -> Vec<u8> {
         // SAFETY: DropSample is repr(C), Copy and free of padding (size asserted in
@@ -399,7 +318,7 @@ mod tests {
             }
         );
         assert_eq!(
-            sample.to_string(),
+            line(&sample, None, None),
             "reason=no-source-match src=198.51.100.7 dst=192.0.2.10 proto=tcp sport=40312 dport=443 rule=- interface=3 would_drop=false"
         );
     }
@@ -426,11 +345,11 @@ mod tests {
         assert_eq!(sample.rule_slot, Some(12));
         assert!(sample.monitor);
         assert_eq!(
-            sample.to_string(),
+            line(&sample, None, None),
             "reason=deny-rule src=2001:db8::7 dst=2001:db8::1 proto=icmpv6 type=128 rule=#12 interface=7 would_drop=true"
         );
         assert_eq!(
-            sample.labeled(Some("block scanners"), Some("eth0")).to_string(),
+            line(&sample, Some("block scanners"), Some("eth0")),
             "reason=deny-rule src=2001:db8::7 dst=2001:db8::1 proto=icmpv6 type=128 rule=\"block scanners\" interface=eth0 would_drop=true"
         );
     }
@@ -450,7 +369,7 @@ mod tests {
         let sample = decode(&bytes_of(&raw)).unwrap();
         assert_eq!((sample.src, sample.dst, sample.reason), (None, None, None));
         assert_eq!(
-            sample.to_string(),
+            line(&sample, None, None),
             "reason=code-63 src=- dst=- proto=- rule=- interface=3 would_drop=false"
         );
     }
@@ -504,8 +423,8 @@ mod tests {
             proto: 47,
             ..sample_v4()
         };
-        let line = decode(&bytes_of(&raw)).unwrap().to_string();
-        assert!(line.contains(" proto=47 rule=-"), "{line}");
+        let text = line(&decode(&bytes_of(&raw)).unwrap(), None, None);
+        assert!(text.contains(" proto=47 rule=-"), "{text}");
     }
 
     /// A writer the test reads back: what the JSON log layer wrote.
