@@ -158,23 +158,25 @@ pub struct Settings {
 const _: () = assert!(size_of::<Settings>() == 56);
 
 impl Settings {
-    /// Take generation slot `generation`'s settings from its `cfg`. Every field is written
-    /// (the profile by [`Settings::override_for_iface`], which always follows).
     #[inline(always)]
-    pub fn load(&mut self, generation: u32, cfg: &GenConfig) {
-        self.generation = generation;
-        self.monitor = u32::from(cfg.mode == mode::MONITOR);
-        self.flags = cfg.flags;
-        self.return_mode = cfg.return_mode;
-        self.ephemeral_lo = cfg.ephemeral_lo;
-        self.ephemeral_hi = cfg.ephemeral_hi;
-        self.samples_per_sec = cfg.samples_per_sec;
-        self.flow_tcp_secs = cfg.flow_tcp_secs;
-        self.flow_tcp_closing_secs = cfg.flow_tcp_closing_secs;
-        self.flow_udp_secs = cfg.flow_udp_secs;
-        self.flow_icmp_secs = cfg.flow_icmp_secs;
-        self.src_v4_base = cfg.src_v4_base;
-        self.src_v6_base = cfg.src_v6_base;
+    pub fn new(generation: u32, cfg: &GenConfig) -> Self {
+        Settings {
+            generation,
+            monitor: u32::from(cfg.mode == mode::MONITOR),
+            flags: cfg.flags,
+            return_mode: cfg.return_mode,
+            ephemeral_lo: cfg.ephemeral_lo,
+            ephemeral_hi: cfg.ephemeral_hi,
+            samples_per_sec: cfg.samples_per_sec,
+            flow_tcp_secs: cfg.flow_tcp_secs,
+            flow_tcp_closing_secs: cfg.flow_tcp_closing_secs,
+            flow_udp_secs: cfg.flow_udp_secs,
+            flow_icmp_secs: cfg.flow_icmp_secs,
+            profile: 0,
+            src_v4_base: cfg.src_v4_base,
+            src_v6_base: cfg.src_v6_base,
+            _pad: 0,
+        }
     }
 
     /// Apply the [`iface_override`] bits the arriving interface has for this generation
