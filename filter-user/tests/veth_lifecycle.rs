@@ -165,6 +165,16 @@ impl DroppedFlow {
     }
 }
 
+/// Start a daemon on `config` while a dropped flow runs, and stop the flow once it has
+/// attached: (the daemon, frames sent meanwhile, every one of which must be judged).
+fn start_under_traffic(env: &Env, config: &std::path::Path) -> (common::daemon::Daemon, u64) {
+    let traffic = DroppedFlow::start(env);
+    let daemon = env.start_daemon(config, &[]);
+    daemon.wait_for_log("attached", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(200));
+    (daemon, traffic.stop())
+}
+
 /// The pinned control word (which generation slot packets read).
 fn control_word(env: &Env) -> filter_common::Control {
     filter_user::loader::FilterMaps::open_pinned(&env.pins.maps_dir())
@@ -388,11 +398,7 @@ fn j33_survives_kill_adopts_on_restart_and_detaches() {
     );
 
     // Restart while traffic flows: every packet must be judged (no window without a filter).
-    let traffic = DroppedFlow::start(&env);
-    let mut daemon = env.start_daemon(&config, &[]);
-    daemon.wait_for_log("attached", Duration::from_secs(10));
-    std::thread::sleep(Duration::from_millis(200));
-    let during = traffic.stop();
+    let (mut daemon, during) = start_under_traffic(&env, &config);
     let adopted = env.snapshot();
     assert!(
         daemon.log_text().contains("adopted"),
@@ -1279,11 +1285,7 @@ fn layout_2_is_taken_over_in_place_without_a_gap() {
         "and changed nothing attached"
     );
 
-    let traffic = DroppedFlow::start(&env);
-    let mut daemon = env.start_daemon(&config, &[]);
-    daemon.wait_for_log("attached", Duration::from_secs(10));
-    std::thread::sleep(Duration::from_millis(200));
-    let during = traffic.stop();
+    let (mut daemon, during) = start_under_traffic(&env, &config);
     let log = daemon.log_text();
     assert!(log.contains("taking over the previous layout"), "{log}");
     assert!(!previous.exists(), "the layout-2 directory is gone");
