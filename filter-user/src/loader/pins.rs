@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! /sys/fs/bpf/nodegate/           (0700)
-//!   v1/                           layout version: a loader refuses any other
+//!   v3/                           layout version: a loader refuses any other, except that
+//!                                 `run` takes layout 2 over in place (`take_over_previous`)
 //!     maps/NG_*                   every map (tables, counters, samples)
 //!     prog                        the XDP program
 //!     links/<ifname>              one XDP link per attached interface
