@@ -114,6 +114,18 @@ fn each_interface_gets_its_own_mode_and_default() {
         )
         .expect("second veth pair");
     let node_a = env.lab.node_if.clone();
+    let index_of = |name: &str| {
+        filter_user::lab::in_netns(&env.lab.node_ns, || {
+            filter_user::loader::attach::ifindex(name)
+        })
+        .unwrap()
+        .expect("interface exists")
+    };
+    assert!(
+        index_of(&node_b) >= filter_common::DIRECT_IFINDEXES
+            && index_of(&node_a) < filter_common::DIRECT_IFINDEXES,
+        "one interface on each lookup path"
+    );
 
     // A enforces (the file's mode); B only monitors. `ng-absent0` is not attached.
     let path = env.write_config(
