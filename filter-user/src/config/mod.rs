@@ -80,6 +80,7 @@ mod rules;
 mod values;
 mod warnings;
 mod yaml;
+mod yaml_lists;
 
 pub use document::key_paths;
 pub use file::{content_hash, read_rule_file, MAX_RULE_FILE_BYTES};
@@ -313,8 +314,16 @@ pub fn load_file_with(path: impl AsRef<Path>, opts: &LoadOptions) -> Result<Load
             ),
         ))
     })?;
-    let hash = content_hash(text.as_bytes());
-    let mut loaded = parse_str_with(&path.display().to_string(), &text, opts)?;
+    // The hash (~3 ms at 2.7 MB) runs on the second core while the first parses.
+    let (hash, loaded) = std::thread::scope(|scope| {
+        let hash = scope.spawn(|| content_hash(text.as_bytes()));
+        let loaded = parse_str_with(&path.display().to_string(), &text, opts);
+        let hash = hash
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (hash, loaded)
+    });
+    let mut loaded = loaded?;
     loaded.file_hash = Some(hash);
     loaded.text = Some(text.into());
     Ok(loaded)

@@ -11,7 +11,7 @@
 
 use saphyr_parser::{Event, Marker, Parser, ScalarStyle};
 
-use super::Issue;
+use super::{yaml_lists, Issue};
 
 /// A position in the source: 1-based line and column (columns count characters).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -36,7 +36,7 @@ impl std::fmt::Display for Pos {
 }
 
 /// One node of the document.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub(crate) struct Node {
     /// Where the node starts.
     pub pos: Pos,
@@ -45,7 +45,7 @@ pub(crate) struct Node {
 }
 
 /// The three YAML node kinds.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub(crate) enum NodeKind {
     /// A scalar with its text and whether it was written plain (unquoted, not a block).
     Scalar { value: String, plain: bool },
@@ -91,6 +91,16 @@ pub(crate) const MAX_NESTING: usize = 32;
 /// A syntax error ends parsing (the parser cannot resynchronise), so at most one issue comes
 /// back for it; anchors, aliases and tags are reported and parsing goes on.
 pub(crate) fn parse(text: &str, issues: &mut Vec<Issue>) -> Option<Node> {
+    let parse_cut = |cut: &str| {
+        let mut cut_issues = Vec::new();
+        let root = parse_events(cut, &mut cut_issues);
+        root.filter(|_| cut_issues.is_empty())
+    };
+    yaml_lists::parse(text, yaml_lists::MIN_RUN, parse_cut).or_else(|| parse_events(text, issues))
+}
+
+/// Parse `text` with the YAML parser, event by event.
+pub(super) fn parse_events(text: &str, issues: &mut Vec<Issue>) -> Option<Node> {
     let mut parser = Parser::new_from_str(text);
     let mut stack: Vec<Frame> = Vec::new();
     let mut root: Option<Node> = None;
