@@ -225,8 +225,14 @@ const _: () = assert!(size_of::<DropSample>() == 52);
 pub struct SampleBucket {
     /// When the bucket was last refilled (bpf_ktime_get_ns).
     pub last_ns: u64,
-    /// Tokens left.
-    pub tokens: u64,
+    /// Tokens left (at most the rate, a u32).
+    pub tokens: u32,
+    /// Low 32 bits of the kernel tick (jiffies) when the clock was last read: within one
+    /// tick the bucket cannot have earned anything a look at the clock would show at tick
+    /// resolution, so the drop path reads the clock only once per tick. Was the high half of
+    /// a u64 `tokens` in earlier builds (always 0 there): a bucket taken over from one reads
+    /// the clock on its first drop.
+    pub tick: u32,
 }
 const _: () = assert!(size_of::<SampleBucket>() == 16);
 

@@ -2,7 +2,7 @@
 
 use core::ptr::addr_of_mut;
 
-use aya_ebpf::helpers::bpf_ktime_get_ns;
+use aya_ebpf::helpers::{bpf_jiffies64, bpf_ktime_get_ns};
 use filter_common::DropSample;
 
 use crate::{
@@ -13,6 +13,13 @@ use crate::{
 const NS_PER_SEC: u64 = 1_000_000_000;
 
 /// Take a token from this CPU's bucket: `rate` per second, bursts up to one second's worth.
+///
+/// Every drop comes here, and at line rate the bucket is empty: reading the clock on each
+/// one (`bpf_ktime_get_ns`, ~36 ns a dropped packet measured with `BPF_PROG_TEST_RUN`; the
+/// coarse clock ~18 ns) cost more than the rest of the drop path's counting. The tick count
+/// (`bpf_jiffies64`, which the verifier inlines into one load) says whether a tick has begun
+/// since the last look; only then is the clock read and the bucket refilled, so refills
+/// come at tick resolution (1-10 ms), as with the coarse clock.
 #[inline(always)]
 fn take_token(rate: u32) -> bool {
     if rate == 0 {
@@ -23,27 +30,37 @@ fn take_token(rate: u32) -> bool {
     };
     // SAFETY: this CPU's slot; XDP runs with preemption off, so nothing else writes it.
     let bucket = unsafe { &mut *bucket };
-    // SAFETY: no arguments; reads the monotonic clock.
-    let now = unsafe { bpf_ktime_get_ns() };
-    let rate = u64::from(rate);
-    let elapsed = now.saturating_sub(bucket.last_ns);
-    if elapsed >= NS_PER_SEC {
-        bucket.tokens = rate;
-        bucket.last_ns = now;
-    } else {
-        // elapsed < 1e9 and rate < 2^32, so the product fits in 64 bits. The clock only moves
-        // on when a whole token was earned, so slow trickles still add up.
-        let earned = elapsed * rate / NS_PER_SEC;
-        if earned > 0 {
-            bucket.tokens = (bucket.tokens + earned).min(rate);
-            bucket.last_ns = now;
-        }
+    // SAFETY: no arguments; reads the kernel's tick counter.
+    let tick = unsafe { bpf_jiffies64() } as u32;
+    if tick != bucket.tick {
+        bucket.tick = tick;
+        refill(bucket, rate);
     }
     if bucket.tokens == 0 {
         return false;
     }
     bucket.tokens -= 1;
     true
+}
+
+/// Add the tokens earned since the last refill.
+#[inline(always)]
+fn refill(bucket: &mut filter_common::SampleBucket, rate: u32) {
+    // SAFETY: no arguments; reads the monotonic clock.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let elapsed = now.saturating_sub(bucket.last_ns);
+    if elapsed >= NS_PER_SEC {
+        bucket.tokens = rate;
+        bucket.last_ns = now;
+    } else if elapsed * u64::from(rate) >= NS_PER_SEC {
+        // At least one whole token earned; elapsed < 1e9 and rate < 2^32, so the product fits
+        // in 64 bits. The clock only moves on when a whole token was earned, so slow
+        // trickles still add up.
+        let earned = elapsed * u64::from(rate) / NS_PER_SEC;
+        // earned < rate here (elapsed < 1 s): the sum fits in a u64 and the minimum in a u32.
+        bucket.tokens = (u64::from(bucket.tokens) + earned).min(u64::from(rate)) as u32;
+        bucket.last_ns = now;
+    }
 }
 
 #[inline(always)]

@@ -186,3 +186,72 @@ fn internal_errors_are_logged_through_aya_log() {
     );
     assert!(run(0).is_empty(), "level off (set at load) silences it");
 }
+
+/// The drop-sample token bucket: a full second's worth of samples at once, then one per
+/// `1 / rate` as time passes, whatever the number of drops; its refills follow the clock at
+/// tick resolution (samples.rs reads the clock only when a tick has begun).
+#[test]
+fn drop_samples_keep_to_their_rate() {
+    use std::{net::IpAddr, time::Duration};
+
+    use filter_user::{
+        craft::Frame,
+        policy::{Policy, Protocol, Rule, RuleKind},
+        replay::LoadedPolicy,
+    };
+    const RATE: u64 = 20;
+    // The bucket is per CPU: every test run of this test on one CPU.
+    // SAFETY: a zeroed cpu_set_t with one bit set, for this thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut set);
+        assert_eq!(
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
+            0
+        );
+    }
+    let policy = Policy {
+        rules: vec![Rule {
+            name: "office".into(),
+            kind: RuleKind::Allow,
+            sources: vec!["10.0.0.0/8".parse().unwrap()],
+            protocol: Protocol::Tcp,
+            keys: vec![443..=443],
+            interfaces: Vec::new(),
+        }],
+        samples_per_sec: RATE as u32,
+        ..Policy::default()
+    };
+    let mut loaded = LoadedPolicy::load(&policy).unwrap();
+    // From outside the set: dropped (`no-source-match`), so sampled.
+    let dropped = Frame::tcp(
+        IpAddr::from([198, 51, 100, 7]),
+        IpAddr::from([192, 0, 2, 1]),
+        40000,
+        443,
+    )
+    .syn()
+    .pad_to(64)
+    .build();
+    let emitted = |loaded: &LoadedPolicy| loaded.filter.maps().sample_counts().unwrap().0;
+    let (action, took) = loaded.filter.test_run(&dropped, 20_000).unwrap();
+    assert_eq!(action, XdpAction::Drop);
+    // The full bucket, and at most what the run's own duration earned on top.
+    let first = emitted(&loaded);
+    let earned = (took.as_secs_f64() * 20_000.0 * RATE as f64).ceil() as u64;
+    assert!(
+        (RATE..=RATE + earned + 1).contains(&first),
+        "{first} samples from 20,000 drops in {took:?} at {RATE}/s"
+    );
+    // Half a second later: about half a second's worth more, not another full bucket.
+    let started = std::time::Instant::now();
+    std::thread::sleep(Duration::from_millis(500));
+    loaded.filter.test_run(&dropped, 20_000).unwrap();
+    let waited = started.elapsed().as_secs_f64();
+    let more = emitted(&loaded) - first;
+    let expected = waited * RATE as f64;
+    assert!(
+        more as f64 >= expected - 2.0 && more as f64 <= (expected + 2.0).min(RATE as f64),
+        "{more} samples after {waited:.3} s at {RATE}/s"
+    );
+}

@@ -786,9 +786,15 @@ fn stages(quick: bool) -> anyhow::Result<usize> {
     let v4 = v4_prefixes(1, 11);
     let v6 = v6_prefixes(1, 13);
     let policy = allow_policy(&v4, &v6);
+    // `v4-drop`: from outside every set, so dropped (`no-source-match`) and offered to the
+    // drop sampler at the default rate: the path of a flood.
     let frames = [
         ("v4", benches::syn_frame(v4[0].network())),
         ("v6", benches::syn_frame_v6(v6[0].network())),
+        (
+            "v4-drop",
+            benches::syn_frame(Ipv4Addr::new(198, 51, 100, 7)),
+        ),
     ];
     let mut programs: Vec<(String, TimedRun)> = Vec::new();
     let empty = RawProgram::pass()?;
