@@ -91,12 +91,14 @@ pub(crate) const MAX_NESTING: usize = 32;
 /// A syntax error ends parsing (the parser cannot resynchronise), so at most one issue comes
 /// back for it; anchors, aliases and tags are reported and parsing goes on.
 pub(crate) fn parse(text: &str, issues: &mut Vec<Issue>) -> Option<Node> {
-    let parse_cut = |cut: &str| {
-        let mut cut_issues = Vec::new();
-        let root = parse_events(cut, &mut cut_issues);
-        root.filter(|_| cut_issues.is_empty())
-    };
-    yaml_lists::parse(text, yaml_lists::MIN_RUN, parse_cut).or_else(|| parse_events(text, issues))
+    yaml_lists::parse(text, yaml_lists::MIN_RUN, parse_clean).or_else(|| parse_events(text, issues))
+}
+
+/// The tree of `text` if the parser reports no issue at all (else the caller parses again
+/// to report them).
+pub(super) fn parse_clean(text: &str) -> Option<Node> {
+    let mut issues = Vec::new();
+    parse_events(text, &mut issues).filter(|_| issues.is_empty())
 }
 
 /// Parse `text` with the YAML parser, event by event.

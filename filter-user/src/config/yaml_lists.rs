@@ -273,15 +273,12 @@ fn original_line(cut_line: usize, runs: &[Run]) -> usize {
 mod tests {
     use proptest::prelude::*;
 
-    use super::super::yaml::parse_events;
+    use super::super::yaml::{parse_clean, parse_events};
     use super::*;
 
     /// The fast path with runs as short as `min_run`, or `None`.
     fn fast(text: &str, min_run: usize) -> Option<Node> {
-        parse(text, min_run, |cut| {
-            let mut issues = Vec::new();
-            parse_events(cut, &mut issues).filter(|_| issues.is_empty())
-        })
+        parse(text, min_run, parse_clean)
     }
 
     fn full(text: &str) -> (Option<Node>, usize) {
