@@ -471,6 +471,8 @@ fn render(criterion: &Path, lines: &[Value], command: &str) -> (String, Vec<Stri
         }
     }
 
+    let paired = paired_rounds(lines, &mut r, &mut missing);
+
     let _ = writeln!(r, "\n### Reload: 100k IPv4 + 10k IPv6 prefixes (and 1M IPv4), back to back on one running program\n");
     let _ = writeln!(
         r,
@@ -559,6 +561,9 @@ fn render(criterion: &Path, lines: &[Value], command: &str) -> (String, Vec<Stri
             }
         }
     }
+    if let Some(line) = paired {
+        let _ = writeln!(r, "{line}");
+    }
     for (name, (mpps, ratio, ratio_loop)) in &ratios {
         if !name.starts_with("bare") {
             if let (Some(q), Some(ql)) = (ratio, ratio_loop) {
@@ -603,4 +608,55 @@ fn render(criterion: &Path, lines: &[Value], command: &str) -> (String, Vec<Stri
     }
     missing.extend(stage_missing);
     (r, missing)
+}
+
+/// The random-source pipeline's paired rounds (`pipeline_pair` lines): a table of the rounds
+/// and the median of their nodegate / xdp-filter ratios. Returns the key-ratio line.
+fn paired_rounds(lines: &[Value], r: &mut String, missing: &mut Vec<String>) -> Option<String> {
+    let rounds: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["kind"] == "pipeline_pair")
+        .collect();
+    let _ = writeln!(r, "\n### veth pipeline, random sources: nodegate (100k CIDRs) against xdp-filter (10,000 addresses) in paired rounds\n");
+    let _ = writeln!(r, "The traffic of the table above; each round one pass of each receiver, the order alternating. The ratio is nodegate's Mpps over xdp-filter's in the same round.\n");
+    let _ = writeln!(r, "| round | first | nodegate Mpps | xdp-filter Mpps | ratio | ratio (generator loop) |\n|---:|---|---:|---:|---:|---:|");
+    let mut ratios = Vec::new();
+    for l in &rounds {
+        if let Some(err) = l["error"].as_str() {
+            missing.push(format!("pipeline paired rounds: {err}"));
+            let _ = writeln!(r, "| — | — | not measured: {err} | — | — | — |");
+            continue;
+        }
+        let f = |k: &str| l[k].as_f64().unwrap_or(f64::NAN);
+        ratios.push(f("ratio"));
+        let _ = writeln!(
+            r,
+            "| {} | {} | {:.3} | {:.3} | {:.3} | {:.3} |",
+            l["round"],
+            l["first"].as_str().unwrap_or("?"),
+            f("nodegate_mpps"),
+            f("xdp_filter_mpps"),
+            f("ratio"),
+            f("ratio_loop")
+        );
+    }
+    if ratios.is_empty() {
+        missing.push("pipeline paired rounds: no result".into());
+        return None;
+    }
+    ratios.sort_by(f64::total_cmp);
+    let n = ratios.len();
+    let median = if n % 2 == 1 {
+        ratios[n / 2]
+    } else {
+        (ratios[n / 2 - 1] + ratios[n / 2]) / 2.0
+    };
+    let (lo, hi) = (ratios[0], ratios[n - 1]);
+    let _ = writeln!(
+        r,
+        "\nMedian ratio of {n} rounds: {median:.3} (lowest {lo:.3}, highest {hi:.3}); goal ≥ 1.0."
+    );
+    Some(format!(
+        "- veth pipeline, random sources, nodegate 100k CIDRs / xdp-filter 10,000 addresses, median of {n} paired rounds: {median:.3}× (lowest {lo:.3}×, highest {hi:.3}×; goal ≥ 1.0×)."
+    ))
 }
