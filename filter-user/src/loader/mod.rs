@@ -205,6 +205,10 @@ impl Filter {
         // aya-log-ebpf reads this global before formatting anything, so a disabled level
         // costs one load and a branch on the (error) paths that log at all.
         loader.override_global("AYA_LOG_LEVEL", &options.bpf_log_level, false);
+        // The native variant's code paths need CAP_PERFMON's pointer arithmetic; the
+        // program selects them by this read-only global (filter-ebpf/src/cursor.rs).
+        let perfmon = u32::from(privileges::has_perfmon());
+        loader.override_global("NG_PERFMON", &perfmon, true);
         let mut ebpf = loader.load(object).map_err(|source| LoaderError::Load {
             hint: privilege_hint(&source),
             source: Box::new(source),
