@@ -16,7 +16,7 @@ const NS_PER_SEC: u64 = 1_000_000_000;
 ///
 /// Every drop comes here, and at line rate the bucket is empty: reading the clock on each
 /// one (`bpf_ktime_get_ns`, ~36 ns a dropped packet measured with `BPF_PROG_TEST_RUN`; the
-/// coarse clock ~18 ns) cost more than the rest of the drop path's counting. The tick count
+/// coarse clock 19-24 ns) cost more than the rest of the drop path's counting. The tick count
 /// (`bpf_jiffies64`, which the verifier inlines into one load) says whether a tick has begun
 /// since the last look; only then is the clock read and the bucket refilled, so refills
 /// come at tick resolution (1-10 ms), as with the coarse clock.

@@ -200,11 +200,19 @@ fn drop_samples_keep_to_their_rate() {
         replay::LoadedPolicy,
     };
     const RATE: u64 = 20;
-    // The bucket is per CPU: every test run of this test on one CPU.
-    // SAFETY: a zeroed cpu_set_t with one bit set, for this thread.
+    // The bucket is per CPU: every test run of this test on one CPU, the one this thread is
+    // on (always in its allowed set, whatever cpuset the runner gives the suite).
+    // SAFETY: sched_getcpu has no preconditions; a zeroed cpu_set_t with one bit set, for
+    // this thread.
     unsafe {
+        let cpu = libc::sched_getcpu();
+        assert!(
+            cpu >= 0,
+            "sched_getcpu: {}",
+            std::io::Error::last_os_error()
+        );
         let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(0, &mut set);
+        libc::CPU_SET(cpu as usize, &mut set);
         assert_eq!(
             libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
             0
