@@ -18,7 +18,7 @@ use crate::{
 fn transport_head<const N: usize>(cur: &Cursor, l3: &L3) -> Flow<[u8; N]> {
     Continue(match &l3.l4_head {
         Some(b) => prefix(b),
-        None => need(cur.read(l3.l4))?,
+        None => need(cur.read_by_helper(l3.l4))?,
     })
 }
 

@@ -269,12 +269,12 @@ fn render(criterion: &Path, lines: &[Value], command: &str) -> (String, Vec<Stri
 
     let _ = writeln!(
         r,
-        "\n### Cost per stage (`BPF_PROG_TEST_RUN`, allowed TCP SYN, 1 prefix per family, and a dropped one, hot; knock-out builds `NODEGATE_KNOCKOUT`)\n"
+        "\n### Cost per stage (`BPF_PROG_TEST_RUN`, allowed TCP SYN, 1 prefix per family, a dropped one, and an allowed one behind a VLAN tag, hot; knock-out builds `NODEGATE_KNOCKOUT`)\n"
     );
     let _ = writeln!(r, "Each build stops after the stage named; a stage costs the difference to the row above; `full` is the shipped program. Medians of interleaved rounds (every program once per round), kernel-measured ns/packet.\n");
     let _ = writeln!(
         r,
-        "| build | IPv4 ns | stage IPv4 | IPv6 ns | stage IPv6 | IPv4 dropped ns | stage IPv4 dropped |\n|---|---:|---:|---:|---:|---:|---:|"
+        "| build | IPv4 ns | stage IPv4 | IPv6 ns | stage IPv6 | IPv4 dropped ns | stage IPv4 dropped | IPv4 in a VLAN ns | stage IPv4 in a VLAN |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     let stage_lines: Vec<&Value> = lines.iter().filter(|l| l["kind"] == "stages").collect();
     // Pushed into `missing` once `need` (which borrows it) is done.
@@ -301,7 +301,7 @@ fn render(criterion: &Path, lines: &[Value], command: &str) -> (String, Vec<Stri
     let mut before: BTreeMap<&str, Option<f64>> = BTreeMap::new();
     for build in &builds {
         let mut row = format!("| {build} |");
-        for family in ["v4", "v6", "v4-drop"] {
+        for family in ["v4", "v6", "v4-drop", "v4-vlan"] {
             let v = stage_ns(build, family);
             // The hardened load is compared with the shipped program, not a stage.
             let step = match (v, before.get(family).copied().flatten()) {
@@ -319,7 +319,7 @@ fn render(criterion: &Path, lines: &[Value], command: &str) -> (String, Vec<Stri
             .and_then(|l| l["refused"].as_str())
         {
             row = format!(
-                "| {build} | refused by this kernel's verifier: {} | | | | | |",
+                "| {build} | refused by this kernel's verifier: {} | | | | | | | |",
                 refused.chars().take(120).collect::<String>()
             );
         }
@@ -335,6 +335,13 @@ fn render(criterion: &Path, lines: &[Value], command: &str) -> (String, Vec<Stri
     }
     if let (Some(d), Some(e)) = (stage_ns("full", "v4-drop"), stage_ns("empty", "v4-drop")) {
         let _ = writeln!(r, "A dropped IPv4 SYN (`no-source-match`, offered to the drop sampler at the default 10/s): {d:.1} ns, {:.2}× the empty program.", d / e);
+    }
+    if let (Some(v), Some(f), Some(e)) = (
+        stage_ns("full", "v4-vlan"),
+        stage_ns("full", "v4"),
+        stage_ns("empty", "v4-vlan"),
+    ) {
+        let _ = writeln!(r, "An allowed IPv4 SYN behind one 802.1Q tag: {v:.1} ns, {:.2}× the empty program, {:+.1} ns against the untagged one.", v / e, v - f);
     }
     if let (Some(h), Some(f)) = (
         stage_ns("full, CAP_BPF + CAP_NET_ADMIN only", "v4"),

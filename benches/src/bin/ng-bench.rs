@@ -881,6 +881,15 @@ fn stages(quick: bool) -> anyhow::Result<usize> {
             "v4-drop",
             benches::syn_frame(Ipv4Addr::new(198, 51, 100, 7)),
         ),
+        // One 802.1Q tag: the network header at a variable offset.
+        (
+            "v4-vlan",
+            Frame::tcp(IpAddr::V4(v4[0].network()), IpAddr::V4(NODE_V4), 40000, 443)
+                .syn()
+                .vlan(100)
+                .pad_to(64)
+                .build(),
+        ),
     ];
     let mut programs: Vec<(String, TimedRun)> = Vec::new();
     let empty = RawProgram::pass()?;
