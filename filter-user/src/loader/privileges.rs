@@ -58,7 +58,8 @@ pub enum ProgramVariant {
     Native,
     /// Loaded without CAP_PERFMON (6.18 and later accept that): the verifier adds Spectre
     /// v1 hardening (masked pointer arithmetic, speculation barriers) to the program, which
-    /// made it 4–5× slower per packet on 6.18 (docs/BENCHMARKS.md, cost per stage).
+    /// made it about 6× slower per packet on 6.18 (docs/BENCHMARKS.md, cost per stage);
+    /// it also reads the frame length and variable-offset headers with helpers (NG_PERFMON).
     Hardened,
 }
 
