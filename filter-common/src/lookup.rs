@@ -6,7 +6,10 @@
 //! # Shape
 //! - A *root* of `2^ROOT_BITS` words indexed by the address's top [`ROOT_BITS`] bits.
 //! - *Nodes* of `2^stride` words below it ([`V4_STRIDE`], [`V6_STRIDE`]), each indexed by the
-//!   next `stride` bits: at most [`V4_LEVELS`] (IPv4) or [`V6_LEVELS`] (IPv6) of them.
+//!   next `stride` bits: at most [`V4_LEVELS`] (IPv4) or [`V6_LEVELS`] (IPv6) of them. An
+//!   IPv4 node may instead be *wide* ([`V4_WIDE_STRIDE`] bits, [`entry::WIDE_NODE`]) where
+//!   that takes no more words than a node and the children it would have: a dense subtree
+//!   (a provider's or a blocklist's /16) then costs one read less per level pair.
 //! - *Tails*: a slot whose subtree holds exactly one longer prefix points at a small record
 //!   (the prefix, its mask length and the two possible answers) instead of a chain of nodes.
 //!   Random prefix sets end in tails almost everywhere, which is what keeps the memory near
@@ -32,6 +35,8 @@ pub const ROOT_WORDS: u32 = 1 << ROOT_BITS;
 pub const V4_STRIDE: u32 = 4;
 /// Most IPv4 nodes a lookup passes below the root.
 pub const V4_LEVELS: u32 = (32 - ROOT_BITS) / V4_STRIDE;
+/// Bits a wide IPv4 node consumes: two strides, so the levels still end on /32.
+pub const V4_WIDE_STRIDE: u32 = 2 * V4_STRIDE;
 /// Bits each IPv6 node below the root consumes.
 pub const V6_STRIDE: u32 = 8;
 /// Most IPv6 nodes a lookup passes below the root.
@@ -60,6 +65,22 @@ pub mod entry {
     pub const NODE: u32 = 1;
     /// Index of a tail record.
     pub const TAIL: u32 = 2;
+    /// Index of a wide IPv4 node of `2^V4_WIDE_STRIDE` words (layout 4 on; never in IPv6
+    /// tables). The node tags are the odd ones: [`is_node`].
+    pub const WIDE_NODE: u32 = 3;
+
+    /// Whether a tag is [`NODE`] or [`WIDE_NODE`].
+    #[inline(always)]
+    pub const fn is_node(tag: u32) -> bool {
+        tag & 1 == 1
+    }
+
+    /// Bits an IPv4 node of tag `tag` (one of the node tags) consumes:
+    /// [`super::V4_STRIDE`] or [`super::V4_WIDE_STRIDE`], without a branch.
+    #[inline(always)]
+    pub const fn v4_stride(tag: u32) -> u32 {
+        super::V4_STRIDE << (tag >> 1)
+    }
 
     /// The tag of a word.
     #[inline(always)]
@@ -89,6 +110,15 @@ pub mod entry {
         }
     }
 }
+
+const _: () = assert!(
+    entry::is_node(entry::NODE)
+        && entry::is_node(entry::WIDE_NODE)
+        && !entry::is_node(entry::LEAF)
+        && !entry::is_node(entry::TAIL)
+        && entry::v4_stride(entry::NODE) == V4_STRIDE
+        && entry::v4_stride(entry::WIDE_NODE) == V4_WIDE_STRIDE
+);
 
 /// The last word of a tail record: both answers and the prefix length.
 pub mod tail {

@@ -1,6 +1,6 @@
 //! Source address → source class, through the generation's flat lookup table
-//! (`filter_common::lookup`): the root, at most `V4_LEVELS` / `V6_LEVELS` nodes, and at most
-//! one tail record. No loop over prefixes and no kernel trie: every step is one inlined
+//! (`filter_common::lookup`): the root, at most `V4_LEVELS` / `V6_LEVELS` nodes (IPv4 nodes
+//! plain or wide), and at most one tail record. No loop over prefixes and no kernel trie: every step is one inlined
 //! array read whose index the previous word gave.
 //!
 //! The verdict code only calls [`source_class`]; which structure answers is this module's
@@ -8,8 +8,8 @@
 
 use aya_ebpf::maps::Array;
 use filter_common::lookup::{
-    entry, tail, word_mask, ROOT_BITS, V4_LEVELS, V4_STRIDE, V4_TAIL_WORDS, V6_LEVELS, V6_STRIDE,
-    V6_TAIL_WORDS,
+    entry, tail, word_mask, ROOT_BITS, V4_LEVELS, V4_STRIDE, V4_TAIL_WORDS, V4_WIDE_STRIDE,
+    V6_LEVELS, V6_STRIDE, V6_TAIL_WORDS,
 };
 
 use crate::{
@@ -57,6 +57,27 @@ macro_rules! descend {
     };
 }
 
+/// IPv4: one step down when the walk is on a node word, plain or wide; the word it reads
+/// and the bits the step consumed (0 on a leaf or tail word, which the walk keeps).
+/// `rest` holds the address bits not consumed yet, left-aligned, so a step takes the node's
+/// stride (from its tag, without a branch) off the top.
+#[inline(always)]
+fn step_v4(table: &Array<u64>, base: u32, now: u32, rest: u32) -> Option<(u32, u32)> {
+    let tag = entry::tag(now);
+    if !entry::is_node(tag) {
+        return Some((now, 0));
+    }
+    let stride = entry::v4_stride(tag);
+    Some((
+        word(
+            table,
+            base,
+            (now & entry::PAYLOAD) + (rest >> (32 - stride)),
+        )?,
+        stride,
+    ))
+}
+
 /// The answer of a tail record at `at` (`WORDS` address words, then the packed answers).
 #[inline(always)]
 fn tail_leaf<const WORDS: u32>(
@@ -100,13 +121,24 @@ fn finish<const TAIL_WORDS: u32>(
 /// Source class of `pkt.src` in the packet's generation, if a prefix contains it.
 #[inline(always)]
 pub fn source_class(s: &Settings, pkt: &Packet) -> Option<u32> {
-    const _: () = assert!(V4_LEVELS == 4 && V4_STRIDE == 4 && ROOT_BITS == 16);
+    const _: () =
+        assert!(V4_LEVELS == 4 && V4_STRIDE == 4 && V4_WIDE_STRIDE == 8 && ROOT_BITS == 16);
     const _: () = assert!(V6_LEVELS == 14 && V6_STRIDE == 8);
     let src = &pkt.src;
     let leaf = if pkt.family == FAMILY_V4 {
         let (table, base) = (&SRC_V4, s.src_v4_base);
-        let mut now = word(table, base, bits(src, 0, ROOT_BITS))?;
-        descend!(table, base, now, src, V4_STRIDE, [16, 20, 24, 28]);
+        let addr = addr_word(src, 0);
+        let now = word(table, base, addr >> (32 - ROOT_BITS))?;
+        let rest = addr << ROOT_BITS;
+        // At most V4_LEVELS steps: a wide node consumes two plain levels' bits, and the walk
+        // is on a leaf or tail word by /32. Written out so every step is straight-line code.
+        let (now, consumed) = step_v4(table, base, now, rest)?;
+        let rest = rest << consumed;
+        let (now, consumed) = step_v4(table, base, now, rest)?;
+        let rest = rest << consumed;
+        let (now, consumed) = step_v4(table, base, now, rest)?;
+        let rest = rest << consumed;
+        let (now, _) = step_v4(table, base, now, rest)?;
         finish::<{ V4_TAIL_WORDS - 1 }>(table, base, now, src)?
     } else {
         let (table, base) = (&SRC_V6, s.src_v6_base);

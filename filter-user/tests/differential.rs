@@ -1390,6 +1390,16 @@ fn adversarial_sets() -> Vec<(&'static str, Vec<IpNet>)> {
         "100k random mixed-length IPv4 /8-/32 + 10k IPv6 /32-/128",
         random,
     ));
+    // Clustered like an export or a blocklist: 100k /16-/32 inside 10.0.0.0/8, dense enough
+    // that the walk below most /16s starts with a wide node.
+    let clustered: Vec<IpNet> = (0..100_000)
+        .map(|_| {
+            let len = 16 + rng.below(17) as u8;
+            let addr = Ipv4Addr::from(0x0a00_0000 | (rng.next() as u32 & 0x00ff_ffff));
+            IpNet::V4(Ipv4Net::new(addr, len).unwrap().trunc())
+        })
+        .collect();
+    sets.push(("100k IPv4 /16-/32 clustered in 10.0.0.0/8", clustered));
     // Pairs of host routes that differ only in their last bit, 16 pairs per /24 in a few
     // /16s: every node level down to /32 is built, no tail short-cuts the walk.
     let mut hosts = Vec::new();

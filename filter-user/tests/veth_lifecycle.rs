@@ -1196,7 +1196,7 @@ fn configmap_swap_and_reload_command_trigger_reloads() {
 #[test]
 fn an_older_layout_is_refused_while_it_keeps_enforcing() {
     let previous = 1;
-    assert_ne!(previous, filter_user::loader::pins::ADOPTABLE_LAYOUT);
+    assert!(!filter_user::loader::pins::ADOPTABLE_LAYOUTS.contains(&previous));
     let old_dir = format!("v{previous}");
     let env = Env::new("mig");
     let mut old = common::load_private();
@@ -1245,17 +1245,32 @@ fn an_older_layout_is_refused_while_it_keeps_enforcing() {
     let _ = std::fs::remove_dir_all(root.join(&old_dir));
 }
 
-/// Upgrade from layout 2, which `run` takes over in place: layout 2 is layout 3 without
-/// `NG_IFINDEX` (the daemon's state after SIGTERM, that map's pin removed and the directory
-/// named `v2`, stands in for a layout-2 node). A start that fails gives the directory its
-/// old name back; a start that succeeds renames it, creates and fills the index before its
-/// program goes live, and swaps the program in on the same link: every packet sent across
-/// the take-over is judged, counters carry over, and every packet is counted on the lab
-/// interface's slot (an index left empty would count them in slot 0).
+/// Upgrade from layout 3, which `run` takes over in place: layout 3 is this layout without
+/// wide IPv4 nodes, whose program would read them as leaves, so the new program goes live on
+/// the links before its first generation is published (the log proves the order), and after
+/// one grace period.
+#[test]
+fn layout_3_is_taken_over_in_place_without_a_gap() {
+    take_over_in_place(3, "takeover3");
+}
+
+/// Upgrade from layout 2, which `run` takes over in place: layout 2 also lacked
+/// `NG_IFINDEX`, which the new loader creates and fills before its program goes live (an
+/// index left empty would count every packet in slot 0).
 #[test]
 fn layout_2_is_taken_over_in_place_without_a_gap() {
-    use filter_user::loader::pins::ADOPTABLE_LAYOUT;
-    let env = Env::new("takeover");
+    take_over_in_place(2, "takeover2");
+}
+
+/// The daemon's state after SIGTERM, renamed to `v{previous}` (and without `NG_IFINDEX` for
+/// layout 2), stands in for a node of that layout. A start that fails gives the directory
+/// its old name back; a start that succeeds renames it and swaps its program in on the same
+/// link: every packet sent across the take-over is judged, counters carry over, and every
+/// packet is counted on the lab interface's slot.
+fn take_over_in_place(previous: u32, name: &str) {
+    use filter_user::loader::pins::ADOPTABLE_LAYOUTS;
+    assert!(ADOPTABLE_LAYOUTS.contains(&previous));
+    let env = Env::new(name);
     let config = env.write_config("rules.yaml", FIXTURE);
     let sender = env.lab.peer_sender().unwrap();
     let mut daemon = env.start_daemon(&config, &[]);
@@ -1266,9 +1281,11 @@ fn layout_2_is_taken_over_in_place_without_a_gap() {
     assert!(daemon.wait(Duration::from_secs(10)).success());
 
     let ours = env.pins.version_dir();
-    let previous = ours.with_file_name(format!("v{ADOPTABLE_LAYOUT}"));
-    std::fs::remove_file(env.pins.maps_dir().join(filter_common::MAP_IFACE_INDEX)).unwrap();
-    std::fs::rename(&ours, &previous).unwrap();
+    let old_dir = ours.with_file_name(format!("v{previous}"));
+    if previous == 2 {
+        std::fs::remove_file(env.pins.maps_dir().join(filter_common::MAP_IFACE_INDEX)).unwrap();
+    }
+    std::fs::rename(&ours, &old_dir).unwrap();
 
     let failed = env.run_to_exit(&config, &["--iface", "ngmissing0"]);
     assert!(
@@ -1276,8 +1293,8 @@ fn layout_2_is_taken_over_in_place_without_a_gap() {
         "a start on a missing interface fails"
     );
     assert!(
-        previous.is_dir() && !ours.exists(),
-        "the failed start gave the layout-2 state its name back"
+        old_dir.is_dir() && !ours.exists(),
+        "the failed start gave the layout-{previous} state its name back"
     );
     assert_eq!(
         env.xdp_prog_id(),
@@ -1286,9 +1303,18 @@ fn layout_2_is_taken_over_in_place_without_a_gap() {
     );
 
     let (mut daemon, during) = start_under_traffic(&env, &config);
+    daemon.wait_for_log("rule generation active", Duration::from_secs(10));
     let log = daemon.log_text();
     assert!(log.contains("taking over the previous layout"), "{log}");
-    assert!(!previous.exists(), "the layout-2 directory is gone");
+    let (swapped, published) = (
+        log.find("attached").expect("attached"),
+        log.find("rule generation active").expect("published"),
+    );
+    assert!(
+        swapped < published && log.contains("off every CPU"),
+        "the program went live on the links, then a grace period, then the first publish: {log}"
+    );
+    assert!(!old_dir.exists(), "the layout-{previous} directory is gone");
     assert!(env
         .pins
         .maps_dir()

@@ -8,11 +8,16 @@
 //! a longer run a child node that inherits the slot's answer as its default. Linear in the
 //! table size after the sort.
 //!
+//! An IPv4 child node is wide ([`V4_WIDE_STRIDE`] bits) when at least 15 of the 16 slots a
+//! plain node would have get child nodes themselves: 256 words then replace 16 + 15 × 16 or
+//! more, so a table never takes more words than with plain nodes only (the capacity
+//! arithmetic holds), and every lookup under it reads one word less.
+//!
 //! The reference model does not use this: it matches prefixes its own way
 //! (`model::classify`), so the differential test compares two independent matchers.
 
 use filter_common::lookup::{
-    entry, tail, ROOT_BITS, V4_STRIDE, V4_TAIL_WORDS, V6_STRIDE, V6_TAIL_WORDS,
+    entry, tail, ROOT_BITS, V4_STRIDE, V4_TAIL_WORDS, V4_WIDE_STRIDE, V6_STRIDE, V6_TAIL_WORDS,
 };
 
 /// One prefix for the builder: the address left-aligned in 128 bits, its length, and the
@@ -57,9 +62,15 @@ fn bits(addr: u128, from: u32, count: u32) -> usize {
     ((addr << from) >> (128 - count)) as usize
 }
 
+/// Plain-node slots that must get child nodes for a wide node to take no more words than a
+/// plain node and its children: `2^8 <= 2^4 + n * 2^4`.
+const WIDE_WHEN_NODE_CHILDREN: usize = (1 << V4_WIDE_STRIDE) / (1 << V4_STRIDE) - 1;
+
 struct Builder {
     family: Family,
     words: Vec<u32>,
+    /// Whether IPv4 nodes may be wide (off only to compare against plain-only tables).
+    wide: bool,
 }
 
 impl Builder {
@@ -114,11 +125,31 @@ impl Builder {
         if let [only] = deeper {
             entry::make(entry::TAIL, self.tail(*only, outside))
         } else {
-            let child_stride = self.family.stride();
+            let (tag, child_stride) = if self.wide_pays(depth, deeper) {
+                (entry::WIDE_NODE, V4_WIDE_STRIDE)
+            } else {
+                (entry::NODE, self.family.stride())
+            };
             let child = self.alloc(1 << child_stride);
             self.node(child, depth, child_stride, deeper, outside);
-            entry::make(entry::NODE, child as u32)
+            entry::make(tag, child as u32)
         }
+    }
+
+    /// Whether a node at `depth` over `deeper` (sorted, all longer than `depth`) should be
+    /// wide: IPv4, room for the wide stride, and enough of a plain node's slots would need
+    /// child nodes (two or more prefixes longer than the plain node below them).
+    fn wide_pays(&self, depth: u32, deeper: &[TablePrefix]) -> bool {
+        if !self.wide || self.family != Family::V4 || depth + V4_WIDE_STRIDE > 32 {
+            return false;
+        }
+        let end = depth + V4_STRIDE;
+        let mut per_slot = [0u8; 1 << V4_STRIDE];
+        for p in deeper.iter().filter(|p| u32::from(p.len) > end) {
+            let slot = &mut per_slot[bits(p.addr, depth, V4_STRIDE)];
+            *slot = slot.saturating_add(1);
+        }
+        per_slot.iter().filter(|&&n| n >= 2).count() >= WIDE_WHEN_NODE_CHILDREN
     }
 
     fn tail(&mut self, p: TablePrefix, outside: u32) -> u32 {
@@ -144,10 +175,16 @@ impl Builder {
 /// Build the table of one family. `prefixes` must be distinct (address, length) pairs with
 /// host bits clear; they need not be sorted. Indices inside are relative to the table start.
 pub fn build(family: Family, prefixes: &mut [TablePrefix]) -> Vec<u32> {
+    build_with(family, prefixes, true)
+}
+
+/// [`build`], with wide IPv4 nodes allowed or not.
+fn build_with(family: Family, prefixes: &mut [TablePrefix], wide: bool) -> Vec<u32> {
     prefixes.sort_unstable();
     let mut builder = Builder {
         family,
         words: Vec::new(),
+        wide,
     };
     let root = builder.alloc(1 << ROOT_BITS);
     // The root covers everything: prefixes of length 0 are just short ones there.
@@ -175,6 +212,7 @@ pub fn rebuild_root_slot(
     let mut builder = Builder {
         family,
         words: std::mem::take(words),
+        wide: true,
     };
     builder.words[slot] = if deeper.is_empty() {
         outside
@@ -191,8 +229,11 @@ pub fn rebuild_root_slot(
 pub fn lookup(family: Family, words: &[u32], addr: u128) -> u32 {
     let mut word = words[bits(addr, 0, ROOT_BITS)];
     let mut depth = ROOT_BITS;
-    let stride = family.stride();
-    while entry::tag(word) == entry::NODE {
+    while entry::is_node(entry::tag(word)) {
+        let stride = match family {
+            Family::V4 => entry::v4_stride(entry::tag(word)),
+            Family::V6 => family.stride(),
+        };
         let at = (word & entry::PAYLOAD) as usize;
         word = words[at + bits(addr, depth, stride)];
         depth += stride;
@@ -322,6 +363,64 @@ mod tests {
         check_boundaries(Family::V4, set);
     }
 
+    /// Every /24 of 10.1.0.0/16 holds two /32s: a plain node's 16 slots at /20 would all
+    /// need children, so the /16's node is wide, every lookup below it reads one word less,
+    /// and the table is no larger than with plain nodes.
+    #[test]
+    fn a_dense_slash_16_gets_a_wide_node_that_costs_no_extra_words() {
+        let set: Vec<_> = (0..256u128)
+            .flat_map(|i| {
+                [
+                    prefix(Family::V4, 0x0a01_0000 | i << 8 | 1, 32, 1),
+                    prefix(Family::V4, 0x0a01_0000 | i << 8 | 9, 32, 2),
+                ]
+            })
+            .collect();
+        let mut sorted = dedup(set.clone());
+        let wide = build(Family::V4, &mut sorted);
+        let plain = build_with(Family::V4, &mut sorted, false);
+        let root_slot = wide[0x0a01];
+        assert_eq!(entry::tag(root_slot), entry::WIDE_NODE);
+        assert_eq!(entry::tag(plain[0x0a01]), entry::NODE);
+        assert!(
+            wide.len() <= plain.len(),
+            "{} > {}",
+            wide.len(),
+            plain.len()
+        );
+        check_boundaries(Family::V4, set);
+    }
+
+    /// The shape of an export or a blocklist (and of the benches' lists): 100k /16-/32
+    /// prefixes inside 10.0.0.0/8. Every 10.x /16 then starts with a wide node.
+    #[test]
+    fn an_export_shaped_set_starts_every_slash_16_with_a_wide_node() {
+        let mut state = 0x6e67_7769_6465_0001u64;
+        let mut next = move || {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1);
+            (state >> 33) as u32
+        };
+        let set: Vec<_> = (0..100_000)
+            .map(|_| {
+                let len = 16 + (next() % 17) as u8;
+                prefix(
+                    Family::V4,
+                    u128::from(0x0a00_0000 | (next() & 0x00ff_ffff)),
+                    len,
+                    1,
+                )
+            })
+            .collect();
+        let mut sorted = dedup(set);
+        let table = build(Family::V4, &mut sorted);
+        let wide = (0x0a00..0x0b00)
+            .filter(|&slot| entry::tag(table[slot]) == entry::WIDE_NODE)
+            .count();
+        assert_eq!(wide, 256, "every 10.x /16 slot");
+    }
+
     #[test]
     fn an_empty_set_answers_nothing_and_a_default_route_answers_everywhere() {
         let mut none = Vec::new();
@@ -372,6 +471,20 @@ mod tests {
             for a in probes {
                 let a = u128::from(a) << 96;
                 prop_assert_eq!(lookup(Family::V4, &table, a), brute(&sorted, a));
+            }
+        }
+
+        /// Wide nodes never cost words (the capacity reserved per prefix still holds) and
+        /// never change an answer.
+        #[test]
+        fn wide_nodes_take_no_more_words_than_plain_ones(set in arb_set(Family::V4, 600), probes in prop::collection::vec(any::<u32>(), 64)) {
+            let mut sorted = dedup(set);
+            let wide = build(Family::V4, &mut sorted);
+            let plain = build_with(Family::V4, &mut sorted, false);
+            prop_assert!(wide.len() <= plain.len());
+            for a in probes {
+                let a = u128::from(a) << 96;
+                prop_assert_eq!(lookup(Family::V4, &wide, a), lookup(Family::V4, &plain, a));
             }
         }
 

@@ -446,7 +446,16 @@ impl Engine {
             trouble: BTreeMap::new(),
             held_back: None,
         };
-        engine.apply(prepared, "start")?;
+        // A previous layout's program must never read a generation this version publishes
+        // (layout 3 reads wide IPv4 nodes as leaves: `pins::ADOPTABLE_LAYOUTS`), so on a
+        // take-over this program goes live first, reading the previous layout's generation
+        // (a format it understands), and publishes once the old program is off every CPU.
+        let first_publish = if taken_over.is_some() {
+            Some(prepared)
+        } else {
+            engine.apply(prepared, "start")?;
+            None
+        };
         // From here the pins change hands (program pin, then links): a failure leaves the
         // state in this layout, which the next start adopts.
         taken_over.take();
@@ -464,6 +473,13 @@ impl Engine {
             info!(iface = %ifname, ifindex = attached.ifindex, how = attached.how, egress = attached.egress, egress_hook = %attached.egress_hook, adopting, "attached");
             engine.hold_links(&attached)?;
             engine.attached.push(attached);
+        }
+        if let Some(prepared) = first_publish {
+            // Packets that entered the previous layout's program before its links moved
+            // finish inside one RCU grace period (`loader::grace`).
+            let method = crate::loader::grace::synchronize();
+            info!(grace = ?method, "the previous layout's program is off every CPU; publishing this version's first generation");
+            engine.apply(prepared, "start")?;
         }
         for stale in engine.options.pins.pinned_links() {
             if !engine.options.ifaces.contains(&stale) {

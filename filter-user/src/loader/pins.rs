@@ -2,8 +2,9 @@
 //!
 //! ```text
 //! /sys/fs/bpf/nodegate/           (0700)
-//!   v3/                           layout version: a loader refuses any other, except that
-//!                                 `run` takes layout 2 over in place (`take_over_previous`)
+//!   v4/                           layout version: a loader refuses any other, except that
+//!                                 `run` takes layouts 3 and 2 over in place
+//!                                 (`take_over_previous`)
 //!     maps/NG_*                   every map (tables, counters, samples)
 //!     prog                        the XDP program
 //!     links/<ifname>              one XDP link per attached interface
@@ -97,12 +98,18 @@ pub struct PinLayout {
     root: PathBuf,
 }
 
-/// The earlier layout that `nodegate run` takes over in place ([`PinLayout::take_over_previous`]).
-/// Layout 3 only added `NG_IFINDEX` beside layout 2's maps, which are unchanged (names, key and
-/// value types, sizes), so layout 2's maps, program pin and links are this layout's state
-/// minus one map, which the loader creates and fills from `NG_IFACES` before its program goes
-/// live.
-pub const ADOPTABLE_LAYOUT: u32 = 2;
+/// The earlier layouts that `nodegate run` takes over in place
+/// ([`PinLayout::take_over_previous`]), newest first. Their maps are this layout's (names,
+/// key and value types, sizes), so their maps, program pin and links become this layout's
+/// state as they are:
+/// - layout 3 programs read IPv4 source tables without wide nodes, which this layout's
+///   compiler may write. A layout-3 program must therefore never see a generation this
+///   version publishes: the engine swaps its program in on the links, waits out one RCU
+///   grace period, and only then publishes (`daemon::engine`). Until then this version's
+///   program reads layout 3's generation, which it understands (plain nodes only).
+/// - layout 2 also lacked `NG_IFINDEX`, which the loader creates and fills from `NG_IFACES`
+///   before its program goes live.
+pub const ADOPTABLE_LAYOUTS: [u32; 2] = [3, 2];
 
 /// A previous layout's directory renamed to this version's by
 /// [`PinLayout::take_over_previous`].
@@ -305,17 +312,24 @@ impl PinLayout {
         Ok(())
     }
 
-    /// Take layout [`ADOPTABLE_LAYOUT`]'s state over as this version's: one `rename(2)` of its
-    /// directory on bpffs, atomic, so there is never a moment with both or neither. Nothing
-    /// is unpinned: the old program keeps enforcing through its links until the new one is
-    /// swapped in on them. `None` when there is nothing to take over (or this version's
-    /// directory exists already; `check` then refuses the old one).
+    /// Take the newest of [`ADOPTABLE_LAYOUTS`]' state over as this version's: one `rename(2)`
+    /// of its directory on bpffs, atomic, so there is never a moment with both or neither.
+    /// Nothing is unpinned: the old program keeps enforcing through its links until the new
+    /// one is swapped in on them. `None` when there is nothing to take over (or this
+    /// version's directory exists already; `check` then refuses the old one, as it refuses a
+    /// second old one).
     pub fn take_over_previous(&self) -> Result<Option<TakenOver>, PinError> {
-        let from = self.root.join(format!("v{ADOPTABLE_LAYOUT}"));
         let to = self.version_dir();
-        if !from.is_dir() || to.exists() {
+        if to.exists() {
             return Ok(None);
         }
+        let Some(from) = ADOPTABLE_LAYOUTS
+            .iter()
+            .map(|v| self.root.join(format!("v{v}")))
+            .find(|dir| dir.is_dir())
+        else {
+            return Ok(None);
+        };
         fs::rename(&from, &to).map_err(io("rename", &from))?;
         Ok(Some(TakenOver { from, to }))
     }
@@ -339,7 +353,7 @@ impl PinLayout {
                         root: self.root.clone(),
                         found: name[1..].to_string(),
                         ours: LAYOUT_VERSION,
-                        takeover: if name[1..] == ADOPTABLE_LAYOUT.to_string() {
+                        takeover: if ADOPTABLE_LAYOUTS.iter().any(|v| name[1..] == v.to_string()) {
                             " `nodegate run` of this version takes it over in place, without a gap in filtering."
                         } else {
                             ""
