@@ -109,18 +109,20 @@ pub fn fit_capacity(policy: &mut Policy) {
     let Ok(tables) = filter_user::compiler::Tables::try_from(&roomy) else {
         return;
     };
-    let need = |words: usize, per: u32| {
-        (words.saturating_sub(filter_common::lookup::ROOT_WORDS as usize) as u32).div_ceil(per)
+    let need = |words: usize, shape: filter_common::lookup::Shape| {
+        (words.saturating_sub(shape.root_words() as usize) as u32).div_ceil(shape.words_per_prefix)
     };
     let s = &tables.stats;
-    policy.capacity.ipv4 = policy.capacity.ipv4.max(s.v4_prefixes as u32).max(need(
-        s.v4_table_words,
-        filter_common::lookup::V4_WORDS_PER_PREFIX,
-    ));
-    policy.capacity.ipv6 = policy.capacity.ipv6.max(s.v6_prefixes as u32).max(need(
-        s.v6_table_words,
-        filter_common::lookup::V6_WORDS_PER_PREFIX,
-    ));
+    policy.capacity.ipv4 = policy
+        .capacity
+        .ipv4
+        .max(s.v4_prefixes as u32)
+        .max(need(s.v4_table_words, filter_common::lookup::V4));
+    policy.capacity.ipv6 = policy
+        .capacity
+        .ipv6
+        .max(s.v6_prefixes as u32)
+        .max(need(s.v6_table_words, filter_common::lookup::V6));
 }
 
 /// The node address all benchmark frames go to (RFC 5737, the lab's node side).

@@ -4,7 +4,11 @@
 //! trie on the per-packet path (docs/ARCHITECTURE.md, "Source lookup").
 //!
 //! # Shape
-//! - A *root* of `2^ROOT_BITS` words indexed by the address's top [`ROOT_BITS`] bits.
+//! - A *root* of `2^root_bits` words indexed by the address's top bits: [`V4_ROOT_BITS`]
+//!   (18) for IPv4, [`V6_ROOT_BITS`] (16) for IPv6. A generation a layout-3 loader published
+//!   has a [`V4_LEGACY_ROOT_BITS`] IPv4 root; the program reads which from the generation's
+//!   flags (`tables::flags::V4_ROOT_18`), so it judges such a generation right during a
+//!   take-over.
 //! - *Nodes* of `2^stride` words below it ([`V4_STRIDE`], [`V6_STRIDE`]), each indexed by the
 //!   next `stride` bits: at most [`V4_LEVELS`] (IPv4) or [`V6_LEVELS`] (IPv6) of them. An
 //!   IPv4 node may instead be *wide* ([`V4_WIDE_STRIDE`] bits, [`entry::WIDE_NODE`]) where
@@ -24,28 +28,35 @@
 //! elements out with an 8-byte stride, so `u32` values would waste half): word `i` is the
 //! low (`i` even) or high half of element `i / 2`, which on the little-endian BPF target is
 //! exactly the `u32` slice the loader writes through its memory mapping. Each generation
-//! owns one region of [`table_words_per_gen`] words; every index inside a table is relative
+//! owns one region of [`Shape::words_per_gen`] words; every index inside a table is relative
 //! to its region's start, which the generation's settings carry (`GenConfig::src_v4_base`).
 
-/// Address bits the root consumes (both families).
-pub const ROOT_BITS: u32 = 16;
-/// Words of the root.
-pub const ROOT_WORDS: u32 = 1 << ROOT_BITS;
-/// Bits each IPv4 node below the root consumes.
+/// Address bits the IPv4 root consumes: a quarter million words (1 MiB) per generation,
+/// which most prefixes of a random 100k set end in (a /18 holds about one longer prefix in
+/// five), so most lookups read once.
+pub const V4_ROOT_BITS: u32 = 18;
+/// Address bits the IPv4 root of a generation published by a layout-3 loader consumes.
+pub const V4_LEGACY_ROOT_BITS: u32 = 16;
+/// Address bits the IPv6 root consumes (a multiple of [`V6_STRIDE`], so no node's bits
+/// straddle two 32-bit words of the address).
+pub const V6_ROOT_BITS: u32 = 16;
+/// Bits each IPv4 node below the root consumes, or the bits left when fewer: below an 18-bit
+/// root a node at /30 has 2 bits and 4 words (`entry::v4_stride`).
 pub const V4_STRIDE: u32 = 4;
-/// Most IPv4 nodes a lookup passes below the root.
-pub const V4_LEVELS: u32 = (32 - ROOT_BITS) / V4_STRIDE;
-/// Bits a wide IPv4 node consumes: two strides, so the levels still end on /32.
+/// Most IPv4 nodes a lookup passes below the root (either root).
+pub const V4_LEVELS: u32 = (32 - V4_LEGACY_ROOT_BITS) / V4_STRIDE;
+/// Bits a wide IPv4 node consumes: two strides.
 pub const V4_WIDE_STRIDE: u32 = 2 * V4_STRIDE;
 /// Bits each IPv6 node below the root consumes.
 pub const V6_STRIDE: u32 = 8;
 /// Most IPv6 nodes a lookup passes below the root.
-pub const V6_LEVELS: u32 = (128 - ROOT_BITS) / V6_STRIDE;
-const _: () = assert!(ROOT_BITS + V4_LEVELS * V4_STRIDE == 32);
-const _: () = assert!(ROOT_BITS + V6_LEVELS * V6_STRIDE == 128);
-// A stride never straddles a 32-bit word of the address (the program extracts bits from
+pub const V6_LEVELS: u32 = (128 - V6_ROOT_BITS) / V6_STRIDE;
+const _: () = assert!(V4_LEGACY_ROOT_BITS + V4_LEVELS * V4_STRIDE == 32);
+const _: () = assert!(V4_ROOT_BITS + V4_LEVELS * V4_STRIDE >= 32);
+const _: () = assert!(V6_ROOT_BITS + V6_LEVELS * V6_STRIDE == 128);
+// An IPv6 node never straddles a 32-bit word of the address (the program extracts bits from
 // one word at a time).
-const _: () = assert!(32 % V4_STRIDE == 0 && 32 % V6_STRIDE == 0 && ROOT_BITS <= 32);
+const _: () = assert!(32 % V6_STRIDE == 0 && V6_ROOT_BITS.is_multiple_of(V6_STRIDE));
 
 /// Words of an IPv4 tail record: the prefix address, then [`tail::pack`].
 pub const V4_TAIL_WORDS: u32 = 2;
@@ -75,11 +86,18 @@ pub mod entry {
         tag & 1 == 1
     }
 
-    /// Bits an IPv4 node of tag `tag` (one of the node tags) consumes:
-    /// [`super::V4_STRIDE`] or [`super::V4_WIDE_STRIDE`], without a branch.
+    /// Bits an IPv4 node of tag `tag` (one of the node tags) consumes when `left` address
+    /// bits remain below it: [`super::V4_STRIDE`] or [`super::V4_WIDE_STRIDE`] (from the tag,
+    /// without a branch), or fewer at the end of the address (a node at /30 below the 18-bit
+    /// root has 2 bits and 4 words).
     #[inline(always)]
-    pub const fn v4_stride(tag: u32) -> u32 {
-        super::V4_STRIDE << (tag >> 1)
+    pub const fn v4_stride(tag: u32, left: u32) -> u32 {
+        let stride = super::V4_STRIDE << (tag >> 1);
+        if stride < left {
+            stride
+        } else {
+            left
+        }
     }
 
     /// The tag of a word.
@@ -116,8 +134,9 @@ const _: () = assert!(
         && entry::is_node(entry::WIDE_NODE)
         && !entry::is_node(entry::LEAF)
         && !entry::is_node(entry::TAIL)
-        && entry::v4_stride(entry::NODE) == V4_STRIDE
-        && entry::v4_stride(entry::WIDE_NODE) == V4_WIDE_STRIDE
+        && entry::v4_stride(entry::NODE, 32) == V4_STRIDE
+        && entry::v4_stride(entry::WIDE_NODE, 32) == V4_WIDE_STRIDE
+        && entry::v4_stride(entry::NODE, 2) == 2
 );
 
 /// The last word of a tail record: both answers and the prefix length.
@@ -164,20 +183,43 @@ pub const fn word_mask(len: u32) -> u32 {
     }
 }
 
-/// Table words reserved per IPv4 prefix of capacity, beyond the root. Random mixed-length
-/// sets need about 3 (docs/ARCHITECTURE.md); the rest is headroom for clustered sets.
-pub const V4_WORDS_PER_PREFIX: u32 = 8;
-/// Table words reserved per IPv6 prefix of capacity, beyond the root.
-pub const V6_WORDS_PER_PREFIX: u32 = 16;
-
-/// Words of one generation's region for `prefixes` prefixes of capacity, rounded up to
-/// whole map elements.
-pub const fn table_words_per_gen(prefixes: u32, words_per_prefix: u32) -> u32 {
-    let words = ROOT_WORDS + prefixes * words_per_prefix;
-    words + (words & 1)
+/// How one family's table is sized: its root, and the words reserved per prefix of
+/// capacity beyond it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shape {
+    /// Address bits the root consumes.
+    pub root_bits: u32,
+    /// Table words reserved per prefix of capacity, beyond the root.
+    pub words_per_prefix: u32,
 }
 
-/// Map elements (`u64`, two words each) of a table holding every generation.
-pub const fn table_elements(prefixes: u32, words_per_prefix: u32) -> u32 {
-    crate::GENERATIONS * table_words_per_gen(prefixes, words_per_prefix) / 2
+impl Shape {
+    /// Words of the root.
+    pub const fn root_words(self) -> u32 {
+        1 << self.root_bits
+    }
+
+    /// Words of one generation's region for `prefixes` prefixes of capacity, rounded up to
+    /// whole map elements.
+    pub const fn words_per_gen(self, prefixes: u32) -> u32 {
+        let words = self.root_words() + prefixes * self.words_per_prefix;
+        words + (words & 1)
+    }
+
+    /// Map elements (`u64`, two words each) of a table holding every generation.
+    pub const fn elements(self, prefixes: u32) -> u32 {
+        crate::GENERATIONS * self.words_per_gen(prefixes) / 2
+    }
 }
+
+/// IPv4 tables. Random mixed-length sets need about 3 words a prefix (docs/ARCHITECTURE.md);
+/// the rest is headroom for clustered sets.
+pub const V4: Shape = Shape {
+    root_bits: V4_ROOT_BITS,
+    words_per_prefix: 8,
+};
+/// IPv6 tables.
+pub const V6: Shape = Shape {
+    root_bits: V6_ROOT_BITS,
+    words_per_prefix: 16,
+};

@@ -51,6 +51,11 @@ pub mod flags {
     pub const FRAGMENT_TRACK: u32 = 1 << 5;
     /// Default verdict for IP traffic that matches nothing is pass.
     pub const DEFAULT_PASS: u32 = 1 << 6;
+    /// The generation's IPv4 source table has a `lookup::V4_ROOT_BITS` root. Every layout-4
+    /// loader sets it; a generation without it was published by a layout-3 loader and has a
+    /// `lookup::V4_LEGACY_ROOT_BITS` root (read only during a take-over).
+    pub const V4_ROOT_18: u32 = 1 << 7;
+    const _: () = assert!(crate::lookup::V4_ROOT_BITS == 18);
 }
 
 /// `NG_GENCFG[generation]`: the settings of one rule generation.

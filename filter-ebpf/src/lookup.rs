@@ -1,15 +1,18 @@
 //! Source address → source class, through the generation's flat lookup table
 //! (`filter_common::lookup`): the root, at most `V4_LEVELS` / `V6_LEVELS` nodes (IPv4 nodes
-//! plain or wide), and at most one tail record. No loop over prefixes and no kernel trie: every step is one inlined
-//! array read whose index the previous word gave.
+//! plain or wide), and at most one tail record. No loop over prefixes and no kernel trie:
+//! every step is one inlined array read whose index the previous word gave.
 //!
 //! The verdict code only calls [`source_class`]; which structure answers is this module's
 //! business.
 
 use aya_ebpf::maps::Array;
-use filter_common::lookup::{
-    entry, tail, word_mask, ROOT_BITS, V4_LEVELS, V4_STRIDE, V4_TAIL_WORDS, V4_WIDE_STRIDE,
-    V6_LEVELS, V6_STRIDE, V6_TAIL_WORDS,
+use filter_common::{
+    flags,
+    lookup::{
+        entry, tail, word_mask, V4_LEGACY_ROOT_BITS, V4_LEVELS, V4_ROOT_BITS, V4_STRIDE,
+        V4_TAIL_WORDS, V4_WIDE_STRIDE, V6_LEVELS, V6_ROOT_BITS, V6_STRIDE, V6_TAIL_WORDS,
+    },
 };
 
 use crate::{
@@ -59,23 +62,20 @@ macro_rules! descend {
 
 /// IPv4: one step down when the walk is on a node word, plain or wide; the word it reads
 /// and the bits the step consumed (0 on a leaf or tail word, which the walk keeps).
-/// `rest` holds the address bits not consumed yet, left-aligned, so a step takes the node's
-/// stride (from its tag, without a branch) off the top.
+/// `rest` holds the address bits not consumed yet, left-aligned, and `left` how many there
+/// are, so a step takes the node's stride (`entry::v4_stride`: from its tag, without a
+/// branch, at most `left`) off the top.
 #[inline(always)]
-fn step_v4(table: &Array<u64>, base: u32, now: u32, rest: u32) -> Option<(u32, u32)> {
+fn step_v4(table: &Array<u64>, base: u32, now: u32, rest: u32, left: u32) -> Option<(u32, u32)> {
     let tag = entry::tag(now);
     if !entry::is_node(tag) {
         return Some((now, 0));
     }
-    let stride = entry::v4_stride(tag);
-    Some((
-        word(
-            table,
-            base,
-            (now & entry::PAYLOAD) + (rest >> (32 - stride)),
-        )?,
-        stride,
-    ))
+    let stride = entry::v4_stride(tag, left);
+    // `wrapping_shr`: a stride of 0 (a node with no bits left, which the compiler never
+    // builds) must not be undefined behaviour; its index fails the map's bounds check.
+    let index = (now & entry::PAYLOAD) + rest.wrapping_shr(32 - stride);
+    Some((word(table, base, index)?, stride))
 }
 
 /// The answer of a tail record at `at` (`WORDS` address words, then the packed answers).
@@ -121,28 +121,36 @@ fn finish<const TAIL_WORDS: u32>(
 /// Source class of `pkt.src` in the packet's generation, if a prefix contains it.
 #[inline(always)]
 pub fn source_class(s: &Settings, pkt: &Packet) -> Option<u32> {
-    const _: () =
-        assert!(V4_LEVELS == 4 && V4_STRIDE == 4 && V4_WIDE_STRIDE == 8 && ROOT_BITS == 16);
-    const _: () = assert!(V6_LEVELS == 14 && V6_STRIDE == 8);
+    const _: () = assert!(V4_LEVELS == 4 && V4_STRIDE == 4 && V4_WIDE_STRIDE == 8);
+    const _: () = assert!(V6_LEVELS == 14 && V6_STRIDE == 8 && V6_ROOT_BITS == 16);
     let src = &pkt.src;
     let leaf = if pkt.family == FAMILY_V4 {
         let (table, base) = (&SRC_V4, s.src_v4_base);
         let addr = addr_word(src, 0);
-        let now = word(table, base, addr >> (32 - ROOT_BITS))?;
-        let rest = addr << ROOT_BITS;
-        // At most V4_LEVELS steps: a wide node consumes two plain levels' bits, and the walk
-        // is on a leaf or tail word by /32. Written out so every step is straight-line code.
-        let (now, consumed) = step_v4(table, base, now, rest)?;
-        let rest = rest << consumed;
-        let (now, consumed) = step_v4(table, base, now, rest)?;
-        let rest = rest << consumed;
-        let (now, consumed) = step_v4(table, base, now, rest)?;
-        let rest = rest << consumed;
-        let (now, _) = step_v4(table, base, now, rest)?;
+        // A generation a layout-3 loader published (read only during a take-over) has the
+        // narrower root.
+        let root_bits = if s.flags & flags::V4_ROOT_18 != 0 {
+            V4_ROOT_BITS
+        } else {
+            V4_LEGACY_ROOT_BITS
+        };
+        let now = word(table, base, addr >> (32 - root_bits))?;
+        let rest = addr << root_bits;
+        // At most V4_LEVELS steps from either root: a wide node consumes two plain levels'
+        // bits, a node at /30 the last two, and the walk is on a leaf or tail word by /32.
+        // Written out so every step is straight-line code.
+        let left = 32 - root_bits;
+        let (now, consumed) = step_v4(table, base, now, rest, left)?;
+        let (rest, left) = (rest << consumed, left - consumed);
+        let (now, consumed) = step_v4(table, base, now, rest, left)?;
+        let (rest, left) = (rest << consumed, left - consumed);
+        let (now, consumed) = step_v4(table, base, now, rest, left)?;
+        let (rest, left) = (rest << consumed, left - consumed);
+        let (now, _) = step_v4(table, base, now, rest, left)?;
         finish::<{ V4_TAIL_WORDS - 1 }>(table, base, now, src)?
     } else {
         let (table, base) = (&SRC_V6, s.src_v6_base);
-        let mut now = word(table, base, bits(src, 0, ROOT_BITS))?;
+        let mut now = word(table, base, bits(src, 0, V6_ROOT_BITS))?;
         descend!(
             table,
             base,

@@ -8,14 +8,12 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use filter_common::{
-    flow_stat,
-    lookup::{table_elements, V4_WORDS_PER_PREFIX, V6_WORDS_PER_PREFIX},
-    ClassCells, Control, Counter, FlowKey, FlowState, FragKey, GenConfig, IfaceEntry, RuleName,
-    SampleBucket, SegmentChunk, CLASS_CELLS_ENTRIES, CLASS_ROW_ENTRIES, DEFAULT_FLOW_CAPACITY,
-    DIRECT_IFINDEXES, GENERATIONS, MAP_CLASS_CELLS, MAP_CLASS_ROWS, MAP_CONTROL, MAP_FLOWS,
-    MAP_FLOW_STATS, MAP_FRAGS, MAP_GEN_CONFIG, MAP_GEN_STATS, MAP_IFACES, MAP_IFACE_INDEX,
-    MAP_REASON_STATS, MAP_RULE_NAMES, MAP_RULE_STATS, MAP_SAMPLES, MAP_SAMPLE_RATE,
-    MAP_SAMPLE_STATS, MAP_SEGMENTS, MAP_SRC_V4, MAP_SRC_V6, MAX_IFACES, MAX_RULES,
+    flow_stat, lookup, ClassCells, Control, Counter, FlowKey, FlowState, FragKey, GenConfig,
+    IfaceEntry, RuleName, SampleBucket, SegmentChunk, CLASS_CELLS_ENTRIES, CLASS_ROW_ENTRIES,
+    DEFAULT_FLOW_CAPACITY, DIRECT_IFINDEXES, GENERATIONS, MAP_CLASS_CELLS, MAP_CLASS_ROWS,
+    MAP_CONTROL, MAP_FLOWS, MAP_FLOW_STATS, MAP_FRAGS, MAP_GEN_CONFIG, MAP_GEN_STATS, MAP_IFACES,
+    MAP_IFACE_INDEX, MAP_REASON_STATS, MAP_RULE_NAMES, MAP_RULE_STATS, MAP_SAMPLES,
+    MAP_SAMPLE_RATE, MAP_SAMPLE_STATS, MAP_SEGMENTS, MAP_SRC_V4, MAP_SRC_V6, MAX_IFACES, MAX_RULES,
     MAX_TRACKED_FRAGMENTS, MAX_V4_PREFIXES, MAX_V6_PREFIXES, SAMPLE_RING_BYTES,
     SEGMENT_CHUNK_ENTRIES, STAT_SLOTS,
 };
@@ -67,17 +65,13 @@ pub static IFACE_INDEX: Array<IfaceEntry> = Array::with_max_entries(DIRECT_IFIND
 // resized by the loader from the configured one before creation.
 same_name!(MAP_SRC_V4, "NG_SRC4");
 #[map(name = "NG_SRC4")]
-pub static SRC_V4: Array<u64> = Array::with_max_entries(
-    table_elements(MAX_V4_PREFIXES, V4_WORDS_PER_PREFIX),
-    BPF_F_MMAPABLE,
-);
+pub static SRC_V4: Array<u64> =
+    Array::with_max_entries(lookup::V4.elements(MAX_V4_PREFIXES), BPF_F_MMAPABLE);
 
 same_name!(MAP_SRC_V6, "NG_SRC6");
 #[map(name = "NG_SRC6")]
-pub static SRC_V6: Array<u64> = Array::with_max_entries(
-    table_elements(MAX_V6_PREFIXES, V6_WORDS_PER_PREFIX),
-    BPF_F_MMAPABLE,
-);
+pub static SRC_V6: Array<u64> =
+    Array::with_max_entries(lookup::V6.elements(MAX_V6_PREFIXES), BPF_F_MMAPABLE);
 
 same_name!(MAP_SEGMENTS, "NG_SEGMENTS");
 #[map(name = "NG_SEGMENTS")]

@@ -247,22 +247,17 @@ impl PrefixCapacity {
 
     /// Table words per generation (IPv4, IPv6).
     pub fn table_words_per_gen(&self) -> (usize, usize) {
-        use filter_common::lookup::{
-            table_words_per_gen, V4_WORDS_PER_PREFIX, V6_WORDS_PER_PREFIX,
-        };
+        use filter_common::lookup::{V4, V6};
         (
-            table_words_per_gen(self.ipv4, V4_WORDS_PER_PREFIX) as usize,
-            table_words_per_gen(self.ipv6, V6_WORDS_PER_PREFIX) as usize,
+            V4.words_per_gen(self.ipv4) as usize,
+            V6.words_per_gen(self.ipv6) as usize,
         )
     }
 
     /// Map elements of the two table maps (IPv4, IPv6), every generation.
     pub fn table_elements(&self) -> (u32, u32) {
-        use filter_common::lookup::{table_elements, V4_WORDS_PER_PREFIX, V6_WORDS_PER_PREFIX};
-        (
-            table_elements(self.ipv4, V4_WORDS_PER_PREFIX),
-            table_elements(self.ipv6, V6_WORDS_PER_PREFIX),
-        )
+        use filter_common::lookup::{V4, V6};
+        (V4.elements(self.ipv4), V6.elements(self.ipv6))
     }
 
     /// Kernel memory the two table maps take, bytes, every generation.

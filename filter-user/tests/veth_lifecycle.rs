@@ -1280,6 +1280,18 @@ fn take_over_in_place(previous: u32, name: &str) {
     daemon.signal(libc::SIGTERM);
     assert!(daemon.wait(Duration::from_secs(10)).success());
 
+    if previous == 3 {
+        // What a layout-3 node has active: an IPv4 table with the 16-bit root, no wide
+        // nodes, the generation flag clear. The attached program reads it right.
+        let mut maps = filter_user::loader::FilterMaps::open_pinned(&env.pins.maps_dir()).unwrap();
+        let slots = RuleSlots::from_pairs(maps.pinned_rule_slots());
+        maps.publish(&tables(FIXTURE, &slots).as_layout3()).unwrap();
+        common::send_paced(&sender, &allowed_frame(), 10);
+        common::send_paced(&sender, &disallowed_frame(), 10);
+        env.wait_counted("no-source-match", 30);
+        env.wait_counted("allow-rule", 10);
+    }
+    let judged_before = if previous == 3 { 30 } else { 20 };
     let ours = env.pins.version_dir();
     let old_dir = ours.with_file_name(format!("v{previous}"));
     if previous == 2 {
@@ -1325,7 +1337,7 @@ fn take_over_in_place(previous: u32, name: &str) {
     let snap = env.snapshot();
     assert_eq!(
         reason_total(&snap, "no-source-match").0,
-        20 + during,
+        judged_before + during,
         "counters carried over and every packet sent across the take-over was judged"
     );
     let unregistered: u64 = snap
@@ -1340,7 +1352,7 @@ fn take_over_in_place(previous: u32, name: &str) {
     );
 
     common::send_paced(&sender, &disallowed_frame(), 10);
-    env.wait_counted("no-source-match", 30 + during);
+    env.wait_counted("no-source-match", judged_before + 10 + during);
     daemon.signal(libc::SIGTERM);
     assert!(daemon.wait(Duration::from_secs(10)).success());
     common::daemon::assert_success(&env.run(&["detach", "--iface", &env.lab.node_if]));

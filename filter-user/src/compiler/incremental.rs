@@ -14,7 +14,7 @@
 //! changed prefixes, a short prefix with many prefixes inside it, a capacity change, too much
 //! garbage. Tests check that an update answers every lookup exactly as a full compile does.
 
-use filter_common::lookup::{entry, ROOT_BITS};
+use filter_common::lookup::entry;
 use foldhash::HashSet;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
@@ -29,8 +29,8 @@ use crate::policy::Policy;
 const MAX_CHANGED: usize = 64;
 /// Prefixes reclassified (inside the changed ones, with their ancestors).
 const MAX_RECLASSIFIED: usize = 16_384;
-/// Root slots rebuilt per family.
-const MAX_ROOT_SLOTS: usize = 4_096;
+/// Root slots rebuilt per family: an IPv4 /4 below the 18-bit root.
+const MAX_ROOT_SLOTS: usize = 16_384;
 /// A table is compacted (fully rebuilt) once replaced subtrees could make up this share of it.
 const MAX_GARBAGE_SHARE: usize = 4;
 
@@ -289,7 +289,8 @@ fn update_family<N: FamilyNet>(
     }
 
     // Rebuild the root slots the changed ranges cover.
-    let shift = N::WIDTH - ROOT_BITS;
+    let root_bits = N::FAMILY.root_bits();
+    let shift = N::WIDTH - root_bits;
     let mut slots: Vec<usize> = Vec::new();
     for o in &outer {
         let (first, last) = span(o);
@@ -306,9 +307,9 @@ fn update_family<N: FamilyNet>(
     for slot in slots {
         let start = (slot as u128) << shift;
         let last = start | ((1u128 << shift) - 1);
-        // The longest prefix of at most ROOT_BITS bits covering the slot answers outside
+        // The longest prefix of at most the root's bits covering the slot answers outside
         // the slot's deeper prefixes.
-        let outside = (0..=ROOT_BITS as u8)
+        let outside = (0..=root_bits as u8)
             .rev()
             .find_map(|len| {
                 let host = N::WIDTH - u32::from(len);
@@ -325,7 +326,7 @@ fn update_family<N: FamilyNet>(
                     .map(|i| entry::leaf(next[i].1))
             })
             .unwrap_or(0);
-        let deeper_from = N::from_bits(start, ROOT_BITS as u8 + 1);
+        let deeper_from = N::from_bits(start, root_bits as u8 + 1);
         let lo = next.partition_point(|(n, _)| *n < deeper_from);
         let hi = next.partition_point(|(n, _)| n.bits().0 <= last);
         let deeper: Vec<TablePrefix> = next[lo..hi]

@@ -307,6 +307,29 @@ pub struct Tables {
     pub incremental: bool,
 }
 
+impl Tables {
+    /// These tables as a layout-3 loader would have published them: the IPv4 table with a
+    /// 16-bit root and no wide nodes, the generation's `V4_ROOT_18` flag clear. What a
+    /// take-over finds active; for tests that the program judges such a generation right.
+    pub fn as_layout3(&self) -> Tables {
+        let mut prefixes: Vec<lookup::TablePrefix> = self
+            .v4
+            .iter()
+            .map(|(net, class)| lookup::TablePrefix {
+                addr: u128::from(u32::from(net.network())) << 96,
+                len: net.prefix_len(),
+                leaf: filter_common::lookup::entry::leaf(*class),
+            })
+            .collect();
+        let mut legacy = self.clone();
+        legacy.v4_table = lookup::build_layout3_v4(&mut prefixes);
+        legacy.stats.v4_table_words = legacy.v4_table.len();
+        legacy.gen_config.flags &= !flags::V4_ROOT_18;
+        legacy.incremental = false;
+        legacy
+    }
+}
+
 impl fmt::Debug for Tables {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Tables")
@@ -576,7 +599,8 @@ fn interface_overrides(settings: &InterfaceSettings) -> u32 {
 }
 
 fn gen_config(policy: &Policy) -> GenConfig {
-    let mut f = 0;
+    // Every table this compiler builds has the layout-4 IPv4 root (`lookup::V4`).
+    let mut f = flags::V4_ROOT_18;
     let e = &policy.essentials;
     for (on, bit) in [
         (e.arp, flags::ESSENTIAL_ARP),

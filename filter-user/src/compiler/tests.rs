@@ -322,7 +322,8 @@ fn gen_config_from_policy() {
     assert_eq!(g.mode, mode::MONITOR);
     assert_eq!(
         g.flags,
-        flags::ESSENTIAL_ARP
+        flags::V4_ROOT_18
+            | flags::ESSENTIAL_ARP
             | flags::ESSENTIAL_ICMP_ERRORS
             | flags::IPV4_OPTIONS_ALLOW
             | flags::FRAGMENT_TRACK
@@ -348,19 +349,20 @@ fn gen_config_from_policy() {
 #[test]
 fn map_entries_layout() {
     let t = Tables::try_from(&fixture()).unwrap();
-    // Source tables: 10.0.0.0/24 lies in root slot 0x0a00 as a tail (one prefix below it).
-    use filter_common::lookup::{entry, tail, ROOT_WORDS};
+    // Source tables: 10.0.0.0/24 lies in the root slot of 10.0.0.0/18 as a tail (one prefix
+    // below it).
+    use filter_common::lookup::{entry, tail, V4, V4_ROOT_BITS, V6};
     assert_eq!(t.v4.len(), 2);
-    let slot = t.v4_table[0x0a00];
+    let slot = t.v4_table[(0x0a00_0000u32 >> (32 - V4_ROOT_BITS)) as usize];
     assert_eq!(entry::tag(slot), entry::TAIL);
     let at = (slot & entry::PAYLOAD) as usize;
     assert_eq!(t.v4_table[at], 0x0a00_0000);
     let packed = t.v4_table[at + 1];
     assert_eq!(tail::len(packed), 24);
     assert_eq!(entry::class(tail::inside(packed)), Some(t.v4[0].1));
-    assert_eq!(t.v4_table.len(), ROOT_WORDS as usize + 2 * 2);
+    assert_eq!(t.v4_table.len(), V4.root_words() as usize + 2 * 2);
     assert_eq!(t.stats.v4_table_words, t.v4_table.len());
-    assert!(t.v6_table.len() > ROOT_WORDS as usize);
+    assert!(t.v6_table.len() > V6.root_words() as usize);
 
     let segs: Vec<_> = t.segment_entries(1).collect();
     assert_eq!(segs.len(), SERVICE_CHUNKS as usize);
@@ -589,8 +591,9 @@ fn too_many_prefixes() {
 
 #[test]
 fn a_table_larger_than_its_capacity_reserves_is_rejected_with_the_numbers() {
-    // Two /32s differing in their last bit need a node at every level below the root
-    // (4 × 16 words), more than the 8 words one prefix of capacity reserves.
+    // Two /32s differing in their last bit need a node at every level below the 18-bit root
+    // (3 × 16 words, and 4 for the last two bits), more than the 8 words one prefix of
+    // capacity reserves.
     let mut p = Policy {
         rules: vec![rule(
             "pair",
@@ -606,8 +609,8 @@ fn a_table_larger_than_its_capacity_reserves_is_rejected_with_the_numbers() {
         Err(e @ CompileError::TableTooLarge { .. }) => {
             let text = e.to_string();
             assert!(
-                text.contains("2 IPv4 prefixes need a 262400-byte lookup table")
-                    && text.contains("reserves 262208 bytes")
+                text.contains("2 IPv4 prefixes need a 1048784-byte lookup table")
+                    && text.contains("reserves 1048640 bytes")
                     && text.contains("capacity.ipv4_prefixes"),
                 "{text}"
             );
