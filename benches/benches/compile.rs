@@ -6,6 +6,7 @@
 //! authorized-ranges export.
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion};
+use filter_common::lookup as lookup_shape;
 use filter_user::compiler::lookup::{self, Family, TablePrefix};
 use filter_user::compiler::{compile, compile_after, Compiled, RuleSlots, Tables};
 use filter_user::config::{parse_str_with, LoadOptions};
@@ -181,7 +182,8 @@ fn bench_compile(c: &mut Criterion) {
     });
     g.finish();
 
-    // The flat source tables alone (`compiler::lookup::build`), on random mixed-length sets.
+    // The flat source tables alone (`compiler::lookup::build`), on random mixed-length sets,
+    // with the root a capacity of that many prefixes gets.
     let mut g = c.benchmark_group("source_table");
     g.sample_size(10);
     for n in [100_000usize, 1_000_000] {
@@ -196,7 +198,7 @@ fn bench_compile(c: &mut Criterion) {
         g.bench_function(BenchmarkId::new("v4_mixed", n), |b| {
             b.iter_batched(
                 || prefixes.clone(),
-                |mut p| lookup::build(Family::V4, &mut p),
+                |mut p| lookup::build(Family::V4, &mut p, lookup_shape::V4.root_bits_for(n as u32)),
                 BatchSize::LargeInput,
             )
         });
@@ -212,7 +214,7 @@ fn bench_compile(c: &mut Criterion) {
     g.bench_function(BenchmarkId::new("v6_mixed", 100_000), |b| {
         b.iter_batched(
             || prefixes.clone(),
-            |mut p| lookup::build(Family::V6, &mut p),
+            |mut p| lookup::build(Family::V6, &mut p, lookup_shape::V6_ROOT_BITS),
             BatchSize::LargeInput,
         )
     });

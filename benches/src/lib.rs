@@ -100,7 +100,8 @@ pub fn allow_policy(v4: &[Ipv4Net], v6: &[Ipv6Net]) -> Policy {
 /// words clustered or deeply nested sets need beyond what a prefix of capacity reserves
 /// (100k random IPv6 /32–/128 prefixes need about 5× the default reservation).
 pub fn fit_capacity(policy: &mut Policy) {
-    use filter_user::policy::PrefixCapacity;
+    use filter_common::lookup::{Shape, V4, V6};
+    use filter_user::{compiler::CompileError, policy::PrefixCapacity};
     let mut roomy = policy.clone();
     roomy.capacity = PrefixCapacity {
         ipv4: PrefixCapacity::MAX_IPV4,
@@ -109,20 +110,36 @@ pub fn fit_capacity(policy: &mut Policy) {
     let Ok(tables) = filter_user::compiler::Tables::try_from(&roomy) else {
         return;
     };
-    let need = |words: usize, shape: filter_common::lookup::Shape| {
-        (words.saturating_sub(shape.root_words() as usize) as u32).div_ceil(shape.words_per_prefix)
+    let need = |words: usize, shape: Shape, max: u32| {
+        (words.saturating_sub(shape.root_words(max) as usize) as u32)
+            .div_ceil(shape.words_per_prefix)
     };
     let s = &tables.stats;
-    policy.capacity.ipv4 = policy
-        .capacity
-        .ipv4
-        .max(s.v4_prefixes as u32)
-        .max(need(s.v4_table_words, filter_common::lookup::V4));
-    policy.capacity.ipv6 = policy
-        .capacity
-        .ipv6
-        .max(s.v6_prefixes as u32)
-        .max(need(s.v6_table_words, filter_common::lookup::V6));
+    policy.capacity.ipv4 = policy.capacity.ipv4.max(s.v4_prefixes as u32).max(need(
+        s.v4_table_words,
+        V4,
+        PrefixCapacity::MAX_IPV4,
+    ));
+    policy.capacity.ipv6 = policy.capacity.ipv6.max(s.v6_prefixes as u32).max(need(
+        s.v6_table_words,
+        V6,
+        PrefixCapacity::MAX_IPV6,
+    ));
+    // The IPv4 root depends on the capacity, and a narrower root can need more node words
+    // than the roomy build's: grow until the tables fit.
+    while let Err(CompileError::TableTooLarge { family, .. }) =
+        filter_user::compiler::Tables::try_from(&*policy)
+    {
+        let cap = &mut policy.capacity;
+        if family == "IPv4" {
+            cap.ipv4 = (cap.ipv4 + cap.ipv4 / 4).min(PrefixCapacity::MAX_IPV4);
+        } else {
+            cap.ipv6 = (cap.ipv6 + cap.ipv6 / 4).min(PrefixCapacity::MAX_IPV6);
+        }
+        if cap.ipv4 == PrefixCapacity::MAX_IPV4 && cap.ipv6 == PrefixCapacity::MAX_IPV6 {
+            return;
+        }
+    }
 }
 
 /// The node address all benchmark frames go to (RFC 5737, the lab's node side).

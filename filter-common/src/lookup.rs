@@ -5,10 +5,10 @@
 //!
 //! # Shape
 //! - A *root* of `2^root_bits` words indexed by the address's top bits: [`V4_ROOT_BITS`]
-//!   (18) for IPv4, [`V6_ROOT_BITS`] (16) for IPv6. A generation a layout-3 loader published
-//!   has a [`V4_LEGACY_ROOT_BITS`] IPv4 root; the program reads which from the generation's
-//!   flags (`tables::flags::V4_ROOT_18`), so it judges such a generation right during a
-//!   take-over.
+//!   (18) for IPv4, or [`V4_LARGE_ROOT_BITS`] (20) from [`V4_LARGE_FROM`] prefixes of
+//!   capacity, and [`V6_ROOT_BITS`] (16) for IPv6. A generation a layout-3 loader published
+//!   has a [`V4_LEGACY_ROOT_BITS`] IPv4 root. The program reads which from the generation's
+//!   flags ([`v4_root_bits`]), so it also judges such a generation right during a take-over.
 //! - *Nodes* of `2^stride` words below it ([`V4_STRIDE`], [`V6_STRIDE`]), each indexed by the
 //!   next `stride` bits: at most [`V4_LEVELS`] (IPv4) or [`V6_LEVELS`] (IPv6) of them. An
 //!   IPv4 node may instead be *wide* ([`V4_WIDE_STRIDE`] bits, [`entry::WIDE_NODE`]) where
@@ -35,6 +35,12 @@
 /// which most prefixes of a random 100k set end in (a /18 holds about one longer prefix in
 /// five), so most lookups read once.
 pub const V4_ROOT_BITS: u32 = 18;
+/// Address bits the IPv4 root consumes from [`V4_LARGE_FROM`] prefixes of capacity: 4 MiB per
+/// generation, where a random set of a million prefixes puts about one in two /20s.
+pub const V4_LARGE_ROOT_BITS: u32 = 20;
+/// Prefixes of IPv4 capacity from which the root is [`V4_LARGE_ROOT_BITS`] wide: there the
+/// capacity's own reservation is already 16 MiB per generation.
+pub const V4_LARGE_FROM: u32 = 1 << 19;
 /// Address bits the IPv4 root of a generation published by a layout-3 loader consumes.
 pub const V4_LEGACY_ROOT_BITS: u32 = 16;
 /// Address bits the IPv6 root consumes (a multiple of [`V6_STRIDE`], so no node's bits
@@ -42,6 +48,8 @@ pub const V4_LEGACY_ROOT_BITS: u32 = 16;
 pub const V6_ROOT_BITS: u32 = 16;
 /// Bits each IPv4 node below the root consumes, or the bits left when fewer: below an 18-bit
 /// root a node at /30 has 2 bits and 4 words (`entry::v4_stride`).
+///
+/// Which root a generation's IPv4 table has is in its flags ([`v4_root_bits`]).
 pub const V4_STRIDE: u32 = 4;
 /// Most IPv4 nodes a lookup passes below the root (either root).
 pub const V4_LEVELS: u32 = (32 - V4_LEGACY_ROOT_BITS) / V4_STRIDE;
@@ -52,6 +60,27 @@ pub const V6_STRIDE: u32 = 8;
 /// Most IPv6 nodes a lookup passes below the root.
 pub const V6_LEVELS: u32 = (128 - V6_ROOT_BITS) / V6_STRIDE;
 const _: () = assert!(V4_LEGACY_ROOT_BITS + V4_LEVELS * V4_STRIDE == 32);
+const _: () = assert!(V4_LARGE_ROOT_BITS + (V4_LEVELS - 1) * V4_STRIDE == 32);
+
+/// The IPv4 root bits of a generation with `flags` (`GenConfig::flags`): 16 + 2 for
+/// `V4_ROOT_18`, + 4 for `V4_ROOT_20`, without a branch. Neither flag: a generation a layout-3
+/// loader published.
+#[inline(always)]
+pub const fn v4_root_bits(flags: u32) -> u32 {
+    V4_LEGACY_ROOT_BITS + ((flags >> 6) & 6)
+}
+
+/// The generation flag that announces an IPv4 root of `root_bits` (a layout-4 root).
+pub const fn v4_root_flag(root_bits: u32) -> u32 {
+    (root_bits - V4_LEGACY_ROOT_BITS) << 6
+}
+const _: () = assert!(
+    v4_root_bits(crate::flags::V4_ROOT_18) == V4_ROOT_BITS
+        && v4_root_bits(crate::flags::V4_ROOT_20) == V4_LARGE_ROOT_BITS
+        && v4_root_bits(0) == V4_LEGACY_ROOT_BITS
+        && v4_root_flag(V4_ROOT_BITS) == crate::flags::V4_ROOT_18
+        && v4_root_flag(V4_LARGE_ROOT_BITS) == crate::flags::V4_ROOT_20
+);
 const _: () = assert!(V4_ROOT_BITS + V4_LEVELS * V4_STRIDE >= 32);
 const _: () = assert!(V6_ROOT_BITS + V6_LEVELS * V6_STRIDE == 128);
 // An IPv6 node never straddles a 32-bit word of the address (the program extracts bits from
@@ -189,20 +218,33 @@ pub const fn word_mask(len: u32) -> u32 {
 pub struct Shape {
     /// Address bits the root consumes.
     pub root_bits: u32,
+    /// Address bits the root consumes from [`Shape::large_from`] prefixes of capacity.
+    pub large_root_bits: u32,
+    /// Prefixes of capacity from which the root is [`Shape::large_root_bits`] wide.
+    pub large_from: u32,
     /// Table words reserved per prefix of capacity, beyond the root.
     pub words_per_prefix: u32,
 }
 
 impl Shape {
-    /// Words of the root.
-    pub const fn root_words(self) -> u32 {
-        1 << self.root_bits
+    /// Address bits of the root of a table with `prefixes` prefixes of capacity.
+    pub const fn root_bits_for(self, prefixes: u32) -> u32 {
+        if prefixes >= self.large_from {
+            self.large_root_bits
+        } else {
+            self.root_bits
+        }
+    }
+
+    /// Words of the root of a table with `prefixes` prefixes of capacity.
+    pub const fn root_words(self, prefixes: u32) -> u32 {
+        1 << self.root_bits_for(prefixes)
     }
 
     /// Words of one generation's region for `prefixes` prefixes of capacity, rounded up to
     /// whole map elements.
     pub const fn words_per_gen(self, prefixes: u32) -> u32 {
-        let words = self.root_words() + prefixes * self.words_per_prefix;
+        let words = self.root_words(prefixes) + prefixes * self.words_per_prefix;
         words + (words & 1)
     }
 
@@ -216,10 +258,14 @@ impl Shape {
 /// the rest is headroom for clustered sets.
 pub const V4: Shape = Shape {
     root_bits: V4_ROOT_BITS,
+    large_root_bits: V4_LARGE_ROOT_BITS,
+    large_from: V4_LARGE_FROM,
     words_per_prefix: 8,
 };
-/// IPv6 tables.
+/// IPv6 tables (one root size).
 pub const V6: Shape = Shape {
     root_bits: V6_ROOT_BITS,
+    large_root_bits: V6_ROOT_BITS,
+    large_from: u32::MAX,
     words_per_prefix: 16,
 };

@@ -51,11 +51,13 @@ pub mod flags {
     pub const FRAGMENT_TRACK: u32 = 1 << 5;
     /// Default verdict for IP traffic that matches nothing is pass.
     pub const DEFAULT_PASS: u32 = 1 << 6;
-    /// The generation's IPv4 source table has a `lookup::V4_ROOT_BITS` root. Every layout-4
-    /// loader sets it; a generation without it was published by a layout-3 loader and has a
-    /// `lookup::V4_LEGACY_ROOT_BITS` root (read only during a take-over).
+    /// The generation's IPv4 source table has an 18-bit root (`lookup::V4_ROOT_BITS`).
+    /// A layout-4 loader sets this or [`V4_ROOT_20`]; a generation with neither was published
+    /// by a layout-3 loader and has a 16-bit root (read only during a take-over).
+    /// `lookup::v4_root_bits` turns the two into the root's bits.
     pub const V4_ROOT_18: u32 = 1 << 7;
-    const _: () = assert!(crate::lookup::V4_ROOT_BITS == 18);
+    /// The generation's IPv4 source table has a 20-bit root (`lookup::V4_LARGE_ROOT_BITS`).
+    pub const V4_ROOT_20: u32 = 1 << 8;
 }
 
 /// `NG_GENCFG[generation]`: the settings of one rule generation.

@@ -7,12 +7,9 @@
 //! business.
 
 use aya_ebpf::maps::Array;
-use filter_common::{
-    flags,
-    lookup::{
-        entry, tail, word_mask, V4_LEGACY_ROOT_BITS, V4_LEVELS, V4_ROOT_BITS, V4_STRIDE,
-        V4_TAIL_WORDS, V4_WIDE_STRIDE, V6_LEVELS, V6_ROOT_BITS, V6_STRIDE, V6_TAIL_WORDS,
-    },
+use filter_common::lookup::{
+    entry, tail, v4_root_bits, word_mask, V4_LEVELS, V4_STRIDE, V4_TAIL_WORDS, V4_WIDE_STRIDE,
+    V6_LEVELS, V6_ROOT_BITS, V6_STRIDE, V6_TAIL_WORDS,
 };
 
 use crate::{
@@ -127,13 +124,9 @@ pub fn source_class(s: &Settings, pkt: &Packet) -> Option<u32> {
     let leaf = if pkt.family == FAMILY_V4 {
         let (table, base) = (&SRC_V4, s.src_v4_base);
         let addr = addr_word(src, 0);
-        // A generation a layout-3 loader published (read only during a take-over) has the
-        // narrower root.
-        let root_bits = if s.flags & flags::V4_ROOT_18 != 0 {
-            V4_ROOT_BITS
-        } else {
-            V4_LEGACY_ROOT_BITS
-        };
+        // 18 or 20 bits, or 16 in a generation a layout-3 loader published (read only
+        // during a take-over).
+        let root_bits = v4_root_bits(s.flags);
         let now = word(table, base, addr >> (32 - root_bits))?;
         let rest = addr << root_bits;
         // At most V4_LEVELS steps from either root: a wide node consumes two plain levels'

@@ -245,6 +245,13 @@ impl PrefixCapacity {
     /// Most IPv6 prefixes a config may ask room for.
     pub const MAX_IPV6: u32 = 1 << 20;
 
+    /// Address bits of the tables' roots (IPv4, IPv6): the IPv4 root grows with the capacity
+    /// (`filter_common::lookup::Shape::root_bits_for`).
+    pub fn root_bits(&self) -> (u32, u32) {
+        use filter_common::lookup::{V4, V6};
+        (V4.root_bits_for(self.ipv4), V6.root_bits_for(self.ipv6))
+    }
+
     /// Table words per generation (IPv4, IPv6).
     pub fn table_words_per_gen(&self) -> (usize, usize) {
         use filter_common::lookup::{V4, V6};

@@ -1500,13 +1500,20 @@ fn boundaries(net: &IpNet) -> Vec<IpAddr> {
 /// (`NODEGATE_DIFF_PREFIX_PROBES` per set, default 1,500) and at random addresses.
 #[test]
 fn adversarial_prefix_sets() {
-    let probes = env_number("NODEGATE_DIFF_PREFIX_PROBES").unwrap_or(1_500) as usize;
     // Deep IPv6 nesting costs a 1 KiB node per 8 bits between nested prefixes (see
     // docs/ARCHITECTURE.md, "Source lookup"): more table than the default capacity reserves.
-    let capacity = PrefixCapacity {
-        ipv4: 262_144,
-        ipv6: 131_072,
-    };
+    // Once with the 18-bit IPv4 root, once with the 20-bit one a large capacity gets.
+    for ipv4 in [262_144, filter_common::lookup::V4_LARGE_FROM] {
+        adversarial_prefix_sets_with(PrefixCapacity {
+            ipv4,
+            ipv6: 131_072,
+        });
+    }
+}
+
+fn adversarial_prefix_sets_with(capacity: PrefixCapacity) {
+    let probes = env_number("NODEGATE_DIFF_PREFIX_PROBES").unwrap_or(1_500) as usize;
+    println!("  IPv4 capacity {}:", capacity.ipv4);
     let mut differ = Differ::with_capacity(capacity);
     let mut rng = Mix(0x6e67_7072_6f62_0001);
     for (label, sources) in adversarial_sets() {

@@ -159,6 +159,7 @@ fn internal_errors_are_logged_through_aya_log() {
         tables.v4_table = filter_user::compiler::lookup::build(
             filter_user::compiler::lookup::Family::V4,
             &mut corrupt,
+            filter_common::lookup::v4_root_bits(tables.gen_config.flags),
         );
         filter.maps_mut().publish(&tables).unwrap();
         let capture: &'static Capture = Box::leak(Box::new(Capture(Mutex::new(Vec::new()))));

@@ -63,6 +63,7 @@ pub(super) fn update(
     let changed = changed_prefixes(policy, previous)?;
     let mut interner = Interner::from_sets(tables.class_rules.clone());
     let (words_v4, words_v6) = policy.capacity.table_words_per_gen();
+    let (root_v4, root_v6) = policy.capacity.root_bits();
     let v4 = update_family::<Ipv4Net>(
         policy,
         precedence,
@@ -71,6 +72,7 @@ pub(super) fn update(
         Room {
             words: words_v4,
             prefixes: policy.capacity.ipv4 as usize,
+            root_bits: root_v4,
         },
         &mut interner,
     )?;
@@ -82,6 +84,7 @@ pub(super) fn update(
         Room {
             words: words_v6,
             prefixes: policy.capacity.ipv6 as usize,
+            root_bits: root_v6,
         },
         &mut interner,
     )?;
@@ -226,6 +229,9 @@ struct Side<N> {
 struct Room {
     words: usize,
     prefixes: usize,
+    /// Address bits of the table's root (the capacity's; unchanged since the previous
+    /// generation, whose capacity this update requires to be the same).
+    root_bits: u32,
 }
 
 /// Update one family's side (`entries`, `table`, `garbage` from the previous generation).
@@ -289,7 +295,7 @@ fn update_family<N: FamilyNet>(
     }
 
     // Rebuild the root slots the changed ranges cover.
-    let root_bits = N::FAMILY.root_bits();
+    let root_bits = room.root_bits;
     let shift = N::WIDTH - root_bits;
     let mut slots: Vec<usize> = Vec::new();
     for o in &outer {
@@ -340,7 +346,8 @@ fn update_family<N: FamilyNet>(
                 }
             })
             .collect();
-        appended += lookup::rebuild_root_slot(N::FAMILY, &mut words, slot, &deeper, outside);
+        appended +=
+            lookup::rebuild_root_slot(N::FAMILY, root_bits, &mut words, slot, &deeper, outside);
     }
     let garbage = garbage + appended;
     if words.len() > room.words || garbage * MAX_GARBAGE_SHARE > words.len() {

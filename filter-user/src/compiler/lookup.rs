@@ -22,8 +22,8 @@
 //! (`model::classify`), so the differential test compares two independent matchers.
 
 use filter_common::lookup::{
-    entry, tail, V4_LEGACY_ROOT_BITS, V4_ROOT_BITS, V4_STRIDE, V4_TAIL_WORDS, V4_WIDE_STRIDE,
-    V6_ROOT_BITS, V6_STRIDE, V6_TAIL_WORDS,
+    entry, tail, V4_LEGACY_ROOT_BITS, V4_STRIDE, V4_TAIL_WORDS, V4_WIDE_STRIDE, V6_STRIDE,
+    V6_TAIL_WORDS,
 };
 
 /// One prefix for the builder: the address left-aligned in 128 bits, its length, and the
@@ -59,14 +59,6 @@ impl Family {
         match self {
             Family::V4 => V4_STRIDE,
             Family::V6 => V6_STRIDE,
-        }
-    }
-
-    /// Address bits the root of this family's tables consumes.
-    pub fn root_bits(self) -> u32 {
-        match self {
-            Family::V4 => V4_ROOT_BITS,
-            Family::V6 => V6_ROOT_BITS,
         }
     }
 }
@@ -191,10 +183,12 @@ impl Builder {
     }
 }
 
-/// Build the table of one family. `prefixes` must be distinct (address, length) pairs with
-/// host bits clear; they need not be sorted. Indices inside are relative to the table start.
-pub fn build(family: Family, prefixes: &mut [TablePrefix]) -> Vec<u32> {
-    build_with(family, prefixes, true, family.root_bits())
+/// Build the table of one family with a root of `root_bits` (the capacity's:
+/// `filter_common::lookup::Shape::root_bits_for`). `prefixes` must be distinct (address,
+/// length) pairs with host bits clear; they need not be sorted. Indices inside are relative
+/// to the table start.
+pub fn build(family: Family, prefixes: &mut [TablePrefix], root_bits: u32) -> Vec<u32> {
+    build_with(family, prefixes, true, root_bits)
 }
 
 /// An IPv4 table as a layout-3 loader built it: a [`V4_LEGACY_ROOT_BITS`] root, no wide
@@ -224,18 +218,17 @@ fn build_with(
 }
 
 /// Rebuild root slot `slot` of an existing table in place: its entry becomes `outside` (the
-/// leaf of the longest prefix of at most the root's bits ([`Family::root_bits`]) covering the
-/// slot, or 0) when `deeper` is empty, else a subtree for `deeper` (the prefixes longer than
+/// leaf of the longest prefix of at most the root's `root_bits` bits covering the slot, or 0) when `deeper` is empty, else a subtree for `deeper` (the prefixes longer than
 /// the root inside the slot, sorted) appended to `words`. The slot's old subtree stays
 /// behind, unreachable, until the next full [`build`]; returns the words appended.
 pub fn rebuild_root_slot(
     family: Family,
+    root_bits: u32,
     words: &mut Vec<u32>,
     slot: usize,
     deeper: &[TablePrefix],
     outside: u32,
 ) -> usize {
-    let root_bits = family.root_bits();
     debug_assert!(deeper
         .iter()
         .all(|p| u32::from(p.len) > root_bits && bits(p.addr, 0, root_bits) == slot));
@@ -257,8 +250,8 @@ pub fn rebuild_root_slot(
 /// Look `addr` (left-aligned) up in a table the way the program does; the leaf value.
 /// For tests and `nodegate check --explain`-style tools: the kernel has its own copy of this
 /// walk (`filter-ebpf/src/lookup.rs`).
-pub fn lookup(family: Family, words: &[u32], addr: u128) -> u32 {
-    let mut depth = family.root_bits();
+pub fn lookup(family: Family, root_bits: u32, words: &[u32], addr: u128) -> u32 {
+    let mut depth = root_bits;
     let mut word = words[bits(addr, 0, depth)];
     while entry::is_node(entry::tag(word)) {
         let stride = match family {
@@ -297,7 +290,17 @@ pub fn lookup(family: Family, words: &[u32], addr: u128) -> u32 {
 mod tests {
     use proptest::prelude::*;
 
+    use filter_common::lookup::{V4_LARGE_ROOT_BITS, V4_ROOT_BITS, V6_ROOT_BITS};
+
     use super::*;
+
+    /// The root every test table has unless it says otherwise: the default capacity's.
+    fn root(family: Family) -> u32 {
+        match family {
+            Family::V4 => V4_ROOT_BITS,
+            Family::V6 => V6_ROOT_BITS,
+        }
+    }
 
     /// Longest-prefix match by brute force: the oracle for these tests.
     fn brute(prefixes: &[TablePrefix], addr: u128) -> u32 {
@@ -330,33 +333,41 @@ mod tests {
     }
 
     /// Every prefix's first and last address, ±1, agree with brute force.
+    /// With every root the family's tables can have (IPv4: 18 bits, and 20 for large
+    /// capacities).
     fn check_boundaries(family: Family, prefixes: Vec<TablePrefix>) {
+        let roots: &[u32] = match family {
+            Family::V4 => &[V4_ROOT_BITS, V4_LARGE_ROOT_BITS],
+            Family::V6 => &[V6_ROOT_BITS],
+        };
         let mut prefixes = dedup(prefixes);
-        let table = build(family, &mut prefixes);
         let top: u128 = if family == Family::V4 {
             (u128::from(u32::MAX)) << 96
         } else {
             u128::MAX
         };
         let unit: u128 = if family == Family::V4 { 1 << 96 } else { 1 };
-        for p in &prefixes {
-            let last = p.addr
-                | if p.len == 0 {
-                    top
-                } else {
-                    top & !(u128::MAX << (128 - u32::from(p.len)))
-                };
-            for a in [
-                p.addr,
-                last,
-                p.addr.wrapping_sub(unit) & top,
-                last.wrapping_add(unit) & top,
-            ] {
-                assert_eq!(
-                    lookup(family, &table, a),
-                    brute(&prefixes, a),
-                    "{family:?} address {a:#x}"
-                );
+        for &root_bits in roots {
+            let table = build(family, &mut prefixes, root_bits);
+            for p in &prefixes {
+                let last = p.addr
+                    | if p.len == 0 {
+                        top
+                    } else {
+                        top & !(u128::MAX << (128 - u32::from(p.len)))
+                    };
+                for a in [
+                    p.addr,
+                    last,
+                    p.addr.wrapping_sub(unit) & top,
+                    last.wrapping_add(unit) & top,
+                ] {
+                    assert_eq!(
+                        lookup(family, root_bits, &table, a),
+                        brute(&prefixes, a),
+                        "{family:?} root {root_bits} address {a:#x}"
+                    );
+                }
             }
         }
     }
@@ -388,7 +399,7 @@ mod tests {
             })
             .collect();
         let mut sorted = dedup(set.clone());
-        let table = build(Family::V4, &mut sorted);
+        let table = build(Family::V4, &mut sorted, root(Family::V4));
         // Nodes at /22, /26 and /30 for every pair that shares an /18 chain.
         assert!(table.len() > (1 << V4_ROOT_BITS) + 64 * 16);
         check_boundaries(Family::V4, set);
@@ -408,7 +419,7 @@ mod tests {
             })
             .collect();
         let mut sorted = dedup(set.clone());
-        let wide = build(Family::V4, &mut sorted);
+        let wide = build(Family::V4, &mut sorted, root(Family::V4));
         let plain = build_with(Family::V4, &mut sorted, false, V4_ROOT_BITS);
         let slots = (0x0a01_0000 >> (32 - V4_ROOT_BITS))..(0x0a02_0000 >> (32 - V4_ROOT_BITS));
         for slot in slots {
@@ -448,7 +459,7 @@ mod tests {
             })
             .collect();
         let mut sorted = dedup(set);
-        let table = build(Family::V4, &mut sorted);
+        let table = build(Family::V4, &mut sorted, root(Family::V4));
         let plain = build_with(Family::V4, &mut sorted, false, V4_ROOT_BITS);
         let slots = (0x0a00_0000 >> (32 - V4_ROOT_BITS))..(0x0b00_0000 >> (32 - V4_ROOT_BITS));
         let wide = slots
@@ -487,8 +498,11 @@ mod tests {
     #[test]
     fn an_empty_set_answers_nothing_and_a_default_route_answers_everywhere() {
         let mut none = Vec::new();
-        let table = build(Family::V4, &mut none);
-        assert_eq!(lookup(Family::V4, &table, 0x0a00_0001 << 96), 0);
+        let table = build(Family::V4, &mut none, root(Family::V4));
+        assert_eq!(
+            lookup(Family::V4, root(Family::V4), &table, 0x0a00_0001 << 96),
+            0
+        );
         check_boundaries(Family::V6, vec![prefix(Family::V6, 0, 0, 7)]);
         check_boundaries(Family::V4, vec![prefix(Family::V4, 0, 0, 7)]);
     }
@@ -530,10 +544,10 @@ mod tests {
         fn ipv4_tables_agree_with_brute_force(set in arb_set(Family::V4, 300), probes in prop::collection::vec(any::<u32>(), 64)) {
             check_boundaries(Family::V4, set.clone());
             let mut sorted = dedup(set);
-            let table = build(Family::V4, &mut sorted);
+            let table = build(Family::V4, &mut sorted, root(Family::V4));
             for a in probes {
                 let a = u128::from(a) << 96;
-                prop_assert_eq!(lookup(Family::V4, &table, a), brute(&sorted, a));
+                prop_assert_eq!(lookup(Family::V4, root(Family::V4), &table, a), brute(&sorted, a));
             }
         }
 
@@ -541,12 +555,12 @@ mod tests {
         #[test]
         fn wide_nodes_add_at_most_two_words_a_prefix(set in arb_set(Family::V4, 600), probes in prop::collection::vec(any::<u32>(), 64)) {
             let mut sorted = dedup(set);
-            let wide = build(Family::V4, &mut sorted);
+            let wide = build(Family::V4, &mut sorted, root(Family::V4));
             let plain = build_with(Family::V4, &mut sorted, false, V4_ROOT_BITS);
             prop_assert!(wide.len() <= plain.len() + WIDE_EXTRA_WORDS_PER_PREFIX * sorted.len());
             for a in probes {
                 let a = u128::from(a) << 96;
-                prop_assert_eq!(lookup(Family::V4, &wide, a), lookup(Family::V4, &plain, a));
+                prop_assert_eq!(lookup(Family::V4, root(Family::V4), &wide, a), lookup(Family::V4, root(Family::V4), &plain, a));
             }
         }
 
@@ -554,9 +568,9 @@ mod tests {
         fn ipv6_tables_agree_with_brute_force(set in arb_set(Family::V6, 200), probes in prop::collection::vec(any::<u128>(), 64)) {
             check_boundaries(Family::V6, set.clone());
             let mut sorted = dedup(set);
-            let table = build(Family::V6, &mut sorted);
+            let table = build(Family::V6, &mut sorted, root(Family::V6));
             for a in probes {
-                prop_assert_eq!(lookup(Family::V6, &table, a), brute(&sorted, a));
+                prop_assert_eq!(lookup(Family::V6, root(Family::V6), &table, a), brute(&sorted, a));
             }
         }
     }

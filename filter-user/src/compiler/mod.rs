@@ -309,22 +309,14 @@ pub struct Tables {
 
 impl Tables {
     /// These tables as a layout-3 loader would have published them: the IPv4 table with a
-    /// 16-bit root and no wide nodes, the generation's `V4_ROOT_18` flag clear. What a
+    /// 16-bit root and no wide nodes, the generation's root flags clear. What a
     /// take-over finds active; for tests that the program judges such a generation right.
     pub fn as_layout3(&self) -> Tables {
-        let mut prefixes: Vec<lookup::TablePrefix> = self
-            .v4
-            .iter()
-            .map(|(net, class)| lookup::TablePrefix {
-                addr: u128::from(u32::from(net.network())) << 96,
-                len: net.prefix_len(),
-                leaf: filter_common::lookup::entry::leaf(*class),
-            })
-            .collect();
+        let mut prefixes = v4_table_prefixes(&self.v4);
         let mut legacy = self.clone();
         legacy.v4_table = lookup::build_layout3_v4(&mut prefixes);
         legacy.stats.v4_table_words = legacy.v4_table.len();
-        legacy.gen_config.flags &= !flags::V4_ROOT_18;
+        legacy.gen_config.flags &= !(flags::V4_ROOT_18 | flags::V4_ROOT_20);
         legacy.incremental = false;
         legacy
     }
@@ -455,7 +447,7 @@ fn compile_with(
         Some(u) => (u.classes, (u.v4_table, u.v6_table), u.garbage),
         None => {
             let classes = prefixes::classify(&prec_rules, policy.capacity)?;
-            let tables = source_tables(&classes);
+            let tables = source_tables(&classes, policy.capacity);
             (classes, tables, [0; 2])
         }
     };
@@ -540,31 +532,42 @@ fn compile_with(
     })
 }
 
-/// The flat source lookup tables of both families (`compiler::lookup`).
-fn source_tables(classes: &prefixes::Classes) -> (Vec<u32>, Vec<u32>) {
-    let leaf = |class: u32| filter_common::lookup::entry::leaf(class);
-    let mut v4: Vec<lookup::TablePrefix> = classes
-        .v4
-        .iter()
-        .map(|(net, class)| lookup::TablePrefix {
-            addr: u128::from(u32::from(net.addr())) << 96,
-            len: net.prefix_len(),
-            leaf: leaf(*class),
-        })
-        .collect();
+/// The flat source lookup tables of both families (`compiler::lookup`), with the roots the
+/// capacity sizes.
+fn source_tables(
+    classes: &prefixes::Classes,
+    capacity: crate::policy::PrefixCapacity,
+) -> (Vec<u32>, Vec<u32>) {
+    let (v4_root, v6_root) = capacity.root_bits();
     let mut v6: Vec<lookup::TablePrefix> = classes
         .v6
         .iter()
         .map(|(net, class)| lookup::TablePrefix {
             addr: u128::from(net.addr()),
             len: net.prefix_len(),
-            leaf: leaf(*class),
+            leaf: filter_common::lookup::entry::leaf(*class),
         })
         .collect();
     (
-        lookup::build(lookup::Family::V4, &mut v4),
-        lookup::build(lookup::Family::V6, &mut v6),
+        lookup::build(
+            lookup::Family::V4,
+            &mut v4_table_prefixes(&classes.v4),
+            v4_root,
+        ),
+        lookup::build(lookup::Family::V6, &mut v6, v6_root),
     )
+}
+
+/// Classified IPv4 prefixes as the table builder takes them.
+fn v4_table_prefixes(entries: &[(Ipv4Net, u32)]) -> Vec<lookup::TablePrefix> {
+    entries
+        .iter()
+        .map(|(net, class)| lookup::TablePrefix {
+            addr: u128::from(u32::from(net.addr())) << 96,
+            len: net.prefix_len(),
+            leaf: filter_common::lookup::entry::leaf(*class),
+        })
+        .collect()
 }
 
 fn action(kind: RuleKind) -> CellAction {
@@ -599,8 +602,8 @@ fn interface_overrides(settings: &InterfaceSettings) -> u32 {
 }
 
 fn gen_config(policy: &Policy) -> GenConfig {
-    // Every table this compiler builds has the layout-4 IPv4 root (`lookup::V4`).
-    let mut f = flags::V4_ROOT_18;
+    // Which layout-4 IPv4 root the tables have (`lookup::V4`), for the program.
+    let mut f = filter_common::lookup::v4_root_flag(policy.capacity.root_bits().0);
     let e = &policy.essentials;
     for (on, bit) in [
         (e.arp, flags::ESSENTIAL_ARP),

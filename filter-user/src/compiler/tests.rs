@@ -351,7 +351,7 @@ fn map_entries_layout() {
     let t = Tables::try_from(&fixture()).unwrap();
     // Source tables: 10.0.0.0/24 lies in the root slot of 10.0.0.0/18 as a tail (one prefix
     // below it).
-    use filter_common::lookup::{entry, tail, V4, V4_ROOT_BITS, V6};
+    use filter_common::lookup::{entry, tail, V4_ROOT_BITS, V6};
     assert_eq!(t.v4.len(), 2);
     let slot = t.v4_table[(0x0a00_0000u32 >> (32 - V4_ROOT_BITS)) as usize];
     assert_eq!(entry::tag(slot), entry::TAIL);
@@ -360,9 +360,9 @@ fn map_entries_layout() {
     let packed = t.v4_table[at + 1];
     assert_eq!(tail::len(packed), 24);
     assert_eq!(entry::class(tail::inside(packed)), Some(t.v4[0].1));
-    assert_eq!(t.v4_table.len(), V4.root_words() as usize + 2 * 2);
+    assert_eq!(t.v4_table.len(), (1 << V4_ROOT_BITS) + 2 * 2);
     assert_eq!(t.stats.v4_table_words, t.v4_table.len());
-    assert!(t.v6_table.len() > V6.root_words() as usize);
+    assert!(t.v6_table.len() > V6.root_words(0) as usize);
 
     let segs: Vec<_> = t.segment_entries(1).collect();
     assert_eq!(segs.len(), SERVICE_CHUNKS as usize);
@@ -853,15 +853,21 @@ fn scoped_rules_get_profiles_and_rows() {
 /// The rules whose prefixes hold `src` in `t`'s flat source table (what the program reads),
 /// as precedence positions; `None` when no prefix holds it.
 fn table_rules(t: &Tables, src: IpAddr) -> Option<Bits> {
-    let (family, words, addr) = match src {
+    let (family, root_bits, words, addr) = match src {
         IpAddr::V4(a) => (
             lookup::Family::V4,
+            filter_common::lookup::v4_root_bits(t.gen_config.flags),
             &t.v4_table,
             u128::from(u32::from(a)) << 96,
         ),
-        IpAddr::V6(a) => (lookup::Family::V6, &t.v6_table, u128::from(a)),
+        IpAddr::V6(a) => (
+            lookup::Family::V6,
+            filter_common::lookup::V6_ROOT_BITS,
+            &t.v6_table,
+            u128::from(a),
+        ),
     };
-    let leaf = lookup::lookup(family, words, addr);
+    let leaf = lookup::lookup(family, root_bits, words, addr);
     filter_common::lookup::entry::class(leaf).map(|c| t.class_rules[c as usize])
 }
 
@@ -954,6 +960,57 @@ proptest! {
             slots.commit(&updated);
             policy = next;
             tables = updated;
+        }
+    }
+}
+
+/// From `V4_LARGE_FROM` prefixes of capacity the IPv4 root has 20 bits, announced by the
+/// generation's flag; the tables answer as with the 18-bit root, also after an incremental
+/// update (which keeps the root: a capacity change compiles from scratch).
+#[test]
+fn a_large_ipv4_capacity_gets_the_20_bit_root() {
+    use filter_common::lookup::{v4_root_bits, V4_LARGE_FROM};
+    let policy = fixture();
+    let mut large = policy.clone();
+    large.capacity.ipv4 = V4_LARGE_FROM;
+    let slots = RuleSlots::new();
+    let (small_t, large_t) = (
+        compile(&policy, &slots).unwrap(),
+        compile(&large, &slots).unwrap(),
+    );
+    assert_eq!(v4_root_bits(small_t.gen_config.flags), 18);
+    assert_eq!(v4_root_bits(large_t.gen_config.flags), 20);
+    assert_eq!(large_t.gen_config.flags & flags::V4_ROOT_18, 0);
+    assert!(large_t.v4_table.len() > 1 << 20);
+    let mut changed = large.clone();
+    changed.rules[4]
+        .sources
+        .push("198.51.100.0/24".parse().unwrap());
+    let updated = compile_after(
+        &changed,
+        &slots,
+        Previous {
+            policy: &large,
+            tables: &large_t,
+        },
+    )
+    .unwrap();
+    assert!(updated.incremental);
+    let full = compile(&changed, &slots).unwrap();
+    for r in &changed.rules {
+        for net in &r.sources {
+            for addr in around(net) {
+                assert_eq!(
+                    table_rules(&updated, addr),
+                    table_rules(&full, addr),
+                    "{addr}"
+                );
+                assert_eq!(
+                    table_rules(&large_t, addr),
+                    table_rules(&small_t, addr),
+                    "{addr}"
+                );
+            }
         }
     }
 }
