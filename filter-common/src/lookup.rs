@@ -12,8 +12,9 @@
 //! - *Nodes* of `2^stride` words below it ([`V4_STRIDE`], [`V6_STRIDE`]), each indexed by the
 //!   next `stride` bits: at most [`V4_LEVELS`] (IPv4) or [`V6_LEVELS`] (IPv6) of them. An
 //!   IPv4 node may instead be *wide* ([`V4_WIDE_STRIDE`] bits, [`entry::WIDE_NODE`]) where
-//!   that takes no more words than a node and the children it would have: a dense subtree
-//!   (a provider's or a blocklist's /16) then costs one read less per level pair.
+//!   most of a plain node's slots would need child nodes: a dense subtree (a provider's or a
+//!   blocklist's /18) then costs one read less, for at most 2 words a prefix
+//!   (`filter-user::compiler::lookup`).
 //! - *Tails*: a slot whose subtree holds exactly one longer prefix points at a small record
 //!   (the prefix, its mask length and the two possible answers) instead of a chain of nodes.
 //!   Random prefix sets end in tails almost everywhere, which is what keeps the memory near
@@ -33,7 +34,8 @@
 
 /// Address bits the IPv4 root consumes: a quarter million words (1 MiB) per generation,
 /// which most prefixes of a random 100k set end in (a /18 holds about one longer prefix in
-/// five), so most lookups read once.
+/// five), so most lookups read once. Which root a generation's IPv4 table has is in its flags
+/// ([`v4_root_bits`]).
 pub const V4_ROOT_BITS: u32 = 18;
 /// Address bits the IPv4 root consumes from [`V4_LARGE_FROM`] prefixes of capacity: 4 MiB per
 /// generation, where a random set of a million prefixes puts about one in two /20s.
@@ -48,8 +50,6 @@ pub const V4_LEGACY_ROOT_BITS: u32 = 16;
 pub const V6_ROOT_BITS: u32 = 16;
 /// Bits each IPv4 node below the root consumes, or the bits left when fewer: below an 18-bit
 /// root a node at /30 has 2 bits and 4 words (`entry::v4_stride`).
-///
-/// Which root a generation's IPv4 table has is in its flags ([`v4_root_bits`]).
 pub const V4_STRIDE: u32 = 4;
 /// Most IPv4 nodes a lookup passes below the root (either root).
 pub const V4_LEVELS: u32 = (32 - V4_LEGACY_ROOT_BITS) / V4_STRIDE;

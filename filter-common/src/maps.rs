@@ -7,8 +7,9 @@
 /// Version of the pinned layout (maps, their key/value types, the program's contract).
 /// A loader refuses to adopt pins written under another version, except the ones it takes
 /// over in place (`filter-user::loader::pins::ADOPTABLE_LAYOUTS`). Layout 4: IPv4 source
-/// tables may hold wide nodes (`lookup::entry::WIDE_NODE`), which a layout-3 program would
-/// read as leaves.
+/// tables have an 18- or 20-bit root (announced by the generation's flags) and may hold wide
+/// nodes (`lookup::entry::WIDE_NODE`); a layout-3 program would read them as a 16-bit root
+/// and leaves.
 pub const LAYOUT_VERSION: u32 = 4;
 
 /// Rule tables exist twice: the program reads the active one, the loader fills the other

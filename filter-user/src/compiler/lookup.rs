@@ -11,9 +11,10 @@
 //! An IPv4 child node is wide ([`V4_WIDE_STRIDE`] bits) when at least 12 of the 16 slots a
 //! plain node would have get child nodes themselves: every lookup under it reads one word
 //! less, for at most 256 - (16 + 12 × 16) = 48 more words than the plain node and its
-//! children. Such a node has at least 24 prefixes below it, and below an 18-bit root no path
-//! passes two wide nodes (they start at /18 or /22 and end at /26 or /30), so wide nodes add
-//! at most 2 words a prefix to the table (a property test checks it). With 15 (no extra
+//! children. Such a node has at least 24 prefixes below it, and no path passes two wide nodes
+//! (below an 18-bit root they start at /18 or /22 and end at /26 or /30, below a 20-bit one
+//! at /20 or /24 and end at /28 or /32), so wide nodes add at most 2 words a prefix to the
+//! table (a property test checks it). With 15 (no extra
 //! words at all) only about 4 in 10 of a dense /18's nodes qualified; with 12 a lookup inside
 //! the benches' 100k prefixes in 10.0.0.0/8 reads 2.6 words on average instead of 3.2
 //! (an offline count over 10,000 sources, the table 2% larger).
@@ -218,8 +219,9 @@ fn build_with(
 }
 
 /// Rebuild root slot `slot` of an existing table in place: its entry becomes `outside` (the
-/// leaf of the longest prefix of at most the root's `root_bits` bits covering the slot, or 0) when `deeper` is empty, else a subtree for `deeper` (the prefixes longer than
-/// the root inside the slot, sorted) appended to `words`. The slot's old subtree stays
+/// leaf of the longest prefix of at most the root's `root_bits` bits covering the slot, or 0)
+/// when `deeper` is empty, else a subtree for `deeper` (the prefixes longer than the root
+/// inside the slot, sorted) appended to `words`. The slot's old subtree stays
 /// behind, unreachable, until the next full [`build`]; returns the words appended.
 pub fn rebuild_root_slot(
     family: Family,

@@ -100,13 +100,15 @@ pub struct PinLayout {
 
 /// The earlier layouts that `nodegate run` takes over in place
 /// ([`PinLayout::take_over_previous`]), newest first. Their maps are this layout's (names,
-/// key and value types, sizes), so their maps, program pin and links become this layout's
-/// state as they are:
-/// - layout 3 programs read IPv4 source tables without wide nodes, which this layout's
-///   compiler may write. A layout-3 program must therefore never see a generation this
-///   version publishes: the engine swaps its program in on the links, waits out one RCU
-///   grace period, and only then publishes (`daemon::engine`). Until then this version's
-///   program reads layout 3's generation, which it understands (plain nodes only).
+/// key and value types), so their maps, program pin and links become this layout's state
+/// as they are (the source tables keep the size they were created with: an IPv4 generation
+/// then has 768 KiB less room for nodes beside the wider root):
+/// - layout 3 programs read IPv4 source tables with a 16-bit root and without wide nodes;
+///   this layout's compiler writes wider roots and wide nodes. A layout-3 program must
+///   therefore never see a generation this version publishes: the engine swaps its program
+///   in on the links, waits out one RCU grace period, and only then publishes
+///   (`daemon::engine`). Until then this version's program reads layout 3's generation,
+///   whose flags tell it the 16-bit root.
 /// - layout 2 also lacked `NG_IFINDEX`, which the loader creates and fills from `NG_IFACES`
 ///   before its program goes live.
 pub const ADOPTABLE_LAYOUTS: [u32; 2] = [3, 2];
