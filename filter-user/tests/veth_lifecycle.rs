@@ -1245,10 +1245,11 @@ fn an_older_layout_is_refused_while_it_keeps_enforcing() {
     let _ = std::fs::remove_dir_all(root.join(&old_dir));
 }
 
-/// Upgrade from layout 3, which `run` takes over in place: layout 3 is this layout without
-/// wide IPv4 nodes, whose program would read them as leaves, so the new program goes live on
-/// the links before its first generation is published (the log proves the order), and after
-/// one grace period.
+/// Upgrade from layout 3, which `run` takes over in place: layout 3 is this layout with a
+/// 16-bit IPv4 root and no wide nodes, and its program would misread this layout's tables.
+/// So the new program goes live on the links first, judging the layout-3 generation right
+/// (its flags say 16-bit root), and publishes its first generation after one grace period
+/// (the log proves the order).
 #[test]
 fn layout_3_is_taken_over_in_place_without_a_gap() {
     take_over_in_place(3, "takeover3");
