@@ -130,15 +130,17 @@ pub fn fit_capacity(policy: &mut Policy) {
     while let Err(CompileError::TableTooLarge { family, .. }) =
         filter_user::compiler::Tables::try_from(&*policy)
     {
-        let cap = &mut policy.capacity;
-        if family == "IPv4" {
-            cap.ipv4 = (cap.ipv4 + cap.ipv4 / 4).min(PrefixCapacity::MAX_IPV4);
+        let (cap, max) = if family == "IPv4" {
+            (&mut policy.capacity.ipv4, PrefixCapacity::MAX_IPV4)
         } else {
-            cap.ipv6 = (cap.ipv6 + cap.ipv6 / 4).min(PrefixCapacity::MAX_IPV6);
-        }
-        if cap.ipv4 == PrefixCapacity::MAX_IPV4 && cap.ipv6 == PrefixCapacity::MAX_IPV6 {
+            (&mut policy.capacity.ipv6, PrefixCapacity::MAX_IPV6)
+        };
+        // A family that does not fit even at its maximum never will: the caller's compile
+        // reports it.
+        if *cap == max {
             return;
         }
+        *cap = (*cap + *cap / 4).min(max);
     }
 }
 
