@@ -55,6 +55,24 @@ fn wait_for_another(daemon: &Daemon, needle: &str, before: usize) {
     }
 }
 
+/// Wait until `/readyz` answers `status` (e.g. "200"): the daemon logs a repair first and
+/// refreshes what the endpoint serves right after, so the answer can lag the log line.
+fn wait_for_readyz(env: &Env, port: u16, status: &str) -> String {
+    let deadline = std::time::Instant::now() + common::patience(Duration::from_secs(10));
+    let wanted = format!("HTTP/1.1 {status}");
+    loop {
+        let answer = env.get(port, "/readyz");
+        if answer.starts_with(&wanted) {
+            return answer;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "/readyz never answered {status}; last answer:\n{answer}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Removing the link's pin, then the whole pin directory, never stops the filter: the
 /// daemon holds its own references and pins everything again within seconds.
 #[test]
@@ -160,11 +178,8 @@ fn lost_attachments_are_put_back(tag: &str, port_offset: u16, extra: &[&str]) {
     let foreign_id = env.xdp_prog_id().expect("foreign program attached");
     daemon.signal(libc::SIGCONT);
     wait_for_another(&daemon, "not filtering", 0);
-    let ready = env.get(port, "/readyz");
-    assert!(
-        ready.starts_with("HTTP/1.1 503") && ready.contains("did not attach"),
-        "{ready}"
-    );
+    let ready = wait_for_readyz(&env, port, "503");
+    assert!(ready.contains("did not attach"), "{ready}");
     assert_eq!(
         metric(&env.scrape(port), "nodegate_interface_attached", &iface),
         0
@@ -178,7 +193,7 @@ fn lost_attachments_are_put_back(tag: &str, port_offset: u16, extra: &[&str]) {
     );
     foreign.program().detach(foreign_link).unwrap();
     wait_for_another(&daemon, "attached again", 1);
-    assert!(env.get(port, "/readyz").starts_with("HTTP/1.1 200"));
+    wait_for_readyz(&env, port, "200");
     dropped_by_the_filter(&env, 10);
 
     // The interface is deleted and created again (a new ifindex, no XDP program).
@@ -187,6 +202,8 @@ fn lost_attachments_are_put_back(tag: &str, port_offset: u16, extra: &[&str]) {
     assert_ne!(env.lab.node_ifindex().unwrap(), old_index);
     wait_for_another(&daemon, "attached again", 2);
     dropped_by_the_filter(&env, 10);
+    // Ready again, and so the metrics below are the ones refreshed after the repair.
+    wait_for_readyz(&env, port, "200");
     let text = env.scrape(port);
     assert_eq!(metric(&text, "nodegate_interface_attached", &iface), 1);
     // Attached again in driver mode (veth has native XDP), by the program variant that runs.
@@ -205,7 +222,6 @@ fn lost_attachments_are_put_back(tag: &str, port_offset: u16, extra: &[&str]) {
         3,
         "{text}"
     );
-    assert!(env.get(port, "/readyz").starts_with("HTTP/1.1 200"));
 }
 
 /// A pin root another user created is refused before anything is written: its owner could
