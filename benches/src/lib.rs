@@ -97,8 +97,7 @@ pub fn allow_policy(v4: &[Ipv4Net], v6: &[Ipv6Net]) -> Policy {
 }
 
 /// Raise `policy`'s capacity until its source tables fit: the prefix counts, and the table
-/// words clustered or deeply nested sets need beyond what a prefix of capacity reserves
-/// (100k random IPv6 /32–/128 prefixes need about 5× the default reservation).
+/// words clustered or deeply nested sets need beyond what a prefix of capacity reserves.
 pub fn fit_capacity(policy: &mut Policy) {
     use filter_common::lookup::{Shape, V4, V6};
     use filter_user::{compiler::CompileError, policy::PrefixCapacity};

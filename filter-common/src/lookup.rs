@@ -18,7 +18,8 @@
 //! - *Tails*: a slot whose subtree holds exactly one longer prefix points at a small record
 //!   (the prefix, its mask length and the two possible answers) instead of a chain of nodes.
 //!   Random prefix sets end in tails almost everywhere, which is what keeps the memory near
-//!   a few words per prefix.
+//!   a few words per prefix. An IPv6 tail record may hold up to [`V6_TAIL_PREFIXES`]
+//!   prefixes, longest first ([`tail::count`]), where a node would otherwise hold them.
 //!
 //! Prefixes are *leaf-pushed*: every slot already holds the answer of the longest prefix
 //! that covers it, so a lookup never backtracks. The answer is a [`entry`] leaf: 0 for "no
@@ -89,9 +90,15 @@ const _: () = assert!(32 % V6_STRIDE == 0 && V6_ROOT_BITS.is_multiple_of(V6_STRI
 
 /// Words of an IPv4 tail record: the prefix address, then [`tail::pack`].
 pub const V4_TAIL_WORDS: u32 = 2;
-/// Words of an IPv6 tail record: the address as four big-endian-ordered words, then
-/// [`tail::pack`].
+/// Words of one prefix in an IPv6 tail record: the address as four big-endian-ordered
+/// words, then [`tail::pack`].
 pub const V6_TAIL_WORDS: u32 = 5;
+/// Most prefixes one IPv6 tail record holds (layout 5 on): a slot whose subtree holds at most
+/// this many longer prefixes points at their records, longest first, instead of at a node.
+/// Random IPv6 sets crowd two or three prefixes into many root slots, where a 256-word node
+/// each cost 31.5 MiB per generation at 100k prefixes (docs/ARCHITECTURE.md). An IPv4 tail
+/// record always holds one prefix.
+pub const V6_TAIL_PREFIXES: u32 = 4;
 
 /// Words of one table slot: tag in the top two bits, payload below.
 pub mod entry {
@@ -168,8 +175,33 @@ const _: () = assert!(
         && entry::v4_stride(entry::NODE, 2) == 2
 );
 
-/// The last word of a tail record: both answers and the prefix length.
+/// Tail records: where they are, how many prefixes they hold, and the last word of each
+/// prefix's record (both answers and the prefix length).
 pub mod tail {
+    /// Where a tail word's payload keeps the prefix count less one (0 for one prefix, as in
+    /// every record before layout 5); the record's word index is below.
+    pub const COUNT_SHIFT: u32 = 27;
+    const AT_MASK: u32 = (1 << COUNT_SHIFT) - 1;
+    const _: () = assert!(super::V6_TAIL_PREFIXES - 1 <= super::entry::PAYLOAD >> COUNT_SHIFT);
+
+    /// The payload of a tail word for a record at word `at` holding `count` (≥ 1) prefixes.
+    #[inline(always)]
+    pub const fn reference(at: u32, count: u32) -> u32 {
+        at | ((count - 1) << COUNT_SHIFT)
+    }
+
+    /// The record's word index, from a tail word's payload.
+    #[inline(always)]
+    pub const fn at(payload: u32) -> u32 {
+        payload & AT_MASK
+    }
+
+    /// How many prefixes the record holds, from a tail word's payload.
+    #[inline(always)]
+    pub const fn count(payload: u32) -> u32 {
+        ((payload & super::entry::PAYLOAD) >> COUNT_SHIFT) + 1
+    }
+
     /// Bits of each answer (leaf values are at most `MAX_CLASSES`).
     pub const LEAF_BITS: u32 = 12;
     const LEAF_MASK: u32 = (1 << LEAF_BITS) - 1;
@@ -262,6 +294,9 @@ pub const V4: Shape = Shape {
     large_from: V4_LARGE_FROM,
     words_per_prefix: 8,
 };
+// Every word index of the largest IPv6 table fits below a tail word's count bits (an IPv4
+// table never has counts: its records hold one prefix).
+const _: () = assert!(V6.words_per_gen(1 << 20) <= 1 << tail::COUNT_SHIFT);
 /// IPv6 tables (one root size).
 pub const V6: Shape = Shape {
     root_bits: V6_ROOT_BITS,

@@ -1,6 +1,7 @@
 //! Source address → source class, through the generation's flat lookup table
 //! (`filter_common::lookup`): the root, at most `V4_LEVELS` / `V6_LEVELS` nodes (IPv4 nodes
-//! plain or wide), and at most one tail record. No loop over prefixes and no kernel trie:
+//! plain or wide), and at most one tail record (IPv6: of up to `V6_TAIL_PREFIXES` prefixes,
+//! read side by side). No loop over prefixes and no kernel trie:
 //! every step is one inlined array read whose index the previous word gave.
 //!
 //! The verdict code only calls [`source_class`]; which structure answers is this module's
@@ -9,7 +10,7 @@
 use aya_ebpf::maps::Array;
 use filter_common::lookup::{
     entry, tail, v4_root_bits, word_mask, V4_LEVELS, V4_STRIDE, V4_TAIL_WORDS, V4_WIDE_STRIDE,
-    V6_LEVELS, V6_ROOT_BITS, V6_STRIDE, V6_TAIL_WORDS,
+    V6_LEVELS, V6_ROOT_BITS, V6_STRIDE, V6_TAIL_PREFIXES, V6_TAIL_WORDS,
 };
 
 use crate::{
@@ -75,15 +76,16 @@ fn step_v4(table: &Array<u64>, base: u32, now: u32, rest: u32, left: u32) -> Opt
     Some((word(table, base, index)?, stride))
 }
 
-/// The answer of a tail record at `at` (`WORDS` address words, then the packed answers).
+/// Whether the prefix of the tail record at `at` (`WORDS` address words, then `packed`,
+/// already read) contains the source.
 #[inline(always)]
-fn tail_leaf<const WORDS: u32>(
+fn tail_contains<const WORDS: u32>(
     table: &Array<u64>,
     base: u32,
     at: u32,
+    packed: u32,
     src: &[u8; 16],
-) -> Option<u32> {
-    let packed = word(table, base, at + WORDS)?;
+) -> Option<bool> {
     let len = tail::len(packed);
     let mut differs = 0;
     let mut w = 0;
@@ -93,25 +95,61 @@ fn tail_leaf<const WORDS: u32>(
         differs |= (addr_word(src, w as usize) ^ prefix) & word_mask(len.saturating_sub(32 * w));
         w += 1;
     }
-    Some(if differs == 0 {
-        tail::inside(packed)
-    } else {
-        tail::outside(packed)
-    })
+    Some(differs == 0)
 }
 
-/// The leaf a word that is not a node gives: itself, or its tail record's answer.
+/// The answer of a tail record of exactly `COUNT` prefixes, longest first: the first that
+/// contains the source answers. Checked from the last to the first, each match overwriting
+/// the answer; every prefix's record is at a constant offset from `at`, so the reads do not
+/// wait on each other.
 #[inline(always)]
-fn finish<const TAIL_WORDS: u32>(
+fn records_leaf<const WORDS: u32, const COUNT: u32>(
     table: &Array<u64>,
     base: u32,
-    now: u32,
+    at: u32,
     src: &[u8; 16],
 ) -> Option<u32> {
-    if entry::tag(now) == entry::TAIL {
-        tail_leaf::<TAIL_WORDS>(table, base, now & entry::PAYLOAD, src)
+    let first = word(table, base, at + WORDS)?;
+    let mut answer = tail::outside(first);
+    let mut i = COUNT - 1;
+    // Constant bound: unrolled.
+    while i > 0 {
+        let record = at + i * (WORDS + 1);
+        let packed = word(table, base, record + WORDS)?;
+        if tail_contains::<WORDS>(table, base, record, packed, src)? {
+            answer = tail::inside(packed);
+        }
+        i -= 1;
+    }
+    if tail_contains::<WORDS>(table, base, at, first, src)? {
+        answer = tail::inside(first);
+    }
+    Some(answer)
+}
+
+/// The answer of an IPv6 tail record of `count` (1 to `V6_TAIL_PREFIXES`) prefixes: one
+/// straight-line body per count. Not one body that skips the prefixes past `count`: once a
+/// path knows `count > 3`, the later `count > 2` test has a known outcome, and without
+/// CAP_PERFMON the verifier then walks its other side too (Spectre v1), which took the
+/// program past the verifier's 1M-instruction limit. Here no test's outcome is known.
+#[inline(always)]
+fn v6_records_leaf(
+    table: &Array<u64>,
+    base: u32,
+    at: u32,
+    count: u32,
+    src: &[u8; 16],
+) -> Option<u32> {
+    const WORDS: u32 = V6_TAIL_WORDS - 1;
+    const _: () = assert!(V6_TAIL_PREFIXES == 4);
+    if count == 1 {
+        records_leaf::<WORDS, 1>(table, base, at, src)
+    } else if count == 2 {
+        records_leaf::<WORDS, 2>(table, base, at, src)
+    } else if count == 3 {
+        records_leaf::<WORDS, 3>(table, base, at, src)
     } else {
-        Some(now)
+        records_leaf::<WORDS, 4>(table, base, at, src)
     }
 }
 
@@ -140,7 +178,12 @@ pub fn source_class(s: &Settings, pkt: &Packet) -> Option<u32> {
         let (now, consumed) = step_v4(table, base, now, rest, left)?;
         let (rest, left) = (rest << consumed, left - consumed);
         let (now, _) = step_v4(table, base, now, rest, left)?;
-        finish::<{ V4_TAIL_WORDS - 1 }>(table, base, now, src)?
+        if entry::tag(now) == entry::TAIL {
+            // An IPv4 record holds one prefix (no count bits).
+            records_leaf::<{ V4_TAIL_WORDS - 1 }, 1>(table, base, now & entry::PAYLOAD, src)?
+        } else {
+            now
+        }
     } else {
         let (table, base) = (&SRC_V6, s.src_v6_base);
         let mut now = word(table, base, bits(src, 0, V6_ROOT_BITS))?;
@@ -152,7 +195,13 @@ pub fn source_class(s: &Settings, pkt: &Packet) -> Option<u32> {
             V6_STRIDE,
             [16, 24, 32, 40, 48, 56, 64, 72, 80, 88, 96, 104, 112, 120]
         );
-        finish::<{ V6_TAIL_WORDS - 1 }>(table, base, now, src)?
+        if entry::tag(now) == entry::TAIL {
+            let payload = now & entry::PAYLOAD;
+            let (at, count) = (tail::at(payload), tail::count(payload));
+            v6_records_leaf(table, base, at, count, src)?
+        } else {
+            now
+        }
     };
     entry::class(leaf)
 }

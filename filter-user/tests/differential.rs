@@ -135,6 +135,9 @@ struct Differ {
     tally: Tally,
     /// Counter slot the test runs count in ([`DIFF_IFACE`]'s).
     iface_slot: u32,
+    /// Publish the tables as a layout-4 loader did (`Tables::as_layout4`): what this
+    /// program reads during a take-over from layout 4.
+    as_layout4: bool,
 }
 
 /// Counts and disagreements.
@@ -201,13 +204,17 @@ impl Differ {
             slots: RuleSlots::new(),
             tally: Tally::default(),
             iface_slot,
+            as_layout4: false,
         }
     }
 
     /// Compiles and publishes `policy` (an error if it does not fit the kernel tables), and
     /// empties the kernel's fragment table.
     fn publish(&mut self, policy: &Policy) -> Result<Published, String> {
-        let tables = compile(policy, &self.slots).map_err(|e| e.to_string())?;
+        let mut tables = compile(policy, &self.slots).map_err(|e| e.to_string())?;
+        if self.as_layout4 {
+            tables = tables.as_layout4();
+        }
         self.filter
             .maps_mut()
             .publish(&tables)
@@ -1390,6 +1397,12 @@ fn adversarial_sets() -> Vec<(&'static str, Vec<IpNet>)> {
         "100k random mixed-length IPv4 /8-/32 + 10k IPv6 /32-/128",
         random,
     ));
+    // Crowded: two or more in almost half of the IPv6 root's slots, so most end in tail
+    // records of several prefixes.
+    sets.push((
+        "100k random IPv6 /32-/128",
+        (0..100_000).map(|_| rng.v6(32..=128)).collect(),
+    ));
     // Clustered like an export or a blocklist: 100k /16-/32 inside 10.0.0.0/8, dense enough
     // that the walk below most /16s starts with a wide node.
     let clustered: Vec<IpNet> = (0..100_000)
@@ -1500,21 +1513,33 @@ fn boundaries(net: &IpNet) -> Vec<IpAddr> {
 /// (`NODEGATE_DIFF_PREFIX_PROBES` per set, default 1,500) and at random addresses.
 #[test]
 fn adversarial_prefix_sets() {
-    // Deep IPv6 nesting costs a 1 KiB node per 8 bits between nested prefixes (see
-    // docs/ARCHITECTURE.md, "Source lookup"): more table than the default capacity reserves.
-    // Once with the 18-bit IPv4 root, once with the 20-bit one a large capacity gets.
-    for ipv4 in [262_144, filter_common::lookup::V4_LARGE_FROM] {
-        adversarial_prefix_sets_with(PrefixCapacity {
-            ipv4,
-            ipv6: 131_072,
-        });
+    // Capacity for the 100k random IPv6 prefixes. Once with the 18-bit IPv4 root, once with
+    // the 20-bit one a large capacity gets, and once with the tables a layout-4 loader
+    // published (IPv6 tail records of one prefix: a 1 KiB node wherever two prefixes share a
+    // slot, so the 100k random IPv6 set then takes 31 MiB and needs 4x the capacity).
+    for (ipv4, ipv6, as_layout4) in [
+        (262_144, 131_072, false),
+        (filter_common::lookup::V4_LARGE_FROM, 131_072, false),
+        (262_144, 524_288, true),
+    ] {
+        adversarial_prefix_sets_with(PrefixCapacity { ipv4, ipv6 }, as_layout4);
     }
 }
 
-fn adversarial_prefix_sets_with(capacity: PrefixCapacity) {
+fn adversarial_prefix_sets_with(capacity: PrefixCapacity, as_layout4: bool) {
     let probes = env_number("NODEGATE_DIFF_PREFIX_PROBES").unwrap_or(1_500) as usize;
-    println!("  IPv4 capacity {}:", capacity.ipv4);
+    println!(
+        "  IPv4 capacity {}, IPv6 capacity {}{}:",
+        capacity.ipv4,
+        capacity.ipv6,
+        if as_layout4 {
+            ", as layout 4 published"
+        } else {
+            ""
+        }
+    );
     let mut differ = Differ::with_capacity(capacity);
+    differ.as_layout4 = as_layout4;
     let mut rng = Mix(0x6e67_7072_6f62_0001);
     for (label, sources) in adversarial_sets() {
         let kinds = [

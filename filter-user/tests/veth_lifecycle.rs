@@ -1245,7 +1245,17 @@ fn an_older_layout_is_refused_while_it_keeps_enforcing() {
     let _ = std::fs::remove_dir_all(root.join(&old_dir));
 }
 
-/// Upgrade from layout 3, which `run` takes over in place: layout 3 is this layout with a
+/// Upgrade from layout 4, which `run` takes over in place: layout 4 is this layout with IPv6
+/// tail records of one prefix, and its program would misread this layout's records of
+/// several. So the new program goes live on the links first, judging the layout-4 generation
+/// right, and publishes its first generation after one grace period (the log proves the
+/// order).
+#[test]
+fn layout_4_is_taken_over_in_place_without_a_gap() {
+    take_over_in_place(4, "takeover4");
+}
+
+/// Upgrade from layout 3, which `run` takes over in place: layout 3 is layout 4 with a
 /// 16-bit IPv4 root and no wide nodes, and its program would misread this layout's tables.
 /// So the new program goes live on the links first, judging the layout-3 generation right
 /// (its flags say 16-bit root), and publishes its first generation after one grace period
@@ -1281,18 +1291,25 @@ fn take_over_in_place(previous: u32, name: &str) {
     daemon.signal(libc::SIGTERM);
     assert!(daemon.wait(Duration::from_secs(10)).success());
 
-    if previous == 3 {
-        // What a layout-3 node has active: an IPv4 table with the 16-bit root, no wide
-        // nodes, the generation flag clear. The attached program reads it right.
+    if previous >= 3 {
+        // What a layout-3 or -4 node has active (layout 3: an IPv4 table with the 16-bit
+        // root, no wide nodes, the generation flag clear; both: IPv6 tail records of one
+        // prefix). The attached program reads it right.
         let mut maps = filter_user::loader::FilterMaps::open_pinned(&env.pins.maps_dir()).unwrap();
         let slots = RuleSlots::from_pairs(maps.pinned_rule_slots());
-        maps.publish(&tables(FIXTURE, &slots).as_layout3()).unwrap();
+        let tables = tables(FIXTURE, &slots);
+        maps.publish(&if previous == 3 {
+            tables.as_layout3()
+        } else {
+            tables.as_layout4()
+        })
+        .unwrap();
         common::send_paced(&sender, &allowed_frame(), 10);
         common::send_paced(&sender, &disallowed_frame(), 10);
         env.wait_counted("no-source-match", 30);
         env.wait_counted("allow-rule", 10);
     }
-    let judged_before = if previous == 3 { 30 } else { 20 };
+    let judged_before = if previous >= 3 { 30 } else { 20 };
     let ours = env.pins.version_dir();
     let old_dir = ours.with_file_name(format!("v{previous}"));
     if previous == 2 {

@@ -308,16 +308,29 @@ pub struct Tables {
 }
 
 impl Tables {
-    /// These tables as a layout-3 loader would have published them: the IPv4 table with a
-    /// 16-bit root and no wide nodes, the generation's root flags clear. What a
-    /// take-over finds active; for tests that the program judges such a generation right.
-    pub fn as_layout3(&self) -> Tables {
-        let mut prefixes = v4_table_prefixes(&self.v4);
+    /// These tables as a layout-4 loader would have published them: IPv6 tail records of
+    /// one prefix each (a node wherever two longer prefixes share a slot). What a take-over
+    /// from layout 4 finds active; for tests that the program judges such a generation right.
+    pub fn as_layout4(&self) -> Tables {
         let mut legacy = self.clone();
-        legacy.v4_table = lookup::build_layout3_v4(&mut prefixes);
+        // IPv6 tables have one root size, whatever the capacity.
+        legacy.v6_table = lookup::build_layout4_v6(
+            &mut v6_table_prefixes(&self.v6),
+            filter_common::lookup::V6_ROOT_BITS,
+        );
+        legacy.stats.v6_table_words = legacy.v6_table.len();
+        legacy.incremental = false;
+        legacy
+    }
+
+    /// These tables as a layout-3 loader would have published them: layout 4's IPv6 table,
+    /// and the IPv4 table with a 16-bit root and no wide nodes, the generation's root flags
+    /// clear. What a take-over from layout 3 finds active.
+    pub fn as_layout3(&self) -> Tables {
+        let mut legacy = self.as_layout4();
+        legacy.v4_table = lookup::build_layout3_v4(&mut v4_table_prefixes(&self.v4));
         legacy.stats.v4_table_words = legacy.v4_table.len();
         legacy.gen_config.flags &= !(flags::V4_ROOT_18 | flags::V4_ROOT_20);
-        legacy.incremental = false;
         legacy
     }
 }
@@ -539,23 +552,30 @@ fn source_tables(
     capacity: crate::policy::PrefixCapacity,
 ) -> (Vec<u32>, Vec<u32>) {
     let (v4_root, v6_root) = capacity.root_bits();
-    let mut v6: Vec<lookup::TablePrefix> = classes
-        .v6
-        .iter()
-        .map(|(net, class)| lookup::TablePrefix {
-            addr: u128::from(net.addr()),
-            len: net.prefix_len(),
-            leaf: filter_common::lookup::entry::leaf(*class),
-        })
-        .collect();
     (
         lookup::build(
             lookup::Family::V4,
             &mut v4_table_prefixes(&classes.v4),
             v4_root,
         ),
-        lookup::build(lookup::Family::V6, &mut v6, v6_root),
+        lookup::build(
+            lookup::Family::V6,
+            &mut v6_table_prefixes(&classes.v6),
+            v6_root,
+        ),
     )
+}
+
+/// Classified IPv6 prefixes as the table builder takes them.
+fn v6_table_prefixes(entries: &[(Ipv6Net, u32)]) -> Vec<lookup::TablePrefix> {
+    entries
+        .iter()
+        .map(|(net, class)| lookup::TablePrefix {
+            addr: u128::from(net.addr()),
+            len: net.prefix_len(),
+            leaf: filter_common::lookup::entry::leaf(*class),
+        })
+        .collect()
 }
 
 /// Classified IPv4 prefixes as the table builder takes them.
