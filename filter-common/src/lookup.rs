@@ -18,8 +18,9 @@
 //! - *Tails*: a slot whose subtree holds exactly one longer prefix points at a small record
 //!   (the prefix, its mask length and the two possible answers) instead of a chain of nodes.
 //!   Random prefix sets end in tails almost everywhere, which is what keeps the memory near
-//!   a few words per prefix. An IPv6 tail record may hold up to [`V6_TAIL_PREFIXES`]
-//!   prefixes, longest first ([`tail::count`]), where a node would otherwise hold them.
+//!   a few words per prefix. A tail record may hold up to [`V4_TAIL_PREFIXES`] (IPv4) or
+//!   [`V6_TAIL_PREFIXES`] (IPv6) prefixes, longest first ([`tail::count`]), where a node
+//!   would otherwise hold them.
 //!
 //! Prefixes are *leaf-pushed*: every slot already holds the answer of the longest prefix
 //! that covers it, so a lookup never backtracks. The answer is a [`entry`] leaf: 0 for "no
@@ -96,9 +97,12 @@ pub const V6_TAIL_WORDS: u32 = 5;
 /// Most prefixes one IPv6 tail record holds (layout 5 on): a slot whose subtree holds at most
 /// this many longer prefixes points at their records, longest first, instead of at a node.
 /// Random IPv6 sets crowd two or three prefixes into many root slots, where a 256-word node
-/// each cost 31.5 MiB per generation at 100k prefixes (docs/ARCHITECTURE.md). An IPv4 tail
-/// record always holds one prefix.
+/// each cost 31.4 MiB per generation at 100k prefixes (docs/ARCHITECTURE.md).
 pub const V6_TAIL_PREFIXES: u32 = 4;
+/// Most prefixes one IPv4 tail record holds (layout 5 on). Two take a random 1M set's table
+/// from 12.6 to 8.5 MiB per generation and its reads from 1.67 to 1.60 a lookup; more than
+/// two change neither by more than a few percent (docs/ARCHITECTURE.md).
+pub const V4_TAIL_PREFIXES: u32 = 2;
 
 /// Words of one table slot: tag in the top two bits, payload below.
 pub mod entry {
@@ -182,7 +186,10 @@ pub mod tail {
     /// every record before layout 5); the record's word index is below.
     pub const COUNT_SHIFT: u32 = 27;
     const AT_MASK: u32 = (1 << COUNT_SHIFT) - 1;
-    const _: () = assert!(super::V6_TAIL_PREFIXES - 1 <= super::entry::PAYLOAD >> COUNT_SHIFT);
+    const _: () = assert!(
+        super::V6_TAIL_PREFIXES - 1 <= super::entry::PAYLOAD >> COUNT_SHIFT
+            && super::V4_TAIL_PREFIXES - 1 <= super::entry::PAYLOAD >> COUNT_SHIFT
+    );
 
     /// The payload of a tail word for a record at word `at` holding `count` (≥ 1) prefixes.
     #[inline(always)]
@@ -294,9 +301,11 @@ pub const V4: Shape = Shape {
     large_from: V4_LARGE_FROM,
     words_per_prefix: 8,
 };
-// Every word index of the largest IPv6 table fits below a tail word's count bits (an IPv4
-// table never has counts: its records hold one prefix).
-const _: () = assert!(V6.words_per_gen(1 << 20) <= 1 << tail::COUNT_SHIFT);
+// Every word index of the largest tables fits below a tail word's count bits.
+const _: () = assert!(
+    V6.words_per_gen(1 << 20) <= 1 << tail::COUNT_SHIFT
+        && V4.words_per_gen(1 << 22) <= 1 << tail::COUNT_SHIFT
+);
 /// IPv6 tables (one root size).
 pub const V6: Shape = Shape {
     root_bits: V6_ROOT_BITS,

@@ -9,9 +9,9 @@
 /// over in place (`filter-user::loader::pins::ADOPTABLE_LAYOUTS`). Layout 4: IPv4 source
 /// tables have an 18- or 20-bit root (announced by the generation's flags) and may hold wide
 /// nodes (`lookup::entry::WIDE_NODE`); a layout-3 program would read them as a 16-bit root
-/// and leaves. Layout 5: an IPv6 tail record may hold up to `lookup::V6_TAIL_PREFIXES`
-/// prefixes (`lookup::tail::count`); a layout-4 program would read only the first and take
-/// the count bits for part of the record's index.
+/// and leaves. Layout 5: a tail record may hold up to `lookup::V4_TAIL_PREFIXES` (IPv4) or
+/// `lookup::V6_TAIL_PREFIXES` (IPv6) prefixes (`lookup::tail::count`); a layout-4 program
+/// would read only the first and take the count bits for part of the record's index.
 pub const LAYOUT_VERSION: u32 = 5;
 
 /// Rule tables exist twice: the program reads the active one, the loader fills the other

@@ -1,7 +1,7 @@
 //! Source address → source class, through the generation's flat lookup table
 //! (`filter_common::lookup`): the root, at most `V4_LEVELS` / `V6_LEVELS` nodes (IPv4 nodes
-//! plain or wide), and at most one tail record (IPv6: of up to `V6_TAIL_PREFIXES` prefixes,
-//! read side by side). No loop over prefixes and no kernel trie:
+//! plain or wide), and at most one tail record (of up to `V4_TAIL_PREFIXES` or
+//! `V6_TAIL_PREFIXES` prefixes, read side by side). No loop over prefixes and no kernel trie:
 //! every step is one inlined array read whose index the previous word gave.
 //!
 //! The verdict code only calls [`source_class`]; which structure answers is this module's
@@ -9,8 +9,8 @@
 
 use aya_ebpf::maps::Array;
 use filter_common::lookup::{
-    entry, tail, v4_root_bits, word_mask, V4_LEVELS, V4_STRIDE, V4_TAIL_WORDS, V4_WIDE_STRIDE,
-    V6_LEVELS, V6_ROOT_BITS, V6_STRIDE, V6_TAIL_PREFIXES, V6_TAIL_WORDS,
+    entry, tail, v4_root_bits, word_mask, V4_LEVELS, V4_STRIDE, V4_TAIL_PREFIXES, V4_TAIL_WORDS,
+    V4_WIDE_STRIDE, V6_LEVELS, V6_ROOT_BITS, V6_STRIDE, V6_TAIL_PREFIXES, V6_TAIL_WORDS,
 };
 
 use crate::{
@@ -127,26 +127,26 @@ fn records_leaf<const WORDS: u32, const COUNT: u32>(
     Some(answer)
 }
 
-/// The answer of an IPv6 tail record of `count` (1 to `V6_TAIL_PREFIXES`) prefixes: one
-/// straight-line body per count. Not one body that skips the prefixes past `count`: once a
-/// path knows `count > 3`, the later `count > 2` test has a known outcome, and without
-/// CAP_PERFMON the verifier then walks its other side too (Spectre v1), which took the
-/// program past the verifier's 1M-instruction limit. Here no test's outcome is known.
+/// The answer of a tail word's record (`payload`: where, and how many prefixes, at most
+/// `MAX`): one straight-line body per count. Not one body that skips the prefixes past the
+/// count: once a path knows `count > 3`, the later `count > 2` test has a known outcome, and
+/// without CAP_PERFMON the verifier then walks its other side too (Spectre v1), which took
+/// the program past the verifier's 1M-instruction limit. Here no test's outcome is known.
 #[inline(always)]
-fn v6_records_leaf(
+fn tail_answer<const WORDS: u32, const MAX: u32>(
     table: &Array<u64>,
     base: u32,
-    at: u32,
-    count: u32,
+    payload: u32,
     src: &[u8; 16],
 ) -> Option<u32> {
-    const WORDS: u32 = V6_TAIL_WORDS - 1;
-    const _: () = assert!(V6_TAIL_PREFIXES == 4);
-    if count == 1 {
+    const { assert!(MAX >= 1 && MAX <= 4) };
+    let (at, count) = (tail::at(payload), tail::count(payload));
+    // `MAX == n ||`: a constant that removes the bodies past `MAX`.
+    if MAX == 1 || count == 1 {
         records_leaf::<WORDS, 1>(table, base, at, src)
-    } else if count == 2 {
+    } else if MAX == 2 || count == 2 {
         records_leaf::<WORDS, 2>(table, base, at, src)
-    } else if count == 3 {
+    } else if MAX == 3 || count == 3 {
         records_leaf::<WORDS, 3>(table, base, at, src)
     } else {
         records_leaf::<WORDS, 4>(table, base, at, src)
@@ -179,8 +179,12 @@ pub fn source_class(s: &Settings, pkt: &Packet) -> Option<u32> {
         let (rest, left) = (rest << consumed, left - consumed);
         let (now, _) = step_v4(table, base, now, rest, left)?;
         if entry::tag(now) == entry::TAIL {
-            // An IPv4 record holds one prefix (no count bits).
-            records_leaf::<{ V4_TAIL_WORDS - 1 }, 1>(table, base, now & entry::PAYLOAD, src)?
+            tail_answer::<{ V4_TAIL_WORDS - 1 }, V4_TAIL_PREFIXES>(
+                table,
+                base,
+                now & entry::PAYLOAD,
+                src,
+            )?
         } else {
             now
         }
@@ -196,9 +200,12 @@ pub fn source_class(s: &Settings, pkt: &Packet) -> Option<u32> {
             [16, 24, 32, 40, 48, 56, 64, 72, 80, 88, 96, 104, 112, 120]
         );
         if entry::tag(now) == entry::TAIL {
-            let payload = now & entry::PAYLOAD;
-            let (at, count) = (tail::at(payload), tail::count(payload));
-            v6_records_leaf(table, base, at, count, src)?
+            tail_answer::<{ V6_TAIL_WORDS - 1 }, V6_TAIL_PREFIXES>(
+                table,
+                base,
+                now & entry::PAYLOAD,
+                src,
+            )?
         } else {
             now
         }

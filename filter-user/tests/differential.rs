@@ -135,8 +135,8 @@ struct Differ {
     tally: Tally,
     /// Counter slot the test runs count in ([`DIFF_IFACE`]'s).
     iface_slot: u32,
-    /// Publish the tables as a layout-4 loader did (`Tables::as_layout4`): what this
-    /// program reads during a take-over from layout 4.
+    /// Publish the tables as a layout-4 loader did (`Tables::as_layout4`: tail records of
+    /// one prefix): what this program reads during a take-over from layout 4.
     as_layout4: bool,
 }
 
@@ -1413,8 +1413,9 @@ fn adversarial_sets() -> Vec<(&'static str, Vec<IpNet>)> {
         })
         .collect();
     sets.push(("100k IPv4 /16-/32 clustered in 10.0.0.0/8", clustered));
-    // Pairs of host routes that differ only in their last bit, 16 pairs per /24 in a few
-    // /16s: every node level down to /32 is built, no tail short-cuts the walk.
+    // Pairs of host routes that differ only in their last bit, 20 pairs per /24 in a few
+    // /16s: every IPv4 node level down to /26 is built, then a record of two per pair; the
+    // IPv6 pairs crowd one /116, so nodes go down to /128.
     let mut hosts = Vec::new();
     for i in 0..20_000u32 {
         let base = 0x0a40_0000 | ((i % 1024) << 8) | ((i / 1024) << 3);
@@ -1515,8 +1516,8 @@ fn boundaries(net: &IpNet) -> Vec<IpAddr> {
 fn adversarial_prefix_sets() {
     // Capacity for the 100k random IPv6 prefixes. Once with the 18-bit IPv4 root, once with
     // the 20-bit one a large capacity gets, and once with the tables a layout-4 loader
-    // published (IPv6 tail records of one prefix: a 1 KiB node wherever two prefixes share a
-    // slot, so the 100k random IPv6 set then takes 31 MiB and needs 4x the capacity).
+    // published (tail records of one prefix: an IPv6 1 KiB node wherever two prefixes share
+    // a slot, so the 100k random IPv6 set then takes 31 MiB and needs 4x the capacity).
     for (ipv4, ipv6, as_layout4) in [
         (262_144, 131_072, false),
         (filter_common::lookup::V4_LARGE_FROM, 131_072, false),

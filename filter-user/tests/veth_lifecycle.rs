@@ -1245,9 +1245,8 @@ fn an_older_layout_is_refused_while_it_keeps_enforcing() {
     let _ = std::fs::remove_dir_all(root.join(&old_dir));
 }
 
-/// Upgrade from layout 4, which `run` takes over in place: layout 4 is this layout with IPv6
-/// tail records of one prefix, and its program would misread this layout's records of
-/// several. So the new program goes live on the links first, judging the layout-4 generation
+/// Upgrade from layout 4, which `run` takes over in place: layout 4 is this layout with tail
+/// records of one prefix, and its program would misread this layout's records of several. So the new program goes live on the links first, judging the layout-4 generation
 /// right, and publishes its first generation after one grace period (the log proves the
 /// order).
 #[test]
@@ -1293,7 +1292,7 @@ fn take_over_in_place(previous: u32, name: &str) {
 
     if previous >= 3 {
         // What a layout-3 or -4 node has active (layout 3: an IPv4 table with the 16-bit
-        // root, no wide nodes, the generation flag clear; both: IPv6 tail records of one
+        // root, no wide nodes, the generation flag clear; both: tail records of one
         // prefix). The attached program reads it right.
         let mut maps = filter_user::loader::FilterMaps::open_pinned(&env.pins.maps_dir()).unwrap();
         let slots = RuleSlots::from_pairs(maps.pinned_rule_slots());

@@ -308,16 +308,24 @@ pub struct Tables {
 }
 
 impl Tables {
-    /// These tables as a layout-4 loader would have published them: IPv6 tail records of
-    /// one prefix each (a node wherever two longer prefixes share a slot). What a take-over
-    /// from layout 4 finds active; for tests that the program judges such a generation right.
+    /// These tables as a layout-4 loader would have published them: tail records of one
+    /// prefix each (a node wherever two longer prefixes share a slot), in both families.
+    /// What a take-over from layout 4 finds active; for tests that the program judges such
+    /// a generation right.
     pub fn as_layout4(&self) -> Tables {
         let mut legacy = self.clone();
+        legacy.v4_table = lookup::build_layout4(
+            lookup::Family::V4,
+            &mut v4_table_prefixes(&self.v4),
+            filter_common::lookup::v4_root_bits(self.gen_config.flags),
+        );
         // IPv6 tables have one root size, whatever the capacity.
-        legacy.v6_table = lookup::build_layout4_v6(
+        legacy.v6_table = lookup::build_layout4(
+            lookup::Family::V6,
             &mut v6_table_prefixes(&self.v6),
             filter_common::lookup::V6_ROOT_BITS,
         );
+        legacy.stats.v4_table_words = legacy.v4_table.len();
         legacy.stats.v6_table_words = legacy.v6_table.len();
         legacy.incremental = false;
         legacy

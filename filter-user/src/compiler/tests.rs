@@ -591,26 +591,26 @@ fn too_many_prefixes() {
 
 #[test]
 fn a_table_larger_than_its_capacity_reserves_is_rejected_with_the_numbers() {
-    // Two /32s differing in their last bit need a node at every level below the 18-bit root
-    // (3 × 16 words, and 4 for the last two bits), more than the 8 words one prefix of
-    // capacity reserves.
+    // Three /32s in one /30 and the next need a node at every level below the 18-bit root
+    // (3 × 16 words, then a record of two and one of one: 4 + 2), more than the 8 words a
+    // prefix of capacity reserves.
     let mut p = Policy {
         rules: vec![rule(
-            "pair",
+            "hosts",
             RuleKind::Allow,
-            &["10.1.2.2/32", "10.1.2.3/32"],
+            &["10.1.2.2/32", "10.1.2.3/32", "10.1.2.4/32"],
             Protocol::Any,
             &[],
         )],
         ..Policy::default()
     };
-    p.capacity.ipv4 = 2;
+    p.capacity.ipv4 = 3;
     match Tables::try_from(&p) {
         Err(e @ CompileError::TableTooLarge { .. }) => {
             let text = e.to_string();
             assert!(
-                text.contains("2 IPv4 prefixes need a 1048784-byte lookup table")
-                    && text.contains("reserves 1048640 bytes")
+                text.contains("3 IPv4 prefixes need a 1048792-byte lookup table")
+                    && text.contains("reserves 1048672 bytes")
                     && text.contains("capacity.ipv4_prefixes"),
                 "{text}"
             );

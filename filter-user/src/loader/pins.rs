@@ -103,8 +103,8 @@ pub struct PinLayout {
 /// key and value types), so their maps, program pin and links become this layout's state
 /// as they are (the source tables keep the size they were created with: an IPv4 generation
 /// then has 768 KiB less room for nodes beside the wider root):
-/// - layout 4 programs read IPv6 tail records of one prefix; this layout's compiler writes
-///   records of up to four. A layout-4 program must therefore never see a generation this
+/// - layout 4 programs read tail records of one prefix; this layout's compiler writes
+///   records of up to two (IPv4) or four (IPv6). A layout-4 program must therefore never see a generation this
 ///   version publishes, which the same order as for layout 3 (below) ensures; this version's
 ///   program reads layout 4's records (a count of one) right.
 /// - layout 3 programs read IPv4 source tables with a 16-bit root and without wide nodes;
