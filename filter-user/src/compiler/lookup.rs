@@ -9,18 +9,18 @@
 //! its default. Linear in the table size after the sort.
 //!
 //! An IPv4 child node is wide ([`V4_WIDE_STRIDE`] bits) when at least 12 of a plain node's
-//! 16 slots would get child nodes themselves (with records of one prefix): every lookup under it reads one word
-//! less, for at most 256 - (16 + 12 × 16) = 48 more words than the plain node and its
-//! children. Such a node has at least 24 prefixes below it, and no path passes two wide nodes
-//! (below an 18-bit root they start at /18 or /22 and end at /26 or /30, below a 20-bit one
-//! at /20 or /24 and end at /28 or /32), so wide nodes add at most 2 words a prefix to the
-//! table over plain nodes with records of one prefix (a property test checks it). The rule
-//! ignores that two prefixes in a slot make a record rather than a node: counting only
-//! slots with three or more, fewer /18s of the benches' lists got wide nodes and a lookup
-//! inside them read 3.04 words instead of 2.61. With 15 (no extra
-//! words at all) only about 4 in 10 of a dense /18's nodes qualified; with 12 a lookup inside
-//! the benches' 100k prefixes in 10.0.0.0/8 reads 2.6 words on average instead of 3.2
-//! (an offline count over 10,000 sources, the table 2% larger).
+//! 16 slots would get child nodes themselves (with records of one prefix): every lookup
+//! under it reads one word less, for at most 256 - (16 + 12 × 16) = 48 more words than the
+//! plain node and its children. Such a node has at least 24 prefixes below it, and no path
+//! passes two wide nodes (below an 18-bit root they start at /18 or /22 and end at /26 or
+//! /30, below a 20-bit one at /20 or /24 and end at /28 or /32), so wide nodes add at most 2
+//! words a prefix to the table over plain nodes with records of one prefix (a property test
+//! checks it). With 15 (no extra words at all) only about 4 in 10 of a dense /18's nodes
+//! qualified; with 12 a lookup inside the benches' 100k prefixes in 10.0.0.0/8 reads 2.6
+//! words on average instead of 3.2 (an offline count over 10,000 sources, the table 2%
+//! larger). The rule ignores that two prefixes in a slot now make a record rather than a
+//! node: counting only slots with three or more, fewer of those /18s got wide nodes and a
+//! lookup inside them read 3.04 words instead of 2.61.
 //!
 //! The reference model does not use this: it matches prefixes its own way
 //! (`model::classify`), so the differential test compares two independent matchers.
