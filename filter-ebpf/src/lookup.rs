@@ -153,13 +153,28 @@ fn tail_answer<const WORDS: u32, const MAX: u32>(
     }
 }
 
+/// The leaf a word that is not a node gives: itself, or its tail record's answer.
+#[inline(always)]
+fn leaf<const WORDS: u32, const MAX: u32>(
+    table: &Array<u64>,
+    base: u32,
+    now: u32,
+    src: &[u8; 16],
+) -> Option<u32> {
+    if entry::tag(now) == entry::TAIL {
+        tail_answer::<WORDS, MAX>(table, base, now & entry::PAYLOAD, src)
+    } else {
+        Some(now)
+    }
+}
+
 /// Source class of `pkt.src` in the packet's generation, if a prefix contains it.
 #[inline(always)]
 pub fn source_class(s: &Settings, pkt: &Packet) -> Option<u32> {
     const _: () = assert!(V4_LEVELS == 4 && V4_STRIDE == 4 && V4_WIDE_STRIDE == 8);
     const _: () = assert!(V6_LEVELS == 14 && V6_STRIDE == 8 && V6_ROOT_BITS == 16);
     let src = &pkt.src;
-    let leaf = if pkt.family == FAMILY_V4 {
+    let found = if pkt.family == FAMILY_V4 {
         let (table, base) = (&SRC_V4, s.src_v4_base);
         let addr = addr_word(src, 0);
         // 18 or 20 bits, or 16 in a generation a layout-3 loader published (read only
@@ -178,16 +193,7 @@ pub fn source_class(s: &Settings, pkt: &Packet) -> Option<u32> {
         let (now, consumed) = step_v4(table, base, now, rest, left)?;
         let (rest, left) = (rest << consumed, left - consumed);
         let (now, _) = step_v4(table, base, now, rest, left)?;
-        if entry::tag(now) == entry::TAIL {
-            tail_answer::<{ V4_TAIL_WORDS - 1 }, V4_TAIL_PREFIXES>(
-                table,
-                base,
-                now & entry::PAYLOAD,
-                src,
-            )?
-        } else {
-            now
-        }
+        leaf::<{ V4_TAIL_WORDS - 1 }, V4_TAIL_PREFIXES>(table, base, now, src)?
     } else {
         let (table, base) = (&SRC_V6, s.src_v6_base);
         let mut now = word(table, base, bits(src, 0, V6_ROOT_BITS))?;
@@ -199,16 +205,7 @@ pub fn source_class(s: &Settings, pkt: &Packet) -> Option<u32> {
             V6_STRIDE,
             [16, 24, 32, 40, 48, 56, 64, 72, 80, 88, 96, 104, 112, 120]
         );
-        if entry::tag(now) == entry::TAIL {
-            tail_answer::<{ V6_TAIL_WORDS - 1 }, V6_TAIL_PREFIXES>(
-                table,
-                base,
-                now & entry::PAYLOAD,
-                src,
-            )?
-        } else {
-            now
-        }
+        leaf::<{ V6_TAIL_WORDS - 1 }, V6_TAIL_PREFIXES>(table, base, now, src)?
     };
-    entry::class(leaf)
+    entry::class(found)
 }
