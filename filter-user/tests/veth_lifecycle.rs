@@ -1246,9 +1246,9 @@ fn an_older_layout_is_refused_while_it_keeps_enforcing() {
 }
 
 /// Upgrade from layout 4, which `run` takes over in place: layout 4 is this layout with tail
-/// records of one prefix, and its program would misread this layout's records of several. So the new program goes live on the links first, judging the layout-4 generation
-/// right, and publishes its first generation after one grace period (the log proves the
-/// order).
+/// records of one prefix, and its program would misread this layout's records of several.
+/// So the new program goes live on the links first, judging the layout-4 generation right,
+/// and publishes its first generation after one grace period (the log proves the order).
 #[test]
 fn layout_4_is_taken_over_in_place_without_a_gap() {
     take_over_in_place(4, "takeover4");
