@@ -100,7 +100,7 @@ pub const V6_TAIL_WORDS: u32 = 5;
 /// each cost 31.4 MiB per generation at 100k prefixes (docs/ARCHITECTURE.md).
 pub const V6_TAIL_PREFIXES: u32 = 4;
 /// Most prefixes one IPv4 tail record holds (layout 5 on). Two take a random 1M set's table
-/// from 12.6 to 8.3 MiB per generation and its reads from 1.67 to 1.60 a lookup; three or
+/// from 12.3 to 8.3 MiB per generation and its reads from 1.67 to 1.60 a lookup; three or
 /// four took another 7 % of the table and 1 % of the reads, for more record bodies on the
 /// hot family's path (docs/ARCHITECTURE.md).
 pub const V4_TAIL_PREFIXES: u32 = 2;
