@@ -8,6 +8,7 @@ use crate::{
     maps::{GEN_STATS, RULE_STATS, STATS},
     packet::Summary,
     samples,
+    scratch::Key,
 };
 
 /// `Reason::is_drop` on a raw code (the epilogue receives codes through memory).
@@ -38,8 +39,8 @@ const _: () = {
 };
 
 #[inline(always)]
-fn bump(map: &PerCpuArray<Counter>, index: u32, bytes: u64) {
-    if let Some(c) = crate::maps::per_cpu_slot(map, index) {
+fn bump(key: &mut Key, map: &'static PerCpuArray<Counter>, index: u32, bytes: u64) {
+    if let Some(c) = key.per_cpu(map, index) {
         // SAFETY: this CPU's slot; XDP runs with preemption off, so nothing else writes it.
         unsafe {
             (*c).packets += 1;
@@ -51,7 +52,7 @@ fn bump(map: &PerCpuArray<Counter>, index: u32, bytes: u64) {
 /// Count the verdict (`code`, `rule`) of the packet `sum` describes and turn it into an XDP
 /// action. The only way out of the program.
 #[inline(always)]
-pub fn record(ctx: &XdpContext, code: u32, rule: u32, sum: &Summary) -> u32 {
+pub fn record(ctx: &XdpContext, code: u32, rule: u32, sum: &Summary, key: &mut Key) -> u32 {
     // Verifier: codes arrive through memory; anything out of range counts as internal.
     let code = if code < REASON_SLOTS {
         code
@@ -75,6 +76,7 @@ pub fn record(ctx: &XdpContext, code: u32, rule: u32, sum: &Summary) -> u32 {
     }
 
     bump(
+        key,
         &STATS,
         sum.iface_slot * STAT_SLOTS + stat_slot(code, monitor),
         bytes,
@@ -85,17 +87,17 @@ pub fn record(ctx: &XdpContext, code: u32, rule: u32, sum: &Summary) -> u32 {
         } else {
             rule
         };
-        bump(&RULE_STATS, slot, bytes);
+        bump(key, &RULE_STATS, slot, bytes);
     }
     if configured {
-        bump(&GEN_STATS, sum.settings.generation, bytes);
+        bump(key, &GEN_STATS, sum.settings.generation, bytes);
     }
 
     if !drop {
         return xdp_action::XDP_PASS;
     }
     if configured {
-        samples::emit(ifindex, code, rule, monitor, sum);
+        samples::emit(ifindex, code, rule, monitor, sum, key);
     }
     // Monitor mode: a would-drop passes (counted in its own slots above).
     if monitor {

@@ -29,10 +29,7 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 
-use crate::{
-    packet::{zeroed, Words},
-    proto::{ETH_TYPE, IPV4_HEAD, IPV6_HEAD},
-};
+use crate::proto::{ETH_TYPE, IPV4_HEAD, IPV6_HEAD};
 
 /// Bounds-checked reader over the frame of one XDP context.
 pub struct Cursor<'a> {
@@ -170,7 +167,7 @@ const DIRECT_MAX_OFF: usize = 4096;
 
 /// Whether this load is the `native` variant ([`NG_PERFMON`]).
 #[inline(always)]
-fn native() -> bool {
+pub fn native() -> bool {
     // SAFETY: a plain read of a global the loader sets before the load.
     unsafe { core::ptr::read_volatile(&NG_PERFMON) != 0 }
 }
@@ -182,46 +179,47 @@ fn native() -> bool {
 /// Every packet read is a helper call, so the common untagged frame is read once for its
 /// ethertype, network header and L4 head together. Fields are taken at constant positions
 /// (the verifier forbids variable stack offsets without CAP_PERFMON): the network header
-/// always sits at [`Front::L3`].
-pub struct Front {
-    /// How many bytes of network header (and beyond) `bytes[L3..]` holds.
-    held: usize,
-    bytes: MaybeUninit<FrontBytes>,
+/// always sits at [`L3`].
+pub struct Front<'a> {
+    /// Where the copy lives decides what a packet costs in each variant:
+    /// - `native`: on the stack. LLVM then sees every store and load of the copy, keeps
+    ///   fields in registers and drops copies nothing reads: measured 13 ns a packet less
+    ///   than the same copy in a map value. Bytes never written are never read either
+    ///   ([`Front::view`] checks `held`); LLVM may still load them ahead of that check (a
+    ///   select instead of a branch), which the verifier allows with CAP_PERFMON.
+    /// - `spectre-hardened`: in the per-CPU scratch (`scratch.rs`), where the verifier puts
+    ///   no speculation barrier after a store, and whose bytes are always readable: what an
+    ///   earlier packet left there is never used, by the same `held` check. On the stack the
+    ///   copy needed clearing first (seven barriers a packet), and each change of `held`
+    ///   was one more.
+    copy: &'a mut FrontCopy,
 }
 
-/// The copy, 8-byte aligned: the verifier refuses misaligned stack stores, and the direct
-/// read copies in words.
+/// The copy and how much of it the current packet wrote; 8-byte aligned: the direct read
+/// copies in words.
 #[repr(C, align(8))]
-pub struct FrontBytes([u8; FRONT_LEN]);
-// SAFETY: bytes only (any pattern is valid); align(8), and `zeroed` asserts the size is a
-// multiple of 8.
-unsafe impl Words for FrontBytes {}
+pub struct FrontCopy {
+    /// How many bytes of network header (and beyond) `bytes[L3..]` holds.
+    held: usize,
+    bytes: MaybeUninit<[u8; FRONT_LEN]>,
+}
 
 /// Ethertype + IPv6 header + L4 head.
-const FRONT_LEN: usize = Front::L3 + IPV6_HEAD;
+const FRONT_LEN: usize = L3 + IPV6_HEAD;
 
-impl Front {
-    /// Where the network header sits in the copy: after the 2-byte ethertype.
-    const L3: usize = size_of::<u16>();
+/// Where the network header sits in the copy: after the 2-byte ethertype.
+const L3: usize = size_of::<u16>();
 
-    /// An empty copy. Call [`Front::clear`] on it where it will live before any read.
+impl<'a> Front<'a> {
+    /// An empty copy in `slot`.
     #[inline(always)]
-    pub fn new() -> Self {
+    pub fn new(slot: &'a mut MaybeUninit<FrontCopy>) -> Self {
         Front {
-            held: 0,
-            bytes: MaybeUninit::uninit(),
+            copy: slot.write(FrontCopy {
+                held: 0,
+                bytes: MaybeUninit::uninit(),
+            }),
         }
-    }
-
-    /// Write every byte of the copy (seven word stores). [`Front::view`] checks `held`
-    /// before it hands bytes out, but LLVM may load them speculatively, ahead of that check
-    /// (a select instead of a branch), and without CAP_PERFMON the verifier refuses any read
-    /// of stack it has not seen written: measured on 6.18, a build whose layout hoisted the
-    /// L4-head copy above the check was refused ("invalid read from stack").
-    #[inline(always)]
-    pub fn clear(&mut self) {
-        zeroed(&mut self.bytes);
-        self.held = 0;
     }
 
     /// Read the `N` bytes at packet offset `off` into the copy at `AT`.
@@ -233,7 +231,7 @@ impl Front {
         }
         // SAFETY: AT + N <= FRONT_LEN bytes of our buffer (asserted), which is 8-byte aligned,
         // at an even AT (0 or L3).
-        let dst = unsafe { self.bytes.as_mut_ptr().cast::<u8>().add(AT) };
+        let dst = unsafe { self.copy.bytes.as_mut_ptr().cast::<u8>().add(AT) };
         const { assert!(AT.is_multiple_of(2)) };
         if !cur.copy_direct::<N>(off, dst.cast()) {
             // SAFETY: as above; the helper checks the packet range.
@@ -242,7 +240,7 @@ impl Front {
                 return None;
             }
         }
-        self.held = AT + N - Self::L3;
+        self.copy.held = AT + N - L3;
         Some(())
     }
 
@@ -265,7 +263,7 @@ impl Front {
             return false;
         }
         let src = (data + OFF) as *const u16;
-        let dst = self.bytes.as_mut_ptr().cast::<u16>();
+        let dst = self.copy.bytes.as_mut_ptr().cast::<u16>();
         let mut i = 0;
         // Constant bound: unrolled into N / 2 load/store pairs.
         while i < N / 2 {
@@ -275,7 +273,7 @@ impl Front {
             unsafe { dst.add(i).write(src.add(i).read()) };
             i += 1;
         }
-        self.held = N - Self::L3;
+        self.copy.held = N - L3;
         true
     }
 
@@ -283,8 +281,8 @@ impl Front {
     /// an IPv6 header and L4 head, or an IPv4 header and L4 head, or nothing.
     #[inline(always)]
     pub fn read_ethertype(&mut self, cur: &Cursor, off: usize) -> Option<u16> {
-        const V6: usize = Front::L3 + IPV6_HEAD;
-        const V4: usize = Front::L3 + IPV4_HEAD;
+        const V6: usize = L3 + IPV6_HEAD;
+        const V4: usize = L3 + IPV4_HEAD;
         if off == ETH_TYPE
             && (self.load_direct::<ETH_TYPE, V6>(cur) || self.load_direct::<ETH_TYPE, V4>(cur))
         {
@@ -295,17 +293,17 @@ impl Front {
         } else if cur.has(off, V4) {
             self.load::<0, V4>(cur, off)?;
         } else {
-            self.load::<0, { Front::L3 }>(cur, off)?;
+            self.load::<0, { L3 }>(cur, off)?;
         }
         // SAFETY: a load wrote at least the first 2 bytes.
-        let b = unsafe { &(*self.bytes.as_ptr()).0 };
+        let b = unsafe { &*self.copy.bytes.as_ptr() };
         Some(u16::from_be_bytes([b[0], b[1]]))
     }
 
     /// The copy no longer describes where the network header is (a VLAN tag moved it).
     #[inline(always)]
     pub fn forget(&mut self) {
-        self.held = 0;
+        self.copy.held = 0;
     }
 
     /// Make sure the copy holds `N` bytes of network header from `l3`: kept from the first
@@ -316,11 +314,11 @@ impl Front {
         cur: &Cursor,
         l3: usize,
     ) -> Option<()> {
-        if self.held < N {
+        if self.copy.held < N {
             if cur.has(l3, WANT) {
-                self.load::<{ Self::L3 }, WANT>(cur, l3)?;
+                self.load::<{ L3 }, WANT>(cur, l3)?;
             } else {
-                self.load::<{ Self::L3 }, N>(cur, l3)?;
+                self.load::<{ L3 }, N>(cur, l3)?;
             }
         }
         Some(())
@@ -329,17 +327,18 @@ impl Front {
     /// `M` bytes at `at` past the network header's start, if the copy holds them.
     #[inline(always)]
     pub fn view<const AT: usize, const M: usize>(&self) -> Option<&[u8; M]> {
-        const { assert!(Self::L3 + AT + M <= FRONT_LEN) };
-        if self.held < AT + M {
+        const { assert!(L3 + AT + M <= FRONT_LEN) };
+        if self.copy.held < AT + M {
             return None;
         }
         // SAFETY: in bounds (asserted above) and written (`held` counts written bytes).
         Some(unsafe {
             &*self
+                .copy
                 .bytes
                 .as_ptr()
                 .cast::<u8>()
-                .add(Self::L3 + AT)
+                .add(L3 + AT)
                 .cast::<[u8; M]>()
         })
     }

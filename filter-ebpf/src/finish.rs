@@ -12,6 +12,7 @@ use filter_common::Reason;
 use crate::{
     counters, essentials, frags, knockout,
     packet::{Flow, Summary, Verdict, PENDING},
+    scratch::{Key, Scratch},
     verdict,
 };
 
@@ -19,17 +20,19 @@ use crate::{
 ///
 /// NB: `#[no_mangle]` + `extern "C"` + never inlined keeps it a global function in the
 /// object's BTF; the verifier then checks it once against its argument types (context, and
-/// a possibly-null pointer to a `Summary`), not once per call path.
+/// a possibly-null pointer to this CPU's [`Scratch`]), not once per call path.
 #[no_mangle]
 #[inline(never)]
-pub extern "C" fn nodegate_finish(ctx: *mut xdp_md, sum: *const Summary) -> u32 {
+pub extern "C" fn nodegate_finish(ctx: *mut xdp_md, scratch: *mut Scratch) -> u32 {
     let ctx = XdpContext::new(ctx);
     // Verifier: pointer arguments of global functions may be null. The caller always
-    // passes its stack copy; fail closed anyway.
-    // SAFETY: non-null here, and the caller's Summary outlives this call.
-    let Some(sum) = (unsafe { sum.as_ref() }) else {
+    // passes the scratch it filled; fail closed anyway.
+    // SAFETY: non-null here: this CPU's scratch, which nothing else uses meanwhile.
+    let Some(Scratch { summary, key, .. }) = (unsafe { scratch.as_mut() }) else {
         return xdp_action::XDP_DROP;
     };
+    // SAFETY: the caller zeroed the summary and then filled it in.
+    let sum = unsafe { summary.assume_init_ref() };
     // Knock-outs read the context too: an unused argument is not passed at all, and the
     // verifier refuses a global function call without its context.
     if knockout::stops_after(knockout::Stage::Call) {
@@ -41,7 +44,7 @@ pub extern "C" fn nodegate_finish(ctx: *mut xdp_md, sum: *const Summary) -> u32 
         // PENDING is only ever set after the settings; fail closed if not.
         (Reason::Internal as u32, 0)
     } else {
-        let v = match judge(sum) {
+        let v = match judge(sum, key) {
             Continue(v) | Break(v) => v,
         };
         (v.reason as u32, v.rule)
@@ -55,14 +58,14 @@ pub extern "C" fn nodegate_finish(ctx: *mut xdp_md, sum: *const Summary) -> u32 
     if sum.configured != 0 && sum.packet.is_first_frag() && !counters::is_drop(code) {
         frags::remember(&sum.packet);
     }
-    counters::record(&ctx, code, rule, sum)
+    counters::record(&ctx, code, rule, sum, key)
 }
 
 /// §5–§8.
 #[inline(always)]
-fn judge(sum: &Summary) -> Flow<Verdict> {
+fn judge(sum: &Summary, key: &mut Key) -> Flow<Verdict> {
     let (s, pkt, svc) = (&sum.settings, &sum.packet, &sum.service);
     essentials::check(s, pkt, svc)?;
-    let miss = verdict::rules(s, pkt, svc)?;
+    let miss = verdict::rules(s, pkt, svc, key)?;
     Continue(verdict::unmatched(s, pkt, svc, miss))
 }

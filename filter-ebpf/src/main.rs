@@ -38,6 +38,7 @@ mod maps;
 mod packet;
 mod proto;
 mod samples;
+mod scratch;
 mod verdict;
 
 use core::{
@@ -45,38 +46,44 @@ use core::{
     ops::ControlFlow::{Break, Continue},
 };
 
-use aya_ebpf::{macros::xdp, programs::XdpContext};
+use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use filter_common::{iface_override, Reason, DIRECT_IFINDEXES, GENERATIONS, MAX_IFACES};
 
 use crate::{
-    cursor::{Cursor, Front},
+    cursor::{Cursor, Front, FrontCopy},
     eth::Network,
     packet::{zeroed, Flow, Packet, Service, Settings, Summary, PENDING},
+    scratch::Key,
 };
 
 const _: () = assert!(GENERATIONS.is_power_of_two());
 
 #[xdp]
+// aya's macro wraps this in the exported entry point; inlined there, or LLVM would make
+// it a second BPF function once it holds both variants' parsers (`parse`).
+#[inline(always)]
 pub fn nodegate(ctx: XdpContext) -> u32 {
-    let mut slot = MaybeUninit::uninit();
-    let sum = zeroed::<Summary>(&mut slot);
+    let Some(scratch) = scratch::this_cpu() else {
+        return xdp_action::XDP_DROP;
+    };
+    let sum = zeroed::<Summary>(&mut scratch.summary);
     sum.reason = Reason::Internal as u32;
-    parse(&ctx, sum);
+    parse(&ctx, sum, &mut scratch.front, &mut scratch.key);
     if knockout::STOP <= knockout::Stage::Parse {
         return knockout::action_of(sum.reason ^ sum.settings.generation ^ sum.iface_slot);
     }
-    finish::nodegate_finish(ctx.ctx, sum)
+    finish::nodegate_finish(ctx.ctx, scratch)
 }
 
 /// §0 (the arriving interface, control word, active generation and its settings), then
 /// §1–§4.
 #[inline(always)]
-fn parse(ctx: &XdpContext, sum: &mut Summary) {
+fn parse(ctx: &XdpContext, sum: &mut Summary, front: &mut MaybeUninit<FrontCopy>, key: &mut Key) {
     let mut cur = Cursor::new(ctx);
     sum.len = cur.end() as u32;
-    let iface = Interface::of(ctx);
+    let iface = Interface::of(ctx, key);
     sum.iface_slot = iface.slot;
-    let Some(control) = maps::CONTROL.get(0) else {
+    let Some(control) = key.array(&maps::CONTROL, 0) else {
         return;
     };
     if control.ready == 0 {
@@ -84,7 +91,7 @@ fn parse(ctx: &XdpContext, sum: &mut Summary) {
         return;
     }
     let generation = control.active_gen & (GENERATIONS - 1);
-    let Some(cfg) = maps::GEN_CONFIG.get(generation) else {
+    let Some(cfg) = key.array(&maps::GEN_CONFIG, generation) else {
         return;
     };
     // Built in a local and stored whole. Writing the fields straight into `sum.settings`
@@ -99,7 +106,14 @@ fn parse(ctx: &XdpContext, sum: &mut Summary) {
     if knockout::stops_after(knockout::Stage::Settings) {
         return;
     }
-    match headers(&mut cur, &s, &mut sum.packet) {
+    // Where the header copy lives, per variant: see `cursor::Front`.
+    let mut on_stack = MaybeUninit::uninit();
+    let parsed = if cursor::native() {
+        headers(&mut cur, &s, &mut sum.packet, Front::new(&mut on_stack))
+    } else {
+        headers(&mut cur, &s, &mut sum.packet, Front::new(front))
+    };
+    match parsed {
         Continue(svc) => {
             sum.reason = PENDING;
             sum.service = svc;
@@ -126,13 +140,13 @@ impl Interface {
     /// helper call and a hash of the key (~30 ns, docs/BENCHMARKS.md). The loader writes
     /// both (`loader/interfaces.rs`).
     #[inline(always)]
-    fn of(ctx: &XdpContext) -> Interface {
+    fn of(ctx: &XdpContext, key: &mut Key) -> Interface {
         let ifindex = ctx.ingress_ifindex() as u32;
         let entry = if ifindex < DIRECT_IFINDEXES {
-            maps::IFACE_INDEX.get(ifindex).copied()
+            key.array(&maps::IFACE_INDEX, ifindex).copied()
         } else {
             // SAFETY: plain u32 reads from a live map value.
-            maps::IFACES.get_ptr(ifindex).map(|e| unsafe { *e })
+            key.hash(&maps::IFACES, ifindex).map(|e| unsafe { *e })
         };
         match entry {
             Some(entry) => Interface {
@@ -154,9 +168,7 @@ impl Interface {
 /// §1–§4: from the Ethernet header to the service; `Break` is the first stage that reached
 /// a reason.
 #[inline(always)]
-fn headers(cur: &mut Cursor, s: &Settings, pkt: &mut Packet) -> Flow<Service> {
-    let mut front = Front::new();
-    front.clear();
+fn headers(cur: &mut Cursor, s: &Settings, pkt: &mut Packet, mut front: Front) -> Flow<Service> {
     let l3 = match eth::parse(cur, s, &mut front)? {
         Network::Ipv4(off) => ipv4::parse(cur, off, &mut front, s, pkt)?,
         Network::Ipv6(off) => ipv6::parse(cur, off, &mut front, s, pkt)?,

@@ -51,8 +51,9 @@ pub fn need<T>(value: Option<T>) -> Flow<T> {
 pub const FAMILY_V4: u8 = 4;
 pub const FAMILY_V6: u8 = 6;
 
-// The types below cross into a global BPF function (finish.rs), which the verifier checks
-// against their BTF: plain integers only, no implicit padding (every byte must be written).
+// The types below cross into a global BPF function (finish.rs), inside the per-CPU scratch
+// (scratch.rs): plain integers only and no implicit padding, so that `zeroed` clears every
+// byte an earlier packet left there.
 
 /// What the parser learned about the packet: for later stages, the drop sample and fragment
 /// tracking. Fields stay zero until the parser gets that far.
@@ -238,8 +239,7 @@ unsafe impl Words for Summary {}
 ///
 /// NB: LLVM folds runs of zero stores into `memset`, which bpf-linker's codegen does not
 /// expand inline but calls: a byte loop costing hundreds of instructions per packet.
-/// Volatile word stores cannot be folded. (The verifier also wants every byte of a struct
-/// passed to a global function written, padding included.)
+/// Volatile word stores cannot be folded.
 #[inline(always)]
 pub fn zeroed<T: Words>(slot: &mut MaybeUninit<T>) -> &mut T {
     const { assert!(size_of::<T>().is_multiple_of(8) && core::mem::align_of::<T>() >= 8) };

@@ -8,6 +8,7 @@ use filter_common::DropSample;
 use crate::{
     maps::{SAMPLES, SAMPLE_EMITTED, SAMPLE_LOST, SAMPLE_RATE, SAMPLE_STATS},
     packet::Summary,
+    scratch::Key,
 };
 
 const NS_PER_SEC: u64 = 1_000_000_000;
@@ -21,11 +22,11 @@ const NS_PER_SEC: u64 = 1_000_000_000;
 /// since the last look; only then is the clock read and the bucket refilled, so refills
 /// come at tick resolution (1-10 ms), as with the coarse clock.
 #[inline(always)]
-fn take_token(rate: u32) -> bool {
+fn take_token(rate: u32, key: &mut Key) -> bool {
     if rate == 0 {
         return false;
     }
-    let Some(bucket) = SAMPLE_RATE.get_ptr_mut(0) else {
+    let Some(bucket) = key.per_cpu(&SAMPLE_RATE, 0) else {
         return false;
     };
     // SAFETY: this CPU's slot; XDP runs with preemption off, so nothing else writes it.
@@ -64,8 +65,8 @@ fn refill(bucket: &mut filter_common::SampleBucket, rate: u32) {
 }
 
 #[inline(always)]
-fn count(slot: u32) {
-    if let Some(n) = crate::maps::per_cpu_slot(&SAMPLE_STATS, slot) {
+fn count(slot: u32, key: &mut Key) {
+    if let Some(n) = key.per_cpu(&SAMPLE_STATS, slot) {
         // SAFETY: this CPU's slot, see take_token.
         unsafe { *n += 1 };
     }
@@ -73,12 +74,12 @@ fn count(slot: u32) {
 
 /// Send a sample of the dropped (or, in monitor mode, would-be dropped) packet `sum`.
 #[inline(always)]
-pub fn emit(ifindex: u32, code: u32, rule: u32, monitor: bool, sum: &Summary) {
-    if !take_token(sum.settings.samples_per_sec) {
+pub fn emit(ifindex: u32, code: u32, rule: u32, monitor: bool, sum: &Summary, key: &mut Key) {
+    if !take_token(sum.settings.samples_per_sec, key) {
         return;
     }
     let Some(mut entry) = SAMPLES.reserve::<DropSample>(0) else {
-        count(SAMPLE_LOST);
+        count(SAMPLE_LOST, key);
         return;
     };
     let p = &sum.packet;
@@ -103,5 +104,5 @@ pub fn emit(ifindex: u32, code: u32, rule: u32, monitor: bool, sum: &Summary) {
         crate::packet::copy_address(addr_of_mut!((*out).dst), &p.dst);
     }
     entry.submit(0);
-    count(SAMPLE_EMITTED);
+    count(SAMPLE_EMITTED, key);
 }

@@ -18,6 +18,7 @@ use crate::{
     maps::{CELLS, FLOWS, FLOW_STATS, ROWS, SEGMENTS},
     packet::{need, Flow, Packet, Service, Settings, Verdict},
     proto::*,
+    scratch::Key,
 };
 
 /// §6: the first covering rule in precedence order decides; the compiler has already
@@ -25,7 +26,7 @@ use crate::{
 /// rules that cover the source and apply on the arriving interface. Without one, the packet
 /// goes on with `no-source-match` or `no-rule-match`.
 #[inline(always)]
-pub fn rules(s: &Settings, pkt: &Packet, svc: &Service) -> Flow<Reason> {
+pub fn rules(s: &Settings, pkt: &Packet, svc: &Service, key: &mut Key) -> Flow<Reason> {
     let Some(class) = crate::lookup::source_class(s, pkt) else {
         return Continue(Reason::NoSourceMatch);
     };
@@ -40,7 +41,7 @@ pub fn rules(s: &Settings, pkt: &Packet, svc: &Service) -> Flow<Reason> {
     }
     // The rules that apply on the arriving interface (its profile) and cover the source.
     let profile = s.profile & (MAX_PROFILES - 1);
-    let row = *need(ROWS.get(class_row_index(s.generation, profile, class)))?;
+    let row = *need(key.array(&ROWS, class_row_index(s.generation, profile, class)))?;
     if row == NO_ROW {
         return Continue(Reason::NoSourceMatch);
     }
@@ -49,12 +50,12 @@ pub fn rules(s: &Settings, pkt: &Packet, svc: &Service) -> Flow<Reason> {
     }
     let kind = svc.kind();
     let index = kind.key_offset() + svc.key;
-    let chunk = need(SEGMENTS.get(segment_chunk_index(s.generation, index)))?;
+    let chunk = need(key.array(&SEGMENTS, segment_chunk_index(s.generation, index)))?;
     let seg = u32::from(chunk.seg[(index % SEGMENT_CHUNK) as usize]);
     if seg >= MAX_SEGMENTS {
         return Verdict::stop(Reason::Internal);
     }
-    let cells = need(CELLS.get(class_cells_index(s.generation, row, kind)))?;
+    let cells = need(key.array(&CELLS, class_cells_index(s.generation, row, kind)))?;
     // Verifier: the mask restates `seg < MAX_SEGMENTS` (a power of two) as an index bound.
     let cell = Cell(cells.cell[(seg & (MAX_SEGMENTS - 1)) as usize]);
     let reason = match cell.action() {
