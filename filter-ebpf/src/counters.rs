@@ -39,7 +39,7 @@ const _: () = {
 };
 
 #[inline(always)]
-fn bump(key: &mut Key, map: &'static PerCpuArray<Counter>, index: u32, bytes: u64) {
+fn bump(key: &Key, map: &'static PerCpuArray<Counter>, index: u32, bytes: u64) {
     if let Some(c) = key.per_cpu(map, index) {
         // SAFETY: this CPU's slot; XDP runs with preemption off, so nothing else writes it.
         unsafe {
@@ -52,7 +52,7 @@ fn bump(key: &mut Key, map: &'static PerCpuArray<Counter>, index: u32, bytes: u6
 /// Count the verdict (`code`, `rule`) of the packet `sum` describes and turn it into an XDP
 /// action. The only way out of the program.
 #[inline(always)]
-pub fn record(ctx: &XdpContext, code: u32, rule: u32, sum: &Summary, key: &mut Key) -> u32 {
+pub fn record(ctx: &XdpContext, code: u32, rule: u32, sum: &Summary, key: &Key) -> u32 {
     // Verifier: codes arrive through memory; anything out of range counts as internal.
     let code = if code < REASON_SLOTS {
         code

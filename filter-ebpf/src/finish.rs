@@ -12,7 +12,7 @@ use filter_common::Reason;
 use crate::{
     counters, essentials, frags, knockout,
     packet::{Flow, Summary, Verdict, PENDING},
-    scratch::{Key, Scratch},
+    scratch::Key,
     verdict,
 };
 
@@ -20,19 +20,20 @@ use crate::{
 ///
 /// NB: `#[no_mangle]` + `extern "C"` + never inlined keeps it a global function in the
 /// object's BTF; the verifier then checks it once against its argument types (context, and
-/// a possibly-null pointer to this CPU's [`Scratch`]), not once per call path.
+/// a possibly-null pointer to a [`Summary`]: on the stack in the native variant, in the
+/// per-CPU scratch in the hardened one), not once per call path.
 #[no_mangle]
 #[inline(never)]
-pub extern "C" fn nodegate_finish(ctx: *mut xdp_md, scratch: *mut Scratch) -> u32 {
+pub extern "C" fn nodegate_finish(ctx: *mut xdp_md, sum: *const Summary) -> u32 {
     let ctx = XdpContext::new(ctx);
-    // Verifier: pointer arguments of global functions may be null. The caller always
-    // passes the scratch it filled; fail closed anyway.
-    // SAFETY: non-null here: this CPU's scratch, which nothing else uses meanwhile.
-    let Some(Scratch { summary, key, .. }) = (unsafe { scratch.as_mut() }) else {
+    // Verifier: pointer arguments of global functions may be null. The caller never
+    // passes null; fail closed anyway.
+    // SAFETY: non-null here; the caller's summary outlives the call, and nothing else uses
+    // it meanwhile.
+    let Some(sum) = (unsafe { sum.as_ref() }) else {
         return xdp_action::XDP_DROP;
     };
-    // SAFETY: the caller zeroed the summary and then filled it in.
-    let sum = unsafe { summary.assume_init_ref() };
+    let key = &sum.key;
     // Knock-outs read the context too: an unused argument is not passed at all, and the
     // verifier refuses a global function call without its context.
     if knockout::stops_after(knockout::Stage::Call) {
@@ -63,7 +64,7 @@ pub extern "C" fn nodegate_finish(ctx: *mut xdp_md, scratch: *mut Scratch) -> u3
 
 /// §5–§8.
 #[inline(always)]
-fn judge(sum: &Summary, key: &mut Key) -> Flow<Verdict> {
+fn judge(sum: &Summary, key: &Key) -> Flow<Verdict> {
     let (s, pkt, svc) = (&sum.settings, &sum.packet, &sum.service);
     essentials::check(s, pkt, svc)?;
     let miss = verdict::rules(s, pkt, svc, key)?;

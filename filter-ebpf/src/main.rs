@@ -50,35 +50,49 @@ use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use filter_common::{iface_override, Reason, DIRECT_IFINDEXES, GENERATIONS, MAX_IFACES};
 
 use crate::{
-    cursor::{Cursor, Front, FrontCopy},
+    cursor::{Cursor, Front},
     eth::Network,
     packet::{zeroed, Flow, Packet, Service, Settings, Summary, PENDING},
-    scratch::Key,
+    scratch::{Key, Scratch},
 };
 
 const _: () = assert!(GENERATIONS.is_power_of_two());
 
 #[xdp]
 // aya's macro wraps this in the exported entry point; inlined there, or LLVM would make
-// it a second BPF function once it holds both variants' parsers (`parse`).
+// it a second BPF function once it holds both variants' parsers.
 #[inline(always)]
 pub fn nodegate(ctx: XdpContext) -> u32 {
-    let Some(scratch) = scratch::this_cpu() else {
-        return xdp_action::XDP_DROP;
-    };
-    let sum = zeroed::<Summary>(&mut scratch.summary);
+    // Where the summary and the header copy live depends on the variant (`scratch.rs`):
+    // one inlined copy of the parser each; the verifier walks the loaded variant's only.
+    if cursor::native() {
+        let (mut summary, mut front) = (MaybeUninit::uninit(), MaybeUninit::uninit());
+        judge(&ctx, &mut summary, Front::new(&mut front))
+    } else {
+        let Some(Scratch { summary, front }) = scratch::this_cpu() else {
+            return xdp_action::XDP_DROP;
+        };
+        judge(&ctx, summary, Front::new(front))
+    }
+}
+
+/// Parse the frame into a zeroed summary in `slot`, then hand it to the second half.
+#[inline(always)]
+fn judge(ctx: &XdpContext, slot: &mut MaybeUninit<Summary>, front: Front) -> u32 {
+    let sum = zeroed::<Summary>(slot);
     sum.reason = Reason::Internal as u32;
-    parse(&ctx, sum, &mut scratch.front, &mut scratch.key);
+    parse(ctx, sum, front);
     if knockout::STOP <= knockout::Stage::Parse {
         return knockout::action_of(sum.reason ^ sum.settings.generation ^ sum.iface_slot);
     }
-    finish::nodegate_finish(ctx.ctx, scratch)
+    finish::nodegate_finish(ctx.ctx, sum)
 }
 
 /// §0 (the arriving interface, control word, active generation and its settings), then
 /// §1–§4.
 #[inline(always)]
-fn parse(ctx: &XdpContext, sum: &mut Summary, front: &mut MaybeUninit<FrontCopy>, key: &mut Key) {
+fn parse(ctx: &XdpContext, sum: &mut Summary, front: Front) {
+    let key = &sum.key;
     let mut cur = Cursor::new(ctx);
     sum.len = cur.end() as u32;
     let iface = Interface::of(ctx, key);
@@ -106,14 +120,7 @@ fn parse(ctx: &XdpContext, sum: &mut Summary, front: &mut MaybeUninit<FrontCopy>
     if knockout::stops_after(knockout::Stage::Settings) {
         return;
     }
-    // Where the header copy lives, per variant: see `cursor::Front`.
-    let mut on_stack = MaybeUninit::uninit();
-    let parsed = if cursor::native() {
-        headers(&mut cur, &s, &mut sum.packet, Front::new(&mut on_stack))
-    } else {
-        headers(&mut cur, &s, &mut sum.packet, Front::new(front))
-    };
-    match parsed {
+    match headers(&mut cur, &s, &mut sum.packet, front) {
         Continue(svc) => {
             sum.reason = PENDING;
             sum.service = svc;
@@ -140,7 +147,7 @@ impl Interface {
     /// helper call and a hash of the key (~30 ns, docs/BENCHMARKS.md). The loader writes
     /// both (`loader/interfaces.rs`).
     #[inline(always)]
-    fn of(ctx: &XdpContext, key: &mut Key) -> Interface {
+    fn of(ctx: &XdpContext, key: &Key) -> Interface {
         let ifindex = ctx.ingress_ifindex() as u32;
         let entry = if ifindex < DIRECT_IFINDEXES {
             key.array(&maps::IFACE_INDEX, ifindex).copied()

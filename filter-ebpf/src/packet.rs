@@ -9,7 +9,7 @@ use core::{
 
 use filter_common::{flags, iface_override, mode, GenConfig, Reason, ServiceKind};
 
-use crate::proto::L4_HEAD;
+use crate::{proto::L4_HEAD, scratch::Key};
 
 /// A stage either ends the evaluation with a verdict (`Break`) or hands its result to the
 /// next stage (`Continue`), so `?` reads like the document: "the first stage that reaches a
@@ -208,7 +208,6 @@ pub const PENDING: u32 = u32::MAX;
 
 /// What the parser hands to `finish`: a verdict, or [`PENDING`] with the service to judge.
 #[repr(C, align(8))]
-#[derive(Clone, Copy)]
 pub struct Summary {
     /// [`Reason`] code, or [`PENDING`].
     pub reason: u32,
@@ -224,8 +223,12 @@ pub struct Summary {
     pub service: Service,
     /// Counter slot of the arriving interface (0: not registered by the loader).
     pub iface_slot: u32,
+    /// The key of both halves' map lookups (`scratch::Key`): beside the fields, so that one
+    /// pointer reaches both.
+    pub key: Key,
+    pub _pad: u32,
 }
-const _: () = assert!(size_of::<Summary>() == 136);
+const _: () = assert!(size_of::<Summary>() == 144);
 
 /// Types that are valid all-zero and whose size is a whole number of aligned 8-byte words.
 ///

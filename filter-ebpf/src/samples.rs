@@ -22,7 +22,7 @@ const NS_PER_SEC: u64 = 1_000_000_000;
 /// since the last look; only then is the clock read and the bucket refilled, so refills
 /// come at tick resolution (1-10 ms), as with the coarse clock.
 #[inline(always)]
-fn take_token(rate: u32, key: &mut Key) -> bool {
+fn take_token(rate: u32, key: &Key) -> bool {
     if rate == 0 {
         return false;
     }
@@ -65,7 +65,7 @@ fn refill(bucket: &mut filter_common::SampleBucket, rate: u32) {
 }
 
 #[inline(always)]
-fn count(slot: u32, key: &mut Key) {
+fn count(slot: u32, key: &Key) {
     if let Some(n) = key.per_cpu(&SAMPLE_STATS, slot) {
         // SAFETY: this CPU's slot, see take_token.
         unsafe { *n += 1 };
@@ -74,7 +74,7 @@ fn count(slot: u32, key: &mut Key) {
 
 /// Send a sample of the dropped (or, in monitor mode, would-be dropped) packet `sum`.
 #[inline(always)]
-pub fn emit(ifindex: u32, code: u32, rule: u32, monitor: bool, sum: &Summary, key: &mut Key) {
+pub fn emit(ifindex: u32, code: u32, rule: u32, monitor: bool, sum: &Summary, key: &Key) {
     if !take_token(sum.settings.samples_per_sec, key) {
         return;
     }

@@ -26,7 +26,7 @@ use crate::{
 /// rules that cover the source and apply on the arriving interface. Without one, the packet
 /// goes on with `no-source-match` or `no-rule-match`.
 #[inline(always)]
-pub fn rules(s: &Settings, pkt: &Packet, svc: &Service, key: &mut Key) -> Flow<Reason> {
+pub fn rules(s: &Settings, pkt: &Packet, svc: &Service, key: &Key) -> Flow<Reason> {
     let Some(class) = crate::lookup::source_class(s, pkt) else {
         return Continue(Reason::NoSourceMatch);
     };

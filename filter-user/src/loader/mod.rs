@@ -132,12 +132,15 @@ pub(crate) fn privilege_hint(err: &dyn std::error::Error) -> &'static str {
         || text.contains("os error 1)")
     {
         "nodegate needs root or CAP_BPF + CAP_NET_ADMIN + CAP_PERFMON; run it as root or grant them, e.g. `setcap cap_bpf,cap_net_admin,cap_perfmon+ep nodegate`"
-    } else if (text.contains("Permission denied") || text.contains("os error 13)"))
-        && !privileges::has_perfmon()
+    } else if !privileges::has_perfmon()
+        && (text.contains("Permission denied")
+            || text.contains("os error 13)")
+            || (text.contains("Invalid argument") && text.contains("verifier_log")))
     {
-        // EACCES from the verifier: measured on 6.1 and 6.12, whose verifiers refuse the
-        // programs for a loader without CAP_PERFMON (the daemon checks for it up front;
-        // this is for library callers).
+        // The verifier's refusal, measured on 6.1 and 6.12 for a loader without
+        // CAP_PERFMON: EACCES, or EINVAL when the first function it checks is the IPv6
+        // extension walk (6.1: "math between pkt pointer and register with unbounded min
+        // value", on a path it walks only to guard against Spectre v1).
         "this kernel's verifier refuses nodegate's programs without CAP_PERFMON; nodegate needs CAP_BPF + CAP_NET_ADMIN + CAP_PERFMON: run it as root, `setcap cap_bpf,cap_net_admin,cap_perfmon+ep nodegate`, or in Kubernetes capabilities.add: [BPF, NET_ADMIN, PERFMON]"
     } else {
         ""
