@@ -406,8 +406,8 @@ impl Engine {
             ProgramVariant::Native => info!(variant = variant.name(), "XDP program loaded"),
             ProgramVariant::Hardened => warn!(
                 variant = variant.name(),
-                "XDP program loaded without CAP_PERFMON: the kernel hardens it against Spectre v1, \
-                 measured about 6 times slower per packet on 6.18 (docs/BENCHMARKS.md); grant CAP_PERFMON \
+                "XDP program loaded without CAP_PERFMON: the kernel hardens it against Spectre, \
+                 measured about 3.5 times slower per packet on 6.18 (docs/BENCHMARKS.md); grant CAP_PERFMON \
                  (Kubernetes: capabilities.add: [BPF, NET_ADMIN, PERFMON]) or run as root for full speed"
             ),
         }
