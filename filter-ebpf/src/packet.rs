@@ -51,9 +51,10 @@ pub fn need<T>(value: Option<T>) -> Flow<T> {
 pub const FAMILY_V4: u8 = 4;
 pub const FAMILY_V6: u8 = 6;
 
-// The types below cross into a global BPF function (finish.rs), inside the per-CPU scratch
-// (scratch.rs): plain integers only and no implicit padding, so that `zeroed` clears every
-// byte an earlier packet left there.
+// The types below cross into a global BPF function (finish.rs), on the stack or in the
+// per-CPU scratch (scratch.rs), per variant: plain integers only and no implicit padding, so
+// that `zeroed` writes every byte (what the verifier wants of stack memory passed on, and
+// what clears an earlier packet's leftovers from the scratch).
 
 /// What the parser learned about the packet: for later stages, the drop sample and fragment
 /// tracking. Fields stay zero until the parser gets that far.
@@ -223,8 +224,8 @@ pub struct Summary {
     pub service: Service,
     /// Counter slot of the arriving interface (0: not registered by the loader).
     pub iface_slot: u32,
-    /// The key of both halves' map lookups (`scratch::Key`): beside the fields, so that one
-    /// pointer reaches both.
+    /// Where the spectre-hardened variant's map lookups put their key (`scratch::Key`): in
+    /// the summary, so that one pointer reaches both.
     pub key: Key,
     pub _pad: u32,
 }
@@ -235,7 +236,7 @@ const _: () = assert!(size_of::<Summary>() == 144);
 /// # Safety
 /// Every field must be an integer or an array of integers, and `align_of::<T>() >= 8`.
 pub unsafe trait Words {}
-// SAFETY: integers only; align(8) and size asserted above.
+// SAFETY: integers only (the key's in a cell); align(8) and size asserted above.
 unsafe impl Words for Summary {}
 
 /// Zero `slot` and hand it out initialised.
