@@ -70,7 +70,8 @@ pub fn build_command(toolchain: &BpfToolchain, ebpf_dir: &Path, target_dir: &Pat
         .arg("--target-dir")
         .arg(target_dir);
     // The outer cargo's settings are for the host build; none of them may leak into the BPF
-    // build (clippy's wrapper, host rustflags, a rustup toolchain override, jobserver).
+    // build (clippy's or sccache's wrapper, host rustflags, a rustup toolchain override,
+    // jobserver).
     for var in [
         "RUSTC_WRAPPER",
         "RUSTC_WORKSPACE_WRAPPER",
@@ -90,6 +91,9 @@ pub fn build_command(toolchain: &BpfToolchain, ebpf_dir: &Path, target_dir: &Pat
     if matches!(toolchain, BpfToolchain::Nightly) {
         cmd.env_remove("RUSTC");
     }
+    // One object per source wherever the checkout lives (the script says why): CI's fresh
+    // clone then verifies the very program a developer measured.
+    cmd.env("RUSTC_WRAPPER", ebpf_dir.join("rustc-stable-ids"));
     cmd
 }
 
