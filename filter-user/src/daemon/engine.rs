@@ -407,7 +407,7 @@ impl Engine {
             ProgramVariant::Hardened => warn!(
                 variant = variant.name(),
                 "XDP program loaded without CAP_PERFMON: the kernel hardens it against Spectre, \
-                 measured about 3.5 times slower per packet on 6.18 (docs/BENCHMARKS.md); grant CAP_PERFMON \
+                 measured 3 to 5 times slower per packet on 6.18 (docs/BENCHMARKS.md); grant CAP_PERFMON \
                  (Kubernetes: capabilities.add: [BPF, NET_ADMIN, PERFMON]) or run as root for full speed"
             ),
         }

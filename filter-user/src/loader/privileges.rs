@@ -58,7 +58,7 @@ pub enum ProgramVariant {
     Native,
     /// Loaded without CAP_PERFMON (6.18 and later accept that): the verifier adds Spectre
     /// v1 and v4 hardening (masked pointer arithmetic, speculation barriers after stack
-    /// stores) to the program, which made it about 3.5× slower per packet on 6.18
+    /// stores) to the program, which made it 3 to 5 times slower per packet on 6.18
     /// (docs/BENCHMARKS.md, cost per stage); it also reads the frame length and
     /// variable-offset headers with helpers (NG_PERFMON) and keeps its per-packet state in
     /// a per-CPU map value (filter-ebpf `scratch.rs`).
