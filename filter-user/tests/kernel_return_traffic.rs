@@ -262,11 +262,14 @@ const VERIFIER_BUDGET: u32 = VERIFIER_LIMIT / 2;
 /// makes it the same bytes in every checkout. Before, cargo's path-dependent crate hashes
 /// changed LLVM's stack layout and register choices, and with them the count: CI's clone
 /// verified 45,676 on 6.18 where this one verified 31,001, and failed the headroom check.
+/// Those measurements gave 6.1 105,051, 6.12 27,758, 6.18 32,183 and 73,265 hardened. The
+/// IPv6 tail records then stopped reading the address words past a prefix's length
+/// (`lookup::tail_contains`, same day), which lowered every count, the hardened one most.
 const VERIFIED_REFERENCE: &[(&str, bool, u32, u32)] = &[
-    ("6.1", false, 105_051, 915),
-    ("6.12", false, 27_758, 728),
-    ("6.18", false, 32_183, 728),
-    ("6.18", true, 73_265, 972),
+    ("6.1", false, 104_482, 915),
+    ("6.12", false, 26_924, 728),
+    ("6.18", false, 31_349, 728),
+    ("6.18", true, 49_299, 972),
 ];
 /// A count past this multiple of its reference fails: a change that makes the verifier
 /// explore half again as many paths shows in CI, not at a customer's load (writing the
