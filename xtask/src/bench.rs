@@ -6,7 +6,8 @@
 //!    `BPF_PROG_TEST_RUN` ns/packet next to an empty XDP program; results are read back from
 //!    criterion's `estimates.json` (stale ones are deleted first, so every number printed
 //!    was measured by this run);
-//! 3. `ng-bench`: the veth pipeline against the peers and reload latency (JSON lines);
+//! 3. `ng-bench`: the veth pipeline against the peers, reload latency, table memory, stage
+//!    costs and the source lookup rows (JSON lines);
 //! 4. prints the tables (stdout) and writes them to `target/bench-report.md`.
 //!
 //! `--quick` runs every benchmark once, briefly (criterion `--quick`, fewer frames and
@@ -53,15 +54,7 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
     let root = workspace_root();
     let target = target_dir(&root);
     let criterion_dir = target.join("criterion");
-    for group in [
-        "model",
-        "compile",
-        "config",
-        "testrun",
-        "source_table",
-        "lookup_v4",
-        "lookup_v6",
-    ] {
+    for group in ["model", "compile", "config", "testrun", "source_table"] {
         let _ = std::fs::remove_dir_all(criterion_dir.join(group));
     }
 
@@ -354,40 +347,48 @@ fn render(criterion: &Path, lines: &[Value], command: &str) -> (String, Vec<Stri
         r,
         "\n### Source lookup: random mixed-length prefixes (IPv4 /8–/32, IPv6 /32–/128), random sources, `BPF_PROG_TEST_RUN` ns/packet\n"
     );
-    let _ = writeln!(r, "nodegate's flat tables beside a plain XDP program on a kernel LPM trie holding the same prefixes (`replay::rawlpm`, what the peers use) and the empty program, on the same 4096 frames (half of the sources listed), one test run per frame, in the same run.\n");
-    let _ = writeln!(r, "| family | prefixes | nodegate ns | nodegate − empty | vs 1 prefix | LPM program ns | LPM − empty | vs 1 prefix | empty ns |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|");
-    let mut lookup: BTreeMap<(&str, u64, &str), f64> = BTreeMap::new();
+    let _ = writeln!(r, "nodegate's flat tables beside a plain XDP program on a kernel LPM trie holding the same prefixes (`replay::rawlpm`, what the peers use) and the empty program, each on 4096 frames from random sources (half of them inside a listed prefix), one test run per frame, on one CPU (`ng-bench lookup`). Every table size of a family is loaded at once and measured in interleaved rounds; a program's figure is its median over the rounds, and \"vs 1 prefix\" the median of the per-round ratios. *Warm*: the last of five passes over the frames, the table as these sources keep it; *cold*: the first pass, after the other programs' passes.\n");
+    let _ = writeln!(r, "| family | prefixes | nodegate warm ns | vs 1 prefix | nodegate cold ns | vs 1 prefix | LPM program warm ns | vs 1 prefix | LPM program cold ns | vs 1 prefix | empty ns |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let lookup_lines: Vec<&Value> = lines.iter().filter(|l| l["kind"] == "lookup").collect();
+    for l in &lookup_lines {
+        if let Some(err) = l["error"].as_str() {
+            missing.push(format!("lookup {} {}: {err}", l["family"], l["prefixes"]));
+        }
+    }
+    // (family, prefixes, who, cache) → (ns, ratio to 1 prefix)
+    let lookup_row = |family: &str, n: u64, who: &str, cache: &str| {
+        lookup_lines
+            .iter()
+            .find(|l| {
+                l["family"] == family
+                    && l["prefixes"].as_u64() == Some(n)
+                    && l["who"] == who
+                    && l["cache"] == cache
+            })
+            .and_then(|l| Some((l["ns"].as_f64()?, l["vs_one_prefix"].as_f64()?)))
+    };
     for (family, sizes) in [("v4", &LOOKUP_V4[..]), ("v6", &LOOKUP_V6[..])] {
-        let first = |who: &str| estimate(criterion, &format!("lookup_{family}/{who}_random/1"));
-        let (ng1, lpm1) = (first("nodegate"), first("lpm"));
         for &n in sizes {
-            let ng = need(&format!("lookup_{family}/nodegate_random/{n}"));
-            let lpm = need(&format!("lookup_{family}/lpm_random/{n}"));
-            let empty = need(&format!("lookup_{family}/empty_random/{n}"));
-            for (who, v) in [("nodegate", ng), ("lpm", lpm), ("empty", empty)] {
-                if let Some(v) = v {
-                    lookup.insert((family, n, who), v);
+            let mut row = format!("| {family} | {n} |");
+            for (who, cache) in [
+                ("nodegate", "warm"),
+                ("nodegate", "cold"),
+                ("lpm", "warm"),
+                ("lpm", "cold"),
+            ] {
+                match lookup_row(family, n, who, cache) {
+                    Some((ns, vs)) => {
+                        let _ = write!(row, " {ns:.1} | {vs:.2}× |");
+                    }
+                    None => {
+                        missing.push(format!("lookup {family} {n} {who} {cache}"));
+                        row.push_str(" not measured | — |");
+                    }
                 }
             }
-            let net = |a: Option<f64>| match (a, empty) {
-                (Some(a), Some(e)) => format!("{:.1}", a - e),
-                _ => "—".into(),
-            };
-            let rel = |a: Option<f64>, one: Option<f64>| match (a, one) {
-                (Some(a), Some(b)) => format!("{:.2}×", a / b),
-                _ => "—".into(),
-            };
-            let _ = writeln!(
-                r,
-                "| {family} | {n} | {} | {} | {} | {} | {} | {} | {} |",
-                cell(ng, &|v| format!("{v:.1}")),
-                net(ng),
-                rel(ng, ng1),
-                cell(lpm, &|v| format!("{v:.1}")),
-                net(lpm),
-                rel(lpm, lpm1),
-                cell(empty, &|v| format!("{v:.1}")),
-            );
+            let empty = lookup_row(family, n, "empty", "warm").map(|(ns, _)| ns);
+            let _ = writeln!(row, " {} |", cell(empty, &|v| format!("{v:.1}")));
+            r.push_str(&row);
         }
     }
 
@@ -552,18 +553,20 @@ fn render(criterion: &Path, lines: &[Value], command: &str) -> (String, Vec<Stri
         ("v6", &[100_000u64][..]),
     ] {
         for &n in big {
-            let get = |who| {
+            let get = |who, cache| {
                 Some((
-                    *lookup.get(&(family, 1, who))?,
-                    *lookup.get(&(family, n, who))?,
+                    lookup_row(family, 1, who, cache)?.0,
+                    lookup_row(family, n, who, cache)?,
                 ))
             };
-            if let (Some((ng1, ngn)), Some((lpm1, lpmn))) = (get("nodegate"), get("lpm")) {
+            if let (Some((ng1, (ngn, ngr))), Some((_, (_, ngr_cold))), Some((lpm1, (lpmn, lpmr)))) = (
+                get("nodegate", "warm"),
+                get("nodegate", "cold"),
+                get("lpm", "warm"),
+            ) {
                 let _ = writeln!(
                     r,
-                    "- source lookup, {family} random mixed prefixes, random sources: nodegate {ngn:.1} ns at {n} prefixes = {:.2}× its 1-prefix {ng1:.1} ns (goal ≤ 1.15×); the LPM-trie program {lpmn:.1} ns = {:.2}× its 1-prefix {lpm1:.1} ns.",
-                    ngn / ng1,
-                    lpmn / lpm1
+                    "- source lookup, {family} random mixed prefixes, random sources (warm): nodegate {ngn:.1} ns at {n} prefixes = {ngr:.2}× its 1-prefix {ng1:.1} ns (goal ≤ 1.15×; cold {ngr_cold:.2}×); the LPM-trie program {lpmn:.1} ns = {lpmr:.2}× its 1-prefix {lpm1:.1} ns."
                 );
             }
         }
