@@ -1,0 +1,193 @@
+//! The source lookup rows: 1 → 1M random mixed-length prefixes, random sources.
+
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use benches::{allow_policy, fit_capacity, v4_mixed_prefixes, v6_mixed_prefixes};
+use filter_user::replay::{rawbpf::RawProgram, rawlpm::LpmBaseline, LoadedPolicy};
+use serde_json::json;
+
+use crate::rounds::{interleaved, spread, TimedRun};
+
+/// Distinct frames of the source lookup rows: half from inside a listed prefix.
+const LOOKUP_FRAMES: usize = 4096;
+
+/// Unmeasured passes over the frames between a lookup row's cold and warm pass. In a pinned
+/// trial (2026-12-06) the second pass measured 100k IPv4 at 187 ns and 1M at 203, the pass
+/// after six more 171 and 192: the caches keep warming for a few passes. With three, the
+/// rows of both families take about 14 s (15 rounds).
+const WARM_UP_PASSES: usize = 3;
+
+/// The calling thread pinned to the CPU it runs on, until dropped. A test run executes on
+/// the caller's CPU, and a thread the scheduler moves between CPUs finds every cache cold
+/// after each move: unpinned, the 1-prefix row measured 290 ns, pinned 155 ns.
+struct PinnedCpu {
+    before: libc::cpu_set_t,
+}
+
+impl PinnedCpu {
+    fn current() -> anyhow::Result<PinnedCpu> {
+        // SAFETY: cpu_set_t is plain bits; the calls get and set the calling thread's own
+        // mask (pid 0) with the set's true size.
+        unsafe {
+            let mut before: libc::cpu_set_t = std::mem::zeroed();
+            if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut before) != 0
+            {
+                bail!("sched_getaffinity: {}", std::io::Error::last_os_error());
+            }
+            let cpu = libc::sched_getcpu();
+            if cpu < 0 {
+                bail!("sched_getcpu: {}", std::io::Error::last_os_error());
+            }
+            let mut one: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu as usize, &mut one);
+            if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &one) != 0 {
+                bail!(
+                    "sched_setaffinity (CPU {cpu}): {}",
+                    std::io::Error::last_os_error()
+                );
+            }
+            Ok(PinnedCpu { before })
+        }
+    }
+}
+
+impl Drop for PinnedCpu {
+    fn drop(&mut self) {
+        // SAFETY: as in `current`; restoring the mask the thread had.
+        unsafe {
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &self.before);
+        }
+    }
+}
+
+/// A program of the source lookup rows: who (`nodegate`, `lpm`, `empty`), at how many
+/// prefixes, the frames it runs, and one test run of one frame (kernel-measured ns).
+struct LookupProgram {
+    who: &'static str,
+    prefixes: usize,
+    frames: Arc<Vec<Vec<u8>>>,
+    run: TimedRun,
+}
+
+/// Source lookup cost at 1 → 1M prefixes of random mixed lengths (IPv4 /8–/32, IPv6
+/// /32–/128): nodegate's flat tables, a plain XDP program on a kernel LPM trie holding the
+/// same prefixes (`LpmBaseline`, what the peers use) and the empty program, each on the
+/// random-source frames of its prefix set, one test run per frame (not one frame repeated in
+/// the kernel's loop, which would keep one source's path hot), on one CPU.
+///
+/// Every table size of a family is loaded at once and measured in interleaved rounds; a
+/// size's cost relative to 1 prefix is the median of the per-round ratios, so that a
+/// noisy phase moves both sides of a ratio alike. (Measured one size after another,
+/// criterion's blocks gave 1.13× and 1.43× for the same 100k set in two runs of the same
+/// code.)
+pub(crate) fn lookup(quick: bool) -> anyhow::Result<usize> {
+    let mut failed = 0;
+    let rounds = if quick { 3 } else { 15 };
+    let _pinned = PinnedCpu::current()?;
+    for (family, sizes) in [
+        ("v4", &benches::LOOKUP_SIZES_V4[..]),
+        ("v6", &benches::LOOKUP_SIZES_V6[..]),
+    ] {
+        let mut programs: Vec<LookupProgram> = Vec::new();
+        for &n in sizes {
+            if let Err(e) = lookup_programs(family, n, &mut programs) {
+                failed += 1;
+                println!(
+                    "{}",
+                    json!({"kind": "lookup", "family": family, "prefixes": n, "error": format!("{e:#}")})
+                );
+            }
+        }
+        // Per program and round, the first pass over the frames finds the table as the other
+        // programs' passes left the caches (`cold`); the last, after `WARM_UP_PASSES`, as
+        // these sources keep it (`warm`, where the goal applies: the cost of the structure
+        // and its size, not of the other tables measured beside it).
+        let samples = interleaved(&mut programs, rounds, |p| {
+            let mut pass = || -> anyhow::Result<f64> {
+                let mut total = 0.0;
+                for frame in p.frames.iter() {
+                    total += (p.run)(frame, 1)?;
+                }
+                Ok(total / p.frames.len() as f64)
+            };
+            let cold = pass()?;
+            for _ in 0..WARM_UP_PASSES {
+                pass()?;
+            }
+            Ok([cold, pass()?])
+        })?;
+        for (which, pass) in [("warm", 1), ("cold", 0)] {
+            let ns: Vec<Vec<f64>> = samples
+                .iter()
+                .map(|rounds| rounds.iter().map(|s| s[pass]).collect())
+                .collect();
+            let at_one = |who: &str| {
+                programs
+                    .iter()
+                    .position(|p| p.who == who && p.prefixes == 1)
+                    .map(|i| &ns[i])
+            };
+            for (p, ns_p) in programs.iter().zip(&ns) {
+                let vs_one = at_one(p.who)
+                    .map(|one| spread(ns_p.iter().zip(one).map(|(a, b)| a / b).collect()).0);
+                let (median, min, max) = spread(ns_p.clone());
+                println!(
+                    "{}",
+                    json!({"kind": "lookup", "family": family, "prefixes": p.prefixes, "who": p.who,
+                           "cache": which, "ns": median, "min_ns": min, "max_ns": max,
+                           "vs_one_prefix": vs_one, "rounds": rounds, "frames": p.frames.len()})
+                );
+            }
+        }
+    }
+    Ok(failed)
+}
+
+/// Load nodegate, the LPM-trie program and the empty program for `n` random mixed-length
+/// prefixes of `family` into `programs`.
+fn lookup_programs(
+    family: &str,
+    n: usize,
+    programs: &mut Vec<LookupProgram>,
+) -> anyhow::Result<()> {
+    let (mut policy, frames, lpm) = if family == "v4" {
+        let list = v4_mixed_prefixes(n, 21);
+        let frames = benches::random_frames(&list, LOOKUP_FRAMES, 22);
+        (allow_policy(&list, &[]), frames, LpmBaseline::v4(&list))
+    } else {
+        let list = v6_mixed_prefixes(n, 23);
+        let frames = benches::random_v6_frames(&list, LOOKUP_FRAMES, 24);
+        (allow_policy(&[], &list), frames, LpmBaseline::v6(&list))
+    };
+    fit_capacity(&mut policy);
+    let mut nodegate = LoadedPolicy::load(&policy)
+        .with_context(|| format!("cannot load nodegate with {n} {family} prefixes"))?;
+    let lpm =
+        lpm.with_context(|| format!("cannot build the LPM baseline with {n} {family} prefixes"))?;
+    let empty = RawProgram::pass()?;
+    let frames = Arc::new(frames);
+    let rows: [(&'static str, TimedRun); 3] = [
+        (
+            "nodegate",
+            Box::new(move |f, n| Ok(nodegate.filter.test_run(f, n)?.1.as_nanos() as f64)),
+        ),
+        (
+            "lpm",
+            Box::new(move |f, n| Ok(lpm.program().test_run(f, n)?.duration.as_nanos() as f64)),
+        ),
+        (
+            "empty",
+            Box::new(move |f, n| Ok(empty.test_run(f, n)?.duration.as_nanos() as f64)),
+        ),
+    ];
+    for (who, run) in rows {
+        programs.push(LookupProgram {
+            who,
+            prefixes: n,
+            frames: Arc::clone(&frames),
+            run,
+        });
+    }
+    Ok(())
+}

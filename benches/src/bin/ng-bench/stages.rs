@@ -1,0 +1,114 @@
+//! The cost of each stage of the XDP program, from knock-out builds in interleaved rounds.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use anyhow::Context;
+use benches::{allow_policy, v4_prefixes, v6_prefixes, NODE_V4};
+use filter_user::{
+    craft::Frame,
+    replay::{rawbpf::RawProgram, LoadedPolicy},
+};
+use serde_json::json;
+
+use crate::rounds::{interleaved, spread, TimedRun};
+
+/// The knock-out builds in program order (filter-ebpf/src/knockout.rs).
+const STAGES: [&str; 5] = ["settings", "parse", "call", "lookup", "verdict"];
+
+/// Per-stage cost: an allowed IPv4 and IPv6 TCP SYN (1 prefix per family, hot: one frame
+/// repeated in the kernel's loop) through the empty program, every knock-out build, the
+/// shipped program as root, and the shipped program loaded with CAP_BPF + CAP_NET_ADMIN
+/// only. Measured in rounds, each round running every program once in turn, and reported as
+/// the median per program: on a shared machine noise comes in phases, and a program measured
+/// in one block could land in a quiet or a loud one.
+pub(crate) fn stages(quick: bool) -> anyhow::Result<usize> {
+    use filter_user::loader::privileges::{with_only, CAP_BPF, CAP_NET_ADMIN};
+    let mut failed = 0;
+    let v4 = v4_prefixes(1, 11);
+    let v6 = v6_prefixes(1, 13);
+    let policy = allow_policy(&v4, &v6);
+    // `v4-drop`: from outside every set, so dropped (`no-source-match`) and offered to the
+    // drop sampler at the default rate: the path of a flood.
+    let frames = [
+        ("v4", benches::syn_frame(v4[0].network())),
+        ("v6", benches::syn_frame_v6(v6[0].network())),
+        (
+            "v4-drop",
+            benches::syn_frame(Ipv4Addr::new(198, 51, 100, 7)),
+        ),
+        // One 802.1Q tag: the network header at a variable offset.
+        (
+            "v4-vlan",
+            Frame::tcp(IpAddr::V4(v4[0].network()), IpAddr::V4(NODE_V4), 40000, 443)
+                .syn()
+                .vlan(100)
+                .pad_to(64)
+                .build(),
+        ),
+    ];
+    let mut programs: Vec<(String, TimedRun)> = Vec::new();
+    let empty = RawProgram::pass()?;
+    programs.push((
+        "empty".into(),
+        Box::new(move |f, n| Ok(empty.test_run(f, n)?.duration.as_nanos() as f64)),
+    ));
+    let dir = std::env::var_os("NODEGATE_KNOCKOUT_DIR");
+    for stage in STAGES {
+        let Some(dir) = &dir else {
+            failed += 1;
+            println!(
+                "{}",
+                json!({"kind": "stages", "build": stage, "error": "NODEGATE_KNOCKOUT_DIR unset: run through `cargo xtask bench`, which builds the knock-outs"})
+            );
+            continue;
+        };
+        let path = std::path::Path::new(dir).join(format!("{stage}.o"));
+        let loaded = std::fs::read(&path)
+            .with_context(|| format!("failed to read {}", path.display()))
+            .and_then(|bytes| Ok(LoadedPolicy::load_object(&policy, bytes.into())?));
+        match loaded {
+            Ok(mut l) => programs.push((
+                stage.into(),
+                Box::new(move |f, n| Ok(l.filter.test_run(f, n)?.1.as_nanos() as f64)),
+            )),
+            Err(e) => {
+                failed += 1;
+                println!(
+                    "{}",
+                    json!({"kind": "stages", "build": stage, "error": format!("{e:#}")})
+                );
+            }
+        }
+    }
+    let mut full = LoadedPolicy::load(&policy).context("failed to load nodegate")?;
+    programs.push((
+        "full".into(),
+        Box::new(move |f, n| Ok(full.filter.test_run(f, n)?.1.as_nanos() as f64)),
+    ));
+    match with_only(&[CAP_BPF, CAP_NET_ADMIN], || LoadedPolicy::load(&policy))? {
+        Ok(mut hardened) => programs.push((
+            "full, CAP_BPF + CAP_NET_ADMIN only".into(),
+            Box::new(move |f, n| Ok(hardened.filter.test_run(f, n)?.1.as_nanos() as f64)),
+        )),
+        Err(e) => {
+            // Kernels before 6.18 refuse the program without CAP_PERFMON.
+            println!(
+                "{}",
+                json!({"kind": "stages", "build": "full, CAP_BPF + CAP_NET_ADMIN only", "refused": format!("{e:#}")})
+            );
+        }
+    }
+    let (rounds, repeat) = if quick { (3, 20_000) } else { (15, 200_000) };
+    for (family, frame) in &frames {
+        let samples = interleaved(&mut programs, rounds, |(_, run)| run(frame, repeat))?;
+        for ((name, _), ns) in programs.iter().zip(samples) {
+            let (median, min, max) = spread(ns);
+            println!(
+                "{}",
+                json!({"kind": "stages", "build": name, "family": family, "ns": median,
+                       "min_ns": min, "max_ns": max, "rounds": rounds, "repeat": repeat})
+            );
+        }
+    }
+    Ok(failed)
+}
