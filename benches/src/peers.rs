@@ -23,9 +23,20 @@ pub fn run_in(
     args: &[&str],
     stdin_file: Option<&Path>,
 ) -> anyhow::Result<String> {
+    run_in_with(ns, program, args, stdin_file, &[])
+}
+
+/// [`run_in`] with extra environment variables.
+fn run_in_with(
+    ns: &str,
+    program: &str,
+    args: &[&str],
+    stdin_file: Option<&Path>,
+    env: &[(&str, &str)],
+) -> anyhow::Result<String> {
     let out = in_netns(ns, || {
         let mut cmd = Command::new(program);
-        cmd.args(args);
+        cmd.args(args).envs(env.iter().copied());
         if let Some(f) = stdin_file {
             cmd.stdin(std::fs::File::open(f)?);
         }
@@ -50,9 +61,37 @@ pub struct XdpFilter {
 
 impl XdpFilter {
     /// `xdp-filter load --mode native --policy deny --features ipv4 IFACE`, then allow each
-    /// source address in `allow` (xdp-filter matches single addresses, not prefixes).
+    /// source address in `allow` (xdp-filter matches single addresses, not prefixes). Loaded
+    /// as operators run it: behind libxdp's dispatcher program.
     pub fn load(ns: &str, iface: &str, allow: &[std::net::Ipv4Addr]) -> anyhow::Result<XdpFilter> {
-        run_in(
+        XdpFilter::load_with(ns, iface, "ipv4", allow, &[])
+    }
+
+    /// xdp-filter's own program on `iface`, without libxdp's dispatcher in front
+    /// (`LIBXDP_SKIP_DISPATCHER`), IPv4 and IPv6, default deny, `allow` allowed: the program
+    /// alone, as nodegate's attaches, to time with `BPF_PROG_TEST_RUN` ([`XdpFilter::program_id`]).
+    pub fn load_alone(
+        ns: &str,
+        iface: &str,
+        allow: &[std::net::IpAddr],
+    ) -> anyhow::Result<XdpFilter> {
+        XdpFilter::load_with(
+            ns,
+            iface,
+            "ipv4,ipv6",
+            allow,
+            &[("LIBXDP_SKIP_DISPATCHER", "1")],
+        )
+    }
+
+    fn load_with<A: std::fmt::Display>(
+        ns: &str,
+        iface: &str,
+        features: &str,
+        allow: &[A],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<XdpFilter> {
+        run_in_with(
             ns,
             "xdp-filter",
             &[
@@ -62,10 +101,11 @@ impl XdpFilter {
                 "--policy",
                 "deny",
                 "--features",
-                "ipv4",
+                features,
                 iface,
             ],
             None,
+            env,
         )?;
         let guard = XdpFilter {
             ns: ns.into(),
@@ -80,6 +120,22 @@ impl XdpFilter {
             )?;
         }
         Ok(guard)
+    }
+
+    /// The id of the XDP program attached to the interface (`ip -j -d link`).
+    pub fn program_id(&self) -> anyhow::Result<u32> {
+        let out = run_in(
+            &self.ns,
+            "ip",
+            &["-j", "-d", "link", "show", "dev", &self.iface],
+            None,
+        )?;
+        let links: serde_json::Value =
+            serde_json::from_str(&out).context("`ip -j link` printed no JSON")?;
+        links[0]["xdp"]["prog"]["id"]
+            .as_u64()
+            .and_then(|id| u32::try_from(id).ok())
+            .with_context(|| format!("no XDP program on {} after `xdp-filter load`", self.iface))
     }
 }
 

@@ -1,7 +1,8 @@
 //! Tiny XDP programs loaded with the raw `bpf(2)` syscall: the empty-program baseline of the
 //! timing runs (`r0 = XDP_PASS; exit`), the bare `XDP_DROP` ceiling of the veth pipeline and
 //! the live-frames generator (`r0 = XDP_TX; exit`), plus `BPF_PROG_TEST_RUN` (also in
-//! live-frames mode) and `BPF_LINK_CREATE` attachment for them.
+//! live-frames mode) and `BPF_LINK_CREATE` attachment for them; and [`PeerProgram`], a
+//! program another loader put in the kernel (a peer's), opened by id and timed the same way.
 //!
 //! Why raw syscalls: the project has one BPF object (nodegate's), and aya 0.14 can only run
 //! or attach programs it loaded from an object. Two-instruction programs need no object, no
@@ -11,12 +12,13 @@
 
 use std::{
     io,
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd},
     time::Duration,
 };
 
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_PROG_TEST_RUN: libc::c_long = 10;
+const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
 const BPF_LINK_CREATE: libc::c_long = 28;
 const BPF_PROG_TYPE_XDP: u32 = 6;
 /// `enum bpf_attach_type` value of XDP.
@@ -87,6 +89,14 @@ struct TestRunAttr {
     cpu: u32,
     batch_size: u32,
     _pad: u32,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct GetFdByIdAttr {
+    prog_id: u32,
+    next_id: u32,
+    open_flags: u32,
 }
 
 #[repr(C)]
@@ -183,18 +193,7 @@ impl RawProgram {
 
     /// Run `frame` through the program `repeat` times (`BPF_PROG_TEST_RUN`).
     pub fn test_run(&self, frame: &[u8], repeat: u32) -> io::Result<RawRun> {
-        let mut attr = TestRunAttr {
-            prog_fd: self.fd.as_raw_fd() as u32,
-            data_size_in: frame.len() as u32,
-            data_in: frame.as_ptr() as u64,
-            repeat: repeat.max(1),
-            ..Default::default()
-        };
-        sys_bpf(BPF_PROG_TEST_RUN, &mut attr)?;
-        Ok(RawRun {
-            retval: attr.retval,
-            duration: Duration::from_nanos(u64::from(attr.duration)),
-        })
+        test_run(self.fd.as_fd(), frame, repeat)
     }
 
     /// Live-frames mode: inject `count` copies of `frame` as if received on `ifindex` (in
@@ -251,6 +250,48 @@ impl RawProgram {
     }
 }
 
+/// `frame` through the XDP program `prog` `repeat` times (`BPF_PROG_TEST_RUN`).
+fn test_run(prog: BorrowedFd<'_>, frame: &[u8], repeat: u32) -> io::Result<RawRun> {
+    let mut attr = TestRunAttr {
+        prog_fd: prog.as_raw_fd() as u32,
+        data_size_in: frame.len() as u32,
+        data_in: frame.as_ptr() as u64,
+        repeat: repeat.max(1),
+        ..Default::default()
+    };
+    sys_bpf(BPF_PROG_TEST_RUN, &mut attr)?;
+    Ok(RawRun {
+        retval: attr.retval,
+        duration: Duration::from_nanos(u64::from(attr.duration)),
+    })
+}
+
+/// An XDP program another loader put in the kernel (a peer's, e.g. xdp-filter's), opened
+/// by its id so that `BPF_PROG_TEST_RUN` times it exactly as it times ours.
+#[derive(Debug)]
+pub struct PeerProgram {
+    fd: OwnedFd,
+}
+
+impl PeerProgram {
+    /// Open program `id` (`BPF_PROG_GET_FD_BY_ID`; needs CAP_SYS_ADMIN).
+    pub fn by_id(id: u32) -> io::Result<PeerProgram> {
+        let mut attr = GetFdByIdAttr {
+            prog_id: id,
+            ..Default::default()
+        };
+        let fd = sys_bpf(BPF_PROG_GET_FD_BY_ID, &mut attr)?;
+        // SAFETY: the kernel returned a fresh descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        Ok(PeerProgram { fd })
+    }
+
+    /// Run `frame` through the program `repeat` times (`BPF_PROG_TEST_RUN`).
+    pub fn test_run(&self, frame: &[u8], repeat: u32) -> io::Result<RawRun> {
+        test_run(self.fd.as_fd(), frame, repeat)
+    }
+}
+
 /// An XDP attachment; detaches when dropped (the link is never pinned).
 #[derive(Debug)]
 pub struct RawLink {
@@ -271,5 +312,6 @@ mod tests {
         assert_eq!(std::mem::offset_of!(ProgLoadAttr, prog_name), 48);
         assert_eq!(std::mem::offset_of!(ProgLoadAttr, expected_attach_type), 68);
         assert_eq!(std::mem::offset_of!(LinkCreateAttr, flags), 12);
+        assert_eq!(std::mem::offset_of!(GetFdByIdAttr, open_flags), 8);
     }
 }

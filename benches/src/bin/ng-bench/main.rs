@@ -19,7 +19,8 @@
 //! - `stages`: the cost of each stage of the XDP program: the knock-out builds
 //!   (`NODEGATE_KNOCKOUT`, built by `cargo xtask bench` into `NODEGATE_KNOCKOUT_DIR`), the
 //!   shipped program loaded as root and loaded with CAP_BPF + CAP_NET_ADMIN only (the
-//!   kernel's Spectre hardening on), and the empty program, measured in interleaved rounds;
+//!   kernel's Spectre hardening on), xdp-filter's program (the C peer) and the empty program,
+//!   measured in interleaved rounds;
 //! - `lookup`: the source lookup with 1 → 1M random mixed-length prefixes and random
 //!   sources, beside a plain XDP program on a kernel LPM trie, in interleaved rounds.
 //!

@@ -2,11 +2,15 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use anyhow::Context;
-use benches::{allow_policy, v4_prefixes, v6_prefixes, NODE_V4};
+use anyhow::{bail, Context};
+use benches::{allow_policy, peers::XdpFilter, v4_prefixes, v6_prefixes, NODE_V4};
 use filter_user::{
     craft::Frame,
-    replay::{rawbpf::RawProgram, LoadedPolicy},
+    lab::{Lab, LabAddrs},
+    replay::{
+        rawbpf::{action, PeerProgram, RawProgram},
+        LoadedPolicy,
+    },
 };
 use serde_json::json;
 
@@ -17,8 +21,8 @@ const STAGES: [&str; 5] = ["settings", "parse", "call", "lookup", "verdict"];
 
 /// Per-stage cost: an allowed IPv4 and IPv6 TCP SYN (1 prefix per family, hot: one frame
 /// repeated in the kernel's loop) through the empty program, every knock-out build, the
-/// shipped program as root, and the shipped program loaded with CAP_BPF + CAP_NET_ADMIN
-/// only. Measured in rounds, each round running every program once in turn, and reported as
+/// shipped program as root, the shipped program loaded with CAP_BPF + CAP_NET_ADMIN only,
+/// and xdp-filter's program (the C peer) allowing the same sources. Measured in rounds, each round running every program once in turn, and reported as
 /// the median per program: on a shared machine noise comes in phases, and a program measured
 /// in one block could land in a quiet or a loud one.
 pub(crate) fn stages(quick: bool) -> anyhow::Result<usize> {
@@ -98,6 +102,41 @@ pub(crate) fn stages(quick: bool) -> anyhow::Result<usize> {
             );
         }
     }
+    // Held until the rounds are over: xdp-filter unloads before its lab goes.
+    let peer = PeerRow::load(&[IpAddr::V4(v4[0].network()), IpAddr::V6(v6[0].network())]).and_then(
+        |(row, program)| {
+            // Its verdicts must be nodegate's, or the row times another path.
+            for (family, frame) in &frames {
+                let want = if *family == "v4-drop" {
+                    action::DROP
+                } else {
+                    action::PASS
+                };
+                let got = program.test_run(frame, 1)?.retval;
+                if got != want {
+                    bail!("xdp-filter returned {got} for the {family} frame, not {want}");
+                }
+            }
+            Ok((row, program))
+        },
+    );
+    let _peer = match peer {
+        Ok((row, program)) => {
+            programs.push((
+                PEER_ROW.into(),
+                Box::new(move |f, n| Ok(program.test_run(f, n)?.duration.as_nanos() as f64)),
+            ));
+            Some(row)
+        }
+        Err(e) => {
+            failed += 1;
+            println!(
+                "{}",
+                json!({"kind": "stages", "build": PEER_ROW, "error": format!("{e:#}")})
+            );
+            None
+        }
+    };
     let (rounds, repeat) = if quick { (3, 20_000) } else { (15, 200_000) };
     for (family, frame) in &frames {
         let samples = interleaved(&mut programs, rounds, |(_, run)| run(frame, repeat))?;
@@ -111,4 +150,33 @@ pub(crate) fn stages(quick: bool) -> anyhow::Result<usize> {
         }
     }
     Ok(failed)
+}
+
+/// The stage table's peer row.
+const PEER_ROW: &str = "xdp-filter, its program alone (C peer)";
+
+/// xdp-filter's program loaded on a veth of a lab of its own, without libxdp's dispatcher:
+/// the simplest C filter by the same method. Fields drop in order: xdp-filter unloads (and
+/// removes its pins) while its interface still exists.
+struct PeerRow {
+    _filter: XdpFilter,
+    _lab: Lab,
+}
+
+impl PeerRow {
+    /// Load it allowing `allow`, and open its program for test runs.
+    fn load(allow: &[IpAddr]) -> anyhow::Result<(PeerRow, PeerProgram)> {
+        let lab = Lab::new("bst", LabAddrs::default())
+            .context("failed to create a lab for xdp-filter")?;
+        let filter = XdpFilter::load_alone(&lab.node_ns, &lab.node_if, allow)?;
+        let program = PeerProgram::by_id(filter.program_id()?)
+            .context("failed to open xdp-filter's program by id")?;
+        Ok((
+            PeerRow {
+                _filter: filter,
+                _lab: lab,
+            },
+            program,
+        ))
+    }
 }
