@@ -20,7 +20,7 @@ use filter_user::{
     loader::attach::ifindex,
     replay::{
         live::{rx_packets, settle, Generator, LiveOptions},
-        rawbpf::RawProgram,
+        rawbpf::{RawLink, RawProgram},
         rawgen::SourceStamp,
         rawlpm::LpmBaseline,
         LoadedPolicy,
@@ -50,6 +50,24 @@ struct Pipeline {
 }
 
 impl Pipeline {
+    /// Attach a raw program to the receiver's interface (a link that detaches when dropped).
+    fn attach_raw(&self, prog: &RawProgram) -> anyhow::Result<RawLink> {
+        Ok(in_netns(&self.lab.node_ns, || {
+            prog.attach_xdp(self.node_ifindex)
+        })??)
+    }
+
+    /// This traffic's ceiling: the bare `XDP_DROP` program as the receiver, measured before
+    /// (`which` = "first") and after ("last") the receivers it bounds.
+    fn ceiling(&self, drop: &RawProgram, which: &str, failed: &mut usize) {
+        let name = format!("bare XDP_DROP (ceiling, {which})");
+        variant("pipeline", &name, failed, || {
+            let _link = self.attach_raw(drop)?;
+            self.measure(&name, 0, &mut || Ok(None))?;
+            Ok(())
+        });
+    }
+
     /// The pipeline over `lab`: `frames` sent `loops` times each, every copy stamped with a
     /// random source from `stamps` when there are any (`random` traffic), else as they are
     /// (`fixed`).
@@ -173,27 +191,12 @@ pub(crate) fn pipeline(quick: bool) -> anyhow::Result<usize> {
         .collect();
     let total: u64 = if quick { 1_000_000 } else { 8_000_000 };
     let p = Pipeline::new(lab, frames, total / u64::from(SOURCES), Vec::new())?;
-    let node_ifindex = p.node_ifindex;
     let (ns, iface) = (p.lab.node_ns.clone(), p.lab.node_if.clone());
     let list = v4_prefixes(100_000, 31);
     let no_count = &mut || Ok(None);
 
-    let attach_raw = |prog: &RawProgram| {
-        in_netns(&ns, || prog.attach_xdp(node_ifindex))
-            .map_err(anyhow::Error::from)?
-            .map_err(anyhow::Error::from)
-    };
     let drop = RawProgram::drop_all()?;
-    variant(
-        "pipeline",
-        "bare XDP_DROP (ceiling, first)",
-        &mut failed,
-        || {
-            let _link = attach_raw(&drop)?;
-            p.measure("bare XDP_DROP (ceiling, first)", 0, no_count)?;
-            Ok(())
-        },
-    );
+    p.ceiling(&drop, "first", &mut failed);
     for n in [1usize, 100_000] {
         variant(
             "pipeline",
@@ -227,7 +230,7 @@ pub(crate) fn pipeline(quick: bool) -> anyhow::Result<usize> {
     // program: the kernel-stack peers get the empty XDP_PASS program in front of them.
     let pass = RawProgram::pass()?;
     variant("pipeline", "nftables", &mut failed, || {
-        let _link = attach_raw(&pass)?;
+        let _link = p.attach_raw(&pass)?;
         let file = TempFile::new("pipeline.nft", &nft_ruleset(&iface, &list, &[]))?;
         let nft = Nft::load(&ns, &file.0)?;
         p.measure(
@@ -238,7 +241,7 @@ pub(crate) fn pipeline(quick: bool) -> anyhow::Result<usize> {
         Ok(())
     });
     variant("pipeline", "iptables + ipset", &mut failed, || {
-        let _link = attach_raw(&pass)?;
+        let _link = p.attach_raw(&pass)?;
         let file = TempFile::new("pipeline.ipset", &ipset_script(&list, &[], false))?;
         let ipt = IptablesIpset::load(&ns, &file.0)?;
         p.measure(
@@ -248,16 +251,7 @@ pub(crate) fn pipeline(quick: bool) -> anyhow::Result<usize> {
         )?;
         Ok(())
     });
-    variant(
-        "pipeline",
-        "bare XDP_DROP (ceiling, last)",
-        &mut failed,
-        || {
-            let _link = attach_raw(&drop)?;
-            p.measure("bare XDP_DROP (ceiling, last)", 0, no_count)?;
-            Ok(())
-        },
-    );
+    p.ceiling(&drop, "last", &mut failed);
     // The fixed-traffic lab goes before the next one is made.
     std::mem::drop(p);
     failed += pipeline_random_sources(quick)?;
@@ -322,22 +316,9 @@ fn pipeline_random_sources(quick: bool) -> anyhow::Result<usize> {
     let p = Pipeline::new(lab, vec![template(outside[0])], total, stamps)?;
     let node_ifindex = p.node_ifindex;
     let (ns, iface) = (p.lab.node_ns.clone(), p.lab.node_if.clone());
-    let attach_raw = |prog: &RawProgram| {
-        in_netns(&ns, || prog.attach_xdp(node_ifindex))
-            .map_err(anyhow::Error::from)?
-            .map_err(anyhow::Error::from)
-    };
     let no_count = &mut || Ok(None);
     let drop = RawProgram::drop_all()?;
-    let ceiling = |which: &str, failed: &mut usize| {
-        let name = format!("bare XDP_DROP (ceiling, {which})");
-        variant("pipeline", &name, failed, || {
-            let _link = attach_raw(&drop)?;
-            p.measure(&name, 0, &mut || Ok(None))?;
-            Ok(())
-        });
-    };
-    ceiling("first", &mut failed);
+    p.ceiling(&drop, "first", &mut failed);
     variant("pipeline", "nodegate, 100k CIDRs", &mut failed, || {
         let mut loaded =
             LoadedPolicy::load(&allow_policy(&list, &[])).context("failed to load nodegate")?;
@@ -356,7 +337,7 @@ fn pipeline_random_sources(quick: bool) -> anyhow::Result<usize> {
     });
     variant("pipeline", "LPM trie program", &mut failed, || {
         let lpm = LpmBaseline::v4(&list)?;
-        let _link = attach_raw(lpm.program())?;
+        let _link = p.attach_raw(lpm.program())?;
         p.measure(
             "XDP + kernel LPM trie (plain program), 100k CIDRs",
             list.len(),
@@ -378,7 +359,7 @@ fn pipeline_random_sources(quick: bool) -> anyhow::Result<usize> {
             Ok(())
         });
     }
-    ceiling("last", &mut failed);
+    p.ceiling(&drop, "last", &mut failed);
     variant(
         "pipeline_pair",
         "nodegate vs xdp-filter, paired rounds",
