@@ -205,7 +205,12 @@ pub fn run(quick: bool, only: &[String]) -> anyhow::Result<()> {
                 .unwrap_or("?")
                 .to_string();
             let script = scratch.join(format!("suite-{release}.sh"));
-            std::fs::write(&script, guest_script(&suites, &binaries, quick)?)?;
+            let guest_tmp = scratch.join(format!("tmp-{release}"));
+            std::fs::create_dir_all(&guest_tmp)?;
+            std::fs::write(
+                &script,
+                guest_script(&suites, &binaries, &guest_tmp, quick)?,
+            )?;
             let guest = Guest {
                 release,
                 image,
@@ -486,10 +491,18 @@ fn selection(suite: &Suite, quick: bool) -> &'static [&'static str] {
 fn guest_script(
     suites: &[&Suite],
     binaries: &[(String, PathBuf)],
+    tmp: &Path,
     quick: bool,
 ) -> anyhow::Result<String> {
-    let mut s = String::from(
-        "set -u\nmount -t bpf bpf /sys/fs/bpf 2>/dev/null\nip link set lo up\ncd /tmp\n\
+    let tmp = tmp
+        .to_str()
+        .context("the kernel matrix's scratch path is not UTF-8")?;
+    // TMPDIR: the guest writes into the host's file system, and a guest that dies mid-test
+    // (its tests' guards never run) must leave its scratch files where the matrix's own
+    // clean-up removes them, not in the host's /tmp.
+    let mut s = format!(
+        "set -u\nmount -t bpf bpf /sys/fs/bpf 2>/dev/null\nip link set lo up\n\
+         export TMPDIR='{tmp}'\ncd \"$TMPDIR\"\n\
          # Emulated CPU: the tests' waits (not the product's timeouts) get 10x patience.\n\
          export NODEGATE_TEST_TIME_SCALE=10\necho \"=== kernel $(uname -r)\"\n",
     );
