@@ -674,4 +674,16 @@ mod tests {
         assert!(rows[0].ok && rows[0].passed == 30 && rows[0].seconds == 12.5);
         assert!(!rows[1].ok && rows[1].failed == 1);
     }
+
+    #[test]
+    fn guests_keep_scratch_files_in_the_matrix_directory() {
+        let tmp = Path::new("/tmp/nodegate-kernels-1/tmp-6.1.0-57-amd64");
+        let script = guest_script(&[], &[], tmp, true).unwrap();
+        let export = script
+            .find("export TMPDIR='/tmp/nodegate-kernels-1/tmp-6.1.0-57-amd64'\n")
+            .expect("TMPDIR exported");
+        // Before any suite runs.
+        assert!(script.find("=== kernel").unwrap() > export);
+        assert!(script.contains("cd \"$TMPDIR\""));
+    }
 }
