@@ -400,6 +400,9 @@ fn render(criterion: &Path, lines: &[Value], command: &str) -> (String, Vec<Stri
                 }
             }
             let empty = lookup_row(family, n, "empty", "warm").map(|(ns, _)| ns);
+            if empty.is_none() {
+                missing.push(format!("lookup {family} {n} empty"));
+            }
             let _ = writeln!(row, " {} |", cell(empty, &|v| format!("{v:.1}")));
             r.push_str(&row);
         }

@@ -1,6 +1,6 @@
 //! The source lookup rows: 1 → 1M random mixed-length prefixes, random sources.
 
-use std::sync::Arc;
+use std::rc::Rc;
 
 use anyhow::{bail, Context};
 use benches::{allow_policy, fit_capacity, v4_mixed_prefixes, v6_mixed_prefixes};
@@ -66,7 +66,7 @@ impl Drop for PinnedCpu {
 struct LookupProgram {
     who: &'static str,
     prefixes: usize,
-    frames: Arc<Vec<Vec<u8>>>,
+    frames: Rc<Vec<Vec<u8>>>,
     run: TimedRun,
 }
 
@@ -79,8 +79,8 @@ struct LookupProgram {
 /// Every table size of a family is loaded at once and measured in interleaved rounds; a
 /// size's cost relative to 1 prefix is the median of the per-round ratios, so that a
 /// noisy phase moves both sides of a ratio alike. (Measured one size after another,
-/// criterion's blocks gave 1.13× and 1.43× for the same 100k set in two runs of the same
-/// code.)
+/// criterion's blocks gave 1.13× and 1.43× for the same 100k IPv4 set in two runs with the
+/// same IPv4 walk.)
 pub(crate) fn lookup(quick: bool) -> anyhow::Result<usize> {
     let mut failed = 0;
     let rounds = if quick { 3 } else { 15 };
@@ -166,7 +166,7 @@ fn lookup_programs(
     let lpm =
         lpm.with_context(|| format!("cannot build the LPM baseline with {n} {family} prefixes"))?;
     let empty = RawProgram::pass()?;
-    let frames = Arc::new(frames);
+    let frames = Rc::new(frames);
     let rows: [(&'static str, TimedRun); 3] = [
         (
             "nodegate",
@@ -185,7 +185,7 @@ fn lookup_programs(
         programs.push(LookupProgram {
             who,
             prefixes: n,
-            frames: Arc::clone(&frames),
+            frames: Rc::clone(&frames),
             run,
         });
     }
