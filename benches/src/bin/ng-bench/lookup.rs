@@ -19,8 +19,11 @@ const LOOKUP_FRAMES: usize = 4096;
 const WARM_UP_PASSES: usize = 3;
 
 /// The calling thread pinned to the CPU it runs on, until dropped. A test run executes on
-/// the caller's CPU, and a thread the scheduler moves between CPUs finds every cache cold
-/// after each move: unpinned, the 1-prefix row measured 290 ns, pinned 155 ns.
+/// the caller's CPU, and a warm pass only means something if the passes before it ran on
+/// the same core's caches. (Whether pinning moves the figures on this machine is not shown:
+/// one early trial read 290 ns unpinned against 155 pinned for the 1-prefix row, but three
+/// alternating quick runs later gave 167–270 unpinned against 161–189 pinned, in a noisy
+/// phase.)
 struct PinnedCpu {
     before: libc::cpu_set_t,
 }
