@@ -21,6 +21,9 @@
 //!   a few words per prefix. A tail record may hold up to [`V4_TAIL_PREFIXES`] (IPv4) or
 //!   [`V6_TAIL_PREFIXES`] (IPv6) prefixes, longest first ([`tail::count`]), where a node
 //!   would otherwise hold them.
+//! - *Inline prefixes* (IPv4): where a slot's subtree holds exactly one longer prefix and
+//!   it fits, the slot's leaf word holds the prefix itself ([`inline`]) and the lookup ends
+//!   there, without reading a record.
 //!
 //! Prefixes are *leaf-pushed*: every slot already holds the answer of the longest prefix
 //! that covers it, so a lookup never backtracks. The answer is a [`entry`] leaf: 0 for "no
@@ -239,6 +242,85 @@ pub mod tail {
         word >> (2 * LEAF_BITS)
     }
 }
+
+/// Inline prefixes (IPv4, layout 6 on): a leaf word that holds the one prefix its slot's
+/// subtree has, instead of pointing at a tail record of one. The prefix's bits past the
+/// slot's depth (at most [`inline::BITS`]: every IPv4 slot below an 18- or 20-bit root), its
+/// length past that depth and both answers fit into the payload when both answers are below
+/// 2^[`inline::LEAF_BITS`] (source classes 0–30); otherwise the builder writes a record. A
+/// random 100k set ends in such slots almost everywhere below the root, so most lookups
+/// that read a root word and then a record now read the root word alone
+/// (docs/ARCHITECTURE.md, "Source lookup").
+///
+/// The walk knows the slot's depth: it holds the address bits not consumed yet,
+/// left-aligned (`rest`), which is all [`inline::resolve`] compares.
+pub mod inline {
+    /// Set in the payload of a leaf word that is an inline prefix. Plain leaf values
+    /// (`entry::leaf`) stay below it.
+    pub const FLAG: u32 = 1 << 29;
+    /// Most prefix bits past the slot's depth a word holds (left-aligned in the low
+    /// `BITS` bits): 32 less the narrowest IPv4 root.
+    pub const BITS: u32 = 14;
+    /// Bits of each answer.
+    pub const LEAF_BITS: u32 = 5;
+    const BITS_MASK: u32 = (1 << BITS) - 1;
+    const LEN_SHIFT: u32 = BITS;
+    const LEN_BITS: u32 = 4;
+    const OUTSIDE_SHIFT: u32 = LEN_SHIFT + LEN_BITS;
+    const INSIDE_SHIFT: u32 = OUTSIDE_SHIFT + LEAF_BITS;
+    const LEAF_MASK: u32 = (1 << LEAF_BITS) - 1;
+    const _: () = assert!(
+        BITS < 1 << LEN_BITS
+            && INSIDE_SHIFT + LEAF_BITS < 29
+            && crate::MAX_CLASSES < FLAG
+            && 32 - super::V4_ROOT_BITS <= BITS
+            && 32 - super::V4_LARGE_ROOT_BITS <= BITS
+    );
+
+    /// The word for a prefix of `len` (1 to [`BITS`]) bits past its slot's depth, whose
+    /// bits those are (`bits`, right-aligned), answering `inside` within it and `outside`
+    /// elsewhere in the slot; `None` when it does not fit (the builder then writes a record).
+    pub const fn pack(bits: u32, len: u32, inside: u32, outside: u32) -> Option<u32> {
+        if len == 0 || len > BITS || inside > LEAF_MASK || outside > LEAF_MASK {
+            return None;
+        }
+        Some(
+            FLAG | (inside << INSIDE_SHIFT)
+                | (outside << OUTSIDE_SHIFT)
+                | (len << LEN_SHIFT)
+                | ((bits << (BITS - len)) & BITS_MASK),
+        )
+    }
+
+    /// The answer of a leaf word for an address whose bits past the slot's depth are
+    /// `rest` (left-aligned): the word itself when it is a plain leaf, else the inline
+    /// prefix's inside or outside answer. Without a branch on the comparison.
+    #[inline(always)]
+    pub const fn resolve(word: u32, rest: u32) -> u32 {
+        if word & FLAG == 0 {
+            return word;
+        }
+        let len = (word >> LEN_SHIFT) & ((1 << LEN_BITS) - 1);
+        let differs = ((rest >> (32 - BITS)) ^ word) & (BITS_MASK & !(BITS_MASK >> len));
+        let (inside, outside) = (
+            (word >> INSIDE_SHIFT) & LEAF_MASK,
+            (word >> OUTSIDE_SHIFT) & LEAF_MASK,
+        );
+        // All ones when the bits agree, else 0.
+        let within = ((differs == 0) as u32).wrapping_neg();
+        outside ^ ((inside ^ outside) & within)
+    }
+}
+
+const _: () = {
+    // /19 at an 18-bit root: bit 0 past the root is 1.
+    let Some(word) = inline::pack(1, 1, 3, 1) else {
+        panic!()
+    };
+    assert!(inline::resolve(word, 1 << 31) == 3 && inline::resolve(word, 0) == 1);
+    assert!(inline::resolve(entry::leaf(7), 0) == entry::leaf(7));
+    assert!(inline::pack(0, 15, 1, 0).is_none() && inline::pack(0, 3, 32, 0).is_none());
+};
 
 /// The mask of the first `len` bits of a 32-bit word (`len` may exceed 32 or be 0).
 #[inline(always)]

@@ -12,7 +12,9 @@
 /// and leaves. Layout 5: a tail record may hold up to `lookup::V4_TAIL_PREFIXES` (IPv4) or
 /// `lookup::V6_TAIL_PREFIXES` (IPv6) prefixes (`lookup::tail::count`); a layout-4 program
 /// would read only the first and take the count bits for part of the record's index.
-pub const LAYOUT_VERSION: u32 = 5;
+/// Layout 6: an IPv4 leaf word may be an inline prefix (`lookup::inline`); a layout-5
+/// program would take it for a leaf of a source class that does not exist.
+pub const LAYOUT_VERSION: u32 = 6;
 
 /// Rule tables exist twice: the program reads the active one, the loader fills the other
 /// and flips once.

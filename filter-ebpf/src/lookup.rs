@@ -1,7 +1,8 @@
 //! Source address → source class, through the generation's flat lookup table
 //! (`filter_common::lookup`): the root, at most `V4_LEVELS` / `V6_LEVELS` nodes (IPv4 nodes
 //! plain or wide), and at most one tail record (of up to `V4_TAIL_PREFIXES` or
-//! `V6_TAIL_PREFIXES` prefixes, read side by side). No loop over prefixes and no kernel trie:
+//! `V6_TAIL_PREFIXES` prefixes, read side by side), or for IPv4 an inline prefix in the last
+//! word read (`inline::resolve`, no read at all). No loop over prefixes and no kernel trie:
 //! every step is one inlined array read whose index the previous word gave.
 //!
 //! The verdict code only calls [`source_class`]; which structure answers is this module's
@@ -9,8 +10,9 @@
 
 use aya_ebpf::maps::Array;
 use filter_common::lookup::{
-    entry, tail, v4_root_bits, word_mask, V4_LEVELS, V4_STRIDE, V4_TAIL_PREFIXES, V4_TAIL_WORDS,
-    V4_WIDE_STRIDE, V6_LEVELS, V6_ROOT_BITS, V6_STRIDE, V6_TAIL_PREFIXES, V6_TAIL_WORDS,
+    entry, inline, tail, v4_root_bits, word_mask, V4_LEVELS, V4_STRIDE, V4_TAIL_PREFIXES,
+    V4_TAIL_WORDS, V4_WIDE_STRIDE, V6_LEVELS, V6_ROOT_BITS, V6_STRIDE, V6_TAIL_PREFIXES,
+    V6_TAIL_WORDS,
 };
 
 use crate::{
@@ -202,8 +204,14 @@ pub fn source_class(s: &Settings, pkt: &Packet) -> Option<u32> {
         let (rest, left) = (rest << consumed, left - consumed);
         let (now, consumed) = step_v4(table, base, now, rest, left)?;
         let (rest, left) = (rest << consumed, left - consumed);
-        let (now, _) = step_v4(table, base, now, rest, left)?;
-        leaf::<{ V4_TAIL_WORDS - 1 }, V4_TAIL_PREFIXES>(table, base, now, src)?
+        let (now, consumed) = step_v4(table, base, now, rest, left)?;
+        // `rest` now holds the bits past the slot `now` came from: all an inline prefix
+        // compares.
+        let rest = rest << consumed;
+        inline::resolve(
+            leaf::<{ V4_TAIL_WORDS - 1 }, V4_TAIL_PREFIXES>(table, base, now, src)?,
+            rest,
+        )
     } else {
         let (table, base) = (&SRC_V6, s.src_v6_base);
         let mut now = word(table, base, bits(src, 0, V6_ROOT_BITS))?;

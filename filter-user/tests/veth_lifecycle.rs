@@ -1245,6 +1245,16 @@ fn an_older_layout_is_refused_while_it_keeps_enforcing() {
     let _ = std::fs::remove_dir_all(root.join(&old_dir));
 }
 
+/// Upgrade from layout 5, which `run` takes over in place: layout 5 is this layout without
+/// inline IPv4 prefixes, and its program would take them for leaves of classes that do not
+/// exist. So the new program goes live on the links first, judging the layout-5 generation
+/// right, and publishes its first generation after one grace period (the log proves the
+/// order).
+#[test]
+fn layout_5_is_taken_over_in_place_without_a_gap() {
+    take_over_in_place(5, "takeover5");
+}
+
 /// Upgrade from layout 4, which `run` takes over in place: layout 4 is this layout with tail
 /// records of one prefix, and its program would misread this layout's records of several.
 /// So the new program goes live on the links first, judging the layout-4 generation right,
@@ -1291,16 +1301,16 @@ fn take_over_in_place(previous: u32, name: &str) {
     assert!(daemon.wait(Duration::from_secs(10)).success());
 
     if previous >= 3 {
-        // What a layout-3 or -4 node has active (layout 3: an IPv4 table with the 16-bit
-        // root, no wide nodes, the generation flag clear; both: tail records of one
-        // prefix). The attached program reads it right.
+        // What a layout-3, -4 or -5 node has active (layout 3: an IPv4 table with the
+        // 16-bit root, no wide nodes, the generation flag clear; 3 and 4: tail records of
+        // one prefix; all: no inline IPv4 prefixes). The attached program reads it right.
         let mut maps = filter_user::loader::FilterMaps::open_pinned(&env.pins.maps_dir()).unwrap();
         let slots = RuleSlots::from_pairs(maps.pinned_rule_slots());
         let tables = tables(FIXTURE, &slots);
-        maps.publish(&if previous == 3 {
-            tables.as_layout3()
-        } else {
-            tables.as_layout4()
+        maps.publish(&match previous {
+            3 => tables.as_layout3(),
+            4 => tables.as_layout4(),
+            _ => tables.as_layout5(),
         })
         .unwrap();
         common::send_paced(&sender, &allowed_frame(), 10);

@@ -308,6 +308,22 @@ pub struct Tables {
 }
 
 impl Tables {
+    /// These tables as a layout-5 loader would have published them: its IPv4 table has a
+    /// record wherever this one has an inline prefix (IPv6 tables are the same). What a
+    /// take-over from layout 5 finds active; for tests that the program judges such a
+    /// generation right.
+    pub fn as_layout5(&self) -> Tables {
+        let mut legacy = self.clone();
+        legacy.v4_table = lookup::build_layout5(
+            lookup::Family::V4,
+            &mut v4_table_prefixes(&self.v4),
+            filter_common::lookup::v4_root_bits(self.gen_config.flags),
+        );
+        legacy.stats.v4_table_words = legacy.v4_table.len();
+        legacy.incremental = false;
+        legacy
+    }
+
     /// These tables as a layout-4 loader would have published them: tail records of one
     /// prefix each (a node wherever two longer prefixes share a slot), in both families.
     /// What a take-over from layout 4 finds active; for tests that the program judges such

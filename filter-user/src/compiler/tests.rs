@@ -349,18 +349,21 @@ fn gen_config_from_policy() {
 #[test]
 fn map_entries_layout() {
     let t = Tables::try_from(&fixture()).unwrap();
-    // Source tables: 10.0.0.0/24 lies in the root slot of 10.0.0.0/18 as a tail (one prefix
-    // below it).
-    use filter_common::lookup::{entry, tail, V4_ROOT_BITS, V6};
+    // Source tables: 10.0.0.0/24 lies in the root slot of 10.0.0.0/18 as an inline prefix
+    // (the only one below it): its 6 bits past the root, all zero, in the slot's word.
+    use filter_common::lookup::{entry, inline, V4_ROOT_BITS, V6};
     assert_eq!(t.v4.len(), 2);
     let slot = t.v4_table[(0x0a00_0000u32 >> (32 - V4_ROOT_BITS)) as usize];
-    assert_eq!(entry::tag(slot), entry::TAIL);
-    let at = (slot & entry::PAYLOAD) as usize;
-    assert_eq!(t.v4_table[at], 0x0a00_0000);
-    let packed = t.v4_table[at + 1];
-    assert_eq!(tail::len(packed), 24);
-    assert_eq!(entry::class(tail::inside(packed)), Some(t.v4[0].1));
-    assert_eq!(t.v4_table.len(), (1 << V4_ROOT_BITS) + 2 * 2);
+    assert_eq!(entry::tag(slot), entry::LEAF);
+    assert_ne!(slot & inline::FLAG, 0);
+    let rest = |addr: u32| addr << V4_ROOT_BITS;
+    assert_eq!(
+        entry::class(inline::resolve(slot, rest(0x0a00_00ff))),
+        Some(t.v4[0].1)
+    );
+    assert_eq!(entry::class(inline::resolve(slot, rest(0x0a00_0100))), None);
+    // Both prefixes inline: the table is its root.
+    assert_eq!(t.v4_table.len(), 1 << V4_ROOT_BITS);
     assert_eq!(t.stats.v4_table_words, t.v4_table.len());
     assert!(t.v6_table.len() > V6.root_words(0) as usize);
 
@@ -592,8 +595,8 @@ fn too_many_prefixes() {
 #[test]
 fn a_table_larger_than_its_capacity_reserves_is_rejected_with_the_numbers() {
     // Three /32s in one /30 and the next need a node at every level below the 18-bit root
-    // (3 × 16 words, then a record of two and one of one: 4 + 2), more than the 8 words a
-    // prefix of capacity reserves.
+    // (3 × 16 words, then a record of two in one /30 slot: 4; the third /32 is an inline
+    // prefix in the next slot), more than the 8 words a prefix of capacity reserves.
     let mut p = Policy {
         rules: vec![rule(
             "hosts",
@@ -609,7 +612,7 @@ fn a_table_larger_than_its_capacity_reserves_is_rejected_with_the_numbers() {
         Err(e @ CompileError::TableTooLarge { .. }) => {
             let text = e.to_string();
             assert!(
-                text.contains("3 IPv4 prefixes need a 1048792-byte lookup table")
+                text.contains("3 IPv4 prefixes need a 1048784-byte lookup table")
                     && text.contains("reserves 1048672 bytes")
                     && text.contains("capacity.ipv4_prefixes"),
                 "{text}"
@@ -981,7 +984,7 @@ fn a_large_ipv4_capacity_gets_the_20_bit_root() {
     assert_eq!(v4_root_bits(small_t.gen_config.flags), 18);
     assert_eq!(v4_root_bits(large_t.gen_config.flags), 20);
     assert_eq!(large_t.gen_config.flags & flags::V4_ROOT_18, 0);
-    assert!(large_t.v4_table.len() > 1 << 20);
+    assert!(large_t.v4_table.len() >= 1 << 20 && small_t.v4_table.len() < 1 << 19);
     let mut changed = large.clone();
     changed.rules[4]
         .sources

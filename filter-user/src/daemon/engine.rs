@@ -447,8 +447,9 @@ impl Engine {
             held_back: None,
         };
         // A previous layout's program must never read a generation this version publishes
-        // (layout 4 misreads tail records of several prefixes, layout 3 also wider roots
-        // and wide nodes: `pins::ADOPTABLE_LAYOUTS`), so on a
+        // (layout 5 misreads inline prefixes, layout 4 also tail records of several
+        // prefixes, layout 3 also wider roots and wide nodes: `pins::ADOPTABLE_LAYOUTS`),
+        // so on a
         // take-over this program goes live first, reading the previous layout's generation
         // (a format it understands), and publishes once the old program is off every CPU.
         let first_publish = if taken_over.is_some() {

@@ -2,8 +2,8 @@
 //!
 //! ```text
 //! /sys/fs/bpf/nodegate/           (0700)
-//!   v5/                           layout version: a loader refuses any other, except that
-//!                                 `run` takes layouts 4, 3 and 2 over in place
+//!   v6/                           layout version: a loader refuses any other, except that
+//!                                 `run` takes layouts 5, 4, 3 and 2 over in place
 //!                                 (`take_over_previous`)
 //!     maps/NG_*                   every map (tables, counters, samples)
 //!     prog                        the XDP program
@@ -103,6 +103,10 @@ pub struct PinLayout {
 /// key and value types), so their maps, program pin and links become this layout's state
 /// as they are (the source tables keep the size they were created with: an IPv4 generation
 /// then has 768 KiB less room for nodes beside the wider root):
+/// - layout 5 programs read every IPv4 leaf word as a leaf; this layout's compiler writes
+///   inline prefixes into leaf words. A layout-5 program must therefore never see a
+///   generation this version publishes (the same order as for layout 3, below); this
+///   version's program reads layout 5's tables (no inline prefixes) right.
 /// - layout 4 programs read tail records of one prefix; this layout's compiler writes
 ///   records of up to two (IPv4) or four (IPv6). A layout-4 program must therefore never see a generation this
 ///   version publishes, which the same order as for layout 3 (below) ensures; this version's
@@ -115,7 +119,7 @@ pub struct PinLayout {
 ///   whose flags tell it the 16-bit root.
 /// - layout 2 also lacked `NG_IFINDEX`, which the loader creates and fills from `NG_IFACES`
 ///   before its program goes live.
-pub const ADOPTABLE_LAYOUTS: [u32; 3] = [4, 3, 2];
+pub const ADOPTABLE_LAYOUTS: [u32; 4] = [5, 4, 3, 2];
 
 /// A previous layout's directory renamed to this version's by
 /// [`PinLayout::take_over_previous`].
