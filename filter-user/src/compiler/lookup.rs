@@ -555,13 +555,7 @@ mod tests {
     /// lookup of an address inside a prefix reads fewer words than with plain nodes only.
     #[test]
     fn an_export_shaped_set_starts_most_slash_18s_with_a_wide_node() {
-        let mut state = 0x6e67_7769_6465_0001u64;
-        let mut next = move || {
-            state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1);
-            (state >> 33) as u32
-        };
+        let mut next = lcg(0x6e67_7769_6465_0001);
         let set: Vec<_> = (0..100_000)
             .map(|_| {
                 let len = 16 + (next() % 17) as u8;
@@ -622,13 +616,7 @@ mod tests {
             assert_eq!(table.len() == 1 << V4_ROOT_BITS, inline);
             check_boundaries(Family::V4, set);
         }
-        let mut state = 0x6e67_696e_6c69_6e65u64;
-        let mut next = move || {
-            state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1);
-            (state >> 33) as u32
-        };
+        let mut next = lcg(0x6e67_696e_6c69_6e65);
         let set: Vec<_> = (0..100_000)
             .map(|_| {
                 let len = 8 + (next() % 25) as u8;
@@ -649,6 +637,16 @@ mod tests {
             table.len(),
             records.len()
         );
+    }
+
+    /// A small deterministic generator for the large test sets (a 64-bit LCG's high bits).
+    fn lcg(mut state: u64) -> impl FnMut() -> u32 {
+        move || {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1);
+            (state >> 33) as u32
+        }
     }
 
     /// Words a lookup of `addr` reads (root, nodes, a tail record counts once).

@@ -313,15 +313,7 @@ impl Tables {
     /// take-over from layout 5 finds active; for tests that the program judges such a
     /// generation right.
     pub fn as_layout5(&self) -> Tables {
-        let mut legacy = self.clone();
-        legacy.v4_table = lookup::build_layout5(
-            lookup::Family::V4,
-            &mut v4_table_prefixes(&self.v4),
-            filter_common::lookup::v4_root_bits(self.gen_config.flags),
-        );
-        legacy.stats.v4_table_words = legacy.v4_table.len();
-        legacy.incremental = false;
-        legacy
+        self.rebuilt_with(lookup::build_layout5, false)
     }
 
     /// These tables as a layout-4 loader would have published them: tail records of one
@@ -329,20 +321,32 @@ impl Tables {
     /// What a take-over from layout 4 finds active; for tests that the program judges such
     /// a generation right.
     pub fn as_layout4(&self) -> Tables {
+        self.rebuilt_with(lookup::build_layout4, true)
+    }
+
+    /// A copy with the IPv4 table (and the IPv6 one if `v6`) built by `build` from the same
+    /// prefixes, at the same roots.
+    fn rebuilt_with(
+        &self,
+        build: fn(lookup::Family, &mut [lookup::TablePrefix], u32) -> Vec<u32>,
+        v6: bool,
+    ) -> Tables {
         let mut legacy = self.clone();
-        legacy.v4_table = lookup::build_layout4(
+        legacy.v4_table = build(
             lookup::Family::V4,
             &mut v4_table_prefixes(&self.v4),
             filter_common::lookup::v4_root_bits(self.gen_config.flags),
         );
-        // IPv6 tables have one root size, whatever the capacity.
-        legacy.v6_table = lookup::build_layout4(
-            lookup::Family::V6,
-            &mut v6_table_prefixes(&self.v6),
-            filter_common::lookup::V6_ROOT_BITS,
-        );
         legacy.stats.v4_table_words = legacy.v4_table.len();
-        legacy.stats.v6_table_words = legacy.v6_table.len();
+        if v6 {
+            // IPv6 tables have one root size, whatever the capacity.
+            legacy.v6_table = build(
+                lookup::Family::V6,
+                &mut v6_table_prefixes(&self.v6),
+                filter_common::lookup::V6_ROOT_BITS,
+            );
+            legacy.stats.v6_table_words = legacy.v6_table.len();
+        }
         legacy.incremental = false;
         legacy
     }
