@@ -135,9 +135,10 @@ struct Differ {
     tally: Tally,
     /// Counter slot the test runs count in ([`DIFF_IFACE`]'s).
     iface_slot: u32,
-    /// Publish the tables as a layout-4 loader did (`Tables::as_layout4`: tail records of
-    /// one prefix): what this program reads during a take-over from layout 4.
-    as_layout4: bool,
+    /// Publish the tables as the loader of this earlier layout did (`Tables::as_layout5`:
+    /// no inline IPv4 prefixes; `as_layout4`: also tail records of one prefix only): what
+    /// this program reads during a take-over from that layout.
+    legacy: Option<u32>,
 }
 
 /// Counts and disagreements.
@@ -204,7 +205,7 @@ impl Differ {
             slots: RuleSlots::new(),
             tally: Tally::default(),
             iface_slot,
-            as_layout4: false,
+            legacy: None,
         }
     }
 
@@ -212,8 +213,11 @@ impl Differ {
     /// empties the kernel's fragment table.
     fn publish(&mut self, policy: &Policy) -> Result<Published, String> {
         let mut tables = compile(policy, &self.slots).map_err(|e| e.to_string())?;
-        if self.as_layout4 {
-            tables = tables.as_layout4();
+        match self.legacy {
+            Some(4) => tables = tables.as_layout4(),
+            Some(5) => tables = tables.as_layout5(),
+            Some(other) => panic!("no tables of layout {other} to publish"),
+            None => {}
         }
         self.filter
             .maps_mut()
@@ -1515,32 +1519,32 @@ fn boundaries(net: &IpNet) -> Vec<IpAddr> {
 #[test]
 fn adversarial_prefix_sets() {
     // Capacity for the 100k random IPv6 prefixes. Once with the 18-bit IPv4 root, once with
-    // the 20-bit one a large capacity gets, and once with the tables a layout-4 loader
-    // published (tail records of one prefix: an IPv6 1 KiB node wherever two prefixes share
-    // a slot, so the 100k random IPv6 set then takes 31 MiB and needs 4x the capacity).
-    for (ipv4, ipv6, as_layout4) in [
-        (262_144, 131_072, false),
-        (filter_common::lookup::V4_LARGE_FROM, 131_072, false),
-        (262_144, 524_288, true),
+    // the 20-bit one a large capacity gets, and once each with the tables a layout-5 loader
+    // published (no inline IPv4 prefixes) and a layout-4 one (tail records of one prefix:
+    // an IPv6 1 KiB node wherever two prefixes share a slot, so the 100k random IPv6 set
+    // then takes 31 MiB and needs 4x the capacity).
+    for (ipv4, ipv6, legacy) in [
+        (262_144, 131_072, None),
+        (filter_common::lookup::V4_LARGE_FROM, 131_072, None),
+        (262_144, 131_072, Some(5)),
+        (262_144, 524_288, Some(4)),
     ] {
-        adversarial_prefix_sets_with(PrefixCapacity { ipv4, ipv6 }, as_layout4);
+        adversarial_prefix_sets_with(PrefixCapacity { ipv4, ipv6 }, legacy);
     }
 }
 
-fn adversarial_prefix_sets_with(capacity: PrefixCapacity, as_layout4: bool) {
+fn adversarial_prefix_sets_with(capacity: PrefixCapacity, legacy: Option<u32>) {
     let probes = env_number("NODEGATE_DIFF_PREFIX_PROBES").unwrap_or(1_500) as usize;
     println!(
         "  IPv4 capacity {}, IPv6 capacity {}{}:",
         capacity.ipv4,
         capacity.ipv6,
-        if as_layout4 {
-            ", as layout 4 published"
-        } else {
-            ""
-        }
+        legacy.map_or(String::new(), |layout| format!(
+            ", as layout {layout} published"
+        ))
     );
     let mut differ = Differ::with_capacity(capacity);
-    differ.as_layout4 = as_layout4;
+    differ.legacy = legacy;
     let mut rng = Mix(0x6e67_7072_6f62_0001);
     for (label, sources) in adversarial_sets() {
         let kinds = [
