@@ -4,9 +4,10 @@
 //! addresses below some `depth` bits; its slots first get the answer of the longest prefix
 //! that ends within the node (later prefixes in sorted order that overlap an earlier one are
 //! nested in it, so writing ranges in order leaves the longest one in each slot). Prefixes
-//! longer than the node fall into one slot each, in runs: a run of at most two (IPv4) or four
-//! (IPv6) becomes a tail record, a longer run a child node that inherits the slot's answer as
-//! its default. Linear in the table size after the sort.
+//! longer than the node fall into one slot each, in runs: a lone IPv4 prefix becomes an
+//! inline word when it fits (`filter_common::lookup::inline`), a run of at most two (IPv4) or
+//! four (IPv6) a tail record, a longer run a child node that inherits the slot's answer as its
+//! default. Linear in the table size after the sort.
 //!
 //! An IPv4 child node is wide ([`V4_WIDE_STRIDE`] bits) when at least 12 of a plain node's
 //! 16 slots would get child nodes themselves (with records of one prefix): every lookup
