@@ -40,6 +40,7 @@ mod proto;
 mod samples;
 mod scratch;
 mod verdict;
+mod walk;
 
 use core::{
     mem::MaybeUninit,

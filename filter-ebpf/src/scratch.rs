@@ -2,7 +2,7 @@
 //! spectre-hardened variant: the [`Summary`] the parser hands to `finish.rs` (with the
 //! [`Key`] through which the settings, interface, rule, counter and sampler lookups pass
 //! their keys to the kernel) and the [`FrontCopy`] of the frame's headers. The source table
-//! walk keeps its keys on the stack: `lookup::word` says why.
+//! walk keeps its keys on the stack: `walk::word` says why.
 //!
 //! Why not the stack: loaded without CAP_PERFMON, the verifier guards against speculative
 //! store bypass (Spectre v4) with a barrier (`nospec`, an `lfence` on x86) after every stack
