@@ -41,9 +41,17 @@ pub fn detect() -> Option<BpfToolchain> {
     None
 }
 
-/// `cargo build` of the `nodegate` object in `ebpf_dir` into `target_dir`, with none of the
+/// The shipped XDP object's binary in `filter-ebpf`.
+pub const NODEGATE_BIN: &str = "nodegate";
+
+/// `cargo build` of the object `bin` in `ebpf_dir` into `target_dir`, with none of the
 /// calling cargo's settings leaking in. The object lands at [`built_object`].
-pub fn build_command(toolchain: &BpfToolchain, ebpf_dir: &Path, target_dir: &Path) -> Command {
+pub fn build_command(
+    toolchain: &BpfToolchain,
+    ebpf_dir: &Path,
+    target_dir: &Path,
+    bin: &str,
+) -> Command {
     let mut cmd = match toolchain {
         BpfToolchain::Nightly => {
             let mut c = Command::new("rustup");
@@ -65,7 +73,7 @@ pub fn build_command(toolchain: &BpfToolchain, ebpf_dir: &Path, target_dir: &Pat
             "--target",
             "bpfel-unknown-none",
             "--bin",
-            "nodegate",
+            bin,
         ])
         .arg("--target-dir")
         .arg(target_dir);
@@ -97,9 +105,9 @@ pub fn build_command(toolchain: &BpfToolchain, ebpf_dir: &Path, target_dir: &Pat
     cmd
 }
 
-/// Where [`build_command`] leaves the object.
-pub fn built_object(target_dir: &Path) -> PathBuf {
-    target_dir.join("bpfel-unknown-none/release/nodegate")
+/// Where [`build_command`] leaves the object `bin`.
+pub fn built_object(target_dir: &Path, bin: &str) -> PathBuf {
+    target_dir.join("bpfel-unknown-none/release").join(bin)
 }
 
 fn nightly_has_rust_src() -> bool {

@@ -67,11 +67,19 @@ fn main() -> anyhow::Result<()> {
     };
 
     let target_dir = workspace.join("target").join("bpf");
-    let mut cmd = bpf_toolchain::build_command(&toolchain, &ebpf_dir, &target_dir);
+    let mut cmd = bpf_toolchain::build_command(
+        &toolchain,
+        &ebpf_dir,
+        &target_dir,
+        bpf_toolchain::NODEGATE_BIN,
+    );
     let status = cmd.status()?;
     if !status.success() {
         anyhow::bail!("building filter-ebpf for bpfel-unknown-none failed ({status}); if the toolchain is incomplete: {INSTALL_HINT}");
     }
-    fs::copy(bpf_toolchain::built_object(&target_dir), &object)?;
+    fs::copy(
+        bpf_toolchain::built_object(&target_dir, bpf_toolchain::NODEGATE_BIN),
+        &object,
+    )?;
     Ok(())
 }

@@ -6,6 +6,7 @@
 //! (xdp-filter, nftables, iptables + ipset) and reload latency. `cargo xtask bench` runs both
 //! and prints the tables.
 
+pub mod candidates;
 pub mod peers;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

@@ -50,16 +50,25 @@ fn build_in(scratch: &Path, checkout: &str) -> Vec<u8> {
     let toolchain = bpf_toolchain::detect()
         .expect("no BPF toolchain: run `cargo xtask setup` (the test builds the XDP object)");
     let target_dir = scratch.join(format!("{checkout}-target"));
-    let status = bpf_toolchain::build_command(&toolchain, &root.join("filter-ebpf"), &target_dir)
-        .arg("--quiet")
-        .status()
-        .unwrap();
+    let status = bpf_toolchain::build_command(
+        &toolchain,
+        &root.join("filter-ebpf"),
+        &target_dir,
+        bpf_toolchain::NODEGATE_BIN,
+    )
+    .arg("--quiet")
+    .status()
+    .unwrap();
     assert!(
         status.success(),
         "building the object in {}",
         root.display()
     );
-    fs::read(bpf_toolchain::built_object(&target_dir)).unwrap()
+    fs::read(bpf_toolchain::built_object(
+        &target_dir,
+        bpf_toolchain::NODEGATE_BIN,
+    ))
+    .unwrap()
 }
 
 #[test]

@@ -408,14 +408,61 @@ fn render(criterion: &Path, lines: &[Value], command: &str) -> (String, Vec<Stri
         }
     }
 
-    let _ = writeln!(r, "\n### Source lookup tables: kernel memory\n");
-    let _ = writeln!(r, "nodegate: bytes of one generation's tables as built, both generations, and the maps as the default (or the set's) capacity allocates them. LPM trie: the kernel's own accounting (`memlock` in the map's fdinfo) of one trie holding the same prefixes once.\n");
-    let _ = writeln!(r, "| prefix set | IPv4 | IPv6 | nodegate, one generation | nodegate, both | maps as allocated for the capacity | LPM trie, one copy | compile |\n|---|---:|---:|---:|---:|---:|---:|---:|");
     let mib = |v: &Value| {
         v.as_f64()
             .map(|b| format!("{:.2} MiB", b / 1048576.0))
             .unwrap_or_else(|| "—".into())
     };
+    let _ = writeln!(
+        r,
+        "\n### Source lookup structures side by side: IPv4, random mixed-length prefixes, random sources, `BPF_PROG_TEST_RUN` ns/packet\n"
+    );
+    let _ = writeln!(r, "nodegate's flat table, DXR (D18R) and poptrie (18-bit direct table, 6-6-2-bit nodes), each walked by a minimal XDP program of the lookup-candidates object (`filter-ebpf/src/candidates/main.rs`: the same constant-offset parse, one table map, the answer as the return value), on the prefixes and frames of the table above with the prefixes answering 1 to 8 in turn (`benches::candidates`); every frame's answer checked against a plain longest-prefix match before timing. Measured in the same interleaved rounds as the table above; table bytes are one copy, build the builder's time in `ng-bench`.\n");
+    let _ = writeln!(r, "| prefixes | structure | table | build | warm ns | vs 1 prefix | cold ns | vs 1 prefix |\n|---:|---|---:|---:|---:|---:|---:|---:|");
+    let candidate_lines: Vec<&Value> = lines.iter().filter(|l| l["kind"] == "candidate").collect();
+    for l in &candidate_lines {
+        if let Some(err) = l["error"].as_str() {
+            missing.push(format!(
+                "lookup candidate {} {}: {err}",
+                l["who"], l["prefixes"]
+            ));
+        }
+    }
+    for &n in &LOOKUP_V4 {
+        for who in ["flat", "dxr", "poptrie"] {
+            let built = candidate_lines.iter().find(|l| {
+                l["prefixes"].as_u64() == Some(n) && l["who"] == who && l["error"].is_null()
+            });
+            let mut row = format!("| {n} | {who} |");
+            match built {
+                Some(l) => {
+                    let _ = write!(
+                        row,
+                        " {} | {} |",
+                        mib(&l["bytes"]),
+                        cell(l["build_ms"].as_f64(), &|v| format!("{v:.1} ms"))
+                    );
+                }
+                None => row.push_str(" not built | — |"),
+            }
+            for cache in ["warm", "cold"] {
+                match lookup_row("v4", n, who, cache) {
+                    Some((ns, vs)) => {
+                        let _ = write!(row, " {ns:.1} | {vs:.2}× |");
+                    }
+                    None => {
+                        missing.push(format!("lookup candidate {who} {n} {cache}"));
+                        row.push_str(" not measured | — |");
+                    }
+                }
+            }
+            let _ = writeln!(r, "{row}");
+        }
+    }
+
+    let _ = writeln!(r, "\n### Source lookup tables: kernel memory\n");
+    let _ = writeln!(r, "nodegate: bytes of one generation's tables as built, both generations, and the maps as the default (or the set's) capacity allocates them. LPM trie: the kernel's own accounting (`memlock` in the map's fdinfo) of one trie holding the same prefixes once.\n");
+    let _ = writeln!(r, "| prefix set | IPv4 | IPv6 | nodegate, one generation | nodegate, both | maps as allocated for the capacity | LPM trie, one copy | compile |\n|---|---:|---:|---:|---:|---:|---:|---:|");
     let table_lines: Vec<&Value> = lines.iter().filter(|l| l["kind"] == "tables").collect();
     for l in &table_lines {
         let name = l["name"].as_str().unwrap_or("?");

@@ -1,6 +1,9 @@
-//! The knock-out builds of the stage-cost table: the XDP object built once per stage with
-//! `NODEGATE_KNOCKOUT=<stage>` (filter-ebpf/src/knockout.rs), each stopping right after that
-//! stage, for `benches/benches/testrun.rs` to time beside the shipped program.
+//! The BPF objects `xtask bench` builds beside the shipped one: the knock-out builds of the
+//! stage-cost table (the XDP object built once per stage with `NODEGATE_KNOCKOUT=<stage>`,
+//! filter-ebpf/src/knockout.rs, each stopping right after that stage, for `ng-bench stages`
+//! to time beside the shipped program), and the lookup-candidates object
+//! (filter-ebpf/src/candidates/main.rs) that `ng-bench lookup` times the flat table against
+//! DXR and poptrie with.
 
 use std::path::{Path, PathBuf};
 
@@ -13,7 +16,15 @@ mod bpf_toolchain;
 /// object). Keep in step with `knockout::Stage` and `benches::STAGES`.
 pub const STAGES: [&str; 5] = ["settings", "parse", "call", "lookup", "verdict"];
 
-/// Build every knock-out object into `target/knockout/<stage>.o`; returns that directory.
+/// The benches' lookup-candidates binary in `filter-ebpf` (`src/candidates/main.rs`).
+const CANDIDATES_BIN: &str = "lookup-candidates";
+
+/// The lookup-candidates object's file name in the knock-out directory (`ng-bench lookup`
+/// reads it from `NODEGATE_KNOCKOUT_DIR`).
+pub const CANDIDATES: &str = "lookup-candidates.o";
+
+/// Build every knock-out object into `target/knockout/<stage>.o`, and the lookup-candidates
+/// object into [`CANDIDATES`] there; returns that directory.
 pub fn build(root: &Path, target: &Path) -> anyhow::Result<PathBuf> {
     let Some(toolchain) = bpf_toolchain::detect() else {
         bail!(
@@ -22,11 +33,16 @@ pub fn build(root: &Path, target: &Path) -> anyhow::Result<PathBuf> {
         );
     };
     let build_dir = target.join("bpf-knockout");
+    let ebpf = root.join("filter-ebpf");
     let out = target.join("knockout");
     std::fs::create_dir_all(&out)?;
     for stage in STAGES {
-        let mut cmd =
-            bpf_toolchain::build_command(&toolchain, &root.join("filter-ebpf"), &build_dir);
+        let mut cmd = bpf_toolchain::build_command(
+            &toolchain,
+            &ebpf,
+            &build_dir,
+            bpf_toolchain::NODEGATE_BIN,
+        );
         cmd.env("NODEGATE_KNOCKOUT", stage);
         eprintln!("+ NODEGATE_KNOCKOUT={stage} cargo build (filter-ebpf)");
         let status = cmd.status().context("failed to run the BPF build")?;
@@ -34,8 +50,24 @@ pub fn build(root: &Path, target: &Path) -> anyhow::Result<PathBuf> {
             bail!("knock-out build `{stage}` failed ({status})");
         }
         let object = out.join(format!("{stage}.o"));
-        std::fs::copy(bpf_toolchain::built_object(&build_dir), &object)
-            .with_context(|| format!("failed to copy the `{stage}` object"))?;
+        std::fs::copy(
+            bpf_toolchain::built_object(&build_dir, bpf_toolchain::NODEGATE_BIN),
+            &object,
+        )
+        .with_context(|| format!("failed to copy the `{stage}` object"))?;
     }
+    let bin = CANDIDATES_BIN;
+    eprintln!("+ cargo build --bin {bin} (filter-ebpf)");
+    let status = bpf_toolchain::build_command(&toolchain, &ebpf, &build_dir, bin)
+        .status()
+        .context("failed to run the BPF build")?;
+    if !status.success() {
+        bail!("the `{bin}` build failed ({status})");
+    }
+    std::fs::copy(
+        bpf_toolchain::built_object(&build_dir, bin),
+        out.join(CANDIDATES),
+    )
+    .with_context(|| format!("failed to copy the `{bin}` object"))?;
     Ok(out)
 }

@@ -3,14 +3,24 @@
 use std::rc::Rc;
 
 use anyhow::{bail, Context};
-use benches::{allow_policy, fit_capacity, v4_mixed_prefixes, v6_mixed_prefixes};
+use benches::{
+    allow_policy,
+    candidates::{Oracle, Prefix},
+    fit_capacity, v4_mixed_prefixes, v6_mixed_prefixes,
+};
 use filter_user::replay::{rawbpf::RawProgram, rawlpm::LpmBaseline, LoadedPolicy};
 use serde_json::json;
 
-use crate::rounds::{interleaved, spread, TimedRun};
+use crate::{
+    candidates,
+    rounds::{interleaved, spread, TimedRun},
+};
 
 /// Distinct frames of the source lookup rows: half from inside a listed prefix.
 const LOOKUP_FRAMES: usize = 4096;
+
+/// Answers the lookup candidates' prefixes take in turn (`Prefix::with_answers`).
+const CANDIDATE_ANSWERS: u32 = 8;
 
 /// Unmeasured passes over the frames between a lookup row's cold and warm pass. In a pinned
 /// trial (2026-12-06) the second pass measured 100k IPv4 at 187 ns and 1M at 203, the pass
@@ -88,13 +98,23 @@ pub(crate) fn lookup(quick: bool) -> anyhow::Result<usize> {
     let mut failed = 0;
     let rounds = if quick { 3 } else { 15 };
     let _pinned = PinnedCpu::current()?;
+    // DXR and poptrie beside the flat table, IPv4 only (the builders are IPv4's).
+    let candidates = candidates::object();
+    if let Err(e) = &candidates {
+        failed += 1;
+        println!(
+            "{}",
+            json!({"kind": "candidate", "family": "v4", "error": format!("{e:#}")})
+        );
+    }
     for (family, sizes) in [
         ("v4", &benches::LOOKUP_SIZES_V4[..]),
         ("v6", &benches::LOOKUP_SIZES_V6[..]),
     ] {
         let mut programs: Vec<LookupProgram> = Vec::new();
         for &n in sizes {
-            if let Err(e) = lookup_programs(family, n, &mut programs) {
+            let object = candidates.as_deref().ok().filter(|_| family == "v4");
+            if let Err(e) = lookup_programs(family, n, object, &mut programs) {
                 failed += 1;
                 println!(
                     "{}",
@@ -148,20 +168,28 @@ pub(crate) fn lookup(quick: bool) -> anyhow::Result<usize> {
 }
 
 /// Load nodegate, the LPM-trie program and the empty program for `n` random mixed-length
-/// prefixes of `family` into `programs`.
+/// prefixes of `family` into `programs`, and the lookup candidates from `candidates` (the
+/// object) when given.
 fn lookup_programs(
     family: &str,
     n: usize,
+    candidates: Option<&[u8]>,
     programs: &mut Vec<LookupProgram>,
 ) -> anyhow::Result<()> {
-    let (mut policy, frames, lpm) = if family == "v4" {
+    let (mut policy, frames, lpm, v4_list) = if family == "v4" {
         let list = v4_mixed_prefixes(n, 21);
         let frames = benches::random_frames(&list, LOOKUP_FRAMES, 22);
-        (allow_policy(&list, &[]), frames, LpmBaseline::v4(&list))
+        let lpm = LpmBaseline::v4(&list);
+        (allow_policy(&list, &[]), frames, lpm, list)
     } else {
         let list = v6_mixed_prefixes(n, 23);
         let frames = benches::random_v6_frames(&list, LOOKUP_FRAMES, 24);
-        (allow_policy(&[], &list), frames, LpmBaseline::v6(&list))
+        (
+            allow_policy(&[], &list),
+            frames,
+            LpmBaseline::v6(&list),
+            Vec::new(),
+        )
     };
     fit_capacity(&mut policy);
     let mut nodegate = LoadedPolicy::load(&policy)
@@ -170,6 +198,28 @@ fn lookup_programs(
         lpm.with_context(|| format!("cannot build the LPM baseline with {n} {family} prefixes"))?;
     let empty = RawProgram::pass()?;
     let frames = Rc::new(frames);
+    if let Some(object) = candidates {
+        let prefixes = Prefix::with_answers(&v4_list, CANDIDATE_ANSWERS);
+        let oracle = Oracle::new(&prefixes);
+        // Every frame's source is at offset 26 (untagged Ethernet + IPv4).
+        let expected: Vec<u32> = frames
+            .iter()
+            .map(|f| oracle.answer(u32::from_be_bytes([f[26], f[27], f[28], f[29]])))
+            .collect();
+        for (who, _) in candidates::CANDIDATES {
+            match candidate_program(object, who, &prefixes, &frames, &expected) {
+                Ok((program, line)) => {
+                    println!("{line}");
+                    programs.push(program);
+                }
+                Err(e) => println!(
+                    "{}",
+                    json!({"kind": "candidate", "family": family, "prefixes": n, "who": who,
+                           "error": format!("{e:#}")})
+                ),
+            }
+        }
+    }
     let rows: [(&'static str, TimedRun); 3] = [
         (
             "nodegate",
@@ -193,4 +243,39 @@ fn lookup_programs(
         });
     }
     Ok(())
+}
+
+/// Candidate `who` loaded for `prefixes`, once it gave every frame `expected`'s answer: its
+/// lookup row, and its `candidate` line (table bytes, build time).
+fn candidate_program(
+    object: &[u8],
+    who: &'static str,
+    prefixes: &[Prefix],
+    frames: &Rc<Vec<Vec<u8>>>,
+    expected: &[u32],
+) -> anyhow::Result<(LookupProgram, serde_json::Value)> {
+    let loaded = candidates::load(object, who, prefixes)?;
+    let wrong = frames
+        .iter()
+        .zip(expected)
+        .map(|(f, want)| Ok(u32::from(loaded.program.test_run(f, 1)?.retval != *want)))
+        .sum::<anyhow::Result<u32>>()?;
+    if wrong > 0 {
+        anyhow::bail!(
+            "{who} answered {wrong} of {} frames unlike a plain longest-prefix match",
+            frames.len()
+        );
+    }
+    let line = json!({"kind": "candidate", "family": "v4", "prefixes": prefixes.len(), "who": who,
+                      "bytes": loaded.bytes, "build_ms": loaded.build_ms, "frames_checked": frames.len()});
+    let program = loaded.program;
+    Ok((
+        LookupProgram {
+            who,
+            prefixes: prefixes.len(),
+            frames: Rc::clone(frames),
+            run: Box::new(move |f, n| Ok(program.test_run(f, n)?.duration.as_nanos() as f64)),
+        },
+        line,
+    ))
 }

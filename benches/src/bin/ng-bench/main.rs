@@ -26,6 +26,7 @@
 //!
 //! Usage: `ng-bench [--quick] [pipeline|reload|tables|stages|lookup]...` (default all). Needs root.
 
+mod candidates;
 mod lookup;
 mod pipeline;
 mod reload;

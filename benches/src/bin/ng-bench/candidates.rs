@@ -1,0 +1,143 @@
+//! The IPv4 lookup candidates in the kernel: nodegate's flat table, DXR and poptrie
+//! (`benches::candidates`), each walked by its own minimal XDP program of the
+//! lookup-candidates object (`filter-ebpf/src/candidates/main.rs`, built by `cargo xtask
+//! bench` into `NODEGATE_KNOCKOUT_DIR`). The programs share everything but the structure:
+//! the same constant-offset parse, one table map, pass when a prefix contains the source.
+
+use std::{
+    os::fd::{AsFd, AsRawFd},
+    path::PathBuf,
+    time::Instant,
+};
+
+use anyhow::{bail, Context};
+use aya::{
+    maps::{Array, Map},
+    programs::Xdp,
+    EbpfLoader,
+};
+use benches::candidates::{dxr, poptrie, Built, Prefix};
+use filter_common::lookup::V4;
+use filter_user::{
+    compiler::lookup::{build, Family, TablePrefix},
+    replay::rawbpf::PeerProgram,
+};
+
+/// The candidates: the row name, and the program that walks it.
+pub(crate) const CANDIDATES: [(&str, &str); 3] = [
+    ("flat", "cand_flat"),
+    ("dxr", "cand_dxr"),
+    ("poptrie", "cand_poptrie"),
+];
+
+/// The lookup-candidates object, if `cargo xtask bench` built it.
+pub(crate) fn object() -> anyhow::Result<Vec<u8>> {
+    let Some(dir) = std::env::var_os("NODEGATE_KNOCKOUT_DIR") else {
+        bail!("NODEGATE_KNOCKOUT_DIR unset: run through `cargo xtask bench`, which builds the lookup-candidates object");
+    };
+    let path = PathBuf::from(dir).join("lookup-candidates.o");
+    std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+/// One candidate loaded with its table: what it costs to build and keep, and its program.
+pub(crate) struct Loaded {
+    /// Bytes of the table (one copy).
+    pub bytes: usize,
+    /// Milliseconds the builder took.
+    pub build_ms: f64,
+    pub program: PeerProgram,
+    /// Keeps the program and its maps alive.
+    _ebpf: aya::Ebpf,
+}
+
+/// Build candidate `who`'s table for `prefixes` and load its program from `object` with the
+/// table in place.
+pub(crate) fn load(object: &[u8], who: &str, prefixes: &[Prefix]) -> anyhow::Result<Loaded> {
+    let started = Instant::now();
+    // The flat table gets the root the product picks for a capacity of this many prefixes.
+    let root_bits = V4.root_bits_for(prefixes.len() as u32);
+    let built = match who {
+        "flat" => {
+            let mut table: Vec<TablePrefix> = prefixes
+                .iter()
+                .map(|p| TablePrefix {
+                    addr: u128::from(p.addr) << 96,
+                    len: p.len as u8,
+                    leaf: p.answer,
+                })
+                .collect();
+            Built {
+                words: build(Family::V4, &mut table, root_bits),
+            }
+        }
+        "dxr" => dxr::build(prefixes).map_err(anyhow::Error::msg)?,
+        "poptrie" => poptrie::build(prefixes),
+        other => bail!("no lookup candidate {other}"),
+    };
+    let build_ms = started.elapsed().as_secs_f64() * 1e3;
+    let program = CANDIDATES
+        .iter()
+        .find(|(name, _)| *name == who)
+        .map(|(_, program)| *program)
+        .context("candidate without a program")?;
+    let mut ebpf = EbpfLoader::new()
+        .map_max_entries("CAND_TABLE", built.elements().max(1))
+        .load(object)
+        .context("cannot load the lookup-candidates object")?;
+    fill(
+        ebpf.map_mut("CAND_TABLE").context("no CAND_TABLE")?,
+        &built.words,
+    )?;
+    let mut root: Array<_, u32> =
+        Array::try_from(ebpf.map_mut("CAND_ROOT").context("no CAND_ROOT")?)?;
+    root.set(0, root_bits, 0)?;
+    let xdp: &mut Xdp = ebpf
+        .program_mut(program)
+        .with_context(|| format!("no program {program}"))?
+        .try_into()?;
+    xdp.load()
+        .with_context(|| format!("the kernel refused {program}"))?;
+    let id = xdp.info()?.id();
+    Ok(Loaded {
+        bytes: built.bytes(),
+        build_ms,
+        program: PeerProgram::by_id(id)?,
+        _ebpf: ebpf,
+    })
+}
+
+/// Write `words` at the start of the mmapable `u64` array `map`.
+fn fill(map: &mut Map, words: &[u32]) -> anyhow::Result<()> {
+    let Map::Array(data) = map else {
+        bail!("CAND_TABLE is not an array");
+    };
+    let bytes = data.info()?.max_entries() as usize * 8;
+    if words.len() * 4 > bytes {
+        bail!(
+            "{} words do not fit CAND_TABLE's {bytes} bytes",
+            words.len()
+        );
+    }
+    // SAFETY: a fresh shared mapping of the map's fd, which the loader created mmapable
+    // with `bytes` bytes; unmapped below, and nothing else holds it.
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            bytes,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            data.fd().as_fd().as_raw_fd(),
+            0,
+        )
+    };
+    if ptr == libc::MAP_FAILED {
+        bail!("cannot map CAND_TABLE: {}", std::io::Error::last_os_error());
+    }
+    // SAFETY: `words` fits the mapping (checked above); the two do not overlap; the mapping
+    // is released right after and nothing else refers to it.
+    unsafe {
+        std::ptr::copy_nonoverlapping(words.as_ptr(), ptr.cast::<u32>(), words.len());
+        libc::munmap(ptr, bytes);
+    }
+    Ok(())
+}
