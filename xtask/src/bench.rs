@@ -415,10 +415,10 @@ fn render(criterion: &Path, lines: &[Value], command: &str) -> (String, Vec<Stri
     };
     let _ = writeln!(
         r,
-        "\n### Source lookup structures side by side: IPv4, random mixed-length prefixes, random sources, `BPF_PROG_TEST_RUN` ns/packet\n"
+        "\n### Source lookup structures side by side: random mixed-length prefixes, random sources, `BPF_PROG_TEST_RUN` ns/packet\n"
     );
-    let _ = writeln!(r, "nodegate's flat table, DXR (D18R) and poptrie (18-bit direct table, 6-6-2-bit nodes), each walked by a minimal XDP program of the lookup-candidates object (`filter-ebpf/src/candidates/main.rs`: the same constant-offset parse, one table map, the answer as the return value), on the prefixes and frames of the table above with the prefixes answering 1 to 8 in turn (`benches::candidates`); every frame's answer checked against a plain longest-prefix match before timing. Measured in the same interleaved rounds as the table above; table bytes are one copy, build the builder's time in `ng-bench`.\n");
-    let _ = writeln!(r, "| prefixes | structure | table | build | warm ns | vs 1 prefix | cold ns | vs 1 prefix |\n|---:|---|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(r, "nodegate's flat table, DXR (D18R, IPv4) and poptrie (18-bit direct table and 6-6-2-bit nodes for IPv4, 16 bits and 18 nodes of 6 and one of 4 for IPv6), each walked by a minimal XDP program of the lookup-candidates object (`filter-ebpf/src/candidates/main.rs`: the same constant-offset parse, one table map, the answer as the return value), on the prefixes and frames of the table above with the prefixes answering 1 to 8 in turn (`benches::candidates`); every frame's answer checked against a plain longest-prefix match before timing. Measured in the same interleaved rounds as the table above; table bytes are one copy, build the builder's time in `ng-bench`.\n");
+    let _ = writeln!(r, "| family | prefixes | structure | table | build | warm ns | vs 1 prefix | cold ns | vs 1 prefix |\n|---|---:|---|---:|---:|---:|---:|---:|---:|");
     let candidate_lines: Vec<&Value> = lines.iter().filter(|l| l["kind"] == "candidate").collect();
     for l in &candidate_lines {
         if let Some(err) = l["error"].as_str() {
@@ -428,12 +428,19 @@ fn render(criterion: &Path, lines: &[Value], command: &str) -> (String, Vec<Stri
             ));
         }
     }
-    for &n in &LOOKUP_V4 {
-        for who in ["flat", "dxr", "poptrie"] {
+    let structures = [
+        ("v4", &LOOKUP_V4[..], &["flat", "dxr", "poptrie"][..]),
+        ("v6", &LOOKUP_V6[..], &["flat", "poptrie"][..]),
+    ];
+    for (family, sizes, whos) in structures {
+        for (&n, &who) in sizes.iter().flat_map(|n| whos.iter().map(move |w| (n, w))) {
             let built = candidate_lines.iter().find(|l| {
-                l["prefixes"].as_u64() == Some(n) && l["who"] == who && l["error"].is_null()
+                l["family"] == family
+                    && l["prefixes"].as_u64() == Some(n)
+                    && l["who"] == who
+                    && l["error"].is_null()
             });
-            let mut row = format!("| {n} | {who} |");
+            let mut row = format!("| {family} | {n} | {who} |");
             match built {
                 Some(l) => {
                     let _ = write!(
@@ -446,12 +453,12 @@ fn render(criterion: &Path, lines: &[Value], command: &str) -> (String, Vec<Stri
                 None => row.push_str(" not built | — |"),
             }
             for cache in ["warm", "cold"] {
-                match lookup_row("v4", n, who, cache) {
+                match lookup_row(family, n, who, cache) {
                     Some((ns, vs)) => {
                         let _ = write!(row, " {ns:.1} | {vs:.2}× |");
                     }
                     None => {
-                        missing.push(format!("lookup candidate {who} {n} {cache}"));
+                        missing.push(format!("lookup candidate {family} {who} {n} {cache}"));
                         row.push_str(" not measured | — |");
                     }
                 }

@@ -1,8 +1,8 @@
-//! The IPv4 lookup candidates in the kernel: nodegate's flat table, DXR and poptrie
+//! The lookup candidates in the kernel: nodegate's flat table, DXR (IPv4) and poptrie
 //! (`benches::candidates`), each walked by its own minimal XDP program of the
 //! lookup-candidates object (`filter-ebpf/src/candidates/main.rs`, built by `cargo xtask
-//! bench` into `NODEGATE_KNOCKOUT_DIR`). The programs share everything but the structure:
-//! the same constant-offset parse, one table map, pass when a prefix contains the source.
+//! bench` into `NODEGATE_KNOCKOUT_DIR`). A family's programs share everything but the
+//! structure: the same constant-offset parse, one table map, the answer as return value.
 
 use std::{
     os::fd::{AsFd, AsRawFd},
@@ -17,17 +17,19 @@ use aya::{
     EbpfLoader,
 };
 use benches::candidates::{dxr, poptrie, Built, Prefix};
-use filter_common::lookup::V4;
+use filter_common::lookup::{V4, V6_ROOT_BITS};
 use filter_user::{
     compiler::lookup::{build, Family, TablePrefix},
     replay::rawbpf::PeerProgram,
 };
 
-/// The candidates: the row name, and the program that walks it.
-pub(crate) const CANDIDATES: [(&str, &str); 3] = [
-    ("flat", "cand_flat"),
-    ("dxr", "cand_dxr"),
-    ("poptrie", "cand_poptrie"),
+/// The candidates: family, row name, and the program that walks it.
+pub(crate) const CANDIDATES: [(&str, &str, &str); 5] = [
+    ("v4", "flat", "cand_flat"),
+    ("v4", "dxr", "cand_dxr"),
+    ("v4", "poptrie", "cand_poptrie"),
+    ("v6", "flat", "cand_flat6"),
+    ("v6", "poptrie", "cand_poptrie6"),
 ];
 
 /// The lookup-candidates object, if `cargo xtask bench` built it.
@@ -50,35 +52,46 @@ pub(crate) struct Loaded {
     _ebpf: aya::Ebpf,
 }
 
-/// Build candidate `who`'s table for `prefixes` and load its program from `object` with the
-/// table in place.
-pub(crate) fn load(object: &[u8], who: &str, prefixes: &[Prefix]) -> anyhow::Result<Loaded> {
+/// Build candidate `who`'s table of `family` for `prefixes` and load its program from
+/// `object` with the table in place.
+pub(crate) fn load(
+    object: &[u8],
+    family: &str,
+    who: &str,
+    prefixes: &[Prefix],
+) -> anyhow::Result<Loaded> {
     let started = Instant::now();
+    let v4 = family == "v4";
     // The flat table gets the root the product picks for a capacity of this many prefixes.
-    let root_bits = V4.root_bits_for(prefixes.len() as u32);
+    let root_bits = if v4 {
+        V4.root_bits_for(prefixes.len() as u32)
+    } else {
+        V6_ROOT_BITS
+    };
     let built = match who {
         "flat" => {
             let mut table: Vec<TablePrefix> = prefixes
                 .iter()
                 .map(|p| TablePrefix {
-                    addr: u128::from(p.addr) << 96,
+                    addr: p.addr,
                     len: p.len as u8,
                     leaf: p.answer,
                 })
                 .collect();
+            let family = if v4 { Family::V4 } else { Family::V6 };
             Built {
-                words: build(Family::V4, &mut table, root_bits),
+                words: build(family, &mut table, root_bits),
             }
         }
-        "dxr" => dxr::build(prefixes).map_err(anyhow::Error::msg)?,
-        "poptrie" => poptrie::build(prefixes),
-        other => bail!("no lookup candidate {other}"),
+        "dxr" if v4 => dxr::build(prefixes).map_err(anyhow::Error::msg)?,
+        "poptrie" => poptrie::build(prefixes, if v4 { poptrie::V4 } else { poptrie::V6 }),
+        other => bail!("no {family} lookup candidate {other}"),
     };
     let build_ms = started.elapsed().as_secs_f64() * 1e3;
     let program = CANDIDATES
         .iter()
-        .find(|(name, _)| *name == who)
-        .map(|(_, program)| *program)
+        .find(|(f, name, _)| *f == family && *name == who)
+        .map(|(_, _, program)| *program)
         .context("candidate without a program")?;
     let mut ebpf = EbpfLoader::new()
         .map_max_entries("CAND_TABLE", built.elements().max(1))

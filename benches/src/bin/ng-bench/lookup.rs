@@ -19,7 +19,7 @@ use crate::{
 /// Distinct frames of the source lookup rows: half from inside a listed prefix.
 const LOOKUP_FRAMES: usize = 4096;
 
-/// Answers the lookup candidates' prefixes take in turn (`Prefix::with_answers`).
+/// Answers the lookup candidates' prefixes take in turn (`Prefix::v4_with_answers`, `v6_with_answers`).
 const CANDIDATE_ANSWERS: u32 = 8;
 
 /// Unmeasured passes over the frames between a lookup row's cold and warm pass. In a pinned
@@ -98,13 +98,13 @@ pub(crate) fn lookup(quick: bool) -> anyhow::Result<usize> {
     let mut failed = 0;
     let rounds = if quick { 3 } else { 15 };
     let _pinned = PinnedCpu::current()?;
-    // DXR and poptrie beside the flat table, IPv4 only (the builders are IPv4's).
+    // DXR (IPv4) and poptrie beside the flat table.
     let candidates = candidates::object();
     if let Err(e) = &candidates {
         failed += 1;
         println!(
             "{}",
-            json!({"kind": "candidate", "family": "v4", "error": format!("{e:#}")})
+            json!({"kind": "candidate", "error": format!("{e:#}")})
         );
     }
     for (family, sizes) in [
@@ -113,7 +113,7 @@ pub(crate) fn lookup(quick: bool) -> anyhow::Result<usize> {
     ] {
         let mut programs: Vec<LookupProgram> = Vec::new();
         for &n in sizes {
-            let object = candidates.as_deref().ok().filter(|_| family == "v4");
+            let object = candidates.as_deref().ok();
             if let Err(e) = lookup_programs(family, n, object, &mut programs) {
                 failed += 1;
                 println!(
@@ -176,20 +176,19 @@ fn lookup_programs(
     candidates: Option<&[u8]>,
     programs: &mut Vec<LookupProgram>,
 ) -> anyhow::Result<()> {
-    let (mut policy, frames, lpm, v4_list) = if family == "v4" {
+    // The candidates' prefixes, and where a frame's source is (untagged Ethernet + IP).
+    let (mut policy, frames, lpm, prefixes, source) = if family == "v4" {
         let list = v4_mixed_prefixes(n, 21);
         let frames = benches::random_frames(&list, LOOKUP_FRAMES, 22);
+        let prefixes = Prefix::v4_with_answers(&list, CANDIDATE_ANSWERS);
         let lpm = LpmBaseline::v4(&list);
-        (allow_policy(&list, &[]), frames, lpm, list)
+        (allow_policy(&list, &[]), frames, lpm, prefixes, 26..30)
     } else {
         let list = v6_mixed_prefixes(n, 23);
         let frames = benches::random_v6_frames(&list, LOOKUP_FRAMES, 24);
-        (
-            allow_policy(&[], &list),
-            frames,
-            LpmBaseline::v6(&list),
-            Vec::new(),
-        )
+        let prefixes = Prefix::v6_with_answers(&list, CANDIDATE_ANSWERS);
+        let lpm = LpmBaseline::v6(&list);
+        (allow_policy(&[], &list), frames, lpm, prefixes, 22..38)
     };
     fit_capacity(&mut policy);
     let mut nodegate = LoadedPolicy::load(&policy)
@@ -199,15 +198,21 @@ fn lookup_programs(
     let empty = RawProgram::pass()?;
     let frames = Rc::new(frames);
     if let Some(object) = candidates {
-        let prefixes = Prefix::with_answers(&v4_list, CANDIDATE_ANSWERS);
         let oracle = Oracle::new(&prefixes);
-        // Every frame's source is at offset 26 (untagged Ethernet + IPv4).
         let expected: Vec<u32> = frames
             .iter()
-            .map(|f| oracle.answer(u32::from_be_bytes([f[26], f[27], f[28], f[29]])))
+            .map(|f| {
+                let src = &f[source.clone()];
+                // Left-aligned, as the prefixes are.
+                let bits = src.iter().fold(0u128, |a, &b| (a << 8) | u128::from(b));
+                oracle.answer(bits << (128 - 8 * src.len()))
+            })
             .collect();
-        for (who, _) in candidates::CANDIDATES {
-            match candidate_program(object, who, &prefixes, &frames, &expected) {
+        for (f, who, _) in candidates::CANDIDATES {
+            if f != family {
+                continue;
+            }
+            match candidate_program(object, family, who, &prefixes, &frames, &expected) {
                 Ok((program, line)) => {
                     println!("{line}");
                     programs.push(program);
@@ -249,12 +254,13 @@ fn lookup_programs(
 /// lookup row, and its `candidate` line (table bytes, build time).
 fn candidate_program(
     object: &[u8],
+    family: &str,
     who: &'static str,
     prefixes: &[Prefix],
     frames: &Rc<Vec<Vec<u8>>>,
     expected: &[u32],
 ) -> anyhow::Result<(LookupProgram, serde_json::Value)> {
-    let loaded = candidates::load(object, who, prefixes)?;
+    let loaded = candidates::load(object, family, who, prefixes)?;
     let wrong = frames
         .iter()
         .zip(expected)
@@ -266,7 +272,7 @@ fn candidate_program(
             frames.len()
         );
     }
-    let line = json!({"kind": "candidate", "family": "v4", "prefixes": prefixes.len(), "who": who,
+    let line = json!({"kind": "candidate", "family": family, "prefixes": prefixes.len(), "who": who,
                       "bytes": loaded.bytes, "build_ms": loaded.build_ms, "frames_checked": frames.len()});
     let program = loaded.program;
     Ok((
