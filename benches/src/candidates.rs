@@ -486,6 +486,24 @@ mod tests {
         at
     }
 
+    /// Each of `walks` (and the oracle) answers like a plain longest-prefix match at every
+    /// address [`probes`] gives for `prefixes` (of a `bits`-bit family).
+    fn assert_answers(
+        prefixes: &[Prefix],
+        bits: u32,
+        seed: u64,
+        walks: &[(&str, &dyn Fn(u128) -> u32)],
+    ) {
+        let oracle = Oracle::new(prefixes);
+        for addr in probes(prefixes, bits, &mut Rng::seed_from_u64(seed)) {
+            let want = longest_match(prefixes, addr);
+            assert_eq!(oracle.answer(addr), want, "oracle at {addr:#x}");
+            for (name, walk) in walks {
+                assert_eq!(walk(addr), want, "{name} at {addr:#x}");
+            }
+        }
+    }
+
     /// Nested, adjacent and overlapping prefixes around chunk edges, plus a random mixed set,
     /// with several answers: both candidates (and the oracle) answer like a plain
     /// longest-prefix match at every prefix's edges and at random addresses.
@@ -505,21 +523,15 @@ mod tests {
         prefixes.extend(Prefix::v4_with_answers(&v4_mixed_prefixes(3000, 5), 5));
         let dxr = dxr::build(&prefixes).expect("fits");
         let pop = poptrie::build(&prefixes, poptrie::V4);
-        let oracle = Oracle::new(&prefixes);
-        for addr in probes(&prefixes, 32, &mut Rng::seed_from_u64(7)) {
-            let want = longest_match(&prefixes, addr);
-            assert_eq!(oracle.answer(addr), want, "oracle at {addr:#x}");
-            assert_eq!(
-                dxr::lookup(&dxr.words, (addr >> 96) as u32),
-                want,
-                "dxr at {addr:#x}"
-            );
-            assert_eq!(
-                poptrie::lookup(&pop.words, poptrie::V4, addr),
-                want,
-                "poptrie at {addr:#x}"
-            );
-        }
+        assert_answers(
+            &prefixes,
+            32,
+            7,
+            &[
+                ("dxr", &|a| dxr::lookup(&dxr.words, (a >> 96) as u32)),
+                ("poptrie", &|a| poptrie::lookup(&pop.words, poptrie::V4, a)),
+            ],
+        );
     }
 
     /// The same for IPv6 poptrie: nesting chains down to /128, neighbours across the direct
@@ -566,16 +578,12 @@ mod tests {
         ];
         prefixes.extend(Prefix::v6_with_answers(&v6_mixed_prefixes(2000, 9), 5));
         let pop = poptrie::build(&prefixes, poptrie::V6);
-        let oracle = Oracle::new(&prefixes);
-        for addr in probes(&prefixes, 128, &mut Rng::seed_from_u64(8)) {
-            let want = longest_match(&prefixes, addr);
-            assert_eq!(oracle.answer(addr), want, "oracle at {addr:#x}");
-            assert_eq!(
-                poptrie::lookup(&pop.words, poptrie::V6, addr),
-                want,
-                "poptrie at {addr:#x}"
-            );
-        }
+        assert_answers(
+            &prefixes,
+            128,
+            8,
+            &[("poptrie", &|a| poptrie::lookup(&pop.words, poptrie::V6, a))],
+        );
     }
 
     /// A chunk with more ranges than the variant holds is refused with the numbers.

@@ -380,15 +380,10 @@ fn render(criterion: &Path, lines: &[Value], command: &str) -> (String, Vec<Stri
             })
             .and_then(|l| Some((l["ns"].as_f64()?, l["vs_one_prefix"].as_f64()?)))
     };
-    for (family, sizes) in [("v4", &LOOKUP_V4[..]), ("v6", &LOOKUP_V6[..])] {
-        for &n in sizes {
-            let mut row = format!("| {family} | {n} |");
-            for (who, cache) in [
-                ("nodegate", "warm"),
-                ("nodegate", "cold"),
-                ("lpm", "warm"),
-                ("lpm", "cold"),
-            ] {
+    // A program's warm and cold cells (ns and ratio to 1 prefix), or "not measured".
+    let lookup_cells =
+        |row: &mut String, missing: &mut Vec<String>, family: &str, n: u64, who: &str| {
+            for cache in ["warm", "cold"] {
                 match lookup_row(family, n, who, cache) {
                     Some((ns, vs)) => {
                         let _ = write!(row, " {ns:.1} | {vs:.2}× |");
@@ -398,6 +393,13 @@ fn render(criterion: &Path, lines: &[Value], command: &str) -> (String, Vec<Stri
                         row.push_str(" not measured | — |");
                     }
                 }
+            }
+        };
+    for (family, sizes) in [("v4", &LOOKUP_V4[..]), ("v6", &LOOKUP_V6[..])] {
+        for &n in sizes {
+            let mut row = format!("| {family} | {n} |");
+            for who in ["nodegate", "lpm"] {
+                lookup_cells(&mut row, &mut missing, family, n, who);
             }
             let empty = lookup_row(family, n, "empty", "warm").map(|(ns, _)| ns);
             if empty.is_none() {
@@ -452,17 +454,7 @@ fn render(criterion: &Path, lines: &[Value], command: &str) -> (String, Vec<Stri
                 }
                 None => row.push_str(" not built | — |"),
             }
-            for cache in ["warm", "cold"] {
-                match lookup_row(family, n, who, cache) {
-                    Some((ns, vs)) => {
-                        let _ = write!(row, " {ns:.1} | {vs:.2}× |");
-                    }
-                    None => {
-                        missing.push(format!("lookup candidate {family} {who} {n} {cache}"));
-                        row.push_str(" not measured | — |");
-                    }
-                }
-            }
+            lookup_cells(&mut row, &mut missing, family, n, who);
             let _ = writeln!(r, "{row}");
         }
     }

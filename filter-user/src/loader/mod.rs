@@ -13,6 +13,7 @@ pub mod pins;
 pub mod privileges;
 pub mod publish;
 mod table;
+pub use table::MappedWords;
 pub mod testrun;
 
 use std::path::PathBuf;

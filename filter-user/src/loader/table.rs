@@ -8,27 +8,80 @@
 //! from it (`loader::grace`). So the regions we hand out as slices are never written by
 //! anyone else while we hold them.
 
-use std::{os::fd::AsFd as _, ptr::NonNull};
+use std::{io, os::fd::AsFd as _, ptr::NonNull};
 
 use aya::maps::{Map, MapData};
 use filter_common::GENERATIONS;
 
 use super::LoaderError;
 
-/// One table map, memory-mapped.
-pub(crate) struct MappedTable {
-    name: &'static str,
+/// All of a `BPF_F_MMAPABLE` array map of `u64` elements, mapped shared into our memory as
+/// 32-bit words (two to an element, low half first on the little-endian targets we run on);
+/// unmapped on drop. The caller keeps the map alive while it holds the mapping.
+pub struct MappedWords {
     base: NonNull<u32>,
     words: usize,
-    /// Keeps the map (and so the mapping's target) alive.
-    _map: MapData,
 }
 
 // SAFETY: the mapping is owned by this value (unmapped on drop) and only accessed through
 // `&self`/`&mut self`; nothing in it is tied to a thread.
-unsafe impl Send for MappedTable {}
+unsafe impl Send for MappedWords {}
 // SAFETY: shared access only reads.
-unsafe impl Sync for MappedTable {}
+unsafe impl Sync for MappedWords {}
+
+impl MappedWords {
+    /// Map `map`'s `max_entries` elements (the map must have 8-byte values; the kernel
+    /// refuses a map created without `BPF_F_MMAPABLE`).
+    pub fn new(map: &MapData) -> io::Result<MappedWords> {
+        let bytes = map.info().map_err(io::Error::other)?.max_entries() as usize * 8;
+        // SAFETY: a fresh shared mapping of the map's fd; the kernel checks that the map is
+        // mmapable and that `bytes` fits it. We own the result until `Drop` unmaps it.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                std::os::fd::AsRawFd::as_raw_fd(&map.fd().as_fd()),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(MappedWords {
+            base: NonNull::new(ptr.cast()).expect("mmap succeeded"),
+            words: bytes / 4,
+        })
+    }
+
+    /// The map's words.
+    pub fn words(&self) -> &[u32] {
+        // SAFETY: the whole mapping; writers go through `&mut self`.
+        unsafe { std::slice::from_raw_parts(self.base.as_ptr(), self.words) }
+    }
+
+    /// The map's words, to write.
+    pub fn words_mut(&mut self) -> &mut [u32] {
+        // SAFETY: the whole mapping; `&mut self` makes this the only slice we hand out.
+        unsafe { std::slice::from_raw_parts_mut(self.base.as_ptr(), self.words) }
+    }
+}
+
+impl Drop for MappedWords {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping `new` created.
+        unsafe { libc::munmap(self.base.as_ptr().cast(), self.words * 4) };
+    }
+}
+
+/// One table map, memory-mapped.
+pub(crate) struct MappedTable {
+    name: &'static str,
+    mapping: MappedWords,
+    /// Keeps the map (and so the mapping's target) alive.
+    _map: MapData,
+}
 
 /// What writing one generation's table did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -57,44 +110,27 @@ impl MappedTable {
                 problem: format!("has {}-byte values, expected 8", info.value_size()),
             });
         }
-        let bytes = info.max_entries() as usize * 8;
-        // SAFETY: a fresh shared mapping of the map's fd; the kernel checks that the map is
-        // mmapable and that `bytes` fits it. We own the result until `Drop` unmaps it.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                bytes,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                std::os::fd::AsRawFd::as_raw_fd(&data.fd().as_fd()),
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(LoaderError::TableMap {
-                name,
-                problem: format!(
-                    "cannot be memory-mapped ({}); it must be created with BPF_F_MMAPABLE",
-                    std::io::Error::last_os_error()
-                ),
-            });
-        }
+        let mapping = MappedWords::new(&data).map_err(|e| LoaderError::TableMap {
+            name,
+            problem: format!(
+                "cannot be memory-mapped ({e}); it must be created with BPF_F_MMAPABLE"
+            ),
+        })?;
         Ok(MappedTable {
             name,
-            base: NonNull::new(ptr.cast()).expect("mmap succeeded"),
-            words: bytes / 4,
+            mapping,
             _map: data,
         })
     }
 
     /// Words each generation's region holds.
     pub(crate) fn words_per_gen(&self) -> usize {
-        self.words / GENERATIONS as usize
+        self.mapping.words().len() / GENERATIONS as usize
     }
 
     /// Kernel memory of the whole map (every generation), bytes.
     pub(crate) fn bytes(&self) -> usize {
-        self.words * 4
+        self.mapping.words().len() * 4
     }
 
     /// Word offset of generation slot `generation`'s region (what the program adds to every index).
@@ -104,17 +140,13 @@ impl MappedTable {
 
     fn region(&self, generation: u32) -> &[u32] {
         let start = self.region_start(generation) as usize;
-        // SAFETY: within the mapping; see the module comment for why nobody writes it
-        // concurrently.
-        unsafe { std::slice::from_raw_parts(self.base.as_ptr().add(start), self.words_per_gen()) }
+        // The module comment says why nobody writes it concurrently.
+        &self.mapping.words()[start..start + self.words_per_gen()]
     }
 
     fn region_mut(&mut self, generation: u32) -> &mut [u32] {
-        let start = self.region_start(generation) as usize;
-        // SAFETY: as `region`, and `&mut self` makes this the only slice of it we hand out.
-        unsafe {
-            std::slice::from_raw_parts_mut(self.base.as_ptr().add(start), self.words_per_gen())
-        }
+        let (start, words) = (self.region_start(generation) as usize, self.words_per_gen());
+        &mut self.mapping.words_mut()[start..start + words]
     }
 
     /// Words of generation `generation`'s region (tests, `stats`).
@@ -156,12 +188,5 @@ impl MappedTable {
             words_written,
             words: table.len(),
         })
-    }
-}
-
-impl Drop for MappedTable {
-    fn drop(&mut self) {
-        // SAFETY: unmaps exactly the mapping `new` created.
-        unsafe { libc::munmap(self.base.as_ptr().cast(), self.words * 4) };
     }
 }

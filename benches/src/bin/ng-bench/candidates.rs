@@ -4,11 +4,7 @@
 //! bench` into `NODEGATE_KNOCKOUT_DIR`). A family's programs share everything but the
 //! structure: the same constant-offset parse, one table map, the answer as return value.
 
-use std::{
-    os::fd::{AsFd, AsRawFd},
-    path::PathBuf,
-    time::Instant,
-};
+use std::{path::PathBuf, time::Instant};
 
 use anyhow::{bail, Context};
 use aya::{
@@ -20,6 +16,7 @@ use benches::candidates::{dxr, poptrie, Built, Prefix};
 use filter_common::lookup::{V4, V6_ROOT_BITS};
 use filter_user::{
     compiler::lookup::{build, Family, TablePrefix},
+    loader::MappedWords,
     replay::rawbpf::PeerProgram,
 };
 
@@ -124,33 +121,10 @@ fn fill(map: &mut Map, words: &[u32]) -> anyhow::Result<()> {
     let Map::Array(data) = map else {
         bail!("CAND_TABLE is not an array");
     };
-    let bytes = data.info()?.max_entries() as usize * 8;
-    if words.len() * 4 > bytes {
-        bail!(
-            "{} words do not fit CAND_TABLE's {bytes} bytes",
-            words.len()
-        );
-    }
-    // SAFETY: a fresh shared mapping of the map's fd, which the loader created mmapable
-    // with `bytes` bytes; unmapped below, and nothing else holds it.
-    let ptr = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            bytes,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            data.fd().as_fd().as_raw_fd(),
-            0,
-        )
+    let mut mapping = MappedWords::new(data).context("cannot map CAND_TABLE")?;
+    let Some(start) = mapping.words_mut().get_mut(..words.len()) else {
+        bail!("{} words do not fit CAND_TABLE", words.len());
     };
-    if ptr == libc::MAP_FAILED {
-        bail!("cannot map CAND_TABLE: {}", std::io::Error::last_os_error());
-    }
-    // SAFETY: `words` fits the mapping (checked above); the two do not overlap; the mapping
-    // is released right after and nothing else refers to it.
-    unsafe {
-        std::ptr::copy_nonoverlapping(words.as_ptr(), ptr.cast::<u32>(), words.len());
-        libc::munmap(ptr, bytes);
-    }
+    start.copy_from_slice(words);
     Ok(())
 }
