@@ -38,7 +38,8 @@ static TABLE: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 #[map(name = "CAND_ROOT")]
 static ROOT: Array<u32> = Array::with_max_entries(1, 0);
 
-/// Address bits of both candidates' direct tables (`candidates::DIRECT_BITS`).
+/// Address bits of the IPv4 direct tables, DXR's and poptrie's (`candidates::dxr::DIRECT_BITS`,
+/// `candidates::poptrie::V4`).
 const DIRECT_BITS: u32 = 18;
 const CHUNK_BITS: u32 = 32 - DIRECT_BITS;
 
@@ -267,6 +268,7 @@ fn poptrie6(src: &[u8; 16]) -> Option<u32> {
             (124, 4)
         ]
     );
+    // Past the last level: a builder bug.
     let _ = node;
     None
 }

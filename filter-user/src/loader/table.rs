@@ -17,7 +17,11 @@ use super::LoaderError;
 
 /// All of a `BPF_F_MMAPABLE` array map of `u64` elements, mapped shared into our memory as
 /// 32-bit words (two to an element, low half first on the little-endian targets we run on);
-/// unmapped on drop. The caller keeps the map alive while it holds the mapping.
+/// unmapped on drop.
+///
+/// The slices it hands out are plain memory to Rust, so nothing else may write the map while
+/// one is held: the programs only read the table maps (nodegate's and the benches' lookup
+/// candidates'), and their loaders write them through this mapping alone.
 pub struct MappedWords {
     base: NonNull<u32>,
     words: usize,

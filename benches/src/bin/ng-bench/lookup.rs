@@ -19,7 +19,8 @@ use crate::{
 /// Distinct frames of the source lookup rows: half from inside a listed prefix.
 const LOOKUP_FRAMES: usize = 4096;
 
-/// Answers the lookup candidates' prefixes take in turn (`Prefix::v4_with_answers`, `v6_with_answers`).
+/// Answers the lookup candidates' prefixes take in turn (`Prefix::v4_with_answers`,
+/// `v6_with_answers`).
 const CANDIDATE_ANSWERS: u32 = 8;
 
 /// Unmeasured passes over the frames between a lookup row's cold and warm pass. In a pinned
