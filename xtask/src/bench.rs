@@ -419,8 +419,8 @@ fn render(criterion: &Path, lines: &[Value], command: &str) -> (String, Vec<Stri
         r,
         "\n### Source lookup structures side by side: random mixed-length prefixes, random sources, `BPF_PROG_TEST_RUN` ns/packet\n"
     );
-    let _ = writeln!(r, "nodegate's flat table, DXR (D18R, IPv4) and poptrie (18-bit direct table and 6-6-2-bit nodes for IPv4, 16 bits and 18 nodes of 6 and one of 4 for IPv6), each walked by a minimal XDP program of the lookup-candidates object (`filter-ebpf/src/candidates/main.rs`: the same constant-offset parse, one table map, the answer as the return value), on the prefixes and frames of the table above with the prefixes answering 1 to 8 in turn (`benches::candidates`); every frame's answer checked against a plain longest-prefix match before timing. Measured in the same interleaved rounds as the table above; table bytes are one copy, build the builder's time in `ng-bench`.\n");
-    let _ = writeln!(r, "| family | prefixes | structure | table | build | warm ns | vs 1 prefix | cold ns | vs 1 prefix |\n|---|---:|---|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(r, "nodegate's flat table, DXR (D18R, IPv4) and poptrie (18-bit direct table and 6-6-2-bit nodes for IPv4, 16 bits and 18 nodes of 6 and one of 4 for IPv6), each walked by a minimal XDP program of the lookup-candidates object (`filter-ebpf/src/candidates/main.rs`: the same constant-offset parse, one table map, the answer as the return value), on the prefixes and frames of the table above with the prefixes answering 1 to 8 in turn (`benches::candidates`); every frame's answer checked against a plain longest-prefix match before timing. Measured in the same interleaved rounds as the table above; *hot*: one frame from the set's first prefix, repeated 256 times in the kernel's loop; table bytes are one copy, build the builder's time in `ng-bench`.\n");
+    let _ = writeln!(r, "| family | prefixes | structure | table | build | hot ns | warm ns | vs 1 prefix | cold ns | vs 1 prefix |\n|---|---:|---|---:|---:|---:|---:|---:|---:|---:|");
     let candidate_lines: Vec<&Value> = lines.iter().filter(|l| l["kind"] == "candidate").collect();
     for l in &candidate_lines {
         if let Some(err) = l["error"].as_str() {
@@ -454,6 +454,11 @@ fn render(criterion: &Path, lines: &[Value], command: &str) -> (String, Vec<Stri
                 }
                 None => row.push_str(" not built | — |"),
             }
+            let hot = lookup_row(family, n, who, "hot").map(|(ns, _)| ns);
+            if hot.is_none() {
+                missing.push(format!("lookup {family} {n} {who} hot"));
+            }
+            let _ = write!(row, " {} |", cell(hot, &|v| format!("{v:.1}")));
             lookup_cells(&mut row, &mut missing, family, n, who);
             let _ = writeln!(r, "{row}");
         }

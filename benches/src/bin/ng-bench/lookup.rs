@@ -75,14 +75,27 @@ impl Drop for PinnedCpu {
     }
 }
 
-/// A program of the source lookup rows: who (`nodegate`, `lpm`, `empty`), at how many
-/// prefixes, the frames it runs, and one test run of one frame (kernel-measured ns).
+/// A program of the source lookup rows: who (`nodegate`, `lpm`, `empty`, a lookup
+/// candidate), at how many prefixes, the frames it runs (random sources, and the hot one),
+/// and one test run of one frame (kernel-measured ns).
 struct LookupProgram {
     who: &'static str,
     prefixes: usize,
-    frames: Rc<Vec<Vec<u8>>>,
+    frames: Rc<LookupFrames>,
     run: TimedRun,
 }
+
+/// The frames of one prefix set's lookup rows.
+struct LookupFrames {
+    /// `LOOKUP_FRAMES` frames from random sources, half inside a listed prefix.
+    random: Vec<Vec<u8>>,
+    /// A frame from the set's first prefix, repeated `HOT_REPEAT` times in the kernel's loop
+    /// for the *hot* figure: the walk with every line it reads cached.
+    hot: Vec<u8>,
+}
+
+/// Repetitions of the hot frame per test run.
+const HOT_REPEAT: u32 = 256;
 
 /// Source lookup cost at 1 → 1M prefixes of random mixed lengths (IPv4 /8–/32, IPv6
 /// /32–/128): nodegate's flat tables, a plain XDP program on a kernel LPM trie holding the
@@ -126,22 +139,24 @@ pub(crate) fn lookup(quick: bool) -> anyhow::Result<usize> {
         // Per program and round, the first pass over the frames finds the table as the other
         // programs' passes left the caches (`cold`); the last, after `WARM_UP_PASSES`, as
         // these sources keep it (`warm`, where the goal applies: the cost of the structure
-        // and its size, not of the other tables measured beside it).
+        // and its size, not of the other tables measured beside it); then the hot frame.
         let samples = interleaved(&mut programs, rounds, |p| {
+            let frames = Rc::clone(&p.frames);
             let mut pass = || -> anyhow::Result<f64> {
                 let mut total = 0.0;
-                for frame in p.frames.iter() {
+                for frame in &frames.random {
                     total += (p.run)(frame, 1)?;
                 }
-                Ok(total / p.frames.len() as f64)
+                Ok(total / frames.random.len() as f64)
             };
             let cold = pass()?;
             for _ in 0..WARM_UP_PASSES {
                 pass()?;
             }
-            Ok([cold, pass()?])
+            let warm = pass()?;
+            Ok([cold, warm, (p.run)(&frames.hot, HOT_REPEAT)?])
         })?;
-        for (which, pass) in [("warm", 1), ("cold", 0)] {
+        for (which, pass) in [("warm", 1), ("cold", 0), ("hot", 2)] {
             let ns: Vec<Vec<f64>> = samples
                 .iter()
                 .map(|rounds| rounds.iter().map(|s| s[pass]).collect())
@@ -160,7 +175,7 @@ pub(crate) fn lookup(quick: bool) -> anyhow::Result<usize> {
                     "{}",
                     json!({"kind": "lookup", "family": family, "prefixes": p.prefixes, "who": p.who,
                            "cache": which, "ns": median, "min_ns": min, "max_ns": max,
-                           "vs_one_prefix": vs_one, "rounds": rounds, "frames": p.frames.len()})
+                           "vs_one_prefix": vs_one, "rounds": rounds, "frames": p.frames.random.len()})
                 );
             }
         }
@@ -180,13 +195,19 @@ fn lookup_programs(
     // The candidates' prefixes, and where a frame's source is (untagged Ethernet + IP).
     let (mut policy, frames, lpm, prefixes, source) = if family == "v4" {
         let list = v4_mixed_prefixes(n, 21);
-        let frames = benches::random_frames(&list, LOOKUP_FRAMES, 22);
+        let frames = LookupFrames {
+            random: benches::random_frames(&list, LOOKUP_FRAMES, 22),
+            hot: benches::syn_frame(list[0].network()),
+        };
         let prefixes = Prefix::v4_with_answers(&list, CANDIDATE_ANSWERS);
         let lpm = LpmBaseline::v4(&list);
         (allow_policy(&list, &[]), frames, lpm, prefixes, 26..30)
     } else {
         let list = v6_mixed_prefixes(n, 23);
-        let frames = benches::random_v6_frames(&list, LOOKUP_FRAMES, 24);
+        let frames = LookupFrames {
+            random: benches::random_v6_frames(&list, LOOKUP_FRAMES, 24),
+            hot: benches::syn_frame_v6(list[0].network()),
+        };
         let prefixes = Prefix::v6_with_answers(&list, CANDIDATE_ANSWERS);
         let lpm = LpmBaseline::v6(&list);
         (allow_policy(&[], &list), frames, lpm, prefixes, 22..38)
@@ -201,6 +222,7 @@ fn lookup_programs(
     if let Some(object) = candidates {
         let oracle = Oracle::new(&prefixes);
         let expected: Vec<u32> = frames
+            .random
             .iter()
             .map(|f| {
                 let src = &f[source.clone()];
@@ -258,11 +280,12 @@ fn candidate_program(
     family: &str,
     who: &'static str,
     prefixes: &[Prefix],
-    frames: &Rc<Vec<Vec<u8>>>,
+    frames: &Rc<LookupFrames>,
     expected: &[u32],
 ) -> anyhow::Result<(LookupProgram, serde_json::Value)> {
     let loaded = candidates::load(object, family, who, prefixes)?;
     let wrong = frames
+        .random
         .iter()
         .zip(expected)
         .map(|(f, want)| Ok(u32::from(loaded.program.test_run(f, 1)?.retval != *want)))
@@ -270,11 +293,11 @@ fn candidate_program(
     if wrong > 0 {
         anyhow::bail!(
             "{who} answered {wrong} of {} frames unlike a plain longest-prefix match",
-            frames.len()
+            frames.random.len()
         );
     }
     let line = json!({"kind": "candidate", "family": family, "prefixes": prefixes.len(), "who": who,
-                      "bytes": loaded.bytes, "build_ms": loaded.build_ms, "frames_checked": frames.len()});
+                      "bytes": loaded.bytes, "build_ms": loaded.build_ms, "frames_checked": frames.random.len()});
     let program = loaded.program;
     Ok((
         LookupProgram {
