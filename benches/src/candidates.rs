@@ -94,17 +94,15 @@ pub struct Oracle {
 
 impl Oracle {
     pub fn new(prefixes: &[Prefix]) -> Oracle {
-        let mut by_len: Vec<(u32, HashMap<u128, u32>)> = Vec::new();
-        for len in (0..=128).rev() {
-            let at_len: HashMap<u128, u32> = prefixes
-                .iter()
-                .filter(|p| p.len == len)
-                .map(|p| (p.addr, p.answer))
-                .collect();
-            if !at_len.is_empty() {
-                by_len.push((len, at_len));
-            }
+        let mut at: Vec<HashMap<u128, u32>> = vec![HashMap::new(); 129];
+        for p in prefixes {
+            at[p.len as usize].insert(p.addr, p.answer);
         }
+        let by_len = (0..=128u32)
+            .rev()
+            .zip(at.into_iter().rev())
+            .filter(|(_, at_len)| !at_len.is_empty())
+            .collect();
         Oracle { by_len }
     }
 
@@ -368,6 +366,8 @@ pub mod poptrie {
         let stride = strides[0];
         let below = depth + stride;
         let slot_of = |v: u32| base | (u128::from(v) << (128 - below));
+        // The prefixes that end within this node's bits: they decide its slots' answers.
+        let ending: Vec<Prefix> = inside.iter().filter(|p| p.len <= below).copied().collect();
         // Per slot: the prefixes below it, and the answer of its longest prefix ending at
         // or above the slot's depth.
         let slots: Vec<(Vec<Prefix>, u32)> = (0..1u32 << stride)
@@ -378,8 +378,6 @@ pub mod poptrie {
                     .filter(|p| p.len > below && (p.addr ^ slot) & mask(below) == 0)
                     .copied()
                     .collect();
-                let ending: Vec<Prefix> =
-                    inside.iter().filter(|p| p.len <= below).copied().collect();
                 (deeper, answer_at(&ending, default, slot))
             })
             .collect();

@@ -424,10 +424,12 @@ fn render(criterion: &Path, lines: &[Value], command: &str) -> (String, Vec<Stri
     let candidate_lines: Vec<&Value> = lines.iter().filter(|l| l["kind"] == "candidate").collect();
     for l in &candidate_lines {
         if let Some(err) = l["error"].as_str() {
-            missing.push(format!(
-                "lookup candidate {} {}: {err}",
-                l["who"], l["prefixes"]
-            ));
+            // The object's own error names no candidate.
+            let which: Vec<String> = ["family", "prefixes", "who"]
+                .iter()
+                .filter_map(|k| l.get(*k).map(|v| v.to_string().replace('"', "")))
+                .collect();
+            missing.push(format!("lookup candidates {}: {err}", which.join(" ")));
         }
     }
     let structures = [
