@@ -46,36 +46,46 @@ fn bits(src: &[u8; 16], from: u32, count: u32) -> u32 {
     (addr_word(src, (from / 32) as usize) << (from % 32)) >> (32 - count)
 }
 
-/// Expand one step down per listed depth; each step only runs while the walk is still on a
-/// node word. Written out (not a loop) so every depth is a constant and the verifier walks
-/// straight-line code: without CAP_PERFMON its speculative walk past a loop's last
-/// iteration explodes (see `unroll.rs`).
+/// Expand one step down per listed depth while the walk is on a node word. Written out (not
+/// a loop) so every depth is a constant and the verifier walks straight-line code: without
+/// CAP_PERFMON its speculative walk past a loop's last iteration explodes (see
+/// `unroll.rs`). The first word that is not a node leaves the block: LLVM does not see that
+/// the later tests of the same word fail too, and kept all of them on the path.
 macro_rules! descend {
     ($table:expr, $base:expr, $now:ident, $src:expr, $stride:expr, [$($depth:expr),*]) => {
-        $(
-            if entry::tag($now) == entry::NODE {
+        'descend: {
+            $(
+                if entry::tag($now) != entry::NODE {
+                    break 'descend;
+                }
                 $now = word($table, $base, ($now & entry::PAYLOAD) + bits($src, $depth, $stride))?;
-            }
-        )*
+            )*
+        }
     };
 }
 
-/// IPv4: one step down when the walk is on a node word, plain or wide; the word it reads
-/// and the bits the step consumed (0 on a leaf or tail word, which the walk keeps).
-/// `rest` holds the address bits not consumed yet, left-aligned, and `left` how many there
-/// are, so a step takes the node's stride (`entry::v4_stride`: from its tag, without a
-/// branch, at most `left`) off the top.
-#[inline(always)]
-fn step_v4(table: &Array<u64>, base: u32, now: u32, rest: u32, left: u32) -> Option<(u32, u32)> {
-    let tag = entry::tag(now);
-    if !entry::is_node(tag) {
-        return Some((now, 0));
-    }
-    let stride = entry::v4_stride(tag, left);
-    // `wrapping_shr`: a stride of 0 (a node with no bits left, which the compiler never
-    // builds) must not be undefined behaviour; its index fails the map's bounds check.
-    let index = (now & entry::PAYLOAD) + rest.wrapping_shr(32 - stride);
-    Some((word(table, base, index)?, stride))
+/// IPv4: one step down from the node word `now` (plain or wide), or leave `$walk` when
+/// `now` is not a node. `rest` holds the address bits not consumed yet, left-aligned, and
+/// `left` how many there are; the step takes the node's stride (`entry::v4_stride`: from its
+/// tag, without a branch, at most `left`) off the top. Leaving at the first word that is not
+/// a node spares the later steps' tests, which LLVM keeps otherwise (see `descend!`).
+macro_rules! step_v4 {
+    ($walk:lifetime, $table:expr, $base:expr, $now:ident, $rest:ident, $left:ident) => {
+        let tag = entry::tag($now);
+        if !entry::is_node(tag) {
+            break $walk;
+        }
+        let stride = entry::v4_stride(tag, $left);
+        // `wrapping_shr`: a stride of 0 (a node with no bits left, which the compiler never
+        // builds) must not be undefined behaviour; its index fails the map's bounds check.
+        $now = word(
+            $table,
+            $base,
+            ($now & entry::PAYLOAD) + $rest.wrapping_shr(32 - stride),
+        )?;
+        $rest = $rest.wrapping_shl(stride);
+        $left -= stride;
+    };
 }
 
 /// Whether the prefix of the tail record at `at` (`WORDS` address words, then `packed`,
@@ -183,22 +193,21 @@ pub fn v4_leaf(table: &Array<u64>, base: u32, root_bits: u32, src: &[u8; 16]) ->
     let addr = addr_word(src, 0);
     // 18 or 20 bits, or 16 in a generation a layout-3 loader published (read only
     // during a take-over).
-    let now = word(table, base, addr >> (32 - root_bits))?;
-    let rest = addr << root_bits;
+    let mut now = word(table, base, addr >> (32 - root_bits))?;
+    let mut rest = addr << root_bits;
+    let mut left = 32 - root_bits;
     // At most V4_LEVELS steps from either root: a wide node consumes two plain levels'
     // bits, a node at /30 the last two, and the walk is on a leaf or tail word by /32.
     // Written out so every step is straight-line code.
-    let left = 32 - root_bits;
-    let (now, consumed) = step_v4(table, base, now, rest, left)?;
-    let (rest, left) = (rest << consumed, left - consumed);
-    let (now, consumed) = step_v4(table, base, now, rest, left)?;
-    let (rest, left) = (rest << consumed, left - consumed);
-    let (now, consumed) = step_v4(table, base, now, rest, left)?;
-    let (rest, left) = (rest << consumed, left - consumed);
-    let (now, consumed) = step_v4(table, base, now, rest, left)?;
+    #[expect(unused_assignments, reason = "the last step's `left` is not read")]
+    'walk: {
+        step_v4!('walk, table, base, now, rest, left);
+        step_v4!('walk, table, base, now, rest, left);
+        step_v4!('walk, table, base, now, rest, left);
+        step_v4!('walk, table, base, now, rest, left);
+    }
     // `rest` now holds the bits past the slot `now` came from: all an inline prefix
     // compares.
-    let rest = rest << consumed;
     Some(inline::resolve(
         leaf::<{ V4_TAIL_WORDS - 1 }, V4_TAIL_PREFIXES>(table, base, now, src)?,
         rest,
