@@ -1,5 +1,7 @@
 //! The second half of the program (see main.rs): §5–§8 for a parsed service, fragment
-//! tracking, counting, sampling. A global BPF function, so the verifier checks it once.
+//! tracking, counting, sampling. Inlined into the native variant ([`run`]); a global BPF
+//! function for the spectre-hardened one ([`nodegate_finish`]), so the verifier checks it
+//! once either way.
 
 use core::ops::ControlFlow::{Break, Continue};
 
@@ -16,12 +18,12 @@ use crate::{
     verdict,
 };
 
-/// Judge what `parse` left in `sum`, count it, and return the XDP action.
+/// [`run`] as a global function, for the spectre-hardened variant.
 ///
 /// NB: `#[no_mangle]` + `extern "C"` + never inlined keeps it a global function in the
 /// object's BTF; the verifier then checks it once against its argument types (context, and
-/// a possibly-null pointer to a [`Summary`]: on the stack in the native variant, in the
-/// per-CPU scratch in the hardened one), not once per call path.
+/// a possibly-null pointer to the [`Summary`] in the per-CPU scratch), not once per call
+/// path.
 #[no_mangle]
 #[inline(never)]
 pub extern "C" fn nodegate_finish(ctx: *mut xdp_md, sum: *const Summary) -> u32 {
@@ -33,10 +35,16 @@ pub extern "C" fn nodegate_finish(ctx: *mut xdp_md, sum: *const Summary) -> u32 
     let Some(sum) = (unsafe { sum.as_ref() }) else {
         return xdp_action::XDP_DROP;
     };
+    run(&ctx, sum)
+}
+
+/// Judge what `parse` left in `sum`, count it, and return the XDP action.
+#[inline(always)]
+pub fn run(ctx: &XdpContext, sum: &Summary) -> u32 {
     let key = &sum.key;
     // Knock-outs read the context too: an unused argument is not passed at all, and the
     // verifier refuses a global function call without its context.
-    if knockout::stops_after(knockout::Stage::Call) {
+    if knockout::stops_after(knockout::Stage::Handoff) {
         return knockout::action_of(sum.reason ^ ctx.ingress_ifindex() as u32);
     }
     let (code, rule) = if sum.reason != PENDING {
@@ -59,7 +67,7 @@ pub extern "C" fn nodegate_finish(ctx: *mut xdp_md, sum: *const Summary) -> u32 
     if sum.configured != 0 && sum.packet.is_first_frag() && !counters::is_drop(code) {
         frags::remember(&sum.packet);
     }
-    counters::record(&ctx, code, rule, sum, key)
+    counters::record(ctx, code, rule, sum, key)
 }
 
 /// §5–§8.

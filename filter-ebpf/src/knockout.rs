@@ -18,8 +18,9 @@ pub enum Stage {
     Settings,
     /// §1–§4: the header parser, up to the service.
     Parse,
-    /// The global-function call into the second half (`finish.rs`).
-    Call,
+    /// The summary handed to the second half (`finish.rs`): through the compiler barrier in
+    /// the native variant, which the knock-outs are timed in.
+    Handoff,
     /// §5 and the source table walk of §6.
     Lookup,
     /// The rest of §6–§8: rule row, segment, cell, return traffic, default.
@@ -42,8 +43,8 @@ const fn parse(name: &str) -> Stage {
         Stage::Settings
     } else if same(name, "parse") {
         Stage::Parse
-    } else if same(name, "call") {
-        Stage::Call
+    } else if same(name, "handoff") {
+        Stage::Handoff
     } else if same(name, "lookup") {
         Stage::Lookup
     } else if same(name, "verdict") {
@@ -51,7 +52,7 @@ const fn parse(name: &str) -> Stage {
     } else if same(name, "full") {
         Stage::Full
     } else {
-        panic!("NODEGATE_KNOCKOUT: expected settings, parse, call, lookup, verdict or full")
+        panic!("NODEGATE_KNOCKOUT: expected settings, parse, handoff, lookup, verdict or full")
     }
 }
 

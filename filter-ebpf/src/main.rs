@@ -3,13 +3,21 @@
 //!
 //! Two halves, split for the verifier:
 //! - `nodegate` (this file) reads the control word and the generation's settings and parses
-//!   the frame (§0–§4), ending either with a verdict or with the service to judge;
-//! - `finish::nodegate_finish`, a *global* BPF function, judges the service (§5–§8),
-//!   remembers passing first fragments, counts and samples, and returns the XDP action.
+//!   the frame (§0–§4) into the [`Summary`] in the per-CPU scratch, ending either with a
+//!   verdict or with the service to judge;
+//! - `finish.rs` judges the service (§5–§8), remembers passing first fragments, counts and
+//!   samples, and returns the XDP action.
 //!
-//! The verifier checks a global function once, on its own, instead of once per path that
-//! calls it; the parser has hundreds of paths (VLAN depths × IPv6 extension chains × L4),
-//! so this keeps verification small. Nothing returns except through `nodegate_finish`.
+//! The parser has hundreds of paths (VLAN depths × IPv6 extension chains × L4). Were the
+//! second half walked once per path, with what each path knows about the summary, the
+//! verifier would walk it hundreds of times (574,447 instructions to verify on 6.18 as root;
+//! 6.1 refuses past 1M). It walks it once: the summary lives in map memory, whose contents
+//! the verifier does not track, and a compiler barrier makes the second half read every field
+//! from there, so every path reaches it in the same state. The native variant runs the
+//! second half inlined; the spectre-hardened one calls it as the *global* function
+//! `finish::nodegate_finish`, which the verifier checks once on its own (inlined, the
+//! hardened variant's stack slots are shared in ways its verifier refuses). Nothing returns
+//! except through the second half.
 //!
 //! The object also holds `nodegate_egress` (egress.rs), the TC egress program that learns
 //! the flows the node opens for stateful return traffic.
@@ -64,15 +72,15 @@ const _: () = assert!(GENERATIONS.is_power_of_two());
 // it a second BPF function once it holds both variants' parsers.
 #[inline(always)]
 pub fn nodegate(ctx: XdpContext) -> u32 {
-    // Where the summary and the header copy live depends on the variant (`scratch.rs`):
-    // one inlined copy of the parser each; the verifier walks the loaded variant's only.
+    let Some(Scratch { summary, front }) = scratch::this_cpu() else {
+        return xdp_action::XDP_DROP;
+    };
+    // Where the header copy lives depends on the variant (`scratch.rs`): one inlined copy of
+    // the parser each; the verifier walks the loaded variant's only.
     if cursor::native() {
-        let (mut summary, mut front) = (MaybeUninit::uninit(), MaybeUninit::uninit());
-        judge(&ctx, &mut summary, Front::new(&mut front))
+        let mut front = MaybeUninit::uninit();
+        judge(&ctx, summary, Front::new(&mut front))
     } else {
-        let Some(Scratch { summary, front }) = scratch::this_cpu() else {
-            return xdp_action::XDP_DROP;
-        };
         judge(&ctx, summary, Front::new(front))
     }
 }
@@ -86,7 +94,18 @@ fn judge(ctx: &XdpContext, slot: &mut MaybeUninit<Summary>, front: Front) -> u32
     if knockout::STOP <= knockout::Stage::Parse {
         return knockout::action_of(sum.reason ^ sum.settings.generation ^ sum.iface_slot);
     }
-    finish::nodegate_finish(ctx.ctx, sum)
+    if cursor::native() {
+        // The barrier (see the module comment): without it LLVM hands the second half the
+        // values each path stored, and the verifier walks it once per path. Best effort by
+        // its documentation, so the verifier counts are asserted in CI
+        // (`kernel_return_traffic::VERIFIED_REFERENCE`). Inlined, the second half saves the
+        // call and its return (under this CPU's Safe-RET mitigation a return thunk): 8-11 ns
+        // an allowed IPv4 SYN, 3-4 ns IPv6 (docs/ARCHITECTURE.md, "Per-packet cost").
+        let sum: &Summary = core::hint::black_box(sum);
+        finish::run(ctx, sum)
+    } else {
+        finish::nodegate_finish(ctx.ctx, sum)
+    }
 }
 
 /// §0 (the arriving interface, control word, active generation and its settings), then

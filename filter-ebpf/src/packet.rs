@@ -51,10 +51,9 @@ pub fn need<T>(value: Option<T>) -> Flow<T> {
 pub const FAMILY_V4: u8 = 4;
 pub const FAMILY_V6: u8 = 6;
 
-// The types below cross into a global BPF function (finish.rs), on the stack or in the
-// per-CPU scratch (scratch.rs), per variant: plain integers only and no implicit padding, so
-// that `zeroed` writes every byte (what the verifier wants of stack memory passed on, and
-// what clears an earlier packet's leftovers from the scratch).
+// The types below cross into the second half (finish.rs) through the per-CPU scratch
+// (scratch.rs): plain integers only and no implicit padding, so that `zeroed` writes every
+// byte (what clears an earlier packet's leftovers from the scratch).
 
 /// What the parser learned about the packet: for later stages, the drop sample and fragment
 /// tracking. Fields stay zero until the parser gets that far.

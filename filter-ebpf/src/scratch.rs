@@ -1,22 +1,26 @@
-//! Per-CPU scratch memory for what one packet's evaluation builds up, in the
-//! spectre-hardened variant: the [`Summary`] the parser hands to `finish.rs` (with the
-//! [`Key`] through which the settings, interface, rule, counter and sampler lookups pass
-//! their keys to the kernel) and the [`FrontCopy`] of the frame's headers. The source table
-//! walk keeps its keys on the stack: `walk::word` says why.
+//! Per-CPU scratch memory for what one packet's evaluation builds up: the [`Summary`] the
+//! parser hands to `finish.rs` (with the [`Key`] through which the spectre-hardened
+//! variant's settings, interface, rule, counter and sampler lookups pass their keys to the
+//! kernel), in both variants, and in the spectre-hardened one the [`FrontCopy`] of the
+//! frame's headers. The source table walk keeps its keys on the stack: `walk::word` says why.
 //!
-//! Why not the stack: loaded without CAP_PERFMON, the verifier guards against speculative
-//! store bypass (Spectre v4) with a barrier (`nospec`, an `lfence` on x86) after every stack
-//! store unless the slot held plain bytes on every path to it. A slot's first write gets
-//! one, an 8-byte store over an earlier one too (the verifier keeps those as spilled
-//! registers), and so does a map lookup's key, written right before each call (the helper
-//! takes a pointer). The summary alone was 17 first writes a packet before any field was
-//! filled in. Stores into a map value get no barrier: an allowed IPv4 SYN went from 609 to
-//! about 360 ns (`ng-bench stages`, 6.18).
+//! The summary is here in both variants because the verifier does not track what map memory
+//! holds: behind the compiler barrier in main.rs, the second half reads every field as an
+//! unknown value, and the verifier walks it once instead of once per parser path (main.rs).
+//! On the stack, each path's stored constants travel with it.
 //!
-//! The native variant (CAP_PERFMON) has no barriers to save and keeps all of it on the
-//! stack, where LLVM sees every store and load: the summary in the scratch cost its IPv6
-//! SYN 9 ns, the header copy 13 ns. XDP runs with bottom halves off, so nothing else uses
-//! this CPU's slot while a packet is being judged.
+//! Why the hardened variant keeps its header copy here too: loaded without CAP_PERFMON, the
+//! verifier guards against speculative store bypass (Spectre v4) with a barrier (`nospec`,
+//! an `lfence` on x86) after every stack store unless the slot held plain bytes on every
+//! path to it. A slot's first write gets one, an 8-byte store over an earlier one too (the
+//! verifier keeps those as spilled registers), and so does a map lookup's key, written right
+//! before each call (the helper takes a pointer). The summary alone was 17 first writes a
+//! packet before any field was filled in. Stores into a map value get no barrier: an allowed
+//! IPv4 SYN went from 609 to about 360 ns (`ng-bench stages`, 6.18).
+//!
+//! The native variant has no barriers to save and keeps the header copy on the stack, where
+//! LLVM sees every store and load: in the scratch it cost 13 ns. XDP runs with bottom halves
+//! off, so nothing else uses this CPU's slot while a packet is being judged.
 
 use core::{cell::UnsafeCell, ffi::c_void, mem::MaybeUninit, ptr::write_volatile};
 
@@ -43,10 +47,10 @@ pub struct Scratch {
 /// stack, in the spectre-hardened variant. It sits in the summary so that one pointer
 /// reaches both: a second pointer argument to `finish.rs` cost the hardened SYN 60 ns of
 /// spilled registers. The native variant passes keys on the stack as usual: its stores get
-/// no barrier, and in `finish.rs` the summary is plain memory (a global function's
-/// argument), which 6.1's verifier refuses as a key ("R2 type=mem expected=fp, pkt,
-/// pkt_meta, map_key, map_value"; 6.12 and 6.18 accept it, and only 6.18 loads the hardened
-/// variant at all).
+/// no barrier. (Inside the global `finish::nodegate_finish` the summary is plain memory, a
+/// global function's argument, which 6.1's verifier refuses as a key: "R2 type=mem
+/// expected=fp, pkt, pkt_meta, map_key, map_value"; 6.12 and 6.18 accept it, and only 6.18
+/// loads the hardened variant at all.)
 #[repr(C)]
 pub struct Key(UnsafeCell<u32>);
 

@@ -14,7 +14,7 @@ mod bpf_toolchain;
 
 /// The stages a build can stop after, in program order (the full program is the embedded
 /// object). Keep in step with `knockout::Stage` and `benches::STAGES`.
-pub const STAGES: [&str; 5] = ["settings", "parse", "call", "lookup", "verdict"];
+pub const STAGES: [&str; 5] = ["settings", "parse", "handoff", "lookup", "verdict"];
 
 /// The benches' lookup-candidates binary in `filter-ebpf` (`src/candidates/main.rs`).
 const CANDIDATES_BIN: &str = "lookup-candidates";

@@ -17,7 +17,7 @@ use serde_json::json;
 use crate::rounds::{interleaved, spread, TimedRun};
 
 /// The knock-out builds in program order (filter-ebpf/src/knockout.rs).
-const STAGES: [&str; 5] = ["settings", "parse", "call", "lookup", "verdict"];
+const STAGES: [&str; 5] = ["settings", "parse", "handoff", "lookup", "verdict"];
 
 /// Per-stage cost: an allowed IPv4 and IPv6 TCP SYN (1 prefix per family, hot: one frame
 /// repeated in the kernel's loop) through the empty program, every knock-out build, the
