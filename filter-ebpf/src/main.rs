@@ -99,8 +99,8 @@ fn judge(ctx: &XdpContext, slot: &mut MaybeUninit<Summary>, front: Front) -> u32
         // values each path stored, and the verifier walks it once per path. Best effort by
         // its documentation, so the verifier counts are asserted in CI
         // (`kernel_return_traffic::VERIFIED_REFERENCE`). Inlined, the second half saves the
-        // call and its return (under this CPU's Safe-RET mitigation a return thunk): 8-11 ns
-        // an allowed IPv4 SYN, 3-4 ns IPv6 (docs/ARCHITECTURE.md, "Per-packet cost").
+        // call and its return (under this CPU's Safe-RET mitigation a return thunk): 10 ns
+        // an allowed IPv4 SYN, 4 ns IPv6, by the medians (docs/ARCHITECTURE.md, "Per-packet cost").
         let sum: &Summary = core::hint::black_box(sum);
         finish::run(ctx, sum)
     } else {
