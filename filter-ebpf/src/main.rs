@@ -11,9 +11,10 @@
 //! The parser has hundreds of paths (VLAN depths × IPv6 extension chains × L4). Were the
 //! second half walked once per path, with what each path knows about the summary, the
 //! verifier would walk it hundreds of times (574,447 instructions to verify on 6.18 as root;
-//! 6.1 walks this program about three times as long and stops at 1M). It walks it once: the summary lives in map memory, whose contents
-//! the verifier does not track, and a compiler barrier makes the second half read every field
-//! from there, so every path reaches it in the same state. The native variant runs the
+//! 6.1 walks this program about three times as long and stops at 1M). It walks it once: the
+//! summary lives in map memory, whose contents the verifier does not track, and a compiler
+//! barrier makes the second half read every field from there, so every path reaches it in
+//! the same state. The native variant runs the
 //! second half inlined; the spectre-hardened one calls it as the *global* function
 //! `finish::nodegate_finish`, which the verifier checks once on its own (inlined, the
 //! hardened variant's stack slots are shared in ways its verifier refuses). Nothing returns
