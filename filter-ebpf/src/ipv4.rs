@@ -56,8 +56,9 @@ pub fn parse(
     let proto = h[IPV4_PROTO];
     pkt.proto = proto;
     // IPv4 addresses fill the first 4 bytes of the 16-byte fields.
-    pkt.src[..4].copy_from_slice(&h[IPV4_SRC..IPV4_SRC + 4]);
-    pkt.dst[..4].copy_from_slice(&h[IPV4_DST..IPV4_DST + 4]);
+    let src = need(front.words::<IPV4_SRC, 1>())?;
+    let dst = need(front.words::<IPV4_DST, 1>())?;
+    pkt.set_addresses(src, dst);
 
     let frag_offset = ipv4_fragment_offset(word);
     let more = word & IPV4_FLAG_MF != 0;

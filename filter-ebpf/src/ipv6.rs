@@ -97,8 +97,9 @@ pub fn parse(
     }
     cur.limit_to(end);
     pkt.hop_limit = h[IPV6_HOP_LIMIT];
-    pkt.src.copy_from_slice(&h[IPV6_SRC..IPV6_SRC + 16]);
-    pkt.dst.copy_from_slice(&h[IPV6_DST..IPV6_DST + 16]);
+    let src = need(front.words::<IPV6_SRC, 4>())?;
+    let dst = need(front.words::<IPV6_DST, 4>())?;
+    pkt.set_addresses(src, dst);
     let nh = h[IPV6_NEXT_HDR];
     pkt.proto = nh;
 

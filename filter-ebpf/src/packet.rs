@@ -90,7 +90,25 @@ impl Packet {
     pub fn is_first_frag(&self) -> bool {
         self.first_frag != 0
     }
+
+    /// Store the addresses as the header copy's words give them (`cursor::Front::words`):
+    /// `W` = 1 for IPv4 (the first 4 bytes of each field), 4 for IPv6. Stored as words, not
+    /// bytes: both fields are 4-byte aligned (asserted below).
+    #[inline(always)]
+    pub fn set_addresses<const W: usize>(&mut self, src: [u32; W], dst: [u32; W]) {
+        const { assert!(W * 4 <= 16) };
+        // SAFETY: W words fit the 16-byte fields (asserted); both are 4-byte aligned.
+        unsafe {
+            self.src.as_mut_ptr().cast::<[u32; W]>().write(src);
+            self.dst.as_mut_ptr().cast::<[u32; W]>().write(dst);
+        }
+    }
 }
+const _: () = assert!(
+    core::mem::align_of::<Packet>() >= 4
+        && core::mem::offset_of!(Packet, src).is_multiple_of(4)
+        && core::mem::offset_of!(Packet, dst).is_multiple_of(4)
+);
 
 /// The service a packet asks for: the (kind, key) the rule tables are indexed by.
 #[repr(C)]
