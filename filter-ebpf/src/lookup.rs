@@ -19,9 +19,9 @@ pub fn source_class(s: &Settings, pkt: &Packet) -> Option<u32> {
     let found = if pkt.family == FAMILY_V4 {
         // 18 or 20 bits, or 16 in a generation a layout-3 loader published (read only
         // during a take-over).
-        walk::v4_leaf(&SRC_V4, s.src_v4_base, v4_root_bits(s.flags), &pkt.src)?
+        walk::v4_leaf(&SRC_V4, s.src_v4_base, v4_root_bits(s.flags), pkt.source())?
     } else {
-        walk::v6_leaf(&SRC_V6, s.src_v6_base, &pkt.src)?
+        walk::v6_leaf(&SRC_V6, s.src_v6_base, pkt.source())?
     };
     entry::class(found)
 }

@@ -9,7 +9,7 @@ use core::{
 
 use filter_common::{flags, iface_override, mode, GenConfig, Reason, ServiceKind};
 
-use crate::{proto::L4_HEAD, scratch::Key};
+use crate::{proto::L4_HEAD, scratch::Key, walk::Address};
 
 /// A stage either ends the evaluation with a verdict (`Break`) or hands its result to the
 /// next stage (`Continue`), so `?` reads like the document: "the first stage that reaches a
@@ -89,6 +89,14 @@ impl Packet {
     #[inline(always)]
     pub fn is_first_frag(&self) -> bool {
         self.first_frag != 0
+    }
+
+    /// The source address as the table walk reads it.
+    #[inline(always)]
+    pub fn source(&self) -> &Address {
+        // SAFETY: `Address` is four u32s over 16 bytes, any bits valid; `src` is 4-byte
+        // aligned (asserted below).
+        unsafe { &*self.src.as_ptr().cast::<Address>() }
     }
 
     /// Store the addresses as the header copy's words give them (`cursor::Front::words`):

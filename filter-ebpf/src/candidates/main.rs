@@ -79,6 +79,19 @@ fn source_v6(ctx: &XdpContext) -> Option<[u8; 16]> {
     source::<0x86dd, { 14 + 8 }, 16>(ctx)
 }
 
+/// The walk's address from its bytes (network order).
+#[inline(always)]
+fn address(bytes: [u8; 16]) -> walk::Address {
+    walk::Address(core::array::from_fn(|w| {
+        u32::from_ne_bytes([
+            bytes[4 * w],
+            bytes[4 * w + 1],
+            bytes[4 * w + 2],
+            bytes[4 * w + 3],
+        ])
+    }))
+}
+
 /// The return value: the answer, 0 when no prefix contains the source (or the frame is not
 /// untagged IPv4, or a read failed).
 #[inline(always)]
@@ -95,14 +108,13 @@ pub fn cand_flat(ctx: XdpContext) -> u32 {
 fn flat(ctx: &XdpContext) -> Option<u32> {
     let addr = source_v4(ctx)?;
     let root_bits = *ROOT.get(0)?;
-    let mut src = [0u8; 16];
-    src[..4].copy_from_slice(&addr.to_be_bytes());
+    let src = walk::Address([addr.to_be(), 0, 0, 0]);
     walk::v4_leaf(&TABLE, 0, root_bits, &src)
 }
 
 #[xdp]
 pub fn cand_flat6(ctx: XdpContext) -> u32 {
-    action(source_v6(&ctx).and_then(|src| walk::v6_leaf(&TABLE, 0, &src)))
+    action(source_v6(&ctx).and_then(|src| walk::v6_leaf(&TABLE, 0, &address(src))))
 }
 
 #[xdp]
