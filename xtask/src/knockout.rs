@@ -35,6 +35,12 @@ pub fn build(root: &Path, target: &Path) -> anyhow::Result<PathBuf> {
     let build_dir = target.join("bpf-knockout");
     let ebpf = root.join("filter-ebpf");
     let out = target.join("knockout");
+    // Anew each time: an object a renamed stage left behind would otherwise stay beside the
+    // current ones.
+    if out.exists() {
+        std::fs::remove_dir_all(&out)
+            .with_context(|| format!("failed to clear {}", out.display()))?;
+    }
     std::fs::create_dir_all(&out)?;
     for stage in STAGES {
         let mut cmd = bpf_toolchain::build_command(
