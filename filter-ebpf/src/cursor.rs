@@ -213,7 +213,8 @@ const FRONT_LEN: usize = L3 + IPV6_HEAD;
 /// Where the network header sits in the copy: 8 bytes in, so that every address and 4-byte
 /// field of an IPv4 or IPv6 header, and the L4 head after a header without options or
 /// extensions, sits at its natural alignment. LLVM then moves them in words; with the header
-/// 2 bytes in, an IPv6 packet's two addresses went to the summary in 64 single-byte moves.
+/// 2 bytes in, an IPv6 packet's two addresses went to the summary as 32 single-byte loads
+/// and 32 stores.
 const L3: usize = 8;
 
 /// Where the ethertype sits: right before the network header.

@@ -30,7 +30,8 @@ pub fn word(table: &Array<u64>, base: u32, rel: u32) -> Option<u32> {
 
 /// A source address as the walk reads it: 16 bytes in network order (IPv4 in the first 4),
 /// held as four words so that each address word is one aligned load. Read as bytes, each
-/// word took four loads and six shifts and ors, and an IPv6 walk reads five or more.
+/// word took four loads and six shifts and ors, and an IPv6 walk reads one per step and one
+/// per compared word of a tail prefix.
 #[repr(transparent)]
 #[derive(Clone, Copy)]
 pub struct Address(pub [u32; 4]);
