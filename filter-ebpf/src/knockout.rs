@@ -2,7 +2,10 @@
 //! built with `NODEGATE_KNOCKOUT=<stage>`, the program stops right after that stage and
 //! returns an action computed from what the stage produced, so the compiler cannot drop the
 //! stage's work. Timing the builds side by side with `BPF_PROG_TEST_RUN` gives each stage's
-//! cost as the difference to the previous one.
+//! cost as the difference to the previous one. The `lookup` and `verdict` builds return the
+//! verdict's own action, so the veth pipeline can time the `verdict` build (everything but
+//! counting and drop samples) beside the shipped program on the same passed and dropped
+//! frames.
 //!
 //! The shipped object is built without the variable: [`STOP`] is then [`Stage::Full`] and
 //! every check below is a constant `false` that the compiler removes.

@@ -640,7 +640,7 @@ fn render(criterion: &Path, lines: &[Value], command: &str) -> (String, Vec<Stri
             }
         }
     }
-    if let Some(line) = paired {
+    for line in &paired {
         let _ = writeln!(r, "{line}");
     }
     for (name, (mpps, ratio, ratio_loop)) in &ratios {
@@ -690,52 +690,160 @@ fn render(criterion: &Path, lines: &[Value], command: &str) -> (String, Vec<Stri
 }
 
 /// The random-source pipeline's paired rounds (`pipeline_pair` lines): a table of the rounds
-/// and the median of their nodegate / xdp-filter ratios. Returns the key-ratio line.
-fn paired_rounds(lines: &[Value], r: &mut String, missing: &mut Vec<String>) -> Option<String> {
+/// and the median of their nodegate / xdp-filter ratios, and of nodegate's `verdict`
+/// knock-out (no counting, no drop samples) in the same rounds. Returns the key-ratio lines.
+fn paired_rounds(lines: &[Value], r: &mut String, missing: &mut Vec<String>) -> Vec<String> {
     let rounds: Vec<&Value> = lines
         .iter()
         .filter(|l| l["kind"] == "pipeline_pair")
         .collect();
     let _ = writeln!(r, "\n### veth pipeline, random sources: nodegate (100k CIDRs) against xdp-filter (10,000 addresses) in paired rounds\n");
-    let _ = writeln!(r, "The traffic of the table above; each round one pass of each receiver, the order alternating. The ratio is nodegate's Mpps over xdp-filter's in the same round.\n");
-    let _ = writeln!(r, "| round | first | nodegate Mpps | xdp-filter Mpps | ratio | ratio (generator loop) |\n|---:|---|---:|---:|---:|---:|");
-    let mut ratios = Vec::new();
+    let _ = writeln!(r, "The traffic of the table above; each round one pass of each receiver, the first to go rotating. The ratio is nodegate's Mpps over xdp-filter's in the same round. The third receiver is nodegate's `verdict` knock-out build: the same program and verdicts without counting and drop samples (the epilogue).\n");
+    let _ = writeln!(r, "| round | first | nodegate Mpps | xdp-filter Mpps | ratio | ratio (generator loop) | without counting Mpps | without counting / xdp-filter | nodegate / without counting |\n|---:|---|---:|---:|---:|---:|---:|---:|---:|");
+    let (mut ratios, mut uncounted, mut epilogue) = (Vec::new(), Vec::new(), Vec::new());
     for l in &rounds {
         if let Some(err) = l["error"].as_str() {
             missing.push(format!("pipeline paired rounds: {err}"));
-            let _ = writeln!(r, "| — | — | not measured: {err} | — | — | — |");
+            let _ = writeln!(r, "| — | — | not measured: {err} | — | — | — | — | — | — |");
             continue;
         }
         let f = |k: &str| l[k].as_f64().unwrap_or(f64::NAN);
+        let cell = |k: &str| l[k].as_f64().map_or("—".to_string(), |v| format!("{v:.3}"));
         ratios.push(f("ratio"));
+        if let (Some(u), Some(e)) = (
+            l["uncounted_ratio"].as_f64(),
+            l["shipped_over_uncounted"].as_f64(),
+        ) {
+            uncounted.push(u);
+            epilogue.push(e);
+        }
         let _ = writeln!(
             r,
-            "| {} | {} | {:.3} | {:.3} | {:.3} | {:.3} |",
+            "| {} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {} | {} | {} |",
             l["round"],
             l["first"].as_str().unwrap_or("?"),
             f("nodegate_mpps"),
             f("xdp_filter_mpps"),
             f("ratio"),
-            f("ratio_loop")
+            f("ratio_loop"),
+            cell("uncounted_mpps"),
+            cell("uncounted_ratio"),
+            cell("shipped_over_uncounted"),
         );
     }
-    if ratios.is_empty() {
+    let Some((median, lo, hi)) = median_range(&mut ratios) else {
         missing.push("pipeline paired rounds: no result".into());
-        return None;
-    }
-    ratios.sort_by(f64::total_cmp);
-    let n = ratios.len();
-    let median = if n % 2 == 1 {
-        ratios[n / 2]
-    } else {
-        (ratios[n / 2 - 1] + ratios[n / 2]) / 2.0
+        return Vec::new();
     };
-    let (lo, hi) = (ratios[0], ratios[n - 1]);
+    let n = ratios.len();
     let _ = writeln!(
         r,
         "\nMedian ratio of {n} rounds: {median:.3} (lowest {lo:.3}, highest {hi:.3}); goal ≥ 1.0."
     );
-    Some(format!(
+    let mut key = vec![format!(
         "- veth pipeline, random sources, nodegate 100k CIDRs / xdp-filter 10,000 addresses, median of {n} paired rounds: {median:.3}× (lowest {lo:.3}×, highest {hi:.3}×; goal ≥ 1.0×)."
-    ))
+    )];
+    if let (Some((u, ulo, uhi)), Some((e, elo, ehi))) =
+        (median_range(&mut uncounted), median_range(&mut epilogue))
+    {
+        let m = uncounted.len();
+        let _ = writeln!(
+            r,
+            "Without counting and drop samples: {u:.3} of xdp-filter (lowest {ulo:.3}, highest {uhi:.3}); the shipped program / the knock-out: {e:.3} (lowest {elo:.3}, highest {ehi:.3}), medians of {m} rounds."
+        );
+        key.push(format!(
+            "- veth pipeline, random sources, nodegate without counting and drop samples (the `verdict` knock-out) / xdp-filter: {u:.3}×; the shipped program / the knock-out: {e:.3}× (medians of {m} rounds): what the epilogue costs on this path."
+        ));
+    } else {
+        missing
+            .push("pipeline paired rounds: the knock-out without counting was not measured".into());
+    }
+    key
+}
+
+/// Median, lowest and highest of `values` (sorted in place); `None` when empty.
+fn median_range(values: &mut [f64]) -> Option<(f64, f64, f64)> {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    let median = match n {
+        0 => return None,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    };
+    Some((median, values[0], values[n - 1]))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::{median_range, paired_rounds};
+
+    #[test]
+    fn median_range_of_odd_even_and_empty() {
+        assert_eq!(median_range(&mut [3.0, 1.0, 2.0]), Some((2.0, 1.0, 3.0)));
+        assert_eq!(
+            median_range(&mut [4.0, 1.0, 3.0, 2.0]),
+            Some((2.5, 1.0, 4.0))
+        );
+        assert_eq!(median_range(&mut []), None);
+    }
+
+    fn round(n: u32, ratio: f64, uncounted: Option<(f64, f64)>) -> serde_json::Value {
+        let mut l = json!({"kind": "pipeline_pair", "round": n, "first": "nodegate",
+            "nodegate_mpps": 2.0, "xdp_filter_mpps": 2.0 / ratio, "ratio": ratio, "ratio_loop": ratio});
+        if let Some((u, e)) = uncounted {
+            l["uncounted_mpps"] = json!(2.0 * e);
+            l["uncounted_ratio"] = json!(u);
+            l["shipped_over_uncounted"] = json!(e);
+        }
+        l
+    }
+
+    #[test]
+    fn paired_rounds_report_both_medians() {
+        let lines = [
+            round(1, 0.90, Some((0.95, 0.96))),
+            round(2, 0.94, Some((0.97, 0.98))),
+            round(3, 0.92, Some((0.99, 0.94))),
+        ];
+        let (mut r, mut missing) = (String::new(), Vec::new());
+        let key = paired_rounds(&lines, &mut r, &mut missing);
+        assert!(missing.is_empty(), "{missing:?}");
+        assert_eq!(key.len(), 2);
+        assert!(
+            key[0].contains("median of 3 paired rounds: 0.920×"),
+            "{}",
+            key[0]
+        );
+        assert!(key[1].contains("/ xdp-filter: 0.970×"), "{}", key[1]);
+        assert!(key[1].contains("the knock-out: 0.960×"), "{}", key[1]);
+        let rows = r
+            .lines()
+            .filter(|l| {
+                l.strip_prefix("| ")
+                    .is_some_and(|l| l.starts_with(char::is_numeric))
+            })
+            .count();
+        assert_eq!(rows, 3, "one table row per round:\n{r}");
+    }
+
+    #[test]
+    fn a_missing_knock_out_is_reported_not_invented() {
+        let lines = [
+            json!({"kind": "pipeline_pair", "name": "nodegate without counting", "error": "NODEGATE_KNOCKOUT_DIR unset"}),
+            round(1, 0.9, None),
+        ];
+        let (mut r, mut missing) = (String::new(), Vec::new());
+        let key = paired_rounds(&lines, &mut r, &mut missing);
+        assert_eq!(key.len(), 1);
+        assert_eq!(missing.len(), 2, "{missing:?}");
+        assert!(missing
+            .iter()
+            .any(|m| m.contains("NODEGATE_KNOCKOUT_DIR unset")));
+        assert!(
+            r.contains("| 1 | nodegate | 2.000 | 2.222 | 0.900 | 0.900 | — | — | — |"),
+            "{r}"
+        );
+    }
 }

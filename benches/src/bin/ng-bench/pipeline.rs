@@ -18,6 +18,7 @@ use filter_user::{
     craft::Frame,
     lab::{in_netns, Lab, LabAddrs},
     loader::attach::ifindex,
+    policy::Policy,
     replay::{
         live::{rx_packets, settle, Generator, LiveOptions},
         rawbpf::{RawLink, RawProgram},
@@ -55,6 +56,19 @@ impl Pipeline {
         Ok(in_netns(&self.lab.node_ns, || {
             prog.attach_xdp(self.node_ifindex)
         })??)
+    }
+
+    /// One pass with `loaded`'s program attached to the receiver, detached afterwards.
+    fn send_nodegate(&self, loaded: &mut LoadedPolicy) -> anyhow::Result<Sent> {
+        let link = {
+            let program = loaded.filter.program();
+            in_netns(&self.lab.node_ns, || {
+                program.attach_to_if_index(self.node_ifindex, aya::programs::XdpMode::Driver)
+            })??
+        };
+        let sent = self.send(&mut || Ok(None));
+        loaded.filter.program().detach(link)?;
+        sent
     }
 
     /// This traffic's ceiling: the bare `XDP_DROP` program as the receiver, measured before
@@ -364,17 +378,22 @@ fn pipeline_random_sources(quick: bool) -> anyhow::Result<usize> {
         "pipeline_pair",
         "nodegate vs xdp-filter, paired rounds",
         &mut failed,
-        || paired_rounds(&p, &list, &inside, if quick { 2 } else { 6 }),
+        || paired_rounds(&p, &list, &inside, if quick { 2 } else { 12 }),
     );
     Ok(failed)
 }
 
 /// nodegate (100k CIDRs) against xdp-filter (the `inside` addresses) on the random-source
-/// pipeline, `rounds` times, each round one pass of each, the order alternating from round to
+/// pipeline, `rounds` times, each round one pass of each, the order rotating from round to
 /// round. One pass each (the table above) leaves the goal to whatever the shared machine did
 /// during those two passes: 0.93× and 1.00× in two runs of the same code. Pairing the passes
-/// cancels slow drift, alternating cancels a bias of going first, and the median of the
-/// rounds' ratios is what the key ratio quotes.
+/// cancels slow drift, rotating the order cancels a bias of going first, and the median of
+/// the rounds' ratios is what the key ratio quotes.
+///
+/// A third receiver in every round is nodegate's `verdict` knock-out build (the whole
+/// program but counting and drop samples, passing and dropping the same frames) from
+/// `NODEGATE_KNOCKOUT_DIR`: how much of the gap to xdp-filter the epilogue is on this path,
+/// where the stack's work between packets evicts what a test run keeps in the caches.
 fn paired_rounds(
     p: &Pipeline,
     list: &[Ipv4Net],
@@ -382,42 +401,62 @@ fn paired_rounds(
     rounds: usize,
 ) -> anyhow::Result<()> {
     let (ns, iface) = (&p.lab.node_ns, &p.lab.node_if);
-    let mut loaded =
-        LoadedPolicy::load(&allow_policy(list, &[])).context("failed to load nodegate")?;
-    for round in 0..rounds {
-        let mut nodegate = || -> anyhow::Result<Sent> {
-            let link = {
-                let program = loaded.filter.program();
-                in_netns(ns, || {
-                    program.attach_to_if_index(p.node_ifindex, aya::programs::XdpMode::Driver)
-                })??
-            };
-            let sent = p.send(&mut || Ok(None));
-            loaded.filter.program().detach(link)?;
-            sent
-        };
-        let xdp_filter = || -> anyhow::Result<Sent> {
-            let xf = XdpFilter::load(ns, iface, &inside[..1])?;
-            xf.allow_many(&inside[1..])?;
-            p.send(&mut || Ok(None))
-        };
-        let nodegate_first = round % 2 == 0;
-        let (ng, xf) = if nodegate_first {
-            let ng = nodegate()?;
-            (ng, xdp_filter()?)
-        } else {
-            let xf = xdp_filter()?;
-            (nodegate()?, xf)
-        };
+    let policy = allow_policy(list, &[]);
+    let mut shipped = LoadedPolicy::load(&policy).context("failed to load nodegate")?;
+    let mut uncounted = uncounted_build(&policy);
+    if let Err(e) = &uncounted {
         println!(
             "{}",
-            json!({"kind": "pipeline_pair", "round": round + 1, "first": if nodegate_first { "nodegate" } else { "xdp-filter" },
-                   "xdp_filter_addresses": inside.len(), "cidrs": list.len(),
-                   "nodegate_mpps": ng.mpps, "xdp_filter_mpps": xf.mpps, "ratio": ng.mpps / xf.mpps,
-                   "nodegate_mpps_loop": ng.mpps_loop, "xdp_filter_mpps_loop": xf.mpps_loop, "ratio_loop": ng.mpps_loop / xf.mpps_loop})
+            json!({"kind": "pipeline_pair", "name": "nodegate without counting", "error": format!("{e:#}")})
         );
     }
+    let xdp_filter = || -> anyhow::Result<Sent> {
+        let xf = XdpFilter::load(ns, iface, &inside[..1])?;
+        xf.allow_many(&inside[1..])?;
+        p.send(&mut || Ok(None))
+    };
+    for round in 0..rounds {
+        // Slot 0 nodegate, 1 xdp-filter, 2 the knock-out; the first to go rotates.
+        let mut passes: [Option<Sent>; 3] = [None, None, None];
+        for k in 0..3 {
+            let slot = (round + k) % 3;
+            passes[slot] = match slot {
+                0 => Some(p.send_nodegate(&mut shipped)?),
+                1 => Some(xdp_filter()?),
+                _ => match &mut uncounted {
+                    Ok(loaded) => Some(p.send_nodegate(loaded)?),
+                    Err(_) => None,
+                },
+            };
+        }
+        let [Some(ng), Some(xf), uncounted_pass] = passes else {
+            unreachable!("nodegate and xdp-filter pass every round");
+        };
+        let first = ["nodegate", "xdp-filter", "nodegate without counting"][round % 3];
+        let mut line = json!({"kind": "pipeline_pair", "round": round + 1, "first": first,
+               "xdp_filter_addresses": inside.len(), "cidrs": list.len(),
+               "nodegate_mpps": ng.mpps, "xdp_filter_mpps": xf.mpps, "ratio": ng.mpps / xf.mpps,
+               "nodegate_mpps_loop": ng.mpps_loop, "xdp_filter_mpps_loop": xf.mpps_loop, "ratio_loop": ng.mpps_loop / xf.mpps_loop});
+        if let Some(u) = uncounted_pass {
+            line["uncounted_mpps"] = json!(u.mpps);
+            line["uncounted_ratio"] = json!(u.mpps / xf.mpps);
+            line["shipped_over_uncounted"] = json!(ng.mpps / u.mpps);
+        }
+        println!("{line}");
+    }
     Ok(())
+}
+
+/// nodegate's `verdict` knock-out build with `policy` published, from the directory `cargo
+/// xtask bench` built the knock-outs into.
+fn uncounted_build(policy: &Policy) -> anyhow::Result<LoadedPolicy> {
+    let dir = std::env::var_os("NODEGATE_KNOCKOUT_DIR").context(
+        "NODEGATE_KNOCKOUT_DIR unset: run through `cargo xtask bench`, which builds the knock-outs",
+    )?;
+    let path = std::path::Path::new(&dir).join("verdict.o");
+    let bytes =
+        std::fs::read(&path).with_context(|| format!("failed to read {}", path.display()))?;
+    Ok(LoadedPolicy::load_object(policy, bytes.into())?)
 }
 
 /// Frames nodegate's counters say it dropped, all reasons together.
