@@ -61,9 +61,10 @@ pub fn run(ctx: &XdpContext, sum: &Summary) -> u32 {
     if knockout::STOP <= knockout::Stage::Verdict {
         // The action the verdict names (enforce mode), so that these builds pass and drop
         // what the shipped program does: the veth pipeline times the `verdict` build beside
-        // it, where a passed frame costs the stack far more than a dropped one. The rule
-        // comes from the cell word the reason does. (`black_box` on the rule here changed
-        // the shipped object's code, though the branch is compiled out of it.)
+        // it, where a passed frame costs the stack far more than a dropped one. The rule is
+        // unused but costs no read of its own: it sits in the cell word the reason comes
+        // from. (`black_box` on it changed the shipped object's code, though this branch is
+        // compiled out of it.)
         return knockout::action_of(u32::from(!counters::is_drop(code)));
     }
     // "A first fragment whose (non-monitor) verdict is pass": the reason, not the action.
