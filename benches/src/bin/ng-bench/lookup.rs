@@ -13,7 +13,7 @@ use serde_json::json;
 
 use crate::{
     candidates,
-    rounds::{interleaved, spread, TimedRun},
+    rounds::{interleaved, ratio_spread, spread, TimedRun},
 };
 
 /// Distinct frames of the source lookup rows: half from inside a listed prefix.
@@ -168,8 +168,7 @@ pub(crate) fn lookup(quick: bool) -> anyhow::Result<usize> {
                     .map(|i| &ns[i])
             };
             for (p, ns_p) in programs.iter().zip(&ns) {
-                let vs_one = at_one(p.who)
-                    .map(|one| spread(ns_p.iter().zip(one).map(|(a, b)| a / b).collect()).0);
+                let vs_one = at_one(p.who).map(|one| ratio_spread(ns_p, one).0);
                 let (median, min, max) = spread(ns_p.clone());
                 println!(
                     "{}",

@@ -14,7 +14,7 @@ use filter_user::{
 };
 use serde_json::json;
 
-use crate::rounds::{interleaved, spread, TimedRun};
+use crate::rounds::{interleaved, ratio_spread, spread, TimedRun};
 
 /// The knock-out builds in program order (filter-ebpf/src/knockout.rs).
 const STAGES: [&str; 5] = ["settings", "parse", "handoff", "lookup", "verdict"];
@@ -22,9 +22,11 @@ const STAGES: [&str; 5] = ["settings", "parse", "handoff", "lookup", "verdict"];
 /// Per-stage cost: an allowed IPv4 and IPv6 TCP SYN (1 prefix per family, hot: one frame
 /// repeated in the kernel's loop) through the empty program, every knock-out build, the
 /// shipped program as root, the shipped program loaded with CAP_BPF + CAP_NET_ADMIN only,
-/// and xdp-filter's program (the C peer) allowing the same sources. Measured in rounds, each round running every program once in turn, and reported as
-/// the median per program: on a shared machine noise comes in phases, and a program measured
-/// in one block could land in a quiet or a loud one.
+/// and xdp-filter's program (the C peer) allowing the same sources. Measured in rounds, each
+/// round running every program on every frame once in turn, and reported as the median per
+/// program and frame, and the goal ratios as medians of per-round ratios ([`STAGE_RATIOS`]):
+/// on a shared machine noise comes in phases, and a program (or a family) measured in one
+/// block could land in a quiet or a loud one.
 pub(crate) fn stages(quick: bool) -> anyhow::Result<usize> {
     use filter_user::loader::privileges::{with_only, CAP_BPF, CAP_NET_ADMIN};
     let mut failed = 0;
@@ -138,10 +140,23 @@ pub(crate) fn stages(quick: bool) -> anyhow::Result<usize> {
         }
     };
     let (rounds, repeat) = if quick { (3, 20_000) } else { (15, 200_000) };
-    for (family, frame) in &frames {
-        let samples = interleaved(&mut programs, rounds, |(_, run)| run(frame, repeat))?;
-        for ((name, _), ns) in programs.iter().zip(samples) {
-            let (median, min, max) = spread(ns);
+    // Every program on every frame in each round, a program's frames one after another, so
+    // that the ratios between families come from the same rounds too.
+    let mut runs: Vec<(usize, usize)> = (0..programs.len())
+        .flat_map(|p| (0..frames.len()).map(move |f| (p, f)))
+        .collect();
+    let samples = interleaved(&mut runs, rounds, |&mut (p, f)| {
+        (programs[p].1)(&frames[f].1, repeat)
+    })?;
+    let ns = |build: &str, family: &str| {
+        let p = programs.iter().position(|(name, _)| name == build)?;
+        let f = frames.iter().position(|(name, _)| *name == family)?;
+        Some(&samples[p * frames.len() + f])
+    };
+    for (name, _) in &programs {
+        for (family, _) in &frames {
+            let Some(ns) = ns(name, family) else { continue };
+            let (median, min, max) = spread(ns.clone());
             println!(
                 "{}",
                 json!({"kind": "stages", "build": name, "family": family, "ns": median,
@@ -149,8 +164,32 @@ pub(crate) fn stages(quick: bool) -> anyhow::Result<usize> {
             );
         }
     }
+    for (ratio, (num_build, num_family), (den_build, den_family)) in STAGE_RATIOS {
+        if let (Some(num), Some(den)) = (ns(num_build, num_family), ns(den_build, den_family)) {
+            let (median, min, max) = ratio_spread(num, den);
+            println!(
+                "{}",
+                json!({"kind": "stage_ratio", "ratio": ratio, "median": median, "min": min,
+                       "max": max, "rounds": rounds})
+            );
+        }
+    }
     Ok(failed)
 }
+
+/// A row of the stage table: build, frame.
+type Row = (&'static str, &'static str);
+
+/// The goal ratios of the stage table, each the median of its per-round ratios (`ratio`,
+/// numerator (build, frame), denominator (build, frame)): the shipped program over the empty
+/// one, IPv6 over IPv4, and nodegate over xdp-filter's program.
+const STAGE_RATIOS: [(&str, Row, Row); 5] = [
+    ("v4 full / empty", ("full", "v4"), ("empty", "v4")),
+    ("v6 full / empty", ("full", "v6"), ("empty", "v6")),
+    ("full v6 / v4", ("full", "v6"), ("full", "v4")),
+    ("v4 full / peer", ("full", "v4"), (PEER_ROW, "v4")),
+    ("v6 full / peer", ("full", "v6"), (PEER_ROW, "v6")),
+];
 
 /// The stage table's peer row.
 const PEER_ROW: &str = "xdp-filter, its program alone (C peer)";
