@@ -266,7 +266,7 @@ fn render(criterion: &Path, lines: &[Value], command: &str) -> (String, Vec<Stri
         r,
         "\n### Cost per stage (`BPF_PROG_TEST_RUN`, allowed TCP SYN, 1 prefix per family, a dropped one, and an allowed one behind a VLAN tag, hot; knock-out builds `NODEGATE_KNOCKOUT`)\n"
     );
-    let _ = writeln!(r, "Each build stops after the stage named; a stage costs the difference to the row above; `full` is the shipped program; the last two rows differ from `full`. Medians of interleaved rounds (every program once per round), kernel-measured ns/packet.\n");
+    let _ = writeln!(r, "Each build stops after the stage named; a stage costs the difference to the row above; `full` is the shipped program; the last two rows differ from `full`. Medians of interleaved rounds (every program on every frame once per round), kernel-measured ns/packet.\n");
     let _ = writeln!(
         r,
         "| build | IPv4 ns | stage IPv4 | IPv6 ns | stage IPv6 | IPv4 dropped ns | stage IPv4 dropped | IPv4 in a VLAN ns | stage IPv4 in a VLAN |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|"
