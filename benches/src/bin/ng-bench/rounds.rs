@@ -61,7 +61,7 @@ mod tests {
 
     #[test]
     fn ratio_spread_takes_ratios_within_rounds() {
-        // Round 2 is loud for both programs: its ratio is still 2.
+        // The third round is loud for both programs: its ratio is still 2.
         let (median, min, max) = ratio_spread(&[20.0, 21.0, 80.0], &[10.0, 10.0, 40.0]);
         assert_eq!((median, min, max), (2.0, 2.0, 2.1));
         // The ratio of the medians (21 / 10) would have said 2.1.
