@@ -1,29 +1,34 @@
 //! `cargo xtask test`: everything CI runs.
 
-use std::process::Command;
+use std::{
+    process::Command,
+    time::{Duration, Instant},
+};
 
 use anyhow::bail;
 
 use crate::cmd::{is_ci, is_root, sh, workspace_root};
 
 pub fn run() -> anyhow::Result<()> {
+    let mut clock = Stages::default();
+    clock.begin("set-up");
     crate::setup::run()?;
     let root = workspace_root();
 
-    eprintln!("== lint: rustfmt and clippy (host workspace, then the BPF crate)");
+    clock.begin("lint: rustfmt and clippy (host workspace, then the BPF crate)");
     crate::lint::run()?;
 
-    eprintln!("== host tests (no privileges): unit, doc and config tests");
+    clock.begin("host tests (no privileges): unit, doc and config tests");
     sh(Command::new("cargo")
         .current_dir(&root)
         .args(["test", "--workspace", "--locked"]))?;
 
-    eprintln!("== privileged tests: BPF_PROG_TEST_RUN and veth/netns (single-threaded: they share kernel state)");
+    clock.begin("privileged tests: BPF_PROG_TEST_RUN and veth/netns (single-threaded: they share kernel state)");
     if is_root() {
         // The library's own privileged unit tests (replay helpers) run here too.
         sh(privileged_tests(&root).args(["--lib", "--test", "*", "--", "--test-threads=1"]))?;
         if crate::kernels::host_kernel_at_least((6, 18)) {
-            eprintln!("== the spectre-hardened variant (loaded with CAP_BPF + CAP_NET_ADMIN only, 6.18+): TESTCASES and the differential test again");
+            clock.begin("the spectre-hardened variant (loaded with CAP_BPF + CAP_NET_ADMIN only, 6.18+): TESTCASES and the differential test again");
             sh(privileged_tests(&root)
                 .env("NODEGATE_TEST_VARIANT", "spectre-hardened")
                 .args([
@@ -35,7 +40,7 @@ pub fn run() -> anyhow::Result<()> {
                     "--test-threads=1",
                 ]))?;
         }
-        eprintln!("== the container image (cargo xtask image), then its root filesystem run with exactly the DaemonSet's security context");
+        clock.begin("the container image (cargo xtask image), then its root filesystem run with exactly the DaemonSet's security context");
         crate::image::run(None)?;
         sh(Command::new("cargo").current_dir(&root).args([
             "test",
@@ -48,11 +53,11 @@ pub fn run() -> anyhow::Result<()> {
             "--ignored",
             "--test-threads=1",
         ]))?;
-        eprintln!("== benchmark smoke (--quick): every benchmark runs once and prints a number; not a speed check");
+        clock.begin("benchmark smoke (--quick): every benchmark runs once and prints a number; not a speed check");
         crate::bench::run(true)?;
-        eprintln!("== fuzzing (20 s per target): config decoder, capture reader, reference model, kernel vs model");
+        clock.begin("fuzzing (20 s per target): config decoder, capture reader, reference model, kernel vs model");
         crate::fuzz::run(20, &[])?;
-        eprintln!("== kernel matrix (--quick): the short suite inside Debian's 6.1 and 6.12 kernels under qemu");
+        clock.begin("kernel matrix (--quick): the short suite inside Debian's 6.1 and 6.12 kernels under qemu");
         crate::kernels::run(true, &[])?;
     } else if is_ci() {
         bail!("CI=true but not root: the privileged BPF and veth tests cannot run, and skipping them in CI is a failure");
@@ -61,7 +66,45 @@ pub fn run() -> anyhow::Result<()> {
             "\n!!!!! SKIPPED the privileged BPF_PROG_TEST_RUN and veth tests: not root. Run `sudo -E cargo xtask test` to run them. !!!!!\n"
         );
     }
+    clock.finish();
     Ok(())
+}
+
+/// Wall time per stage, printed as each stage ends and as a table at the end: CI has a
+/// time budget (README), and the log then says which stage outgrew it.
+#[derive(Default)]
+struct Stages {
+    done: Vec<(&'static str, Duration)>,
+    current: Option<(&'static str, Instant)>,
+}
+
+impl Stages {
+    /// End the running stage (if any) and start `name`.
+    fn begin(&mut self, name: &'static str) {
+        self.end_current();
+        eprintln!("== {name}");
+        self.current = Some((name, Instant::now()));
+    }
+
+    fn end_current(&mut self) {
+        if let Some((name, start)) = self.current.take() {
+            let took = start.elapsed();
+            eprintln!("-- {:.0} s: {name}", took.as_secs_f64());
+            self.done.push((name, took));
+        }
+    }
+
+    /// End the last stage and print every stage's time with the total.
+    fn finish(&mut self) {
+        self.end_current();
+        let total: Duration = self.done.iter().map(|(_, d)| *d).sum();
+        eprintln!("== time per stage");
+        for (name, took) in &self.done {
+            let short = name.split(':').next().unwrap_or(name);
+            eprintln!("{:>7.0} s  {short}", took.as_secs_f64());
+        }
+        eprintln!("{:>7.0} s  total", total.as_secs_f64());
+    }
 }
 
 /// `cargo test` of filter-user's privileged tests; the caller adds targets and test args.
