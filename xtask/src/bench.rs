@@ -500,11 +500,11 @@ fn render(criterion: &Path, lines: &[Value], command: &str) -> (String, Vec<Stri
         ("fixed", "4 sources, each frame one burst (the source lookup stays hot)"),
         ("random", "a random source per copy from 75,536 (10,000 inside the 100k CIDRs, each in another CIDR: half the frames, passed; 65,536 outside: the other half, dropped); frames to a foreign MAC, so the stack discards passed frames early"),
     ] {
-        let _ = writeln!(r, "\n### veth pipeline, {title} (XDP live-frames generator → veth → receiver, 64-byte frames)\n");
         let pipeline: Vec<&Value> = lines
             .iter()
             .filter(|l| l["kind"] == "pipeline" && l["traffic"].as_str().unwrap_or("fixed") == traffic)
             .collect();
+        let _ = writeln!(r, "\n### veth pipeline, {title} ({} → veth → receiver, 64-byte frames)\n", generator_of(&pipeline));
         let is_ceiling = |l: &&&Value| {
             l["name"]
                 .as_str()
@@ -729,6 +729,23 @@ fn stage_goal_line(lines: &[Value]) -> Option<String> {
     ))
 }
 
+/// What sent a pipeline's frames, from its lines' `generator` field: the XDP live-frames
+/// generator, or the AF_PACKET socket that stands in where the kernel refuses live-frames
+/// mode (a ceiling about a tenth as high, so its ratios are not comparable with the other's).
+fn generator_of(lines: &[&Value]) -> &'static str {
+    let mut engines: Vec<&str> = lines
+        .iter()
+        .filter_map(|l| l["generator"].as_str())
+        .collect();
+    engines.sort_unstable();
+    engines.dedup();
+    match engines.as_slice() {
+        ["af-packet"] => "AF_PACKET sender: this kernel refuses BPF_PROG_TEST_RUN live-frames mode, so the ceiling is the sender's and every receiver's share of it is higher than with live frames",
+        ["xdp-live-frames"] | [] => "XDP live-frames generator",
+        _ => "XDP live-frames generator and AF_PACKET sender mixed",
+    }
+}
+
 /// The random-source pipeline's paired rounds (`pipeline_pair` lines): a table of the rounds
 /// and the median of their nodegate / xdp-filter ratios, and of nodegate's `verdict`
 /// knock-out (no counting, no drop samples) in the same rounds. Returns the key-ratio lines.
@@ -737,7 +754,7 @@ fn paired_rounds(lines: &[Value], r: &mut String, missing: &mut Vec<String>) -> 
         .iter()
         .filter(|l| l["kind"] == "pipeline_pair")
         .collect();
-    let _ = writeln!(r, "\n### veth pipeline, random sources: nodegate (100k CIDRs) against xdp-filter (10,000 addresses) in paired rounds\n");
+    let _ = writeln!(r, "\n### veth pipeline, random sources: nodegate (100k CIDRs) against xdp-filter (10,000 addresses) in paired rounds ({})\n", generator_of(&rounds));
     let _ = writeln!(r, "The traffic of the table above; each round one pass of each receiver, the first to go rotating. The ratio is nodegate's Mpps over xdp-filter's in the same round. The third receiver is nodegate's `verdict` knock-out build: the same program and verdicts without counting and drop samples (the epilogue).\n");
     let _ = writeln!(r, "| round | first | nodegate Mpps | xdp-filter Mpps | ratio | ratio (generator loop) | without counting Mpps | without counting / xdp-filter | nodegate / without counting |\n|---:|---|---:|---:|---:|---:|---:|---:|---:|");
     let (mut ratios, mut uncounted, mut epilogue) = (Vec::new(), Vec::new(), Vec::new());

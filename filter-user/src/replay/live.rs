@@ -1,7 +1,9 @@
 //! Live replay: frames go out of one end of a veth pair at full rate, injected by an XDP
 //! live-frames generator (`BPF_PROG_TEST_RUN` with `BPF_F_TEST_XDP_LIVE_FRAMES` running an
 //! `XDP_TX` program on the sending end), and arrive at the XDP hook of the other end, where
-//! the filter judges them for real.
+//! the filter judges them for real. Where the kernel refuses live-frames mode, the
+//! generator sends the same copies through an AF_PACKET socket instead (`sockgen.rs`) and
+//! says so ([`Generator::engine`]).
 //!
 //! NB: a frame sent with `XDP_TX` into a veth is only delivered when the receiving end has
 //! an XDP program attached (veth only runs its NAPI receive path then); every receiver in
@@ -122,11 +124,25 @@ pub fn stop_requested() -> bool {
     STOP.load(std::sync::atomic::Ordering::Relaxed)
 }
 
-/// The live-frames generator bound to one interface.
+/// The generator bound to one interface.
 pub struct Generator {
-    prog: RawProgram,
+    engine: Engine,
     ifindex: u32,
 }
+
+/// How the generator puts copies on the wire.
+enum Engine {
+    /// `BPF_PROG_TEST_RUN` live-frames mode with an `XDP_TX` program: copies made and sent
+    /// inside the kernel, batch by batch.
+    LiveFrames(RawProgram),
+    /// An AF_PACKET socket, where the kernel refuses live-frames mode.
+    PacketSocket(std::cell::RefCell<super::sockgen::SocketSender>),
+}
+
+/// [`Generator::engine`] of the live-frames engine.
+pub const LIVE_FRAMES: &str = "xdp-live-frames";
+/// [`Generator::engine`] of the AF_PACKET engine.
+pub const PACKET_SOCKET: &str = "af-packet";
 
 /// What a send loop did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
@@ -137,29 +153,91 @@ pub struct Sent {
     pub elapsed: Duration,
     /// Time inside the kernel's generator loops (mean time per copy × copies): the send
     /// loop without syscall entry and the XDP dispatcher switching that every call with
-    /// more than one copy costs (see [`BURST_FROM_LOOPS`]).
+    /// more than one copy costs (see [`BURST_FROM_LOOPS`]). The AF_PACKET engine has no
+    /// such loop: its wall time.
     pub kernel: Duration,
+    /// Which engine sent ([`LIVE_FRAMES`] or [`PACKET_SOCKET`]).
+    pub engine: &'static str,
 }
 
 impl Generator {
-    /// A generator sending out of `ifindex` of the namespace the caller will send from.
+    /// A generator sending out of `ifindex` of the namespace the caller is in (and will
+    /// send from): live frames where the kernel allows them, else an AF_PACKET socket.
     pub fn new(ifindex: u32) -> Result<Generator, LiveError> {
-        Ok(Generator {
-            prog: RawProgram::transmit().map_err(LiveError::Generator)?,
-            ifindex,
-        })
+        let prog = RawProgram::transmit().map_err(LiveError::Generator)?;
+        Generator::with(prog, ifindex, &[])
     }
 
-    /// A generator that sends every copy from a source picked at random from `stamps`
-    /// (`rawgen`): IPv4 TCP frames only.
+    /// A generator that sends every copy from another source of `stamps` (`rawgen`): IPv4
+    /// TCP frames only. The live-frames engine picks each copy's source at random; the
+    /// AF_PACKET one walks the table so that every source comes once per round.
     pub fn rewriting_sources(
         ifindex: u32,
         stamps: &[super::rawgen::SourceStamp],
     ) -> Result<Generator, LiveError> {
+        let prog = super::rawgen::load(stamps).map_err(LiveError::Generator)?;
+        Generator::with(prog, ifindex, stamps)
+    }
+
+    /// The AF_PACKET engine whatever the kernel allows (to test and compare it).
+    pub fn packet_socket(
+        ifindex: u32,
+        stamps: &[super::rawgen::SourceStamp],
+    ) -> Result<Generator, LiveError> {
+        let sender =
+            super::sockgen::SocketSender::open(ifindex, stamps).map_err(LiveError::Generator)?;
         Ok(Generator {
-            prog: super::rawgen::load(stamps).map_err(LiveError::Generator)?,
+            engine: Engine::PacketSocket(std::cell::RefCell::new(sender)),
             ifindex,
         })
+    }
+
+    /// `prog` in live-frames mode if the kernel runs it so, else the AF_PACKET engine.
+    fn with(
+        prog: RawProgram,
+        ifindex: u32,
+        stamps: &[super::rawgen::SourceStamp],
+    ) -> Result<Generator, LiveError> {
+        if prog.live_frames_allowed().map_err(LiveError::Generator)? {
+            return Ok(Generator {
+                engine: Engine::LiveFrames(prog),
+                ifindex,
+            });
+        }
+        tracing::info!(
+            "the kernel refuses BPF_PROG_TEST_RUN live-frames mode (EPERM): sending through \
+             an AF_PACKET socket instead, at a lower rate"
+        );
+        Generator::packet_socket(ifindex, stamps)
+    }
+
+    /// Which engine sends: [`LIVE_FRAMES`] or [`PACKET_SOCKET`].
+    pub fn engine(&self) -> &'static str {
+        match self.engine {
+            Engine::LiveFrames(_) => LIVE_FRAMES,
+            Engine::PacketSocket(_) => PACKET_SOCKET,
+        }
+    }
+
+    /// Send `copies` copies of `frame` (live frames: `batch` per kernel batch); the time
+    /// inside the kernel's generator loop.
+    fn send_copies(&self, frame: &[u8], copies: u64, batch: u32) -> Result<Duration, LiveError> {
+        match &self.engine {
+            Engine::LiveFrames(prog) => {
+                let run = prog
+                    .run_live(frame, copies as u32, batch, self.ifindex)
+                    .map_err(LiveError::Generator)?;
+                Ok(run.duration * copies as u32)
+            }
+            Engine::PacketSocket(sender) => {
+                let start = Instant::now();
+                sender
+                    .borrow_mut()
+                    .send(frame, copies)
+                    .map_err(LiveError::Generator)?;
+                Ok(start.elapsed())
+            }
+        }
     }
 
     /// Send `frames` `opts.loops` times. Must run in the network namespace of the interface
@@ -200,11 +278,7 @@ impl Generator {
                     if stop_requested() {
                         return Err(LiveError::Stopped);
                     }
-                    let run = self
-                        .prog
-                        .run_live(frame, burst as u32, opts.batch, self.ifindex)
-                        .map_err(LiveError::Generator)?;
-                    kernel += run.duration * burst as u32;
+                    kernel += self.send_copies(frame, burst, opts.batch)?;
                     sent += burst;
                     pace(sent);
                 }
@@ -218,11 +292,7 @@ impl Generator {
                     if stop_requested() {
                         return Err(LiveError::Stopped);
                     }
-                    kernel += self
-                        .prog
-                        .run_live(frame, 1, opts.batch, self.ifindex)
-                        .map_err(LiveError::Generator)?
-                        .duration;
+                    kernel += self.send_copies(frame, 1, opts.batch)?;
                     sent += 1;
                     pace(sent);
                     if i % 1024 == 0 {
@@ -236,6 +306,7 @@ impl Generator {
             frames: sent,
             elapsed: start.elapsed(),
             kernel,
+            engine: self.engine(),
         })
     }
 }
@@ -278,6 +349,8 @@ pub fn settle(
 /// Per-reason result of a live replay.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct LiveReport {
+    /// Which engine sent ([`LIVE_FRAMES`] or [`PACKET_SOCKET`]).
+    pub generator: &'static str,
     /// Frames the generator sent.
     pub sent: u64,
     /// Frames the filter judged.
@@ -305,6 +378,7 @@ impl LiveReport {
     /// Build from counter snapshots before and after.
     pub fn from_snapshots(before: &Snapshot, after: &Snapshot, sent: &Sent) -> LiveReport {
         let mut report = LiveReport {
+            generator: sent.engine,
             sent: sent.frames,
             elapsed: sent.elapsed,
             ..Default::default()

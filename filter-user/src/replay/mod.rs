@@ -45,6 +45,8 @@ pub mod rawgen;
 pub mod rawlpm;
 pub mod run;
 pub mod snap;
+#[cfg(feature = "tools")]
+pub mod sockgen;
 
 pub use capture::{
     parse_capture, read_capture, write_capture, Capture, CaptureError, CaptureFormat,

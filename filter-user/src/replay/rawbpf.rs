@@ -232,6 +232,24 @@ impl RawProgram {
         })
     }
 
+    /// Whether the kernel runs this program in live-frames mode at all, asked without
+    /// sending anything: a live run on an interface that does not exist fails with ENODEV
+    /// where the mode is allowed (the context is checked before any frame is made) and
+    /// with EPERM where a locked-down kernel refuses the mode itself (seen on 6.18 sandbox
+    /// kernels whose plain test runs still work).
+    pub fn live_frames_allowed(&self) -> io::Result<bool> {
+        const NO_SUCH_IFINDEX: u32 = i32::MAX as u32;
+        let frame = [0u8; super::MIN_FRAME];
+        match self.run_live(&frame, 1, 1, NO_SUCH_IFINDEX) {
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => Ok(false),
+            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(true),
+            Err(e) => Err(e),
+            Ok(_) => Err(io::Error::other(
+                "a live-frames run on a nonexistent interface succeeded",
+            )),
+        }
+    }
+
     /// Attach to `ifindex` (in the calling thread's network namespace) in driver mode with a
     /// bpf_link; dropping the [`RawLink`] detaches.
     pub fn attach_xdp(&self, ifindex: u32) -> io::Result<RawLink> {

@@ -65,6 +65,17 @@ impl SourceStamp {
         })
     }
 
+    /// Write this stamp into `frame` (what the generator program does to each copy); `None`
+    /// when the frame is shorter than [`STAMP_END`].
+    pub fn apply(&self, frame: &mut [u8]) -> Option<()> {
+        let f = frame.get_mut(..STAMP_END)?;
+        let at = |o: i16| o as usize;
+        f[at(IP_SRC)..at(IP_SRC) + 4].copy_from_slice(&self.src.octets());
+        f[at(IP_CSUM)..at(IP_CSUM) + 2].copy_from_slice(&self.ip_csum);
+        f[at(TCP_CSUM)..at(TCP_CSUM) + 2].copy_from_slice(&self.tcp_csum);
+        Some(())
+    }
+
     /// The map value: source, IPv4 checksum, TCP checksum, in frame byte order.
     fn value(&self) -> [u8; 8] {
         let o = self.src.octets();
@@ -169,5 +180,33 @@ mod tests {
             assert_eq!(at + 1 + off, exit);
         }
         assert_eq!((p[exit] >> 32) as u32, action::TX);
+    }
+
+    /// What the AF_PACKET engine does to each copy: the stamp of one frame turns another
+    /// frame (the same but for the source) into it, checksums included.
+    #[test]
+    fn a_stamp_turns_a_frame_into_the_same_frame_from_its_source() {
+        let from = |src: &str| {
+            crate::craft::Frame::tcp(
+                src.parse().unwrap(),
+                "10.0.0.1".parse().unwrap(),
+                40000,
+                443,
+            )
+            .syn()
+            .pad_to(64)
+            .build()
+        };
+        let (template, wanted) = (from("198.18.0.1"), from("10.77.3.9"));
+        let mut copy = template.clone();
+        SourceStamp::of_frame(&wanted)
+            .unwrap()
+            .apply(&mut copy)
+            .unwrap();
+        assert_eq!(copy, wanted);
+        assert!(SourceStamp::of_frame(&wanted)
+            .unwrap()
+            .apply(&mut copy[..40])
+            .is_none());
     }
 }

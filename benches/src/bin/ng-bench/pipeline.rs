@@ -1,4 +1,5 @@
-//! The veth pipeline: a live-frames generator → veth → receiver, nodegate beside the peers,
+//! The veth pipeline: a live-frames generator (an AF_PACKET socket where the kernel refuses
+//! live-frames mode: `replay::live`) → veth → receiver, nodegate beside the peers,
 //! with 4 fixed sources and with random sources, and nodegate against xdp-filter in paired
 //! rounds.
 
@@ -123,7 +124,7 @@ impl Pipeline {
         let m = self.send(filter_dropped)?;
         println!(
             "{}",
-            json!({"kind": "pipeline", "traffic": self.traffic, "sources": self.sources, "name": name, "cidrs": cidrs, "sent": m.sent, "delivered": m.delivered,
+            json!({"kind": "pipeline", "traffic": self.traffic, "sources": self.sources, "generator": m.generator, "name": name, "cidrs": cidrs, "sent": m.sent, "delivered": m.delivered,
                    "elapsed_s": m.elapsed_s, "kernel_s": m.kernel_s, "mpps": m.mpps, "mpps_loop": m.mpps_loop, "filter_dropped": m.filter_dropped})
         );
         Ok(m.mpps)
@@ -159,6 +160,7 @@ impl Pipeline {
             _ => None,
         };
         Ok(Sent {
+            generator: sent.engine,
             sent: sent.frames,
             delivered,
             elapsed_s: sent.elapsed.as_secs_f64(),
@@ -177,6 +179,8 @@ impl Pipeline {
 
 /// One pass of a pipeline's traffic, as the receiver got it.
 struct Sent {
+    /// Which engine sent (`live::LIVE_FRAMES` or `live::PACKET_SOCKET`).
+    generator: &'static str,
     sent: u64,
     delivered: u64,
     elapsed_s: f64,
@@ -433,7 +437,7 @@ fn paired_rounds(
             unreachable!("nodegate and xdp-filter pass every round");
         };
         let first = ["nodegate", "xdp-filter", "nodegate without counting"][round % 3];
-        let mut line = json!({"kind": "pipeline_pair", "round": round + 1, "first": first,
+        let mut line = json!({"kind": "pipeline_pair", "round": round + 1, "first": first, "generator": ng.generator,
                "xdp_filter_addresses": inside.len(), "cidrs": list.len(),
                "nodegate_mpps": ng.mpps, "xdp_filter_mpps": xf.mpps, "ratio": ng.mpps / xf.mpps,
                "nodegate_mpps_loop": ng.mpps_loop, "xdp_filter_mpps_loop": xf.mpps_loop, "ratio_loop": ng.mpps_loop / xf.mpps_loop});

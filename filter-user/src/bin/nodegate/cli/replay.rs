@@ -36,7 +36,8 @@ use super::{output::Output, PinArgs};
 /// then one `{"summary":{…}}` object; with --live, one `{"live":{…}}` object.
 ///
 /// With --live, the capture is sent at full rate onto a veth pair by an XDP live-frames
-/// generator instead, and the filter's counters report what happened.
+/// generator instead (through an AF_PACKET socket, at a lower rate, where the kernel
+/// refuses live-frames mode), and the filter's counters report what happened.
 #[derive(clap::Args)]
 pub struct Args {
     /// Capture file (pcap or pcapng, Ethernet link type; the format is detected).
@@ -53,7 +54,7 @@ pub struct Args {
     #[arg(long, value_name = "N", default_value_t = 1)]
     repeat: u32,
     /// Send the capture onto a veth pair at full rate with an XDP live-frames generator
-    /// instead. Without --iface, a private lab (two fresh network namespaces joined by a
+    /// (an AF_PACKET socket where the kernel refuses live-frames mode) instead. Without --iface, a private lab (two fresh network namespaces joined by a
     /// veth pair, deleted afterwards) gets the rule file attached in driver mode.
     #[arg(long)]
     live: bool,
@@ -274,9 +275,14 @@ fn run_live(
 
 fn print_live(r: &LiveReport, external: bool) {
     println!(
-        "live replay: sent {} frames in {:.3} s with the XDP live-frames generator",
+        "live replay: sent {} frames in {:.3} s with the {}",
         r.sent,
-        r.elapsed.as_secs_f64()
+        r.elapsed.as_secs_f64(),
+        match r.generator {
+            live::PACKET_SOCKET =>
+                "AF_PACKET sender (this kernel refuses BPF_PROG_TEST_RUN live-frames mode)",
+            _ => "XDP live-frames generator",
+        }
     );
     if external && r.delivered == 0 && r.reasons.is_empty() {
         println!(
