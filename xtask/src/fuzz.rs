@@ -63,14 +63,18 @@ pub fn run(seconds: u64, only: &[String]) -> anyhow::Result<()> {
 
     let seeds = root.join("target/fuzz-seeds");
     let _ = std::fs::remove_dir_all(&seeds);
+    // A debug build with the privileged tests' features: `cargo xtask test` has built
+    // exactly that before fuzzing, where a release build of the example compiled filter-user
+    // and aya again (~110 s of CI). The seeds take a moment to make either way.
     sh(Command::new("cargo")
         .current_dir(&root)
         .args([
             "run",
-            "--release",
             "--locked",
             "-p",
             "filter-user",
+            "--features",
+            crate::test::PRIVILEGED_TESTS_FEATURE,
             "--example",
             "fuzz_seeds",
             "--",

@@ -19,14 +19,32 @@ pub fn run() -> anyhow::Result<()> {
     crate::lint::run()?;
 
     clock.begin("host tests (no privileges): unit, doc and config tests");
-    sh(Command::new("cargo")
-        .current_dir(&root)
-        .args(["test", "--workspace", "--locked"]))?;
+    if is_root() {
+        // filter-user's unit, integration and example tests run below with the privileged
+        // ones, single-threaded: built and run once instead of twice (it saved ~2 minutes
+        // of CI). Here the other crates, and filter-user's doc tests (with the privileged
+        // tests' feature, which adds test modules only, so the library built for them is
+        // the one the privileged tests link).
+        sh(&mut host_tests(&root))?;
+        sh(privileged_tests(&root).arg("--doc"))?;
+    } else {
+        sh(Command::new("cargo")
+            .current_dir(&root)
+            .args(["test", "--workspace", "--locked"]))?;
+    }
 
     clock.begin("privileged tests: BPF_PROG_TEST_RUN and veth/netns (single-threaded: they share kernel state)");
     if is_root() {
         // The library's own privileged unit tests (replay helpers) run here too.
-        sh(privileged_tests(&root).args(["--lib", "--test", "*", "--", "--test-threads=1"]))?;
+        sh(privileged_tests(&root).args([
+            "--lib",
+            "--bins",
+            "--examples",
+            "--test",
+            "*",
+            "--",
+            "--test-threads=1",
+        ]))?;
         if crate::kernels::host_kernel_at_least((6, 18)) {
             clock.begin("the spectre-hardened variant (loaded with CAP_BPF + CAP_NET_ADMIN only, 6.18+): TESTCASES and the differential test again");
             sh(privileged_tests(&root)
@@ -42,17 +60,8 @@ pub fn run() -> anyhow::Result<()> {
         }
         clock.begin("the container image (cargo xtask image), then its root filesystem run with exactly the DaemonSet's security context");
         crate::image::run(None)?;
-        sh(Command::new("cargo").current_dir(&root).args([
-            "test",
-            "--locked",
-            "-p",
-            "xtask",
-            "--test",
-            "image",
-            "--",
-            "--ignored",
-            "--test-threads=1",
-        ]))?;
+        // The host tests' package selection, so that nothing is built again for it.
+        sh(host_tests(&root).args(["--test", "image", "--", "--ignored", "--test-threads=1"]))?;
         clock.begin("benchmark smoke (--quick): every benchmark runs once and prints a number; not a speed check");
         crate::bench::run(true)?;
         clock.begin("fuzzing (20 s per target): config decoder, capture reader, reference model, kernel vs model");
@@ -107,6 +116,23 @@ impl Stages {
     }
 }
 
+/// `cargo test` of every crate but filter-user (whose tests run with the privileged ones,
+/// when root); the caller may add targets and test args.
+fn host_tests(root: &std::path::Path) -> Command {
+    let mut cmd = Command::new("cargo");
+    cmd.current_dir(root).args([
+        "test",
+        "--workspace",
+        "--locked",
+        "--exclude",
+        "filter-user",
+    ]);
+    cmd
+}
+
+/// filter-user's feature that compiles in its privileged tests.
+pub const PRIVILEGED_TESTS_FEATURE: &str = "privileged-tests";
+
 /// `cargo test` of filter-user's privileged tests; the caller adds targets and test args.
 pub fn privileged_tests(root: &std::path::Path) -> Command {
     let mut cmd = Command::new("cargo");
@@ -116,7 +142,7 @@ pub fn privileged_tests(root: &std::path::Path) -> Command {
         "-p",
         "filter-user",
         "--features",
-        "privileged-tests",
+        PRIVILEGED_TESTS_FEATURE,
     ]);
     cmd
 }
