@@ -119,15 +119,10 @@ impl Stages {
 /// `cargo test` of every crate but filter-user (whose tests run with the privileged ones,
 /// when root); the caller may add targets and test args.
 fn host_tests(root: &std::path::Path) -> Command {
-    let mut cmd = Command::new("cargo");
-    cmd.current_dir(root).args([
-        "test",
-        "--workspace",
-        "--locked",
-        "--exclude",
-        "filter-user",
-    ]);
-    cmd
+    cargo_test(
+        root,
+        &["--workspace", "--locked", "--exclude", "filter-user"],
+    )
 }
 
 /// filter-user's feature that compiles in its privileged tests.
@@ -135,14 +130,21 @@ pub const PRIVILEGED_TESTS_FEATURE: &str = "privileged-tests";
 
 /// `cargo test` of filter-user's privileged tests; the caller adds targets and test args.
 pub fn privileged_tests(root: &std::path::Path) -> Command {
+    cargo_test(
+        root,
+        &[
+            "--locked",
+            "-p",
+            "filter-user",
+            "--features",
+            PRIVILEGED_TESTS_FEATURE,
+        ],
+    )
+}
+
+/// `cargo test` in the workspace with `args`.
+fn cargo_test(root: &std::path::Path, args: &[&str]) -> Command {
     let mut cmd = Command::new("cargo");
-    cmd.current_dir(root).args([
-        "test",
-        "--locked",
-        "-p",
-        "filter-user",
-        "--features",
-        PRIVILEGED_TESTS_FEATURE,
-    ]);
+    cmd.current_dir(root).arg("test").args(args);
     cmd
 }
