@@ -226,3 +226,36 @@ fn removal_commands_print_their_schemas() {
     let v = schema::document("mount-bpffs", &out);
     assert_eq!(v["mounted"], false, "already mounted");
 }
+
+/// `replay --live -o json` (its own private lab): the one `{"live":{…}}` document matches
+/// its schema and names what sent the frames: the live-frames generator, or the AF_PACKET
+/// socket where the kernel refuses live-frames mode (this machine kind's 6.18 sandbox
+/// kernel does).
+#[test]
+fn live_replay_prints_its_schema_and_names_the_sender() {
+    let env = Env::new("outl");
+    let pcap = env.dir.join("traffic.pcap");
+    let pcap = pcap.to_str().unwrap();
+    common::daemon::assert_success(&env.run(&["gen-traffic", pcap, "--count", "200"]));
+    let config = env.write_config("rules.yaml", FIXTURE);
+    let (code, out, err) = json(
+        &env,
+        &[
+            "replay",
+            pcap,
+            "--config",
+            config.to_str().unwrap(),
+            "--live",
+        ],
+    );
+    assert_eq!(code, 0, "{}", String::from_utf8_lossy(&err));
+    let v = schema::document("replay", &out);
+    let live = &v["live"];
+    let n = |k: &str| live[k].as_u64().unwrap();
+    assert!(
+        ["xdp-live-frames", "af-packet"].contains(&live["generator"].as_str().unwrap()),
+        "{v}"
+    );
+    assert!(n("sent") > 0 && n("delivered") >= n("sent") * 9 / 10, "{v}");
+    assert_eq!(n("passed") + n("dropped"), n("delivered"), "{v}");
+}
