@@ -648,12 +648,14 @@ fn render(criterion: &Path, lines: &[Value], command: &str) -> (String, Vec<Stri
     for line in &paired {
         let _ = writeln!(r, "{line}");
     }
+    let pipeline_lines: Vec<&Value> = lines.iter().filter(|l| l["kind"] == "pipeline").collect();
+    let sender = sender_note(&pipeline_lines);
     for (name, (mpps, ratio, ratio_loop)) in &ratios {
         if !name.starts_with("bare") {
             if let (Some(q), Some(ql)) = (ratio, ratio_loop) {
                 let _ = writeln!(
                     r,
-                    "- veth pipeline, {name}: {mpps:.3} Mpps, {q:.2} of the XDP_DROP ceiling ({ql:.2} by generator loop time)."
+                    "- veth pipeline{sender}, {name}: {mpps:.3} Mpps, {q:.2} of the XDP_DROP ceiling ({ql:.2} by generator loop time)."
                 );
             }
         }
@@ -746,6 +748,16 @@ fn generator_of(lines: &[&Value]) -> &'static str {
     }
 }
 
+/// What the key-ratio lines say after "veth pipeline" when the AF_PACKET sender measured
+/// any of them (nothing for live frames alone).
+fn sender_note(lines: &[&Value]) -> &'static str {
+    if lines.iter().any(|l| l["generator"] == "af-packet") {
+        " (AF_PACKET sender, not comparable with live-frames figures)"
+    } else {
+        ""
+    }
+}
+
 /// The random-source pipeline's paired rounds (`pipeline_pair` lines): a table of the rounds
 /// and the median of their nodegate / xdp-filter ratios, and of nodegate's `verdict`
 /// knock-out (no counting, no drop samples) in the same rounds. Returns the key-ratio lines.
@@ -798,7 +810,8 @@ fn paired_rounds(lines: &[Value], r: &mut String, missing: &mut Vec<String>) -> 
         "\nMedian ratio of {n} rounds: {median:.3} (lowest {lo:.3}, highest {hi:.3}); goal ≥ 1.0."
     );
     let mut key = vec![format!(
-        "- veth pipeline, random sources, nodegate 100k CIDRs / xdp-filter 10,000 addresses, median of {n} paired rounds: {median:.3}× (lowest {lo:.3}×, highest {hi:.3}×; goal ≥ 1.0×)."
+        "- veth pipeline{sender}, random sources, nodegate 100k CIDRs / xdp-filter 10,000 addresses, median of {n} paired rounds: {median:.3}× (lowest {lo:.3}×, highest {hi:.3}×; goal ≥ 1.0×).",
+        sender = sender_note(&rounds)
     )];
     if let (Some((u, ulo, uhi)), Some((e, elo, ehi))) =
         (median_range(&mut uncounted), median_range(&mut epilogue))
@@ -809,7 +822,8 @@ fn paired_rounds(lines: &[Value], r: &mut String, missing: &mut Vec<String>) -> 
             "Without counting and drop samples: {u:.3} of xdp-filter (lowest {ulo:.3}, highest {uhi:.3}); the shipped program / the knock-out: {e:.3} (lowest {elo:.3}, highest {ehi:.3}), medians of {m} rounds."
         );
         key.push(format!(
-            "- veth pipeline, random sources, nodegate without counting and drop samples (the `verdict` knock-out) / xdp-filter: {u:.3}×; the shipped program / the knock-out: {e:.3}× (medians of {m} rounds): what the epilogue costs on this path."
+            "- veth pipeline{sender}, random sources, nodegate without counting and drop samples (the `verdict` knock-out) / xdp-filter: {u:.3}×; the shipped program / the knock-out: {e:.3}× (medians of {m} rounds): what the epilogue costs on this path.",
+            sender = sender_note(&rounds)
         ));
     } else {
         missing
@@ -834,7 +848,18 @@ fn median_range(values: &mut [f64]) -> Option<(f64, f64, f64)> {
 mod tests {
     use serde_json::json;
 
-    use super::{median_range, paired_rounds, stage_goal_line};
+    use super::{generator_of, median_range, paired_rounds, sender_note, stage_goal_line};
+
+    #[test]
+    fn pipeline_figures_name_the_af_packet_sender() {
+        let live = serde_json::json!({"kind": "pipeline", "generator": "xdp-live-frames"});
+        let socket = serde_json::json!({"kind": "pipeline", "generator": "af-packet"});
+        assert_eq!(sender_note(&[&live]), "");
+        assert!(sender_note(&[&live, &socket]).contains("AF_PACKET"));
+        assert_eq!(generator_of(&[&live]), "XDP live-frames generator");
+        assert!(generator_of(&[&socket]).starts_with("AF_PACKET sender"));
+        assert!(generator_of(&[&live, &socket]).contains("mixed"));
+    }
 
     #[test]
     fn stage_goals_are_the_per_round_medians_and_need_all_three() {
